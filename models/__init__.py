@@ -1,0 +1,1 @@
+"""Host-side models: datasets, spike encodings, exact reference, trainers, baselines."""

@@ -1,0 +1,1 @@
+"""Execution backends behind one interface (see targets/base.py)."""

@@ -1,0 +1,1 @@
+"""snnc toolchain: artifact I/O, quantizer, mapper, verifier and CLI."""

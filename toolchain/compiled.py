@@ -1,0 +1,101 @@
+"""The compiled network: what the compiler (toolchain/compiler.py) emits and every target runs.
+
+Plain data. Integer fields follow Lava 0.10.0's bit-accurate CUBA LIF + Dense semantics
+(``Loihi2SimCfg(select_tag='fixed_pt')``, see docs/compiled-format.md and ../shared/docs/lava-brian2-notes.md):
+
+* time grid: ``S = steps_per_unit`` steps per model time unit, h = 1/S; an input/pulse at model time t
+  becomes source column ``round(t * S)`` (a step index within the sample's window of ``window`` steps).
+* Dense: 8-bit mixed-sign weight mantissas (even values in [-256, 254] survive Lava's clip/LSB masking),
+  one step of delay, sum scaled by ``2**weight_exp`` (weight_exp >= 0) and by 64 into u.
+* LIF, per step: ``u = trunc0(u * (4096 - (du + 1)) / 4096) + a_in * 64`` (24-bit wrap),
+  ``v = clip(trunc0(v * (4096 - dv) / 4096) + u, +-(2**23 - 1))``, spike when ``v > vth * 64``, then v = 0.
+  ``once=True`` neurons are masked after their first spike until the window's reset.
+* reporting: a spike of any layer is reported as its *equivalent source column* c (it acts on the next
+  layer like an input at column c); the float model's crossing lies in ((c - 1) h, c h].
+
+The float mapping for ``lava-float`` is stored beside the integers (``weights_float``, ``du_float``...).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from models.network import TemporalNetwork
+
+
+@dataclass(frozen=True)
+class CompiledLayer:
+    """One layer on chip: a Dense synapse block feeding a CUBA LIF population.
+
+    weights:        int32 (n_out, n_in)     Dense mantissas for ordinary inputs
+    pulse_weights:  int32 (n_out, n_pulses) Dense mantissas for this layer's pulse source
+    pulse_steps:    int64 (n_pulses,)       source column of each pulse within the sample window (steps)
+    weight_exp:     Dense weight exponent (>= 0); u increment = w * 2**weight_exp * 64
+    du, dv:         12-bit decays (alpha neurons: du = D - 1, dv = D, D = round(4096 (1 - exp(-tau h))))
+    vth:            17-bit threshold mantissa; spike when v > vth * 64
+    once:           neuron spikes at most once per sample window (alpha neurons); False = plain LIF
+    weights_float, pulse_weights_float, du_float, dv_float, vth_float: the floating_pt mapping
+    """
+
+    name: str
+    weights: np.ndarray
+    pulse_weights: np.ndarray
+    pulse_steps: np.ndarray
+    weight_exp: int
+    du: int
+    dv: int
+    vth: int
+    once: bool
+    weights_float: np.ndarray
+    pulse_weights_float: np.ndarray
+    du_float: float
+    dv_float: float
+    vth_float: float
+    kind: str = "dense"
+    num_weight_bits: int = 8
+
+    @property
+    def n_in(self) -> int:
+        return self.weights.shape[1]
+
+    @property
+    def n_out(self) -> int:
+        return self.weights.shape[0]
+
+
+@dataclass(frozen=True)
+class CompiledNetwork:
+    """A compiled network plus the float model it came from (the ``exact`` target runs that).
+
+    steps_per_unit: S, steps per model time unit
+    window:         steps per sample window (samples are run back to back, state reset between windows)
+    manifest:       source model hash, every scale/bit width/exponent, tool versions (JSON-able dict)
+    """
+
+    steps_per_unit: int
+    window: int
+    layers: tuple[CompiledLayer, ...]
+    source: TemporalNetwork
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def dt(self) -> float:
+        """Step length h in model time units."""
+        return 1.0 / self.steps_per_unit
+
+    def input_columns(self, input_times: np.ndarray) -> np.ndarray:
+        """Model input times (N, n_in) -> source columns (int64), -1 where no spike (inf)."""
+        t = np.asarray(input_times, dtype=np.float64)
+        cols = np.full(t.shape, -1, dtype=np.int64)
+        finite = np.isfinite(t)
+        cols[finite] = np.rint(t[finite] * self.steps_per_unit).astype(np.int64)
+        return cols
+
+    def columns_to_times(self, cols: np.ndarray) -> np.ndarray:
+        """Reported spike columns -> model-time estimate (c - 1/2) h, inf where c < 0 (no spike)."""
+        cols = np.asarray(cols)
+        out = np.full(cols.shape, np.inf)
+        m = cols >= 0
+        out[m] = (cols[m] - 0.5) / self.steps_per_unit
+        return out
