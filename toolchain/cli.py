@@ -1,6 +1,7 @@
 """The ``snnc`` command. Each room registers its own subcommands (``register(subparsers)``):
 
-    models/cli_train.py      train temporal|ann, eval
+    models/cli_train.py      train temporal|ann
+    models/cli_eval.py       eval
     toolchain/cli_deploy.py  compile, run, verify, deploy
     hw_sim/cli_device.py     device serve
     toolchain/cli_demo.py    demo
@@ -15,7 +16,13 @@ import sys
 
 from toolchain.errors import SnncError
 
-COMMAND_MODULES = ("models.cli_train", "toolchain.cli_deploy", "hw_sim.cli_device", "toolchain.cli_demo")
+COMMAND_MODULES = (
+    "models.cli_train",
+    "models.cli_eval",
+    "toolchain.cli_deploy",
+    "hw_sim.cli_device",
+    "toolchain.cli_demo",
+)
 
 EXAMPLES = """examples:
   snnc demo                                             # train, export, compile, deploy, verify on bundled data
