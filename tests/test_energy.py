@@ -1,0 +1,83 @@
+"""NeuroBench metrics and the Loihi energy/latency estimate of hw_sim/energy.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from compiled_factory import make_compiled
+from hw_sim.energy import (LAYER_CONSTANT_BITS, LOIHI1_COSTS, ActivityCounters, counters_from_spikes, estimate,
+                           format_energy_table, static_metrics)
+from toolchain.errors import SnncError
+
+
+def test_counters_from_spikes_counts_events_times_nonzero_fanout():
+    net = make_compiled((12, 6, 4), n_pulses=2)
+    l0, l1 = net.layers
+    x = np.full((2, 12), -1, np.int64)
+    x[0, [0, 1, 7]] = [3, 5, 9]                         # sample 1: no input spikes at all
+    h = np.full((2, 6), -1, np.int64)
+    h[0, [2, 4]] = [20, 21]
+    o = np.full((2, 4), -1, np.int64)
+    o[0, 1] = 30
+    c = counters_from_spikes(net, x, [h, o])
+    pulses0 = int((l0.pulse_weights != 0).sum())
+    fan0 = (l0.weights != 0).sum(0)
+    assert c.synaptic_ops[0, 0] == fan0[[0, 1, 7]].sum() + pulses0
+    assert c.synaptic_ops[1, 0] == pulses0
+    assert c.synaptic_ops[0, 1] == (l1.weights != 0).sum(0)[[2, 4]].sum() + int((l1.pulse_weights != 0).sum())
+    assert c.spikes.tolist() == [[2, 1], [0, 0]]
+    assert c.neuron_updates.tolist() == [[6 * net.window, 4 * net.window]] * 2
+    assert c.steps.tolist() == [net.window] * 2
+    with pytest.raises(SnncError, match="expected"):
+        counters_from_spikes(net, x[:, :5], [h, o])
+
+
+def test_estimate_arithmetic_and_neurobench_metrics():
+    net = make_compiled((12, 6, 4), n_pulses=1)
+    w = net.window
+    c = ActivityCounters(synaptic_ops=[[10, 5], [0, 0]], neuron_updates=[[6 * w, 4 * w]] * 2,
+                         spikes=[[3, 2], [0, 0]], steps=[w, w],
+                         active_neuron_updates=[[100, 50], [0, 0]])
+    rep = estimate(net, c)
+    k = LOIHI1_COSTS
+    e0 = 15 * k.synop_pj + 150 * k.neuron_active_pj + (10 * w - 150) * k.neuron_inactive_pj + 5 * k.spike_tile_pj
+    e1 = 10 * w * k.neuron_inactive_pj
+    assert np.allclose(rep.energy_pj, [e0, e1])
+    # one core per layer: latency = barrier per step + serial work
+    lat1 = w * k.barrier_ns + 10 * w * k.neuron_inactive_ns
+    assert np.isclose(rep.latency_ns[1], lat1)
+    m = rep.metrics
+    assert m["synaptic_operations"]["Dense"] == (13 * 6 + 7 * 4) * w
+    assert m["synaptic_operations"]["Effective_ACs"] == 7.5
+    assert np.isclose(m["activation_sparsity"], 1 - (5 / (10 * w) + 0) / 2)
+    nz = sum(int((np.hstack([L.weights, L.pulse_weights]) != 0).sum()) for L in net.layers)
+    assert np.isclose(m["connection_sparsity"], 1 - nz / (13 * 6 + 7 * 4))
+    assert m["footprint"] == ((13 * 6 + 7 * 4) * 8 + 2 * LAYER_CONSTANT_BITS) / 8
+    assert static_metrics(net)["footprint"] == m["footprint"]
+    d = rep.to_dict()
+    assert d["caveats"] and "Davies" in d["sources"][0] and d["energy_per_sample_nJ"]["max"] == e0 / 1e3
+
+
+def test_no_active_split_charges_all_updates_as_active():
+    net = make_compiled((4, 3))
+    c = ActivityCounters([[2]], [[3 * net.window]], [[1]], [net.window])
+    rep = estimate(net, c)
+    assert np.isclose(rep.breakdown_pj["neuron"], 3 * net.window * LOIHI1_COSTS.neuron_active_pj)
+
+
+def test_format_energy_table_prints_sources_and_caveats_beside_numbers():
+    net = make_compiled((12, 6, 4))
+    x = np.array([[0, 2, -1, 4, 5, -1, 7, 8, 9, -1, 1, 3]], np.int64)
+    c = counters_from_spikes(net, x, [np.array([[20, -1, 22, -1, -1, 25]]), np.array([[-1, 40, -1, -1]])])
+    text = format_energy_table(estimate(net, c))
+    for word in ("footprint", "connection_sparsity", "activation_sparsity", "Effective_ACs", "Dense",
+                 "energy (estimate)", "latency (estimate)", "sources:", "Davies", "caveats:", "Loihi 2"):
+        assert word in text
+
+
+def test_bad_counters_are_clear_errors():
+    with pytest.raises(SnncError, match="same"):
+        ActivityCounters([[1, 2]], [[1]], [[1, 2]], [3])
+    net = make_compiled((4, 3))
+    with pytest.raises(SnncError, match="layers"):
+        estimate(net, ActivityCounters([[1, 2]], [[1, 2]], [[1, 2]], [3]))
