@@ -1,0 +1,259 @@
+"""``brian2``: the continuous-time alpha-synapse ODE, integrated exactly by Brian2 2.9.0 on its own dt grid.
+
+Runs the compiled network's float source model (``net.source``), not the integer mapping: it is an independent
+simulator of the same equations as ``exact``. One model time unit = 1 s of Brian2 time:
+
+    dv/dt = -tau v + I          (dimensionless)
+    dI/dt = -tau I              (Hz)
+    spike when v > theta and the neuron has not spiked yet; reset: spiked = True (once-spiking)
+    synapse: on_pre I += w      (w in Hz, i.e. per time unit)
+
+so one input of weight w at t_i gives v = w (t - t_i) exp(-tau (t - t_i)), the alpha kernel of models/exact.py.
+``method='exact'`` integrates the linear system without discretisation error; the only errors are the dt grid
+(input times are placed on it, spikes are recorded at the first grid point after the crossing, see
+docs/verifier.md). Samples run as block-diagonal copies of every group, ``chunk`` samples per Brian2 Network;
+a fresh Network per chunk. Pulses are one extra SpikeGeneratorGroup per layer shared by all copies.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from targets.base import RunResult
+from toolchain.compiled import CompiledNetwork
+from toolchain.errors import TargetError
+
+DEFAULT_DT = 1e-3  # time units
+DEFAULT_MAX_SYNAPSES = 3_000_000  # per chunk (memory: ~100 bytes per synapse in Brian2)
+CODEGEN_CHOICES = ("auto", "cython", "numpy")
+
+_EQS = """
+dv/dt = -tau * v + I : 1
+dI/dt = -tau * I : Hz
+spiked : boolean
+tau : Hz (shared, constant)
+theta : 1 (shared, constant)
+"""
+
+
+def cython_available() -> bool:
+    """True when Cython and a C compiler are present (Brian2's cython target can build extensions)."""
+    try:
+        import Cython  # noqa: F401
+    except ImportError:
+        return False
+    return any(shutil.which(cc) for cc in (os.environ.get("CC", ""), "cc", "gcc", "clang") if cc)
+
+
+def default_cache_dir() -> Path:
+    """Writable folder for Brian2's compiled Cython extensions ($SNNC_CACHE, else ~/.cache/snnc, else /tmp)."""
+    base = os.environ.get("SNNC_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "snnc")
+    path = Path(base) / "brian2_cython"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write_probe"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return path
+    except OSError:
+        path = Path(tempfile.gettempdir()) / f"snnc-brian2-cython-{os.getuid()}"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@contextlib.contextmanager
+def _brian2_prefs(codegen: str, cache_dir: Path | None) -> Iterator[None]:
+    """Set Brian2's (global) code generation prefs for one run and restore them afterwards."""
+    from brian2 import prefs
+
+    saved = {k: prefs[k] for k in ("codegen.target", "codegen.runtime.cython.cache_dir")}
+    try:
+        prefs["codegen.target"] = codegen
+        if cache_dir is not None:
+            prefs["codegen.runtime.cython.cache_dir"] = str(cache_dir)
+        yield
+    finally:
+        for k, v in saved.items():
+            prefs[k] = v
+
+
+class Brian2Target:
+    """Brian2 simulation of the source float model.
+
+    dt:            integration step, time units (= seconds of Brian2 time); default 1e-3
+    codegen:       "auto" (cython when a C compiler is available, else numpy), "cython" or "numpy"
+    duration:      simulated time per sample, time units; default: the compiled window (window / S)
+    max_synapses:  synapses per Brian2 Network; sets how many samples run together as block-diagonal copies
+    cache_dir:     where Cython extensions are cached (default: see :func:`default_cache_dir`)
+    centre:        remove the grid's systematic latency (default True). Brian2 records a spike at the first grid
+                   point after the crossing, on average dt/2 late, and that lag adds up over layers. With
+                   centring, layer l's pulses are fed l dt/2 late (so they keep their timing relative to the
+                   layer's lagging inputs) and layer l's recorded spikes are reported (l + 1) dt/2 earlier.
+                   With centre=False the raw Brian2 spike times are returned.
+    """
+
+    name = "brian2"
+
+    def __init__(
+        self,
+        dt: float = DEFAULT_DT,
+        codegen: str = "auto",
+        duration: float | None = None,
+        max_synapses: int = DEFAULT_MAX_SYNAPSES,
+        cache_dir: str | os.PathLike | None = None,
+        centre: bool = True,
+    ) -> None:
+        dt = float(dt)
+        if not np.isfinite(dt) or not (1e-7 <= dt <= 0.1):
+            raise TargetError(f"brian2 dt={dt} time units is out of range; use a value in [1e-7, 0.1] (default 1e-3)")
+        if codegen not in CODEGEN_CHOICES:
+            raise TargetError(f"unknown brian2 codegen {codegen!r}; choose one of {', '.join(CODEGEN_CHOICES)}")
+        if codegen == "cython" and not cython_available():
+            raise TargetError("brian2 codegen 'cython' needs Cython and a C compiler (cc/gcc); use codegen='numpy'")
+        if duration is not None and not (np.isfinite(duration) and duration > 0):
+            raise TargetError(f"brian2 duration={duration} must be a positive number of time units")
+        if int(max_synapses) < 1:
+            raise TargetError(f"brian2 max_synapses={max_synapses} must be >= 1")
+        self.dt = dt
+        self.codegen = ("cython" if cython_available() else "numpy") if codegen == "auto" else codegen
+        self.duration = None if duration is None else float(duration)
+        self.max_synapses = int(max_synapses)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.centre = bool(centre)
+
+    def _lag(self, l: int) -> float:
+        """Mean grid latency of layer l's inputs (time units): l dt/2 when centring, else 0."""
+        return 0.5 * l * self.dt if self.centre else 0.0
+
+    def chunk_size(self, net: CompiledNetwork) -> int:
+        """Samples per Brian2 Network (block-diagonal copies) under the synapse budget."""
+        per_sample = sum(int(np.count_nonzero(l.weights)) for l in net.source.layers)
+        per_sample += sum(int(np.count_nonzero(l.pulse_weights)) for l in net.source.layers)
+        return max(1, self.max_synapses // max(per_sample, 1))
+
+    def run(self, net: CompiledNetwork, input_times: np.ndarray) -> RunResult:
+        x = np.asarray(input_times, dtype=np.float64)
+        src = net.source
+        if x.ndim != 2 or x.shape[1] != src.layers[0].n_in:
+            raise TargetError(f"input_times must have shape (N, {src.layers[0].n_in}), got {x.shape}")
+        if np.any(np.isnan(x)) or np.any(x[np.isfinite(x)] < 0):
+            raise TargetError("input_times must be >= 0 time units, inf for 'no spike' (found NaN or negative)")
+        duration = self.duration if self.duration is not None else net.window / net.steps_per_unit
+        cache_dir = self.cache_dir
+        if self.codegen == "cython" and cache_dir is None:
+            cache_dir = default_cache_dir()
+        t0 = time.perf_counter()
+        chunk = self.chunk_size(net)
+        outs: list[list[np.ndarray]] = [[] for _ in src.layers]
+        with _brian2_prefs(self.codegen, cache_dir):
+            for start in range(0, x.shape[0], chunk):
+                for l, t in enumerate(self._run_chunk(net, x[start : start + chunk], duration)):
+                    outs[l].append(t)
+        times = [
+            np.concatenate(o, axis=0) if o else np.zeros((0, layer.n_out)) for o, layer in zip(outs, src.layers)
+        ]
+        import brian2
+
+        info = {
+            "dt": self.dt,
+            "codegen": self.codegen,
+            "centre": self.centre,
+            "duration": duration,
+            "chunk": chunk,
+            "brian2": brian2.__version__,
+            "time_unit": "1 model time unit = 1 s of Brian2 time",
+        }
+        if cache_dir is not None:
+            info["cache_dir"] = str(cache_dir)
+        return RunResult(self.name, times, None, time.perf_counter() - t0, info)
+
+    def _run_chunk(self, net: CompiledNetwork, x: np.ndarray, duration: float) -> list[np.ndarray]:
+        """One fresh Brian2 Network for B = len(x) samples; first-spike times per layer, (B, n_l)."""
+        import brian2 as b2
+
+        src = net.source
+        bsz = x.shape[0]
+        dt = self.dt
+        # SpikeGeneratorGroup floors times to the grid; +dt/2 makes it round to the nearest grid point instead.
+        half = 0.5 * dt
+        clock = b2.Clock(dt=dt * b2.second, name="snnc_clock")
+        objs: list = []
+        b_idx, k_idx = np.nonzero(np.isfinite(x))
+        inp = b2.SpikeGeneratorGroup(
+            bsz * src.layers[0].n_in,
+            (b_idx * src.layers[0].n_in + k_idx).astype(np.int64),
+            (x[b_idx, k_idx] + half) * b2.second,
+            clock=clock,
+            name="snnc_input",
+        )
+        objs.append(inp)
+        prev, prev_n = inp, src.layers[0].n_in
+        monitors = []
+        for l, layer in enumerate(src.layers):
+            grp = b2.NeuronGroup(
+                bsz * layer.n_out,
+                _EQS,
+                threshold="v > theta and not spiked",
+                reset="spiked = True",
+                method="exact",
+                clock=clock,
+                name=f"snnc_layer{l}",
+            )
+            grp.tau = src.tau * b2.Hz
+            grp.theta = src.theta
+            objs.append(grp)
+            objs.append(self._connect(prev, grp, layer.weights, bsz, prev_n, clock, f"snnc_syn{l}"))
+            if layer.n_pulses:
+                pulses = b2.SpikeGeneratorGroup(
+                    layer.n_pulses,
+                    np.arange(layer.n_pulses),
+                    (layer.pulse_times + half + self._lag(l)) * b2.second,
+                    clock=clock,
+                    name=f"snnc_pulses{l}",
+                )
+                objs.append(pulses)
+                objs.append(self._connect(pulses, grp, layer.pulse_weights, bsz, 0, clock, f"snnc_psyn{l}"))
+            mon = b2.SpikeMonitor(grp, name=f"snnc_mon{l}")
+            objs.append(mon)
+            monitors.append((mon, layer.n_out))
+            prev, prev_n = grp, layer.n_out
+        network = b2.Network(*objs)
+        try:
+            network.run(duration * b2.second, namespace={})
+        except Exception as exc:  # Brian2 raises BrianObjectException etc.; surface as a target failure
+            raise TargetError(f"Brian2 run failed ({type(exc).__name__}: {exc}); try codegen='numpy'") from exc
+        out = []
+        for l, (mon, n) in enumerate(monitors):
+            t = np.full((bsz, n), np.inf)
+            idx = np.asarray(mon.i[:], dtype=np.int64)
+            ts = np.asarray(mon.t_[:], dtype=np.float64)
+            # once-spiking: at most one spike per neuron; keep the earliest defensively
+            order = np.argsort(ts, kind="stable")[::-1]
+            t.reshape(-1)[idx[order]] = ts[order]
+            out.append(t - self._lag(l + 1))
+        return out
+
+    @staticmethod
+    def _connect(pre, post, weights: np.ndarray, bsz: int, n_pre_per_sample: int, clock, name: str):
+        """Block-diagonal Synapses: copy b of pre (or the shared pre when n_pre_per_sample == 0) -> copy b of post."""
+        import brian2 as b2
+
+        n_out = weights.shape[0]
+        jj, kk = np.nonzero(weights)
+        w = weights[jj, kk]
+        syn = b2.Synapses(pre, post, "w : Hz", on_pre="I_post += w", clock=clock, name=name)
+        if jj.size == 0:
+            return syn
+        b = np.repeat(np.arange(bsz, dtype=np.int64), jj.size)
+        i = np.tile(kk.astype(np.int64), bsz) + b * n_pre_per_sample
+        j = np.tile(jj.astype(np.int64), bsz) + b * n_out
+        syn.connect(i=i, j=j)
+        syn.w = np.tile(w, bsz) * b2.Hz
+        return syn
