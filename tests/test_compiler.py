@@ -1,0 +1,214 @@
+"""Compiler (quantizer + mapper) and compiled-network file I/O."""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from models.network import AlphaLayer, TemporalNetwork
+from toolchain.compiled_io import load_compiled, save_compiled
+from toolchain.compiler import (
+    A_IN_MAX, DECAY_UNITY, DEFAULT_STEPS_PER_UNIT, UV_MAX, VTH_MAX, compile_file, compile_network,
+    decay_constant, deployed_network, effective_tau,
+)
+from toolchain.errors import ArtifactError, CompileError
+
+
+def random_net(sizes=(10, 8, 6), n_pulses=2, tau=2.0, theta=1.0, seed=0, scale=1.0) -> TemporalNetwork:
+    rng = np.random.default_rng(seed)
+    layers = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers.append(AlphaLayer(scale * rng.normal(0.5, 0.6, (b, a)), np.linspace(0.1, 0.6, n_pulses),
+                                 scale * rng.normal(0.4, 0.3, (b, n_pulses))))
+    return TemporalNetwork(tuple(layers), tau=tau, theta=theta, latency=1.0)
+
+
+def test_mapping_constants_and_weights():
+    net = random_net(theta=1.5)
+    S = DEFAULT_STEPS_PER_UNIT
+    cn = compile_network(net)
+    d = math.exp(-net.tau / S)
+    D = int(round(4096 * (1 - d)))
+    assert cn.steps_per_unit == S and cn.window >= S * (net.latency + 1) + 1
+    for cl, src in zip(cn.layers, net.layers):
+        assert (cl.du, cl.dv) == (D - 1, D)
+        assert cl.once and cl.kind == "dense" and cl.num_weight_bits == 8
+        assert 1 <= cl.vth <= VTH_MAX
+        w = np.hstack([cl.weights, cl.pulse_weights])
+        assert w.dtype == np.int32 and np.all(w % 2 == 0) and w.min() >= -256 and w.max() <= 254
+        x = src.all_weights() / S * (1 - D / 4096) * cl.vth / net.theta  # unscaled integer weights
+        # weight_exp is the smallest that fits: one less would overflow the 8-bit mantissa
+        assert np.all(np.abs(w * 2.0**cl.weight_exp - x) <= 2.0**cl.weight_exp + 1e-9)
+        if cl.weight_exp > 0:
+            q = 2 * np.rint(x / 2.0 ** (cl.weight_exp - 1) / 2)
+            assert q.max() > 254 or q.min() < -256
+        np.testing.assert_allclose(cl.weights_float, src.weights / S * d)
+        np.testing.assert_allclose(cl.pulse_weights_float, src.pulse_weights / S * d)
+        assert cl.du_float == pytest.approx(1 - d) and cl.vth_float == net.theta
+        np.testing.assert_array_equal(cl.pulse_steps, np.rint(src.pulse_times * S))
+        wc = cn.manifest["layers"][cn.layers.index(cl)]["worst_case"]
+        assert wc["a_in_max"] <= A_IN_MAX and wc["u_max"] <= UV_MAX and wc["v_neg_max"] <= UV_MAX
+    m = cn.manifest
+    assert m["decay_D"] == D and m["tau_eff"] == pytest.approx(effective_tau(D, S))
+    assert m["tau_rel_error"] == pytest.approx(m["tau_eff"] / net.tau - 1)
+    # the deployed float network reproduces the integer weights
+    dep = deployed_network(cn)
+    assert dep.tau == pytest.approx(m["tau_eff"])
+    err = np.abs(dep.layers[0].weights - net.layers[0].weights).max()
+    assert err == pytest.approx(m["layers"][0]["weight_quant_max_abs_err"])
+
+
+def test_explicit_vth_and_compensated_tau():
+    net = random_net(tau=2.0)
+    cn = compile_network(net, steps_per_unit=320, vth=8192)
+    assert all(cl.vth == 8192 for cl in cn.layers)
+    assert cn.manifest["decay_D"] == 26 and cn.manifest["tau_rel_error"] == pytest.approx(0.019, abs=1e-3)
+    cc = compile_network(net, steps_per_unit=320, vth=8192, compensate_tau=True)
+    S2 = cc.steps_per_unit
+    assert S2 == pytest.approx(320 * net.tau / cn.manifest["tau_eff"])
+    # on the stretched grid the 12-bit decay is exactly exp(-tau / S')
+    assert effective_tau(cc.layers[0].dv, S2) == pytest.approx(net.tau, rel=1e-12)
+    assert cc.layers[0].du_float == pytest.approx(26 / DECAY_UNITY)
+    assert cc.manifest["compensate_tau"] and cc.manifest["tau_rel_error"] == 0.0
+
+
+def _nan_net():
+    net = random_net()
+    w = net.layers[0].weights.copy()
+    w[0, 0] = np.nan
+    object.__setattr__(net.layers[0], "weights", w)  # bypass AlphaLayer validation
+    return net
+
+
+@pytest.mark.parametrize("make, kw, words", [
+    (lambda: random_net(), {"steps_per_unit": 32.5}, ["integer"]),
+    (lambda: random_net(), {"steps_per_unit": 1}, ["outside"]),
+    (lambda: random_net(tau=20.0), {"steps_per_unit": 2}, ["too small", "4095"]),
+    (lambda: random_net(tau=0.001), {"steps_per_unit": 1 << 19}, ["too large", "rounds to 0"]),
+    (lambda: random_net(), {"vth": 0}, ["vth=0", "17-bit"]),
+    (lambda: random_net(), {"vth": VTH_MAX + 1}, ["17-bit"]),
+    (lambda: random_net(), {"vth": 2.5}, ["vth=2.5"]),
+    (lambda: random_net(scale=8.0), {"vth": VTH_MAX}, ["layer0", "weight exponent above the limit 7", "vth"]),
+    (lambda: random_net(scale=4.0), {"vth": 1 << 15}, ["layer0", "exceeds the limit", "vth=32768"]),
+    (lambda: random_net(sizes=(400, 3), scale=100.0), {}, ["layer0", "exceeds the limit", "theta"]),
+    (_nan_net, {}, ["layer0.weights", "NaN"]),
+    (lambda: random_net(), {"window": 5}, ["window=5", "too short"]),
+    (lambda: "model.onnx", {}, ["TemporalNetwork"]),
+])
+def test_bad_inputs_raise_compile_error(make, kw, words):
+    with pytest.raises(CompileError) as info:
+        compile_network(make(), **kw)
+    msg = str(info.value)
+    for w in words:
+        assert w in msg, msg
+    assert "fix" in msg
+
+
+def test_pulse_collision_and_weight_exp_limit():
+    rng = np.random.default_rng(1)
+    layer = AlphaLayer(rng.normal(0, 1, (3, 4)), np.array([0.30, 0.31]), rng.normal(0, 1, (3, 2)))
+    net = TemporalNetwork((layer,), tau=1.0, theta=1.0, latency=1.0)
+    with pytest.raises(CompileError, match="collide in step column 3 .*steps_per_unit >= 101"):
+        compile_network(net, steps_per_unit=10)
+    compile_network(net, steps_per_unit=101)  # separated: fine
+
+
+def test_range_checks_pick_smaller_vth_for_big_fan_in():
+    net = random_net(sizes=(200, 4), scale=1.0, seed=3)
+    cn = compile_network(net)
+    wc = cn.manifest["layers"][0]["worst_case"]
+    assert cn.layers[0].vth < 1 << 16  # the 16-bit input limit forced a smaller threshold
+    assert wc["a_in_max"] <= A_IN_MAX
+
+
+def _assert_same(a, b):
+    assert a.steps_per_unit == b.steps_per_unit and type(a.steps_per_unit) is type(b.steps_per_unit)
+    assert a.window == b.window and a.manifest == b.manifest
+    for la, lb in zip(a.layers, b.layers, strict=True):
+        for f in la.__dataclass_fields__:
+            va, vb = getattr(la, f), getattr(lb, f)
+            if isinstance(va, np.ndarray):
+                assert va.dtype == vb.dtype and np.array_equal(va, vb), f
+            else:
+                assert va == vb and type(va) is type(vb), f
+    sa, sb = a.source, b.source
+    assert (sa.tau, sa.theta, sa.latency, sa.encoding, sa.metadata) == (sb.tau, sb.theta, sb.latency, sb.encoding,
+                                                                         sb.metadata)
+    for la, lb in zip(sa.layers, sb.layers, strict=True):
+        for f in ("weights", "pulse_times", "pulse_weights"):
+            assert np.array_equal(getattr(la, f), getattr(lb, f))
+
+
+def test_save_load_roundtrip_identical(tmp_path):
+    for cn in (compile_network(random_net()), compile_network(random_net(), steps_per_unit=50,
+                                                              compensate_tau=True)):
+        p = tmp_path / "sub" / "c.npz"
+        save_compiled(cn, p)
+        _assert_same(cn, load_compiled(p))
+        assert [f.name for f in p.parent.iterdir()] == ["c.npz"]  # atomic: no temp files left
+
+
+def test_load_malformed_files(tmp_path):
+    cn = compile_network(random_net())
+    good = tmp_path / "good.npz"
+    save_compiled(cn, good)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_compiled(tmp_path / "missing.npz")
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip file at all")
+    with pytest.raises(ArtifactError, match="cannot read it as npz"):
+        load_compiled(junk)
+
+    def rewrite(name, edit):
+        with np.load(good, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        edit(data)
+        p = tmp_path / name
+        with open(p, "wb") as f:
+            np.savez(f, **data)
+        return p
+
+    with pytest.raises(ArtifactError, match="'meta' entry is missing"):
+        load_compiled(rewrite("nometa.npz", lambda d: d.pop("meta")))
+    with pytest.raises(ArtifactError, match="not JSON"):
+        load_compiled(rewrite("badjson.npz", lambda d: d.update(meta=np.array("{oops"))))
+
+    def bump_version(d):
+        import json
+        m = json.loads(str(d["meta"]))
+        m["format_version"] = 99
+        d["meta"] = np.array(json.dumps(m))
+
+    with pytest.raises(ArtifactError, match="format_version 99"):
+        load_compiled(rewrite("v99.npz", bump_version))
+    with pytest.raises(ArtifactError, match="'layer1.weights' is missing"):
+        load_compiled(rewrite("noarr.npz", lambda d: d.pop("layer1.weights")))
+    with pytest.raises(ArtifactError, match="dtype float64, expected int32"):
+        load_compiled(rewrite("dtype.npz", lambda d: d.update({"layer0.weights": d["layer0.weights"] * 1.0})))
+    with pytest.raises(ArtifactError, match="inconsistent shapes"):
+        load_compiled(rewrite("shape.npz", lambda d: d.update({"layer0.pulse_steps": np.zeros(5, np.int64)})))
+    with pytest.raises(ArtifactError, match="recompile"):
+        load_compiled(rewrite("nosrc.npz", lambda d: d.pop("source.layer0.weights")))
+    assert zipfile.is_zipfile(good)
+
+
+def test_compile_file_records_model_hash(tmp_path):
+    from toolchain.artifact import save_onnx
+
+    net = random_net()
+    p = tmp_path / "model.onnx"
+    save_onnx(net, p)
+    cn = compile_file(p, steps_per_unit=16)
+    assert cn.manifest["source_hash"] == hashlib.sha256(p.read_bytes()).hexdigest()
+    assert cn.steps_per_unit == 16 and os.fspath(p) == cn.manifest["source_path"]
+    with pytest.raises(ArtifactError, match="does not exist"):
+        compile_file(tmp_path / "nope.onnx")
+
+
+def test_decay_constant():
+    d, D = decay_constant(2.0, 320)
+    assert D == 26 and d == pytest.approx(math.exp(-2 / 320))
