@@ -1,0 +1,163 @@
+"""`snnc eval MODEL`: reconstruction MSE per pixel ([0, 1] units) of a temporal ONNX artifact or an ANN checkpoint.
+
+Temporal models run through the exact float64 reference (models/exact.py) on latency-coded inputs; the score is
+the authors' loss (models.encoding.reconstruction_mse). ANN checkpoints (`snnc train ann`) score the same way on
+their reconstructed pixels. A PNG of originals vs reconstructions is written (default: beside the model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.errors import ArtifactError, SnncError
+
+N_PIXELS = 784
+EVAL_BATCH = 1000  # samples per exact_forward call (bounds the trace memory)
+
+
+def resolve_model_path(model: str | Path) -> Path:
+    """A file, or a run folder holding model.onnx or ann.pt."""
+    path = Path(model)
+    if path.is_dir():
+        for name in ("model.onnx", "ann.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise ArtifactError(f"folder {path} holds neither model.onnx nor ann.pt; pass the model file itself")
+    if not path.exists():
+        raise ArtifactError(f"model {path} does not exist; check the path or train one with `snnc train`")
+    return path
+
+
+def _metadata_noise(meta: dict) -> tuple[float | None, float | None]:
+    def num(key):
+        v = meta.get(key)
+        return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+    return num("noise"), num("noise_mean")
+
+
+def _eval_temporal(path: Path, images: np.ndarray, noise: float | None, noise_mean: float | None,
+                   seed: int) -> dict:
+    from models.encoding import decode, latency_encode, reconstruction_mse
+    from models.exact import exact_forward
+    from toolchain.artifact import load_onnx, model_hash
+
+    net = load_onnx(path)
+    sizes = net.sizes
+    if sizes[0] != N_PIXELS or sizes[-1] != N_PIXELS:
+        raise ArtifactError(
+            f"{path} is a {'-'.join(map(str, sizes))} network, but image reconstruction needs {N_PIXELS} inputs and "
+            f"{N_PIXELS} outputs (28x28 pixels); evaluate an autoencoder trained on MNIST/Fashion-MNIST"
+        )
+    if net.encoding != "latency":
+        raise ArtifactError(f"{path} uses input encoding {net.encoding!r}; snnc eval supports 'latency' only")
+    meta_noise, meta_mean = _metadata_noise(net.metadata)
+    noise = noise if noise is not None else (meta_noise or 0.0)
+    noise_mean = noise_mean if noise_mean is not None else (meta_mean if meta_mean is not None else 1.0)
+    times = latency_encode(images, noise=noise, noise_mean=noise_mean, rng=np.random.default_rng(seed))
+    hidden_spiked, outs = 0, []
+    for i in range(0, images.shape[0], EVAL_BATCH):
+        layers = exact_forward(net, times[i:i + EVAL_BATCH])
+        outs.append(layers[-1])
+        hidden_spiked += sum(int(np.isfinite(t).sum()) for t in layers[:-1])
+    t_out = np.concatenate(outs)
+    n_hidden = sum(sizes[1:-1]) * images.shape[0]
+    return {
+        "kind": "temporal", "sizes": sizes, "model_sha256": model_hash(path), "latency": net.latency,
+        "noise": noise, "noise_mean": noise_mean,
+        "mse": reconstruction_mse(t_out, images, net.latency),
+        "output_spike_fraction": float(np.isfinite(t_out).mean()),
+        "hidden_spike_fraction": (hidden_spiked / n_hidden) if n_hidden else None,
+        "reconstructions": decode(t_out, net.latency),
+    }
+
+
+def _eval_ann(path: Path, images: np.ndarray, noise: float | None, noise_mean: float | None, seed: int) -> dict:
+    import dataclasses
+
+    from models.ann import load_checkpoint, pixel_mse, reconstruct
+
+    model, cfg, _ = load_checkpoint(path)
+    cfg = dataclasses.replace(cfg, noise=cfg.noise if noise is None else float(noise),
+                              noise_mean=cfg.noise_mean if noise_mean is None else float(noise_mean))
+    rec = reconstruct(model, cfg, images, np.random.default_rng(seed))
+    return {"kind": "ann", "sizes": [N_PIXELS, cfg.hidden, N_PIXELS], "inverted": cfg.inverted,
+            "noise": cfg.noise, "noise_mean": cfg.noise_mean, "mse": pixel_mse(rec, images), "reconstructions": rec}
+
+
+def evaluate(model: str | Path, dataset: str, *, split: str = "test", data_dir: str | None = None,
+             limit: int | None = None, noise: float | None = None, noise_mean: float | None = None,
+             seed: int = 0, png: str | Path | None = None) -> dict:
+    """Score ``model`` on a dataset split; returns the metrics (``mse``: MSE per pixel, [0, 1] units).
+
+    noise / noise_mean default to the model's training settings when it records them, else 0 / 1.
+    ``png``: where to write originals vs reconstructions (None = beside the model).
+    """
+    from models.ann import is_ann_checkpoint
+    from models.datasets import load_dataset
+    from models.plots import save_reconstruction_png
+
+    path = resolve_model_path(model)
+    if noise is not None and (not math.isfinite(noise) or noise < 0):
+        raise SnncError(f"--noise must be a finite number >= 0, got {noise}")
+    data = load_dataset(dataset, split, data_dir=data_dir, limit=limit)
+    if data.images.shape[1] != N_PIXELS:
+        raise SnncError(f"{dataset} images have {data.images.shape[1]} pixels, expected {N_PIXELS}")
+    run = _eval_ann if is_ann_checkpoint(path) else _eval_temporal
+    result = run(path, data.images.astype(np.float64), noise, noise_mean, seed)
+    rec = result.pop("reconstructions")
+    png_path = Path(png) if png else path.with_name(f"{path.stem}_eval_{dataset}_{split}.png")
+    save_reconstruction_png(
+        data.images, rec, png_path,
+        title=f"{result['kind']} {'-'.join(map(str, result['sizes']))} on {dataset} {split}: "
+              f"MSE {result['mse']:.5f} (noise {result['noise']:g})",
+    )
+    result.update(model=str(path), dataset=dataset, split=split, data_source=data.source, n_images=len(data),
+                  seed=seed, png=str(png_path))
+    return result
+
+
+def _run(args: argparse.Namespace) -> int:
+    result = evaluate(args.model, args.dataset, split=args.split, data_dir=args.data_dir, limit=args.limit,
+                      noise=args.noise, noise_mean=args.noise_mean, seed=args.seed, png=args.png)
+    print(f"model: {result['model']} ({result['kind']} {'-'.join(map(str, result['sizes']))})")
+    print(f"data: {result['dataset']} {result['split']} ({result['data_source']}, {result['n_images']} images), "
+          f"noise {result['noise']:g} (mean {result['noise_mean']:g}), seed {result['seed']}")
+    if result["kind"] == "temporal":
+        hidden = result["hidden_spike_fraction"]
+        print(f"spikes: output {100 * result['output_spike_fraction']:.1f} % of neurons"
+              + (f", hidden {100 * hidden:.1f} %" if hidden is not None else ""))
+    print(f"{result['split']} MSE per pixel: {result['mse']:.6f}")
+    print(f"reconstructions: {result['png']}")
+    if args.json:
+        from toolchain.atomic import atomic_write_text
+
+        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
+        print(f"metrics: {args.json}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add `snnc eval` to the snnc command."""
+    p = subparsers.add_parser(
+        "eval",
+        help="reconstruction MSE per pixel of a model (ONNX artifact or ANN checkpoint)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="model.onnx, ann.pt, or a run folder holding one of them")
+    p.add_argument("--dataset", required=True, choices=("mnist", "fashion-mnist"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--data-dir", default=None, help="folder with mnist/ and fashion-mnist/ (default $SNNC_DATA; "
+                                                     "neither: the bundled subset)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images of the split")
+    p.add_argument("--noise", type=float, default=None,
+                   help="input noise eta, time units (default: the model's training noise, else 0)")
+    p.add_argument("--noise-mean", type=float, default=None, help="mean of r ~ N(mean, 1) (default: model's, else 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the input noise")
+    p.add_argument("--png", default=None, help="output PNG (default: <model>_eval_<dataset>_<split>.png beside it)")
+    p.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    p.set_defaults(func=_run)

@@ -1,0 +1,86 @@
+"""`snnc eval` through toolchain.cli.main: temporal ONNX models (exact forward) and ANN checkpoints."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from models.ann import resolve_config, train_ann
+from models.datasets import load_dataset
+from models.encoding import latency_encode, reconstruction_mse
+from models.exact import exact_forward
+from models.network import AlphaLayer, TemporalNetwork
+from toolchain.artifact import save_onnx
+from toolchain.cli import main
+
+DELAY = 0.1  # time units
+
+
+def _identity_net(n: int = 784, extra_layer: bool = False) -> TemporalNetwork:
+    """Each output neuron fires exactly DELAY after its own input pixel: a perfect latency-DELAY autoencoder."""
+    w, tau = 2.0, 1.0
+    theta = w * DELAY * math.exp(-tau * DELAY)
+    layer = AlphaLayer(w * np.eye(n), np.zeros(0), np.zeros((n, 0)))
+    layers = (layer, layer) if extra_layer else (layer,)
+    return TemporalNetwork(layers, tau=tau, theta=theta, latency=DELAY * len(layers), metadata={"note": "identity"})
+
+
+@pytest.fixture(autouse=True)
+def _bundled(monkeypatch):
+    monkeypatch.delenv("SNNC_DATA", raising=False)
+
+
+def test_eval_temporal_identity_is_perfect(tmp_path, capsys):
+    model = tmp_path / "model.onnx"
+    save_onnx(_identity_net(), model)
+    png, js = tmp_path / "rec.png", tmp_path / "m.json"
+    rc = main(["eval", str(model), "--dataset", "mnist", "--limit", "40", "--png", str(png), "--json", str(js)])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    res = json.loads(js.read_text())
+    assert res["mse"] < 1e-20 and res["n_images"] == 40 and res["kind"] == "temporal"
+    assert f"test MSE per pixel: {res['mse']:.6f}" in out and str(png) in out
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    # with input noise the same model is scored against the clean image: the MSE equals the reference computation
+    rc = main(["eval", str(tmp_path), "--dataset", "fashion-mnist", "--limit", "30", "--noise", "0.3",
+               "--seed", "5", "--json", str(js)])
+    assert rc == 0
+    res = json.loads(js.read_text())
+    images = load_dataset("fashion-mnist", "test", limit=30).images.astype(np.float64)
+    times = latency_encode(images, noise=0.3, noise_mean=1.0, rng=np.random.default_rng(5))
+    expected = reconstruction_mse(exact_forward(_identity_net(), times)[-1], images, DELAY)
+    assert res["mse"] == pytest.approx(expected, rel=1e-12) and res["mse"] > 1e-3
+    assert (tmp_path / "model_eval_fashion-mnist_test.png").exists()  # default PNG beside the model
+
+
+def test_eval_ann_checkpoint(tmp_path, capsys):
+    cfg = resolve_config(hidden=8, epochs=1, batch_size=32, lr=1e-2)
+    res = train_ann(cfg, limit=128, eval_limit=50, out=tmp_path / "ann", log=lambda s: None)
+    js = tmp_path / "m.json"
+    rc = main(["eval", str(tmp_path / "ann"), "--dataset", "mnist", "--limit", "50", "--seed", "2",
+               "--json", str(js), "--png", str(tmp_path / "a.png")])
+    assert rc == 0
+    ev = json.loads(js.read_text())
+    assert ev["kind"] == "ann" and ev["mse"] == pytest.approx(res["test_mse"], rel=1e-6)
+    assert "test MSE per pixel" in capsys.readouterr().out
+
+
+def test_eval_errors_are_clear(tmp_path, capsys):
+    small = TemporalNetwork((AlphaLayer(np.ones((5, 100)), np.array([0.5]), np.ones((5, 1))),),
+                            tau=1.0, theta=1.0, latency=1.0)
+    save_onnx(small, tmp_path / "small.onnx")
+    assert main(["eval", str(tmp_path / "small.onnx"), "--dataset", "mnist", "--limit", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "100-5" in err and "784 inputs" in err
+    assert main(["eval", str(tmp_path / "missing.onnx"), "--dataset", "mnist"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "junk.onnx").write_bytes(b"\x00garbage")
+    assert main(["eval", str(tmp_path / "junk.onnx"), "--dataset", "mnist"]) == 2
+    assert "not a readable ONNX file" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--dataset", "mnist"]) == 2
+    assert "neither model.onnx nor ann.pt" in capsys.readouterr().err
+    save_onnx(_identity_net(), tmp_path / "model.onnx")
+    assert main(["eval", str(tmp_path / "model.onnx"), "--dataset", "mnist", "--noise", "-1"]) == 2
+    assert "--noise" in capsys.readouterr().err
