@@ -1,0 +1,412 @@
+"""Spike-time verifier: run ``exact`` and every target on the same inputs, compare layer by layer, apply gates.
+
+For every layer and target against exact (details, bounds and default gates: docs/verifier.md):
+
+* presence: (sample, neuron) pairs that spike in both / neither; spikes that *appear* (target only) or *vanish*
+  (exact only), each classified as near-threshold (the exact model's peak potential within ``margin`` of theta),
+  late (exact spike after the target's observation window), upstream (the previous layer of the same sample
+  already differs in presence) or unexplained;
+* |dt| = |t_target - t_exact| over spikes present in both: median, p99, max in time units and grid steps;
+* the analytic bound per spike (grid + quantization, :mod:`toolchain.spike_bounds`) and the fraction within it;
+* reconstruction MSE of the output layer against the images, and its relative change versus exact.
+
+All times in model time units; a "step" is the compiled grid h = 1 / steps_per_unit (brian2: its own dt too).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from models.exact import exact_forward_trace
+from models.network import TemporalNetwork
+from targets.base import RunResult
+from toolchain.compiled import CompiledNetwork
+from toolchain.errors import DataError, TargetError
+from toolchain.spike_bounds import grid_bound, peak_potential
+
+DEFAULT_MARGIN = 0.02  # relative: |peak V / theta - 1| <= margin is a near-threshold neuron
+
+
+@dataclass(frozen=True)
+class GateSpec:
+    """Pass/fail thresholds for one target (None = not checked). Defaults per target: :data:`DEFAULT_GATES`.
+
+    min_presence:        per layer, fraction of (sample, neuron) pairs whose presence agrees with exact
+    max_unexplained:     per layer, appear/vanish events that are neither near-threshold, late nor upstream
+    max_median_steps:    per layer, median |dt| in steps of the compiled grid
+    max_p99_steps:       per layer, 99th percentile |dt| in steps of the compiled grid
+    min_within_bound:    per layer, fraction of common spikes with |dt| <= the analytic bound
+    max_abs_dt_target_dt: |dt| limit in units of the target's own dt (brian2) ...
+    min_within_target_dt: ... that this fraction of common spikes must meet
+    max_mse_rel:         |MSE_target / MSE_exact - 1| on the output layer
+    """
+
+    min_presence: float | None = None
+    max_unexplained: int | None = None
+    max_median_steps: float | None = None
+    max_p99_steps: float | None = None
+    min_within_bound: float | None = None
+    max_abs_dt_target_dt: float | None = None
+    min_within_target_dt: float | None = None
+    max_mse_rel: float | None = None
+
+
+_FIXED_GATES = GateSpec(min_presence=0.999, max_median_steps=1.0, max_p99_steps=3.0, max_mse_rel=0.02)
+DEFAULT_GATES: dict[str, GateSpec] = {
+    "exact": GateSpec(min_presence=1.0, max_unexplained=0),
+    "lava-float": GateSpec(max_unexplained=0, min_within_bound=0.999),
+    "lava-fixed": _FIXED_GATES,
+    "hw_sim": _FIXED_GATES,
+    "hil": _FIXED_GATES,
+    "brian2": GateSpec(min_presence=0.999, max_abs_dt_target_dt=2.0, min_within_target_dt=0.999),
+}
+
+
+@dataclass
+class LayerStats:
+    """Comparison of one layer of one target with exact. Times in time units, steps of the compiled grid."""
+
+    layer: int
+    n_pairs: int
+    spikes_exact: int
+    spikes_target: int
+    spikes_both: int
+    appeared: int
+    vanished: int
+    near_threshold: int
+    late: int
+    upstream: int
+    unexplained: int
+    presence_agreement: float
+    dt_median: float
+    dt_p99: float
+    dt_max: float
+    dt_median_steps: float
+    dt_p99_steps: float
+    dt_max_steps: float
+    dt_mean_signed: float
+    bound_median: float
+    bound_median_steps: float
+    within_bound: float
+    within_target_dt: float | None = None
+
+
+@dataclass
+class GateResult:
+    name: str
+    value: float
+    limit: float
+    passed: bool
+    layer: int | None = None
+
+
+@dataclass
+class TargetReport:
+    target: str
+    wall_s: float
+    info: dict
+    layers: list[LayerStats]
+    mse: float | None
+    mse_rel: float | None
+    gates: list[GateResult] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(g.passed for g in self.gates)
+
+
+@dataclass
+class VerifyReport:
+    """Everything the verifier measured; ``to_dict()`` is what report.json holds."""
+
+    n_samples: int
+    steps_per_unit: float
+    window: int
+    margin: float
+    exact_mse: float | None
+    exact_wall_s: float
+    targets: list[TargetReport]
+    manifest: dict
+    latency: float = 0.0  # time units (decoding outputs to pixels)
+    # arrays for plots and the spike file (not in report.json)
+    exact_times: list[np.ndarray] = field(repr=False, default_factory=list)
+    target_times: dict[str, list[np.ndarray]] = field(repr=False, default_factory=dict)
+    images01: np.ndarray | None = field(repr=False, default=None)
+
+    @property
+    def passed(self) -> bool:
+        return all(t.passed for t in self.targets)
+
+    def failed_gates(self) -> list[str]:
+        out = []
+        for t in self.targets:
+            for g in t.gates:
+                if not g.passed:
+                    where = f" layer {g.layer}" if g.layer is not None else ""
+                    out.append(f"{t.target}{where}: {g.name} = {_fmt(g.value)} (limit {_fmt(g.limit)})")
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "n_samples": self.n_samples,
+            "steps_per_unit": self.steps_per_unit,
+            "step": 1.0 / self.steps_per_unit,
+            "window": self.window,
+            "near_threshold_margin": self.margin,
+            "latency": self.latency,
+            "exact": {"mse": self.exact_mse, "wall_s": self.exact_wall_s},
+            "targets": [
+                {
+                    "target": t.target,
+                    "passed": t.passed,
+                    "wall_s": t.wall_s,
+                    "s_per_sample": t.wall_s / max(self.n_samples, 1),
+                    "info": _jsonable(t.info),
+                    "mse": t.mse,
+                    "mse_rel_vs_exact": t.mse_rel,
+                    "layers": [asdict(s) for s in t.layers],
+                    "gates": [asdict(g) for g in t.gates],
+                }
+                for t in self.targets
+            ],
+            "failed_gates": self.failed_gates(),
+            "manifest": _jsonable(self.manifest),
+        }
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating, float)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return str(obj)
+
+
+def _quantile(x: np.ndarray, q: float) -> float:
+    return float(np.quantile(x, q)) if x.size else 0.0
+
+
+def _target_grid(name: str, result: RunResult, net: CompiledNetwork) -> tuple[float, float]:
+    """(grid step g, spike-input lag) for the analytic bound of this target, time units."""
+    h = net.dt
+    if name == "exact":
+        return 0.0, 0.0
+    if name == "brian2":
+        g = float(result.info.get("dt", h))
+        return g, 0.0 if result.info.get("centre", True) else 0.5 * g
+    return h, 0.5 * h  # grid targets: the next layer sees the column after the crossing, reports the mid-step
+
+
+def _quantized_source(name: str, net: CompiledNetwork) -> TemporalNetwork | None:
+    """The float network a target realises once weights and decays are quantized (None: the source itself)."""
+    if name in ("lava-fixed", "hw_sim", "hil") and net.layers:
+        from toolchain.compiler import deployed_network
+
+        return deployed_network(net)
+    return None
+
+
+def compare_layers(net: CompiledNetwork, exact_traces, peaks: list[np.ndarray], result: RunResult,
+                   bounds: list[np.ndarray], margin: float, horizon: float,
+                   target_dt_factor: float = 2.0) -> list[LayerStats]:
+    """Per-layer :class:`LayerStats` of ``result`` against the exact traces (``within_target_dt``: fraction of
+    common spikes with |dt| <= target_dt_factor x the target's own dt, for targets that report one)."""
+    h = net.dt
+    stats = []
+    prev_mismatch = None
+    target_dt = float(result.info["dt"]) if result.target == "brian2" and "dt" in result.info else None
+    theta = net.source.theta
+    for l, tr in enumerate(exact_traces):
+        te = tr.t_out
+        tt = np.asarray(result.times[l], dtype=np.float64)
+        if tt.shape != te.shape:
+            raise TargetError(f"target {result.target} returned layer {l} times of shape {tt.shape}, "
+                              f"expected {te.shape}; the backend is broken, report it")
+        pe, pt = np.isfinite(te), np.isfinite(tt)
+        both = pe & pt
+        mism = pe != pt
+        rel = peaks[l] / theta
+        near = mism & (np.abs(rel - 1.0) <= margin)
+        late = mism & ~near & pe & (te > horizon)
+        up = mism & ~near & ~late
+        if prev_mismatch is not None:
+            up &= prev_mismatch.any(axis=1, keepdims=True)
+        else:
+            up &= False
+        unexplained = mism & ~near & ~late & ~up
+        d = np.abs(tt[both] - te[both])
+        signed = (tt[both] - te[both])
+        bnd = bounds[l][both]
+        within = float(np.mean(d <= bnd * (1 + 1e-9) + 1e-12)) if d.size else 1.0
+        bfin = bnd[np.isfinite(bnd)]
+        s = LayerStats(
+            layer=l,
+            n_pairs=int(te.size),
+            spikes_exact=int(pe.sum()),
+            spikes_target=int(pt.sum()),
+            spikes_both=int(both.sum()),
+            appeared=int((pt & ~pe).sum()),
+            vanished=int((pe & ~pt).sum()),
+            near_threshold=int(near.sum()),
+            late=int(late.sum()),
+            upstream=int(up.sum()),
+            unexplained=int(unexplained.sum()),
+            presence_agreement=float(1.0 - mism.mean()) if te.size else 1.0,
+            dt_median=_quantile(d, 0.5),
+            dt_p99=_quantile(d, 0.99),
+            dt_max=float(d.max()) if d.size else 0.0,
+            dt_median_steps=_quantile(d, 0.5) / h,
+            dt_p99_steps=_quantile(d, 0.99) / h,
+            dt_max_steps=(float(d.max()) if d.size else 0.0) / h,
+            dt_mean_signed=float(signed.mean()) if signed.size else 0.0,
+            bound_median=_quantile(bfin, 0.5),
+            bound_median_steps=_quantile(bfin, 0.5) / h,
+            within_bound=within,
+            within_target_dt=None,
+        )
+        if target_dt is not None:
+            s.within_target_dt = float(np.mean(d <= target_dt_factor * target_dt)) if d.size else 1.0
+        stats.append(s)
+        prev_mismatch = mism
+    return stats
+
+
+def apply_gates(rep: TargetReport, spec: GateSpec, target_dt: float | None) -> list[GateResult]:
+    """Evaluate ``spec`` on one target's statistics."""
+    out: list[GateResult] = []
+    for s in rep.layers:
+        if spec.min_presence is not None:
+            out.append(GateResult("presence_agreement", s.presence_agreement, spec.min_presence,
+                                  s.presence_agreement >= spec.min_presence, s.layer))
+        if spec.max_unexplained is not None:
+            out.append(GateResult("unexplained_presence_changes", s.unexplained, spec.max_unexplained,
+                                  s.unexplained <= spec.max_unexplained, s.layer))
+        if spec.max_median_steps is not None:
+            out.append(GateResult("median_dt_steps", s.dt_median_steps, spec.max_median_steps,
+                                  s.dt_median_steps <= spec.max_median_steps, s.layer))
+        if spec.max_p99_steps is not None:
+            out.append(GateResult("p99_dt_steps", s.dt_p99_steps, spec.max_p99_steps,
+                                  s.dt_p99_steps <= spec.max_p99_steps, s.layer))
+        if spec.min_within_bound is not None:
+            out.append(GateResult("fraction_within_bound", s.within_bound, spec.min_within_bound,
+                                  s.within_bound >= spec.min_within_bound, s.layer))
+        if spec.max_abs_dt_target_dt is not None and spec.min_within_target_dt is not None and target_dt:
+            frac = s.within_target_dt if s.within_target_dt is not None else 0.0
+            out.append(GateResult(f"fraction_within_{spec.max_abs_dt_target_dt:g}_dt", frac,
+                                  spec.min_within_target_dt, frac >= spec.min_within_target_dt, s.layer))
+    if spec.max_mse_rel is not None and rep.mse_rel is not None:
+        out.append(GateResult("mse_rel_vs_exact", abs(rep.mse_rel), spec.max_mse_rel,
+                              abs(rep.mse_rel) <= spec.max_mse_rel))
+    return out
+
+
+def _check_inputs(net: CompiledNetwork, input_times: np.ndarray, images01: np.ndarray | None):
+    x = np.asarray(input_times, dtype=np.float64)
+    n_in = net.source.layers[0].n_in
+    if x.ndim != 2 or x.shape[1] != n_in:
+        raise DataError(f"input times have shape {x.shape} but the model expects (N, {n_in}); "
+                        f"use a dataset whose samples have {n_in} inputs")
+    if x.shape[0] == 0:
+        raise DataError("no samples to verify; pass at least one (e.g. --limit 10)")
+    if np.any(np.isnan(x)) or np.any(x == -np.inf) or np.any(x[np.isfinite(x)] < 0):
+        raise DataError("input times contain NaN, -inf or negative values; use times >= 0 and inf for no spike")
+    imgs = None
+    if images01 is not None:
+        imgs = np.asarray(images01, dtype=np.float64)
+        if imgs.shape[0] != x.shape[0]:
+            raise DataError(f"{imgs.shape[0]} images for {x.shape[0]} input samples; pass one image per sample")
+    return x, imgs
+
+
+def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndarray | None,
+           targets: list[str], *, margin: float = DEFAULT_MARGIN, gates: dict[str, GateSpec] | None = None,
+           target_options: dict[str, dict] | None = None, results: dict[str, RunResult] | None = None
+           ) -> VerifyReport:
+    """Run exact and every target on ``input_times`` (N, n_in), time units, and compare (see module doc).
+
+    images01:       (N, n_out) images in [0, 1] for the reconstruction MSE, or None (no MSE, no MSE gate)
+    targets:        registry names, e.g. ["lava-fixed", "brian2"]
+    margin:         relative near-threshold margin on the exact peak potential / theta
+    gates:          per-target GateSpec overriding :data:`DEFAULT_GATES` (unknown targets: lava-fixed gates)
+    target_options: per-target keyword options for ``get_target`` (e.g. {"brian2": {"codegen": "numpy"}})
+    results:        precomputed RunResults by target name (skips running those targets)
+    """
+    import time
+
+    from models.encoding import reconstruction_mse
+    from targets.registry import get_target
+
+    x, imgs = _check_inputs(compiled, input_times, images01)
+    src = compiled.source
+    if imgs is not None and imgs.shape[1] != src.layers[-1].n_out:
+        imgs = None  # not an autoencoder of these images: no reconstruction MSE
+    gates = {**DEFAULT_GATES, **(gates or {})}
+    target_options = target_options or {}
+    results = dict(results or {})
+
+    t0 = time.perf_counter()
+    traces = exact_forward_trace(src, x)
+    exact_wall = time.perf_counter() - t0
+    exact_times = [tr.t_out for tr in traces]
+    peaks = [peak_potential(tr, layer.all_weights(), src.tau) for tr, layer in zip(traces, src.layers)]
+    exact_mse = reconstruction_mse(exact_times[-1], imgs, src.latency) if imgs is not None else None
+    # spikes after this time cannot be seen by a grid target (window minus the per-layer pipeline delay)
+    horizon = (compiled.window - len(src.layers) - 1) / compiled.steps_per_unit
+
+    reports = []
+    all_times = {}
+    for name in targets:
+        res = results.get(name)
+        if res is None:
+            res = get_target(name, **target_options.get(name, {})).run(compiled, x)
+        g, lag = _target_grid(name, res, compiled)
+        qnet = _quantized_source(name, compiled)
+        w_all = [layer.all_weights() for layer in src.layers]
+        bounds = grid_bound(traces, w_all, src.tau, g, lag) if g > 0 else [np.zeros_like(t) for t in exact_times]
+        if qnet is not None:  # + exact effect of quantization (weights, tau_eff) on each spike
+            qt = exact_forward_trace(qnet, x)
+            bounds = [b + np.where(np.isfinite(q.t_out) & np.isfinite(t), np.abs(q.t_out - t), np.inf)
+                      for b, q, t in zip(bounds, qt, exact_times)]
+        spec = gates.get(name, _FIXED_GATES)
+        layers = compare_layers(compiled, traces, peaks, res, bounds, margin, horizon,
+                                spec.max_abs_dt_target_dt or 2.0)
+        mse = reconstruction_mse(res.times[-1], imgs, src.latency) if imgs is not None else None
+        mse_rel = None
+        if mse is not None and exact_mse is not None and exact_mse > 0:
+            mse_rel = mse / exact_mse - 1.0
+        rep = TargetReport(name, res.wall_s, dict(res.info), layers, mse, mse_rel)
+        target_dt = float(res.info["dt"]) if name == "brian2" and "dt" in res.info else None
+        rep.gates = apply_gates(rep, spec, target_dt)
+        reports.append(rep)
+        all_times[name] = [np.asarray(t, dtype=np.float64) for t in res.times]
+
+    return VerifyReport(
+        n_samples=int(x.shape[0]),
+        steps_per_unit=float(compiled.steps_per_unit),
+        window=int(compiled.window),
+        margin=float(margin),
+        exact_mse=exact_mse,
+        exact_wall_s=exact_wall,
+        targets=reports,
+        manifest=dict(compiled.manifest),
+        latency=float(src.latency),
+        exact_times=exact_times,
+        target_times=all_times,
+        images01=imgs,
+    )
