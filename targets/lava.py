@@ -1,0 +1,287 @@
+"""``lava-float`` / ``lava-fixed``: run a CompiledNetwork on Lava 0.10.0 (Loihi2SimCfg floating_pt / fixed_pt).
+
+Layout (docs/compiled-format.md, section 4): K samples per Lava run, each in its own window of W steps;
+RingBuffer sources for inputs (+ layer 0 pulses) and for the pulses of deeper layers, stock ``Dense`` synapses,
+``targets.lava_procs.OnceLIF`` neurons (LIFReset + once mask), one ``Extractor`` per layer read once per step.
+Every run is stopped in ``finally`` (errors, timeouts, Ctrl-C); a run that exceeds ``timeout_s`` raises
+TargetError after its OS processes are terminated.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from targets.base import RunResult
+from toolchain.compiled import CompiledNetwork
+from toolchain.errors import TargetError
+
+DEFAULT_CHUNK = 100  # samples per Lava run
+_POLL_S = 2e-4
+_STOP_TIMEOUT_S = 30.0
+
+
+@dataclass
+class _Graph:
+    entry: object  # any process of the connected graph (run/stop go through it)
+    extractors: list
+    n_steps: int
+
+
+def _import_lava():
+    from targets.lava_procs import OnceLIF, ensure_lava_importable
+
+    ensure_lava_importable()
+    import lava.proc.io.extractor as extractor
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.source import RingBuffer
+    from lava.utils.weightutils import SignMode
+
+    return dict(Extractor=extractor.Extractor, ExtractorModel=extractor.PyLoihiExtractorModel, RunSteps=RunSteps,
+                Loihi2SimCfg=Loihi2SimCfg, Dense=Dense, RingBuffer=RingBuffer, SignMode=SignMode, OnceLIF=OnceLIF)
+
+
+class _LavaTarget:
+    name = "lava"
+    fixed = False
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK, timeout_s: float | None = None) -> None:
+        """chunk_size: samples per Lava run; timeout_s: wall-clock limit per run (default 60 s + 20 ms/step)."""
+        if int(chunk_size) < 1:
+            raise TargetError(f"chunk_size={chunk_size} must be >= 1; fix: pass e.g. chunk_size={DEFAULT_CHUNK}")
+        if timeout_s is not None and not timeout_s > 0:
+            raise TargetError(f"timeout_s={timeout_s} must be > 0 seconds; fix: pass e.g. timeout_s=600")
+        self.chunk_size = int(chunk_size)
+        self.timeout_s = timeout_s
+
+    # ---------------------------------------------------------------- public
+    def run(self, net: CompiledNetwork, input_times: np.ndarray) -> RunResult:
+        """First-spike times and columns of every layer for every sample (rows of input_times, time units)."""
+        t0 = time.perf_counter()
+        cols = self._input_columns(net, input_times)
+        n = cols.shape[0]
+        out_cols = [np.full((n, cl.n_out), -1, dtype=np.int64) for cl in net.layers]
+        counts = [np.zeros((n, cl.n_out), dtype=np.int64) for cl in net.layers]
+        n_runs = 0
+        for start in range(0, n, self.chunk_size):
+            stop = min(n, start + self.chunk_size)
+            first, cnt = self._run_chunk(net, cols[start:stop])
+            for l in range(len(net.layers)):
+                out_cols[l][start:stop] = first[l]
+                counts[l][start:stop] = cnt[l]
+            n_runs += 1
+        times = [net.columns_to_times(c) for c in out_cols]
+        info = {"precision": "fixed_pt" if self.fixed else "floating_pt", "lava": "0.10.0", "runs": n_runs,
+                "chunk_size": self.chunk_size, "window": net.window, "steps_per_unit": net.steps_per_unit,
+                "spike_counts": counts}
+        return RunResult(self.name, times, out_cols, time.perf_counter() - t0, info)
+
+    # ---------------------------------------------------------------- helpers
+    @staticmethod
+    def _input_columns(net: CompiledNetwork, input_times: np.ndarray) -> np.ndarray:
+        x = np.asarray(input_times, dtype=np.float64)
+        n_in = net.layers[0].n_in
+        if x.ndim != 2 or x.shape[1] != n_in:
+            raise TargetError(f"input_times must have shape (N, {n_in}), got {x.shape}; "
+                              "fix: pass one row of spike times per sample")
+        if np.isnan(x).any():
+            raise TargetError("input_times contain NaN; fix: use inf for 'no spike'")
+        if np.isneginf(x).any():
+            raise TargetError("input_times contain -inf; fix: use inf for 'no spike' and times >= 0")
+        cols = net.input_columns(x)
+        fin = np.isfinite(x)
+        bad = fin & ((cols < 0) | (cols > net.window - 1))
+        if bad.any():
+            t = x[bad][0]
+            raise TargetError(
+                f"input time {t:g} maps to step column {int(np.rint(t * net.steps_per_unit))}, outside the sample "
+                f"window [0, {net.window - 1}]; fix: use input times in [0, {(net.window - 1) / net.steps_per_unit:g}]"
+                " or recompile with a longer window"
+            )
+        return cols
+
+    def _layer_params(self, cl):
+        if self.fixed:
+            return dict(du=int(cl.du), dv=int(cl.dv), vth=int(cl.vth))
+        return dict(du=float(cl.du_float), dv=float(cl.dv_float), vth=float(cl.vth_float))
+
+    def _dense(self, lv, w_int: np.ndarray, w_float: np.ndarray, weight_exp: int, num_bits: int):
+        if self.fixed:
+            return lv["Dense"](weights=np.ascontiguousarray(w_int, dtype=np.int32), weight_exp=int(weight_exp),
+                               num_weight_bits=int(num_bits), sign_mode=lv["SignMode"].MIXED)
+        return lv["Dense"](weights=np.ascontiguousarray(w_float, dtype=np.float64))
+
+    def _build(self, lv, net: CompiledNetwork, cols: np.ndarray) -> _Graph:
+        K = cols.shape[0]
+        W = net.window
+        T = K * W
+        base = (np.arange(K, dtype=np.int64) * W)[:, None]
+        l0 = net.layers[0]
+        n_in, p0 = l0.n_in, l0.pulse_steps.shape[0]
+        data0 = np.zeros((n_in + p0, T), dtype=np.float64 if not self.fixed else np.int32)
+        k_idx, i_idx = np.nonzero(cols >= 0)
+        data0[i_idx, (base[:, 0][k_idx] + cols[k_idx, i_idx])] = 1
+        for p, c in enumerate(l0.pulse_steps):
+            data0[n_in + p, base[:, 0] + int(c)] = 1
+        src = lv["RingBuffer"](data=data0)
+        deep_pulses = [(l, p, int(c)) for l, cl in enumerate(net.layers) if l > 0
+                       for p, c in enumerate(cl.pulse_steps)]
+        psrc = None
+        if deep_pulses:
+            pdata = np.zeros((len(deep_pulses), T), dtype=data0.dtype)
+            for row, (_, _, c) in enumerate(deep_pulses):
+                pdata[row, base[:, 0] + c] = 1
+            psrc = lv["RingBuffer"](data=pdata)
+        extractors = []
+        prev = None
+        for l, cl in enumerate(net.layers):
+            lif = lv["OnceLIF"](shape=(cl.n_out,), reset_interval=W, reset_offset=2, once=bool(cl.once),
+                                **self._layer_params(cl))
+            if l == 0:
+                dense = self._dense(lv, np.hstack([cl.weights, cl.pulse_weights]),
+                                    np.hstack([cl.weights_float, cl.pulse_weights_float]), cl.weight_exp,
+                                    cl.num_weight_bits)
+                src.s_out.connect(dense.s_in)
+            else:
+                dense = self._dense(lv, cl.weights, cl.weights_float, cl.weight_exp, cl.num_weight_bits)
+                prev.s_out.connect(dense.s_in)
+                rows = [r for r, (ll, _, _) in enumerate(deep_pulses) if ll == l]
+                if rows:
+                    pw_int = np.zeros((cl.n_out, len(deep_pulses)), dtype=np.int32)
+                    pw_float = np.zeros((cl.n_out, len(deep_pulses)))
+                    pw_int[:, rows] = cl.pulse_weights
+                    pw_float[:, rows] = cl.pulse_weights_float
+                    pdense = self._dense(lv, pw_int, pw_float, cl.weight_exp, cl.num_weight_bits)
+                    psrc.s_out.connect(pdense.s_in)
+                    pdense.a_out.connect(lif.a_in)
+            dense.a_out.connect(lif.a_in)
+            ext = lv["Extractor"](shape=(cl.n_out,), buffer_size=min(T, 1024))
+            lif.s_out.connect(ext.in_port)
+            extractors.append(ext)
+            prev = lif
+        return _Graph(entry=src, extractors=extractors, n_steps=T)
+
+    def _run_chunk(self, net: CompiledNetwork, cols: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        lv = _import_lava()
+        K, W = cols.shape[0], net.window
+        g = self._build(lv, net, cols)
+        T = g.n_steps
+        timeout = self.timeout_s if self.timeout_s is not None else 60.0 + 0.02 * T * len(net.layers)
+        cfg = lv["Loihi2SimCfg"](select_tag="fixed_pt" if self.fixed else "floating_pt",
+                                 exception_proc_model_map={lv["Extractor"]: lv["ExtractorModel"]})
+        first = [np.full((K, cl.n_out), -1, dtype=np.int64) for cl in net.layers]
+        counts = [np.zeros((K, cl.n_out), dtype=np.int64) for cl in net.layers]
+        deadline = time.monotonic() + timeout
+        started = False
+        timed_out = False
+        try:
+            g.entry.run(condition=lv["RunSteps"](num_steps=T, blocking=False), run_cfg=cfg)
+            started = True
+            ports = [e.out_port.external_pipe_csp_recv_port for e in g.extractors]
+            for s in range(1, T + 1):  # Lava time step s: sample (s-2)//W, update (s-2)%W, column update + 1
+                k, c = divmod(s - 2, W)
+                for l, port in enumerate(ports):
+                    while not port.probe():
+                        if time.monotonic() > deadline:
+                            timed_out = True
+                            raise TargetError(
+                                f"{self.name}: the Lava run of {K} samples ({T} steps) did not finish within "
+                                f"{timeout:.0f} s (stuck at step {s}); fix: pass a larger timeout_s or a smaller "
+                                "chunk_size, and check that no other heavy job is starving the machine"
+                            )
+                        time.sleep(_POLL_S)
+                    spikes = np.asarray(port.recv()) != 0
+                    if not spikes.any():
+                        continue
+                    if k < 0:
+                        raise TargetError(f"{self.name}: layer {l} spiked before any input (step {s}); "
+                                          "fix: the threshold must be > 0")
+                    counts[l][k] += spikes
+                    new = spikes & (first[l][k] < 0)
+                    first[l][k][new] = c + 1
+            g.entry.wait()
+        finally:
+            if started:
+                _shutdown(g.entry, force=timed_out)
+        return first, counts
+
+
+def _runtime_actors(proc) -> tuple:
+    rt = getattr(proc, "runtime", None) or getattr(proc, "_runtime", None)
+    mi = getattr(rt, "_messaging_infrastructure", None)
+    return list(getattr(mi, "actors", []) or []), rt, mi
+
+
+def _force_kill(proc) -> None:
+    """Terminate every OS process of the run (used when a run hangs or stop() does not return)."""
+    actors, rt, mi = _runtime_actors(proc)
+    for a in actors:
+        try:
+            if a.is_alive():
+                a.terminate()
+        except (ValueError, AssertionError, OSError):
+            pass
+    for a in actors:
+        try:
+            a.join(timeout=5)
+            if a.is_alive():
+                a.kill()
+                a.join(timeout=5)
+        except (ValueError, AssertionError, OSError):
+            pass
+    for obj, meth in ((getattr(mi, "smm", None), "shutdown"), (getattr(rt, "_watchdog_manager", None), "stop")):
+        try:
+            if obj is not None:
+                getattr(obj, meth)()
+        except Exception:  # best effort: the processes are already gone
+            pass
+    if rt is not None:
+        rt._is_started = False
+        rt._is_running = False
+
+
+def _shutdown(proc, force: bool) -> None:
+    """stop() the run (in a helper thread with a time limit); fall back to terminating its processes."""
+    if force:
+        _force_kill(proc)
+        return
+    done = threading.Event()
+    errors: list[BaseException] = []
+
+    def _stop():
+        try:
+            proc.stop()
+        except BaseException as exc:  # reported below, after cleanup
+            errors.append(exc)
+        finally:
+            done.set()
+
+    th = threading.Thread(target=_stop, daemon=True)
+    th.start()
+    try:
+        finished = done.wait(_STOP_TIMEOUT_S)
+    except KeyboardInterrupt:
+        finished = False
+    if not finished or errors:
+        _force_kill(proc)
+
+
+class LavaFloatTarget(_LavaTarget):
+    """Lava ``Loihi2SimCfg(select_tag="floating_pt")``: the float mapping (du = dv = 1 - d, w h d, theta)."""
+
+    name = "lava-float"
+    fixed = False
+
+
+class LavaFixedTarget(_LavaTarget):
+    """Lava ``Loihi2SimCfg(select_tag="fixed_pt")``: bit-accurate integers (docs/compiled-format.md)."""
+
+    name = "lava-fixed"
+    fixed = True
+
+
+__all__ = ["LavaFloatTarget", "LavaFixedTarget"]

@@ -1,0 +1,27 @@
+"""``OnceLIF``: LIFReset + once-per-window spiking + no spike on the window's last update (docs/compiled-format.md)."""
+from __future__ import annotations
+
+import typing as ty
+
+import numpy as np
+
+from toolchain.lava_compat import install
+
+install()
+
+from lava.magma.core.process.variable import Var  # noqa: E402
+from lava.proc.lif.process import LIFReset  # noqa: E402
+
+
+class OnceLIF(LIFReset):
+    """CUBA LIF with a reset every ``reset_interval`` (= window W) steps at ``reset_offset``.
+
+    once:  True = a neuron spikes at most once between two resets (alpha neurons); False = plain LIF.
+    The update just before each reset (time step % W == reset_offset - 1) never emits a spike, so no spike is
+    attributed to the next window. ``fired`` (0/1 per neuron) marks neurons that spiked since the last reset.
+    """
+
+    def __init__(self, *, shape: ty.Tuple[int, ...], once: bool = True, **kwargs) -> None:
+        super().__init__(shape=shape, **kwargs)
+        self.proc_params["once"] = bool(once)
+        self.fired = Var(shape=shape, init=np.zeros(shape, dtype=np.int32))
