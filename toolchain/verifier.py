@@ -23,7 +23,7 @@ from models.exact import exact_forward_trace
 from models.network import TemporalNetwork
 from targets.base import RunResult
 from toolchain.compiled import CompiledNetwork
-from toolchain.errors import DataError, TargetError
+from toolchain.errors import DataError, SnncError, TargetError
 from toolchain.spike_bounds import grid_bound, peak_potential
 
 DEFAULT_MARGIN = 0.02  # relative: |peak V / theta - 1| <= margin is a near-threshold neuron
@@ -352,6 +352,10 @@ def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndar
     from models.encoding import reconstruction_mse
     from targets.registry import get_target
 
+    if not (0.0 <= float(margin) < 1.0):
+        raise SnncError(f"near-threshold margin {margin} must lie in [0, 1) (relative to theta); default 0.02")
+    if not targets:
+        raise TargetError("no target to verify; pass e.g. targets=['lava-fixed', 'brian2']")
     x, imgs = _check_inputs(compiled, input_times, images01)
     src = compiled.source
     if imgs is not None and imgs.shape[1] != src.layers[-1].n_out:
@@ -359,6 +363,8 @@ def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndar
     gates = {**DEFAULT_GATES, **(gates or {})}
     target_options = target_options or {}
     results = dict(results or {})
+    # instantiate every target first: bad names/options fail before anything runs
+    backends = {n: get_target(n, **target_options.get(n, {})) for n in targets if n not in results}
 
     t0 = time.perf_counter()
     traces = exact_forward_trace(src, x)
@@ -366,15 +372,16 @@ def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndar
     exact_times = [tr.t_out for tr in traces]
     peaks = [peak_potential(tr, layer.all_weights(), src.tau) for tr, layer in zip(traces, src.layers)]
     exact_mse = reconstruction_mse(exact_times[-1], imgs, src.latency) if imgs is not None else None
-    # spikes after this time cannot be seen by a grid target (window minus the per-layer pipeline delay)
-    horizon = (compiled.window - len(src.layers) - 1) / compiled.steps_per_unit
+    # exact spikes after this time cannot be seen by a windowed target
+    # (the last update of a window never reports a spike, docs/compiled-format.md; one step of slack for the grid)
+    horizon = (compiled.window - 2) / compiled.steps_per_unit
 
     reports = []
     all_times = {}
     for name in targets:
         res = results.get(name)
         if res is None:
-            res = get_target(name, **target_options.get(name, {})).run(compiled, x)
+            res = backends[name].run(compiled, x)
         g, lag = _target_grid(name, res, compiled)
         qnet = _quantized_source(name, compiled)
         w_all = [layer.all_weights() for layer in src.layers]
