@@ -198,6 +198,20 @@ def _jsonable(obj):
     return str(obj)
 
 
+def summarize_info(info: dict) -> dict:
+    """A backend's info dict with arrays (and lists of arrays) replaced by a short shape description."""
+    out = {}
+    for k, v in info.items():
+        if isinstance(v, np.ndarray):
+            out[k] = f"array{tuple(v.shape)}"
+        elif isinstance(v, (list, tuple)) and any(isinstance(e, np.ndarray) for e in v):
+            out[k] = "[" + ", ".join(f"array{tuple(e.shape)}" if isinstance(e, np.ndarray) else str(e)
+                                     for e in v) + "]"
+        else:
+            out[k] = v
+    return out
+
+
 def _quantile(x: np.ndarray, q: float) -> float:
     return float(np.quantile(x, q)) if x.size else 0.0
 
@@ -388,8 +402,9 @@ def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndar
         bounds = grid_bound(traces, w_all, src.tau, g, lag) if g > 0 else [np.zeros_like(t) for t in exact_times]
         if qnet is not None:  # + exact effect of quantization (weights, tau_eff) on each spike
             qt = exact_forward_trace(qnet, x)
-            bounds = [b + np.where(np.isfinite(q.t_out) & np.isfinite(t), np.abs(q.t_out - t), np.inf)
-                      for b, q, t in zip(bounds, qt, exact_times)]
+            with np.errstate(invalid="ignore"):
+                bounds = [b + np.where(np.isfinite(q.t_out) & np.isfinite(t), np.abs(q.t_out - t), np.inf)
+                          for b, q, t in zip(bounds, qt, exact_times)]
         spec = gates.get(name, _FIXED_GATES)
         layers = compare_layers(compiled, traces, peaks, res, bounds, margin, horizon,
                                 spec.max_abs_dt_target_dt or 2.0)
@@ -397,7 +412,7 @@ def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndar
         mse_rel = None
         if mse is not None and exact_mse is not None and exact_mse > 0:
             mse_rel = mse / exact_mse - 1.0
-        rep = TargetReport(name, res.wall_s, dict(res.info), layers, mse, mse_rel)
+        rep = TargetReport(name, res.wall_s, summarize_info(res.info), layers, mse, mse_rel)
         target_dt = float(res.info["dt"]) if name == "brian2" and "dt" in res.info else None
         rep.gates = apply_gates(rep, spec, target_dt)
         reports.append(rep)
