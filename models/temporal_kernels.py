@@ -1,0 +1,350 @@
+"""Compiled (numba, float64) event-driven kernels for training the temporal-coding network.
+
+Forward: :func:`layer_forward_fast` gives bit-for-bit the same spike times and trace as
+``models.exact.layer_forward`` (same operations in the same order), but scans the inputs of a sample once for
+all neurons of the layer ("layer-major"), skips intervals whose potential provably stays below threshold
+with a multiply instead of an ``exp``, and stops when every neuron has spiked. Cost per sample is
+proportional to the number of input spikes times the number of neurons still waiting to spike.
+
+Backward (exact derivatives, equations 4 and 5 of Comsa et al. 2021; W = W0(z) of the forward pass)::
+
+    d t_out / d t_i = w_i e^{tau t_i} (tau (t_i - B/A) + W + 1) / (A (1 + W))
+    d t_out / d w_i =     e^{tau t_i} (t_i - B/A + W / tau)     / (A (1 + W))
+
+for the causal inputs (the first ``n_prefix`` in time order) of every spiking neuron, each clipped to
+``[-clip, clip]`` (clip <= 0 disables clipping); later inputs get nothing. A neuron that does not spike gets
+``-penalty`` on the gradient of every incoming weight (pulses included), once per sample.
+
+Parallelism is deterministic: the forward pass and the input-time gradients run in parallel over samples
+(each sample writes only its own rows), the weight gradients in parallel over neurons (each neuron owns its
+row and sums the samples in order). No dense (N, n_out, n_in) tensor is ever built.
+All times are in model time units; ``inf`` means no spike.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from models.exact import lambertw0
+
+# The cheap "stays below threshold" test must be a true upper bound despite rounding: skip only when the
+# bound is below theta by this relative margin, otherwise run the exact test of models.exact.first_spike.
+_BOUND_MARGIN = 1.0 - 1e-9
+
+
+@numba.njit(cache=True)
+def _insertion_sort(vals, perm, k0, k1):
+    """Stable in-place insertion sort of perm[k0:k1] by vals[perm]."""
+    for u in range(k0 + 1, k1):
+        p = perm[u]
+        v = vals[p]
+        q = u - 1
+        while q >= k0 and vals[perm[q]] > v:
+            perm[q + 1] = perm[q]
+            q -= 1
+        perm[q + 1] = p
+
+
+@numba.njit(cache=True)
+def _stable_argsort(vals, perm):
+    """perm = np.argsort(vals, kind="mergesort") for finite vals, in O(n) for spread-out values.
+
+    Bucket sort: buckets filled in index order, then a stable insertion sort inside each bucket;
+    falls back to numba's mergesort when a bucket is crowded.
+    """
+    n = vals.shape[0]
+    if n <= 32:
+        for k in range(n):
+            perm[k] = k
+        _insertion_sort(vals, perm, 0, n)
+        return
+    lo = vals[0]
+    hi = vals[0]
+    for k in range(1, n):
+        v = vals[k]
+        if v < lo:
+            lo = v
+        if v > hi:
+            hi = v
+    if hi == lo:
+        for k in range(n):
+            perm[k] = k
+        return
+    scale = n / (hi - lo)
+    bucket = np.empty(n, dtype=np.int64)
+    start = np.zeros(n + 1, dtype=np.int64)
+    for k in range(n):
+        bk = int((vals[k] - lo) * scale)
+        if bk >= n:
+            bk = n - 1
+        bucket[k] = bk
+        start[bk + 1] += 1
+    crowded = False
+    for bk in range(n):
+        if start[bk + 1] > 48:
+            crowded = True
+        start[bk + 1] += start[bk]
+    if crowded:
+        idx = np.argsort(vals, kind="mergesort")
+        for k in range(n):
+            perm[k] = idx[k]
+        return
+    fill = start[:n].copy()
+    for k in range(n):
+        bk = bucket[k]
+        perm[fill[bk]] = k
+        fill[bk] += 1
+    for bk in range(n):
+        if start[bk + 1] - start[bk] > 1:
+            _insertion_sort(vals, perm, start[bk], start[bk + 1])
+
+
+@numba.njit(cache=True)
+def _sort_sample(x, order, ts, es, inv_es, tau):
+    """Stable time order of one sample's inputs; returns the number of finite (spiking) inputs.
+
+    Fills ``order`` (all n_in indices: finite ones by time, ties by index, then the silent ones by index,
+    i.e. ``np.argsort(x, kind="mergesort")``), and for the first n_valid entries the sorted times ``ts``,
+    ``es = exp(tau t)`` and ``inv_es = 1 / es``.
+    """
+    n_in = x.shape[0]
+    n_valid = 0
+    for i in range(n_in):
+        if x[i] < np.inf:
+            n_valid += 1
+    fin = np.empty(n_valid, dtype=np.int64)
+    vals = np.empty(n_valid)
+    c = 0
+    c_inf = n_valid
+    for i in range(n_in):
+        if x[i] < np.inf:
+            fin[c] = i
+            vals[c] = x[i]
+            c += 1
+        else:
+            order[c_inf] = i
+            c_inf += 1
+    idx = np.empty(n_valid, dtype=np.int64)
+    _stable_argsort(vals, idx)
+    for k in range(n_valid):
+        i = fin[idx[k]]
+        order[k] = i
+        t = x[i]
+        ts[k] = t
+        e = math.exp(tau * t)
+        es[k] = e
+        inv_es[k] = 1.0 / e
+    return n_valid
+
+
+@numba.njit(cache=True, inline="always")
+def _try_spike(s, j, k, aj, bj, ti, t_next, t_hi, inv_ek, tau, inv_tau, theta, bound,
+               t_out, a_out, b_out, w_out, k_out):
+    """Exact threshold test of models.exact.first_spike for neuron j on [ti, t_next); records a spike."""
+    if aj <= 0.0:
+        return False
+    pk = max(aj * inv_tau, aj * ti - bj)
+    pk = min(pk, aj * t_hi - bj)
+    if pk * inv_ek < bound:
+        return False
+    bpa = bj / aj
+    tq = bpa + inv_tau
+    if tq < ti:
+        tq = ti
+    if tq > t_next:
+        tq = t_next
+    if math.exp(-tau * tq) * (aj * tq - bj) < theta:
+        return False
+    z = -(tau * theta / aj) * math.exp(tau * bpa)
+    w = lambertw0(z)
+    t = bpa - w / tau
+    if t < ti:
+        t = ti
+    if t >= t_next:
+        return False
+    t_out[s, j] = t
+    a_out[s, j] = aj
+    b_out[s, j] = bj
+    w_out[s, j] = w
+    k_out[s, j] = k + 1
+    return True
+
+
+@numba.njit(cache=True, parallel=True)
+def layer_forward_fast(in_times, weights_t, tau, theta):
+    """Batched exact layer, same results as ``models.exact.layer_forward``.
+
+    in_times:  (N, n_in) float64, time units, inf = no spike
+    weights_t: (n_in, n_out) float64, the TRANSPOSED weight matrix (ordinary inputs then pulses)
+    Returns t_out, A, B, W (N, n_out) float64, n_prefix (N, n_out) int32, order (N, n_in) int32,
+    n_valid (N,) int32 (number of spiking inputs) and es (N, n_in) float64 with es[s, k] = exp(tau t) of the
+    k-th input in time order (k < n_valid; the rest is undefined).
+    """
+    n, n_in = in_times.shape
+    n_out = weights_t.shape[1]
+    t_out = np.full((n, n_out), np.inf)
+    a_out = np.zeros((n, n_out))
+    b_out = np.zeros((n, n_out))
+    w_out = np.zeros((n, n_out))
+    k_out = np.zeros((n, n_out), dtype=np.int32)
+    order = np.empty((n, n_in), dtype=np.int32)
+    n_valid_out = np.zeros(n, dtype=np.int32)
+    es_out = np.empty((n, n_in))
+    inv_tau = 1.0 / tau
+    bound = theta * _BOUND_MARGIN
+    for s in numba.prange(n):
+        ordr = np.empty(n_in, dtype=np.int64)
+        ts = np.empty(n_in)
+        es = np.empty(n_in)
+        inv_es = np.empty(n_in)
+        n_valid = _sort_sample(in_times[s], ordr, ts, es, inv_es, tau)
+        a = np.zeros(n_out)
+        b = np.zeros(n_out)
+        act = np.arange(n_out)  # neurons that have not spiked yet, act[:n_act]
+        n_act = n_out
+        for k in range(n_valid):
+            ti = ts[k]
+            ek = es[k]
+            t_next = ts[k + 1] if k + 1 < n_valid else np.inf
+            wrow = weights_t[ordr[k]]
+            if t_next == ti:
+                for q in range(n_act):
+                    j = act[q]
+                    e = wrow[j] * ek
+                    a[j] += e
+                    b[j] += e * ti
+                continue
+            # accumulate and count the neurons whose peak potential over [ti, t_next] may reach theta:
+            # peak of A t - B is A clamp(B/A + 1/tau, ti, t_next) - B, and e^{-tau t} <= e^{-tau ti} there
+            inv_ek = inv_es[k]
+            t_hi = t_next if t_next < np.inf else 1e300
+            n_cand = 0
+            for q in range(n_act):
+                j = act[q]
+                e = wrow[j] * ek
+                aj = a[j] + e
+                bj = b[j] + e * ti
+                a[j] = aj
+                b[j] = bj
+                pk = max(aj * inv_tau, aj * ti - bj)
+                pk = min(pk, aj * t_hi - bj)
+                n_cand += (pk * inv_ek >= bound) & (aj > 0.0)
+            if n_cand == 0:
+                continue
+            m = 0
+            for q in range(n_act):
+                j = act[q]
+                if _try_spike(s, j, k, a[j], b[j], ti, t_next, t_hi, inv_ek, tau, inv_tau, theta, bound,
+                              t_out, a_out, b_out, w_out, k_out):
+                    continue
+                act[m] = j
+                m += 1
+            n_act = m
+            if n_act == 0:
+                break
+        for k in range(n_in):
+            order[s, k] = ordr[k]
+        for k in range(n_valid):
+            es_out[s, k] = es[k]
+        n_valid_out[s] = n_valid
+    return t_out, a_out, b_out, w_out, k_out, order, n_valid_out, es_out
+
+
+@numba.njit(cache=True, inline="always")
+def _clip(x, c):
+    if c > 0.0:
+        if x > c:
+            return c
+        if x < -c:
+            return -c
+    return x
+
+
+@numba.njit(cache=True, parallel=True)
+def grad_weights(in_times, weights, t_out, a, b, w, n_prefix, order, es, g, tau, clip, penalty):
+    """Gradient of the loss wrt the layer's weights, (n_out, n_in), summed over samples.
+
+    g: (N, n_out) upstream gradient dL/dt_out (ignored where the neuron did not spike).
+    Non-spiking neurons get ``-penalty`` on every incoming weight, per sample. Parallel over neurons.
+    """
+    n, n_in = in_times.shape
+    n_out = weights.shape[0]
+    gw = np.zeros((n_out, n_in))
+    for j in numba.prange(n_out):
+        n_silent = 0
+        for s in range(n):
+            if t_out[s, j] == np.inf:
+                n_silent += 1
+                continue
+            gj = g[s, j]
+            if gj == 0.0:
+                continue
+            aj = a[s, j]
+            bpa = b[s, j] / aj
+            wj = w[s, j]
+            denom = aj * (1.0 + wj)
+            c0 = wj / tau - bpa
+            for k in range(n_prefix[s, j]):
+                i = order[s, k]
+                d = es[s, k] * (in_times[s, i] + c0) / denom
+                gw[j, i] += gj * _clip(d, clip)
+        if n_silent > 0:
+            pen = penalty * n_silent
+            for i in range(n_in):
+                gw[j, i] -= pen
+    return gw
+
+
+@numba.njit(cache=True, parallel=True)
+def grad_inputs(in_times, weights, t_out, a, b, w, n_prefix, order, es, g, tau, clip, col_start):
+    """Gradient of the loss wrt the layer's input times, (N, n_in); columns < col_start are left at 0.
+
+    Parallel over samples; each sample sums its neurons in index order.
+    """
+    n, n_in = in_times.shape
+    n_out = weights.shape[0]
+    gin = np.zeros((n, n_in))
+    for s in numba.prange(n):
+        for j in range(n_out):
+            if t_out[s, j] == np.inf:
+                continue
+            gj = g[s, j]
+            if gj == 0.0:
+                continue
+            aj = a[s, j]
+            bpa = b[s, j] / aj
+            wj = w[s, j]
+            denom = aj * (1.0 + wj)
+            c1 = wj + 1.0 - tau * bpa
+            for k in range(n_prefix[s, j]):
+                i = order[s, k]
+                if i < col_start:
+                    continue
+                d = weights[j, i] * es[s, k] * (tau * in_times[s, i] + c1) / denom
+                gin[s, i] += gj * _clip(d, clip)
+    return gin
+
+
+@numba.njit(cache=True)
+def reconstruction_grad(t_out, targets, latency, scale):
+    """Authors' reconstruction loss and its gradient wrt the output spike times.
+
+    Per sample, ``sum_k 0.5 (t_k - latency - target_k)^2`` over spiking outputs (the derivative the
+    authors' code backpropagates); returns (sum over samples of the per-pixel squared error with a missing
+    spike counted as time 1.0 after the latency, gradient ``scale * (t - latency - target)``, 0 where silent).
+    """
+    n, m = t_out.shape
+    g = np.zeros((n, m))
+    sq = 0.0
+    for s in range(n):
+        for k in range(m):
+            t = t_out[s, k]
+            if t == np.inf:
+                d = 1.0 - targets[s, k]
+            else:
+                d = t - latency - targets[s, k]
+                g[s, k] = scale * d
+            sq += d * d
+    return sq, g
