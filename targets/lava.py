@@ -8,6 +8,8 @@ TargetError after its OS processes are terminated.
 """
 from __future__ import annotations
 
+import multiprocessing
+import multiprocessing.process
 import threading
 import time
 from dataclasses import dataclass
@@ -176,21 +178,18 @@ class _LavaTarget:
         first = [np.full((K, cl.n_out), -1, dtype=np.int64) for cl in net.layers]
         counts = [np.zeros((K, cl.n_out), dtype=np.int64) for cl in net.layers]
         deadline = time.monotonic() + timeout
-        started = False
-        timed_out = False
+        completed = False
         try:
             g.entry.run(condition=lv["RunSteps"](num_steps=T, blocking=False), run_cfg=cfg)
-            started = True
             ports = [e.out_port.external_pipe_csp_recv_port for e in g.extractors]
             for s in range(1, T + 1):  # Lava time step s: sample (s-2)//W, update (s-2)%W, column update + 1
                 k, c = divmod(s - 2, W)
                 for l, port in enumerate(ports):
                     while not port.probe():
                         if time.monotonic() > deadline:
-                            timed_out = True
                             raise TargetError(
                                 f"{self.name}: the Lava run of {K} samples ({T} steps) did not finish within "
-                                f"{timeout:.0f} s (stuck at step {s}); fix: pass a larger timeout_s or a smaller "
+                                f"{timeout:g} s (stuck at step {s}); fix: pass a larger timeout_s or a smaller "
                                 "chunk_size, and check that no other heavy job is starving the machine"
                             )
                         time.sleep(_POLL_S)
@@ -204,10 +203,26 @@ class _LavaTarget:
                     new = spikes & (first[l][k] < 0)
                     first[l][k][new] = c + 1
             g.entry.wait()
+            completed = True
         finally:
-            if started:
-                _shutdown(g.entry, force=timed_out)
+            # a finished run is stopped; an interrupted one (error, timeout, Ctrl-C) has processes blocked
+            # mid-step, which stop() cannot reach: terminate them
+            _shutdown(g.entry, force=not completed)
+            _close_extractors(g.extractors)
         return first, counts
+
+
+def _close_extractors(extractors) -> None:
+    """Stop the receiver threads that each Extractor's external pipe starts in this process (Lava's stop()
+    does not join them, so every run would leak one thread per layer)."""
+    for e in extractors:
+        port = getattr(e.out_port, "external_pipe_csp_recv_port", None)
+        if port is None:
+            continue
+        try:
+            port.join()
+        except Exception:  # best effort: the run is over either way
+            pass
 
 
 def _runtime_actors(proc) -> tuple:
@@ -226,11 +241,11 @@ def _force_kill(proc) -> None:
         except (ValueError, AssertionError, OSError):
             pass
     for a in actors:
-        try:
-            a.join(timeout=5)
+        try:  # Lava's SystemProcess.join() takes no timeout: use the base class's
+            multiprocessing.process.BaseProcess.join(a, 5)
             if a.is_alive():
                 a.kill()
-                a.join(timeout=5)
+                multiprocessing.process.BaseProcess.join(a, 5)
         except (ValueError, AssertionError, OSError):
             pass
     for obj, meth in ((getattr(mi, "smm", None), "shutdown"), (getattr(rt, "_watchdog_manager", None), "stop")):
