@@ -1,6 +1,7 @@
 """Compiler (quantizer + mapper) and compiled-network file I/O."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import os
@@ -74,6 +75,10 @@ def test_explicit_vth_and_compensated_tau():
     assert effective_tau(cc.layers[0].dv, S2) == pytest.approx(net.tau, rel=1e-12)
     assert cc.layers[0].du_float == pytest.approx(26 / DECAY_UNITY)
     assert cc.manifest["compensate_tau"] and cc.manifest["tau_rel_error"] == 0.0
+    assert deployed_network(cc).tau == pytest.approx(net.tau, rel=1e-12)
+    bad = dataclasses.replace(cc, layers=(dataclasses.replace(cc.layers[0], du=5),) + cc.layers[1:])
+    with pytest.raises(CompileError, match="one shared decay"):
+        deployed_network(bad)
 
 
 def _nan_net():

@@ -338,12 +338,19 @@ def compile_file(onnx_path: str | Path, **kw) -> CompiledNetwork:
 
 
 def deployed_network(cn: CompiledNetwork) -> TemporalNetwork:
-    """The float network that the fixed-point mapping realises: quantized weights, tau_eff (for analysis)."""
+    """The float alpha network that the fixed-point mapping realises (for analysis and verification):
+    weights w_int 2**e theta / (vth h dd) and tau_eff = -S ln(dd), dd = 1 - dv/4096, from the integers
+    themselves (so hand-built compiled networks work too). Pulse times stay the source's."""
+    S = float(cn.steps_per_unit)
+    dvs = {int(cl.dv) for cl in cn.layers}
+    if len(dvs) != 1 or any(cl.du != cl.dv - 1 for cl in cn.layers):
+        raise CompileError("deployed_network needs alpha layers with one shared decay (du = D - 1, dv = D in every "
+                           f"layer), got du/dv {[(cl.du, cl.dv) for cl in cn.layers]}; fix: compile the network "
+                           "with toolchain.compiler.compile_network")
+    (D,) = dvs
+    dd = 1.0 - D / DECAY_UNITY
     layers = []
-    tau_eff = float(cn.manifest.get("tau_eff", cn.source.tau))
     for cl, src in zip(cn.layers, cn.source.layers):
-        S = cn.steps_per_unit
-        d = 1.0 - (cl.dv / DECAY_UNITY)
-        scale = (1.0 / S) * d * cl.vth / cn.source.theta / 2.0**cl.weight_exp
+        scale = dd * cl.vth / (S * cn.source.theta * 2.0**cl.weight_exp)
         layers.append(AlphaLayer(cl.weights / scale, src.pulse_times, cl.pulse_weights / scale))
-    return replace(cn.source, layers=tuple(layers), tau=tau_eff)
+    return replace(cn.source, layers=tuple(layers), tau=effective_tau(D, S))
