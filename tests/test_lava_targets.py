@@ -251,3 +251,37 @@ def test_ctrl_c_stops_the_run_and_cleans_up():
         timer.cancel()
     assert _child_pids() <= before
     assert not multiprocessing.active_children()
+
+
+def _edge_network(W: int = 12) -> CompiledNetwork:
+    """Memoryless neurons (du = dv = 4095) that fire in the update their input arrives: spike column = input
+    column + 1 per layer, so the window edges and a pulse at column 0 of layer 1 are easy to predict."""
+    eye = np.eye(3, dtype=np.int32) * 100
+    w1 = np.array([[0, 0, 0], [100, 0, 0], [0, 100, 0]], np.int32)
+    pw1 = np.array([[100], [0], [0]], np.int32)
+    src = TemporalNetwork((AlphaLayer(np.zeros((3, 3)), np.zeros(0), np.zeros((3, 0))),
+                           AlphaLayer(np.zeros((3, 3)), np.zeros(1), np.zeros((3, 1)))), tau=1.0, theta=1.0,
+                          latency=1.0)
+    common = dict(weight_exp=0, du=4095, dv=4095, vth=50, once=True, du_float=4095 / 4096, dv_float=4095 / 4096,
+                  vth_float=1.0)
+    l0 = CompiledLayer(name="l0", weights=eye, pulse_weights=np.zeros((3, 0), np.int32),
+                       pulse_steps=np.zeros(0, np.int64), weights_float=eye / 50.0,
+                       pulse_weights_float=np.zeros((3, 0)), **common)
+    l1 = CompiledLayer(name="l1", weights=w1, pulse_weights=pw1, pulse_steps=np.array([0], np.int64),
+                       weights_float=w1 / 50.0, pulse_weights_float=pw1 / 50.0, **common)
+    return CompiledNetwork(steps_per_unit=1, window=W, layers=(l0, l1), source=src, manifest={})
+
+
+def test_window_edges_and_layer1_pulse_at_column_0():
+    net = _edge_network(W=12)
+    # sample 0: inputs at columns W-2, 3, W-1; sample 1: none
+    x = np.array([[10.0, 3.0, 11.0], [np.inf, np.inf, np.inf]])
+    expected0 = np.array([[11, 4, -1], [-1, -1, -1]])  # column W-1 is reported, update W-1 never spikes
+    expected1 = np.array([[1, -1, 5], [1, -1, -1]])  # pulse at column 0 reaches layer 1; no leak into sample 1
+    for name in ("lava-fixed", "lava-float"):
+        r = get_target(name).run(net, x)
+        np.testing.assert_array_equal(r.columns[0], expected0, err_msg=name)
+        np.testing.assert_array_equal(r.columns[1], expected1, err_msg=name)
+    ref, _ = reference_run(net, net.input_columns(x), fixed=True)
+    np.testing.assert_array_equal(ref[0], expected0)
+    np.testing.assert_array_equal(ref[1], expected1)
