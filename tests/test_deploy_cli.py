@@ -1,0 +1,179 @@
+"""`snnc compile | run | verify | deploy` through the CLI entry point, including every bad input (exit code 2)."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import brian2  # noqa: F401  (imported at collection: Brian2's log handler must not bind to a per-test capsys stream)
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+from models.network import AlphaLayer, TemporalNetwork
+from toolchain.artifact import save_onnx, to_model_proto
+from toolchain.cli import main
+from toolchain.compiled_io import load_compiled
+
+B2 = ["--brian2-codegen", "numpy"]  # no 45 s Cython build in tests
+
+
+def autoencoder(seed: int = 0, hidden: int = 8, tau: float = 1.0, out_pulse_w: float = 3.0) -> TemporalNetwork:
+    """784-hidden-784 whose neurons are driven well above threshold by pulses (no near-threshold flips)."""
+    rng = np.random.default_rng(seed)
+    pt = np.array([0.2, 0.6])
+    l0 = AlphaLayer(rng.normal(0.01, 0.02, (hidden, 784)), pt, np.full((hidden, 2), 1.5))
+    l1 = AlphaLayer(rng.normal(0.0, 0.1, (784, hidden)), pt + 0.6, np.full((784, 2), out_pulse_w / 2))
+    return TemporalNetwork((l0, l1), tau, 1.0, latency=1.0)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "model.onnx"
+    save_onnx(autoencoder(), path)
+    return path
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+DATA = ["--dataset", "mnist", "--limit", "3"]
+
+
+def test_compile_prints_summary_and_resources(model, tmp_path, capsys):
+    out_file = tmp_path / "c.npz"
+    rc, out, err = run_cli(capsys, "compile", model, "--steps-per-unit", 16, "--out", out_file)
+    assert rc == 0, err
+    assert "784-8-784" in out and "grid S=16" in out and "layer1" in out
+    assert "cores" in out  # the hw_sim resource table (resource_table_hook)
+    cn = load_compiled(out_file)
+    assert cn.steps_per_unit == 16 and cn.source.sizes == [784, 8, 784]
+
+
+def test_run_writes_spikes_and_mse(model, tmp_path, capsys):
+    compiled = tmp_path / "c.npz"
+    assert run_cli(capsys, "compile", model, "--out", compiled)[0] == 0
+    spikes = tmp_path / "s.npz"
+    rc, out, err = run_cli(capsys, "run", compiled, "--target", "brian2", *B2, *DATA, "--out", spikes)
+    assert rc == 0, err
+    assert "reconstruction MSE" in out
+    with np.load(spikes) as z:
+        meta = json.loads(str(z["meta"]))
+        assert z["layer0.times"].shape == (3, 8) and z["layer1.times"].shape == (3, 784)
+        assert np.isfinite(z["layer1.times"]).mean() > 0.5
+    assert meta["target"] == "brian2" and 0 <= meta["mse"] < 10 and meta["info"]["codegen"] == "numpy"
+
+
+def test_verify_passes_and_writes_report(model, tmp_path, capsys):
+    out_dir = tmp_path / "rep"
+    rc, out, err = run_cli(capsys, "verify", model, "--targets", "exact,brian2", *B2, *DATA, "--out", out_dir)
+    assert rc == 0, out + err
+    assert f"report: {out_dir / 'report.json'}" in out
+    data = json.loads((out_dir / "report.json").read_text())
+    assert data["passed"] and [t["target"] for t in data["targets"]] == ["exact", "brian2"]
+    assert (out_dir / "reconstructions.png").stat().st_size > 0
+
+
+def test_verify_exit_1_when_a_gate_fails(tmp_path, capsys):
+    # slow decay: every output crosses threshold ~3.5 time units, after the compiled window (~3): brian2 never
+    # sees them, the exact model does -> presence gate fails
+    late = tmp_path / "late.onnx"
+    net = autoencoder(tau=0.2, out_pulse_w=0.6)
+    net = replace(net, layers=(net.layers[0], replace(net.layers[1], pulse_times=np.array([0.5, 0.5]))))
+    save_onnx(net, late)
+    rc, out, err = run_cli(capsys, "verify", late, "--targets", "brian2", *B2, *DATA, "--out", tmp_path / "r")
+    assert rc == 1, out + err
+    assert "gate failed: brian2 layer 1: presence_agreement" in out
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert not data["passed"] and data["targets"][0]["layers"][1]["late"] > 0
+
+
+def test_deploy_compiles_runs_and_verifies(model, tmp_path, capsys):
+    out_dir = tmp_path / "dep"
+    rc, out, err = run_cli(capsys, "deploy", model, "--target", "brian2", *B2, *DATA, "-S", 16, "--out", out_dir)
+    assert rc == 0, out + err
+    assert load_compiled(out_dir / "compiled.npz").steps_per_unit == 16
+    assert json.loads((out_dir / "report.json").read_text())["steps_per_unit"] == 16
+
+
+# ---- bad inputs: each a clear error (exit 2) before anything runs or is written ----------------------------------
+
+def _write(path, model_proto):
+    path.write_bytes(model_proto.SerializeToString())
+    return path
+
+
+def _with_weight(net, value):
+    m = to_model_proto(net)
+    w = numpy_helper.to_array(m.graph.initializer[0]).copy()
+    w[0, 0] = value
+    m.graph.initializer[0].CopyFrom(numpy_helper.from_array(w, m.graph.initializer[0].name))
+    return m
+
+
+def _external(net, location):
+    m = to_model_proto(net)
+    t = m.graph.initializer[0]
+    t.ClearField("raw_data")
+    t.ClearField("double_data")
+    t.data_location = TensorProto.EXTERNAL
+    e = t.external_data.add()
+    e.key, e.value = "location", location
+    return m
+
+
+def _bad_models(tmp_path, model):
+    net = autoencoder()
+    small = TemporalNetwork((AlphaLayer(np.ones((4, 100)), np.zeros(1), np.ones((4, 1))),
+                             AlphaLayer(np.ones((784, 4)), np.zeros(1), np.ones((784, 1)))), 1.0, 1.0, 1.0)
+    save_onnx(small, tmp_path / "small.onnx")
+    data = model.read_bytes()
+    (tmp_path / "trunc.onnx").write_bytes(data[: len(data) // 2])
+    (tmp_path / "garbage.onnx").write_bytes(b"\x08\x07not an onnx file" * 8)
+    onnx.save(onnx.helper.make_model(onnx.helper.make_graph([], "g", [], [])), tmp_path / "foreign.onnx")
+    _write(tmp_path / "nan.onnx", _with_weight(net, np.nan))
+    _write(tmp_path / "inf.onnx", _with_weight(net, np.inf))
+    _write(tmp_path / "huge.onnx", _with_weight(net, 1e300))
+    _write(tmp_path / "abs.onnx", _external(net, "/etc/passwd"))
+    _write(tmp_path / "escape.onnx", _external(net, "../../../../etc/passwd"))
+    save_onnx(replace(net, theta=1e-12), tmp_path / "tiny_theta.onnx")
+
+
+BAD = [
+    (["compile", "{d}/missing.onnx"], "does not exist"),
+    (["compile", "{d}/garbage.onnx"], "not a readable ONNX"),
+    (["compile", "{d}/trunc.onnx"], "not a readable ONNX"),
+    (["compile", "{d}/foreign.onnx"], "not an snnc model"),
+    (["compile", "{d}/nan.onnx"], "NaN"),
+    (["compile", "{d}/inf.onnx"], "NaN or inf"),
+    (["compile", "{d}/abs.onnx"], "cannot be decoded"),
+    (["compile", "{d}/escape.onnx"], "outside"),
+    (["compile", "{d}/huge.onnx"], "weight exponent"),
+    (["compile", "{d}/tiny_theta.onnx"], "weight exponent"),
+    (["compile", "{m}", "-S", "1"], "steps_per_unit=1 is outside"),
+    (["compile", "{m}", "-S", "1000000"], "too large for tau"),
+    (["compile", "{m}", "--vth", "999999999"], "17-bit"),
+    (["verify", "{d}/small.onnx", "--targets", "exact", *DATA, "--out", "{d}/o"], "100 inputs"),
+    (["verify", "{m}", "--targets", "exact,loihi9", *DATA, "--out", "{d}/o"], "unknown target"),
+    (["verify", "{m}", "--targets", "brian2", "--brian2-dt", "-1", *DATA, "--out", "{d}/o"], "dt=-1"),
+    (["verify", "{m}", "--targets", "exact", "--dataset", "mnist", "--limit", "0", "--out", "{d}/o"], "positive"),
+    (["verify", "{m}", "--targets", "exact", "--margin", "2", *DATA, "--out", "{d}/o"], "margin"),
+    (["verify", "{m}", "--targets", "exact", "-S", "1", *DATA, "--out", "{d}/o"], "steps_per_unit=1"),
+    (["deploy", "{m}", "--target", "exact,brian2", *DATA, "--out", "{d}/o"], "one target"),
+    (["deploy", "{d}/nan.onnx", "--target", "brian2", *DATA, "--out", "{d}/o"], "NaN"),
+    (["run", "{m}", "--target", "exact", *DATA, "--out", "{d}/o/s.npz"], "compile it first"),
+    (["run", "{d}/garbage.onnx.npz", "--target", "exact", *DATA, "--out", "{d}/o/s.npz"], "does not exist"),
+]
+
+
+@pytest.mark.parametrize("argv, needle", BAD, ids=[f"{a[0]}-{n.split()[0]}-{i}" for i, (a, n) in enumerate(BAD)])
+def test_bad_input_exits_2_before_running(argv, needle, model, tmp_path, capsys):
+    _bad_models(tmp_path, model)
+    args = [a.format(d=tmp_path, m=model) for a in argv]
+    rc, out, err = run_cli(capsys, *args)
+    assert rc == 2, out + err
+    assert "snnc: error:" in err and needle in err, err
+    assert not (tmp_path / "o").exists()  # nothing ran, nothing was written
