@@ -1,0 +1,599 @@
+"""Bit-accurate batched emulator of the ``lava-fixed`` target (Lava 0.10.0 ``PyLifResetModelBitAcc`` +
+``PyDenseModelBitAcc``, see toolchain/compiled.py and docs/compiled-format.md).
+
+What one sample sees in Lava, per layer l (0-based), is reproduced exactly with integer arithmetic:
+
+* Dense: weights clipped to 8 bits and LSB-masked exactly as Lava does on its first step
+  (:func:`lava_dense_weights`), the column sum shifted by ``weight_exp``, one step of delay;
+* LIF: ``u = wrap24(trunc0(u * (4096 - du - 1) / 4096) + (a_in << 6))`` (Lava's single conditional wrap),
+  ``v = clip(trunc0(v * (4096 - dv) / 4096) + u, +-(2**23 - 1))``, spike when ``v > vth << 6``, v = 0 on a spike,
+  u kept; the int32 wrap of Lava's int32 buffers (a_in, a_in << 6, the sums) is reproduced too;
+* ``once=True`` neurons report only their first spike of the window; ``once=False`` neurons spike freely;
+* every layer's state is zero at the start of each sample window (LIFReset, ``reset_offset = 2 + l``).
+
+Time is counted in *columns*: an input (or a spike of the previous layer, or a pulse) at column c changes u at the
+layer's tick c + 1, and a spike at tick t is reported as column t, which the next layer sees as an input at column
+t. Layer l's window is ticks l + 1 ... l + W (W = ``net.window``), which is exactly the stretch of Lava steps
+between two of its resets when samples run back to back.
+
+Counters (plain int64 arrays, one row per sample; see :class:`SimResult`) feed the energy model
+(hw_sim/energy.py). Speed: samples run in parallel (numba prange); a layer starts at its first input, neurons that
+fired once (``once=True``) or can no longer reach threshold after their last input are dropped from the update loop,
+and a layer stops when none is left. The pruning rule is exact (see :func:`_can_still_fire`).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from toolchain.compiled import CompiledLayer, CompiledNetwork
+from toolchain.errors import CompileError, TargetError
+
+U_WRAP = 1 << 23  # Lava: max_uv_val = 2**23 (24-bit u and v)
+V_MAX = (1 << 23) - 1  # v saturates at +-(2**23 - 1)
+DECAY_UNITY = 4096  # 12-bit decays
+VTH_SHIFT = 6  # threshold and synaptic input are MSB-aligned by 6 bits
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Lava's Dense weight preprocessing (lava/utils/weightutils.py: determine_sign_mode, clip_weights, truncate_weights)
+# --------------------------------------------------------------------------------------------------------------
+
+def lava_sign_mode(weights: np.ndarray) -> str:
+    """Lava's ``determine_sign_mode``: 'excitatory' if min >= 0 (also all zero), 'inhibitory' if max <= 0, else
+    'mixed'."""
+    w = np.asarray(weights)
+    if w.size == 0 or w.min() >= 0:
+        return "excitatory"
+    if w.max() <= 0:
+        return "inhibitory"
+    return "mixed"
+
+
+def lava_dense_weights(weights: np.ndarray, num_weight_bits: int = 8, sign_mode: str | None = None) -> np.ndarray:
+    """The weights a ``PyDenseModelBitAcc`` actually uses (int32, same shape).
+
+    Clip to 8 bits (mixed [-256, 255], excitatory [0, 255], inhibitory [-255, 0]), then zero
+    ``8 - num_weight_bits + mixed`` least significant bits (arithmetic shift, so negative odd values round down).
+    The sign mode is determined from the whole matrix unless given, as in Lava.
+    """
+    mode = sign_mode or lava_sign_mode(weights)
+    if mode not in ("mixed", "excitatory", "inhibitory"):
+        raise CompileError(f"unknown sign mode {mode!r}; use 'mixed', 'excitatory' or 'inhibitory'")
+    mixed = int(mode == "mixed")
+    trunc_bits = 8 - int(num_weight_bits) + mixed
+    if trunc_bits < 0 or trunc_bits > 8:
+        raise CompileError(
+            f"num_weight_bits={num_weight_bits} is outside Lava's range for {mode} weights "
+            f"(1..{8 + mixed}); compile with num_weight_bits in that range"
+        )
+    w = np.asarray(weights).astype(np.int64).astype(np.int32)
+    if mode == "inhibitory":
+        w = -w
+    w = np.clip(w, -256 * mixed, 255)
+    w = (w >> trunc_bits) << trunc_bits
+    if mode == "inhibitory":
+        w = -w
+    return w.astype(np.int32)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Result
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SimResult:
+    """What :func:`simulate` returns. N samples, L layers, n_l neurons in layer l.
+
+    columns:        [(N, n_l) int64] first reported column of every neuron (steps; -1 = no spike), as lava-fixed
+                    reports it (``CompiledNetwork.columns_to_times`` turns it into model time)
+    spike_counts:   [(N, n_l) int32] spikes per neuron in the window (0/1 for once=True layers)
+    spikes:         (N, L) int64 spikes emitted per layer
+    input_spikes:   (N,)   int64 input spikes of the sample (source columns >= 0)
+    in_events:      (N, L) int64 presynaptic events delivered to layer l: its input spikes (previous layer's
+                    spikes, or the sample's inputs for l = 0) plus its pulses
+    synops:         (N, L) int64 synaptic operations of layer l = in_events * n_l (dense fan-out, zero weights
+                    included, as a dense synapse block processes them)
+    synops_nonzero: (N, L) int64 the same, counting only synapses whose effective weight is non-zero
+    neuron_updates: (N, L) int64 compartment updates of layer l = n_l * W (a Loihi core updates every
+                    compartment every time step, whether it fires or not)
+    active_neuron_updates: (N, L) int64 the updates of neurons not yet masked: a once=True neuron that fires at
+                    tick t of its window [l + 1, l + W] is inactive for the l + W - t steps after its spike
+    steps:          (N,)   int64 time steps per sample (= W; the L + 1 pipeline steps of a run are shared)
+    wall_s:         seconds spent in :func:`simulate`
+    """
+
+    columns: list[np.ndarray]
+    spike_counts: list[np.ndarray]
+    spikes: np.ndarray
+    input_spikes: np.ndarray
+    in_events: np.ndarray
+    synops: np.ndarray
+    synops_nonzero: np.ndarray
+    neuron_updates: np.ndarray
+    active_neuron_updates: np.ndarray
+    steps: np.ndarray
+    wall_s: float = 0.0
+
+    def counters(self) -> dict[str, np.ndarray]:
+        """The per-sample counters as a plain dict of arrays (for RunResult.info and the energy model)."""
+        return {
+            "spikes": self.spikes,
+            "input_spikes": self.input_spikes,
+            "in_events": self.in_events,
+            "synops": self.synops,
+            "synops_nonzero": self.synops_nonzero,
+            "neuron_updates": self.neuron_updates,
+            "active_neuron_updates": self.active_neuron_updates,
+            "steps": self.steps,
+        }
+
+    def activity(self):
+        """The counters as hw_sim.energy.ActivityCounters (synaptic ops = non-zero synapses reached)."""
+        from hw_sim.energy import ActivityCounters
+
+        return ActivityCounters(self.synops_nonzero, self.neuron_updates, self.spikes, self.steps,
+                                self.active_neuron_updates)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Packed network (flat arrays the numba kernel can take)
+# --------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PackedNetwork:
+    """Flat integer arrays of a compiled network, ready for the kernel. Built once by :func:`pack`."""
+
+    window: int
+    n_in: np.ndarray  # (L,) int64
+    n_out: np.ndarray  # (L,)
+    once: np.ndarray  # (L,) int64 0/1
+    du: np.ndarray  # (L,)
+    dv: np.ndarray  # (L,)
+    thr: np.ndarray  # (L,) vth << 6
+    w_off: np.ndarray  # (L,) offset of layer l's (n_in, n_out) block in w_flat
+    w_flat: np.ndarray  # int64: effective weight * 2**weight_exp, row i = input i's fan-out
+    nz_off: np.ndarray  # (L,) offset of layer l's per-input non-zero fan-out counts in nz_flat
+    nz_flat: np.ndarray  # int64
+    p_off: np.ndarray  # (L,) offset of layer l's pulses (sorted by column) in p_col / pw_flat rows
+    p_n: np.ndarray  # (L,)
+    p_col: np.ndarray  # int64 pulse columns, sorted per layer
+    p_nz: np.ndarray  # int64 non-zero fan-out of each pulse
+    pw_off: np.ndarray  # (L,) offset of layer l's (n_pulses, n_out) block in pw_flat
+    pw_flat: np.ndarray  # int64 effective pulse weight * 2**weight_exp
+    ev_cap: int  # capacity of one event buffer
+
+
+def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
+    name = f"layer {i} ({layer.name})"
+    for field_name in ("du", "dv"):
+        d = int(getattr(layer, field_name))
+        if not 0 <= d <= 4095:
+            raise CompileError(f"{name}: {field_name}={d} is not a 12-bit decay (0..4095); recompile the network")
+    if not 0 <= int(layer.vth) < (1 << 25):
+        raise CompileError(f"{name}: vth={layer.vth} must be in [0, 2**25) so that vth << 6 fits int32; recompile")
+    if int(layer.weight_exp) < 0:
+        raise CompileError(
+            f"{name}: weight_exp={layer.weight_exp} < 0 floors the Dense sum; compile with weight_exp >= 0"
+        )
+    if int(layer.weight_exp) > 24:
+        raise CompileError(f"{name}: weight_exp={layer.weight_exp} > 24 overflows Lava's int32 buffers; recompile")
+    w, pw, ps = np.asarray(layer.weights), np.asarray(layer.pulse_weights), np.asarray(layer.pulse_steps)
+    if w.ndim != 2 or pw.ndim != 2 or ps.ndim != 1 or pw.shape != (w.shape[0], ps.shape[0]):
+        raise CompileError(
+            f"{name}: weights {w.shape}, pulse_weights {pw.shape} and pulse_steps {ps.shape} are inconsistent; "
+            "expected (n_out, n_in), (n_out, n_pulses), (n_pulses,)"
+        )
+    if ps.size and (ps.min() < i or ps.max() > window - 1):
+        raise CompileError(
+            f"{name}: pulse columns must lie in [{i}, {window - 1}] (a layer-{i} pulse at column c reaches the "
+            f"neurons at step c + 2, which must fall inside the layer's reset window); got "
+            f"[{ps.min()}, {ps.max()}]. Move the pulses later or compile with a larger window"
+        )
+
+
+def pack(net: CompiledNetwork) -> PackedNetwork:
+    """Check ``net`` and flatten it for the kernel (effective Lava weights, pre-shifted by ``weight_exp``)."""
+    layers = net.layers
+    if not layers:
+        raise CompileError("the compiled network has no layers; compile a network with at least one layer")
+    window = int(net.window)
+    if window < len(layers) + 1:
+        raise CompileError(
+            f"window={window} steps is too short for {len(layers)} layers; compile with window >= layers + 1"
+        )
+    L = len(layers)
+    n_in = np.zeros(L, np.int64)
+    n_out = np.zeros(L, np.int64)
+    once = np.zeros(L, np.int64)
+    du = np.zeros(L, np.int64)
+    dv = np.zeros(L, np.int64)
+    thr = np.zeros(L, np.int64)
+    w_parts, nz_parts, pc_parts, pnz_parts, pw_parts = [], [], [], [], []
+    w_off = np.zeros(L, np.int64)
+    nz_off = np.zeros(L, np.int64)
+    p_off = np.zeros(L, np.int64)
+    p_n = np.zeros(L, np.int64)
+    pw_off = np.zeros(L, np.int64)
+    pos_w = pos_nz = pos_p = pos_pw = 0
+    ev_cap = 1
+    for i, layer in enumerate(layers):
+        _check_layer(i, layer, window)
+        if i > 0 and layer.n_in != layers[i - 1].n_out:
+            raise CompileError(
+                f"layer {i} expects {layer.n_in} inputs but layer {i - 1} has {layers[i - 1].n_out} neurons"
+            )
+        n_in[i], n_out[i] = layer.n_in, layer.n_out
+        once[i] = int(bool(layer.once))
+        du[i], dv[i] = int(layer.du), int(layer.dv)
+        thr[i] = int(layer.vth) << VTH_SHIFT
+        scale = np.int64(1) << np.int64(int(layer.weight_exp))
+        w_eff, pw_eff = dense_blocks(layer)
+        wt = np.ascontiguousarray(w_eff.T.astype(np.int64) * scale)  # (n_in, n_out)
+        pwt = np.ascontiguousarray(pw_eff.T.astype(np.int64) * scale)  # (n_pulses, n_out)
+        order = np.argsort(np.asarray(layer.pulse_steps), kind="stable")
+        w_off[i], nz_off[i], p_off[i], pw_off[i] = pos_w, pos_nz, pos_p, pos_pw
+        w_parts.append(wt.ravel())
+        nz_parts.append((wt != 0).sum(1).astype(np.int64))
+        pc_parts.append(np.asarray(layer.pulse_steps, np.int64)[order])
+        pnz_parts.append((pwt[order] != 0).sum(1).astype(np.int64))
+        pw_parts.append(pwt[order].ravel())
+        p_n[i] = order.size
+        pos_w += wt.size
+        pos_nz += wt.shape[0]
+        pos_p += order.size
+        pos_pw += pwt.size
+        ev_cap = max(ev_cap, layer.n_in, layer.n_out if layer.once else layer.n_out * window)
+
+    def cat(parts):
+        return np.ascontiguousarray(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
+
+    return PackedNetwork(window, n_in, n_out, once, du, dv, thr, w_off, cat(w_parts), nz_off, cat(nz_parts),
+                         p_off, p_n, cat(pc_parts), cat(pnz_parts), pw_off, cat(pw_parts), int(ev_cap))
+
+
+def dense_blocks(layer: CompiledLayer) -> tuple[np.ndarray, np.ndarray]:
+    """Effective (Lava-processed) input and pulse weight matrices of one layer, int32 (n_out, n_in), (n_out, n_p).
+
+    lava-fixed feeds inputs and pulses through two separate Dense processes, so each matrix gets its own sign
+    mode (see docs/compiled-format.md).
+    """
+    nwb = int(layer.num_weight_bits)
+    w = lava_dense_weights(layer.weights, nwb)
+    pw = (lava_dense_weights(layer.pulse_weights, nwb) if np.asarray(layer.pulse_weights).size
+          else np.zeros(np.asarray(layer.pulse_weights).shape, np.int32))
+    return w, pw
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Kernel
+# --------------------------------------------------------------------------------------------------------------
+
+@numba.njit(cache=True, inline="always")
+def _wrap32(x):
+    """Two's-complement int32 wrap of an int64 (numpy's int32 buffers in Lava)."""
+    return ((x + 2147483648) & 4294967295) - 2147483648
+
+
+@numba.njit(cache=True, inline="always")
+def _trunc_decay(x, factor):
+    """trunc0(x * factor / 4096) as Lava computes it: sign(p) * (|p| >> 12)."""
+    p = x * factor
+    if p >= 0:
+        return p >> 12
+    return -((-p) >> 12)
+
+
+@numba.njit(cache=True, inline="always")
+def _can_still_fire(u, v, thr, du, dv):
+    """False when, with no further input, the neuron provably never exceeds thr again.
+
+    Without input and with -2**23 < u <= 2**23, u keeps its sign, shrinks and never wraps; v_{n+1} <=
+    b v_n + u a^(n+1) (a = (4095 - du)/4096, b = (4096 - dv)/4096, truncation toward zero only lowers positive
+    values), so v stays <= M = max(v, u a / (1 - b)). M <= thr <=> v <= thr and u (4095 - du) <= thr dv.
+    """
+    if v > thr or u <= -U_WRAP or u > U_WRAP:
+        return True
+    if u <= 0:
+        return False
+    return u * (4095 - du) > thr * dv
+
+
+@numba.njit(cache=True)
+def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off, p_n,
+                 p_col, p_nz, pw_off, pw_flat, neuron_off, ev_col, ev_src, ev_n, u, v, acc, active, bucket,
+                 out_cols, out_counts, spikes, in_events, synops_nz):
+    """Run sample s through all layers. ev_* slot 0 = input events, slot l + 1 = layer l's spikes (by column)."""
+    # layer-0 input events sorted by column (counting sort)
+    n0 = n_in[0]
+    for c in range(W + 1):
+        bucket[c] = 0
+    cnt = 0
+    for i in range(n0):
+        c = in_cols[s, i]
+        if c >= 0:
+            bucket[c + 1] += 1
+            cnt += 1
+    for c in range(W):
+        bucket[c + 1] += bucket[c]
+    for i in range(n0):
+        c = in_cols[s, i]
+        if c >= 0:
+            k = bucket[c]
+            ev_col[0, k] = c
+            ev_src[0, k] = i
+            bucket[c] = k + 1
+    ev_n[0] = cnt
+
+    for l in range(L):
+        no = n_out[l]
+        nev = ev_n[l]
+        npl = p_n[l]
+        po = p_off[l]
+        t_lo = l + 1
+        t_hi = l + W
+        ev_n[l + 1] = 0
+        nout_ev = 0
+        off = neuron_off[l]
+        th = thr[l]
+        fu = DECAY_UNITY - du[l] - 1
+        fv = DECAY_UNITY - dv[l]
+        is_once = once[l] != 0
+        # first and last input tick (inputs at column c act at tick c + 1)
+        first = t_hi + 1
+        last = -1
+        if nev > 0:
+            first = ev_col[l, 0] + 1
+            last = ev_col[l, nev - 1] + 1
+        if npl > 0:
+            first = min(first, p_col[po] + 1)
+            last = max(last, p_col[po + npl - 1] + 1)
+        if first < t_lo:
+            first = t_lo
+        if first > t_hi:
+            continue  # silent layer: zero state never exceeds thr >= 0
+        for j in range(no):
+            u[j] = 0
+            v[j] = 0
+            acc[j] = 0
+            active[j] = j
+        n_act = no
+        ep = 0
+        pp = 0
+        wo = w_off[l]
+        pwo = pw_off[l]
+        n_delivered = 0
+        nz = 0
+        tick = first
+        while tick <= t_hi and n_act > 0:
+            # deliver this tick's events (columns tick - 1); drop any from before the window
+            while ep < nev and ev_col[l, ep] + 1 <= tick:
+                if ev_col[l, ep] + 1 == tick:
+                    src = ev_src[l, ep]
+                    base = wo + src * no
+                    for j in range(no):
+                        acc[j] += w_flat[base + j]
+                    n_delivered += 1
+                    nz += nz_flat[nz_off[l] + src]
+                ep += 1
+            while pp < npl and p_col[po + pp] + 1 <= tick:
+                if p_col[po + pp] + 1 == tick:
+                    base = pwo + pp * no
+                    for j in range(no):
+                        acc[j] += pw_flat[base + j]
+                    n_delivered += 1
+                    nz += p_nz[po + pp]
+                pp += 1
+            quiet_after = tick >= last
+            kept = 0
+            for k in range(n_act):
+                j = active[k]
+                a_in = _wrap32(acc[j])
+                acc[j] = 0
+                pre = _wrap32(_trunc_decay(u[j], fu) + _wrap32(a_in << 6))
+                if pre > U_WRAP:
+                    pre -= 2 * U_WRAP
+                elif pre <= -U_WRAP:
+                    pre += 2 * U_WRAP
+                uj = pre
+                vj = _wrap32(_trunc_decay(v[j], fv) + uj)
+                if vj > V_MAX:
+                    vj = V_MAX
+                elif vj < -V_MAX:
+                    vj = -V_MAX
+                keep = True
+                if vj > th:
+                    vj = 0
+                    if out_cols[s, off + j] < 0:
+                        out_cols[s, off + j] = tick
+                    out_counts[s, off + j] += 1
+                    ev_col[l + 1, nout_ev] = tick
+                    ev_src[l + 1, nout_ev] = j
+                    nout_ev += 1
+                    if is_once:
+                        keep = False
+                u[j] = uj
+                v[j] = vj
+                if keep and quiet_after and not _can_still_fire(uj, vj, th, du[l], dv[l]):
+                    keep = False
+                if keep:
+                    active[kept] = j
+                    kept += 1
+            n_act = kept
+            tick += 1
+        # count events delivered inside the window that were not reached because the layer stopped early
+        while ep < nev:
+            c1 = ev_col[l, ep] + 1
+            if t_lo <= c1 <= t_hi and c1 >= tick:
+                n_delivered += 1
+                nz += nz_flat[nz_off[l] + ev_src[l, ep]]
+            ep += 1
+        while pp < npl:
+            c1 = p_col[po + pp] + 1
+            if t_lo <= c1 <= t_hi and c1 >= tick:
+                n_delivered += 1
+                nz += p_nz[po + pp]
+            pp += 1
+        ev_n[l + 1] = nout_ev
+        spikes[s, l] = nout_ev
+        in_events[s, l] = n_delivered
+        synops_nz[s, l] = nz
+
+
+@numba.njit(cache=True, parallel=True)
+def _simulate_kernel(in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off, p_n,
+                     p_col, p_nz, pw_off, pw_flat, neuron_off, ev_cap, n_chunks,
+                     out_cols, out_counts, spikes, in_events, synops_nz):
+    n = in_cols.shape[0]
+    max_out = 1
+    for l in range(L):
+        max_out = max(max_out, n_out[l])
+    per = (n + n_chunks - 1) // n_chunks
+    for ch in numba.prange(n_chunks):
+        ev_col = np.empty((L + 1, ev_cap), np.int64)
+        ev_src = np.empty((L + 1, ev_cap), np.int64)
+        ev_n = np.zeros(L + 1, np.int64)
+        u = np.zeros(max_out, np.int64)
+        v = np.zeros(max_out, np.int64)
+        acc = np.zeros(max_out, np.int64)
+        active = np.zeros(max_out, np.int64)
+        bucket = np.zeros(W + 1, np.int64)
+        for s in range(ch * per, min(n, (ch + 1) * per)):
+            _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off,
+                         p_n, p_col, p_nz, pw_off, pw_flat, neuron_off, ev_col, ev_src, ev_n, u, v, acc, active,
+                         bucket, out_cols, out_counts, spikes, in_events, synops_nz)
+
+
+@numba.njit(cache=True)
+def _events_kernel(in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off, p_n,
+                   p_col, p_nz, pw_off, pw_flat, neuron_off, ev_cap, out_cols, out_counts, spikes, in_events,
+                   synops_nz, rec_sample, rec_col, rec_src, rec_n):
+    """Serial variant that also records every spike: rec_*[l] = (sample, column, neuron) of layer l's spikes."""
+    n = in_cols.shape[0]
+    max_out = 1
+    for l in range(L):
+        max_out = max(max_out, n_out[l])
+    ev_col = np.empty((L + 1, ev_cap), np.int64)
+    ev_src = np.empty((L + 1, ev_cap), np.int64)
+    ev_n = np.zeros(L + 1, np.int64)
+    u = np.zeros(max_out, np.int64)
+    v = np.zeros(max_out, np.int64)
+    acc = np.zeros(max_out, np.int64)
+    active = np.zeros(max_out, np.int64)
+    bucket = np.zeros(W + 1, np.int64)
+    for s in range(n):
+        _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off,
+                     p_n, p_col, p_nz, pw_off, pw_flat, neuron_off, ev_col, ev_src, ev_n, u, v, acc, active,
+                     bucket, out_cols, out_counts, spikes, in_events, synops_nz)
+        for l in range(L):
+            for k in range(ev_n[l + 1]):
+                r = rec_n[l]
+                rec_sample[l, r] = s
+                rec_col[l, r] = ev_col[l + 1, k]
+                rec_src[l, r] = ev_src[l + 1, k]
+                rec_n[l] = r + 1
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Public entry points
+# --------------------------------------------------------------------------------------------------------------
+
+def _check_inputs(pk: PackedNetwork, input_columns: np.ndarray) -> np.ndarray:
+    cols = np.asarray(input_columns)
+    if cols.ndim != 2 or cols.shape[1] != pk.n_in[0]:
+        raise TargetError(
+            f"input_columns must have shape (N, {pk.n_in[0]}), got {cols.shape}; build them with "
+            "CompiledNetwork.input_columns(input_times)"
+        )
+    if not np.issubdtype(cols.dtype, np.integer):
+        raise TargetError(f"input_columns must be integers (source columns, -1 = none), got dtype {cols.dtype}")
+    cols = np.ascontiguousarray(cols, dtype=np.int64)
+    if cols.size and (cols.min() < -1 or cols.max() > pk.window - 1):
+        raise TargetError(
+            f"input columns must lie in [0, {pk.window - 1}] (or -1 for no spike), got [{cols.min()}, "
+            f"{cols.max()}]; clip the input times to the window or compile with a larger window"
+        )
+    return cols
+
+
+def _run(pk: PackedNetwork, cols: np.ndarray, record: bool):
+    n = cols.shape[0]
+    L = pk.n_in.shape[0]
+    neuron_off = np.zeros(L + 1, np.int64)
+    neuron_off[1:] = np.cumsum(pk.n_out)
+    out_cols = np.full((n, int(neuron_off[-1])), -1, np.int64)
+    out_counts = np.zeros((n, int(neuron_off[-1])), np.int32)
+    spikes = np.zeros((n, L), np.int64)
+    in_events = np.zeros((n, L), np.int64)
+    synops_nz = np.zeros((n, L), np.int64)
+    args = (cols, pk.window, L, pk.n_in, pk.n_out, pk.once, pk.du, pk.dv, pk.thr, pk.w_off, pk.w_flat,
+            pk.nz_off, pk.nz_flat, pk.p_off, pk.p_n, pk.p_col, pk.p_nz, pk.pw_off, pk.pw_flat, neuron_off,
+            pk.ev_cap)
+    events = None
+    if n == 0:
+        pass
+    elif record:
+        cap = max(1, n * int(max(pk.ev_cap, 1)))
+        rec_sample = np.zeros((L, cap), np.int64)
+        rec_col = np.zeros((L, cap), np.int64)
+        rec_src = np.zeros((L, cap), np.int64)
+        rec_n = np.zeros(L, np.int64)
+        _events_kernel(*args, out_cols, out_counts, spikes, in_events, synops_nz, rec_sample, rec_col, rec_src,
+                       rec_n)
+        events = [np.stack([rec_sample[l, :rec_n[l]], rec_col[l, :rec_n[l]], rec_src[l, :rec_n[l]]], axis=1)
+                  for l in range(L)]
+    else:
+        n_chunks = max(1, min(n, numba.get_num_threads() * 8))
+        _simulate_kernel(*args, n_chunks, out_cols, out_counts, spikes, in_events, synops_nz)
+    columns = [out_cols[:, neuron_off[l]:neuron_off[l + 1]] for l in range(L)]
+    counts = [out_counts[:, neuron_off[l]:neuron_off[l + 1]] for l in range(L)]
+    neuron_updates = np.broadcast_to(pk.n_out[None, :] * pk.window, (n, L)).copy()
+    active = neuron_updates.copy()
+    for l in range(L):
+        if pk.once[l]:
+            c = columns[l]
+            active[:, l] -= np.where(c >= 0, l + pk.window - c, 0).sum(1)
+    result = SimResult(
+        columns=columns,
+        spike_counts=counts,
+        spikes=spikes,
+        input_spikes=(cols >= 0).sum(1).astype(np.int64),
+        in_events=in_events,
+        synops=in_events * pk.n_out[None, :],
+        synops_nonzero=synops_nz,
+        neuron_updates=neuron_updates,
+        active_neuron_updates=active,
+        steps=np.full(n, pk.window, np.int64),
+    )
+    return result, events
+
+
+def simulate(net: CompiledNetwork | PackedNetwork, input_columns: np.ndarray) -> SimResult:
+    """Run every sample (rows of ``input_columns``: (N, n_in) int source columns, -1 = no spike) bit-exactly as
+    lava-fixed does; samples run in parallel. Pass a :class:`PackedNetwork` (from :func:`pack`) to skip the
+    per-call packing."""
+    import time
+
+    t0 = time.perf_counter()
+    pk = net if isinstance(net, PackedNetwork) else pack(net)
+    result, _ = _run(pk, _check_inputs(pk, input_columns), record=False)
+    return _with_wall(result, time.perf_counter() - t0)
+
+
+def simulate_events(net: CompiledNetwork | PackedNetwork, input_columns: np.ndarray
+                    ) -> tuple[SimResult, list[np.ndarray]]:
+    """Like :func:`simulate` (serial), plus every spike: per layer an (n_spikes, 3) int64 array of
+    (sample, column, neuron) rows, ordered by sample then column. For tests and per-step comparisons."""
+    import time
+
+    t0 = time.perf_counter()
+    pk = net if isinstance(net, PackedNetwork) else pack(net)
+    result, events = _run(pk, _check_inputs(pk, input_columns), record=True)
+    return _with_wall(result, time.perf_counter() - t0), events
+
+
+def _with_wall(r: SimResult, wall: float) -> SimResult:
+    return dataclasses.replace(r, wall_s=wall)

@@ -1,0 +1,245 @@
+"""hw_sim: bit-accurate emulator of lava-fixed.
+
+Three oracles: Lava's own weight utilities, an independent numpy replica of the Lava process graph (global time
+steps, ring-buffer source, Dense delay, LIFReset offsets; written from the Lava 0.10.0 sources), and real Lava
+runs through targets.lava.LavaFixedTarget (tiny networks, several samples per run).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from hw_sim.emulator import lava_dense_weights, pack, simulate, simulate_events
+from models.network import AlphaLayer, TemporalNetwork
+from toolchain.compiled import CompiledLayer, CompiledNetwork
+from toolchain.errors import CompileError, TargetError
+
+
+# ------------------------------------------------------------------------------------------------------------
+# builders
+# ------------------------------------------------------------------------------------------------------------
+
+def make_net(rng, sizes, window, *, once=True, w_scale=60, wexp=0, vth=None, D=None, n_pulses=1,
+             nwb=8, pulse_min_col=None) -> CompiledNetwork:
+    """A CompiledNetwork built directly (no compiler range checks): random integer weights and constants."""
+    layers, src_layers = [], []
+    once_list = once if isinstance(once, (list, tuple)) else [once] * (len(sizes) - 1)
+    for l in range(len(sizes) - 1):
+        n_in, n_out = sizes[l], sizes[l + 1]
+        w = np.rint(rng.normal(w_scale * 0.4, w_scale, (n_out, n_in))).astype(np.int32)
+        lo = l if pulse_min_col is None else pulse_min_col
+        ps = rng.integers(lo, max(lo + 1, window // 2), n_pulses).astype(np.int64)
+        pw = np.rint(rng.normal(w_scale * 0.5, w_scale, (n_out, n_pulses))).astype(np.int32)
+        d = int(D if D is not None else rng.integers(20, 900))
+        layers.append(CompiledLayer(
+            name=f"layer{l}", weights=w, pulse_weights=pw, pulse_steps=ps, weight_exp=wexp,
+            du=max(d - 1, 0), dv=d, vth=int(vth if vth is not None else rng.integers(50, 3000)),
+            once=once_list[l], weights_float=w.astype(float), pulse_weights_float=pw.astype(float),
+            du_float=d / 4096, dv_float=d / 4096, vth_float=1.0, num_weight_bits=nwb))
+        src_layers.append(AlphaLayer(np.zeros((n_out, n_in)), np.zeros(n_pulses), np.zeros((n_out, n_pulses))))
+    src = TemporalNetwork(tuple(src_layers), tau=1.0, theta=1.0, latency=1.0)
+    return CompiledNetwork(steps_per_unit=8, window=window, layers=tuple(layers), source=src)
+
+
+def random_columns(rng, n, n_in, window, p_spike=0.6, last=None):
+    last = window - 1 if last is None else last
+    cols = rng.integers(0, last + 1, (n, n_in)).astype(np.int64)
+    cols[rng.random((n, n_in)) > p_spike] = -1
+    return cols
+
+
+# ------------------------------------------------------------------------------------------------------------
+# independent replica of the lava-fixed process graph (global steps, all neurons, no event skipping)
+# ------------------------------------------------------------------------------------------------------------
+
+def _i32(x):
+    return np.asarray(x, dtype=np.int64).astype(np.int32).astype(np.int64)  # numpy wrap, like Lava's buffers
+
+
+def lava_replica(net: CompiledNetwork, cols: np.ndarray):
+    """Global-time simulation of K samples back to back, mirroring PyDenseModelBitAcc + PyLifResetModelBitAcc.
+
+    Returns per-layer first columns (K, n_l), spike counts (K, n_l) and the spike list [(sample, column, neuron)].
+    """
+    K, W, L = cols.shape[0], net.window, len(net.layers)
+    T = K * W + L + 1
+    n_in0 = net.layers[0].n_in
+    src = np.zeros((n_in0, K * W), bool)
+    for k in range(K):
+        for i in range(n_in0):
+            if cols[k, i] >= 0:
+                src[i, k * W + cols[k, i]] = True
+    w_eff = [lava_dense_weights(ly.weights, ly.num_weight_bits).astype(np.int64) for ly in net.layers]
+    pw_eff = [lava_dense_weights(ly.pulse_weights, ly.num_weight_bits).astype(np.int64) if ly.pulse_weights.size
+              else np.zeros(ly.pulse_weights.shape, np.int64) for ly in net.layers]
+    psrc = []
+    for ly in net.layers:
+        p = np.zeros((ly.pulse_steps.size, K * W), bool)
+        for k in range(K):
+            p[np.arange(ly.pulse_steps.size), k * W + ly.pulse_steps] = True
+        psrc.append(p)
+    buf = [np.zeros(ly.n_out, np.int64) for ly in net.layers]
+    pbuf = [np.zeros(ly.n_out, np.int64) for ly in net.layers]
+    u = [np.zeros(ly.n_out, np.int64) for ly in net.layers]
+    v = [np.zeros(ly.n_out, np.int64) for ly in net.layers]
+    fired = [np.zeros(ly.n_out, bool) for ly in net.layers]
+    first = [np.full((K, ly.n_out), -1, np.int64) for ly in net.layers]
+    counts = [np.zeros((K, ly.n_out), np.int64) for ly in net.layers]
+    events = [[] for _ in net.layers]
+    for t in range(1, T + 1):
+        x = src[:, (t - 1) % (K * W)]
+        for l, ly in enumerate(net.layers):
+            a_in = _i32(_i32(buf[l]) + _i32(pbuf[l]))
+            buf[l] = w_eff[l][:, x].sum(1) << ly.weight_exp
+            pbuf[l] = pw_eff[l][:, psrc[l][:, (t - 1) % (K * W)]].sum(1) << ly.weight_exp
+            if t % W == (2 + l) % W:
+                u[l][:] = 0
+                v[l][:] = 0
+                fired[l][:] = False
+            p = u[l] * (4096 - (ly.du + 1))
+            dec = _i32(np.sign(p) * (np.abs(p) >> 12))
+            pre = _i32(dec + _i32(a_in << 6))
+            wrapped = np.where(pre > 2**23, pre - 2**24, pre)
+            wrapped = np.where(wrapped <= -(2**23), pre + 2**24, wrapped)
+            u[l] = wrapped
+            p = v[l] * (4096 - ly.dv)
+            dv_ = _i32(np.sign(p) * (np.abs(p) >> 12))
+            v[l] = np.clip(_i32(dv_ + u[l]), -(2**23) + 1, 2**23 - 1)
+            s = v[l] > (ly.vth << 6)
+            v[l][s] = 0
+            if ly.once:
+                s = s & ~fired[l]
+                fired[l] |= s
+            k = (t - (l + 2)) // W
+            if 0 <= k < K:
+                for j in np.nonzero(s)[0]:
+                    c = t - 1 - k * W
+                    if first[l][k, j] < 0:
+                        first[l][k, j] = c
+                    counts[l][k, j] += 1
+                    events[l].append((k, c, j))
+            x = s
+    return first, counts, [np.array(e, np.int64).reshape(-1, 3) for e in events]
+
+
+def assert_same_as_replica(net, cols):
+    res, ev = simulate_events(net, cols)
+    first, counts, rev = lava_replica(net, cols)
+    fast = simulate(net, cols)
+    for l in range(len(net.layers)):
+        np.testing.assert_array_equal(res.columns[l], first[l], err_msg=f"layer {l} columns")
+        np.testing.assert_array_equal(fast.columns[l], first[l], err_msg=f"layer {l} columns (parallel)")
+        np.testing.assert_array_equal(res.spike_counts[l], counts[l], err_msg=f"layer {l} counts")
+        np.testing.assert_array_equal(fast.spike_counts[l], counts[l])
+        np.testing.assert_array_equal(ev[l][np.lexsort((ev[l][:, 2], ev[l][:, 1], ev[l][:, 0]))],
+                                      rev[l][np.lexsort((rev[l][:, 2], rev[l][:, 1], rev[l][:, 0]))])
+    for name, a in res.counters().items():
+        np.testing.assert_array_equal(a, fast.counters()[name], err_msg=name)
+    return res
+
+
+# ------------------------------------------------------------------------------------------------------------
+# unit tests against Lava's weight utilities and the replica
+# ------------------------------------------------------------------------------------------------------------
+
+def test_lava_dense_weights_match_lava_weightutils():
+    from toolchain.lava_compat import install
+
+    install()
+    from lava.utils.weightutils import clip_weights, determine_sign_mode, truncate_weights
+
+    rng = np.random.default_rng(0)
+    for case in range(60):
+        lo, hi = [(-400, 400), (0, 400), (-400, 0), (-3, 3)][case % 4]
+        w = rng.integers(lo, hi + 1, (5, 7)).astype(np.int32)
+        for nwb in (8, 7, 5, 1) + ((9,) if case % 4 in (0, 3) and w.min() < 0 < w.max() else ()):
+            mode = determine_sign_mode(w)
+            ref = truncate_weights(clip_weights(w, mode, num_bits=8), mode, nwb)
+            np.testing.assert_array_equal(lava_dense_weights(w, nwb), ref)
+
+
+def test_matches_replica_random_once_networks():
+    rng = np.random.default_rng(1)
+    for trial in range(12):
+        sizes = [int(rng.integers(1, 9)) for _ in range(int(rng.integers(2, 4)))]
+        W = int(rng.integers(len(sizes) + 2, 30))
+        net = make_net(rng, sizes, W, wexp=int(rng.integers(0, 3)), n_pulses=int(rng.integers(0, 3)))
+        cols = random_columns(rng, int(rng.integers(1, 6)), sizes[0], W)
+        assert_same_as_replica(net, cols)
+
+
+def test_matches_replica_multi_spike_layers():
+    rng = np.random.default_rng(2)
+    for trial in range(10):
+        sizes = [int(rng.integers(1, 7)) for _ in range(3)]
+        W = int(rng.integers(6, 40))
+        once = [bool(rng.integers(0, 2)), bool(rng.integers(0, 2))]
+        net = make_net(rng, sizes, W, once=once, w_scale=120, vth=int(rng.integers(20, 400)),
+                       n_pulses=int(rng.integers(0, 3)))
+        cols = random_columns(rng, 4, sizes[0], W)
+        res = assert_same_as_replica(net, cols)
+        if not once[0]:
+            assert res.spike_counts[0].max() >= 1
+
+
+def test_matches_replica_near_overflow():
+    """u wraps (24 bits), v saturates, a_in exceeds 16 bits, int32 sums: huge weights with weight_exp."""
+    rng = np.random.default_rng(3)
+    wrapped = saturated = False
+    for trial in range(10):
+        sizes = [int(rng.integers(20, 60)), int(rng.integers(2, 6)), int(rng.integers(1, 4))]
+        W = int(rng.integers(8, 25))
+        net = make_net(rng, sizes, W, once=[False, bool(trial % 2)], w_scale=250, wexp=int(rng.integers(4, 9)),
+                       vth=int(rng.integers(1000, 131071)), D=int(rng.integers(1, 60)), n_pulses=2)
+        cols = random_columns(rng, 3, sizes[0], W, p_spike=0.9, last=2)
+        assert_same_as_replica(net, cols)
+        ly = net.layers[0]
+        peak = np.abs(lava_dense_weights(ly.weights).astype(np.int64)).sum(1).max() << (ly.weight_exp + 6)
+        wrapped |= peak > 2**23
+        saturated |= peak > 2**24
+    assert wrapped and saturated  # the cases really reach the limits
+
+
+def test_pruning_is_exact_for_slow_decays():
+    """No decay (D = 0 / du = 0) and tiny decays keep neurons live long after their last input."""
+    rng = np.random.default_rng(4)
+    for D in (0, 1, 2, 4095):
+        net = make_net(rng, [6, 5, 4], 40, once=[True, False], w_scale=40, D=D, vth=200, n_pulses=1)
+        cols = random_columns(rng, 5, 6, 40, last=5)
+        assert_same_as_replica(net, cols)
+
+
+def test_counters():
+    rng = np.random.default_rng(5)
+    net = make_net(rng, [7, 5, 3], 20, n_pulses=2)
+    cols = random_columns(rng, 6, 7, 20)
+    res = simulate(net, cols)
+    np.testing.assert_array_equal(res.input_spikes, (cols >= 0).sum(1))
+    np.testing.assert_array_equal(res.spikes[:, 0], (res.columns[0] >= 0).sum(1))
+    # layer 0 receives every input spike plus both pulses; layer 1 every layer-0 spike plus its pulses
+    np.testing.assert_array_equal(res.in_events[:, 0], res.input_spikes + 2)
+    np.testing.assert_array_equal(res.in_events[:, 1], res.spikes[:, 0] + 2)
+    np.testing.assert_array_equal(res.synops, res.in_events * np.array([5, 3]))
+    assert np.all(res.synops_nonzero <= res.synops)
+    np.testing.assert_array_equal(res.neuron_updates, np.tile([5 * 20, 3 * 20], (6, 1)))
+    np.testing.assert_array_equal(res.steps, np.full(6, 20))
+    spiked = res.columns[1] >= 0
+    expected_active = 3 * 20 - np.where(spiked, (1 + 20) - res.columns[1], 0).sum(1)
+    np.testing.assert_array_equal(res.active_neuron_updates[:, 1], expected_active)
+
+
+def test_bad_inputs_raise_clear_errors():
+    rng = np.random.default_rng(6)
+    net = make_net(rng, [4, 3], 10)
+    with pytest.raises(TargetError, match="shape"):
+        simulate(net, np.zeros((2, 5), np.int64))
+    with pytest.raises(TargetError, match="lie in"):
+        simulate(net, np.full((2, 4), 10, np.int64))
+    with pytest.raises(TargetError, match="integers"):
+        simulate(net, np.zeros((2, 4)))
+    bad = make_net(rng, [4, 3], 10)
+    object.__setattr__(bad.layers[0], "du", 5000)
+    with pytest.raises(CompileError, match="12-bit"):
+        pack(bad)
+    empty = simulate(net, np.zeros((0, 4), np.int64))
+    assert empty.columns[0].shape == (0, 3)
