@@ -161,7 +161,7 @@ class _LavaTarget:
                     psrc.s_out.connect(pdense.s_in)
                     pdense.a_out.connect(lif.a_in)
             dense.a_out.connect(lif.a_in)
-            ext = lv["Extractor"](shape=(cl.n_out,), buffer_size=min(T, 1024))
+            ext = lv["Extractor"](shape=(cl.n_out,), buffer_size=min(T, 256))
             lif.s_out.connect(ext.in_port)
             extractors.append(ext)
             prev = lif
