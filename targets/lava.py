@@ -64,6 +64,7 @@ class _LavaTarget:
     def run(self, net: CompiledNetwork, input_times: np.ndarray) -> RunResult:
         """First-spike times and columns of every layer for every sample (rows of input_times, time units)."""
         t0 = time.perf_counter()
+        self._check_network(net)
         cols = self._input_columns(net, input_times)
         n = cols.shape[0]
         out_cols = [np.full((n, cl.n_out), -1, dtype=np.int64) for cl in net.layers]
@@ -83,6 +84,29 @@ class _LavaTarget:
         return RunResult(self.name, times, out_cols, time.perf_counter() - t0, info)
 
     # ---------------------------------------------------------------- helpers
+    def _check_network(self, net: CompiledNetwork) -> None:
+        """Reject what Lava would silently alter (clip, mask, wrap) or cannot run."""
+        fix = "recompile the model with `snnc compile` (toolchain.compiler.compile_network)"
+        W = int(net.window)
+        if W < 3:
+            raise TargetError(f"window={W} steps is too short (>= 3 needed); fix: {fix}")
+        for cl in net.layers:
+            if cl.kind != "dense":
+                raise TargetError(f"{cl.name}: layer kind {cl.kind!r} is not supported by {self.name} (only "
+                                  "'dense'); fix: run this network on a target that supports it")
+            if cl.pulse_steps.size and (cl.pulse_steps.min() < 0 or cl.pulse_steps.max() > W - 2):
+                raise TargetError(f"{cl.name}: pulse columns {cl.pulse_steps.tolist()} must lie in [0, {W - 2}]; "
+                                  f"fix: {fix}")
+            if not self.fixed:
+                continue
+            w = np.hstack([cl.weights, cl.pulse_weights])
+            if cl.num_weight_bits == 8 and w.size and (w.min() < -256 or w.max() > 254 or np.any(w % 2)):
+                raise TargetError(f"{cl.name}: 8-bit mixed-sign weight mantissas must be even values in "
+                                  f"[-256, 254] (Lava would clip/mask them), got [{w.min()}, {w.max()}]; fix: {fix}")
+            if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and 0 < cl.vth <= 131071 and 0 <= cl.weight_exp <= 7):
+                raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), vth={cl.vth} (17 bit) or "
+                                  f"weight_exp={cl.weight_exp} (0..7) is out of range; fix: {fix}")
+
     @staticmethod
     def _input_columns(net: CompiledNetwork, input_times: np.ndarray) -> np.ndarray:
         x = np.asarray(input_times, dtype=np.float64)

@@ -5,6 +5,7 @@ Lava runs are slow (each run starts ~10 OS processes), so every run is made once
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
 import signal
@@ -285,3 +286,19 @@ def test_window_edges_and_layer1_pulse_at_column_0():
     ref, _ = reference_run(net, net.input_columns(x), fixed=True)
     np.testing.assert_array_equal(ref[0], expected0)
     np.testing.assert_array_equal(ref[1], expected1)
+
+
+def test_rejects_what_lava_would_silently_alter():
+    cn = compile_network(_net())
+    l0 = cn.layers[0]
+    x = _inputs(n=1)
+    cases = [
+        (dataclasses.replace(l0, kind="conv"), "lava-float", "kind 'conv' is not supported"),
+        (dataclasses.replace(l0, weights=l0.weights + 1), "lava-fixed", "even values"),
+        (dataclasses.replace(l0, vth=1 << 17), "lava-fixed", "17 bit"),
+        (dataclasses.replace(l0, pulse_steps=np.array([0, cn.window - 1])), "lava-float", "pulse columns"),
+    ]
+    for layer, target, words in cases:
+        bad = dataclasses.replace(cn, layers=(layer,) + cn.layers[1:])
+        with pytest.raises(TargetError, match=words):
+            get_target(target).run(bad, x)
