@@ -33,10 +33,14 @@ def resolve_model_path(model: str | Path) -> Path:
 
 
 def _metadata_noise(meta: dict) -> tuple[float | None, float | None]:
-    def num(key):
-        v = meta.get(key)
+    """Training noise settings recorded by the trainer: ``noise`` (top level or in ``hyperparameters``), ``noise_mean``."""
+    def num(d, key):
+        v = d.get(key) if isinstance(d, dict) else None
         return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
-    return num("noise"), num("noise_mean")
+    noise = num(meta, "noise")
+    if noise is None:
+        noise = num(meta.get("hyperparameters"), "noise")
+    return noise, num(meta, "noise_mean")
 
 
 def _eval_temporal(path: Path, images: np.ndarray, noise: float | None, noise_mean: float | None,

@@ -84,3 +84,17 @@ def test_eval_errors_are_clear(tmp_path, capsys):
     save_onnx(_identity_net(), tmp_path / "model.onnx")
     assert main(["eval", str(tmp_path / "model.onnx"), "--dataset", "mnist", "--noise", "-1"]) == 2
     assert "--noise" in capsys.readouterr().err
+
+
+def test_eval_defaults_to_the_training_noise(tmp_path):
+    net = _identity_net()
+    trained = TemporalNetwork(net.layers, net.tau, net.theta, net.latency,
+                              metadata={"hyperparameters": {"noise": 0.2}, "noise_mean": 0.0})
+    save_onnx(trained, tmp_path / "model.onnx")
+    js = tmp_path / "m.json"
+    assert main(["eval", str(tmp_path), "--dataset", "mnist", "--limit", "10", "--json", str(js)]) == 0
+    res = json.loads(js.read_text())
+    assert (res["noise"], res["noise_mean"]) == (0.2, 0.0) and res["mse"] > 1e-4
+    assert main(["eval", str(tmp_path), "--dataset", "mnist", "--limit", "10", "--noise", "0",
+                 "--json", str(js)]) == 0
+    assert json.loads(js.read_text())["mse"] < 1e-20
