@@ -217,3 +217,17 @@ def test_compile_file_records_model_hash(tmp_path):
 def test_decay_constant():
     d, D = decay_constant(2.0, 320)
     assert D == 26 and d == pytest.approx(math.exp(-2 / 320))
+
+
+def test_compile_file_rejects_garbage_and_save_rejects_non_json(tmp_path):
+    p = tmp_path / "model.onnx"
+    p.write_bytes(b"\x00garbage")
+    with pytest.raises(ArtifactError):
+        compile_file(p)
+    cn = compile_network(random_net())
+    bad = dataclasses.replace(cn, manifest={"x": object()})
+    with pytest.raises(ArtifactError, match="manifest is not JSON-serialisable"):
+        save_compiled(bad, tmp_path / "c.npz")
+    assert not (tmp_path / "c.npz").exists()
+    with pytest.raises(ArtifactError, match="needs a CompiledNetwork"):
+        save_compiled("nope", tmp_path / "c.npz")
