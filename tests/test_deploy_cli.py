@@ -65,6 +65,17 @@ def test_run_writes_spikes_and_mse(model, tmp_path, capsys):
         assert z["layer0.times"].shape == (3, 8) and z["layer1.times"].shape == (3, 784)
         assert np.isfinite(z["layer1.times"]).mean() > 0.5
     assert meta["target"] == "brian2" and 0 <= meta["mse"] < 10 and meta["info"]["codegen"] == "numpy"
+    # a grid target also stores the integer spike columns (docs/compiled-format.md)
+    rc, out, err = run_cli(capsys, "run", compiled, "--target", "lava-fixed", "--dataset", "mnist", "--limit", 2,
+                           "--out", spikes)
+    assert rc == 0, err
+    with np.load(spikes) as z:
+        cols, times = z["layer1.columns"], z["layer1.times"]
+        assert cols.dtype.kind == "i" and cols.shape == (2, 784)
+        np.testing.assert_allclose(times[cols >= 0], (cols[cols >= 0] - 0.5) / 32)
+    # verify also accepts the compiled file
+    rc, out, err = run_cli(capsys, "verify", compiled, "--targets", "exact", *DATA, "--out", tmp_path / "r")
+    assert rc == 0 and "exact" in out, err
 
 
 def test_verify_passes_and_writes_report(model, tmp_path, capsys):
