@@ -58,8 +58,8 @@ def main() -> None:
     ap.add_argument("--lava", action="store_true", help="also time lava-float / lava-fixed at the default S")
     args = ap.parse_args()
     print("| net | S | h | window | vth (layer 0) | tau_eff/tau - 1 | float agree / max / mean | "
-          "fixed agree / max / mean |")
-    print("|---|---|---|---|---|---|---|---|")
+          "fixed agree / max / mean | fixed, compensate_tau |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for sizes in ((12, 10, 8), (100, 32, 100)):
         net = random_net(sizes)
         x = inputs(args.samples, sizes[0])
@@ -71,10 +71,14 @@ def main() -> None:
             for fixed in (False, True):
                 first, _ = reference_run(cn, cols, fixed=fixed)
                 res[fixed] = compare(ex, [cn.columns_to_times(c) for c in first])
+            cc = compile_network(net, steps_per_unit=S, compensate_tau=True)
+            first, _ = reference_run(cc, cc.input_columns(x), fixed=True)
+            qc = compare(ex, [cc.columns_to_times(c) for c in first])
             f, q = res[False], res[True]
             print(f"| {'-'.join(map(str, sizes))} | {S} | {1 / S:.4f} | {cn.window} | {cn.layers[0].vth} | "
                   f"{cn.manifest['tau_rel_error']:+.2e} | {f['agree']:.3f} / {f['max']:.4f} / {f['mean']:.4f} | "
-                  f"{q['agree']:.3f} / {q['max']:.4f} / {q['mean']:.4f} |")
+                  f"{q['agree']:.3f} / {q['max']:.4f} / {q['mean']:.4f} | "
+                  f"{qc['agree']:.3f} / {qc['max']:.4f} / {qc['mean']:.4f} |")
     if args.lava:
         from targets.lava import LavaFixedTarget, LavaFloatTarget
 

@@ -7,8 +7,8 @@ Mapping (derivation and measured errors: docs/compiler.md, format: docs/compiled
   float: du = dv = 1 - d, w_lava = w h d, vth = theta;
   fixed: D = round(4096 (1 - d)), du = D - 1, dv = D (Lava's u decay carries an offset of 1),
   w_int = even_round(w h dd vth / theta / 2**wexp) with the smallest wexp >= 0 that fits [-256, 254];
-* vth (17-bit mantissa, spike when v > vth * 64) is chosen per layer as large as the worst-case ranges
-  allow (at most 2**16) unless given;
+* vth (17-bit mantissa, spike when v > vth * 64) is chosen per layer as the largest value <= 2**16 that the
+  worst-case ranges allow, unless given;
 * worst-case magnitudes (16-bit input per step, 24-bit wrapping u, 24-bit saturating v) are checked per layer:
   a value that can overflow raises CompileError naming the layer, the value, the limit and a fix.
 """
@@ -156,23 +156,41 @@ def _quantize_layer(name: str, w_all: np.ndarray, scale: float, vth: int, D: int
     return w_int, wexp, _worst_case(w_int, wexp, vth, D, window, inputs_once)
 
 
+def _fits(name: str, w_all: np.ndarray, scale: float, vth: int, D: int, window: int, inputs_once: bool) -> bool:
+    if np.abs(w_all).max(initial=0.0) * scale * vth / 2.0**WEIGHT_EXP_MAX > 127.0:
+        return False
+    _, _, wc = _quantize_layer(name, w_all, scale, vth, D, window, inputs_once)
+    return not _range_violations(wc)
+
+
+def _fix_for(what: str) -> str:
+    if what.startswith("synaptic input"):
+        return ("use a larger steps_per_unit (the input per step shrinks with h) or reduce the summed weight "
+                "magnitude per neuron (retrain with weight regularisation)")
+    return "reduce the summed weight magnitude per neuron relative to theta (retrain with weight regularisation)"
+
+
 def _auto_vth(name: str, w_all: np.ndarray, scale: float, D: int, window: int, inputs_once: bool) -> int:
-    """Largest vth <= 2**16 (halving from there) whose worst-case ranges fit; CompileError below VTH_MIN."""
+    """Largest vth <= 2**16 whose worst-case ranges fit (halving from 2**16, then bisecting the last halving);
+    CompileError when even VTH_MIN does not fit."""
     vth = VTH_AUTO_MAX
-    while vth >= VTH_MIN:
-        x = w_all * (scale * vth)
-        if np.abs(x).max(initial=0.0) / 2.0**WEIGHT_EXP_MAX <= 127.0:
-            _, _, wc = _quantize_layer(name, w_all, scale, vth, D, window, inputs_once)
-            if not _range_violations(wc):
-                return vth
+    while vth >= VTH_MIN and not _fits(name, w_all, scale, vth, D, window, inputs_once):
         vth //= 2
-    _, _, wc = _quantize_layer(name, w_all, scale, VTH_MIN, D, window, inputs_once)
-    what, value, limit = _range_violations(wc)[0]
-    raise CompileError(
-        f"{name}: worst-case {what} = {value:.4g} exceeds the limit {limit} even at the smallest useful "
-        f"vth={VTH_MIN}; fix: reduce the summed weight magnitude per neuron (retrain with weight decay / fewer "
-        f"inputs) or raise theta"
-    )
+    if vth < VTH_MIN:
+        _, _, wc = _quantize_layer(name, w_all, scale, VTH_MIN, D, window, inputs_once)
+        what, value, limit = _range_violations(wc)[0]
+        raise CompileError(
+            f"{name}: worst-case {what} = {value:.4g} exceeds the limit {limit} even at the smallest useful "
+            f"vth={VTH_MIN}; fix: {_fix_for(what)}"
+        )
+    lo, hi = vth, min(2 * vth, VTH_AUTO_MAX + 1)  # lo fits; find the largest fitting value below hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if _fits(name, w_all, scale, mid, D, window, inputs_once):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def _check_finite(net: TemporalNetwork) -> None:
@@ -263,7 +281,7 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
             what, value, limit = bad[0]
             raise CompileError(
                 f"{name}: worst-case {what} = {value:.4g} exceeds the limit {limit} at vth={v}; "
-                f"fix: pass a smaller vth (or leave vth unset for the automatic choice) or reduce the weights"
+                f"fix: pass a smaller vth (or leave vth unset for the automatic choice), or {_fix_for(what)}"
             )
         w_int = w_int.astype(np.int32)
         deployed = w_int.astype(np.float64) * 2.0**wexp / (scale * v)
