@@ -62,12 +62,13 @@ def even_round(x: np.ndarray) -> np.ndarray:
 
 def choose_weight_exp(x: np.ndarray, layer: str) -> int:
     """Smallest exponent e >= 0 with even_round(x / 2**e) inside [-256, 254]."""
-    for e in range(WEIGHT_EXP_MAX + 1):
+    big = float(np.abs(x).max(initial=0.0))
+    for e in range(WEIGHT_EXP_MAX + 1 if math.isfinite(big) and big / 2.0**WEIGHT_EXP_MAX <= 256.0 else 0):
         q = even_round(x / 2.0**e)
         if q.size == 0 or (q.min() >= W_MANT_MIN and q.max() <= W_MANT_MAX):
             return e
     raise CompileError(
-        f"{layer}: scaled weights up to {np.abs(x).max():.4g} need a weight exponent above the limit "
+        f"{layer}: scaled weights up to {big:.4g} need a weight exponent above the limit "
         f"{WEIGHT_EXP_MAX}; fix: pass a smaller vth (e.g. vth={max(1, int(VTH_MIN))}) or a larger steps_per_unit"
     )
 
