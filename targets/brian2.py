@@ -88,7 +88,8 @@ class Brian2Target:
     """Brian2 simulation of the source float model.
 
     dt:            integration step, time units (= seconds of Brian2 time); default 1e-3
-    codegen:       "auto" (cython when a C compiler is available, else numpy), "cython" or "numpy"
+    codegen:       "auto" (cython when Cython and a C compiler are available, else numpy; falls back to numpy
+                   if the Cython build fails), "cython" or "numpy"
     duration:      simulated time per sample, time units; default: the compiled window (window / S)
     max_synapses:  synapses per Brian2 Network; sets how many samples run together as block-diagonal copies
     cache_dir:     where Cython extensions are cached (default: see :func:`default_cache_dir`)
@@ -122,7 +123,8 @@ class Brian2Target:
         if int(max_synapses) < 1:
             raise TargetError(f"brian2 max_synapses={max_synapses} must be >= 1")
         self.dt = dt
-        self.codegen = ("cython" if cython_available() else "numpy") if codegen == "auto" else codegen
+        self._auto = codegen == "auto"
+        self.codegen = ("cython" if cython_available() else "numpy") if self._auto else codegen
         self.duration = None if duration is None else float(duration)
         self.max_synapses = int(max_synapses)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
@@ -151,11 +153,15 @@ class Brian2Target:
             cache_dir = default_cache_dir()
         t0 = time.perf_counter()
         chunk = self.chunk_size(net)
-        outs: list[list[np.ndarray]] = [[] for _ in src.layers]
-        with _brian2_prefs(self.codegen, cache_dir):
-            for start in range(0, x.shape[0], chunk):
-                for l, t in enumerate(self._run_chunk(net, x[start : start + chunk], duration)):
-                    outs[l].append(t)
+        codegen, fallback = self.codegen, None
+        try:
+            outs = self._run_all(net, x, duration, chunk, codegen, cache_dir)
+        except TargetError as exc:
+            if not (self._auto and codegen == "cython"):
+                raise
+            # "auto": a broken C toolchain (headers, permissions) must not stop the run; numpy gives the same times
+            codegen, fallback = "numpy", str(exc.__cause__ or exc)[:300]
+            outs = self._run_all(net, x, duration, chunk, codegen, None)
         times = [
             np.concatenate(o, axis=0) if o else np.zeros((0, layer.n_out)) for o, layer in zip(outs, src.layers)
         ]
@@ -163,16 +169,27 @@ class Brian2Target:
 
         info = {
             "dt": self.dt,
-            "codegen": self.codegen,
+            "codegen": codegen,
             "centre": self.centre,
             "duration": duration,
             "chunk": chunk,
             "brian2": brian2.__version__,
             "time_unit": "1 model time unit = 1 s of Brian2 time",
         }
-        if cache_dir is not None:
+        if codegen == "cython" and cache_dir is not None:
             info["cache_dir"] = str(cache_dir)
+        if fallback:
+            info["codegen_fallback"] = f"cython failed, ran numpy: {fallback}"
         return RunResult(self.name, times, None, time.perf_counter() - t0, info)
+
+    def _run_all(self, net: CompiledNetwork, x: np.ndarray, duration: float, chunk: int, codegen: str,
+                 cache_dir: Path | None) -> list[list[np.ndarray]]:
+        outs: list[list[np.ndarray]] = [[] for _ in net.source.layers]
+        with _brian2_prefs(codegen, cache_dir):
+            for start in range(0, x.shape[0], chunk):
+                for l, t in enumerate(self._run_chunk(net, x[start : start + chunk], duration)):
+                    outs[l].append(t)
+        return outs
 
     def _run_chunk(self, net: CompiledNetwork, x: np.ndarray, duration: float) -> list[np.ndarray]:
         """One fresh Brian2 Network for B = len(x) samples; first-spike times per layer, (B, n_l)."""

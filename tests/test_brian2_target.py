@@ -130,3 +130,26 @@ def test_bad_inputs_are_clear_errors():
     bad[0, 0] = np.nan
     with pytest.raises(TargetError, match="NaN or negative"):
         target.run(hand_compiled(net), bad)
+
+
+def test_auto_codegen_falls_back_to_numpy_when_cython_fails(monkeypatch):
+    net = random_net(7)
+    target = Brian2Target(codegen="auto")
+    target.codegen = "cython"  # as on a machine with a C compiler, whose build then fails
+    real = Brian2Target._run_all
+
+    def failing_cython(self, net, x, duration, chunk, codegen, cache_dir):
+        if codegen == "cython":
+            raise TargetError("Brian2 run failed (CompileError: gcc: error); try codegen='numpy'")
+        return real(self, net, x, duration, chunk, codegen, cache_dir)
+
+    monkeypatch.setattr(Brian2Target, "_run_all", failing_cython)
+    x = random_inputs(8, 2, net.layers[0].n_in)
+    res = target.run(hand_compiled(net, horizon=2.0), x)
+    assert res.info["codegen"] == "numpy" and "cython failed" in res.info["codegen_fallback"]
+    te = exact_forward(net, x)[0]
+    both = np.isfinite(te) & np.isfinite(res.times[0])
+    assert both.sum() > 5 and np.all(np.abs(res.times[0][both] - te[both]) <= 2 * DT)
+    explicit = Brian2Target(codegen="cython")
+    with pytest.raises(TargetError, match="gcc"):
+        explicit.run(hand_compiled(net, horizon=2.0), x)  # an explicit choice is not silently replaced
