@@ -95,6 +95,16 @@ class ActivityCounters:
         return self.spikes.shape[0]
 
 
+def counters_from_dict(counters: dict[str, np.ndarray]) -> ActivityCounters:
+    """ActivityCounters from hw_sim's named counters (``SimResult.counters()``, or the ``counter_*`` arrays a
+    hil device returns): synaptic ops = ``synops_nonzero`` (non-zero synapses reached by an event)."""
+    missing = [k for k in ("synops_nonzero", "neuron_updates", "spikes", "steps") if k not in counters]
+    if missing:
+        raise SnncError(f"counters lack {', '.join(missing)}; pass hw_sim counters (SimResult.counters())")
+    return ActivityCounters(counters["synops_nonzero"], counters["neuron_updates"], counters["spikes"],
+                            counters["steps"], counters.get("active_neuron_updates"))
+
+
 def counters_from_spikes(net: CompiledNetwork, input_columns: np.ndarray,
                          layer_columns: list[np.ndarray]) -> ActivityCounters:
     """Activity implied by reported spike columns: one event per spike (neurons spike at most once per window).

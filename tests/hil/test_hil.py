@@ -1,0 +1,207 @@
+"""Hardware-in-the-loop: results, protocol, and faults (killed device, slow device, garbled reply, DRC error).
+
+Loopback only; every device process started here is stopped and reaped; every wait is bounded.
+"""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from hw_sim.emulator import simulate
+from hw_sim.energy import counters_from_dict, estimate
+from hw_sim.protocol import ProtocolError, encode_arrays, encode_network
+from targets.hil import DeviceClient, DeviceDisconnected, DeviceTimeout, HilTarget, LocalDevice
+from toolchain.errors import DeviceError, DRCError
+
+
+def test_device_matches_in_process_emulator(device_target, small_net, inputs):
+    """Every device returns exactly what hw_sim computes in-process, batch by batch, with its counters."""
+    res = device_target.run(small_net, inputs)
+    ref = simulate(small_net, small_net.input_columns(inputs))
+    assert res.target in ("hil", "loihi2")
+    for got, want, t in zip(res.columns, ref.columns, res.times):
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(t, small_net.columns_to_times(want))
+    assert sum(int((c >= 0).sum()) for c in res.columns) > 0
+    if isinstance(device_target, HilTarget):
+        assert res.info["batches"] == 3 and res.info["batches_reused"] == 0
+        for name, want in ref.counters().items():
+            np.testing.assert_array_equal(device_target.last_counters[name], want)
+        e_dev = estimate(small_net, counters_from_dict(device_target.last_counters))
+        e_ref = estimate(small_net, ref.activity())
+        np.testing.assert_allclose(e_dev.energy_pj, e_ref.energy_pj)
+        again = device_target.run(small_net, inputs)      # finished batches are kept client-side
+        assert again.info["batches_reused"] == 3
+
+
+def test_protocol_commands(hw_sim_device, small_net):
+    c = DeviceClient(hw_sim_device.host, hw_sim_device.port, timeout=30)
+    try:
+        c.request("reset")
+        ping = c.request("ping")[0]
+        assert ping["device"] == "hw_sim" and ping["network"] is None and ping["pid"] == hw_sim_device.proc.pid
+        with pytest.raises(DeviceError, match="no network loaded"):
+            c.request("run", {"batch": "b"}, encode_arrays({"input_columns": np.zeros((1, 12), np.int64)}))
+        reply = c.request("load", {}, encode_network(small_net))[0]
+        assert reply["resources"]["cores"] == 2 and reply["resources"]["neurons"] == 10
+        with pytest.raises(DeviceError, match=r"needs \(N, 12\) integers"):
+            c.request("run", {"batch": "b"}, encode_arrays({"input_columns": np.zeros((1, 5), np.int64)}))
+        with pytest.raises(DeviceError, match="not on the device"):
+            c.request("read", {"batch": "never"})
+        with pytest.raises(DeviceError, match="unknown command"):
+            c.request("fly")
+        c.request("run", {"batch": "b"}, encode_arrays({"input_columns": np.full((2, 12), 3, np.int64)}))
+        assert c.request("ping")[0]["batches"] == ["b"]
+        c.request("reset")
+        assert c.request("ping")[0]["network"] is None and c.request("ping")[0]["batches"] == []
+    finally:
+        c.close()
+
+
+def test_network_that_does_not_fit_is_a_drc_error_from_the_device(hw_sim_device, small_net, inputs):
+    from compiled_factory import make_compiled
+
+    big = make_compiled((4100, 2), seed=1)   # 4100 inputs + 1 pulse > 4096 input axons per core
+    with HilTarget(host=hw_sim_device.host, port=hw_sim_device.port, timeout=30) as t:
+        ok = t.run(small_net, inputs[:3])
+        with pytest.raises(DRCError, match=r"device: layer 'layer0': fan-in of 4101 axons .* by 5"):
+            t.run(big, np.zeros((1, 4100)))
+        again = t.run(small_net, inputs[:3])      # the device and client carry on
+        assert again.info["batches_reused"] == 1
+        for a, b in zip(ok.columns, again.columns):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_device_killed_mid_batch_then_reconnect(small_net, inputs):
+    slow = LocalDevice(extra_args=("--test-delay-s", "1.0"))
+    port = slow.port
+    t = HilTarget(host="127.0.0.1", port=port, batch_size=2, retries=0, timeout=30)
+    fresh = None
+    try:
+        first = t.run(small_net, inputs[:2])
+        killer = threading.Timer(0.3, slow.kill)
+        killer.start()
+        t0 = time.monotonic()
+        with pytest.raises(DeviceDisconnected, match=r"(?s)lost during 'run'.*batch 2 of 2.*1 earlier batches are kept"):
+            t.run(small_net, inputs[:4])
+        assert time.monotonic() - t0 < 5
+        killer.join(5)
+        assert not slow.alive
+        with pytest.raises(DeviceError, match="cannot connect"):
+            t.run(small_net, inputs[:4])
+        fresh = LocalDevice(port=port)       # same address: the client reconnects by itself
+        res = t.run(small_net, inputs[:4])
+        assert res.info["batches_reused"] == 1
+        for a, b, ref in zip(first.columns, res.columns, simulate(small_net, small_net.input_columns(inputs[:4])).columns):
+            np.testing.assert_array_equal(a, b[:2])
+            np.testing.assert_array_equal(b, ref)
+    finally:
+        t.close()
+        slow.stop()
+        if fresh is not None:
+            fresh.stop()
+    assert not slow.alive and (fresh is None or not fresh.alive)
+
+
+def test_owned_device_is_restarted_after_a_crash_and_stopped_on_close(small_net, inputs):
+    with HilTarget(retries=1, timeout=30) as t:
+        a = t.run(small_net, inputs[:3])
+        first = t.device
+        pid = t.ping()["pid"]
+        first.kill()
+        b = t.run(small_net, inputs[3:6])               # reconnects to a freshly started device
+        assert t.ping()["pid"] != pid and t.device is not first and t.device.alive
+        second = t.device
+    assert not first.alive and not second.alive and t.device is None
+    for x, y in zip(a.columns + b.columns, simulate(small_net, small_net.input_columns(inputs[:3])).columns
+                    + simulate(small_net, small_net.input_columns(inputs[3:6])).columns):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_slow_device_times_out_then_recovers(small_net, inputs):
+    dev = LocalDevice(extra_args=("--test-delay-s", "1.5"))
+    try:
+        t = HilTarget(host=dev.host, port=dev.port, timeout=0.4, batch_size=8)
+        t0 = time.monotonic()
+        with pytest.raises(DeviceTimeout, match=r"did not answer 'run' within 0.4 s.*raise the hil option timeout"):
+            t.run(small_net, inputs[:3])
+        assert time.monotonic() - t0 < 3
+        t.timeout = 20.0
+        res = t.run(small_net, inputs[:3])
+        np.testing.assert_array_equal(res.columns[-1],
+                                      simulate(small_net, small_net.input_columns(inputs[:3])).columns[-1])
+        t.close()
+    finally:
+        dev.stop()
+    assert not dev.alive
+
+
+def test_garbled_reply_from_device_then_recovers(small_net, inputs):
+    dev = LocalDevice(extra_args=("--test-garble-once",))
+    try:
+        with HilTarget(host=dev.host, port=dev.port, timeout=20) as t:
+            with pytest.raises(ProtocolError, match="not valid UTF-8 JSON.*garbled"):
+                t.run(small_net, inputs[:2])
+            res = t.run(small_net, inputs[:2])
+            np.testing.assert_array_equal(res.columns[0],
+                                          simulate(small_net, small_net.input_columns(inputs[:2])).columns[0])
+    finally:
+        dev.stop()
+
+
+@pytest.mark.parametrize("garbage, words", [
+    (b"\xff\xff\xff\xff", "outside 1.."),
+    (b"\x00\x00\x00\x0b{\"proto\":1}", "expected 'snnc-hil/1'"),
+    (b"\x00\x00\x00\x02{}", "expected 'snnc-hil/1'"),
+    (b"\x00\x00\x00\x40{\"trunc", "connection closed by the peer while reading the header"),
+])
+def test_non_device_peer_gives_protocol_errors(garbage, words, small_net):
+    """A peer that is not an snnc device (or corrupts replies) is reported, never trusted."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    srv.settimeout(5)
+
+    def answer():
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            try:
+                conn.recv(65536)
+                conn.sendall(garbage)
+            except OSError:
+                pass
+
+    th = threading.Thread(target=answer, daemon=True)
+    th.start()
+    try:
+        with pytest.raises(ProtocolError, match=words):
+            DeviceClient("127.0.0.1", srv.getsockname()[1], timeout=5).request("ping")
+    finally:
+        th.join(6)
+        srv.close()
+    assert not th.is_alive()
+
+
+def test_loopback_only():
+    from hw_sim.server import DeviceServer
+    from toolchain.cli import main
+
+    for host in ("0.0.0.0", "192.168.1.5", "example.com"):
+        with pytest.raises(DeviceError, match="loopback only"):
+            DeviceServer(host, 0)
+        with pytest.raises(DeviceError, match="loopback only"):
+            HilTarget(host=host, port=7341)
+    assert main(["device", "serve", "--host", "10.1.2.3", "--port", "0"]) == 2
+    srv = DeviceServer("127.0.0.1", 0)
+    try:
+        assert srv.port > 0
+    finally:
+        srv.sock.close()
