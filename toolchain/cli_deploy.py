@@ -161,9 +161,9 @@ def _single_target(text: str) -> str:
 
 def _make_targets(names: list[str], options: dict[str, dict]) -> dict:
     """Instantiate every target first so that bad options fail before anything runs."""
-    from targets.registry import get_target
+    from toolchain.verifier import make_target
 
-    return {n: get_target(n, **options.get(n, {})) for n in names}
+    return {n: make_target(n, **options.get(n, {})) for n in names}
 
 
 # ---- commands -----------------------------------------------------------------------------------------------------

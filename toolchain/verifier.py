@@ -330,6 +330,19 @@ def apply_gates(rep: TargetReport, spec: GateSpec, target_dt: float | None) -> l
     return out
 
 
+def make_target(name: str, **options):
+    """``targets.registry.get_target`` with a missing backend module reported as a TargetError."""
+    from targets.registry import get_target
+
+    try:
+        return get_target(name, **options)
+    except ImportError as exc:
+        raise TargetError(f"target {name!r} is not available in this installation ({exc}); install its backend "
+                          f"or choose another target") from None
+    except TypeError as exc:
+        raise TargetError(f"bad option for target {name!r}: {exc}; see the target's docstring") from None
+
+
 def _check_inputs(net: CompiledNetwork, input_times: np.ndarray, images01: np.ndarray | None):
     x = np.asarray(input_times, dtype=np.float64)
     n_in = net.source.layers[0].n_in
@@ -364,7 +377,6 @@ def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndar
     import time
 
     from models.encoding import reconstruction_mse
-    from targets.registry import get_target
 
     if not (0.0 <= float(margin) < 1.0):
         raise SnncError(f"near-threshold margin {margin} must lie in [0, 1) (relative to theta); default 0.02")
@@ -378,7 +390,7 @@ def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndar
     target_options = target_options or {}
     results = dict(results or {})
     # instantiate every target first: bad names/options fail before anything runs
-    backends = {n: get_target(n, **target_options.get(n, {})) for n in targets if n not in results}
+    backends = {n: make_target(n, **target_options.get(n, {})) for n in targets if n not in results}
 
     t0 = time.perf_counter()
     traces = exact_forward_trace(src, x)
