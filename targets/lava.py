@@ -52,7 +52,8 @@ class _LavaTarget:
     fixed = False
 
     def __init__(self, chunk_size: int = DEFAULT_CHUNK, timeout_s: float | None = None) -> None:
-        """chunk_size: samples per Lava run; timeout_s: wall-clock limit per run (default 60 s + 20 ms/step)."""
+        """chunk_size: samples per Lava run; timeout_s: wall-clock limit per run (default 60 s + 20 ms per step
+        and layer)."""
         if int(chunk_size) < 1:
             raise TargetError(f"chunk_size={chunk_size} must be >= 1; fix: pass e.g. chunk_size={DEFAULT_CHUNK}")
         if timeout_s is not None and not timeout_s > 0:
@@ -209,13 +210,18 @@ class _LavaTarget:
             for s in range(1, T + 1):  # Lava time step s: sample (s-2)//W, update (s-2)%W, column update + 1
                 k, c = divmod(s - 2, W)
                 for l, port in enumerate(ports):
+                    waited = 0
                     while not port.probe():
-                        if time.monotonic() > deadline:
+                        now = time.monotonic()
+                        if now > deadline:
                             raise TargetError(
                                 f"{self.name}: the Lava run of {K} samples ({T} steps) did not finish within "
                                 f"{timeout:g} s (stuck at step {s}); fix: pass a larger timeout_s or a smaller "
                                 "chunk_size, and check that no other heavy job is starving the machine"
                             )
+                        waited += 1
+                        if waited % 2000 == 0:  # ~0.4 s without data: is every Lava process still alive?
+                            _check_alive(self.name, g.entry, s)
                         time.sleep(_POLL_S)
                     spikes = np.asarray(port.recv()) != 0
                     if not spikes.any():
@@ -228,6 +234,11 @@ class _LavaTarget:
                     first[l][k][new] = c + 1
             g.entry.wait()
             completed = True
+        except TargetError:
+            raise
+        except Exception as exc:  # Lava's own failures (compilation, runtime) as a user-facing error
+            raise TargetError(f"{self.name}: Lava failed ({type(exc).__name__}: {exc}); fix: check the compiled "
+                              "network (docs/compiled-format.md) and the Lava installation (`make venv`)") from exc
         finally:
             # a finished run is stopped; an interrupted one (error, timeout, Ctrl-C) has processes blocked
             # mid-step, which stop() cannot reach: terminate them
@@ -247,6 +258,18 @@ def _close_extractors(extractors) -> None:
             port.join()
         except Exception:  # best effort: the run is over either way
             pass
+
+
+def _check_alive(target: str, proc, step: int) -> None:
+    """TargetError when one of the run's OS processes has exited (a crashed ProcessModel) instead of waiting
+    for the timeout."""
+    actors, _, _ = _runtime_actors(proc)
+    dead = [a for a in actors if not a.is_alive()]
+    if dead:
+        exc = getattr(dead[0], "exception", None)
+        detail = f": {exc[0]!r}" if isinstance(exc, tuple) and exc else ""
+        raise TargetError(f"{target}: a Lava process exited during the run (step {step}){detail}; fix: check the "
+                          "compiled network (docs/compiled-format.md) and the Lava installation (`make venv`)")
 
 
 def _runtime_actors(proc) -> tuple:

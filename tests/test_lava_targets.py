@@ -302,3 +302,31 @@ def test_rejects_what_lava_would_silently_alter():
         bad = dataclasses.replace(cn, layers=(layer,) + cn.layers[1:])
         with pytest.raises(TargetError, match=words):
             get_target(target).run(bad, x)
+
+
+def test_crashed_lava_process_is_reported_quickly():
+    """Kill one of the run's OS processes (as an OOM killer would): TargetError long before the timeout."""
+    cn = compile_network(_net())
+    before = _child_pids()
+    killed = []
+
+    def kill_newest():
+        for _ in range(200):  # wait (up to 20 s) until the run's processes are up and stepping
+            kids = sorted(_child_pids() - before)
+            if len(kids) >= 5:
+                time.sleep(1.0)
+                os.kill(kids[-1], signal.SIGKILL)
+                killed.append(kids[-1])
+                return
+            time.sleep(0.1)
+
+    timer = threading.Timer(0.5, kill_newest)
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(TargetError, match="a Lava process exited"):
+            get_target("lava-fixed", chunk_size=400, timeout_s=120).run(cn, _inputs(n=400))
+    finally:
+        timer.cancel()
+    assert killed and time.monotonic() - t0 < 60
+    assert _child_pids() <= before
