@@ -30,6 +30,7 @@ def register(subparsers) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import os
     import signal
     import sys
 
@@ -44,7 +45,11 @@ def _serve(args: argparse.Namespace) -> int:
     server = DeviceServer(args.host, args.port, chip=get_chip(args.chip), test_delay_s=args.test_delay_s,
                           max_batches=args.max_batches, parent_pid=args.parent_pid,
                           test_garble_once=args.test_garble_once)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    def _stop(*_) -> None:  # SIGTERM: close the port and exit at once (nothing is buffered: logs are flushed)
+        server.sock.close()
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, _stop)
     print(f"[snnc device] hw_sim kernels ready in {warm_up():.1f} s", file=sys.stderr, flush=True)
     print(f"snnc device listening on {server.host}:{server.port}", flush=True)
     server.serve_forever()

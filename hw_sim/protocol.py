@@ -65,6 +65,18 @@ def decode_arrays(data: bytes) -> dict[str, np.ndarray]:
                             f"{PROTO}, or the data was corrupted: restart the device and retry") from None
 
 
+def content_digest(data: bytes) -> str:
+    """sha256 of an .npz payload's arrays (names, dtypes, shapes, values), independent of zip timestamps."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, a in sorted(decode_arrays(data).items()):
+        a = np.ascontiguousarray(a)
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def encode_network(net) -> bytes:
     """CompiledNetwork -> bytes in the compiled.npz format of toolchain/compiled_io.py."""
     from toolchain.compiled_io import save_compiled

@@ -6,7 +6,6 @@ first, beyond ``max_batches``), so a client that lost its connection can read a 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import select
 import socket
@@ -17,8 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw_sim.protocol import (COMMANDS, PROTO, ProtocolError, check_loopback, decode_arrays, decode_network,
-                             encode_arrays, recv_message, send_message)
+from hw_sim.protocol import (COMMANDS, PROTO, ProtocolError, check_loopback, content_digest, decode_arrays,
+                             decode_network, encode_arrays, recv_message, send_message)
 from hw_sim.resources import LOIHI2, ChipSpec, partition
 from toolchain.errors import DeviceError, SnncError
 
@@ -120,7 +119,7 @@ class DeviceServer:
 
         self.state.net = net
         self.state.packed = pack(net)        # checks the network once; runs skip the packing
-        self.state.net_hash = hashlib.sha256(payload).hexdigest()
+        self.state.net_hash = content_digest(payload)
         self.state.resources = report.to_dict()
         return {"network": self.state.net_hash, "resources": self.state.resources}, b""
 

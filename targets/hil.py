@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hw_sim.protocol import (ProtocolError, check_loopback, decode_arrays, encode_arrays, encode_network,
-                             recv_message, send_message)
+from hw_sim.protocol import (ProtocolError, check_loopback, content_digest, decode_arrays, encode_arrays,
+                             encode_network, recv_message, send_message)
 from targets.base import RunResult
 from toolchain import errors
 from toolchain.compiled import CompiledNetwork
@@ -283,7 +283,7 @@ class HilTarget:
             raise DeviceError(f"hil: input_times has shape {np.shape(input_times)}, expected (N, "
                               f"{net.layers[0].n_in})")
         net_bytes = encode_network(net)
-        net_hash = _digest(net_bytes)
+        net_hash = content_digest(net_bytes)
         starts = list(range(0, cols.shape[0], self.batch_size))
         parts = []
         reused = 0

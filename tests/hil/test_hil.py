@@ -77,13 +77,13 @@ def test_network_that_does_not_fit_is_a_drc_error_from_the_device(hw_sim_device,
 
 
 def test_device_killed_mid_batch_then_reconnect(small_net, inputs):
-    slow = LocalDevice(extra_args=("--test-delay-s", "1.0"))
+    slow = LocalDevice(extra_args=("--test-delay-s", "0.6"))
     port = slow.port
     t = HilTarget(host="127.0.0.1", port=port, batch_size=2, retries=0, timeout=30)
     fresh = None
     try:
         first = t.run(small_net, inputs[:2])
-        killer = threading.Timer(0.3, slow.kill)
+        killer = threading.Timer(0.2, slow.kill)
         killer.start()
         t0 = time.monotonic()
         with pytest.raises(DeviceDisconnected, match=r"(?s)lost during 'run'.*batch 2 of 2.*1 earlier batches are kept"):
@@ -123,11 +123,11 @@ def test_owned_device_is_restarted_after_a_crash_and_stopped_on_close(small_net,
 
 
 def test_slow_device_times_out_then_recovers(small_net, inputs):
-    dev = LocalDevice(extra_args=("--test-delay-s", "1.5"))
+    dev = LocalDevice(extra_args=("--test-delay-s", "1.0"))
     try:
-        t = HilTarget(host=dev.host, port=dev.port, timeout=0.4, batch_size=8)
+        t = HilTarget(host=dev.host, port=dev.port, timeout=0.3, batch_size=8)
         t0 = time.monotonic()
-        with pytest.raises(DeviceTimeout, match=r"did not answer 'run' within 0.4 s.*raise the hil option timeout"):
+        with pytest.raises(DeviceTimeout, match=r"did not answer 'run' within 0.3 s.*raise the hil option timeout"):
             t.run(small_net, inputs[:3])
         assert time.monotonic() - t0 < 3
         t.timeout = 20.0
@@ -205,3 +205,21 @@ def test_loopback_only():
         assert srv.port > 0
     finally:
         srv.sock.close()
+
+
+def test_network_hash_ignores_zip_timestamps(small_net):
+    import io
+    import zipfile
+
+    from hw_sim.protocol import content_digest
+
+    data = encode_network(small_net)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as zin, zipfile.ZipFile(out, "w") as zout:
+        for info in zin.infolist():
+            info.date_time = (2001, 2, 3, 4, 5, 6)
+            zout.writestr(info, zin.read(info.filename))
+    assert out.getvalue() != data
+    assert content_digest(out.getvalue()) == content_digest(data) == content_digest(encode_network(small_net))
+    with pytest.raises(ProtocolError, match="not a readable .npz"):
+        content_digest(b"PK\x03\x04garbage")
