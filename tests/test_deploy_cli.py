@@ -67,11 +67,12 @@ def test_run_writes_spikes_and_mse(model, tmp_path, capsys):
     assert meta["target"] == "brian2" and 0 <= meta["mse"] < 10 and meta["info"]["codegen"] == "numpy"
     # a grid target also stores the integer spike columns (docs/compiled-format.md)
     rc, out, err = run_cli(capsys, "run", compiled, "--target", "lava-fixed", "--dataset", "mnist", "--limit", 2,
-                           "--out", spikes)
+                           "-o", "lava-fixed.chunk_size=1", "--out", spikes)
     assert rc == 0, err
     with np.load(spikes) as z:
         cols, times = z["layer1.columns"], z["layer1.times"]
         assert cols.dtype.kind == "i" and cols.shape == (2, 784)
+        assert json.loads(str(z["meta"]))["info"]["chunk_size"] == 1  # -o reached the backend
         np.testing.assert_allclose(times[cols >= 0], (cols[cols >= 0] - 0.5) / 32)
     # verify also accepts the compiled file
     rc, out, err = run_cli(capsys, "verify", compiled, "--targets", "exact", *DATA, "--out", tmp_path / "r")
@@ -174,6 +175,9 @@ BAD = [
     (["verify", "{m}", "--targets", "exact", "--margin", "2", *DATA, "--out", "{d}/o"], "margin"),
     (["verify", "{m}", "--targets", "exact", "-S", "1", *DATA, "--out", "{d}/o"], "steps_per_unit=1"),
     (["deploy", "{m}", "--target", "exact,brian2", *DATA, "--out", "{d}/o"], "one target"),
+    (["deploy", "{m}", "--target", "brian2", "-o", "brian2.speed=9", *DATA, "--out", "{d}/o"], "bad option"),
+    (["deploy", "{m}", "--target", "brian2", "-o", "speed=9", *DATA, "--out", "{d}/o"], "TARGET.KEY=VALUE"),
+    (["verify", "{m}", "--targets", "exact", "-o", "loihi9.x=1", *DATA, "--out", "{d}/o"], "unknown target"),
     (["deploy", "{d}/nan.onnx", "--target", "brian2", *DATA, "--out", "{d}/o"], "NaN"),
     (["run", "{m}", "--target", "exact", *DATA, "--out", "{d}/o/s.npz"], "compile it first"),
     (["run", "{d}/garbage.onnx.npz", "--target", "exact", *DATA, "--out", "{d}/o/s.npz"], "does not exist"),

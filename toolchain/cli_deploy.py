@@ -5,6 +5,9 @@
     snnc verify MODEL.onnx --targets lava-fixed,lava-float,brian2 --dataset mnist --limit N [--out DIR]
     snnc deploy MODEL.onnx --target T --dataset D [--limit N] [--out DIR]
 
+Backend options: ``--brian2-dt``, ``--brian2-codegen`` and, for any target, ``-o TARGET.KEY=VALUE``
+(e.g. ``-o lava-fixed.chunk_size=50``, ``-o hil.port=7341``).
+
 Every input is checked before anything runs (model file, compile ranges and grid, dataset shape, target names
 and options); a bad one exits with code 2 and a message naming the problem and the fix. ``verify`` and
 ``deploy`` exit 1 when a verification gate fails (docs/verifier.md).
@@ -88,15 +91,39 @@ def _target_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--brian2-dt", type=float, default=None, help="brian2 integration step, time units (1e-3)")
     p.add_argument("--brian2-codegen", default=None, choices=("auto", "cython", "numpy"),
                    help="brian2 code generation (default auto: cython when a C compiler is available)")
+    p.add_argument("--option", "-o", action="append", default=[], metavar="TARGET.KEY=VALUE",
+                   help="backend option, repeatable, e.g. -o lava-fixed.chunk_size=50 -o hil.port=7341 "
+                        "(VALUE is read as JSON when it parses, else as a string)")
+
+
+def parse_option(text: str) -> tuple[str, str, object]:
+    """'hil.port=7341' -> ('hil', 'port', 7341)."""
+    from targets.registry import TARGETS
+    from toolchain.errors import TargetError
+
+    key, sep, raw = text.partition("=")
+    target, dot, name = key.rpartition(".")
+    if not sep or not dot or not target or not name.isidentifier():
+        raise TargetError(f"option {text!r} is not TARGET.KEY=VALUE; e.g. -o lava-fixed.chunk_size=50")
+    if target not in TARGETS:
+        raise TargetError(f"option {text!r} names unknown target {target!r}; choose from: {', '.join(TARGETS)}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return target, name, value
 
 
 def _target_options(args) -> dict[str, dict]:
-    b2 = {}
+    opts: dict[str, dict] = {"brian2": {}}
     if getattr(args, "brian2_dt", None) is not None:
-        b2["dt"] = args.brian2_dt
+        opts["brian2"]["dt"] = args.brian2_dt
     if getattr(args, "brian2_codegen", None) is not None:
-        b2["codegen"] = args.brian2_codegen
-    return {"brian2": b2}
+        opts["brian2"]["codegen"] = args.brian2_codegen
+    for text in getattr(args, "option", None) or []:
+        target, name, value = parse_option(text)
+        opts.setdefault(target, {})[name] = value
+    return opts
 
 
 def _compile_kwargs(args) -> dict:
