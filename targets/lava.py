@@ -2,7 +2,8 @@
 
 Layout (docs/compiled-format.md, section 4): K samples per Lava run, each in its own window of W steps;
 RingBuffer sources for inputs (+ layer 0 pulses) and for the pulses of deeper layers, stock ``Dense`` synapses,
-``targets.lava_procs.OnceLIF`` neurons (LIFReset + once mask), one ``Extractor`` per layer read once per step.
+``targets.lava_procs.OnceLIF`` neurons (LIFReset + once mask) whose per-window report (first-spike columns and
+spike counts) reaches this process through an external pipe: K messages per layer and run, no per-step sink.
 Every run is stopped in ``finally`` (errors, timeouts, Ctrl-C); a run that exceeds ``timeout_s`` raises
 TargetError after its OS processes are terminated.
 """
@@ -21,30 +22,29 @@ from toolchain.compiled import CompiledNetwork
 from toolchain.errors import TargetError
 
 DEFAULT_CHUNK = 100  # samples per Lava run
-_POLL_S = 2e-4
+_POLL_S = 1e-3
+_ALIVE_CHECK_S = 0.5
 _STOP_TIMEOUT_S = 30.0
 
 
 @dataclass
 class _Graph:
     entry: object  # any process of the connected graph (run/stop go through it)
-    extractors: list
-    n_steps: int
+    lifs: list  # OnceLIF per layer; their ``report`` ports are external pipes to this process
+    n_steps: int  # K W + 1: the last window's report is sent at its last update, time step K W + 1
 
 
 def _import_lava():
     from targets.lava_procs import OnceLIF, ensure_lava_importable
 
     ensure_lava_importable()
-    import lava.proc.io.extractor as extractor
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense
     from lava.proc.io.source import RingBuffer
     from lava.utils.weightutils import SignMode
 
-    return dict(Extractor=extractor.Extractor, ExtractorModel=extractor.PyLoihiExtractorModel, RunSteps=RunSteps,
-                Loihi2SimCfg=Loihi2SimCfg, Dense=Dense, RingBuffer=RingBuffer, SignMode=SignMode, OnceLIF=OnceLIF)
+    return dict(RunSteps=RunSteps, Loihi2SimCfg=Loihi2SimCfg, Dense=Dense, RingBuffer=RingBuffer, SignMode=SignMode, OnceLIF=OnceLIF)
 
 
 class _LavaTarget:
@@ -163,7 +163,7 @@ class _LavaTarget:
             for row, (_, _, c) in enumerate(deep_pulses):
                 pdata[row, base[:, 0] + c] = 1
             psrc = lv["RingBuffer"](data=pdata)
-        extractors = []
+        lifs = []
         prev = None
         for l, cl in enumerate(net.layers):
             lif = lv["OnceLIF"](shape=(cl.n_out,), reset_interval=W, reset_offset=2, once=bool(cl.once),
@@ -186,11 +186,10 @@ class _LavaTarget:
                     psrc.s_out.connect(pdense.s_in)
                     pdense.a_out.connect(lif.a_in)
             dense.a_out.connect(lif.a_in)
-            ext = lv["Extractor"](shape=(cl.n_out,), buffer_size=min(T, 256))
-            lif.s_out.connect(ext.in_port)
-            extractors.append(ext)
+            lif.report.flag_external_pipe(buffer_size=max(1, min(K, 64)))
+            lifs.append(lif)
             prev = lif
-        return _Graph(entry=src, extractors=extractors, n_steps=T)
+        return _Graph(entry=src, lifs=lifs, n_steps=T + 1)
 
     def _run_chunk(self, net: CompiledNetwork, cols: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         lv = _import_lava()
@@ -198,40 +197,33 @@ class _LavaTarget:
         g = self._build(lv, net, cols)
         T = g.n_steps
         timeout = self.timeout_s if self.timeout_s is not None else 60.0 + 0.02 * T * len(net.layers)
-        cfg = lv["Loihi2SimCfg"](select_tag="fixed_pt" if self.fixed else "floating_pt",
-                                 exception_proc_model_map={lv["Extractor"]: lv["ExtractorModel"]})
+        cfg = lv["Loihi2SimCfg"](select_tag="fixed_pt" if self.fixed else "floating_pt")
         first = [np.full((K, cl.n_out), -1, dtype=np.int64) for cl in net.layers]
         counts = [np.zeros((K, cl.n_out), dtype=np.int64) for cl in net.layers]
         deadline = time.monotonic() + timeout
         completed = False
+        ports: list = []
         try:
             g.entry.run(condition=lv["RunSteps"](num_steps=T, blocking=False), run_cfg=cfg)
-            ports = [e.out_port.external_pipe_csp_recv_port for e in g.extractors]
-            for s in range(1, T + 1):  # Lava time step s: sample (s-2)//W, update (s-2)%W, column update + 1
-                k, c = divmod(s - 2, W)
+            ports = [lif.report.external_pipe_csp_recv_port for lif in g.lifs]
+            for k in range(K):  # one report per layer and window, sent at the window's last update
                 for l, port in enumerate(ports):
-                    waited = 0
+                    waited = 0.0
                     while not port.probe():
-                        now = time.monotonic()
-                        if now > deadline:
+                        if time.monotonic() > deadline:
                             raise TargetError(
                                 f"{self.name}: the Lava run of {K} samples ({T} steps) did not finish within "
-                                f"{timeout:g} s (stuck at step {s}); fix: pass a larger timeout_s or a smaller "
+                                f"{timeout:g} s (stuck in sample {k}); fix: pass a larger timeout_s or a smaller "
                                 "chunk_size, and check that no other heavy job is starving the machine"
                             )
-                        waited += 1
-                        if waited % 2000 == 0:  # ~0.4 s without data: is every Lava process still alive?
-                            _check_alive(self.name, g.entry, s)
                         time.sleep(_POLL_S)
-                    spikes = np.asarray(port.recv()) != 0
-                    if not spikes.any():
-                        continue
-                    if k < 0:
-                        raise TargetError(f"{self.name}: layer {l} spiked before any input (step {s}); "
-                                          "fix: the threshold must be > 0")
-                    counts[l][k] += spikes
-                    new = spikes & (first[l][k] < 0)
-                    first[l][k][new] = c + 1
+                        waited += _POLL_S
+                        if waited >= _ALIVE_CHECK_S:  # no data for a while: is every Lava process still alive?
+                            waited = 0.0
+                            _check_alive(self.name, g.entry, k)
+                    rep = np.asarray(port.recv())
+                    first[l][k] = rep[0]
+                    counts[l][k] = rep[1]
             g.entry.wait()
             completed = True
         except TargetError:
@@ -243,24 +235,21 @@ class _LavaTarget:
             # a finished run is stopped; an interrupted one (error, timeout, Ctrl-C) has processes blocked
             # mid-step, which stop() cannot reach: terminate them
             _shutdown(g.entry, force=not completed)
-            _close_extractors(g.extractors)
+            _close_pipes(ports)
         return first, counts
 
 
-def _close_extractors(extractors) -> None:
-    """Stop the receiver threads that each Extractor's external pipe starts in this process (Lava's stop()
-    does not join them, so every run would leak one thread per layer)."""
-    for e in extractors:
-        port = getattr(e.out_port, "external_pipe_csp_recv_port", None)
-        if port is None:
-            continue
+def _close_pipes(ports) -> None:
+    """Stop the receiver threads that each external pipe starts in this process (Lava's stop() does not join
+    them, so every run would leak one thread per layer)."""
+    for port in ports:
         try:
             port.join()
         except Exception:  # best effort: the run is over either way
             pass
 
 
-def _check_alive(target: str, proc, step: int) -> None:
+def _check_alive(target: str, proc, sample: int) -> None:
     """TargetError when one of the run's OS processes has exited (a crashed ProcessModel) instead of waiting
     for the timeout."""
     actors, _, _ = _runtime_actors(proc)
@@ -268,7 +257,7 @@ def _check_alive(target: str, proc, step: int) -> None:
     if dead:
         exc = getattr(dead[0], "exception", None)
         detail = f": {exc[0]!r}" if isinstance(exc, tuple) and exc else ""
-        raise TargetError(f"{target}: a Lava process exited during the run (step {step}){detail}; fix: check the "
+        raise TargetError(f"{target}: a Lava process exited during the run (sample {sample}){detail}; fix: check the "
                           "compiled network (docs/compiled-format.md) and the Lava installation (`make venv`)")
 
 

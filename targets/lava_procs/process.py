@@ -1,4 +1,5 @@
-"""``OnceLIF``: LIFReset + once-per-window spiking + no spike on the window's last update (docs/compiled-format.md)."""
+"""``OnceLIF``: LIFReset + once-per-window spiking + no spike on the window's last update + a per-window report
+of first-spike columns and spike counts (docs/compiled-format.md)."""
 from __future__ import annotations
 
 import typing as ty
@@ -9,6 +10,7 @@ from toolchain.lava_compat import install
 
 install()
 
+from lava.magma.core.process.ports.ports import OutPort  # noqa: E402
 from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.proc.lif.process import LIFReset  # noqa: E402
 
@@ -16,12 +18,19 @@ from lava.proc.lif.process import LIFReset  # noqa: E402
 class OnceLIF(LIFReset):
     """CUBA LIF with a reset every ``reset_interval`` (= window W) steps at ``reset_offset``.
 
-    once:  True = a neuron spikes at most once between two resets (alpha neurons); False = plain LIF.
+    once:       True = a neuron spikes at most once between two resets (alpha neurons); False = plain LIF.
     The update just before each reset (time step % W == reset_offset - 1) never emits a spike, so no spike is
     attributed to the next window. ``fired`` (0/1 per neuron) marks neurons that spiked since the last reset.
+    report:     OutPort of shape (2, n), int32, sent once per window at its last update (not at time step 1):
+                row 0 = first spike column of each neuron in that window (update index + 1, -1 = none),
+                row 1 = its spike count. ``report.flag_external_pipe()`` lets the host read it directly,
+                without a per-step sink.
     """
 
     def __init__(self, *, shape: ty.Tuple[int, ...], once: bool = True, **kwargs) -> None:
         super().__init__(shape=shape, **kwargs)
         self.proc_params["once"] = bool(once)
         self.fired = Var(shape=shape, init=np.zeros(shape, dtype=np.int32))
+        self.first_col = Var(shape=shape, init=np.full(shape, -1, dtype=np.int32))
+        self.count = Var(shape=shape, init=np.zeros(shape, dtype=np.int32))
+        self.report = OutPort(shape=(2,) + tuple(shape))
