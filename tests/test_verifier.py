@@ -191,3 +191,20 @@ def test_bad_inputs_fail_before_running(setup):
         verify(cn, x, images, ["exact"], margin=math.inf)
     with pytest.raises(DataError, match="no samples"):
         verify(cn, x[:0], images[:0], ["exact"])
+
+
+def test_bit_exact_targets_are_cross_checked(setup):
+    net, cn, x, images = setup
+    times = [tr.t_out for tr in exact_forward_trace(net, x)]
+    cols = [np.where(np.isfinite(t), np.ceil(t * 32).astype(np.int64), -1) for t in times]
+    grid_times = [cn.columns_to_times(c) for c in cols]
+    other = [c.copy() for c in cols]
+    other[1][0, 0] += 1  # one column differs in layer 1
+    results = {"lava-fixed": RunResult("lava-fixed", grid_times, cols, 0.0, {}),
+               "hw_sim": RunResult("hw_sim", [cn.columns_to_times(c) for c in other], other, 0.0, {})}
+    rep = verify(cn, x, images, ["lava-fixed", "hw_sim"], results=results)
+    cross = [g for g in rep.targets[1].gates if g.name == "columns_identical_to_lava-fixed"]
+    assert [g.passed for g in cross] == [True, False]
+    assert cross[1].value == pytest.approx(1 - 1 / cols[1].size)
+    assert "hw_sim layer 1: columns_identical_to_lava-fixed" in " ".join(rep.failed_gates())
+    assert not any(g.name.startswith("columns_identical") for g in rep.targets[0].gates)

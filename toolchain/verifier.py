@@ -27,6 +27,8 @@ from toolchain.errors import DataError, SnncError, TargetError
 from toolchain.spike_bounds import grid_bound, peak_potential
 
 DEFAULT_MARGIN = 0.02  # relative: |peak V / theta - 1| <= margin is a near-threshold neuron
+# targets that implement the integer semantics of docs/compiled-format.md: their columns must be bit-identical
+BIT_EXACT_GROUP = ("lava-fixed", "hw_sim", "hil")
 
 
 @dataclass(frozen=True)
@@ -301,6 +303,17 @@ def compare_layers(net: CompiledNetwork, exact_traces, peaks: list[np.ndarray], 
     return stats
 
 
+def cross_check_columns(other: str, cols_other: list[np.ndarray], cols: list[np.ndarray]) -> list[GateResult]:
+    """Per layer, the fraction of (sample, neuron) spike columns identical to those of ``other`` (limit 1.0):
+    two implementations of the same integer semantics must agree bit for bit."""
+    out = []
+    for l, (a, b) in enumerate(zip(cols_other, cols)):
+        a, b = np.asarray(a), np.asarray(b)
+        frac = float(np.mean(a == b)) if a.shape == b.shape and a.size else float(a.shape == b.shape)
+        out.append(GateResult(f"columns_identical_to_{other}", frac, 1.0, frac == 1.0, l))
+    return out
+
+
 def apply_gates(rep: TargetReport, spec: GateSpec, target_dt: float | None) -> list[GateResult]:
     """Evaluate ``spec`` on one target's statistics."""
     out: list[GateResult] = []
@@ -404,6 +417,7 @@ def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndar
 
     reports = []
     all_times = {}
+    all_columns: dict[str, list[np.ndarray]] = {}
     for name in targets:
         res = results.get(name)
         if res is None:
@@ -427,6 +441,10 @@ def verify(compiled: CompiledNetwork, input_times: np.ndarray, images01: np.ndar
         rep = TargetReport(name, res.wall_s, summarize_info(res.info), layers, mse, mse_rel)
         target_dt = float(res.info["dt"]) if name == "brian2" and "dt" in res.info else None
         rep.gates = apply_gates(rep, spec, target_dt)
+        if name in BIT_EXACT_GROUP and res.columns is not None:
+            for other, cols in all_columns.items():
+                rep.gates += cross_check_columns(other, cols, res.columns)
+            all_columns[name] = res.columns
         reports.append(rep)
         all_times[name] = [np.asarray(t, dtype=np.float64) for t in res.times]
 
