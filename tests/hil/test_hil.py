@@ -223,3 +223,33 @@ def test_network_hash_ignores_zip_timestamps(small_net):
     assert content_digest(out.getvalue()) == content_digest(data) == content_digest(encode_network(small_net))
     with pytest.raises(ProtocolError, match="not a readable .npz"):
         content_digest(b"PK\x03\x04garbage")
+
+
+def test_snnc_run_on_the_hil_target_with_cli_options(hw_sim_device, tmp_path, monkeypatch):
+    """`snnc run compiled.npz --target hil -o hil.host=... -o hil.port=...` equals hw_sim in-process."""
+    from models.datasets import load_dataset
+    from models.encoding import latency_encode
+    from models.network import AlphaLayer, TemporalNetwork
+    from toolchain.cli import main
+    from toolchain.compiled_io import save_compiled
+    from toolchain.compiler import compile_network
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)         # the bundled subset
+    rng = np.random.default_rng(0)
+    layers = (AlphaLayer(rng.normal(0.05, 0.1, (8, 784)), np.array([0.1]), rng.normal(0.5, 0.1, (8, 1))),
+              AlphaLayer(rng.normal(0.4, 0.5, (784, 8)), np.array([0.9]), rng.normal(0.5, 0.1, (784, 1))))
+    cn = compile_network(TemporalNetwork(layers, tau=2.0, theta=1.0, latency=1.0), steps_per_unit=8)
+    path = tmp_path / "net.compiled.npz"
+    save_compiled(cn, path)
+    out = tmp_path / "spikes.npz"
+    rc = main(["run", str(path), "--target", "hil", "--dataset", "mnist", "--limit", "5", "--out", str(out),
+               "-o", f"hil.host={hw_sim_device.host}", "-o", f"hil.port={hw_sim_device.port}",
+               "-o", "hil.batch_size=2"])
+    assert rc == 0
+    images = load_dataset("mnist", "test", limit=5).images
+    ref = simulate(cn, cn.input_columns(latency_encode(np.asarray(images, np.float64))))
+    assert all((c >= 0).any() for c in ref.columns)
+    with np.load(out) as z:
+        for i, want in enumerate(ref.columns):
+            np.testing.assert_array_equal(z[f"layer{i}.columns"], want)
+        assert '"batches": 3' in str(z["meta"])
