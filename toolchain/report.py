@@ -119,8 +119,9 @@ def plot_dt_hist(rep: VerifyReport, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_raster(rep: VerifyReport, path: Path, sample: int = 0) -> None:
-    """Spike raster of one sample: exact (black dots) overlaid with each target (coloured crosses), per layer."""
+def plot_raster(rep: VerifyReport, path: Path, sample: int = 0, max_neurons: int = 100) -> None:
+    """Spike raster of one sample: exact (black dots) overlaid with each target (coloured crosses), per layer
+    (the first ``max_neurons`` neurons of larger layers, so that single spikes stay visible)."""
     import matplotlib.pyplot as plt
 
     n_layers = len(rep.exact_times)
@@ -128,16 +129,19 @@ def plot_raster(rep: VerifyReport, path: Path, sample: int = 0) -> None:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for l in range(n_layers):
         ax = axes[0][l]
-        te = rep.exact_times[l][sample]
+        n = rep.exact_times[l].shape[1]
+        shown = min(n, max_neurons)
+        te = rep.exact_times[l][sample, :shown]
         idx = np.nonzero(np.isfinite(te))[0]
         ax.plot(te[idx], idx, "k.", ms=5, label="exact")
         for c, (name, times) in enumerate(rep.target_times.items()):
             if name == "exact":
                 continue
-            tt = times[l][sample]
+            tt = times[l][sample, :shown]
             k = np.nonzero(np.isfinite(tt))[0]
             ax.plot(tt[k], k, "x", ms=4, color=colors[c % len(colors)], label=name)
-        ax.set_title(f"layer {l}, sample {sample}", fontsize=9)
+        part = f", neurons 0-{shown - 1} of {n}" if shown < n else ""
+        ax.set_title(f"layer {l}, sample {sample}{part}", fontsize=9)
         ax.set_xlabel("time (time units)")
         ax.set_ylabel("neuron")
         ax.legend(fontsize=7)
