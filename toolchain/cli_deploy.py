@@ -84,7 +84,8 @@ def _data_args(p: argparse.ArgumentParser, limit_default: int | None = DEFAULT_L
     p.add_argument("--split", default="test", choices=("train", "val", "test"))
     p.add_argument("--data-dir", default=None,
                    help="folder with mnist/ and fashion-mnist/ (default $SNNC_DATA; neither: the bundled subset)")
-    p.add_argument("--limit", type=int, default=limit_default, help="use the first N images of the split")
+    p.add_argument("--limit", type=int, default=limit_default,
+                   help=f"use the first N images of the split (default {limit_default})")
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
