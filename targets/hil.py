@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import weakref
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from toolchain.errors import DeviceError
 _REMOTE_ERRORS = {name: getattr(errors, name) for name in
                   ("DRCError", "CompileError", "ArtifactError", "DataError", "TargetError", "DeviceError")}
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+CACHE_BYTES = 512 << 20  # finished batches kept client-side (bytes of result arrays)
 
 
 class LocalDevice:
@@ -136,6 +138,7 @@ class DeviceClient:
         self._next_id += 1
         rid = self._next_id
         try:
+            self.sock.settimeout(self.timeout)
             send_message(self.sock, dict(header or {}, cmd=cmd, id=rid), payload)
             reply, data = recv_message(self.sock)
         except TimeoutError:
@@ -175,28 +178,50 @@ def _digest(*parts: bytes) -> str:
 
 
 class HilTarget:
-    """Target ``hil``. Options: host/port (None = start a local device), timeout (s per request),
-    batch_size (samples per request), retries (reconnects per batch after a lost connection)."""
+    """Target ``hil``. Options: host/port of a running device (port alone = 127.0.0.1; neither = start a
+    private device), timeout (s per request), batch_size (samples per request), retries (reconnects per batch
+    after a lost connection), start_timeout (s to wait for a private device, first numba compile included),
+    device_args (extra ``snnc device serve`` arguments for a private device)."""
 
     name = "hil"
 
     def __init__(self, host: str | None = None, port: int | None = None, timeout: float = 60.0,
                  batch_size: int = 256, retries: int = 1, start_timeout: float = 300.0,
                  device_args: tuple[str, ...] = ()):
-        if (host is None) != (port is None) and host is not None:
-            raise DeviceError("hil: give both host and port of a running device, or neither to start one")
-        if timeout <= 0 or batch_size < 1 or retries < 0:
-            raise DeviceError(f"hil: need timeout > 0, batch_size >= 1, retries >= 0; got timeout={timeout}, "
-                              f"batch_size={batch_size}, retries={retries}")
+        if host is not None and port is None:
+            raise DeviceError(f"hil: host {host!r} given without port; give the port of the running device "
+                              f"(e.g. -o hil.port=7341), or neither to start a private device")
+        if port is not None and host is None:
+            host = "127.0.0.1"
+        try:
+            bad = port is not None and not (isinstance(port, int) and 1 <= port <= 65535)
+            bad = bad or float(timeout) <= 0 or float(start_timeout) <= 0
+            bad = bad or int(batch_size) != batch_size or batch_size < 1 or int(retries) != retries or retries < 0
+        except (TypeError, ValueError):
+            bad = True
+        if bad:
+            raise DeviceError(f"hil: bad option value: need port an integer in 1..65535, timeout > 0 s, "
+                              f"start_timeout > 0 s, batch_size an integer >= 1, retries an integer >= 0; got "
+                              f"port={port!r}, timeout={timeout!r}, start_timeout={start_timeout!r}, "
+                              f"batch_size={batch_size!r}, retries={retries!r}")
         self.host = check_loopback(host) if host is not None else None
         self.port = port
         self.timeout, self.batch_size, self.retries = float(timeout), int(batch_size), int(retries)
-        self.start_timeout, self.device_args = float(start_timeout), tuple(device_args)
+        self.start_timeout, self.device_args = float(start_timeout), tuple(str(a) for a in device_args)
         self.device: LocalDevice | None = None
         self.client: DeviceClient | None = None
         self._loaded: str | None = None        # network hash the device holds (as far as we know)
-        self._done: dict[str, dict] = {}      # batch id -> arrays of finished batches (never lost)
+        self._done: OrderedDict[str, dict] = OrderedDict()   # batch id -> arrays of finished batches
+        self._done_bytes = 0
         self.last_counters: dict[str, np.ndarray] | None = None
+
+    def _keep(self, batch_id: str, arrays: dict) -> None:
+        """Keep a finished batch; beyond CACHE_BYTES the oldest batches (of earlier, completed runs) go first."""
+        self._done[batch_id] = arrays
+        self._done_bytes += sum(a.nbytes for a in arrays.values())
+        while self._done_bytes > CACHE_BYTES and len(self._done) > 1:
+            _, old = self._done.popitem(last=False)
+            self._done_bytes -= sum(a.nbytes for a in old.values())
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
     def __enter__(self) -> "HilTarget":
@@ -292,13 +317,14 @@ class HilTarget:
             bid = f"{net_hash[:16]}-{_digest(chunk.tobytes(), str(chunk.shape).encode())[:16]}"
             if bid not in self._done:
                 try:
-                    self._done[bid] = self._batch(net, net_bytes, net_hash, bid, chunk)
+                    self._keep(bid, self._batch(net, net_bytes, net_hash, bid, chunk))
                 except DeviceError as exc:
                     raise type(exc)(f"{exc}\nhil: batch {k + 1} of {len(starts)} (samples {s}.."
                                     f"{s + chunk.shape[0] - 1}) failed; {k} earlier batches are kept and are "
                                     f"not rerun when you call run again") from None
             else:
                 reused += 1
+                self._done.move_to_end(bid)
             parts.append(self._done[bid])
         columns = [np.concatenate([p[f"columns_{i}"] for p in parts]) if parts else
                    np.zeros((0, layer.n_out), np.int64) for i, layer in enumerate(net.layers)]

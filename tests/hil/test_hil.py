@@ -253,3 +253,56 @@ def test_snnc_run_on_the_hil_target_with_cli_options(hw_sim_device, tmp_path, mo
         for i, want in enumerate(ref.columns):
             np.testing.assert_array_equal(z[f"layer{i}.columns"], want)
         assert '"batches": 3' in str(z["meta"])
+
+
+@pytest.mark.parametrize("opts, words", [
+    (dict(host="127.0.0.1"), "without port"),
+    (dict(port="seven"), "port an integer"),
+    (dict(port=70000), "port an integer"),
+    (dict(timeout=0), "timeout > 0"),
+    (dict(batch_size=0), "batch_size an integer >= 1"),
+    (dict(retries=-1), "retries an integer >= 0"),
+])
+def test_bad_hil_options_are_clear_errors(opts, words):
+    from toolchain.verifier import make_target
+
+    with pytest.raises(DeviceError, match=words):
+        make_target("hil", **opts)
+    assert HilTarget(port=7341).host == "127.0.0.1"
+
+
+def test_device_exits_when_its_parent_is_gone(tmp_path):
+    """A device started with --parent-pid stops by itself when that process dies (no orphan left behind)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    script = (
+        "import os, subprocess, sys\n"
+        "p = subprocess.Popen([sys.executable, '-m', 'toolchain.cli', 'device', 'serve', '--port', '0',\n"
+        "                      '--parent-pid', str(os.getpid())], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)\n"
+        "line = p.stdout.readline().decode()\n"
+        "print(p.pid, line.strip(), flush=True)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=root))
+    pid_text, _, ready = out.stdout.strip().partition(" ")
+    assert ready.startswith("snnc device listening on 127.0.0.1:"), out
+    pid = int(pid_text)
+
+    def running() -> bool:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                return "\nState:\tZ" not in f.read()
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while running() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    gone = not running()
+    if not gone:
+        os.kill(pid, 9)
+    assert gone, "the orphaned device did not exit within 10 s"
