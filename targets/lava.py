@@ -35,9 +35,8 @@ class _Graph:
 
 
 def _import_lava():
-    from targets.lava_procs import OnceLIF, ensure_lava_importable
+    from targets.lava_procs import OnceLIF  # applies toolchain.lava_compat.install()
 
-    ensure_lava_importable()
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.dense.process import Dense

@@ -21,3 +21,15 @@ def test_lava_import_fails_without_shim_on_311():
     )
     if sys.version_info >= (3, 11):
         assert out.returncode != 0 and "mutable default" in out.stderr
+
+
+def test_lava_imports_after_numba_parallel_code():
+    # numba's parallel layer sets the multiprocessing start method; Lava's own set_start_method('fork') then fails
+    code = (
+        "import numpy as np; from models.exact import layer_forward;"
+        "layer_forward(np.zeros((2, 3)), np.ones((2, 3)), 1.0, 1.0);"
+        "from toolchain.lava_compat import install; install();"
+        "from lava.magma.core.run_configs import Loihi2SimCfg; print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
