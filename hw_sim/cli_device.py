@@ -12,8 +12,10 @@ def register(subparsers) -> None:
         "serve", help="serve hw_sim as a device on a loopback port",
         description="Serve hw_sim as a device (loopback only). Prints 'snnc device listening on HOST:PORT' "
                     "on stdout once ready; targets/hil.py (--targets hil) connects to it.",
-        epilog="example: snnc device serve --port 7341   then   snnc run ... --targets hil "
-               "(target options host=127.0.0.1, port=7341)",
+        epilog="example:\n  snnc device serve --port 7341\n"
+               "  snnc run net.compiled.npz --target hil -o hil.port=7341 --dataset mnist --limit 100\n"
+               "protocol: docs/hil-protocol.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--host", default="127.0.0.1",
                        help="loopback address to bind (127.0.0.1, ::1 or localhost; others are refused)")

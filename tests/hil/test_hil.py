@@ -99,6 +99,12 @@ def test_device_killed_mid_batch_then_reconnect(small_net, inputs):
         for a, b, ref in zip(first.columns, res.columns, simulate(small_net, small_net.input_columns(inputs[:4])).columns):
             np.testing.assert_array_equal(a, b[:2])
             np.testing.assert_array_equal(b, ref)
+        fresh.stop()                          # restarted behind the client's back: its socket is stale
+        fresh = LocalDevice(port=port)
+        t.retries = 1
+        res = t.run(small_net, inputs[4:6])   # one transparent reconnect + reload
+        np.testing.assert_array_equal(res.columns[-1],
+                                      simulate(small_net, small_net.input_columns(inputs[4:6])).columns[-1])
     finally:
         t.close()
         slow.stop()
