@@ -9,21 +9,24 @@ What one sample sees in Lava, per layer l (0-based), is reproduced exactly with 
   ``v = clip(trunc0(v * (4096 - dv) / 4096) + u, +-(2**23 - 1))``, spike when ``v > vth << 6``, v = 0 on a spike,
   u kept; the int32 wrap of Lava's int32 buffers (a_in, a_in << 6, the sums) is reproduced too;
 * ``once=True`` neurons report only their first spike of the window; ``once=False`` neurons spike freely;
-* every layer's state is zero at the start of each sample window (LIFReset, ``reset_offset = 2 + l``).
+* every layer's state is zero at the start of each sample window (OnceLIF = LIFReset, ``reset_offset = 2``);
+  the window's last update emits no spike.
 
-Time is counted in *columns*: an input (or a spike of the previous layer, or a pulse) at column c changes u at the
-layer's tick c + 1, and a spike at tick t is reported as column t, which the next layer sees as an input at column
-t. Layer l's window is ticks l + 1 ... l + W (W = ``net.window``), which is exactly the stretch of Lava steps
-between two of its resets when samples run back to back.
+Time is counted in *columns* (docs/compiled-format.md, section 2): an input (a sample input, a spike of the
+previous layer, or a pulse) at column c enters the layer's update c, and a spike at update c is reported as column
+c + 1, which the next layer sees as an input at column c + 1. Every layer has updates 0 ... W - 1 per sample
+(W = ``net.window``); the last update never reports a spike, so reported columns lie in [1, W - 1].
 
 Counters (plain int64 arrays, one row per sample; see :class:`SimResult`) feed the energy model
-(hw_sim/energy.py). Speed: samples run in parallel (numba prange); a layer starts at its first input, neurons that
-fired once (``once=True``) or can no longer reach threshold after their last input are dropped from the update loop,
-and a layer stops when none is left. The pruning rule is exact (see :func:`_can_still_fire`).
+(hw_sim/energy.py). Speed: samples run in parallel (a GIL-free numba kernel on a thread pool); a layer starts at
+its first input, neurons that fired (``once=True``) or can no longer reach threshold after their last input are
+dropped from the update loop, and a layer stops when none is left. The pruning rule is exact (see :func:`_can_still_fire`).
 """
 from __future__ import annotations
 
 import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -100,8 +103,8 @@ class SimResult:
     synops_nonzero: (N, L) int64 the same, counting only synapses whose effective weight is non-zero
     neuron_updates: (N, L) int64 compartment updates of layer l = n_l * W (a Loihi core updates every
                     compartment every time step, whether it fires or not)
-    active_neuron_updates: (N, L) int64 the updates of neurons not yet masked: a once=True neuron that fires at
-                    tick t of its window [l + 1, l + W] is inactive for the l + W - t steps after its spike
+    active_neuron_updates: (N, L) int64 the updates of neurons not yet masked: a once=True neuron reported at
+                    column c (update c - 1) is inactive for the W - c updates after its spike
     steps:          (N,)   int64 time steps per sample (= W; the L + 1 pipeline steps of a run are shared)
     wall_s:         seconds spent in :func:`simulate`
     """
@@ -187,11 +190,10 @@ def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
             f"{name}: weights {w.shape}, pulse_weights {pw.shape} and pulse_steps {ps.shape} are inconsistent; "
             "expected (n_out, n_in), (n_out, n_pulses), (n_pulses,)"
         )
-    if ps.size and (ps.min() < i or ps.max() > window - 1):
+    if ps.size and (ps.min() < 0 or ps.max() > window - 1):
         raise CompileError(
-            f"{name}: pulse columns must lie in [{i}, {window - 1}] (a layer-{i} pulse at column c reaches the "
-            f"neurons at step c + 2, which must fall inside the layer's reset window); got "
-            f"[{ps.min()}, {ps.max()}]. Move the pulses later or compile with a larger window"
+            f"{name}: pulse columns must lie in the sample window [0, {window - 1}], got [{ps.min()}, {ps.max()}]; "
+            "recompile (the compiler keeps pulses inside the window) or pass a larger window"
         )
 
 
@@ -201,10 +203,8 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
     if not layers:
         raise CompileError("the compiled network has no layers; compile a network with at least one layer")
     window = int(net.window)
-    if window < len(layers) + 1:
-        raise CompileError(
-            f"window={window} steps is too short for {len(layers)} layers; compile with window >= layers + 1"
-        )
+    if window < 2:
+        raise CompileError(f"window={window} steps is too short; compile with window >= 3")
     L = len(layers)
     n_in = np.zeros(L, np.int64)
     n_out = np.zeros(L, np.int64)
@@ -258,13 +258,12 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
 def dense_blocks(layer: CompiledLayer) -> tuple[np.ndarray, np.ndarray]:
     """Effective (Lava-processed) input and pulse weight matrices of one layer, int32 (n_out, n_in), (n_out, n_p).
 
-    lava-fixed feeds inputs and pulses through two separate Dense processes, so each matrix gets its own sign
-    mode (see docs/compiled-format.md).
+    lava-fixed creates every Dense with ``sign_mode=SignMode.MIXED`` (targets/lava.py), so both matrices are
+    clipped to [-256, 255] and lose ``9 - num_weight_bits`` low bits whatever their signs.
     """
     nwb = int(layer.num_weight_bits)
-    w = lava_dense_weights(layer.weights, nwb)
-    pw = (lava_dense_weights(layer.pulse_weights, nwb) if np.asarray(layer.pulse_weights).size
-          else np.zeros(np.asarray(layer.pulse_weights).shape, np.int32))
+    w = lava_dense_weights(layer.weights, nwb, "mixed")
+    pw = lava_dense_weights(layer.pulse_weights, nwb, "mixed")
     return w, pw
 
 
@@ -306,7 +305,11 @@ def _can_still_fire(u, v, thr, du, dv):
 def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off, p_n,
                  p_col, p_nz, pw_off, pw_flat, neuron_off, ev_col, ev_src, ev_n, u, v, acc, active, bucket,
                  out_cols, out_counts, spikes, in_events, synops_nz):
-    """Run sample s through all layers. ev_* slot 0 = input events, slot l + 1 = layer l's spikes (by column)."""
+    """Run sample s through all layers. ev_* slot 0 = input events, slot l + 1 = layer l's spikes (by column).
+
+    Internally a layer's update c is "tick" c + 1 = the column a spike at that update is reported as; ticks
+    1 ... W - 1 are simulated (update W - 1 never reports a spike).
+    """
     # layer-0 input events sorted by column (counting sort)
     n0 = n_in[0]
     for c in range(W + 1):
@@ -333,8 +336,8 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat
         nev = ev_n[l]
         npl = p_n[l]
         po = p_off[l]
-        t_lo = l + 1
-        t_hi = l + W
+        t_lo = 1
+        t_hi = W - 1
         ev_n[l + 1] = 0
         nout_ev = 0
         off = neuron_off[l]
@@ -351,6 +354,14 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat
         if npl > 0:
             first = min(first, p_col[po] + 1)
             last = max(last, p_col[po + npl - 1] + 1)
+        # counters: every event (columns 0 ... W - 1) reaches the layer's synapses
+        nz = 0
+        for k in range(nev):
+            nz += nz_flat[nz_off[l] + ev_src[l, k]]
+        for k in range(npl):
+            nz += p_nz[po + k]
+        in_events[s, l] = nev + npl
+        synops_nz[s, l] = nz
         if first < t_lo:
             first = t_lo
         if first > t_hi:
@@ -365,27 +376,18 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat
         pp = 0
         wo = w_off[l]
         pwo = pw_off[l]
-        n_delivered = 0
-        nz = 0
         tick = first
         while tick <= t_hi and n_act > 0:
-            # deliver this tick's events (columns tick - 1); drop any from before the window
+            # deliver this tick's events (columns tick - 1)
             while ep < nev and ev_col[l, ep] + 1 <= tick:
-                if ev_col[l, ep] + 1 == tick:
-                    src = ev_src[l, ep]
-                    base = wo + src * no
-                    for j in range(no):
-                        acc[j] += w_flat[base + j]
-                    n_delivered += 1
-                    nz += nz_flat[nz_off[l] + src]
+                base = wo + ev_src[l, ep] * no
+                for j in range(no):
+                    acc[j] += w_flat[base + j]
                 ep += 1
             while pp < npl and p_col[po + pp] + 1 <= tick:
-                if p_col[po + pp] + 1 == tick:
-                    base = pwo + pp * no
-                    for j in range(no):
-                        acc[j] += pw_flat[base + j]
-                    n_delivered += 1
-                    nz += p_nz[po + pp]
+                base = pwo + pp * no
+                for j in range(no):
+                    acc[j] += pw_flat[base + j]
                 pp += 1
             quiet_after = tick >= last
             kept = 0
@@ -424,55 +426,18 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat
                     kept += 1
             n_act = kept
             tick += 1
-        # count events delivered inside the window that were not reached because the layer stopped early
-        while ep < nev:
-            c1 = ev_col[l, ep] + 1
-            if t_lo <= c1 <= t_hi and c1 >= tick:
-                n_delivered += 1
-                nz += nz_flat[nz_off[l] + ev_src[l, ep]]
-            ep += 1
-        while pp < npl:
-            c1 = p_col[po + pp] + 1
-            if t_lo <= c1 <= t_hi and c1 >= tick:
-                n_delivered += 1
-                nz += p_nz[po + pp]
-            pp += 1
         ev_n[l + 1] = nout_ev
         spikes[s, l] = nout_ev
-        in_events[s, l] = n_delivered
-        synops_nz[s, l] = nz
 
 
-@numba.njit(cache=True, parallel=True)
-def _simulate_kernel(in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off, p_n,
-                     p_col, p_nz, pw_off, pw_flat, neuron_off, ev_cap, n_chunks,
-                     out_cols, out_counts, spikes, in_events, synops_nz):
-    n = in_cols.shape[0]
-    max_out = 1
-    for l in range(L):
-        max_out = max(max_out, n_out[l])
-    per = (n + n_chunks - 1) // n_chunks
-    for ch in numba.prange(n_chunks):
-        ev_col = np.empty((L + 1, ev_cap), np.int64)
-        ev_src = np.empty((L + 1, ev_cap), np.int64)
-        ev_n = np.zeros(L + 1, np.int64)
-        u = np.zeros(max_out, np.int64)
-        v = np.zeros(max_out, np.int64)
-        acc = np.zeros(max_out, np.int64)
-        active = np.zeros(max_out, np.int64)
-        bucket = np.zeros(W + 1, np.int64)
-        for s in range(ch * per, min(n, (ch + 1) * per)):
-            _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off,
-                         p_n, p_col, p_nz, pw_off, pw_flat, neuron_off, ev_col, ev_src, ev_n, u, v, acc, active,
-                         bucket, out_cols, out_counts, spikes, in_events, synops_nz)
+@numba.njit(cache=True, nogil=True)
+def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off,
+                  p_n, p_col, p_nz, pw_off, pw_flat, neuron_off, ev_cap, out_cols, out_counts, spikes, in_events,
+                  synops_nz, record, rec_sample, rec_col, rec_src, rec_n):
+    """Samples lo ... hi - 1, serially, without the GIL (threads run disjoint ranges in parallel).
 
-
-@numba.njit(cache=True)
-def _events_kernel(in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off, p_n,
-                   p_col, p_nz, pw_off, pw_flat, neuron_off, ev_cap, out_cols, out_counts, spikes, in_events,
-                   synops_nz, rec_sample, rec_col, rec_src, rec_n):
-    """Serial variant that also records every spike: rec_*[l] = (sample, column, neuron) of layer l's spikes."""
-    n = in_cols.shape[0]
+    With record, every spike is also appended to rec_*[l] = (sample, column, neuron) of layer l.
+    """
     max_out = 1
     for l in range(L):
         max_out = max(max_out, n_out[l])
@@ -484,22 +449,36 @@ def _events_kernel(in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat,
     acc = np.zeros(max_out, np.int64)
     active = np.zeros(max_out, np.int64)
     bucket = np.zeros(W + 1, np.int64)
-    for s in range(n):
+    for s in range(lo, hi):
         _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off,
                      p_n, p_col, p_nz, pw_off, pw_flat, neuron_off, ev_col, ev_src, ev_n, u, v, acc, active,
                      bucket, out_cols, out_counts, spikes, in_events, synops_nz)
-        for l in range(L):
-            for k in range(ev_n[l + 1]):
-                r = rec_n[l]
-                rec_sample[l, r] = s
-                rec_col[l, r] = ev_col[l + 1, k]
-                rec_src[l, r] = ev_src[l + 1, k]
-                rec_n[l] = r + 1
+        if record:
+            for l in range(L):
+                for k in range(ev_n[l + 1]):
+                    r = rec_n[l]
+                    rec_sample[l, r] = s
+                    rec_col[l, r] = ev_col[l + 1, k]
+                    rec_src[l, r] = ev_src[l + 1, k]
+                    rec_n[l] = r + 1
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Public entry points
 # --------------------------------------------------------------------------------------------------------------
+
+def default_threads() -> int:
+    """Threads for :func:`simulate`: ``$SNNC_THREADS`` if set, else the CPUs this process may use."""
+    env = os.environ.get("SNNC_THREADS", "").strip()
+    if env:
+        if not env.isdigit() or int(env) < 1:
+            raise TargetError(f"SNNC_THREADS={env!r} is not a positive integer; fix: e.g. export SNNC_THREADS=2")
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
 
 def _check_inputs(pk: PackedNetwork, input_columns: np.ndarray) -> np.ndarray:
     cols = np.asarray(input_columns)
@@ -519,7 +498,7 @@ def _check_inputs(pk: PackedNetwork, input_columns: np.ndarray) -> np.ndarray:
     return cols
 
 
-def _run(pk: PackedNetwork, cols: np.ndarray, record: bool):
+def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None = None):
     n = cols.shape[0]
     L = pk.n_in.shape[0]
     neuron_off = np.zeros(L + 1, np.int64)
@@ -531,23 +510,34 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool):
     synops_nz = np.zeros((n, L), np.int64)
     args = (cols, pk.window, L, pk.n_in, pk.n_out, pk.once, pk.du, pk.dv, pk.thr, pk.w_off, pk.w_flat,
             pk.nz_off, pk.nz_flat, pk.p_off, pk.p_n, pk.p_col, pk.p_nz, pk.pw_off, pk.pw_flat, neuron_off,
-            pk.ev_cap)
+            pk.ev_cap, out_cols, out_counts, spikes, in_events, synops_nz)
     events = None
-    if n == 0:
-        pass
-    elif record:
-        cap = max(1, n * int(max(pk.ev_cap, 1)))
+    if record:
+        cap = max(1, n * int(pk.ev_cap))
         rec_sample = np.zeros((L, cap), np.int64)
         rec_col = np.zeros((L, cap), np.int64)
         rec_src = np.zeros((L, cap), np.int64)
         rec_n = np.zeros(L, np.int64)
-        _events_kernel(*args, out_cols, out_counts, spikes, in_events, synops_nz, rec_sample, rec_col, rec_src,
-                       rec_n)
+        if n:
+            _batch_kernel(0, n, *args, True, rec_sample, rec_col, rec_src, rec_n)
         events = [np.stack([rec_sample[l, :rec_n[l]], rec_col[l, :rec_n[l]], rec_src[l, :rec_n[l]]], axis=1)
                   for l in range(L)]
-    else:
-        n_chunks = max(1, min(n, numba.get_num_threads() * 8))
-        _simulate_kernel(*args, n_chunks, out_cols, out_counts, spikes, in_events, synops_nz)
+    elif n:
+        dummy = np.zeros((1, 1), np.int64)
+        dummy_n = np.zeros(1, np.int64)
+        n_threads = max(1, min(int(threads or default_threads()), n))
+        # a few chunks per thread balance uneven samples; each chunk is one GIL-free kernel call
+        n_chunks = n_threads if n < 64 * n_threads else 4 * n_threads
+        bounds = np.linspace(0, n, n_chunks + 1).astype(np.int64)
+        ranges = [(int(bounds[i]), int(bounds[i + 1])) for i in range(n_chunks) if bounds[i + 1] > bounds[i]]
+        if n_threads == 1:
+            for lo, hi in ranges:
+                _batch_kernel(lo, hi, *args, False, dummy, dummy, dummy, dummy_n)
+        else:
+            with ThreadPoolExecutor(max_workers=n_threads) as pool:
+                for f in [pool.submit(_batch_kernel, lo, hi, *args, False, dummy, dummy, dummy, dummy_n)
+                          for lo, hi in ranges]:
+                    f.result()
     columns = [out_cols[:, neuron_off[l]:neuron_off[l + 1]] for l in range(L)]
     counts = [out_counts[:, neuron_off[l]:neuron_off[l + 1]] for l in range(L)]
     neuron_updates = np.broadcast_to(pk.n_out[None, :] * pk.window, (n, L)).copy()
@@ -555,7 +545,7 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool):
     for l in range(L):
         if pk.once[l]:
             c = columns[l]
-            active[:, l] -= np.where(c >= 0, l + pk.window - c, 0).sum(1)
+            active[:, l] -= np.where(c >= 0, pk.window - c, 0).sum(1)
     result = SimResult(
         columns=columns,
         spike_counts=counts,
@@ -571,15 +561,16 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool):
     return result, events
 
 
-def simulate(net: CompiledNetwork | PackedNetwork, input_columns: np.ndarray) -> SimResult:
+def simulate(net: CompiledNetwork | PackedNetwork, input_columns: np.ndarray, threads: int | None = None
+             ) -> SimResult:
     """Run every sample (rows of ``input_columns``: (N, n_in) int source columns, -1 = no spike) bit-exactly as
-    lava-fixed does; samples run in parallel. Pass a :class:`PackedNetwork` (from :func:`pack`) to skip the
-    per-call packing."""
+    lava-fixed does. Samples run in parallel on ``threads`` threads (default: :func:`default_threads`). Pass a
+    :class:`PackedNetwork` (from :func:`pack`) to skip the per-call packing."""
     import time
 
     t0 = time.perf_counter()
     pk = net if isinstance(net, PackedNetwork) else pack(net)
-    result, _ = _run(pk, _check_inputs(pk, input_columns), record=False)
+    result, _ = _run(pk, _check_inputs(pk, input_columns), record=False, threads=threads)
     return _with_wall(result, time.perf_counter() - t0)
 
 

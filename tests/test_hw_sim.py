@@ -20,15 +20,14 @@ from toolchain.errors import CompileError, TargetError
 # ------------------------------------------------------------------------------------------------------------
 
 def make_net(rng, sizes, window, *, once=True, w_scale=60, wexp=0, vth=None, D=None, n_pulses=1,
-             nwb=8, pulse_min_col=None) -> CompiledNetwork:
+             nwb=8) -> CompiledNetwork:
     """A CompiledNetwork built directly (no compiler range checks): random integer weights and constants."""
     layers, src_layers = [], []
     once_list = once if isinstance(once, (list, tuple)) else [once] * (len(sizes) - 1)
     for l in range(len(sizes) - 1):
         n_in, n_out = sizes[l], sizes[l + 1]
         w = np.rint(rng.normal(w_scale * 0.4, w_scale, (n_out, n_in))).astype(np.int32)
-        lo = l if pulse_min_col is None else pulse_min_col
-        ps = rng.integers(lo, max(lo + 1, window // 2), n_pulses).astype(np.int64)
+        ps = rng.integers(0, window - 1, n_pulses).astype(np.int64)
         pw = np.rint(rng.normal(w_scale * 0.5, w_scale, (n_out, n_pulses))).astype(np.int32)
         d = int(D if D is not None else rng.integers(20, 900))
         layers.append(CompiledLayer(
@@ -49,7 +48,9 @@ def random_columns(rng, n, n_in, window, p_spike=0.6, last=None):
 
 
 # ------------------------------------------------------------------------------------------------------------
-# independent replica of the lava-fixed process graph (global steps, all neurons, no event skipping)
+# independent replica of the lava-fixed process graph (targets/lava.py, docs/compiled-format.md section 4):
+# global time steps, RingBuffer sources, Dense (sign_mode MIXED) with one step of delay, OnceLIF with
+# reset_offset 2 and last-update suppression, all neurons every step, no event skipping
 # ------------------------------------------------------------------------------------------------------------
 
 def _i32(x):
@@ -62,16 +63,16 @@ def lava_replica(net: CompiledNetwork, cols: np.ndarray):
     Returns per-layer first columns (K, n_l), spike counts (K, n_l) and the spike list [(sample, column, neuron)].
     """
     K, W, L = cols.shape[0], net.window, len(net.layers)
-    T = K * W + L + 1
+    T = K * W
     n_in0 = net.layers[0].n_in
     src = np.zeros((n_in0, K * W), bool)
     for k in range(K):
         for i in range(n_in0):
             if cols[k, i] >= 0:
                 src[i, k * W + cols[k, i]] = True
-    w_eff = [lava_dense_weights(ly.weights, ly.num_weight_bits).astype(np.int64) for ly in net.layers]
-    pw_eff = [lava_dense_weights(ly.pulse_weights, ly.num_weight_bits).astype(np.int64) if ly.pulse_weights.size
-              else np.zeros(ly.pulse_weights.shape, np.int64) for ly in net.layers]
+    w_eff = [lava_dense_weights(ly.weights, ly.num_weight_bits, "mixed").astype(np.int64) for ly in net.layers]
+    pw_eff = [lava_dense_weights(ly.pulse_weights, ly.num_weight_bits, "mixed").astype(np.int64)
+              for ly in net.layers]
     psrc = []
     for ly in net.layers:
         p = np.zeros((ly.pulse_steps.size, K * W), bool)
@@ -92,7 +93,7 @@ def lava_replica(net: CompiledNetwork, cols: np.ndarray):
             a_in = _i32(_i32(buf[l]) + _i32(pbuf[l]))
             buf[l] = w_eff[l][:, x].sum(1) << ly.weight_exp
             pbuf[l] = pw_eff[l][:, psrc[l][:, (t - 1) % (K * W)]].sum(1) << ly.weight_exp
-            if t % W == (2 + l) % W:
+            if t % W == 2 % W:
                 u[l][:] = 0
                 v[l][:] = 0
                 fired[l][:] = False
@@ -106,14 +107,16 @@ def lava_replica(net: CompiledNetwork, cols: np.ndarray):
             dv_ = _i32(np.sign(p) * (np.abs(p) >> 12))
             v[l] = np.clip(_i32(dv_ + u[l]), -(2**23) + 1, 2**23 - 1)
             s = v[l] > (ly.vth << 6)
-            v[l][s] = 0
+            if t % W == 1 % W:
+                s[:] = False
             if ly.once:
                 s = s & ~fired[l]
                 fired[l] |= s
-            k = (t - (l + 2)) // W
+            v[l][s] = 0
+            k, c = divmod(t - 2, W)
+            c += 1
             if 0 <= k < K:
                 for j in np.nonzero(s)[0]:
-                    c = t - 1 - k * W
                     if first[l][k, j] < 0:
                         first[l][k, j] = c
                     counts[l][k, j] += 1
@@ -224,7 +227,7 @@ def test_counters():
     np.testing.assert_array_equal(res.neuron_updates, np.tile([5 * 20, 3 * 20], (6, 1)))
     np.testing.assert_array_equal(res.steps, np.full(6, 20))
     spiked = res.columns[1] >= 0
-    expected_active = 3 * 20 - np.where(spiked, (1 + 20) - res.columns[1], 0).sum(1)
+    expected_active = 3 * 20 - np.where(spiked, 20 - res.columns[1], 0).sum(1)
     np.testing.assert_array_equal(res.active_neuron_updates[:, 1], expected_active)
 
 
