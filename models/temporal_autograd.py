@@ -27,12 +27,10 @@ class AlphaLayerFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, in_times, weights, pulse_times, pulse_weights, tau, theta, clip, penalty):
-        w = _np(weights)
-        pw = _np(pulse_weights)
-        state = layer_forward(_np(in_times), w, _np(pulse_times), pw, float(tau), float(theta))
+        w_all = np.hstack([_np(weights), _np(pulse_weights)])
+        state = layer_forward(_np(in_times), w_all, _np(pulse_times), float(tau), float(theta))
         ctx.state = state
-        ctx.w = w
-        ctx.pw = pw
+        ctx.w_all = w_all
         ctx.consts = (float(tau), float(clip), float(penalty))
         return torch.from_numpy(state.t_out).to(device=in_times.device, dtype=in_times.dtype)
 
@@ -42,14 +40,15 @@ class AlphaLayerFunction(torch.autograd.Function):
         need_x = bool(ctx.needs_input_grad[0])
         g = _np(grad_out)
         g[~np.isfinite(ctx.state.t_out)] = 0.0  # silent neurons: inf - target gives nan upstream; ignored
-        grads = layer_backward(ctx.state, ctx.w, ctx.pw, g, tau, clip, penalty, need_input_grad=need_x)
+        grads = layer_backward(ctx.state, ctx.w_all, g, tau, clip, penalty, need_input_grad=need_x)
+        n_in = ctx.w_all.shape[1] - ctx.state.n_pulses
         dev, dt = grad_out.device, grad_out.dtype
 
         def out(a):
             return None if a is None else torch.from_numpy(np.ascontiguousarray(a)).to(device=dev, dtype=dt)
 
-        return (out(grads.in_times) if need_x else None, out(grads.weights), out(grads.pulse_times),
-                out(grads.pulse_weights), None, None, None, None)
+        return (out(grads.in_times) if need_x else None, out(grads.weights_all[:, :n_in]), out(grads.pulse_times),
+                out(grads.weights_all[:, n_in:]), None, None, None, None)
 
 
 def alpha_layer(in_times: torch.Tensor, weights: torch.Tensor, pulse_times: torch.Tensor,

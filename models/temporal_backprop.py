@@ -32,15 +32,16 @@ class LayerState:
     n_prefix: np.ndarray  # (N, n_out) int32, causal inputs of each neuron
     order: np.ndarray  # (N, n_in + n_pulses) int32, time order of the inputs
     es: np.ndarray  # (N, n_in + n_pulses) exp(tau t) of the inputs in time order
+    ts: np.ndarray  # (N, n_in + n_pulses) the input times in time order
+    n_pulses: int
 
 
 @dataclass(frozen=True)
 class LayerGrads:
-    """Gradients of one layer; shapes as the parameters. ``in_times`` is None unless asked for."""
+    """Gradients of one layer. ``in_times`` is None unless asked for."""
 
-    weights: np.ndarray  # (n_out, n_in)
+    weights_all: np.ndarray  # (n_out, n_in + n_pulses): ordinary input weights, then pulse weights
     pulse_times: np.ndarray  # (n_pulses,)
-    pulse_weights: np.ndarray  # (n_out, n_pulses)
     in_times: np.ndarray | None  # (N, n_in)
 
 
@@ -53,39 +54,34 @@ def layer_inputs(prev_times: np.ndarray, pulse_times: np.ndarray) -> np.ndarray:
     return out
 
 
-def layer_forward(prev_times: np.ndarray, weights: np.ndarray, pulse_times: np.ndarray,
-                  pulse_weights: np.ndarray, tau: float, theta: float) -> LayerState:
-    """Exact first-spike times of one layer (bitwise equal to ``models.exact.layer_forward``) and its trace."""
+def layer_forward(prev_times: np.ndarray, weights_all: np.ndarray, pulse_times: np.ndarray, tau: float,
+                  theta: float) -> LayerState:
+    """Exact first-spike times of one layer (bitwise equal to ``models.exact.layer_forward``) and its trace.
+
+    weights_all: (n_out, n_in + n_pulses), ordinary inputs first, then pulses (``AlphaLayer.all_weights()``).
+    """
     xin = layer_inputs(np.asarray(prev_times, dtype=np.float64), np.asarray(pulse_times, dtype=np.float64))
-    wt = np.empty((weights.shape[1] + pulse_weights.shape[1], weights.shape[0]))
-    wt[: weights.shape[1]] = weights.T
-    wt[weights.shape[1]:] = pulse_weights.T
-    t, a, b, w, k, order, _, es = K.layer_forward_fast(xin, wt, float(tau), float(theta))
-    return LayerState(xin, t, a, b, w, k, order, es)
+    wt = np.ascontiguousarray(np.asarray(weights_all, dtype=np.float64).T)
+    t, a, b, w, k, order, _, es, ts = K.layer_forward_fast(xin, wt, float(tau), float(theta))
+    return LayerState(xin, t, a, b, w, k, order, es, ts, int(np.shape(pulse_times)[0]))
 
 
-def layer_backward(state: LayerState, weights: np.ndarray, pulse_weights: np.ndarray, grad_out: np.ndarray,
-                   tau: float, clip: float, penalty: float, need_input_grad: bool = True) -> LayerGrads:
+def layer_backward(state: LayerState, weights_all: np.ndarray, grad_out: np.ndarray, tau: float, clip: float,
+                   penalty: float, need_input_grad: bool = True) -> LayerGrads:
     """Exact gradients of one layer given dL/dt_out (N, n_out); entries of silent neurons are ignored.
 
     clip: absolute clip of each local derivative d t_out / d t_i and d t_out / d w_i (<= 0: none).
     penalty: subtracted from the gradient of every weight into a silent neuron, once per sample.
     """
-    n_in = weights.shape[1]
-    w_all = np.hstack([weights, pulse_weights])
-    g = np.ascontiguousarray(grad_out, dtype=np.float64)
     st = state
-    gw = K.grad_weights(st.in_times, w_all, st.t_out, st.a, st.b, st.w, st.n_prefix, st.order, st.es, g,
+    n_in = st.in_times.shape[1] - st.n_pulses
+    w_all = np.ascontiguousarray(weights_all, dtype=np.float64)
+    g = np.ascontiguousarray(grad_out, dtype=np.float64)
+    gw = K.grad_weights(st.ts, st.es, w_all, st.t_out, st.a, st.b, st.w, st.n_prefix, st.order, g,
                         float(tau), float(clip), float(penalty))
-    col_start = 0 if need_input_grad else n_in
-    gin = K.grad_inputs(st.in_times, w_all, st.t_out, st.a, st.b, st.w, st.n_prefix, st.order, st.es, g,
-                        float(tau), float(clip), col_start)
-    return LayerGrads(
-        weights=gw[:, :n_in],
-        pulse_times=gin[:, n_in:].sum(axis=0),
-        pulse_weights=gw[:, n_in:],
-        in_times=gin[:, :n_in] if need_input_grad else None,
-    )
+    gin = K.grad_inputs(st.ts, st.es, w_all, st.t_out, st.a, st.b, st.w, st.n_prefix, st.order, g,
+                        float(tau), float(clip), 0 if need_input_grad else n_in)
+    return LayerGrads(gw, gin[:, n_in:].sum(axis=0), gin[:, :n_in] if need_input_grad else None)
 
 
 @dataclass(frozen=True)
@@ -97,27 +93,26 @@ class BatchResult:
     t_out: np.ndarray
 
 
-def reconstruction_gradients(params: list[tuple[np.ndarray, np.ndarray, np.ndarray]], input_times: np.ndarray,
+def reconstruction_gradients(params: list[tuple[np.ndarray, np.ndarray]], input_times: np.ndarray,
                              targets: np.ndarray, latency: float, tau: float, theta: float, clip: float,
                              penalty: float) -> BatchResult:
     """Forward the batch through every layer, then backpropagate the authors' reconstruction loss.
 
-    params: per layer (weights (n_out, n_in), pulse_times (P,), pulse_weights (n_out, P)).
+    params: per layer (weights_all (n_out, n_in + P), pulse_times (P,)).
     input_times (N, n_in) and targets (N, n_out_last) in time units (targets relative to the latency).
     Gradients are means over the batch (penalty per sample, so also averaged).
     """
     n = input_times.shape[0]
     states = []
     x = input_times
-    for w, pt, pw in params:
-        st = layer_forward(x, w, pt, pw, tau, theta)
+    for w_all, pt in params:
+        st = layer_forward(x, w_all, pt, tau, theta)
         states.append(st)
         x = st.t_out
     sq, g = K.reconstruction_grad(x, np.ascontiguousarray(targets, dtype=np.float64), float(latency), 1.0 / n)
     grads: list[LayerGrads] = [None] * len(params)  # type: ignore[list-item]
     for li in range(len(params) - 1, -1, -1):
-        w, _, pw = params[li]
-        lg = layer_backward(states[li], w, pw, g, tau, clip, penalty / n, need_input_grad=li > 0)
+        lg = layer_backward(states[li], params[li][0], g, tau, clip, penalty / n, need_input_grad=li > 0)
         grads[li] = lg
         g = lg.in_times
     return BatchResult(float(sq), grads, x)

@@ -179,7 +179,7 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
     in_times:  (N, n_in) float64, time units, inf = no spike
     weights_t: (n_in, n_out) float64, the TRANSPOSED weight matrix (ordinary inputs then pulses)
     Returns t_out, A, B, W (N, n_out) float64, n_prefix (N, n_out) int32, order (N, n_in) int32,
-    n_valid (N,) int32 (number of spiking inputs) and es (N, n_in) float64 with es[s, k] = exp(tau t) of the
+    n_valid (N,) int32 (number of spiking inputs), es and ts (N, n_in) float64: exp(tau t) and t of the
     k-th input in time order (k < n_valid; the rest is undefined).
     """
     n, n_in = in_times.shape
@@ -192,6 +192,7 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
     order = np.empty((n, n_in), dtype=np.int32)
     n_valid_out = np.zeros(n, dtype=np.int32)
     es_out = np.empty((n, n_in))
+    ts_out = np.empty((n, n_in))
     inv_tau = 1.0 / tau
     bound = theta * _BOUND_MARGIN
     for s in numba.prange(n):
@@ -248,29 +249,23 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
             order[s, k] = ordr[k]
         for k in range(n_valid):
             es_out[s, k] = es[k]
+            ts_out[s, k] = ts[k]
         n_valid_out[s] = n_valid
-    return t_out, a_out, b_out, w_out, k_out, order, n_valid_out, es_out
-
-
-@numba.njit(cache=True, inline="always")
-def _clip(x, c):
-    if c > 0.0:
-        if x > c:
-            return c
-        if x < -c:
-            return -c
-    return x
+    return t_out, a_out, b_out, w_out, k_out, order, n_valid_out, es_out, ts_out
 
 
 @numba.njit(cache=True, parallel=True)
-def grad_weights(in_times, weights, t_out, a, b, w, n_prefix, order, es, g, tau, clip, penalty):
+def grad_weights(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, penalty):
     """Gradient of the loss wrt the layer's weights, (n_out, n_in), summed over samples.
 
+    ts, es: (N, n_in) input times and exp(tau t) in time order; order: (N, n_in) their input indices.
     g: (N, n_out) upstream gradient dL/dt_out (ignored where the neuron did not spike).
+    clip: absolute clip of each local derivative (<= 0: none).
     Non-spiking neurons get ``-penalty`` on every incoming weight, per sample. Parallel over neurons.
     """
-    n, n_in = in_times.shape
+    n, n_in = ts.shape
     n_out = weights.shape[0]
+    c = clip if clip > 0.0 else np.inf
     gw = np.zeros((n_out, n_in))
     for j in numba.prange(n_out):
         n_silent = 0
@@ -282,14 +277,12 @@ def grad_weights(in_times, weights, t_out, a, b, w, n_prefix, order, es, g, tau,
             if gj == 0.0:
                 continue
             aj = a[s, j]
-            bpa = b[s, j] / aj
             wj = w[s, j]
-            denom = aj * (1.0 + wj)
-            c0 = wj / tau - bpa
+            inv_denom = 1.0 / (aj * (1.0 + wj))
+            c0 = wj / tau - b[s, j] / aj
             for k in range(n_prefix[s, j]):
-                i = order[s, k]
-                d = es[s, k] * (in_times[s, i] + c0) / denom
-                gw[j, i] += gj * _clip(d, clip)
+                d = es[s, k] * (ts[s, k] + c0) * inv_denom
+                gw[j, order[s, k]] += gj * min(max(d, -c), c)
         if n_silent > 0:
             pen = penalty * n_silent
             for i in range(n_in):
@@ -298,13 +291,14 @@ def grad_weights(in_times, weights, t_out, a, b, w, n_prefix, order, es, g, tau,
 
 
 @numba.njit(cache=True, parallel=True)
-def grad_inputs(in_times, weights, t_out, a, b, w, n_prefix, order, es, g, tau, clip, col_start):
+def grad_inputs(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, col_start):
     """Gradient of the loss wrt the layer's input times, (N, n_in); columns < col_start are left at 0.
 
-    Parallel over samples; each sample sums its neurons in index order.
+    Same arguments as :func:`grad_weights`. Parallel over samples; each sample sums its neurons in order.
     """
-    n, n_in = in_times.shape
+    n, n_in = ts.shape
     n_out = weights.shape[0]
+    c = clip if clip > 0.0 else np.inf
     gin = np.zeros((n, n_in))
     for s in numba.prange(n):
         for j in range(n_out):
@@ -314,16 +308,16 @@ def grad_inputs(in_times, weights, t_out, a, b, w, n_prefix, order, es, g, tau, 
             if gj == 0.0:
                 continue
             aj = a[s, j]
-            bpa = b[s, j] / aj
             wj = w[s, j]
-            denom = aj * (1.0 + wj)
-            c1 = wj + 1.0 - tau * bpa
+            inv_denom = 1.0 / (aj * (1.0 + wj))
+            c1 = wj + 1.0 - tau * (b[s, j] / aj)
+            wrow = weights[j]
             for k in range(n_prefix[s, j]):
                 i = order[s, k]
                 if i < col_start:
                     continue
-                d = weights[j, i] * es[s, k] * (tau * in_times[s, i] + c1) / denom
-                gin[s, i] += gj * _clip(d, clip)
+                d = wrow[i] * es[s, k] * (tau * ts[s, k] + c1) * inv_denom
+                gin[s, i] += gj * min(max(d, -c), c)
     return gin
 
 

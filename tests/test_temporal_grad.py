@@ -159,7 +159,7 @@ def test_fast_path_equals_autograd_and_is_thread_count_independent():
     x = random_inputs(rng, 9, 40, p_silent=0.4, levels=255)
     targets = rng.uniform(0, 1, (9, 40))
     clip, penalty, latency = 5.0, 0.7, net.latency
-    params = [(l.weights, l.pulse_times, l.pulse_weights) for l in net.layers]
+    params = [(l.all_weights(), l.pulse_times) for l in net.layers]
     res = reconstruction_gradients(params, x, targets, latency, net.tau, net.theta, clip, penalty)
 
     tnet = TorchTemporalNetwork(net)
@@ -168,12 +168,14 @@ def test_fast_path_equals_autograd_and_is_thread_count_independent():
     diff = torch.where(fin, out - latency - torch.tensor(targets), torch.zeros_like(out))
     (0.5 * (diff ** 2).sum() / 9).backward()
     for li, g in enumerate(res.grads):
-        np.testing.assert_allclose(g.weights, tnet.weights[li].grad.numpy(), rtol=1e-12, atol=1e-14)
-        np.testing.assert_allclose(g.pulse_weights, tnet.pulse_weights[li].grad.numpy(), rtol=1e-12, atol=1e-14)
+        n_in = net.layers[li].n_in
+        np.testing.assert_allclose(g.weights_all[:, :n_in], tnet.weights[li].grad.numpy(), rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(g.weights_all[:, n_in:], tnet.pulse_weights[li].grad.numpy(), rtol=1e-12,
+                                   atol=1e-14)
         np.testing.assert_allclose(g.pulse_times, tnet.pulse_times[li].grad.numpy(), rtol=1e-12, atol=1e-14)
     rel = np.where(np.isfinite(res.t_out), res.t_out - latency, 1.0)
     assert res.sq_error_sum == pytest.approx(np.sum((rel - targets) ** 2))
-    assert np.any(res.grads[0].weights != 0)
+    assert np.any(res.grads[0].weights_all != 0)
 
     n_threads = numba.get_num_threads()
     try:
@@ -182,4 +184,4 @@ def test_fast_path_equals_autograd_and_is_thread_count_independent():
     finally:
         numba.set_num_threads(n_threads)
     for g, g1 in zip(res.grads, res1.grads):
-        assert np.array_equal(g.weights, g1.weights) and np.array_equal(g.pulse_times, g1.pulse_times)
+        assert np.array_equal(g.weights_all, g1.weights_all) and np.array_equal(g.pulse_times, g1.pulse_times)

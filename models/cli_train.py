@@ -1,0 +1,95 @@
+"""``snnc train temporal`` (exact-gradient spiking autoencoder) and ``snnc train ann`` (baseline).
+
+Heavy imports (torch, numba kernels) happen inside the command functions so that ``snnc --help`` stays fast.
+"""
+from __future__ import annotations
+
+import argparse
+
+from models.presets import DEFAULT_PRESET, add_preset_args
+
+TEMPORAL_EXAMPLES = f"""examples:
+  snnc train temporal --preset {DEFAULT_PRESET} --dataset fashion-mnist --epochs 3 --out runs/fm32
+  snnc train temporal --preset noise=0.2,latency=4,hidden=16 --batch-size 32 --epochs 10 --out runs/n02
+  snnc train temporal --out runs/fm32 --dataset fashion-mnist --epochs 5 --resume   # continue to epoch 5
+
+writes <out>/model.onnx (best-on-validation model), <out>/checkpoint.pt (every epoch) and <out>/metrics.json.
+datasets are read from $SNNC_DATA (or --data-dir); without either the bundled subset is used.
+"""
+
+
+def register(subparsers) -> None:
+    """Add ``train`` with its ``temporal`` and ``ann`` subcommands to the snnc CLI."""
+    train = subparsers.add_parser("train", help="train a spiking (temporal) or ANN autoencoder",
+                                  description="Train a spiking autoencoder with exact gradients (temporal) or the "
+                                              "ANN baseline (ann).")
+    sub = train.add_subparsers(dest="model", required=True, metavar="MODEL")
+
+    p = sub.add_parser("temporal", help="temporal-coding SNN autoencoder (Comsa et al. 2021), exact gradients",
+                       description="Train the 784-h-784 temporal-coding spiking autoencoder of Comsa et al. 2021 "
+                                   "with exact gradients (float64, event-driven).",
+                       epilog=TEMPORAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with mnist/ and fashion-mnist/ IDX files (default $SNNC_DATA; else bundled subset)")
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--limit-train", type=int, default=None, help="use the first N training images")
+    p.add_argument("--limit-eval", type=int, default=None, help="use the first N validation and test images")
+    p.add_argument("--noise-mean", type=float, default=1.0,
+                   help="mean of r in t + noise * r, r ~ N(mean, 1) (paper: 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the optimiser runs "
+                                                   "(spike times and gradients are computed on the CPU)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for the kernels (default: all)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="runs/temporal", help="output folder")
+    add_preset_args(p)
+    p.set_defaults(func=train_temporal_cli)
+
+    a = sub.add_parser("ann", help="ANN baseline autoencoder (784-h-784, same optimiser settings)",
+                       description="Train the ANN baseline autoencoder with the optimiser settings of a preset.")
+    try:
+        from models.ann import add_ann_args
+    except ModuleNotFoundError as exc:  # the baseline is optional; say why it is missing
+        reason = str(exc)
+        a.set_defaults(func=lambda args: _missing_ann(reason))
+    else:
+        add_ann_args(a)
+        a.set_defaults(func=train_ann_cli)
+
+
+def _missing_ann(reason: str) -> int:
+    from toolchain.errors import SnncError
+
+    raise SnncError(f"the ANN baseline is unavailable ({reason}); reinstall snnc with its models package")
+
+
+def train_ann_cli(args: argparse.Namespace) -> int:
+    from models.ann import train_ann_cli as run
+
+    return run(args)
+
+
+def train_temporal_cli(args: argparse.Namespace) -> int:
+    """Run ``snnc train temporal`` from parsed arguments; prints progress and the test MSE."""
+    from models.presets import hyperparameters_from_args
+    from models.temporal_trainer import TrainConfig, train_temporal
+    from toolchain.errors import SnncError
+
+    if args.threads is not None:
+        import numba
+
+        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
+            raise SnncError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {args.threads}")
+        numba.set_num_threads(args.threads)
+    hp = hyperparameters_from_args(args)
+    cfg = TrainConfig(hp=hp, dataset=args.dataset, preset=args.preset, epochs=args.epochs, seed=args.seed,
+                      noise_mean=args.noise_mean, limit_train=args.limit_train, limit_eval=args.limit_eval)
+    print(f"training {args.dataset} 784-{hp.hidden}-784, {hp.n_pulses} pulses/layer, preset {args.preset}"
+          + ("" if hp.name == args.preset else f" (overridden: {hp.name})"))
+    m = train_temporal(cfg, args.out, data_dir=args.data_dir, resume=args.resume, device=args.device,
+                       progress=not args.no_progress)
+    print(f"test MSE per pixel: {m['test_mse']:.6f} (best epoch {m['best_epoch']}, val {m['val_mse']:.6f})")
+    print(f"model: {args.out}/model.onnx")
+    return 0

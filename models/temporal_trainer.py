@@ -1,0 +1,304 @@
+"""Trainer of the temporal-coding spiking autoencoder of Comsa et al. 2021 (784-h-784, exact gradients).
+
+Follows the authors' code (google/ihmehimmeli, branch ``autoencoder``): modified Glorot init
+(sigma = sqrt(2 / (fan_in + fan_out + n_pulses)), mean = multiplier * sigma, separate multipliers for inputs
+and pulses), pulses at i / (n + 1), Adam (0.9, 0.999, 1e-8) on the batch-mean gradient with ``lr_weights``
+for weights and pulse weights and ``lr_pulses`` for pulse times, pulse times kept >= 0, derivatives clipped at
+``clip_derivative``, ``penalty_no_spike`` on the weights of silent neurons. Inputs are latency-coded
+(models/encoding.py, noise eta with mean ``noise_mean``), the clean image is the target, and the score is the
+per-pixel MSE in [0, 1] units with a missing output spike counted as 1.0 after the latency. Every epoch is
+validated and checkpointed atomically; the best-on-validation model is tested and exported as ONNX.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from models.encoding import latency_encode, reconstruction_mse, target_times
+from models.network import AlphaLayer, TemporalNetwork
+from models.presets import Hyperparameters
+from models.temporal_backprop import layer_forward, reconstruction_gradients
+from toolchain.atomic import atomic_path, atomic_write_text
+from toolchain.errors import SnncError
+
+CHECKPOINT_NAME = "checkpoint.pt"
+MODEL_NAME = "model.onnx"
+METRICS_NAME = "metrics.json"
+CHECKPOINT_FORMAT = "snnc-temporal"
+CHECKPOINT_VERSION = 1
+ADAM_BETAS = (0.9, 0.999)
+ADAM_EPS = 1e-8
+EVAL_CHUNK = 1000
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run (stored in the checkpoint; a resumed run must match it but for epochs)."""
+
+    hp: Hyperparameters
+    dataset: str = "mnist"
+    preset: str = "noise=0,latency=1,hidden=32"
+    epochs: int = 3
+    seed: int = 0
+    noise_mean: float = 1.0
+    limit_train: int | None = None
+    limit_eval: int | None = None
+    source: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise SnncError(f"epochs must be >= 1, got {self.epochs}")
+        for name in ("limit_train", "limit_eval"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise SnncError(f"{name.replace('_', '-')} must be a positive number of images, got {v}")
+
+    def identity(self) -> dict:
+        """The fields a resumed run must share with its checkpoint."""
+        d = dataclasses.asdict(self)
+        d.pop("epochs")
+        return d
+
+
+def init_network(hp: Hyperparameters, n_pixels: int, rng: np.random.Generator) -> TemporalNetwork:
+    """n_pixels-hidden-n_pixels network with the authors' initialisation (see module docstring)."""
+    layers = []
+    p = hp.n_pulses
+    for n_in, n_out in ((n_pixels, hp.hidden), (hp.hidden, n_pixels)):
+        sigma = math.sqrt(2.0 / (n_in + n_out + p))
+        w = rng.normal(0.0, 1.0, (n_out, n_in + p)) * sigma
+        w[:, :n_in] += hp.weight_mean_multiplier * sigma
+        w[:, n_in:] += hp.pulse_weight_mean_multiplier * sigma
+        layers.append(AlphaLayer(w[:, :n_in], np.arange(1, p + 1) / (p + 1.0), w[:, n_in:]))
+    return TemporalNetwork(tuple(layers), hp.decay_rate_tau, hp.threshold_theta, hp.latency, "latency")
+
+
+def network_from_params(w_alls: list[np.ndarray], pulses: list[np.ndarray], hp: Hyperparameters,
+                        metadata: dict | None = None) -> TemporalNetwork:
+    layers = []
+    for w_all, pt in zip(w_alls, pulses):
+        n_in = w_all.shape[1] - pt.shape[0]
+        layers.append(AlphaLayer(w_all[:, :n_in].copy(), pt.copy(), w_all[:, n_in:].copy()))
+    return TemporalNetwork(tuple(layers), hp.decay_rate_tau, hp.threshold_theta, hp.latency, "latency",
+                           dict(metadata or {}))
+
+
+def output_times(net: TemporalNetwork, input_times: np.ndarray, chunk: int = EVAL_CHUNK) -> np.ndarray:
+    """Output-layer spike times (N, n_out), exact (bitwise = models.exact.exact_forward), in chunks."""
+    outs = []
+    for s in range(0, input_times.shape[0], chunk):
+        x = input_times[s:s + chunk]
+        for layer in net.layers:
+            x = layer_forward(x, layer.all_weights(), layer.pulse_times, net.tau, net.theta).t_out
+        outs.append(x)
+    return np.concatenate(outs) if outs else np.zeros((0, net.layers[-1].n_out))
+
+
+def evaluate(net: TemporalNetwork, images01: np.ndarray, noise: float, noise_mean: float, seed: int) -> float:
+    """Per-pixel reconstruction MSE (missing spike = 1.0) of noisy inputs vs the clean images."""
+    rng = np.random.default_rng(seed)
+    x = latency_encode(images01, noise, noise_mean, rng)
+    return reconstruction_mse(output_times(net, x), images01, net.latency)
+
+
+def _pick_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda"):
+        raise SnncError(f"unknown device {device!r}; use cpu, cuda or auto")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SnncError("--device cuda but no CUDA GPU is visible to torch; use --device cpu")
+    return device
+
+
+class _Params:
+    """Trainable tensors (float64) on the optimiser's device, with numpy views/copies for the CPU kernels."""
+
+    def __init__(self, net: TemporalNetwork, hp: Hyperparameters, device: str):
+        import torch
+
+        self.device = device
+        self.w = [torch.tensor(l.all_weights(), dtype=torch.float64, device=device) for l in net.layers]
+        self.pt = [torch.tensor(l.pulse_times, dtype=torch.float64, device=device) for l in net.layers]
+        for t in self.w + self.pt:
+            t.requires_grad_(True)
+            t.grad = torch.zeros_like(t)
+        groups = [{"params": self.w, "lr": hp.lr_weights}]
+        if hp.n_pulses > 0:
+            groups.append({"params": self.pt, "lr": hp.lr_pulses})
+        kw = {"fused": True} if device == "cpu" else {}
+        self.opt = torch.optim.Adam(groups, betas=ADAM_BETAS, eps=ADAM_EPS, **kw)
+
+    def numpy(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Current parameters as float64 numpy arrays (views on CPU: do not keep them across steps)."""
+        return ([t.detach().cpu().numpy() for t in self.w], [t.detach().cpu().numpy() for t in self.pt])
+
+    def step(self, grads) -> None:
+        import torch
+
+        with torch.no_grad():
+            for t, g in zip(self.w, grads):
+                t.grad.copy_(torch.from_numpy(g.weights_all))
+            for t, g in zip(self.pt, grads):
+                t.grad.copy_(torch.from_numpy(g.pulse_times))
+            self.opt.step()
+            for t in self.pt:
+                t.clamp_(min=0.0)  # pulse times stay >= 0 (authors' code)
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    import torch
+
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise SnncError(f"no checkpoint at {path}; train without --resume first") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
+        raise SnncError(f"checkpoint {path} is unreadable ({exc}); delete it and train without --resume") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise SnncError(f"{path} is not an snnc temporal checkpoint; point --out at a temporal training folder")
+    if state.get("version") != CHECKPOINT_VERSION:
+        raise SnncError(f"checkpoint {path} has version {state.get('version')}, this snnc reads "
+                        f"{CHECKPOINT_VERSION}; retrain without --resume")
+    return state
+
+
+def train_temporal(cfg: TrainConfig, out: str | Path, *, data_dir: str | None = None, resume: bool = False,
+                   device: str = "cpu", progress: bool = True,
+                   log: Callable[[str], None] = print) -> dict:
+    """Train, validate every epoch, checkpoint, test the best model and export ``<out>/model.onnx``.
+
+    Returns the metrics dict (also written to ``<out>/metrics.json``). The optimiser's torch ops run with one
+    intra-op thread (they are small; the numba kernels use the CPU threads).
+    """
+    import torch
+
+    n_torch_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(cfg, Path(out), data_dir, resume, device, progress, log)
+    finally:
+        torch.set_num_threads(n_torch_threads)
+
+
+def _train(cfg: TrainConfig, out: Path, data_dir: str | None, resume: bool, device: str, progress: bool,
+           log: Callable[[str], None]) -> dict:
+    import torch
+    from tqdm import tqdm
+
+    from models.datasets import load_dataset
+    from toolchain.artifact import save_onnx
+
+    hp = cfg.hp
+    dev = _pick_device(device)
+    kw = dict(data_dir=data_dir, source=cfg.source)
+    train = load_dataset(cfg.dataset, "train", limit=cfg.limit_train, **kw)
+    val = load_dataset(cfg.dataset, "val", limit=cfg.limit_eval, **kw)
+    test = load_dataset(cfg.dataset, "test", limit=cfg.limit_eval, **kw)
+    n_pixels = train.images.shape[1]
+    if len(train) < hp.batch_size:
+        raise SnncError(f"{len(train)} training images is fewer than one batch of {hp.batch_size}; "
+                        f"raise --limit-train or lower --batch-size")
+
+    ckpt_path = out / CHECKPOINT_NAME
+    if resume:
+        state = load_checkpoint(ckpt_path)
+        if state["config"] != cfg.identity():
+            diff = sorted(k for k in set(state["config"]) | set(cfg.identity())
+                          if state["config"].get(k) != cfg.identity().get(k))
+            raise SnncError(f"--resume: the checkpoint in {out} was made with different settings ({', '.join(diff)});"
+                            f" repeat the original command with --resume, or use a new --out")
+        net = network_from_params(state["weights"], state["pulse_times"], hp)
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng_state"]
+        start_epoch = int(state["epoch"])
+        history = list(state["history"])
+        best = (state["best_val"], state["best_epoch"], state["best_weights"], state["best_pulse_times"])
+        log(f"resuming {out} after epoch {start_epoch}")
+    else:
+        rng = np.random.default_rng(cfg.seed)
+        net = init_network(hp, n_pixels, rng)
+        start_epoch, history, best = 0, [], (math.inf, 0, None, None)
+        state = None
+    params = _Params(net, hp, dev)
+    if state is not None:
+        params.opt.load_state_dict(state["optimizer"])
+
+    n_train = len(train)
+    n_batches = n_train // hp.batch_size  # the authors drop the incomplete last batch too
+    t_train = 0.0
+    for epoch in range(start_epoch, cfg.epochs):
+        t0 = time.perf_counter()
+        perm = rng.permutation(n_train)
+        sq_sum, n_seen = 0.0, 0
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress,
+                   mininterval=0.5, leave=False)
+        chunk = max(hp.batch_size, (4096 // hp.batch_size) * hp.batch_size)
+        for c0 in range(0, n_batches * hp.batch_size, chunk):
+            idx = perm[c0:min(c0 + chunk, n_batches * hp.batch_size)]
+            images = train.images[idx]
+            x_all = latency_encode(images, hp.noise, cfg.noise_mean, rng)
+            tgt_all = target_times(images)
+            for b0 in range(0, idx.shape[0], hp.batch_size):
+                w_alls, pts = params.numpy()
+                res = reconstruction_gradients(list(zip(w_alls, pts)), x_all[b0:b0 + hp.batch_size],
+                                               tgt_all[b0:b0 + hp.batch_size], hp.latency, hp.decay_rate_tau,
+                                               hp.threshold_theta, hp.clip_derivative, hp.penalty_no_spike)
+                params.step(res.grads)
+                sq_sum += res.sq_error_sum
+                n_seen += hp.batch_size
+                bar.update(1)
+                if bar.n % 200 == 0:
+                    bar.set_postfix(loss=f"{sq_sum / (n_seen * n_pixels):.5f}", refresh=False)
+        bar.close()
+        train_mse = sq_sum / max(1, n_seen * n_pixels)
+        t_epoch = time.perf_counter() - t0
+        t_train += t_epoch
+        w_alls, pts = (list(map(np.copy, a)) for a in params.numpy())
+        cur = network_from_params(w_alls, pts, hp)
+        val_mse = evaluate(cur, val.images, hp.noise, cfg.noise_mean, cfg.seed + 1)
+        if val_mse < best[0]:
+            best = (val_mse, epoch + 1, w_alls, pts)
+        history.append({"epoch": epoch + 1, "train_mse": train_mse, "val_mse": val_mse, "seconds": t_epoch})
+        log(f"epoch {epoch + 1}/{cfg.epochs}: train MSE {train_mse:.5f}, val MSE {val_mse:.5f} "
+            f"({t_epoch:.1f} s, {t_epoch / max(1, n_seen) * 1e3:.3f} ms/example)")
+        _save_checkpoint(ckpt_path, {
+            "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": cfg.identity(),
+            "epoch": epoch + 1, "weights": w_alls, "pulse_times": pts, "optimizer": params.opt.state_dict(),
+            "rng_state": rng.bit_generator.state, "history": history, "best_val": best[0],
+            "best_epoch": best[1], "best_weights": best[2], "best_pulse_times": best[3]})
+
+    best_val, best_epoch, bw, bp = best
+    best_net = network_from_params(bw, bp, hp)
+    test_mse = evaluate(best_net, test.images, hp.noise, cfg.noise_mean, cfg.seed + 2)
+    metrics = {
+        "dataset": cfg.dataset, "data_source": train.source, "preset": cfg.preset, "hyperparameters": hp.as_dict(),
+        "epochs": cfg.epochs, "best_epoch": best_epoch, "val_mse": best_val, "test_mse": test_mse,
+        "seed": cfg.seed, "noise_mean": cfg.noise_mean, "n_train": n_train, "n_val": len(val), "n_test": len(test),
+        "history": history, "device": dev, "torch": torch.__version__,
+    }
+    model_meta = {k: metrics[k] for k in ("dataset", "preset", "epochs", "best_epoch", "val_mse", "test_mse",
+                                          "seed", "noise_mean", "n_train")}
+    model_meta["hyperparameters"] = hp.as_dict()
+    model_meta["trainer"] = "snnc temporal (exact gradients, Comsa et al. 2021)"
+    save_onnx(network_from_params(bw, bp, hp, model_meta), out / MODEL_NAME)
+    atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+    log(f"best epoch {best_epoch}: val MSE {best_val:.5f}; test MSE per pixel {test_mse:.5f}")
+    return metrics
