@@ -13,6 +13,17 @@ from models.datasets import load_dataset
 from toolchain.errors import ArtifactError, SnncError
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny models train fastest on one thread, especially on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_presets_give_snn_optimiser_settings():
     cfg = resolve_config(preset="noise=0,latency=1,hidden=32")
     assert (cfg.hidden, cfg.batch_size, cfg.lr, cfg.noise) == (32, 7, 0.001676, 0.0)

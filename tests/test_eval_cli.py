@@ -32,6 +32,16 @@ def _bundled(monkeypatch):
     monkeypatch.delenv("SNNC_DATA", raising=False)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_eval_temporal_identity_is_perfect(tmp_path, capsys):
     model = tmp_path / "model.onnx"
     save_onnx(_identity_net(), model)
