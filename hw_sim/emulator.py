@@ -136,10 +136,9 @@ class SimResult:
 
     def activity(self):
         """The counters as hw_sim.energy.ActivityCounters (synaptic ops = non-zero synapses reached)."""
-        from hw_sim.energy import ActivityCounters
+        from hw_sim.energy import counters_from_dict
 
-        return ActivityCounters(self.synops_nonzero, self.neuron_updates, self.spikes, self.steps,
-                                self.active_neuron_updates)
+        return counters_from_dict(self.counters())
 
 
 # --------------------------------------------------------------------------------------------------------------
