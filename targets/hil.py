@@ -3,9 +3,9 @@
 The device is hw_sim in its own process (``snnc device serve``). Without ``host``/``port`` the target starts a
 local device itself and always stops it again (:meth:`HilTarget.close`, context manager, or at interpreter
 exit). Inputs go to the device in batches; each batch comes back whole or the run fails with
-:class:`toolchain.errors.DeviceError` (or the device's own error, e.g. ``DRCError``). Finished batches are kept
-client-side, so a later ``run`` on the same network and inputs resumes at the failed batch and earlier results
-are never lost. A lost connection is re-established (``retries`` times per batch; an owned device that died is
+:class:`toolchain.errors.DeviceError` (or the device's own error, e.g. ``DRCError``). The finished batches of a
+failed run are kept client-side, so calling ``run`` again with the same network and inputs resumes at the failed
+batch: earlier results are never lost or recomputed. A completed run keeps nothing (a repeated run runs again). A lost connection is re-established (``retries`` times per batch; an owned device that died is
 restarted), timeouts are not retried.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from toolchain.errors import DeviceError
 _REMOTE_ERRORS = {name: getattr(errors, name) for name in
                   ("DRCError", "CompileError", "ArtifactError", "DataError", "TargetError", "DeviceError")}
 _PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
-CACHE_BYTES = 512 << 20  # finished batches kept client-side (bytes of result arrays)
+CACHE_BYTES = 512 << 20  # finished batches of unfinished runs kept client-side (bytes of result arrays)
 
 
 class LocalDevice:
@@ -43,24 +43,27 @@ class LocalDevice:
 
     def __init__(self, port: int = 0, extra_args: tuple[str, ...] = (), start_timeout: float = 300.0):
         self.host = "127.0.0.1"
-        self._log = tempfile.TemporaryFile(prefix="snnc-device-", suffix=".log")
+        fd, self.log_path = tempfile.mkstemp(prefix="snnc-device-", suffix=".log")
+        os.close(fd)
+        self._log = open(self.log_path, "ab")   # O_APPEND: reading the log never moves the device's writes
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_PACKAGE_ROOT, env.get("PYTHONPATH")) if p)
         cmd = [sys.executable, "-m", "toolchain.cli", "device", "serve", "--host", self.host, "--port", str(port),
                "--parent-pid", str(os.getpid()), *extra_args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
                                      env=env)
-        self._finalizer = weakref.finalize(self, LocalDevice._terminate, self.proc)
+        self._finalizer = weakref.finalize(self, LocalDevice._terminate, self.proc, self._log, self.log_path)
         self.port = self._wait_ready(start_timeout)
 
     def _wait_ready(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
-        line = b""
+        line, eof = b"", False
         while time.monotonic() < deadline and not line.endswith(b"\n"):
             ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, min(0.5, deadline - time.monotonic())))
             if ready:
                 chunk = os.read(self.proc.stdout.fileno(), 256)
                 if not chunk:
+                    eof = True
                     break
                 line += chunk
             elif self.proc.poll() is not None:
@@ -68,15 +71,23 @@ class LocalDevice:
         text = line.decode("utf-8", "replace").strip()
         if text.startswith("snnc device listening on "):
             return int(text.rsplit(":", 1)[1])
+        try:
+            code = self.proc.wait(timeout=5) if eof else self.proc.poll()   # stdout closed: it is exiting
+        except subprocess.TimeoutExpired:
+            code = None
+        log = self.log_tail()
         self.stop()
-        raise DeviceError(f"the local device did not start within {timeout:.0f} s (got {text!r}); its log:\n"
-                          f"{self.log_tail()}\nrun 'snnc device serve --port 0' by hand to see why")
+        why = (f"exited with code {code} before it was ready" if code is not None
+               else f"was not ready within {timeout:g} s (raise the hil option start_timeout)")
+        raise DeviceError(f"the local device {why}; its log:\n{log.strip()}\n"
+                          f"run 'snnc device serve --port 0' by hand to see why")
 
     def log_tail(self, n: int = 2000) -> str:
+        """The last ``n`` characters of the device's stderr log."""
         try:
-            self._log.seek(0)
-            return self._log.read().decode("utf-8", "replace")[-n:]
-        except (OSError, ValueError):
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")[-n:]
+        except OSError:
             return ""
 
     @property
@@ -90,7 +101,7 @@ class LocalDevice:
         self.proc.wait(timeout=10)
 
     @staticmethod
-    def _terminate(proc: subprocess.Popen) -> None:
+    def _terminate(proc: subprocess.Popen, log, log_path: str) -> None:
         if proc.poll() is None:
             proc.terminate()
             try:
@@ -100,11 +111,15 @@ class LocalDevice:
                 proc.wait(timeout=5)
         if proc.stdout is not None:
             proc.stdout.close()
+        log.close()
+        try:
+            os.unlink(log_path)
+        except OSError:
+            pass
 
     def stop(self) -> None:
-        """Terminate (then kill) the device and reap it. Idempotent."""
+        """Terminate (then kill) the device, reap it and delete its log. Idempotent."""
         self._finalizer()
-        self._log.close()
 
 
 class DeviceClient:
@@ -216,7 +231,7 @@ class HilTarget:
         self.last_counters: dict[str, np.ndarray] | None = None
 
     def _keep(self, batch_id: str, arrays: dict) -> None:
-        """Keep a finished batch; beyond CACHE_BYTES the oldest batches (of earlier, completed runs) go first."""
+        """Keep a finished batch of a run in progress; beyond CACHE_BYTES the oldest go first."""
         self._done[batch_id] = arrays
         self._done_bytes += sum(a.nbytes for a in arrays.values())
         while self._done_bytes > CACHE_BYTES and len(self._done) > 1:
@@ -310,11 +325,12 @@ class HilTarget:
         net_bytes = encode_network(net)
         net_hash = content_digest(net_bytes)
         starts = list(range(0, cols.shape[0], self.batch_size))
-        parts = []
+        parts, ids = [], []
         reused = 0
         for k, s in enumerate(starts):
             chunk = np.ascontiguousarray(cols[s:s + self.batch_size])
             bid = f"{net_hash[:16]}-{_digest(chunk.tobytes(), str(chunk.shape).encode())[:16]}"
+            ids.append(bid)
             if bid not in self._done:
                 try:
                     self._keep(bid, self._batch(net, net_bytes, net_hash, bid, chunk))
@@ -326,12 +342,17 @@ class HilTarget:
                 reused += 1
                 self._done.move_to_end(bid)
             parts.append(self._done[bid])
+        for bid in set(ids):                   # the run is complete: its batches are returned, not cached
+            old = self._done.pop(bid, None)
+            if old is not None:
+                self._done_bytes -= sum(a.nbytes for a in old.values())
         columns = [np.concatenate([p[f"columns_{i}"] for p in parts]) if parts else
                    np.zeros((0, layer.n_out), np.int64) for i, layer in enumerate(net.layers)]
         names = sorted({k[len("counter_"):] for p in parts for k in p if k.startswith("counter_")})
         self.last_counters = {n: np.concatenate([p[f"counter_{n}"] for p in parts]) for n in names} if parts else {}
         info = {"device": f"{self.client.host}:{self.client.port}" if self.client else None,
-                "batches": len(starts), "batches_reused": reused, "batch_size": self.batch_size, "network_sha256": net_hash,
+                "batches": len(starts), "batches_reused": reused, "batch_size": self.batch_size,
+                "network_sha256": net_hash,
                 "counter_totals": {n: int(v.sum()) for n, v in self.last_counters.items()}}
         times = [net.columns_to_times(c) for c in columns]
         return RunResult(self.name, times, columns, time.perf_counter() - t0, info)
