@@ -35,6 +35,16 @@ def loihi2_unavailable_reason() -> str | None:
     return None
 
 
+_SKIPPED: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say which hardware-in-the-loop devices were tested and why any was skipped."""
+    if _SKIPPED:
+        for name, reason in _SKIPPED.items():
+            terminalreporter.write_line(f"hil device {name!r} skipped: {reason}")
+
+
 @pytest.fixture(scope="session")
 def hw_sim_device():
     """One hw_sim device process shared by the suite; stopped (and reaped) at the end."""
@@ -52,7 +62,7 @@ def device_target(request, hw_sim_device):
     if request.param == "loihi2":
         reason = loihi2_unavailable_reason()
         if reason:
-            print(f"\nloihi2 device skipped: {reason}")
+            _SKIPPED["loihi2"] = reason
             pytest.skip(reason)
         import targets.lava as lava_target
 
