@@ -15,7 +15,7 @@ from hw_sim.emulator import simulate
 from hw_sim.energy import counters_from_dict, estimate
 from hw_sim.protocol import ProtocolError, encode_arrays, encode_network
 from targets.hil import DeviceClient, DeviceDisconnected, DeviceTimeout, HilTarget, LocalDevice
-from toolchain.errors import DeviceError, DRCError
+from toolchain.errors import ArtifactError, DeviceError, DRCError
 
 
 def test_device_matches_in_process_emulator(device_target, small_net, inputs):
@@ -48,6 +48,8 @@ def test_protocol_commands(hw_sim_device, small_net):
         assert ping["device"] == "hw_sim" and ping["network"] is None and ping["pid"] == hw_sim_device.proc.pid
         with pytest.raises(DeviceError, match="no network loaded"):
             c.request("run", {"batch": "b"}, encode_arrays({"input_columns": np.zeros((1, 12), np.int64)}))
+        with pytest.raises(ArtifactError):
+            c.request("load", {}, b"not a compiled network")
         reply = c.request("load", {}, encode_network(small_net))[0]
         assert reply["resources"]["cores"] == 2 and reply["resources"]["neurons"] == 10
         with pytest.raises(DeviceError, match=r"needs \(N, 12\) integers"):
