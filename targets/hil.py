@@ -5,8 +5,9 @@ local device itself and always stops it again (:meth:`HilTarget.close`, context 
 exit). Inputs go to the device in batches; each batch comes back whole or the run fails with
 :class:`toolchain.errors.DeviceError` (or the device's own error, e.g. ``DRCError``). The finished batches of a
 failed run are kept client-side, so calling ``run`` again with the same network and inputs resumes at the failed
-batch: earlier results are never lost or recomputed. A completed run keeps nothing (a repeated run runs again). A lost connection is re-established (``retries`` times per batch; an owned device that died is
-restarted), timeouts are not retried.
+batch: earlier results are never lost or recomputed. A completed run keeps nothing (a repeated run runs again).
+A lost connection is re-established (``retries`` times per batch; an owned device that died is restarted);
+timeouts are not retried.
 """
 from __future__ import annotations
 

@@ -97,7 +97,8 @@ def test_device_killed_mid_batch_then_reconnect(small_net, inputs):
         killer = threading.Thread(target=kill_after_first_batch, daemon=True)
         killer.start()
         t0 = time.monotonic()
-        with pytest.raises(DeviceDisconnected, match=r"(?s)lost during 'run'.*batch 2 of 2.*1 earlier batches are kept"):
+        with pytest.raises(DeviceDisconnected,
+                           match=r"(?s)lost during 'run'.*batch 2 of 2.*1 earlier batches are kept"):
             t.run(small_net, inputs[:4])
         assert time.monotonic() - t0 < 10
         killer.join(20)
@@ -107,7 +108,8 @@ def test_device_killed_mid_batch_then_reconnect(small_net, inputs):
         fresh = LocalDevice(port=port)       # same address: the client reconnects by itself
         res = t.run(small_net, inputs[:4])
         assert res.info["batches_reused"] == 1 and not t._done   # resumed at batch 2; nothing left pending
-        for a, b, ref in zip(first.columns, res.columns, simulate(small_net, small_net.input_columns(inputs[:4])).columns):
+        ref4 = simulate(small_net, small_net.input_columns(inputs[:4])).columns
+        for a, b, ref in zip(first.columns, res.columns, ref4):
             np.testing.assert_array_equal(a, b[:2])
             np.testing.assert_array_equal(b, ref)
         fresh.stop()                          # restarted behind the client's back: its socket is stale
