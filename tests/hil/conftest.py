@@ -45,6 +45,38 @@ def pytest_terminal_summary(terminalreporter):
             terminalreporter.write_line(f"hil device {name!r} skipped: {reason}")
 
 
+def _my_device_processes() -> list[int]:
+    """Live 'snnc device serve' processes started by this test process (from /proc)."""
+    import os
+
+    tag = f"--parent-pid\0{os.getpid()}\0".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes()
+            state = (entry / "status").read_text()
+        except OSError:
+            continue
+        if b"device\0serve" in cmd and tag in cmd and "\nState:\tZ" not in state:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_device_left_behind():
+    """After the suite, no device process started by it may still run."""
+    yield
+    import time
+
+    deadline = time.monotonic() + 10
+    while _my_device_processes() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = _my_device_processes()
+    assert not left, f"device processes left behind: {left}"
+
+
 @pytest.fixture(scope="session")
 def hw_sim_device():
     """One hw_sim device process shared by the suite; stopped (and reaped) at the end."""
