@@ -120,9 +120,19 @@ def test_pulse_collision_and_weight_exp_limit():
     rng = np.random.default_rng(1)
     layer = AlphaLayer(rng.normal(0, 1, (3, 4)), np.array([0.30, 0.31]), rng.normal(0, 1, (3, 2)))
     net = TemporalNetwork((layer,), tau=1.0, theta=1.0, latency=1.0)
-    with pytest.raises(CompileError, match="collide in step column 3 .*steps_per_unit >= 101"):
-        compile_network(net, steps_per_unit=10)
-    compile_network(net, steps_per_unit=101)  # separated: fine
+    # two distinct pulses in one step column act as one pulse with the summed weight: recorded, not fatal
+    cn = compile_network(net, steps_per_unit=10)
+    assert cn.manifest["layers"][0]["pulse_collisions"] == [[0, 1, 3]]
+    assert list(cn.layers[0].pulse_steps) == [3, 3]
+    assert compile_network(net, steps_per_unit=101).manifest["layers"][0]["pulse_collisions"] == []
+
+
+def test_weights_that_quantize_to_zero_are_rejected():
+    rng = np.random.default_rng(1)
+    layer = AlphaLayer(rng.normal(0, 1e-9, (3, 4)), np.zeros(0), np.zeros((3, 0)))
+    net = TemporalNetwork((layer,), tau=1.0, theta=1e6, latency=1.0)
+    with pytest.raises(CompileError, match="every weight quantizes to 0.*fix"):
+        compile_network(net)
 
 
 def test_range_checks_pick_smaller_vth_for_big_fan_in():

@@ -66,6 +66,10 @@ def compile_summary(cn) -> str:
         lines.append(f"{layer.name:<9} {layer.n_in:>4}  {layer.n_out:>5}  {layer.pulse_weights.shape[1]:>6}  "
                      f"{layer.vth:<6}  {layer.weight_exp:>4}  {wmax:>10}  "
                      f"{'-' if qerr is None else f'{qerr:.3g}'}")
+    for info in lm:
+        for i, j, col in info.get("pulse_collisions", []):
+            lines.append(f"note: {info['name']} pulses {i} and {j} share step column {col} (they act as one pulse "
+                         f"with the summed weight; a larger --steps-per-unit separates them)")
     if m.get("source_hash"):
         lines.append(f"source sha256 {m['source_hash']}")
     return "\n".join(lines)
