@@ -77,10 +77,8 @@ def layer_backward(state: LayerState, weights_all: np.ndarray, grad_out: np.ndar
     n_in = st.in_times.shape[1] - st.n_pulses
     w_all = np.ascontiguousarray(weights_all, dtype=np.float64)
     g = np.ascontiguousarray(grad_out, dtype=np.float64)
-    gw = K.grad_weights(st.ts, st.es, w_all, st.t_out, st.a, st.b, st.w, st.n_prefix, st.order, g,
-                        float(tau), float(clip), float(penalty))
-    gin = K.grad_inputs(st.ts, st.es, w_all, st.t_out, st.a, st.b, st.w, st.n_prefix, st.order, g,
-                        float(tau), float(clip), 0 if need_input_grad else n_in)
+    gw, gin = K.layer_grads(st.ts, st.es, w_all, st.t_out, st.a, st.b, st.w, st.n_prefix, st.order, g,
+                            float(tau), float(clip), float(penalty), 0 if need_input_grad else n_in)
     return LayerGrads(gw, gin[:, n_in:].sum(axis=0), gin[:, :n_in] if need_input_grad else None)
 
 

@@ -254,71 +254,67 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
     return t_out, a_out, b_out, w_out, k_out, order, n_valid_out, es_out, ts_out
 
 
-@numba.njit(cache=True, parallel=True)
-def grad_weights(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, penalty):
-    """Gradient of the loss wrt the layer's weights, (n_out, n_in), summed over samples.
+# The neurons of a layer are split into this many fixed chunks for the backward pass (independent of the thread
+# count, so that sums are always taken in the same order and results are bitwise reproducible).
+GRAD_CHUNKS = 8
 
-    ts, es: (N, n_in) input times and exp(tau t) in time order; order: (N, n_in) their input indices.
-    g: (N, n_out) upstream gradient dL/dt_out (ignored where the neuron did not spike).
-    clip: absolute clip of each local derivative (<= 0: none).
-    Non-spiking neurons get ``-penalty`` on every incoming weight, per sample. Parallel over neurons.
+
+@numba.njit(cache=True, parallel=True)
+def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, penalty, col_start):
+    """Exact gradients of one layer, summed over samples, in one event-driven pass over the causal inputs.
+
+    ts, es:   (N, n_in) input times and exp(tau t) in time order (from :func:`layer_forward_fast`)
+    order:    (N, n_in) input index of each of them; n_prefix (N, n_out) causal inputs per neuron
+    weights:  (n_out, n_in); t_out, a, b, w: (N, n_out) the forward trace
+    g:        (N, n_out) upstream gradient dL/dt_out (ignored where the neuron did not spike)
+    clip:     absolute clip of each local derivative (<= 0: none)
+    penalty:  subtracted from the gradient of every weight into a silent neuron, per sample
+    col_start: input-time gradients are computed for columns >= col_start only
+    Returns gw (n_out, n_in) and gin (N, n_in) (zero below col_start). Parallel over fixed neuron chunks.
     """
     n, n_in = ts.shape
     n_out = weights.shape[0]
     c = clip if clip > 0.0 else np.inf
+    n_chunks = min(GRAD_CHUNKS, n_out)
+    n_cols = n_in - col_start
     gw = np.zeros((n_out, n_in))
-    for j in numba.prange(n_out):
-        n_silent = 0
-        for s in range(n):
-            if t_out[s, j] == np.inf:
-                n_silent += 1
-                continue
-            gj = g[s, j]
-            if gj == 0.0:
-                continue
-            aj = a[s, j]
-            wj = w[s, j]
-            inv_denom = 1.0 / (aj * (1.0 + wj))
-            c0 = wj / tau - b[s, j] / aj
-            for k in range(n_prefix[s, j]):
-                d = es[s, k] * (ts[s, k] + c0) * inv_denom
-                gw[j, order[s, k]] += gj * min(max(d, -c), c)
-        if n_silent > 0:
-            pen = penalty * n_silent
-            for i in range(n_in):
-                gw[j, i] -= pen
-    return gw
-
-
-@numba.njit(cache=True, parallel=True)
-def grad_inputs(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, col_start):
-    """Gradient of the loss wrt the layer's input times, (N, n_in); columns < col_start are left at 0.
-
-    Same arguments as :func:`grad_weights`. Parallel over samples; each sample sums its neurons in order.
-    """
-    n, n_in = ts.shape
-    n_out = weights.shape[0]
-    c = clip if clip > 0.0 else np.inf
-    gin = np.zeros((n, n_in))
-    for s in numba.prange(n):
-        for j in range(n_out):
-            if t_out[s, j] == np.inf:
-                continue
-            gj = g[s, j]
-            if gj == 0.0:
-                continue
-            aj = a[s, j]
-            wj = w[s, j]
-            inv_denom = 1.0 / (aj * (1.0 + wj))
-            c1 = wj + 1.0 - tau * (b[s, j] / aj)
+    part = np.zeros((n_chunks, n, n_cols))
+    for ch in numba.prange(n_chunks):
+        pc = part[ch]
+        for j in range(ch * n_out // n_chunks, (ch + 1) * n_out // n_chunks):
+            gwj = gw[j]
             wrow = weights[j]
-            for k in range(n_prefix[s, j]):
-                i = order[s, k]
-                if i < col_start:
+            n_silent = 0
+            for s in range(n):
+                if t_out[s, j] == np.inf:
+                    n_silent += 1
                     continue
-                d = wrow[i] * es[s, k] * (tau * ts[s, k] + c1) * inv_denom
-                gin[s, i] += gj * min(max(d, -c), c)
-    return gin
+                gj = g[s, j]
+                if gj == 0.0:
+                    continue
+                aj = a[s, j]
+                wj = w[s, j]
+                bpa = b[s, j] / aj
+                inv_denom = 1.0 / (aj * (1.0 + wj))
+                c0 = wj / tau - bpa
+                c1 = wj + 1.0 - tau * bpa
+                for k in range(n_prefix[s, j]):
+                    i = order[s, k]
+                    ek = es[s, k] * inv_denom
+                    tk = ts[s, k]
+                    gwj[i] += gj * min(max(ek * (tk + c0), -c), c)  # d t_out / d w_i
+                    if i >= col_start:  # d t_out / d t_i
+                        pc[s, i - col_start] += gj * min(max(wrow[i] * ek * (tau * tk + c1), -c), c)
+            if n_silent > 0:
+                pen = penalty * n_silent
+                for i in range(n_in):
+                    gwj[i] -= pen
+    gin = np.zeros((n, n_in))
+    for ch in range(n_chunks):
+        for s in range(n):
+            for q in range(n_cols):
+                gin[s, col_start + q] += part[ch, s, q]
+    return gw, gin
 
 
 @numba.njit(cache=True)

@@ -120,12 +120,13 @@ def _pick_device(device: str) -> str:
     return device
 
 
-class _Params:
-    """Trainable tensors (float64) on the optimiser's device, with numpy views/copies for the CPU kernels."""
+class Learner:
+    """Trainable tensors (float64) on the optimiser's device, the Adam optimiser, and one training step."""
 
-    def __init__(self, net: TemporalNetwork, hp: Hyperparameters, device: str):
+    def __init__(self, net: TemporalNetwork, hp: Hyperparameters, device: str = "cpu"):
         import torch
 
+        self.hp = hp
         self.device = device
         self.w = [torch.tensor(l.all_weights(), dtype=torch.float64, device=device) for l in net.layers]
         self.pt = [torch.tensor(l.pulse_times, dtype=torch.float64, device=device) for l in net.layers]
@@ -153,6 +154,15 @@ class _Params:
             self.opt.step()
             for t in self.pt:
                 t.clamp_(min=0.0)  # pulse times stay >= 0 (authors' code)
+
+    def train_batch(self, input_times: np.ndarray, targets: np.ndarray) -> float:
+        """One Adam step on a batch; returns the batch's summed squared error (missing spike = 1.0)."""
+        hp = self.hp
+        w_alls, pts = self.numpy()
+        res = reconstruction_gradients(list(zip(w_alls, pts)), input_times, targets, hp.latency, hp.decay_rate_tau,
+                                       hp.threshold_theta, hp.clip_derivative, hp.penalty_no_spike)
+        self.step(res.grads)
+        return res.sq_error_sum
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -237,7 +247,7 @@ def _train(cfg: TrainConfig, out: Path, data_dir: str | None, resume: bool, devi
         net = init_network(hp, n_pixels, rng)
         start_epoch, history, best = 0, [], (math.inf, 0, None, None)
         state = None
-    params = _Params(net, hp, dev)
+    params = Learner(net, hp, dev)
     if state is not None:
         params.opt.load_state_dict(state["optimizer"])
 
@@ -257,12 +267,7 @@ def _train(cfg: TrainConfig, out: Path, data_dir: str | None, resume: bool, devi
             x_all = latency_encode(images, hp.noise, cfg.noise_mean, rng)
             tgt_all = target_times(images)
             for b0 in range(0, idx.shape[0], hp.batch_size):
-                w_alls, pts = params.numpy()
-                res = reconstruction_gradients(list(zip(w_alls, pts)), x_all[b0:b0 + hp.batch_size],
-                                               tgt_all[b0:b0 + hp.batch_size], hp.latency, hp.decay_rate_tau,
-                                               hp.threshold_theta, hp.clip_derivative, hp.penalty_no_spike)
-                params.step(res.grads)
-                sq_sum += res.sq_error_sum
+                sq_sum += params.train_batch(x_all[b0:b0 + hp.batch_size], tgt_all[b0:b0 + hp.batch_size])
                 n_seen += hp.batch_size
                 bar.update(1)
                 if bar.n % 200 == 0:
