@@ -18,9 +18,10 @@ c + 1, which the next layer sees as an input at column c + 1. Every layer has up
 (W = ``net.window``); the last update never reports a spike, so reported columns lie in [1, W - 1].
 
 Counters (plain int64 arrays, one row per sample; see :class:`SimResult`) feed the energy model
-(hw_sim/energy.py). Speed: samples run in parallel (a GIL-free numba kernel on a thread pool); a layer starts at
-its first input, neurons that fired (``once=True``) or can no longer reach threshold after their last input are
-dropped from the update loop, and a layer stops when none is left. The pruning rule is exact (see :func:`_can_still_fire`).
+(hw_sim/energy.py). Speed: samples run in parallel (a GIL-free numba kernel on a thread pool); within a sample a
+layer starts at its first input, updates all its neurons per step with branch-free (SIMD-vectorized) integer
+code, and stops as soon as every once-neuron has fired or, after its last input, no neuron can reach the
+threshold any more (an exact bound, see :func:`_can_fire`).
 """
 from __future__ import annotations
 
@@ -147,25 +148,29 @@ class SimResult:
 
 @dataclass(frozen=True)
 class PackedNetwork:
-    """Flat integer arrays of a compiled network, ready for the kernel. Built once by :func:`pack`."""
+    """Flat integer arrays of a compiled network, ready for the kernel. Built once by :func:`pack`.
+
+    Layer l's synapse rows (inputs first, then its pulses sorted by column) form an (n_in + n_pulses, n_out) block
+    of ``w_flat`` at ``w_off[l]``: row i holds input i's effective Lava weights (int32; sums are shifted by
+    ``wexp[l]``).
+    """
 
     window: int
     n_in: np.ndarray  # (L,) int64
     n_out: np.ndarray  # (L,)
-    once: np.ndarray  # (L,) int64 0/1
+    once: np.ndarray  # (L,) 0/1
     du: np.ndarray  # (L,)
     dv: np.ndarray  # (L,)
     thr: np.ndarray  # (L,) vth << 6
-    w_off: np.ndarray  # (L,) offset of layer l's (n_in, n_out) block in w_flat
-    w_flat: np.ndarray  # int64: effective weight * 2**weight_exp, row i = input i's fan-out
-    nz_off: np.ndarray  # (L,) offset of layer l's per-input non-zero fan-out counts in nz_flat
+    wexp: np.ndarray  # (L,) weight_exp
+    wrap32: np.ndarray  # (L,) 1 = Lava's int32 buffers may wrap: emulate it (0 = provably never, skipped)
+    w_off: np.ndarray  # (L,)
+    w_flat: np.ndarray  # int32
+    nz_off: np.ndarray  # (L,) offset of layer l's per-row non-zero fan-out counts in nz_flat
     nz_flat: np.ndarray  # int64
-    p_off: np.ndarray  # (L,) offset of layer l's pulses (sorted by column) in p_col / pw_flat rows
+    p_off: np.ndarray  # (L,) offset of layer l's sorted pulse columns in p_col
     p_n: np.ndarray  # (L,)
-    p_col: np.ndarray  # int64 pulse columns, sorted per layer
-    p_nz: np.ndarray  # int64 non-zero fan-out of each pulse
-    pw_off: np.ndarray  # (L,) offset of layer l's (n_pulses, n_out) block in pw_flat
-    pw_flat: np.ndarray  # int64 effective pulse weight * 2**weight_exp
+    p_col: np.ndarray  # int64
     ev_cap: int  # capacity of one event buffer
 
 
@@ -205,19 +210,10 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
     if window < 2:
         raise CompileError(f"window={window} steps is too short; compile with window >= 3")
     L = len(layers)
-    n_in = np.zeros(L, np.int64)
-    n_out = np.zeros(L, np.int64)
-    once = np.zeros(L, np.int64)
-    du = np.zeros(L, np.int64)
-    dv = np.zeros(L, np.int64)
-    thr = np.zeros(L, np.int64)
-    w_parts, nz_parts, pc_parts, pnz_parts, pw_parts = [], [], [], [], []
-    w_off = np.zeros(L, np.int64)
-    nz_off = np.zeros(L, np.int64)
-    p_off = np.zeros(L, np.int64)
-    p_n = np.zeros(L, np.int64)
-    pw_off = np.zeros(L, np.int64)
-    pos_w = pos_nz = pos_p = pos_pw = 0
+    ints = {k: np.zeros(L, np.int64) for k in ("n_in", "n_out", "once", "du", "dv", "thr", "wexp", "wrap32",
+                                                "w_off", "nz_off", "p_off", "p_n")}
+    w_parts, nz_parts, pc_parts = [], [], []
+    pos_w = pos_nz = pos_p = 0
     ev_cap = 1
     for i, layer in enumerate(layers):
         _check_layer(i, layer, window)
@@ -225,33 +221,34 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
             raise CompileError(
                 f"layer {i} expects {layer.n_in} inputs but layer {i - 1} has {layers[i - 1].n_out} neurons"
             )
-        n_in[i], n_out[i] = layer.n_in, layer.n_out
-        once[i] = int(bool(layer.once))
-        du[i], dv[i] = int(layer.du), int(layer.dv)
-        thr[i] = int(layer.vth) << VTH_SHIFT
-        scale = np.int64(1) << np.int64(int(layer.weight_exp))
         w_eff, pw_eff = dense_blocks(layer)
-        wt = np.ascontiguousarray(w_eff.T.astype(np.int64) * scale)  # (n_in, n_out)
-        pwt = np.ascontiguousarray(pw_eff.T.astype(np.int64) * scale)  # (n_pulses, n_out)
         order = np.argsort(np.asarray(layer.pulse_steps), kind="stable")
-        w_off[i], nz_off[i], p_off[i], pw_off[i] = pos_w, pos_nz, pos_p, pos_pw
-        w_parts.append(wt.ravel())
-        nz_parts.append((wt != 0).sum(1).astype(np.int64))
+        rows = np.vstack([w_eff.T, pw_eff.T[order]]).astype(np.int32)
+        # largest |a_in| of one update (every input and pulse at once); with 2**24 + W * 64 * a_max < 2**31 no
+        # int32 intermediate of Lava's can wrap (|u| grows by at most 64 a_max per update), so the kernel skips it
+        a_max = int(np.abs(rows.astype(np.int64)).sum(0).max(initial=0)) << int(layer.weight_exp)
+        ints["n_in"][i], ints["n_out"][i] = layer.n_in, layer.n_out
+        ints["once"][i] = int(bool(layer.once))
+        ints["du"][i], ints["dv"][i] = int(layer.du), int(layer.dv)
+        ints["thr"][i] = int(layer.vth) << VTH_SHIFT
+        ints["wexp"][i] = int(layer.weight_exp)
+        ints["wrap32"][i] = int((1 << 24) + window * 64 * a_max >= (1 << 31))
+        ints["w_off"][i], ints["nz_off"][i], ints["p_off"][i] = pos_w, pos_nz, pos_p
+        ints["p_n"][i] = order.size
+        w_parts.append(np.ascontiguousarray(rows).ravel())
+        nz_parts.append((rows != 0).sum(1).astype(np.int64))
         pc_parts.append(np.asarray(layer.pulse_steps, np.int64)[order])
-        pnz_parts.append((pwt[order] != 0).sum(1).astype(np.int64))
-        pw_parts.append(pwt[order].ravel())
-        p_n[i] = order.size
-        pos_w += wt.size
-        pos_nz += wt.shape[0]
+        pos_w += rows.size
+        pos_nz += rows.shape[0]
         pos_p += order.size
-        pos_pw += pwt.size
         ev_cap = max(ev_cap, layer.n_in, layer.n_out if layer.once else layer.n_out * window)
 
-    def cat(parts):
-        return np.ascontiguousarray(np.concatenate(parts).astype(np.int64)) if parts else np.zeros(0, np.int64)
+    def cat(parts, dtype=np.int64):
+        return np.ascontiguousarray(np.concatenate(parts).astype(dtype))
 
-    return PackedNetwork(window, n_in, n_out, once, du, dv, thr, w_off, cat(w_parts), nz_off, cat(nz_parts),
-                         p_off, p_n, cat(pc_parts), cat(pnz_parts), pw_off, cat(pw_parts), int(ev_cap))
+    return PackedNetwork(window, ints["n_in"], ints["n_out"], ints["once"], ints["du"], ints["dv"], ints["thr"],
+                         ints["wexp"], ints["wrap32"], ints["w_off"], cat(w_parts, np.int32), ints["nz_off"], cat(nz_parts), ints["p_off"],
+                         ints["p_n"], cat(pc_parts), int(ev_cap))
 
 
 def dense_blocks(layer: CompiledLayer) -> tuple[np.ndarray, np.ndarray]:
@@ -277,37 +274,78 @@ def _wrap32(x):
 
 
 @numba.njit(cache=True, inline="always")
-def _trunc_decay(x, factor):
-    """trunc0(x * factor / 4096) as Lava computes it: sign(p) * (|p| >> 12)."""
-    p = x * factor
-    if p >= 0:
-        return p >> 12
-    return -((-p) >> 12)
-
-
-@numba.njit(cache=True, inline="always")
-def _can_still_fire(u, v, thr, du, dv):
-    """False when, with no further input, the neuron provably never exceeds thr again.
+def _can_fire(u, v, thr, du, dv):
+    """0 when, with no further input, the neuron provably never exceeds thr again, else 1 (branch-free).
 
     Without input and with -2**23 < u <= 2**23, u keeps its sign, shrinks and never wraps; v_{n+1} <=
     b v_n + u a^(n+1) (a = (4095 - du)/4096, b = (4096 - dv)/4096, truncation toward zero only lowers positive
     values), so v stays <= M = max(v, u a / (1 - b)). M <= thr <=> v <= thr and u (4095 - du) <= thr dv.
     """
-    if v > thr or u <= -U_WRAP or u > U_WRAP:
-        return True
-    if u <= 0:
-        return False
-    return u * (4095 - du) > thr * dv
+    return (v > thr) | (u <= -U_WRAP) | (u > U_WRAP) | ((u > 0) & (u * (4095 - du) > thr * dv))
 
 
 @numba.njit(cache=True)
-def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off, p_n,
-                 p_col, p_nz, pw_off, pw_flat, neuron_off, ev_col, ev_src, ev_n, u, v, acc, active, bucket,
+def _update(no, u, v, acc, live, spk, fu, fv, th, sh):
+    """One update of neurons 0 ... no - 1 (Lava's int32 buffers provably never wrap). Branch-free, so LLVM
+    vectorizes it. acc: the update's input (sum of effective weights), shifted by sh = weight_exp + 6.
+    A neuron spikes only if live; returns the number of spikes (flags in spk)."""
+    n_fire = 0
+    for j in range(no):
+        p = u[j] * fu
+        pre = ((p + ((p >> 63) & 4095)) >> 12) + (acc[j] << sh)
+        pre = pre - 2 * U_WRAP if pre > U_WRAP else pre  # 24-bit wrap (Lava's single conditional wrap)
+        pre = pre + 2 * U_WRAP if pre <= -U_WRAP else pre
+        q = v[j] * fv
+        vv = ((q + ((q >> 63) & 4095)) >> 12) + pre
+        vv = min(max(vv, -V_MAX), V_MAX)
+        f = (vv > th) & live[j]
+        u[j] = pre
+        v[j] = 0 if f else vv
+        spk[j] = f
+        n_fire += f
+    return n_fire
+
+
+@numba.njit(cache=True)
+def _update_wrap32(no, u, v, acc, live, spk, fu, fv, th, sh):
+    """:func:`_update` with the int32 wraps of Lava's buffers (a_in, a_in << 6, the u and v sums)."""
+    n_fire = 0
+    for j in range(no):
+        a_in = _wrap32(acc[j] << (sh - 6))
+        p = u[j] * fu
+        pre = _wrap32(((p + ((p >> 63) & 4095)) >> 12) + _wrap32(a_in << 6))
+        if pre > U_WRAP:
+            pre -= 2 * U_WRAP
+        elif pre <= -U_WRAP:
+            pre += 2 * U_WRAP
+        q = v[j] * fv
+        vv = _wrap32(((q + ((q >> 63) & 4095)) >> 12) + pre)
+        vv = min(max(vv, -V_MAX), V_MAX)
+        f = (vv > th) & live[j]
+        u[j] = pre
+        v[j] = 0 if f else vv
+        spk[j] = f
+        n_fire += f
+    return n_fire
+
+
+@numba.njit(cache=True)
+def _n_can_fire(no, u, v, live, th, du, dv):
+    n = 0
+    for j in range(no):
+        n += live[j] & _can_fire(u[j], v[j], th, du, dv)
+    return n
+
+
+@numba.njit(cache=True)
+def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off, nz_flat,
+                 p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, bucket,
                  out_cols, out_counts, spikes, in_events, synops_nz):
     """Run sample s through all layers. ev_* slot 0 = input events, slot l + 1 = layer l's spikes (by column).
 
     Internally a layer's update c is "tick" c + 1 = the column a spike at that update is reported as; ticks
-    1 ... W - 1 are simulated (update W - 1 never reports a spike).
+    1 ... W - 1 are simulated (update W - 1 never reports a spike). Every neuron of the layer is updated at every
+    tick (vectorized); the layer starts at its first input and stops when no neuron can fire any more.
     """
     # layer-0 input events sorted by column (counting sort)
     n0 = n_in[0]
@@ -330,20 +368,24 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat
             bucket[c] = k + 1
     ev_n[0] = cnt
 
+    t_hi = W - 1
     for l in range(L):
         no = n_out[l]
+        ni = n_in[l]
         nev = ev_n[l]
         npl = p_n[l]
         po = p_off[l]
-        t_lo = 1
-        t_hi = W - 1
+        wo = w_off[l]
+        nzo = nz_off[l]
         ev_n[l + 1] = 0
-        nout_ev = 0
-        off = neuron_off[l]
-        th = thr[l]
-        fu = DECAY_UNITY - du[l] - 1
-        fv = DECAY_UNITY - dv[l]
-        is_once = once[l] != 0
+        # counters: every event (columns 0 ... W - 1) reaches the layer's synapses
+        nz = 0
+        for k in range(nev):
+            nz += nz_flat[nzo + ev_src[l, k]]
+        for k in range(npl):
+            nz += nz_flat[nzo + ni + k]
+        in_events[s, l] = nev + npl
+        synops_nz[s, l] = nz
         # first and last input tick (inputs at column c act at tick c + 1)
         first = t_hi + 1
         last = -1
@@ -353,86 +395,85 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat
         if npl > 0:
             first = min(first, p_col[po] + 1)
             last = max(last, p_col[po + npl - 1] + 1)
-        # counters: every event (columns 0 ... W - 1) reaches the layer's synapses
-        nz = 0
-        for k in range(nev):
-            nz += nz_flat[nz_off[l] + ev_src[l, k]]
-        for k in range(npl):
-            nz += p_nz[po + k]
-        in_events[s, l] = nev + npl
-        synops_nz[s, l] = nz
-        if first < t_lo:
-            first = t_lo
         if first > t_hi:
             continue  # silent layer: zero state never exceeds thr >= 0
+        off = neuron_off[l]
+        th = thr[l]
+        dul = du[l]
+        dvl = dv[l]
+        fu = DECAY_UNITY - dul - 1
+        fv = DECAY_UNITY - dvl
+        is_once = once[l] != 0
+        wrap = wrap32[l] != 0
+        sh = wexp[l] + VTH_SHIFT
         for j in range(no):
             u[j] = 0
             v[j] = 0
             acc[j] = 0
-            active[j] = j
-        n_act = no
+            live[j] = 1
+        n_live = no
+        acc_zero = True
+        nout_ev = 0
         ep = 0
         pp = 0
-        wo = w_off[l]
-        pwo = pw_off[l]
         tick = first
-        while tick <= t_hi and n_act > 0:
-            # deliver this tick's events (columns tick - 1)
+        while tick <= t_hi:
+            # this tick's events (columns tick - 1): sum their weight rows into acc
+            m = 0
             while ep < nev and ev_col[l, ep] + 1 <= tick:
-                base = wo + ev_src[l, ep] * no
-                for j in range(no):
-                    acc[j] += w_flat[base + j]
+                r = wo + ev_src[l, ep] * no
+                if m == 0:
+                    for j in range(no):
+                        acc[j] = w_flat[r + j]
+                else:
+                    for j in range(no):
+                        acc[j] += w_flat[r + j]
+                m += 1
                 ep += 1
             while pp < npl and p_col[po + pp] + 1 <= tick:
-                base = pwo + pp * no
-                for j in range(no):
-                    acc[j] += pw_flat[base + j]
+                r = wo + (ni + pp) * no
+                if m == 0:
+                    for j in range(no):
+                        acc[j] = w_flat[r + j]
+                else:
+                    for j in range(no):
+                        acc[j] += w_flat[r + j]
+                m += 1
                 pp += 1
-            quiet_after = tick >= last
-            kept = 0
-            for k in range(n_act):
-                j = active[k]
-                a_in = _wrap32(acc[j])
-                acc[j] = 0
-                pre = _wrap32(_trunc_decay(u[j], fu) + _wrap32(a_in << 6))
-                if pre > U_WRAP:
-                    pre -= 2 * U_WRAP
-                elif pre <= -U_WRAP:
-                    pre += 2 * U_WRAP
-                uj = pre
-                vj = _wrap32(_trunc_decay(v[j], fv) + uj)
-                if vj > V_MAX:
-                    vj = V_MAX
-                elif vj < -V_MAX:
-                    vj = -V_MAX
-                keep = True
-                if vj > th:
-                    vj = 0
-                    if out_cols[s, off + j] < 0:
-                        out_cols[s, off + j] = tick
-                    out_counts[s, off + j] += 1
-                    ev_col[l + 1, nout_ev] = tick
-                    ev_src[l + 1, nout_ev] = j
-                    nout_ev += 1
-                    if is_once:
-                        keep = False
-                u[j] = uj
-                v[j] = vj
-                if keep and quiet_after and not _can_still_fire(uj, vj, th, du[l], dv[l]):
-                    keep = False
-                if keep:
-                    active[kept] = j
-                    kept += 1
-            n_act = kept
+            if m == 0 and not acc_zero:
+                for j in range(no):
+                    acc[j] = 0
+            acc_zero = m == 0
+            if wrap:
+                n_fire = _update_wrap32(no, u, v, acc, live, spk, fu, fv, th, sh)
+            else:
+                n_fire = _update(no, u, v, acc, live, spk, fu, fv, th, sh)
+            if n_fire > 0:
+                for j in range(no):
+                    if spk[j]:
+                        if out_cols[s, off + j] < 0:
+                            out_cols[s, off + j] = tick
+                        out_counts[s, off + j] += 1
+                        ev_col[l + 1, nout_ev] = tick
+                        ev_src[l + 1, nout_ev] = j
+                        nout_ev += 1
+                        if is_once:
+                            live[j] = 0
+                if is_once:
+                    n_live -= n_fire
+                    if n_live == 0:
+                        break
+            if tick >= last and _n_can_fire(no, u, v, live, th, dul, dvl) == 0:
+                break  # no input left and no neuron can reach the threshold again
             tick += 1
         ev_n[l + 1] = nout_ev
         spikes[s, l] = nout_ev
 
 
 @numba.njit(cache=True, nogil=True)
-def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off,
-                  p_n, p_col, p_nz, pw_off, pw_flat, neuron_off, ev_cap, out_cols, out_counts, spikes, in_events,
-                  synops_nz, record, rec_sample, rec_col, rec_src, rec_n):
+def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off,
+                  nz_flat, p_off, p_n, p_col, neuron_off, ev_cap, out_cols, out_counts, spikes, in_events, synops_nz,
+                  record, rec_sample, rec_col, rec_src, rec_n):
     """Samples lo ... hi - 1, serially, without the GIL (threads run disjoint ranges in parallel).
 
     With record, every spike is also appended to rec_*[l] = (sample, column, neuron) of layer l.
@@ -446,12 +487,13 @@ def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, 
     u = np.zeros(max_out, np.int64)
     v = np.zeros(max_out, np.int64)
     acc = np.zeros(max_out, np.int64)
-    active = np.zeros(max_out, np.int64)
+    live = np.zeros(max_out, np.int64)
+    spk = np.zeros(max_out, np.int64)
     bucket = np.zeros(W + 1, np.int64)
     for s in range(lo, hi):
-        _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, w_off, w_flat, nz_off, nz_flat, p_off,
-                     p_n, p_col, p_nz, pw_off, pw_flat, neuron_off, ev_col, ev_src, ev_n, u, v, acc, active,
-                     bucket, out_cols, out_counts, spikes, in_events, synops_nz)
+        _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off, nz_flat,
+                     p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, bucket,
+                     out_cols, out_counts, spikes, in_events, synops_nz)
         if record:
             for l in range(L):
                 for k in range(ev_n[l + 1]):
@@ -507,9 +549,9 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None 
     spikes = np.zeros((n, L), np.int64)
     in_events = np.zeros((n, L), np.int64)
     synops_nz = np.zeros((n, L), np.int64)
-    args = (cols, pk.window, L, pk.n_in, pk.n_out, pk.once, pk.du, pk.dv, pk.thr, pk.w_off, pk.w_flat,
-            pk.nz_off, pk.nz_flat, pk.p_off, pk.p_n, pk.p_col, pk.p_nz, pk.pw_off, pk.pw_flat, neuron_off,
-            pk.ev_cap, out_cols, out_counts, spikes, in_events, synops_nz)
+    args = (cols, pk.window, L, pk.n_in, pk.n_out, pk.once, pk.du, pk.dv, pk.thr, pk.wexp, pk.wrap32, pk.w_off,
+            pk.w_flat, pk.nz_off, pk.nz_flat, pk.p_off, pk.p_n, pk.p_col, neuron_off, pk.ev_cap, out_cols,
+            out_counts, spikes, in_events, synops_nz)
     events = None
     if record:
         cap = max(1, n * int(pk.ev_cap))
