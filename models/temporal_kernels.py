@@ -203,35 +203,54 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
         n_valid = _sort_sample(in_times[s], ordr, ts, es, inv_es, tau)
         a = np.zeros(n_out)
         b = np.zeros(n_out)
-        act = np.arange(n_out)  # neurons that have not spiked yet, act[:n_act]
+        alive = np.ones(n_out)  # 1.0 until the neuron spikes
+        act = np.arange(n_out)  # the same neurons as a list, act[:n_act]
         n_act = n_out
+        dense = True  # while most neurons wait, update all of them (SIMD) rather than through the list
         for k in range(n_valid):
             ti = ts[k]
             ek = es[k]
             t_next = ts[k + 1] if k + 1 < n_valid else np.inf
             wrow = weights_t[ordr[k]]
             if t_next == ti:
-                for q in range(n_act):
-                    j = act[q]
-                    e = wrow[j] * ek
-                    a[j] += e
-                    b[j] += e * ti
+                if dense:
+                    for j in range(n_out):
+                        e = wrow[j] * ek
+                        a[j] += e
+                        b[j] += e * ti
+                else:
+                    for q in range(n_act):
+                        j = act[q]
+                        e = wrow[j] * ek
+                        a[j] += e
+                        b[j] += e * ti
                 continue
             # accumulate and count the neurons whose peak potential over [ti, t_next] may reach theta:
             # peak of A t - B is A clamp(B/A + 1/tau, ti, t_next) - B, and e^{-tau t} <= e^{-tau ti} there
             inv_ek = inv_es[k]
             t_hi = t_next if t_next < np.inf else 1e300
             n_cand = 0
-            for q in range(n_act):
-                j = act[q]
-                e = wrow[j] * ek
-                aj = a[j] + e
-                bj = b[j] + e * ti
-                a[j] = aj
-                b[j] = bj
-                pk = max(aj * inv_tau, aj * ti - bj)
-                pk = min(pk, aj * t_hi - bj)
-                n_cand += (pk * inv_ek >= bound) & (aj > 0.0)
+            if dense:
+                for j in range(n_out):
+                    e = wrow[j] * ek
+                    aj = a[j] + e
+                    bj = b[j] + e * ti
+                    a[j] = aj
+                    b[j] = bj
+                    pk = max(aj * inv_tau, aj * ti - bj)
+                    pk = min(pk, aj * t_hi - bj)
+                    n_cand += (pk * inv_ek * alive[j] >= bound) & (aj > 0.0)
+            else:
+                for q in range(n_act):
+                    j = act[q]
+                    e = wrow[j] * ek
+                    aj = a[j] + e
+                    bj = b[j] + e * ti
+                    a[j] = aj
+                    b[j] = bj
+                    pk = max(aj * inv_tau, aj * ti - bj)
+                    pk = min(pk, aj * t_hi - bj)
+                    n_cand += (pk * inv_ek >= bound) & (aj > 0.0)
             if n_cand == 0:
                 continue
             m = 0
@@ -239,10 +258,12 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
                 j = act[q]
                 if _try_spike(s, j, k, a[j], b[j], ti, t_next, t_hi, inv_ek, tau, inv_tau, theta, bound,
                               t_out, a_out, b_out, w_out, k_out):
+                    alive[j] = 0.0
                     continue
                 act[m] = j
                 m += 1
             n_act = m
+            dense = 2 * n_act > n_out
             if n_act == 0:
                 break
         for k in range(n_in):
