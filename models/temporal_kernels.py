@@ -281,7 +281,7 @@ GRAD_CHUNKS = 8
 
 
 @numba.njit(cache=True, parallel=True)
-def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, penalty, col_start):
+def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, penalty, col_start, mode=-1):
     """Exact gradients of one layer, summed over samples, in one event-driven pass over the causal inputs.
 
     ts, es:   (N, n_in) input times and exp(tau t) in time order (from :func:`layer_forward_fast`)
@@ -291,6 +291,8 @@ def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, 
     clip:     absolute clip of each local derivative (<= 0: none)
     penalty:  subtracted from the gradient of every weight into a silent neuron, per sample
     col_start: input-time gradients are computed for columns >= col_start only
+    mode:     -1 auto, 0 walk each neuron's causal inputs in time order, 1 masked loop over all inputs (SIMD;
+              needs col_start == 0). Both give bitwise the same result (same sums in the same order).
     Returns gw (n_out, n_in) and gin (N, n_in) (zero below col_start). Parallel over fixed neuron chunks.
     """
     n, n_in = ts.shape
@@ -300,6 +302,25 @@ def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, 
     n_cols = n_in - col_start
     gw = np.zeros((n_out, n_in))
     part = np.zeros((n_chunks, n, n_cols))
+    # dense mode: most neurons' causal sets cover most inputs (typical of a small layer feeding a big one)
+    tot = 0
+    for s in range(n):
+        for j in range(n_out):
+            tot += n_prefix[s, j]
+    dense = col_start == 0 and (mode == 1 or (mode == -1 and 2 * tot > n * n_out * n_in))
+    x_idx = np.zeros((n, n_in) if dense else (0, 0))  # inputs, exp(tau t) and time rank in input order
+    es_idx = np.zeros((n, n_in) if dense else (0, 0))
+    pos = np.full((n, n_in) if dense else (0, 0), n_in, dtype=np.int32)
+    if dense:
+        for s in range(n):
+            kmax = 0  # inputs at time rank >= kmax are causal for no neuron (ts/es are undefined past n_valid)
+            for j in range(n_out):
+                kmax = max(kmax, n_prefix[s, j])
+            for k in range(kmax):
+                i = order[s, k]
+                pos[s, i] = k
+                x_idx[s, i] = ts[s, k]
+                es_idx[s, i] = es[s, k]
     for ch in numba.prange(n_chunks):
         pc = part[ch]
         for j in range(ch * n_out // n_chunks, (ch + 1) * n_out // n_chunks):
@@ -319,7 +340,21 @@ def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, 
                 inv_denom = 1.0 / (aj * (1.0 + wj))
                 c0 = wj / tau - bpa
                 c1 = wj + 1.0 - tau * bpa
-                for k in range(n_prefix[s, j]):
+                npj = n_prefix[s, j]
+                if dense:  # in input order, masked: vectorises when most inputs are causal
+                    xs = x_idx[s]
+                    es_s = es_idx[s]
+                    pos_s = pos[s]
+                    for i in range(n_in):
+                        ek = es_s[i] * inv_denom
+                        tk = xs[i]
+                        dw = min(max(ek * (tk + c0), -c), c)
+                        dt = min(max(wrow[i] * ek * (tau * tk + c1), -c), c)
+                        causal = pos_s[i] < npj
+                        gwj[i] += gj * dw if causal else 0.0
+                        pc[s, i] += gj * dt if causal else 0.0
+                    continue
+                for k in range(npj):
                     i = order[s, k]
                     ek = es[s, k] * inv_denom
                     tk = ts[s, k]
