@@ -252,7 +252,7 @@ def _train(cfg: TrainConfig, out: Path, data_dir: str | None, resume: bool, devi
         params.opt.load_state_dict(state["optimizer"])
 
     n_train = len(train)
-    n_batches = n_train // hp.batch_size  # the authors drop the incomplete last batch too
+    n_batches = n_train // hp.batch_size  # an incomplete last batch is dropped (reshuffled next epoch)
     t_train = 0.0
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.perf_counter()
