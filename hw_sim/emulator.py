@@ -340,7 +340,7 @@ def _n_can_fire(no, u, v, live, th, du, dv):
 @numba.njit(cache=True)
 def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off, nz_flat,
                  p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, bucket,
-                 out_cols, out_counts, spikes, in_events, synops_nz):
+                 out_cols, out_counts, spikes, in_events, synops_nz, masked):
     """Run sample s through all layers. ev_* slot 0 = input events, slot l + 1 = layer l's spikes (by column).
 
     Internally a layer's update c is "tick" c + 1 = the column a spike at that update is reported as; ticks
@@ -411,9 +411,14 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32,
             v[j] = 0
             acc[j] = 0
             live[j] = 1
+        nb8 = (no + 7) // 8
+        spk8 = spk.view(np.int64)
+        for j in range(no, 8 * nb8):
+            spk[j] = 0
         n_live = no
         acc_zero = True
         nout_ev = 0
+        n_masked = 0
         ep = 0
         pp = 0
         tick = first
@@ -449,8 +454,14 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32,
             else:
                 n_fire = _update(no, u, v, acc, live, spk, fu, fv, th, sh)
             if n_fire > 0:
-                for j in range(no):
-                    if spk[j]:
+                # find the flags 8 at a time (spk is uint8, padded to a multiple of 8 with zeros)
+                for b in range(nb8):
+                    word = spk8[b]
+                    while word != 0:
+                        low = word & -word  # lowest set flag: bit 8 k of the word (flags are 0/1 bytes)
+                        word ^= low
+                        # k = number of bytes below it: sum the byte-LSBs of low - 1 into the top byte
+                        j = 8 * b + (((((low - 1) & 0x0101010101010101) * 0x0101010101010101) >> 56) & 0xFF)
                         if out_cols[s, off + j] < 0:
                             out_cols[s, off + j] = tick
                         out_counts[s, off + j] += 1
@@ -459,6 +470,7 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32,
                         nout_ev += 1
                         if is_once:
                             live[j] = 0
+                            n_masked += W - tick
                 if is_once:
                     n_live -= n_fire
                     if n_live == 0:
@@ -468,12 +480,13 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32,
             tick += 1
         ev_n[l + 1] = nout_ev
         spikes[s, l] = nout_ev
+        masked[s, l] = n_masked
 
 
 @numba.njit(cache=True, nogil=True)
 def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off,
                   nz_flat, p_off, p_n, p_col, neuron_off, ev_cap, out_cols, out_counts, spikes, in_events, synops_nz,
-                  record, rec_sample, rec_col, rec_src, rec_n):
+                  masked, record, rec_sample, rec_col, rec_src, rec_n):
     """Samples lo ... hi - 1, serially, without the GIL (threads run disjoint ranges in parallel).
 
     With record, every spike is also appended to rec_*[l] = (sample, column, neuron) of layer l.
@@ -487,13 +500,13 @@ def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, w
     u = np.zeros(max_out, np.int64)
     v = np.zeros(max_out, np.int64)
     acc = np.zeros(max_out, np.int64)
-    live = np.zeros(max_out, np.int64)
-    spk = np.zeros(max_out, np.int64)
+    live = np.zeros(max_out, np.uint8)
+    spk = np.zeros(8 * ((max_out + 7) // 8), np.uint8)
     bucket = np.zeros(W + 1, np.int64)
     for s in range(lo, hi):
         _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off, nz_flat,
                      p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, bucket,
-                     out_cols, out_counts, spikes, in_events, synops_nz)
+                     out_cols, out_counts, spikes, in_events, synops_nz, masked)
         if record:
             for l in range(L):
                 for k in range(ev_n[l + 1]):
@@ -549,9 +562,10 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None 
     spikes = np.zeros((n, L), np.int64)
     in_events = np.zeros((n, L), np.int64)
     synops_nz = np.zeros((n, L), np.int64)
+    masked = np.zeros((n, L), np.int64)
     args = (cols, pk.window, L, pk.n_in, pk.n_out, pk.once, pk.du, pk.dv, pk.thr, pk.wexp, pk.wrap32, pk.w_off,
             pk.w_flat, pk.nz_off, pk.nz_flat, pk.p_off, pk.p_n, pk.p_col, neuron_off, pk.ev_cap, out_cols,
-            out_counts, spikes, in_events, synops_nz)
+            out_counts, spikes, in_events, synops_nz, masked)
     events = None
     if record:
         cap = max(1, n * int(pk.ev_cap))
@@ -582,11 +596,6 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None 
     columns = [out_cols[:, neuron_off[l]:neuron_off[l + 1]] for l in range(L)]
     counts = [out_counts[:, neuron_off[l]:neuron_off[l + 1]] for l in range(L)]
     neuron_updates = np.broadcast_to(pk.n_out[None, :] * pk.window, (n, L)).copy()
-    active = neuron_updates.copy()
-    for l in range(L):
-        if pk.once[l]:
-            c = columns[l]
-            active[:, l] -= np.where(c >= 0, pk.window - c, 0).sum(1)
     result = SimResult(
         columns=columns,
         spike_counts=counts,
@@ -596,7 +605,7 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None 
         synops=in_events * pk.n_out[None, :],
         synops_nonzero=synops_nz,
         neuron_updates=neuron_updates,
-        active_neuron_updates=active,
+        active_neuron_updates=neuron_updates - masked,
         steps=np.full(n, pk.window, np.int64),
     )
     return result, events

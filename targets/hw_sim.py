@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 
+import numba
 import numpy as np
 
 from targets.base import RunResult
@@ -60,6 +61,26 @@ def input_columns(net: CompiledNetwork, input_times: np.ndarray) -> np.ndarray:
     return cols
 
 
+@numba.njit(cache=True, nogil=True)
+def _times(cols, S, out):
+    n, m = cols.shape
+    for i in range(n):
+        for j in range(m):
+            c = cols[i, j]
+            out[i, j] = (c - 0.5) / S if c >= 0 else np.inf
+
+
+def columns_to_times(net: CompiledNetwork, cols: np.ndarray) -> np.ndarray:
+    """``CompiledNetwork.columns_to_times`` (same values: (c - 1/2) / S, inf where c < 0) in one pass without
+    temporaries (the mask-and-scatter version dominated hw_sim's run time on 10,000 MNIST images)."""
+    c = np.asarray(cols, dtype=np.int64)
+    out = np.empty(c.shape, np.float64)
+    if c.ndim == 2:
+        _times(c, float(net.steps_per_unit), out)
+        return out
+    return net.columns_to_times(c)
+
+
 class HwSimTarget:
     """Bit-accurate emulation of lava-fixed; ``info`` carries spike counts and per-sample activity counters."""
 
@@ -81,7 +102,7 @@ class HwSimTarget:
             check_contract(net)
         cols = input_columns(net, input_times)
         sim = simulate(net, cols, threads=self.threads)
-        times = [net.columns_to_times(c) for c in sim.columns]
+        times = [columns_to_times(net, c) for c in sim.columns]
         info = {
             "precision": "fixed_pt (bit-accurate emulation of lava-fixed)",
             "window": net.window,
@@ -94,4 +115,4 @@ class HwSimTarget:
         return RunResult(self.name, times, sim.columns, time.perf_counter() - t0, info)
 
 
-__all__ = ["HwSimTarget", "check_contract", "input_columns"]
+__all__ = ["HwSimTarget", "check_contract", "columns_to_times", "input_columns"]

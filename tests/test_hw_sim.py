@@ -383,3 +383,13 @@ def test_hw_sim_target_rejects_what_lava_fixed_rejects():
     a = get_target("hw_sim", strict=False).run(odd, x)
     b = get_target("hw_sim").run(masked, x)
     np.testing.assert_array_equal(a.columns[0], b.columns[0])
+
+
+def test_target_times_equal_columns_to_times():
+    from targets.hw_sim import columns_to_times
+
+    rng = np.random.default_rng(14)
+    cols = rng.integers(-1, 200, (50, 30))
+    for S in (8, 32, 33.7):
+        net = dataclasses.replace(make_net(rng, [3, 2], 10), steps_per_unit=S)
+        np.testing.assert_array_equal(columns_to_times(net, cols), net.columns_to_times(cols))
