@@ -20,8 +20,8 @@ c + 1, which the next layer sees as an input at column c + 1. Every layer has up
 Counters (plain int64 arrays, one row per sample; see :class:`SimResult`) feed the energy model
 (hw_sim/energy.py). Speed: samples run in parallel (a GIL-free numba kernel on a thread pool); within a sample a
 layer starts at its first input, updates all its neurons per step with branch-free (SIMD-vectorized) integer
-code, and stops as soon as every once-neuron has fired or, after its last input, no neuron can reach the
-threshold any more (an exact bound, see :func:`_can_fire`).
+code until its last input, then updates only the neurons that can still reach the threshold (an exact bound,
+see :func:`_can_fire`) and stops when none is left or every once-neuron has fired.
 """
 from __future__ import annotations
 
@@ -330,16 +330,8 @@ def _update_wrap32(no, u, v, acc, live, spk, fu, fv, th, sh):
 
 
 @numba.njit(cache=True)
-def _n_can_fire(no, u, v, live, th, du, dv):
-    n = 0
-    for j in range(no):
-        n += live[j] & _can_fire(u[j], v[j], th, du, dv)
-    return n
-
-
-@numba.njit(cache=True)
 def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off, nz_flat,
-                 p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, bucket,
+                 p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, idx, bucket,
                  out_cols, out_counts, spikes, in_events, synops_nz, masked):
     """Run sample s through all layers. ev_* slot 0 = input events, slot l + 1 = layer l's spikes (by column).
 
@@ -475,8 +467,50 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32,
                     n_live -= n_fire
                     if n_live == 0:
                         break
-            if tick >= last and _n_can_fire(no, u, v, live, th, dul, dvl) == 0:
-                break  # no input left and no neuron can reach the threshold again
+            if tick >= last:
+                # no input left: only the neurons that can still reach the threshold matter; finish them
+                # one by one (usually few) instead of updating the whole layer
+                n_c = 0
+                for j in range(no):
+                    if live[j] and _can_fire(u[j], v[j], th, dul, dvl):
+                        idx[n_c] = j
+                        n_c += 1
+                tick += 1
+                while n_c > 0 and tick <= t_hi:
+                    kept = 0
+                    for k in range(n_c):
+                        j = idx[k]
+                        p = u[j] * fu
+                        uj = (p + ((p >> 63) & 4095)) >> 12  # no input; |u| < 2**31 so no int32 wrap here
+                        if uj > U_WRAP:
+                            uj -= 2 * U_WRAP
+                        elif uj <= -U_WRAP:
+                            uj += 2 * U_WRAP
+                        q = v[j] * fv
+                        vj = ((q + ((q >> 63) & 4095)) >> 12) + uj
+                        if wrap:
+                            vj = _wrap32(vj)
+                        vj = min(max(vj, -V_MAX), V_MAX)
+                        keep = True
+                        if vj > th:
+                            vj = 0
+                            if out_cols[s, off + j] < 0:
+                                out_cols[s, off + j] = tick
+                            out_counts[s, off + j] += 1
+                            ev_col[l + 1, nout_ev] = tick
+                            ev_src[l + 1, nout_ev] = j
+                            nout_ev += 1
+                            if is_once:
+                                keep = False
+                                n_masked += W - tick
+                        u[j] = uj
+                        v[j] = vj
+                        if keep and _can_fire(uj, vj, th, dul, dvl):
+                            idx[kept] = j
+                            kept += 1
+                    n_c = kept
+                    tick += 1
+                break
             tick += 1
         ev_n[l + 1] = nout_ev
         spikes[s, l] = nout_ev
@@ -502,10 +536,11 @@ def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, w
     acc = np.zeros(max_out, np.int64)
     live = np.zeros(max_out, np.uint8)
     spk = np.zeros(8 * ((max_out + 7) // 8), np.uint8)
+    idx = np.zeros(max_out, np.int64)
     bucket = np.zeros(W + 1, np.int64)
     for s in range(lo, hi):
         _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off, nz_flat,
-                     p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, bucket,
+                     p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, idx, bucket,
                      out_cols, out_counts, spikes, in_events, synops_nz, masked)
         if record:
             for l in range(L):
