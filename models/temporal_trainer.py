@@ -147,10 +147,10 @@ class Learner:
         import torch
 
         with torch.no_grad():
-            for t, g in zip(self.w, grads):
-                t.grad.copy_(torch.from_numpy(g.weights_all))
+            for t, g in zip(self.w, grads):  # the kernels' fresh arrays become the grads without a copy on CPU
+                t.grad = torch.from_numpy(g.weights_all).to(self.device)
             for t, g in zip(self.pt, grads):
-                t.grad.copy_(torch.from_numpy(g.pulse_times))
+                t.grad = torch.from_numpy(np.ascontiguousarray(g.pulse_times)).to(self.device)
             self.opt.step()
             for t in self.pt:
                 t.clamp_(min=0.0)  # pulse times stay >= 0 (authors' code)
