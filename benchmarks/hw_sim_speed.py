@@ -4,8 +4,8 @@
                                                 [--samples 10000] [--threads N] [--full-verify]
 
 * lava-fixed runs the first ``--lava-samples`` test images in one chunk (timing includes building and starting the
-  Lava processes: what a user waits for); hw_sim runs ``--samples`` images (its one-off numba compilation, seconds,
-  is done first and reported separately as ``hw_sim_compile_s``).
+  Lava processes: what a user waits for); hw_sim runs ``--samples`` images three times, the median counts (its
+  one-off numba compilation, seconds, is done first and reported separately as ``hw_sim_compile_s``).
 * ``identical``: hw_sim's first-spike columns and spike counts equal lava-fixed's on every neuron of every layer
   for the images both ran.
 * ``--full-verify`` also times ``snnc verify MODEL --targets hw_sim --dataset mnist --limit 10000`` end to end in a
@@ -89,9 +89,13 @@ def main() -> None:
     lava = get_target("lava-fixed", chunk_size=n_lava).run(cn, x[:n_lava])
     lava_wall = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    res = hw.run(cn, x[:n_hw])
-    hw_wall = time.perf_counter() - t0
+    walls = []
+    for _ in range(3):  # the machine is shared: report the median of three runs (and the first)
+        t0 = time.perf_counter()
+        res = hw.run(cn, x[:n_hw])
+        walls.append(time.perf_counter() - t0)
+    hw_wall = float(np.median(walls))
+    out["hw_sim_runs_s"] = walls
 
     identical = all(
         np.array_equal(res.columns[l][:n_lava], lava.columns[l])

@@ -339,6 +339,9 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32,
     1 ... W - 1 are simulated (update W - 1 never reports a spike). Every neuron of the layer is updated at every
     tick (vectorized); the layer starts at its first input and stops when no neuron can fire any more.
     """
+    for j in range(out_cols.shape[1]):  # outputs are initialised here, in the worker thread
+        out_cols[s, j] = -1
+        out_counts[s, j] = 0
     # layer-0 input events sorted by column (counting sort)
     n0 = n_in[0]
     for c in range(W + 1):
@@ -592,8 +595,8 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None 
     L = pk.n_in.shape[0]
     neuron_off = np.zeros(L + 1, np.int64)
     neuron_off[1:] = np.cumsum(pk.n_out)
-    out_cols = np.full((n, int(neuron_off[-1])), -1, np.int64)
-    out_counts = np.zeros((n, int(neuron_off[-1])), np.int32)
+    out_cols = np.empty((n, int(neuron_off[-1])), np.int64)  # filled by the kernel
+    out_counts = np.empty((n, int(neuron_off[-1])), np.int32)
     spikes = np.zeros((n, L), np.int64)
     in_events = np.zeros((n, L), np.int64)
     synops_nz = np.zeros((n, L), np.int64)
