@@ -45,6 +45,10 @@ def test_train_temporal_cli_errors_name_the_fix(tmp_path, capsys):
     assert "train without --resume" in capsys.readouterr().err
     assert main(["train", "temporal", "--limit-train", "3", "--out", str(tmp_path)]) == 2
     assert "fewer than one batch" in capsys.readouterr().err
+    assert main(["train", "temporal", "--device", "tpu", "--out", str(tmp_path)]) == 2
+    assert "unknown device" in capsys.readouterr().err
+    assert main(["train", "temporal", "--threads", "0", "--out", str(tmp_path)]) == 2
+    assert "--threads must be between" in capsys.readouterr().err
 
 
 def test_train_help_lists_every_override():
