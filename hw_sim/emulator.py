@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -654,8 +655,6 @@ def simulate(net: CompiledNetwork | PackedNetwork, input_columns: np.ndarray, th
     """Run every sample (rows of ``input_columns``: (N, n_in) int source columns, -1 = no spike) bit-exactly as
     lava-fixed does. Samples run in parallel on ``threads`` threads (default: :func:`default_threads`). Pass a
     :class:`PackedNetwork` (from :func:`pack`) to skip the per-call packing."""
-    import time
-
     t0 = time.perf_counter()
     pk = net if isinstance(net, PackedNetwork) else pack(net)
     result, _ = _run(pk, _check_inputs(pk, input_columns), record=False, threads=threads)
@@ -666,8 +665,6 @@ def simulate_events(net: CompiledNetwork | PackedNetwork, input_columns: np.ndar
                     ) -> tuple[SimResult, list[np.ndarray]]:
     """Like :func:`simulate` (serial), plus every spike: per layer an (n_spikes, 3) int64 array of
     (sample, column, neuron) rows, ordered by sample then column. For tests and per-step comparisons."""
-    import time
-
     t0 = time.perf_counter()
     pk = net if isinstance(net, PackedNetwork) else pack(net)
     result, events = _run(pk, _check_inputs(pk, input_columns), record=True)

@@ -233,7 +233,7 @@ def test_counters():
     np.testing.assert_array_equal(res.active_neuron_updates[:, 1], expected_active)
 
 
-def test_bad_inputs_raise_clear_errors():
+def test_bad_inputs_raise_clear_errors(monkeypatch):
     rng = np.random.default_rng(6)
     net = make_net(rng, [4, 3], 10)
     with pytest.raises(TargetError, match="shape"):
@@ -242,10 +242,17 @@ def test_bad_inputs_raise_clear_errors():
         simulate(net, np.full((2, 4), 10, np.int64))
     with pytest.raises(TargetError, match="integers"):
         simulate(net, np.zeros((2, 4)))
-    bad = make_net(rng, [4, 3], 10)
-    object.__setattr__(bad.layers[0], "du", 5000)
+    bad = dataclasses.replace(net, layers=(dataclasses.replace(net.layers[0], du=5000),))
     with pytest.raises(CompileError, match="12-bit"):
         pack(bad)
+    bad = dataclasses.replace(net, layers=(dataclasses.replace(net.layers[0], pulse_steps=np.array([10])),))
+    with pytest.raises(CompileError, match="pulse columns"):
+        pack(bad)
+    monkeypatch.setenv("SNNC_THREADS", "two")
+    with pytest.raises(TargetError, match="SNNC_THREADS"):
+        simulate(net, np.zeros((2, 4), np.int64))
+    monkeypatch.setenv("SNNC_THREADS", "1")
+    assert simulate(net, np.zeros((2, 4), np.int64)).columns[0].shape == (2, 3)
     empty = simulate(net, np.zeros((0, 4), np.int64))
     assert empty.columns[0].shape == (0, 3)
 
