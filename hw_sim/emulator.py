@@ -152,8 +152,8 @@ class PackedNetwork:
     """Flat integer arrays of a compiled network, ready for the kernel. Built once by :func:`pack`.
 
     Layer l's synapse rows (inputs first, then its pulses sorted by column) form an (n_in + n_pulses, n_out) block
-    of ``w_flat`` at ``w_off[l]``: row i holds input i's effective Lava weights (int32; sums are shifted by
-    ``wexp[l]``).
+    of ``w_flat`` at ``w_off[l]``: row i holds input i's effective Lava weights shifted by its Dense's exponent
+    (``weight_exp`` for inputs, ``pulse_weight_exp`` for pulses).
     """
 
     window: int
@@ -163,10 +163,9 @@ class PackedNetwork:
     du: np.ndarray  # (L,)
     dv: np.ndarray  # (L,)
     thr: np.ndarray  # (L,) vth << 6
-    wexp: np.ndarray  # (L,) weight_exp
     wrap32: np.ndarray  # (L,) 1 = Lava's int32 buffers may wrap: emulate it (0 = provably never, skipped)
     w_off: np.ndarray  # (L,)
-    w_flat: np.ndarray  # int32
+    w_flat: np.ndarray  # int64
     nz_off: np.ndarray  # (L,) offset of layer l's per-row non-zero fan-out counts in nz_flat
     nz_flat: np.ndarray  # int64
     p_off: np.ndarray  # (L,) offset of layer l's sorted pulse columns in p_col
@@ -183,12 +182,11 @@ def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
             raise CompileError(f"{name}: {field_name}={d} is not a 12-bit decay (0..4095); recompile the network")
     if not 0 <= int(layer.vth) < (1 << 25):
         raise CompileError(f"{name}: vth={layer.vth} must be in [0, 2**25) so that vth << 6 fits int32; recompile")
-    if int(layer.weight_exp) < 0:
-        raise CompileError(
-            f"{name}: weight_exp={layer.weight_exp} < 0 floors the Dense sum; compile with weight_exp >= 0"
-        )
-    if int(layer.weight_exp) > 24:
-        raise CompileError(f"{name}: weight_exp={layer.weight_exp} > 24 overflows Lava's int32 buffers; recompile")
+    for field_name, e in (("weight_exp", int(layer.weight_exp)), ("pulse_weight_exp", _pulse_exp(layer))):
+        if e < 0:
+            raise CompileError(f"{name}: {field_name}={e} < 0 floors the Dense sum; compile with {field_name} >= 0")
+        if e > 24:
+            raise CompileError(f"{name}: {field_name}={e} > 24 overflows Lava's int32 buffers; recompile")
     w, pw, ps = np.asarray(layer.weights), np.asarray(layer.pulse_weights), np.asarray(layer.pulse_steps)
     if w.ndim != 2 or pw.ndim != 2 or ps.ndim != 1 or pw.shape != (w.shape[0], ps.shape[0]):
         raise CompileError(
@@ -202,6 +200,12 @@ def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
         )
 
 
+def _pulse_exp(layer: CompiledLayer) -> int:
+    """Exponent of the layer's pulse Dense (``pulse_weight_exp``; ``weight_exp`` when unset or absent)."""
+    e = getattr(layer, "pulse_weight_exp", None)
+    return int(layer.weight_exp if e is None else e)
+
+
 def pack(net: CompiledNetwork) -> PackedNetwork:
     """Check ``net`` and flatten it for the kernel (effective Lava weights, pre-shifted by ``weight_exp``)."""
     layers = net.layers
@@ -211,8 +215,8 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
     if window < 2:
         raise CompileError(f"window={window} steps is too short; compile with window >= 3")
     L = len(layers)
-    ints = {k: np.zeros(L, np.int64) for k in ("n_in", "n_out", "once", "du", "dv", "thr", "wexp", "wrap32",
-                                                "w_off", "nz_off", "p_off", "p_n")}
+    ints = {k: np.zeros(L, np.int64) for k in ("n_in", "n_out", "once", "du", "dv", "thr", "wrap32", "w_off",
+                                                "nz_off", "p_off", "p_n")}
     w_parts, nz_parts, pc_parts = [], [], []
     pos_w = pos_nz = pos_p = 0
     ev_cap = 1
@@ -224,15 +228,15 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
             )
         w_eff, pw_eff = dense_blocks(layer)
         order = np.argsort(np.asarray(layer.pulse_steps), kind="stable")
-        rows = np.vstack([w_eff.T, pw_eff.T[order]]).astype(np.int32)
+        rows = np.vstack([w_eff.T.astype(np.int64) << int(layer.weight_exp),
+                          pw_eff.T[order].astype(np.int64) << _pulse_exp(layer)])
         # largest |a_in| of one update (every input and pulse at once); with 2**24 + W * 64 * a_max < 2**31 no
         # int32 intermediate of Lava's can wrap (|u| grows by at most 64 a_max per update), so the kernel skips it
-        a_max = int(np.abs(rows.astype(np.int64)).sum(0).max(initial=0)) << int(layer.weight_exp)
+        a_max = int(np.abs(rows).sum(0).max(initial=0))
         ints["n_in"][i], ints["n_out"][i] = layer.n_in, layer.n_out
         ints["once"][i] = int(bool(layer.once))
         ints["du"][i], ints["dv"][i] = int(layer.du), int(layer.dv)
         ints["thr"][i] = int(layer.vth) << VTH_SHIFT
-        ints["wexp"][i] = int(layer.weight_exp)
         ints["wrap32"][i] = int((1 << 24) + window * 64 * a_max >= (1 << 31))
         ints["w_off"][i], ints["nz_off"][i], ints["p_off"][i] = pos_w, pos_nz, pos_p
         ints["p_n"][i] = order.size
@@ -248,7 +252,7 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
         return np.ascontiguousarray(np.concatenate(parts).astype(dtype))
 
     return PackedNetwork(window, ints["n_in"], ints["n_out"], ints["once"], ints["du"], ints["dv"], ints["thr"],
-                         ints["wexp"], ints["wrap32"], ints["w_off"], cat(w_parts, np.int32), ints["nz_off"], cat(nz_parts), ints["p_off"],
+                         ints["wrap32"], ints["w_off"], cat(w_parts), ints["nz_off"], cat(nz_parts), ints["p_off"],
                          ints["p_n"], cat(pc_parts), int(ev_cap))
 
 
@@ -288,7 +292,7 @@ def _can_fire(u, v, thr, du, dv):
 @numba.njit(cache=True)
 def _update(no, u, v, acc, live, spk, fu, fv, th, sh):
     """One update of neurons 0 ... no - 1 (Lava's int32 buffers provably never wrap). Branch-free, so LLVM
-    vectorizes it. acc: the update's input (sum of effective weights), shifted by sh = weight_exp + 6.
+    vectorizes it. acc: the update's input (sum of effective shifted weights), shifted by sh = 6.
     A neuron spikes only if live; returns the number of spikes (flags in spk)."""
     n_fire = 0
     for j in range(no):
@@ -331,7 +335,7 @@ def _update_wrap32(no, u, v, acc, live, spk, fu, fv, th, sh):
 
 
 @numba.njit(cache=True)
-def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off, nz_flat,
+def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off, w_flat, nz_off, nz_flat,
                  p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, idx, bucket,
                  out_cols, out_counts, spikes, in_events, synops_nz, masked):
     """Run sample s through all layers. ev_* slot 0 = input events, slot l + 1 = layer l's spikes (by column).
@@ -401,7 +405,7 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32,
         fv = DECAY_UNITY - dvl
         is_once = once[l] != 0
         wrap = wrap32[l] != 0
-        sh = wexp[l] + VTH_SHIFT
+        sh = VTH_SHIFT
         for j in range(no):
             u[j] = 0
             v[j] = 0
@@ -522,7 +526,7 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32,
 
 
 @numba.njit(cache=True, nogil=True)
-def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off,
+def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off, w_flat, nz_off,
                   nz_flat, p_off, p_n, p_col, neuron_off, ev_cap, out_cols, out_counts, spikes, in_events, synops_nz,
                   masked, record, rec_sample, rec_col, rec_src, rec_n):
     """Samples lo ... hi - 1, serially, without the GIL (threads run disjoint ranges in parallel).
@@ -543,7 +547,7 @@ def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, w
     idx = np.zeros(max_out, np.int64)
     bucket = np.zeros(W + 1, np.int64)
     for s in range(lo, hi):
-        _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wexp, wrap32, w_off, w_flat, nz_off, nz_flat,
+        _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off, w_flat, nz_off, nz_flat,
                      p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, idx, bucket,
                      out_cols, out_counts, spikes, in_events, synops_nz, masked)
         if record:
@@ -602,7 +606,7 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None 
     in_events = np.zeros((n, L), np.int64)
     synops_nz = np.zeros((n, L), np.int64)
     masked = np.zeros((n, L), np.int64)
-    args = (cols, pk.window, L, pk.n_in, pk.n_out, pk.once, pk.du, pk.dv, pk.thr, pk.wexp, pk.wrap32, pk.w_off,
+    args = (cols, pk.window, L, pk.n_in, pk.n_out, pk.once, pk.du, pk.dv, pk.thr, pk.wrap32, pk.w_off,
             pk.w_flat, pk.nz_off, pk.nz_flat, pk.p_off, pk.p_n, pk.p_col, neuron_off, pk.ev_cap, out_cols,
             out_counts, spikes, in_events, synops_nz, masked)
     events = None

@@ -32,12 +32,21 @@ def check_contract(net: CompiledNetwork) -> None:
             raise TargetError(f"{cl.name}: pulse columns {cl.pulse_steps.tolist()} must lie in [0, {W - 2}]; "
                               f"fix: {_FIX}")
         w = np.hstack([cl.weights, cl.pulse_weights])
-        if cl.num_weight_bits == 8 and w.size and (w.min() < -256 or w.max() > 254 or np.any(w % 2)):
+        nwb = int(cl.num_weight_bits)
+        if nwb == 8 and w.size and (w.min() < -256 or w.max() > 254 or np.any(w % 2)):
             raise TargetError(f"{cl.name}: 8-bit mixed-sign weight mantissas must be even values in [-256, 254] "
                               f"(Lava would clip/mask them), got [{w.min()}, {w.max()}]; fix: {_FIX}")
-        if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and 0 < cl.vth <= 131071 and 0 <= cl.weight_exp <= 7):
-            raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), vth={cl.vth} (17 bit) or "
-                              f"weight_exp={cl.weight_exp} (0..7) is out of range; fix: {_FIX}")
+        if nwb == 9 and w.size and (w.min() < -256 or w.max() > 255):
+            raise TargetError(f"{cl.name}: 9-bit mixed-sign weight mantissas must lie in [-256, 255] (Lava would "
+                              f"clip them), got [{w.min()}, {w.max()}]; fix: {_FIX}")
+        if nwb not in (8, 9):
+            raise TargetError(f"{cl.name}: num_weight_bits={nwb} is not supported by hw_sim (8 or 9); fix: {_FIX}")
+        pexp = cl.weight_exp if getattr(cl, "pulse_weight_exp", None) is None else cl.pulse_weight_exp
+        if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and 0 < cl.vth <= 131071 and 0 <= cl.weight_exp <= 7
+                and 0 <= pexp <= 7):
+            raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), vth={cl.vth} (17 bit), "
+                              f"weight_exp={cl.weight_exp} or pulse_weight_exp={pexp} (0..7) is out of range; "
+                              f"fix: {_FIX}")
 
 
 def input_columns(net: CompiledNetwork, input_times: np.ndarray) -> np.ndarray:
@@ -63,30 +72,32 @@ def input_columns(net: CompiledNetwork, input_times: np.ndarray) -> np.ndarray:
     return cols
 
 
-@numba.njit("void(int64[:, :], float64, float64[:, :])", cache=True, nogil=True)  # any layout, one compile
-def _times(cols, S, out):
+@numba.njit("void(int64[:, :], float64, float64, float64[:, :])", cache=True, nogil=True)  # any layout, one compile
+def _times(cols, offset, S, out):
     n, m = cols.shape
     for i in range(n):
         for j in range(m):
             c = cols[i, j]
-            out[i, j] = (c - 0.5) / S if c >= 0 else np.inf
+            out[i, j] = (c - 0.5 - offset) / S if c >= 0 else np.inf
 
 
-def columns_to_times(net: CompiledNetwork, cols: np.ndarray) -> np.ndarray:
-    """``CompiledNetwork.columns_to_times`` (same values: (c - 1/2) / S, inf where c < 0) in one pass without
-    temporaries (the mask-and-scatter version dominated hw_sim's run time on 10,000 MNIST images)."""
+def columns_to_times(net: CompiledNetwork, cols: np.ndarray, layer: int) -> np.ndarray:
+    """``CompiledNetwork.columns_to_times`` for layer ``layer``: the same values, (c - 1/2 - offset) / S with the
+    layer's ``time_offset_steps``, inf where c < 0, computed in parallel in one pass without temporaries (the
+    mask-and-scatter version dominated hw_sim's run time on 10,000 MNIST images)."""
     c = np.asarray(cols, dtype=np.int64)
-    if c.ndim != 2:
-        return net.columns_to_times(c)
+    offset = float(getattr(net.layers[layer], "time_offset_steps", 0.0))
     out = np.empty(c.shape, np.float64)
+    if c.ndim != 2:
+        raise TargetError(f"spike columns must be (samples, neurons), got shape {c.shape}")
     n_threads = min(default_threads(), max(1, c.shape[0] // 1000))
     bounds = np.linspace(0, c.shape[0], n_threads + 1).astype(int)
+    S = float(net.steps_per_unit)
     if n_threads == 1:
-        _times(c, float(net.steps_per_unit), out)
+        _times(c, offset, S, out)
     else:
         with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            for f in [pool.submit(_times, c[a:b], float(net.steps_per_unit), out[a:b])
-                      for a, b in zip(bounds[:-1], bounds[1:])]:
+            for f in [pool.submit(_times, c[a:b], offset, S, out[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]:
                 f.result()
     return out
 
@@ -112,7 +123,7 @@ class HwSimTarget:
             check_contract(net)
         cols = input_columns(net, input_times)
         sim = simulate(net, cols, threads=self.threads)
-        times = [columns_to_times(net, c) for c in sim.columns]
+        times = [columns_to_times(net, c, l) for l, c in enumerate(sim.columns)]
         info = {
             "precision": "fixed_pt (bit-accurate emulation of lava-fixed)",
             "window": net.window,

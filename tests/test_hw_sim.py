@@ -17,6 +17,11 @@ from toolchain.compiled import CompiledLayer, CompiledNetwork
 from toolchain.errors import CompileError, TargetError
 
 
+# the pulse block's own exponent (CompiledLayer.pulse_weight_exp) where the contract has it
+HAS_PULSE_EXP = "pulse_weight_exp" in CompiledLayer.__dataclass_fields__
+HAS_TIME_OFFSET = "time_offset_steps" in CompiledLayer.__dataclass_fields__
+
+
 # ------------------------------------------------------------------------------------------------------------
 # builders
 # ------------------------------------------------------------------------------------------------------------
@@ -32,11 +37,12 @@ def make_net(rng, sizes, window, *, once=True, w_scale=60, wexp=0, vth=None, D=N
         ps = rng.integers(0, window - 1, n_pulses).astype(np.int64)
         pw = np.rint(rng.normal(w_scale * 0.5, w_scale, (n_out, n_pulses))).astype(np.int32)
         d = int(D if D is not None else rng.integers(20, 900))
+        pexp = {"pulse_weight_exp": int(rng.integers(0, wexp + 2))} if HAS_PULSE_EXP else {}
         layers.append(CompiledLayer(
             name=f"layer{l}", weights=w, pulse_weights=pw, pulse_steps=ps, weight_exp=wexp,
             du=max(d - 1, 0), dv=d, vth=int(vth if vth is not None else rng.integers(50, 3000)),
             once=once_list[l], weights_float=w.astype(float), pulse_weights_float=pw.astype(float),
-            du_float=d / 4096, dv_float=d / 4096, vth_float=1.0, num_weight_bits=nwb))
+            du_float=d / 4096, dv_float=d / 4096, vth_float=1.0, num_weight_bits=nwb, **pexp))
         src_layers.append(AlphaLayer(np.zeros((n_out, n_in)), np.zeros(n_pulses), np.zeros((n_out, n_pulses))))
     src = TemporalNetwork(tuple(src_layers), tau=1.0, theta=1.0, latency=1.0)
     return CompiledNetwork(steps_per_unit=8, window=window, layers=tuple(layers), source=src)
@@ -54,6 +60,10 @@ def random_columns(rng, n, n_in, window, p_spike=0.6, last=None):
 # global time steps, RingBuffer sources, Dense (sign_mode MIXED) with one step of delay, OnceLIF with
 # reset_offset 2 and last-update suppression, all neurons every step, no event skipping
 # ------------------------------------------------------------------------------------------------------------
+
+def pulse_exp(ly: CompiledLayer) -> int:
+    return ly.weight_exp if getattr(ly, "pulse_weight_exp", None) is None else ly.pulse_weight_exp
+
 
 def _i32(x):
     return np.asarray(x, dtype=np.int64).astype(np.int32).astype(np.int64)  # numpy wrap, like Lava's buffers
@@ -94,7 +104,7 @@ def lava_replica(net: CompiledNetwork, cols: np.ndarray):
         for l, ly in enumerate(net.layers):
             a_in = _i32(_i32(buf[l]) + _i32(pbuf[l]))
             buf[l] = w_eff[l][:, x].sum(1) << ly.weight_exp
-            pbuf[l] = pw_eff[l][:, psrc[l][:, (t - 1) % (K * W)]].sum(1) << ly.weight_exp
+            pbuf[l] = pw_eff[l][:, psrc[l][:, (t - 1) % (K * W)]].sum(1) << pulse_exp(ly)
             if t % W == 2 % W:
                 u[l][:] = 0
                 v[l][:] = 0
@@ -276,17 +286,18 @@ def lava_net(rng, sizes, window, once, *, overflow=False, n_pulses=2, nwb=8) -> 
             w = 2 * np.rint(rng.normal(20, 40, (n_out, n_in)) / 2)
             wexp = int(rng.integers(0, 3))
             D = int(rng.integers(30, 700))
-        if nwb != 8:  # lava-fixed passes these to Lava unchecked: Lava clips and masks 9 - nwb low bits
-            w = w + rng.integers(-3, 4, w.shape)
+        if nwb == 9:  # 9-bit mantissas: odd values survive too
+            w = w + rng.integers(-1, 2, w.shape)
         w = np.clip(w, -256, 254).astype(np.int32)
         pw = np.clip(2 * np.rint(rng.normal(10, 30, (n_out, n_pulses)) / 2), -256, 254).astype(np.int32)
+        pexp = {"pulse_weight_exp": int(rng.integers(0, 4))} if HAS_PULSE_EXP else {}
         drive = np.maximum(w, 0).sum(1).mean() * 0.5 * (1 << wexp) * 4096 / (np.e * D)
         vth = int(np.clip(rng.uniform(0.2, 0.9) * drive, 1, 131071))
         layers.append(CompiledLayer(
             name=f"layer{l}", weights=w, pulse_weights=pw,
             pulse_steps=rng.integers(0, window - 1, n_pulses).astype(np.int64), weight_exp=wexp, du=D - 1, dv=D,
             vth=vth, once=once[l], weights_float=w.astype(float), pulse_weights_float=pw.astype(float),
-            du_float=D / 4096, dv_float=D / 4096, vth_float=1.0, num_weight_bits=nwb))
+            du_float=D / 4096, dv_float=D / 4096, vth_float=1.0, num_weight_bits=nwb, **pexp))
         src_layers.append(AlphaLayer(np.zeros((n_out, n_in)), np.zeros(n_pulses), np.zeros((n_out, n_pulses))))
     src = TemporalNetwork(tuple(src_layers), tau=1.0, theta=1.0, latency=1.0)
     return CompiledNetwork(steps_per_unit=8, window=window, layers=tuple(layers), source=src)
@@ -311,11 +322,11 @@ def run_both(net: CompiledNetwork, cols: np.ndarray):
 def test_identical_to_lava_fixed_on_random_networks():
     rng = np.random.default_rng(10)
     configs = [([7, 5, 4], 18, [True, True], 8), ([6, 5, 4, 3], 24, [False, True, False], 8),
-               ([8, 6], 12, [False], 8), ([5, 6, 5], 30, [True, False], 8), ([6, 4, 3], 16, [True, False], 6)]
+               ([8, 6], 12, [False], 8), ([5, 6, 5], 30, [True, False], 8), ([6, 4, 3], 16, [True, False], 9)]
     for _ in range(4):  # and a few drawn at random
         sizes = [int(n) for n in rng.integers(1, 9, int(rng.integers(2, 5)))]
         configs.append((sizes, int(rng.integers(6, 32)), [bool(b) for b in rng.integers(0, 2, len(sizes) - 1)],
-                        int(rng.choice([8, 8, 7]))))
+                        int(rng.choice([8, 8, 9]))))
     fired = multi = 0
     for sizes, W, once, nwb in configs:
         net = lava_net(rng, sizes, W, once, nwb=nwb)
@@ -402,7 +413,11 @@ def test_target_times_equal_columns_to_times():
     from targets.hw_sim import columns_to_times
 
     rng = np.random.default_rng(14)
-    cols = rng.integers(-1, 200, (50, 30))
-    for S in (8, 32, 33.7):
-        net = dataclasses.replace(make_net(rng, [3, 2], 10), steps_per_unit=S)
-        np.testing.assert_array_equal(columns_to_times(net, cols), net.columns_to_times(cols))
+    cols = rng.integers(-1, 200, (2500, 30))
+    for S, offset in ((8, 0.0), (32, 0.37), (33.7, -0.2)):
+        net = make_net(rng, [3, 2], 10)
+        if HAS_TIME_OFFSET:
+            net = dataclasses.replace(net, layers=(dataclasses.replace(net.layers[0], time_offset_steps=offset),))
+        net = dataclasses.replace(net, steps_per_unit=S)
+        ref = net.columns_to_times(cols, 0) if HAS_TIME_OFFSET else net.columns_to_times(cols)
+        np.testing.assert_array_equal(columns_to_times(net, cols, 0), ref)
