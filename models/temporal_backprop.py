@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from models import temporal_kernels as K
@@ -62,7 +63,11 @@ def layer_forward(prev_times: np.ndarray, weights_all: np.ndarray, pulse_times: 
     """
     xin = layer_inputs(np.asarray(prev_times, dtype=np.float64), np.asarray(pulse_times, dtype=np.float64))
     wt = np.ascontiguousarray(np.asarray(weights_all, dtype=np.float64).T)
-    t, a, b, w, k, order, _, es, ts = K.layer_forward_fast(xin, wt, float(tau), float(theta))
+    n, n_out = xin.shape[0], wt.shape[1]
+    threads = numba.get_num_threads()
+    # small batch, big layer: also split the neurons so that every thread gets about 4 work items
+    n_split = min(8, -(-4 * threads // n)) if (n < 4 * threads and n_out >= 128) else 1
+    t, a, b, w, k, order, _, es, ts = K.layer_forward_fast(xin, wt, float(tau), float(theta), n_split)
     return LayerState(xin, t, a, b, w, k, order, es, ts, int(np.shape(pulse_times)[0]))
 
 

@@ -173,8 +173,11 @@ def _try_spike(s, j, k, aj, bj, ti, t_next, t_hi, inv_ek, tau, inv_tau, theta, b
 
 
 @numba.njit(cache=True, parallel=True)
-def layer_forward_fast(in_times, weights_t, tau, theta):
+def layer_forward_fast(in_times, weights_t, tau, theta, n_split=1):
     """Batched exact layer, same results as ``models.exact.layer_forward``.
+
+    The work is split into N * n_split parallel items (a sample and a 1 / n_split share of the neurons), which
+    balances small batches over the threads; results do not depend on n_split.
 
     in_times:  (N, n_in) float64, time units, inf = no spike
     weights_t: (n_in, n_out) float64, the TRANSPOSED weight matrix (ordinary inputs then pulses)
@@ -195,7 +198,13 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
     ts_out = np.empty((n, n_in))
     inv_tau = 1.0 / tau
     bound = theta * _BOUND_MARGIN
-    for s in numba.prange(n):
+    n_split = max(1, min(n_split, n_out))
+    for item in numba.prange(n * n_split):
+        s = item // n_split
+        part = item % n_split
+        j0 = part * n_out // n_split
+        j1 = (part + 1) * n_out // n_split
+        n_part = j1 - j0
         ordr = np.empty(n_in, dtype=np.int64)
         ts = np.empty(n_in)
         es = np.empty(n_in)
@@ -204,8 +213,8 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
         a = np.zeros(n_out)
         b = np.zeros(n_out)
         alive = np.ones(n_out)  # 1.0 until the neuron spikes
-        act = np.arange(n_out)  # the same neurons as a list, act[:n_act]
-        n_act = n_out
+        act = np.arange(j0, j1)  # the same neurons as a list, act[:n_act]
+        n_act = n_part
         dense = True  # while most neurons wait, update all of them (SIMD) rather than through the list
         for k in range(n_valid):
             ti = ts[k]
@@ -214,7 +223,7 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
             wrow = weights_t[ordr[k]]
             if t_next == ti:
                 if dense:
-                    for j in range(n_out):
+                    for j in range(j0, j1):
                         e = wrow[j] * ek
                         a[j] += e
                         b[j] += e * ti
@@ -231,7 +240,7 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
             t_hi = t_next if t_next < np.inf else 1e300
             n_cand = 0
             if dense:
-                for j in range(n_out):
+                for j in range(j0, j1):
                     e = wrow[j] * ek
                     aj = a[j] + e
                     bj = b[j] + e * ti
@@ -263,15 +272,16 @@ def layer_forward_fast(in_times, weights_t, tau, theta):
                 act[m] = j
                 m += 1
             n_act = m
-            dense = 2 * n_act > n_out
+            dense = 2 * n_act > n_part
             if n_act == 0:
                 break
-        for k in range(n_in):
-            order[s, k] = ordr[k]
-        for k in range(n_valid):
-            es_out[s, k] = es[k]
-            ts_out[s, k] = ts[k]
-        n_valid_out[s] = n_valid
+        if part == 0:
+            for k in range(n_in):
+                order[s, k] = ordr[k]
+            for k in range(n_valid):
+                es_out[s, k] = es[k]
+                ts_out[s, k] = ts[k]
+            n_valid_out[s] = n_valid
     return t_out, a_out, b_out, w_out, k_out, order, n_valid_out, es_out, ts_out
 
 

@@ -38,10 +38,11 @@ def test_fast_layer_forward_is_bitwise_the_exact_reference():
         w = rng.normal(float(rng.uniform(-0.5, 1.0)), 1.0, (n_out, n_in))
         tau, theta = float(rng.uniform(0.1, 2.0)), float(rng.uniform(0.2, 1.5))
         ref = layer_forward(x, w, tau, theta)
-        got = layer_forward_fast(x, np.ascontiguousarray(w.T), tau, theta)
-        for name, r, g in zip(("t_out", "A", "B", "W", "n_prefix", "order"), ref, got[:6]):
-            assert np.array_equal(r, g), f"trial {trial}: {name} differs"
-        assert np.array_equal(got[6], np.isfinite(x).sum(axis=1))
+        for n_split in (1, 3):  # samples x neuron shares as parallel work items: same result
+            got = layer_forward_fast(x, np.ascontiguousarray(w.T), tau, theta, n_split)
+            for name, r, g in zip(("t_out", "A", "B", "W", "n_prefix", "order"), ref, got[:6]):
+                assert np.array_equal(r, g), f"trial {trial}, n_split {n_split}: {name} differs"
+            assert np.array_equal(got[6], np.isfinite(x).sum(axis=1))
 
 
 def test_torch_forward_equals_exact_forward():
