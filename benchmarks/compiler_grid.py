@@ -70,10 +70,10 @@ def main() -> None:
             res = {}
             for fixed in (False, True):
                 first, _ = reference_run(cn, cols, fixed=fixed)
-                res[fixed] = compare(ex, [cn.columns_to_times(c) for c in first])
+                res[fixed] = compare(ex, [cn.columns_to_times(c, l) for l, c in enumerate(first)])
             cc = compile_network(net, steps_per_unit=S, compensate_tau=True)
             first, _ = reference_run(cc, cc.input_columns(x), fixed=True)
-            qc = compare(ex, [cc.columns_to_times(c) for c in first])
+            qc = compare(ex, [cc.columns_to_times(c, l) for l, c in enumerate(first)])
             f, q = res[False], res[True]
             print(f"| {'-'.join(map(str, sizes))} | {S} | {1 / S:.4f} | {cn.window} | {cn.layers[0].vth} | "
                   f"{cn.manifest['tau_rel_error']:+.2e} | {f['agree']:.3f} / {f['max']:.4f} / {f['mean']:.4f} | "

@@ -355,5 +355,5 @@ class HilTarget:
                 "batches": len(starts), "batches_reused": reused, "batch_size": self.batch_size,
                 "network_sha256": net_hash,
                 "counter_totals": {n: int(v.sum()) for n, v in self.last_counters.items()}}
-        times = [net.columns_to_times(c) for c in columns]
+        times = [net.columns_to_times(c, l) for l, c in enumerate(columns)]
         return RunResult(self.name, times, columns, time.perf_counter() - t0, info)

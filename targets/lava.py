@@ -77,7 +77,7 @@ class _LavaTarget:
                 out_cols[l][start:stop] = first[l]
                 counts[l][start:stop] = cnt[l]
             n_runs += 1
-        times = [net.columns_to_times(c) for c in out_cols]
+        times = [net.columns_to_times(c, l) for l, c in enumerate(out_cols)]
         info = {"precision": "fixed_pt" if self.fixed else "floating_pt", "lava": "0.10.0", "runs": n_runs,
                 "chunk_size": self.chunk_size, "window": net.window, "steps_per_unit": net.steps_per_unit,
                 "spike_counts": counts}
@@ -103,9 +103,17 @@ class _LavaTarget:
             if cl.num_weight_bits == 8 and w.size and (w.min() < -256 or w.max() > 254 or np.any(w % 2)):
                 raise TargetError(f"{cl.name}: 8-bit mixed-sign weight mantissas must be even values in "
                                   f"[-256, 254] (Lava would clip/mask them), got [{w.min()}, {w.max()}]; fix: {fix}")
-            if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and 0 < cl.vth <= 131071 and 0 <= cl.weight_exp <= 7):
-                raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), vth={cl.vth} (17 bit) or "
-                                  f"weight_exp={cl.weight_exp} (0..7) is out of range; fix: {fix}")
+            if cl.num_weight_bits == 9 and w.size and (w.min() < -256 or w.max() > 255):
+                raise TargetError(f"{cl.name}: 9-bit mixed-sign weight mantissas must lie in [-256, 255] (Lava would "
+                                  f"clip them), got [{w.min()}, {w.max()}]; fix: {fix}")
+            if cl.num_weight_bits not in (8, 9):
+                raise TargetError(f"{cl.name}: num_weight_bits={cl.num_weight_bits} is not supported by {self.name} "
+                                  f"(8 or 9); fix: {fix}")
+            if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and 0 < cl.vth <= 131071 and 0 <= cl.weight_exp <= 7
+                    and 0 <= cl.pulse_exp <= 7):
+                raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), vth={cl.vth} (17 bit), "
+                                  f"weight_exp={cl.weight_exp} or pulse_weight_exp={cl.pulse_exp} (0..7) is out of "
+                                  f"range; fix: {fix}")
 
     @staticmethod
     def _input_columns(net: CompiledNetwork, input_times: np.ndarray) -> np.ndarray:
@@ -146,44 +154,35 @@ class _LavaTarget:
         W = net.window
         T = K * W
         base = (np.arange(K, dtype=np.int64) * W)[:, None]
-        l0 = net.layers[0]
-        n_in, p0 = l0.n_in, l0.pulse_steps.shape[0]
-        data0 = np.zeros((n_in + p0, T), dtype=np.float64 if not self.fixed else np.int32)
+        n_in = net.layers[0].n_in
+        data0 = np.zeros((n_in, T), dtype=np.float64 if not self.fixed else np.int32)
         k_idx, i_idx = np.nonzero(cols >= 0)
         data0[i_idx, (base[:, 0][k_idx] + cols[k_idx, i_idx])] = 1
-        for p, c in enumerate(l0.pulse_steps):
-            data0[n_in + p, base[:, 0] + int(c)] = 1
         src = lv["RingBuffer"](data=data0)
-        deep_pulses = [(l, p, int(c)) for l, cl in enumerate(net.layers) if l > 0
-                       for p, c in enumerate(cl.pulse_steps)]
+        # every layer's pulses: rows of one pulse source, each layer's through its own Dense (own weight exponent)
+        pulses = [(l, int(c)) for l, cl in enumerate(net.layers) for c in cl.pulse_steps]
         psrc = None
-        if deep_pulses:
-            pdata = np.zeros((len(deep_pulses), T), dtype=data0.dtype)
-            for row, (_, _, c) in enumerate(deep_pulses):
+        if pulses:
+            pdata = np.zeros((len(pulses), T), dtype=data0.dtype)
+            for row, (_, c) in enumerate(pulses):
                 pdata[row, base[:, 0] + c] = 1
             psrc = lv["RingBuffer"](data=pdata)
         lifs = []
-        prev = None
+        prev = src
         for l, cl in enumerate(net.layers):
             lif = lv["OnceLIF"](shape=(cl.n_out,), reset_interval=W, reset_offset=2, once=bool(cl.once),
                                 **self._layer_params(cl))
-            if l == 0:
-                dense = self._dense(lv, np.hstack([cl.weights, cl.pulse_weights]),
-                                    np.hstack([cl.weights_float, cl.pulse_weights_float]), cl.weight_exp,
-                                    cl.num_weight_bits)
-                src.s_out.connect(dense.s_in)
-            else:
-                dense = self._dense(lv, cl.weights, cl.weights_float, cl.weight_exp, cl.num_weight_bits)
-                prev.s_out.connect(dense.s_in)
-                rows = [r for r, (ll, _, _) in enumerate(deep_pulses) if ll == l]
-                if rows:
-                    pw_int = np.zeros((cl.n_out, len(deep_pulses)), dtype=np.int32)
-                    pw_float = np.zeros((cl.n_out, len(deep_pulses)))
-                    pw_int[:, rows] = cl.pulse_weights
-                    pw_float[:, rows] = cl.pulse_weights_float
-                    pdense = self._dense(lv, pw_int, pw_float, cl.weight_exp, cl.num_weight_bits)
-                    psrc.s_out.connect(pdense.s_in)
-                    pdense.a_out.connect(lif.a_in)
+            dense = self._dense(lv, cl.weights, cl.weights_float, cl.weight_exp, cl.num_weight_bits)
+            prev.s_out.connect(dense.s_in)
+            rows = [r for r, (ll, _) in enumerate(pulses) if ll == l]
+            if rows:
+                pw_int = np.zeros((cl.n_out, len(pulses)), dtype=np.int32)
+                pw_float = np.zeros((cl.n_out, len(pulses)))
+                pw_int[:, rows] = cl.pulse_weights
+                pw_float[:, rows] = cl.pulse_weights_float
+                pdense = self._dense(lv, pw_int, pw_float, cl.pulse_exp, cl.num_weight_bits)
+                psrc.s_out.connect(pdense.s_in)
+                pdense.a_out.connect(lif.a_in)
             dense.a_out.connect(lif.a_in)
             lif.report.flag_external_pipe(buffer_size=max(1, min(K, 64)))
             lifs.append(lif)

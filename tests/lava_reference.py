@@ -25,7 +25,9 @@ def reference_run(cn: CompiledNetwork, input_cols: np.ndarray, fixed: bool) -> t
             pe[:, p, c] = 1
         e = np.concatenate([ev, pe], axis=1)
         if fixed:
-            w = np.hstack([cl.weights, cl.pulse_weights]).astype(np.int64)
+            # effective integer weights: each synapse block shifted by its own exponent
+            w = np.hstack([cl.weights.astype(np.int64) << cl.weight_exp,
+                           cl.pulse_weights.astype(np.int64) << cl.pulse_exp])
             u = np.zeros((N, cl.n_out), np.int64)
             v = np.zeros((N, cl.n_out), np.int64)
         else:
@@ -37,7 +39,6 @@ def reference_run(cn: CompiledNetwork, input_cols: np.ndarray, fixed: bool) -> t
         for c in range(W):
             a = e[:, :, c] @ w.T
             if fixed:
-                a = a << cl.weight_exp
                 u = _trunc_mul(u, 4096 - (cl.du + 1)) + (a << 6)
                 u = np.where(u > 2**23, u - 2**24, np.where(u <= -(2**23), u + 2**24, u))
                 v = np.clip(_trunc_mul(v, 4096 - cl.dv) + u, -(2**23 - 1), 2**23 - 1)

@@ -41,16 +41,21 @@ def test_mapping_constants_and_weights():
         assert 1 <= cl.vth <= VTH_MAX
         w = np.hstack([cl.weights, cl.pulse_weights])
         assert w.dtype == np.int32 and np.all(w % 2 == 0) and w.min() >= -256 and w.max() <= 254
-        x = src.all_weights() / S * (1 - D / 4096) * cl.vth / net.theta  # unscaled integer weights
-        # weight_exp is the smallest that fits: one less would overflow the 8-bit mantissa
-        assert np.all(np.abs(w * 2.0**cl.weight_exp - x) <= 2.0**cl.weight_exp + 1e-9)
-        if cl.weight_exp > 0:
-            q = 2 * np.rint(x / 2.0 ** (cl.weight_exp - 1) / 2)
-            assert q.max() > 254 or q.min() < -256
+        scale = (1 - D / 4096) * cl.vth / net.theta / S
+        # two synapse blocks (inputs, pulses), each with the smallest exponent that fits the 8-bit mantissa
+        for w_int, w_src, e in ((cl.weights, src.weights, cl.weight_exp),
+                                (cl.pulse_weights, src.pulse_weights, cl.pulse_exp)):
+            x = w_src * scale  # unscaled integer weights
+            assert np.all(np.abs(w_int * 2.0**e - x) <= 2.0**e + 1e-9)
+            if e > 0:
+                q = 2 * np.rint(x / 2.0 ** (e - 1) / 2)
+                assert q.max() > 254 or q.min() < -256
         np.testing.assert_allclose(cl.weights_float, src.weights / S * d)
         np.testing.assert_allclose(cl.pulse_weights_float, src.pulse_weights / S * d)
         assert cl.du_float == pytest.approx(1 - d) and cl.vth_float == net.theta
-        np.testing.assert_array_equal(cl.pulse_steps, np.rint(src.pulse_times * S))
+        k = cn.layers.index(cl)
+        assert cl.time_offset_steps == 0.5 * k  # centring: layer k's inputs lag k/2 steps on average
+        np.testing.assert_array_equal(cl.pulse_steps, np.floor(src.pulse_times * S + 0.5 * k + 0.5))
         wc = cn.manifest["layers"][cn.layers.index(cl)]["worst_case"]
         assert wc["a_in_max"] <= A_IN_MAX and wc["u_max"] <= UV_MAX and wc["v_neg_max"] <= UV_MAX
     m = cn.manifest

@@ -115,7 +115,7 @@ def test_fixed_is_bit_exact_against_documented_semantics(runs):
     for l in range(len(cn.layers)):
         np.testing.assert_array_equal(r.columns[l], ref[l])
         np.testing.assert_array_equal(r.info["spike_counts"][l], ref_counts[l])
-        np.testing.assert_array_equal(r.times[l], cn.columns_to_times(ref[l]))
+        np.testing.assert_array_equal(r.times[l], cn.columns_to_times(ref[l], l))
     assert r.target == "lava-fixed" and r.wall_s > 0
     # the test is not vacuous: both layers spike for some samples and stay silent for some neurons
     assert all((c >= 0).any() for c in r.columns)

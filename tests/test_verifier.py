@@ -197,11 +197,11 @@ def test_bit_exact_targets_are_cross_checked(setup):
     net, cn, x, images = setup
     times = [tr.t_out for tr in exact_forward_trace(net, x)]
     cols = [np.where(np.isfinite(t), np.ceil(t * 32).astype(np.int64), -1) for t in times]
-    grid_times = [cn.columns_to_times(c) for c in cols]
+    grid_times = [cn.columns_to_times(c, l) for l, c in enumerate(cols)]
     other = [c.copy() for c in cols]
     other[1][0, 0] += 1  # one column differs in layer 1
     results = {"lava-fixed": RunResult("lava-fixed", grid_times, cols, 0.0, {}),
-               "hw_sim": RunResult("hw_sim", [cn.columns_to_times(c) for c in other], other, 0.0, {})}
+               "hw_sim": RunResult("hw_sim", [cn.columns_to_times(c, l) for l, c in enumerate(other)], other, 0.0, {})}
     rep = verify(cn, x, images, ["lava-fixed", "hw_sim"], results=results)
     cross = [g for g in rep.targets[1].gates if g.name == "columns_identical_to_lava-fixed"]
     assert [g.passed for g in cross] == [True, False]

@@ -79,6 +79,8 @@ def _compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-unit", "-S", type=int, default=None,
                    help="time grid, steps per model time unit (default: the compiler's, see docs/compiler.md)")
     p.add_argument("--vth", type=int, default=None, help="17-bit threshold mantissa (default: automatic)")
+    p.add_argument("--weight-bits", type=int, choices=(8, 9), default=None,
+                   help="synaptic weight bits: 8 (Loihi 2, Lava's default; default) or 9 (Loihi 1)")
     p.add_argument("--compensate-tau", action="store_true",
                    help="stretch the grid so the 12-bit decay realises tau exactly (docs/compiler.md)")
 
@@ -139,6 +141,8 @@ def _compile_kwargs(args) -> dict:
         kw["vth"] = args.vth
     if args.compensate_tau:
         kw["compensate_tau"] = True
+    if args.weight_bits is not None:
+        kw["weight_bits"] = args.weight_bits
     return kw
 
 

@@ -31,11 +31,13 @@ class CompiledLayer:
     weights:        int32 (n_out, n_in)     Dense mantissas for ordinary inputs
     pulse_weights:  int32 (n_out, n_pulses) Dense mantissas for this layer's pulse source
     pulse_steps:    int64 (n_pulses,)       source column of each pulse within the sample window (steps)
-    weight_exp:     Dense weight exponent (>= 0); u increment = w * 2**weight_exp * 64
+    weight_exp:     Dense weight exponent (>= 0) of the input block; u increment = w * 2**weight_exp * 64
+    pulse_weight_exp: exponent of the pulse block (its own Dense); None = weight_exp
     du, dv:         12-bit decays (alpha neurons: du = D - 1, dv = D, D = round(4096 (1 - exp(-tau h))))
     vth:            17-bit threshold mantissa; spike when v > vth * 64
     once:           neuron spikes at most once per sample window (alpha neurons); False = plain LIF
     weights_float, pulse_weights_float, du_float, dv_float, vth_float: the floating_pt mapping
+    time_offset_steps: mean lag (steps) of this layer's spikes on the grid, subtracted when reporting times
     """
 
     name: str
@@ -54,6 +56,13 @@ class CompiledLayer:
     vth_float: float
     kind: str = "dense"
     num_weight_bits: int = 8
+    pulse_weight_exp: int | None = None
+    time_offset_steps: float = 0.0
+
+    @property
+    def pulse_exp(self) -> int:
+        """Exponent of the pulse block (``pulse_weight_exp``, or ``weight_exp`` when unset)."""
+        return self.weight_exp if self.pulse_weight_exp is None else self.pulse_weight_exp
 
     @property
     def n_in(self) -> int:
@@ -92,10 +101,13 @@ class CompiledNetwork:
         cols[finite] = np.rint(t[finite] * self.steps_per_unit).astype(np.int64)
         return cols
 
-    def columns_to_times(self, cols: np.ndarray) -> np.ndarray:
-        """Reported spike columns -> model-time estimate (c - 1/2) h, inf where c < 0 (no spike)."""
+    def columns_to_times(self, cols: np.ndarray, layer: int) -> np.ndarray:
+        """Reported spike columns of layer ``layer`` -> model-time estimate (c - 1/2 - offset) h, inf where c < 0.
+
+        offset is the layer's ``time_offset_steps``."""
         cols = np.asarray(cols)
+        offset = self.layers[layer].time_offset_steps
         out = np.full(cols.shape, np.inf)
         m = cols >= 0
-        out[m] = (cols[m] - 0.5) / self.steps_per_unit
+        out[m] = (cols[m] - 0.5 - offset) / self.steps_per_unit
         return out

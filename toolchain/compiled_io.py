@@ -33,6 +33,7 @@ _LAYER_ARRAYS = {
 }
 _LAYER_SCALARS = ("name", "weight_exp", "du", "dv", "vth", "once", "du_float", "dv_float", "vth_float", "kind",
                   "num_weight_bits")
+_LAYER_OPTIONAL = ("pulse_weight_exp", "time_offset_steps")  # absent in files of earlier snnc versions
 _SOURCE_ARRAYS = ("weights", "pulse_times", "pulse_weights")
 
 
@@ -64,7 +65,7 @@ def save_compiled(cn: CompiledNetwork, path: str | os.PathLike) -> None:
     for k, layer in enumerate(cn.layers):
         for f, dt in _LAYER_ARRAYS.items():
             arrays[f"layer{k}.{f}"] = np.asarray(getattr(layer, f), dtype=dt)
-        layers_meta.append({f: _scalar(getattr(layer, f)) for f in _LAYER_SCALARS})
+        layers_meta.append({f: _scalar(getattr(layer, f)) for f in _LAYER_SCALARS + _LAYER_OPTIONAL})
     src = cn.source
     for k, layer in enumerate(src.layers):
         for f in _SOURCE_ARRAYS:
@@ -132,6 +133,7 @@ def load_compiled(path: str | os.PathLike) -> CompiledNetwork:
         for k, lm in enumerate(meta["layers"]):
             fields = {f: arr(f"layer{k}.{f}", dt) for f, dt in _LAYER_ARRAYS.items()}
             fields.update({f: lm[f] for f in _LAYER_SCALARS})
+            fields.update({f: lm[f] for f in _LAYER_OPTIONAL if f in lm})
             layer = CompiledLayer(**fields)
             n_out, n_in = layer.weights.shape if layer.weights.ndim == 2 else (-1, -1)
             shapes_ok = (

@@ -2,13 +2,19 @@
 
 Mapping (derivation and measured errors: docs/compiler.md, format: docs/compiled-format.md):
 
-* time grid: S steps per model time unit, h = 1/S; input/pulse at time t -> source column round(t S);
+* time grid: S steps per model time unit, h = 1/S; input at time t -> source column round(t S); a spike of
+  layer l acts on layer l + 1 at the end of its step, on average h/2 late, so layer l's inputs lag by l/2 steps
+  on average: its pulses are placed at round(t S + l/2) and its reported columns are read back l/2 steps earlier
+  (``CompiledLayer.time_offset_steps``), which removes the systematic lag (docs/compiler.md);
 * alpha synapse = CUBA LIF with equal current and voltage decay d = exp(-tau h), deployed dd = 1 - D/4096:
   float: du = dv = 1 - d, w_lava = w h d, vth = theta;
   fixed: D = round(4096 (1 - d)), du = D - 1, dv = D (Lava's u decay carries an offset of 1),
-  w_int = even_round(w h dd vth / theta / 2**wexp) with the smallest wexp >= 0 that fits [-256, 254];
-* vth (17-bit mantissa, spike when v > vth * 64) is chosen per layer as the largest value <= 2**16 that the
-  worst-case ranges allow, unless given;
+  w_int = round(w h dd vth / theta / 2**wexp) with the smallest wexp >= 0 that fits the mantissa: 8 bits mixed
+  sign = even values in [-256, 254] (Lava masks the LSB), 9 bits = [-256, 255]; ordinary inputs and pulses are
+  two synapse blocks with their own exponents (pulse weights are typically 5x larger than input weights);
+* vth (17-bit mantissa, spike when v > vth * 64) is chosen per layer, unless given: the largest value <= 2**16
+  that the worst-case ranges allow, then lowered (by less than 2x) so that the largest input weight uses the
+  full mantissa range, which maximises the relative weight precision;
 * worst-case magnitudes (16-bit input per step, 24-bit wrapping u, 24-bit saturating v) are checked per layer:
   a value that can overflow raises CompileError naming the layer, the value, the limit and a fix.
 """
@@ -16,7 +22,7 @@ from __future__ import annotations
 
 import math
 import platform
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,8 +43,8 @@ UV_MAX = (1 << (UV_BITS - 1)) - 1  # |u|, |v| must stay <= 2**23 - 1
 STATE_SHIFT = 6  # Lava shifts a_in and vth left by 6 bits
 A_IN_BITS = 16
 A_IN_MAX = (1 << (A_IN_BITS - 1)) - 1  # signed 16-bit synaptic input per step
-WEIGHT_BITS = 8
-W_MANT_MIN, W_MANT_MAX = -256, 254  # mixed-sign 8-bit mantissas after Lava's LSB masking (even values)
+WEIGHT_BITS = 8  # default: Loihi 2 / Lava Dense default; 9 is allowed (Loihi 1 supports 1-9 bit weights)
+MANTISSA = {8: (-256, 254, 2), 9: (-256, 255, 1)}  # mixed sign: (min, max, step); 8 bits: Lava masks the LSB
 WEIGHT_EXP_MAX = 7
 MAX_STEPS_PER_UNIT = 1 << 20
 DEFAULT_HORIZON_MARGIN = 1.0  # time units simulated after latency + 1 (the last expected output)
@@ -55,17 +61,19 @@ def effective_tau(D: int, steps_per_unit: float) -> float:
     return -steps_per_unit * math.log(1.0 - D / DECAY_UNITY)
 
 
-def even_round(x: np.ndarray) -> np.ndarray:
-    """Round to the nearest even integer (Lava keeps only even 8-bit mixed-sign weights)."""
-    return (2.0 * np.rint(np.asarray(x, dtype=np.float64) / 2.0)).astype(np.int64)
+def mantissa_round(x: np.ndarray, bits: int = WEIGHT_BITS) -> np.ndarray:
+    """Round to the mantissa grid of ``bits``-bit mixed-sign weights (8: even integers, 9: integers)."""
+    step = MANTISSA[bits][2]
+    return (step * np.rint(np.asarray(x, dtype=np.float64) / step)).astype(np.int64)
 
 
-def choose_weight_exp(x: np.ndarray, layer: str) -> int:
-    """Smallest exponent e >= 0 with even_round(x / 2**e) inside [-256, 254]."""
+def choose_weight_exp(x: np.ndarray, layer: str, bits: int = WEIGHT_BITS) -> int:
+    """Smallest exponent e >= 0 with the rounded mantissas of x / 2**e inside the ``bits``-bit range."""
+    lo, hi, _ = MANTISSA[bits]
     big = float(np.abs(x).max(initial=0.0))
     for e in range(WEIGHT_EXP_MAX + 1 if math.isfinite(big) and big / 2.0**WEIGHT_EXP_MAX <= 256.0 else 0):
-        q = even_round(x / 2.0**e)
-        if q.size == 0 or (q.min() >= W_MANT_MIN and q.max() <= W_MANT_MAX):
+        q = mantissa_round(x / 2.0**e, bits)
+        if q.size == 0 or (q.min() >= lo and q.max() <= hi):
             return e
     raise CompileError(
         f"{layer}: scaled weights up to {big:.4g} need a weight exponent above the limit "
@@ -98,14 +106,20 @@ def _check_grid(net: TemporalNetwork, S: float) -> tuple[float, int]:
     return d, D
 
 
-def _pulse_columns(layer: AlphaLayer, S: float) -> tuple[np.ndarray, list[list[int]]]:
-    """Pulse source columns round(t S), and the pairs [i, j, column] of distinct pulse times sharing a column.
+def _offset(k: int, centre: bool) -> float:
+    """Mean lag (steps) of layer k's inputs on the grid: k/2 with centring, else 0 (see module doc)."""
+    return 0.5 * k if centre else 0.0
+
+
+def _pulse_columns(layer: AlphaLayer, S: float, offset: float = 0.0) -> tuple[np.ndarray, list[list[int]]]:
+    """Pulse source columns round(t S + offset) (halves round up), and the pairs [i, j, column] of distinct pulse
+    times sharing a column.
 
     Pulses in one column act as one pulse with the summed weight (Dense adds them), so a collision is an
     approximation, not an error: it is recorded in the manifest, shown by ``snnc compile`` and measured by the
     verifier. (Trained pulse times often drift together near t = 0.)
     """
-    cols = np.rint(layer.pulse_times * S).astype(np.int64)
+    cols = np.floor(layer.pulse_times * S + offset + 0.5).astype(np.int64)
     times = layer.pulse_times
     collisions = [[i, j, int(cols[i])] for i in range(len(cols)) for j in range(i + 1, len(cols))
                   if cols[i] == cols[j] and times[i] != times[j]]
@@ -120,9 +134,10 @@ def _peak_factor(D: int, window: int, repeated: bool) -> float:
     return float(k.sum() if repeated else k.max())
 
 
-def _worst_case(w_int: np.ndarray, wexp: int, vth: int, D: int, window: int, inputs_once: bool) -> dict:
-    """Worst-case integer magnitudes of one layer (every input/pulse at the same step, once per window)."""
-    w = w_int.astype(np.int64) * (1 << wexp)
+def _worst_case(w: np.ndarray, vth: int, D: int, window: int, inputs_once: bool) -> dict:
+    """Worst-case integer magnitudes of one layer (every input/pulse at the same step, once per window).
+
+    w: (n_out, n_in + n_pulses) int64 effective weights w_int * 2**weight_exp of both synapse blocks."""
     pos = np.where(w > 0, w, 0).sum(axis=1)
     neg = np.where(w < 0, -w, 0).sum(axis=1)
     a_max = int(max(pos.max(initial=0), neg.max(initial=0)))  # |a_in| per step (16-bit)
@@ -148,19 +163,35 @@ def _range_violations(wc: dict) -> list[tuple[str, float, int]]:
     return out
 
 
-def _quantize_layer(name: str, w_all: np.ndarray, scale: float, vth: int, D: int, window: int,
-                    inputs_once: bool) -> tuple[np.ndarray, int, dict]:
-    x = w_all * (scale * vth)
-    wexp = choose_weight_exp(x, name)
-    w_int = even_round(x / 2.0**wexp)
-    return w_int, wexp, _worst_case(w_int, wexp, vth, D, window, inputs_once)
+@dataclass(frozen=True)
+class _Quantized:
+    w_int: np.ndarray  # (n_out, n_in) mantissas of the input block
+    wexp: int
+    p_int: np.ndarray  # (n_out, n_pulses) mantissas of the pulse block
+    pexp: int
+    worst: dict
+
+    def effective(self) -> np.ndarray:
+        """(n_out, n_in + n_pulses) int64 w_int * 2**exp of both blocks."""
+        return np.hstack([self.w_int.astype(np.int64) << self.wexp, self.p_int.astype(np.int64) << self.pexp])
 
 
-def _fits(name: str, w_all: np.ndarray, scale: float, vth: int, D: int, window: int, inputs_once: bool) -> bool:
-    if np.abs(w_all).max(initial=0.0) * scale * vth / 2.0**WEIGHT_EXP_MAX > 127.0:
+def _quantize_layer(name: str, layer: AlphaLayer, scale: float, vth: int, D: int, window: int,
+                    inputs_once: bool, bits: int) -> _Quantized:
+    blocks = []
+    for w in (layer.weights, layer.pulse_weights):
+        x = w * (scale * vth)
+        e = choose_weight_exp(x, name, bits)
+        blocks += [mantissa_round(x / 2.0**e, bits), e]
+    q = _Quantized(blocks[0], blocks[1], blocks[2], blocks[3], {})
+    return replace(q, worst=_worst_case(q.effective(), vth, D, window, inputs_once))
+
+
+def _fits(name: str, layer: AlphaLayer, scale: float, vth: int, D: int, window: int, inputs_once: bool,
+          bits: int) -> bool:
+    if np.abs(layer.all_weights()).max(initial=0.0) * scale * vth / 2.0**WEIGHT_EXP_MAX > 127.0:
         return False
-    _, _, wc = _quantize_layer(name, w_all, scale, vth, D, window, inputs_once)
-    return not _range_violations(wc)
+    return not _range_violations(_quantize_layer(name, layer, scale, vth, D, window, inputs_once, bits).worst)
 
 
 def _fix_for(what: str) -> str:
@@ -170,14 +201,15 @@ def _fix_for(what: str) -> str:
     return "reduce the summed weight magnitude per neuron relative to theta (retrain with weight regularisation)"
 
 
-def _auto_vth(name: str, w_all: np.ndarray, scale: float, D: int, window: int, inputs_once: bool) -> int:
-    """Largest vth <= 2**16 whose worst-case ranges fit (halving from 2**16, then bisecting the last halving);
-    CompileError when even VTH_MIN does not fit."""
+def _auto_vth(name: str, layer: AlphaLayer, scale: float, D: int, window: int, inputs_once: bool, bits: int) -> int:
+    """vth for one layer: the largest value <= 2**16 whose worst-case ranges fit (halving, then bisecting),
+    lowered so that the largest input weight lands on the top of the mantissa range (best relative weight
+    precision; the lowering is < 2x). CompileError when even VTH_MIN does not fit."""
     vth = VTH_AUTO_MAX
-    while vth >= VTH_MIN and not _fits(name, w_all, scale, vth, D, window, inputs_once):
+    while vth >= VTH_MIN and not _fits(name, layer, scale, vth, D, window, inputs_once, bits):
         vth //= 2
     if vth < VTH_MIN:
-        _, _, wc = _quantize_layer(name, w_all, scale, VTH_MIN, D, window, inputs_once)
+        wc = _quantize_layer(name, layer, scale, VTH_MIN, D, window, inputs_once, bits).worst
         what, value, limit = _range_violations(wc)[0]
         raise CompileError(
             f"{name}: worst-case {what} = {value:.4g} exceeds the limit {limit} even at the smallest useful "
@@ -186,10 +218,16 @@ def _auto_vth(name: str, w_all: np.ndarray, scale: float, D: int, window: int, i
     lo, hi = vth, min(2 * vth, VTH_AUTO_MAX + 1)  # lo fits; find the largest fitting value below hi
     while hi - lo > 1:
         mid = (lo + hi) // 2
-        if _fits(name, w_all, scale, mid, D, window, inputs_once):
+        if _fits(name, layer, scale, mid, D, window, inputs_once, bits):
             lo = mid
         else:
             hi = mid
+    big = float(np.abs(layer.weights).max(initial=0.0)) * scale
+    wexp = _quantize_layer(name, layer, scale, lo, D, window, inputs_once, bits).wexp
+    if big > 0 and wexp > 0:
+        full = int(MANTISSA[bits][1] * 2.0 ** (wexp - 1) / big)  # top of the mantissa at exponent wexp - 1
+        if VTH_MIN <= full < lo and _fits(name, layer, scale, full, D, window, inputs_once, bits):
+            return full
     return lo
 
 
@@ -225,7 +263,8 @@ def _versions() -> dict:
 
 def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PER_UNIT, vth: int | None = None,
                     compensate_tau: bool = False, source_hash: str = "", window: int | None = None,
-                    horizon_margin: float = DEFAULT_HORIZON_MARGIN) -> CompiledNetwork:
+                    horizon_margin: float = DEFAULT_HORIZON_MARGIN, weight_bits: int = WEIGHT_BITS,
+                    centre: bool = True) -> CompiledNetwork:
     """Quantize and map ``net`` onto Lava CUBA LIF neurons (fixed and float mapping).
 
     steps_per_unit: S, integer steps per model time unit.
@@ -234,7 +273,12 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
                     stretched to S' = S tau / tau_eff steps per unit (a float), so the deployed decay per model
                     time unit equals tau exactly (float and fixed mappings both use decay 1 - D/4096).
     window:         steps per sample window (default: :func:`default_window`).
+    weight_bits:    8 (Loihi 2, Lava's default; even mantissas) or 9 (Loihi 1: 1-9 bit weights).
+    centre:         place layer l's pulses l/2 steps later and read its spikes l/2 steps earlier, cancelling
+                    the mean lag of grid spikes (docs/compiler.md); False reproduces the plain mapping.
     """
+    if weight_bits not in MANTISSA:
+        raise CompileError(f"weight_bits={weight_bits!r} is not supported; fix: use 8 (Loihi 2) or 9 (Loihi 1)")
     if not isinstance(net, TemporalNetwork):
         raise CompileError(f"compile_network needs a TemporalNetwork, got {type(net).__name__}; "
                            "fix: load the model with toolchain.artifact.load_onnx")
@@ -254,7 +298,7 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
     last_col = 0
     for k, layer in enumerate(net.layers):
         if layer.n_pulses:
-            last_col = max(last_col, int(np.rint(layer.pulse_times.max() * S)))
+            last_col = max(last_col, int(_pulse_columns(layer, S, _offset(k, centre))[0].max()))
     if W < last_col + 2 or W < 3:
         raise CompileError(f"window={W} steps is too short: it must exceed the last pulse column {last_col} "
                            f"by 2 and be >= 3; fix: leave window unset or pass window >= {max(3, last_col + 2)}")
@@ -265,17 +309,15 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
     layer_manifest = []
     for k, layer in enumerate(net.layers):
         name = f"layer{k}"
-        pulse_cols, collisions = _pulse_columns(layer, S)
+        pulse_cols, collisions = _pulse_columns(layer, S, _offset(k, centre))
         w_all = layer.all_weights()
         # integer increment per unit weight and unit vth; uses the deployed decay dd = 1 - D/4096 so that the
         # fixed mapping is exactly an alpha network with tau_eff and quantized weights (deployed_network)
         scale = h * (1.0 - D / DECAY_UNITY) / net.theta
         inputs_once = True  # inputs and alpha neurons spike at most once per window
-        if vth is None:
-            v = _auto_vth(name, w_all, scale, D, W, inputs_once)
-        else:
-            v = int(vth)
-        w_int, wexp, wc = _quantize_layer(name, w_all, scale, v, D, W, inputs_once)
+        v = _auto_vth(name, layer, scale, D, W, inputs_once, weight_bits) if vth is None else int(vth)
+        q = _quantize_layer(name, layer, scale, v, D, W, inputs_once, weight_bits)
+        wc = q.worst
         bad = _range_violations(wc)
         if bad:
             what, value, limit = bad[0]
@@ -283,21 +325,23 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
                 f"{name}: worst-case {what} = {value:.4g} exceeds the limit {limit} at vth={v}; "
                 f"fix: pass a smaller vth (or leave vth unset for the automatic choice), or {_fix_for(what)}"
             )
-        w_int = w_int.astype(np.int32)
+        w_int = np.hstack([q.w_int, q.p_int]).astype(np.int32)
         if not np.any(w_int) and np.any(w_all):
             raise CompileError(
                 f"{name}: every weight quantizes to 0 (max |w| / theta = {np.abs(w_all).max() / net.theta:.3g}), so "
                 f"the deployed layer would never spike; fix: check the model's theta ({net.theta:g}) and weight "
                 f"scale, or retrain"
             )
-        deployed = w_int.astype(np.float64) * 2.0**wexp / (scale * v)
+        deployed = q.effective().astype(np.float64) / (scale * v)
         err = np.abs(deployed - w_all)
         layers.append(CompiledLayer(
             name=name,
             weights=np.ascontiguousarray(w_int[:, : layer.n_in]),
             pulse_weights=np.ascontiguousarray(w_int[:, layer.n_in:]),
             pulse_steps=pulse_cols,
-            weight_exp=int(wexp),
+            weight_exp=int(q.wexp),
+            pulse_weight_exp=int(q.pexp),
+            time_offset_steps=_offset(k, centre),
             du=D - 1,
             dv=D,
             vth=v,
@@ -308,12 +352,14 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
             dv_float=1.0 - d,
             vth_float=float(net.theta),
             kind="dense",
-            num_weight_bits=WEIGHT_BITS,
+            num_weight_bits=int(weight_bits),
         ))
         layer_manifest.append({
             "name": name, "kind": "dense", "n_in": layer.n_in, "n_out": layer.n_out, "n_pulses": layer.n_pulses,
-            "pulse_steps": [int(c) for c in pulse_cols], "pulse_collisions": collisions, "vth": v, "vth_bits": VTH_BITS, "weight_exp": int(wexp),
-            "weight_bits": WEIGHT_BITS, "weight_scale": scale * v / 2.0**wexp,
+            "pulse_steps": [int(c) for c in pulse_cols], "pulse_collisions": collisions, "vth": v, "vth_bits": VTH_BITS, "weight_exp": int(q.wexp),
+            "pulse_weight_exp": int(q.pexp), "time_offset_steps": _offset(k, centre),
+            "weight_bits": int(weight_bits), "weight_scale": scale * v / 2.0**q.wexp,
+            "pulse_weight_scale": scale * v / 2.0**q.pexp,
             "weight_quant_max_abs_err": float(err.max(initial=0.0)),
             "weight_quant_max_abs_err_over_theta": float(err.max(initial=0.0) / net.theta),
             "du": D - 1, "dv": D, "decay_bits": DECAY_BITS, "once": True,
@@ -375,6 +421,7 @@ def deployed_network(cn: CompiledNetwork) -> TemporalNetwork:
     dd = 1.0 - D / DECAY_UNITY
     layers = []
     for cl, src in zip(cn.layers, cn.source.layers):
-        scale = dd * cl.vth / (S * cn.source.theta * 2.0**cl.weight_exp)
-        layers.append(AlphaLayer(cl.weights / scale, src.pulse_times, cl.pulse_weights / scale))
+        scale = dd * cl.vth / (S * cn.source.theta)
+        layers.append(AlphaLayer(cl.weights * 2.0**cl.weight_exp / scale, src.pulse_times,
+                                 cl.pulse_weights * 2.0**cl.pulse_exp / scale))
     return replace(cn.source, layers=tuple(layers), tau=effective_tau(D, S))

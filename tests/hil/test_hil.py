@@ -23,9 +23,9 @@ def test_device_matches_in_process_emulator(device_target, small_net, inputs):
     res = device_target.run(small_net, inputs)
     ref = simulate(small_net, small_net.input_columns(inputs))
     assert res.target in ("hil", "loihi2")
-    for got, want, t in zip(res.columns, ref.columns, res.times):
+    for layer, (got, want, t) in enumerate(zip(res.columns, ref.columns, res.times)):
         np.testing.assert_array_equal(got, want)
-        np.testing.assert_array_equal(t, small_net.columns_to_times(want))
+        np.testing.assert_array_equal(t, small_net.columns_to_times(want, layer))
     assert sum(int((c >= 0).sum()) for c in res.columns) > 0
     if isinstance(device_target, HilTarget):
         assert res.info["batches"] == 3 and res.info["batches_reused"] == 0
