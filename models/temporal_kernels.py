@@ -15,9 +15,11 @@ for the causal inputs (the first ``n_prefix`` in time order) of every spiking ne
 ``[-clip, clip]`` (clip <= 0 disables clipping); later inputs get nothing. A neuron that does not spike gets
 ``-penalty`` on the gradient of every incoming weight (pulses included), once per sample.
 
-Parallelism is deterministic: the forward pass and the input-time gradients run in parallel over samples
-(each sample writes only its own rows), the weight gradients in parallel over neurons (each neuron owns its
-row and sums the samples in order). No dense (N, n_out, n_in) tensor is ever built.
+Parallelism is deterministic: the forward pass runs in parallel over samples (optionally also over shares of
+the neurons; every item writes only its own entries), the backward pass in parallel over fixed chunks of
+neurons (each neuron owns its weight-gradient row and sums the samples in order; input-time gradients are
+summed per chunk, then over the chunks in order), so results do not depend on the number of threads.
+No dense (N, n_out, n_in) tensor is ever built.
 All times are in model time units; ``inf`` means no spike.
 """
 from __future__ import annotations
