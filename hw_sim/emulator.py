@@ -107,7 +107,7 @@ class SimResult:
                     compartment every time step, whether it fires or not)
     active_neuron_updates: (N, L) int64 the updates of neurons not yet masked: a once=True neuron reported at
                     column c (update c - 1) is inactive for the W - c updates after its spike
-    steps:          (N,)   int64 time steps per sample (= W; the L + 1 pipeline steps of a run are shared)
+    steps:          (N,)   int64 time steps per sample (= W; lava-fixed runs K samples in K W + 1 steps)
     wall_s:         seconds spent in :func:`simulate`
     """
 
