@@ -611,15 +611,20 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None 
             out_counts, spikes, in_events, synops_nz, masked)
     events = None
     if record:
-        cap = max(1, n * int(pk.ev_cap))
+        # record in chunks of samples so that the spike buffers stay small (<= ~48 MB)
+        chunk = max(1, min(n, (2 << 20) // max(1, L * int(pk.ev_cap))))
+        cap = chunk * int(pk.ev_cap)
         rec_sample = np.zeros((L, cap), np.int64)
         rec_col = np.zeros((L, cap), np.int64)
         rec_src = np.zeros((L, cap), np.int64)
-        rec_n = np.zeros(L, np.int64)
-        if n:
-            _batch_kernel(0, n, *args, True, rec_sample, rec_col, rec_src, rec_n)
-        events = [np.stack([rec_sample[l, :rec_n[l]], rec_col[l, :rec_n[l]], rec_src[l, :rec_n[l]]], axis=1)
-                  for l in range(L)]
+        parts: list[list[np.ndarray]] = [[] for _ in range(L)]
+        for lo in range(0, n, chunk):
+            rec_n = np.zeros(L, np.int64)
+            _batch_kernel(lo, min(n, lo + chunk), *args, True, rec_sample, rec_col, rec_src, rec_n)
+            for l in range(L):
+                k = int(rec_n[l])
+                parts[l].append(np.stack([rec_sample[l, :k], rec_col[l, :k], rec_src[l, :k]], axis=1))
+        events = [np.concatenate(p) if p else np.zeros((0, 3), np.int64) for p in parts]
     elif n:
         dummy = np.zeros((1, 1), np.int64)
         dummy_n = np.zeros(1, np.int64)
