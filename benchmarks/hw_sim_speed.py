@@ -60,7 +60,8 @@ def time_full_verify(model_path: str | None, net, limit: int, steps_per_unit: in
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None,
-                    help="ONNX artifact (default: runs/mnist-h32/model.onnx if present, else seeded random 784-32-784)")
+                    help="ONNX artifact (default: runs/mnist-h32/model.onnx if present, else seeded random 784-32-784; "
+                         "'random' forces the random model)")
     ap.add_argument("--steps-per-unit", type=int, default=DEFAULT_STEPS_PER_UNIT)
     ap.add_argument("--lava-samples", type=int, default=20, help="images run on lava-fixed (slow)")
     ap.add_argument("--samples", type=int, default=10000, help="images run on hw_sim")
@@ -72,7 +73,10 @@ def main() -> None:
     if args.lava_samples < 1 or args.samples < 1:
         ap.error("--lava-samples and --samples must be >= 1")
 
-    model_path = args.model or (str(TRAINED) if TRAINED.is_file() else None)
+    if args.model == "random":
+        model_path = None
+    else:
+        model_path = args.model or (str(TRAINED) if TRAINED.is_file() else None)
     net, desc = load_model(model_path)
     cn = compile_network(net, steps_per_unit=args.steps_per_unit)
     _, x = load_inputs(args.dataset, max(args.samples, args.lava_samples))

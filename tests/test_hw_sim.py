@@ -421,3 +421,20 @@ def test_target_times_equal_columns_to_times():
         net = dataclasses.replace(net, steps_per_unit=S)
         ref = net.columns_to_times(cols, 0) if HAS_TIME_OFFSET else net.columns_to_times(cols)
         np.testing.assert_array_equal(columns_to_times(net, cols, 0), ref)
+
+
+@pytest.mark.slow
+def test_speed_benchmark_smoke():
+    """benchmarks/hw_sim_speed.py end to end on a few images: its JSON line reports identical spikes."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "benchmarks/hw_sim_speed.py", "--model", "random", "--samples", "40",
+                           "--lava-samples", "3"], cwd=root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["identical"] is True and out["lava_fixed_images"] == 3 and out["hw_sim_images"] == 40
+    assert out["ratio"] > 1 and out["sizes"] == [784, 32, 784]
