@@ -17,11 +17,6 @@ from toolchain.compiled import CompiledLayer, CompiledNetwork
 from toolchain.errors import CompileError, TargetError
 
 
-# the pulse block's own exponent (CompiledLayer.pulse_weight_exp) where the contract has it
-HAS_PULSE_EXP = "pulse_weight_exp" in CompiledLayer.__dataclass_fields__
-HAS_TIME_OFFSET = "time_offset_steps" in CompiledLayer.__dataclass_fields__
-
-
 # ------------------------------------------------------------------------------------------------------------
 # builders
 # ------------------------------------------------------------------------------------------------------------
@@ -37,7 +32,7 @@ def make_net(rng, sizes, window, *, once=True, w_scale=60, wexp=0, vth=None, D=N
         ps = rng.integers(0, window - 1, n_pulses).astype(np.int64)
         pw = np.rint(rng.normal(w_scale * 0.5, w_scale, (n_out, n_pulses))).astype(np.int32)
         d = int(D if D is not None else rng.integers(20, 900))
-        pexp = {"pulse_weight_exp": int(rng.integers(0, wexp + 2))} if HAS_PULSE_EXP else {}
+        pexp = {"pulse_weight_exp": int(rng.integers(0, wexp + 2))}
         layers.append(CompiledLayer(
             name=f"layer{l}", weights=w, pulse_weights=pw, pulse_steps=ps, weight_exp=wexp,
             du=max(d - 1, 0), dv=d, vth=int(vth if vth is not None else rng.integers(50, 3000)),
@@ -62,7 +57,7 @@ def random_columns(rng, n, n_in, window, p_spike=0.6, last=None):
 # ------------------------------------------------------------------------------------------------------------
 
 def pulse_exp(ly: CompiledLayer) -> int:
-    return ly.weight_exp if getattr(ly, "pulse_weight_exp", None) is None else ly.pulse_weight_exp
+    return ly.pulse_exp
 
 
 def _i32(x):
@@ -290,7 +285,7 @@ def lava_net(rng, sizes, window, once, *, overflow=False, n_pulses=2, nwb=8) -> 
             w = w + rng.integers(-1, 2, w.shape)
         w = np.clip(w, -256, 254).astype(np.int32)
         pw = np.clip(2 * np.rint(rng.normal(10, 30, (n_out, n_pulses)) / 2), -256, 254).astype(np.int32)
-        pexp = {"pulse_weight_exp": int(rng.integers(0, 4))} if HAS_PULSE_EXP else {}
+        pexp = {"pulse_weight_exp": int(rng.integers(0, 4))}
         drive = np.maximum(w, 0).sum(1).mean() * 0.5 * (1 << wexp) * 4096 / (np.e * D)
         vth = int(np.clip(rng.uniform(0.2, 0.9) * drive, 1, 131071))
         layers.append(CompiledLayer(
@@ -416,11 +411,9 @@ def test_target_times_equal_columns_to_times():
     cols = rng.integers(-1, 200, (2500, 30))
     for S, offset in ((8, 0.0), (32, 0.37), (33.7, -0.2)):
         net = make_net(rng, [3, 2], 10)
-        if HAS_TIME_OFFSET:
-            net = dataclasses.replace(net, layers=(dataclasses.replace(net.layers[0], time_offset_steps=offset),))
-        net = dataclasses.replace(net, steps_per_unit=S)
-        ref = net.columns_to_times(cols, 0) if HAS_TIME_OFFSET else net.columns_to_times(cols)
-        np.testing.assert_array_equal(columns_to_times(net, cols, 0), ref)
+        net = dataclasses.replace(net, steps_per_unit=S,
+                                  layers=(dataclasses.replace(net.layers[0], time_offset_steps=offset),))
+        np.testing.assert_array_equal(columns_to_times(net, cols, 0), net.columns_to_times(cols, 0))
 
 
 @pytest.mark.slow
