@@ -182,7 +182,7 @@ def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
             raise CompileError(f"{name}: {field_name}={d} is not a 12-bit decay (0..4095); recompile the network")
     if not 0 <= int(layer.vth) < (1 << 25):
         raise CompileError(f"{name}: vth={layer.vth} must be in [0, 2**25) so that vth << 6 fits int32; recompile")
-    for field_name, e in (("weight_exp", int(layer.weight_exp)), ("pulse_weight_exp", _pulse_exp(layer))):
+    for field_name, e in (("weight_exp", int(layer.weight_exp)), ("pulse_weight_exp", int(layer.pulse_exp))):
         if e < 0:
             raise CompileError(f"{name}: {field_name}={e} < 0 floors the Dense sum; compile with {field_name} >= 0")
         if e > 24:
@@ -198,12 +198,6 @@ def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
             f"{name}: pulse columns must lie in the sample window [0, {window - 1}], got [{ps.min()}, {ps.max()}]; "
             "recompile (the compiler keeps pulses inside the window) or pass a larger window"
         )
-
-
-def _pulse_exp(layer: CompiledLayer) -> int:
-    """Exponent of the layer's pulse Dense (``pulse_weight_exp``; ``weight_exp`` when unset or absent)."""
-    e = getattr(layer, "pulse_weight_exp", None)
-    return int(layer.weight_exp if e is None else e)
 
 
 def pack(net: CompiledNetwork) -> PackedNetwork:
@@ -229,7 +223,7 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
         w_eff, pw_eff = dense_blocks(layer)
         order = np.argsort(np.asarray(layer.pulse_steps), kind="stable")
         rows = np.vstack([w_eff.T.astype(np.int64) << int(layer.weight_exp),
-                          pw_eff.T[order].astype(np.int64) << _pulse_exp(layer)])
+                          pw_eff.T[order].astype(np.int64) << int(layer.pulse_exp)])
         # largest |a_in| of one update (every input and pulse at once); with 2**24 + W * 64 * a_max < 2**31 no
         # int32 intermediate of Lava's can wrap (|u| grows by at most 64 a_max per update), so the kernel skips it
         a_max = int(np.abs(rows).sum(0).max(initial=0))

@@ -41,7 +41,7 @@ def check_contract(net: CompiledNetwork) -> None:
                               f"clip them), got [{w.min()}, {w.max()}]; fix: {_FIX}")
         if nwb not in (8, 9):
             raise TargetError(f"{cl.name}: num_weight_bits={nwb} is not supported by hw_sim (8 or 9); fix: {_FIX}")
-        pexp = cl.weight_exp if getattr(cl, "pulse_weight_exp", None) is None else cl.pulse_weight_exp
+        pexp = cl.pulse_exp
         if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and 0 < cl.vth <= 131071 and 0 <= cl.weight_exp <= 7
                 and 0 <= pexp <= 7):
             raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), vth={cl.vth} (17 bit), "
@@ -86,7 +86,7 @@ def columns_to_times(net: CompiledNetwork, cols: np.ndarray, layer: int) -> np.n
     layer's ``time_offset_steps``, inf where c < 0, computed in parallel in one pass without temporaries (the
     mask-and-scatter version dominated hw_sim's run time on 10,000 MNIST images)."""
     c = np.asarray(cols, dtype=np.int64)
-    offset = float(getattr(net.layers[layer], "time_offset_steps", 0.0))
+    offset = float(net.layers[layer].time_offset_steps)
     out = np.empty(c.shape, np.float64)
     if c.ndim != 2:
         raise TargetError(f"spike columns must be (samples, neurons), got shape {c.shape}")
