@@ -143,16 +143,22 @@ def layer_inputs(prev_times: np.ndarray, pulse_times: np.ndarray) -> np.ndarray:
 
 
 def exact_forward_trace(net: TemporalNetwork, input_times: np.ndarray) -> list[LayerTrace]:
-    """Run the network exactly; one :class:`LayerTrace` per layer."""
+    """Run the network exactly; one :class:`LayerTrace` per layer.
+
+    Uses the layer-major kernel of models/temporal_kernels.py, which gives bit-for-bit the results of
+    :func:`layer_forward` (the readable reference above; tests/test_exact.py checks the equality)."""
     x = np.asarray(input_times, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != net.layers[0].n_in:
         raise ValueError(f"input_times must have shape (N, {net.layers[0].n_in}), got {x.shape}")
     if np.any(np.isnan(x)):
         raise ValueError("input_times contain NaN; use inf for 'no spike'")
+    from models.temporal_kernels import layer_forward_fast  # bitwise equal to layer_forward, ~4x faster
+
     traces = []
     for layer in net.layers:
         xin = layer_inputs(x, layer.pulse_times)
-        t, a, b, w, k, order = layer_forward(xin, layer.all_weights(), net.tau, net.theta)
+        weights_t = np.ascontiguousarray(layer.all_weights().T)
+        t, a, b, w, k, order = layer_forward_fast(xin, weights_t, net.tau, net.theta)[:6]
         traces.append(LayerTrace(xin, t, a, b, w, k, order))
         x = t
     return traces

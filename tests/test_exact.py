@@ -92,3 +92,22 @@ def test_bad_inputs_are_rejected():
     net = TemporalNetwork((layer,), tau=1.0, theta=1.0, latency=1.0)
     with pytest.raises(ValueError, match=r"shape \(N, 3\)"):
         exact_forward(net, np.zeros((2, 4)))
+
+
+def test_exact_forward_uses_a_kernel_bitwise_equal_to_the_reference():
+    from models.exact import exact_forward_trace, layer_forward, layer_inputs
+
+    rng = np.random.default_rng(3)
+    l1 = AlphaLayer(rng.normal(0.3, 1, (16, 40)), np.array([0.1, 0.5, 0.9]), rng.normal(1, 0.5, (16, 3)))
+    l2 = AlphaLayer(rng.normal(0.0, 1, (40, 16)), np.array([0.3, 1.2]), rng.normal(1, 0.5, (40, 2)))
+    net = TemporalNetwork((l1, l2), tau=1.3, theta=0.7, latency=1.0)
+    x = rng.uniform(0, 1, (30, 40))
+    x[x > 0.7] = np.inf
+    traces = exact_forward_trace(net, x)
+    prev = x
+    for layer, tr in zip(net.layers, traces):
+        ref = layer_forward(layer_inputs(prev, layer.pulse_times), layer.all_weights(), net.tau, net.theta)
+        for got, want in zip((tr.t_out, tr.a, tr.b, tr.w, tr.n_prefix), ref[:5]):
+            np.testing.assert_array_equal(got, want)
+        assert np.isfinite(tr.t_out).any()
+        prev = tr.t_out
