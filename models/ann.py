@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -23,7 +22,6 @@ from models.encoding import latency_encode
 from toolchain.atomic import atomic_path, atomic_write_text
 from toolchain.errors import ArtifactError, SnncError
 
-PRESET_CSV = Path(__file__).resolve().parent / "data" / "comsa2021-hyperparameters.csv"
 CHECKPOINT_NAME = "ann.pt"
 CHECKPOINT_FORMAT = "snnc-ann"
 CHECKPOINT_VERSION = 1
@@ -47,55 +45,25 @@ class AnnConfig:
     preset: str = "noise=0,latency=1,hidden=32"
 
 
-def parse_preset(spec: str) -> dict[str, float]:
-    """'noise=0,latency=1,hidden=32' -> {'noise': 0.0, 'latency': 1.0, 'hidden': 32.0}."""
-    out = {}
-    for part in filter(None, (p.strip() for p in spec.split(","))):
-        key, sep, value = part.partition("=")
-        if not sep or key.strip() not in ("noise", "latency", "hidden"):
-            raise SnncError(f"bad preset item {part!r}; write e.g. --preset noise=0,latency=1,hidden=32")
-        try:
-            out[key.strip()] = float(value)
-        except ValueError:
-            raise SnncError(f"preset value {value!r} for {key} is not a number; e.g. noise=0.2") from None
-    missing = {"noise", "latency", "hidden"} - out.keys()
-    if missing:
-        raise SnncError(f"preset {spec!r} lacks {', '.join(sorted(missing))}; e.g. noise=0,latency=1,hidden=32")
-    return out
-
-
-def preset_row(noise: float, latency: float, hidden: int) -> dict[str, float]:
-    """The Comsa et al. 2021 hyperparameter row for one condition (models/data/comsa2021-hyperparameters.csv)."""
-    try:
-        with open(PRESET_CSV, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError:
-        raise SnncError(f"preset table {PRESET_CSV} is missing; reinstall snnc or pass --batch-size and --lr") from None
-    for row in rows:
-        if (np.isclose(float(row["noise"]), noise) and np.isclose(float(row["latency"]), latency)
-                and int(row["hidden"]) == int(hidden)):
-            return {k: float(v) for k, v in row.items()}
-    raise SnncError(f"no preset for noise={noise}, latency={latency}, hidden={hidden}; the table covers noise "
-                    f"0-0.8 (step 0.2), latency 1/2/4/8/16, hidden 8/16/32; or pass --batch-size and --lr")
-
-
 def resolve_config(*, dataset: str = "mnist", preset: str | None = None, hidden: int | None = None,
                    epochs: int = 3, batch_size: int | None = None, lr: float | None = None,
                    noise: float | None = None, noise_mean: float = 1.0, inverted: bool = False,
                    seed: int = 0) -> AnnConfig:
     """Explicit values win; hidden/noise/batch size/lr not given come from the preset row
     (default preset: noise=0, latency=1 and the requested hidden size, 32 if none)."""
+    from models.presets import get_preset, parse_spec
+
     if preset:
-        p = parse_preset(preset)
+        p_noise, p_latency, p_hidden = parse_spec(preset)
     else:
-        p = {"noise": noise if noise is not None else 0.0, "latency": 1.0, "hidden": hidden or 32}
-    hidden = int(hidden if hidden is not None else p["hidden"])
-    noise = float(noise if noise is not None else p["noise"])
-    spec = f"noise={p['noise']:g},latency={p['latency']:g},hidden={int(p['hidden'])}"
+        p_noise, p_latency, p_hidden = (noise if noise is not None else 0.0), 1.0, (hidden or 32)
+    hidden = int(hidden if hidden is not None else p_hidden)
+    noise = float(noise if noise is not None else p_noise)
+    spec = f"noise={p_noise:g},latency={p_latency:g},hidden={int(p_hidden)}"
     if batch_size is None or lr is None:
-        row = preset_row(p["noise"], p["latency"], int(p["hidden"]))
-        batch_size = int(batch_size if batch_size is not None else row["batch_size"])
-        lr = float(lr if lr is not None else row["lr_weights"])
+        row = get_preset(spec)
+        batch_size = int(batch_size if batch_size is not None else row.batch_size)
+        lr = float(lr if lr is not None else row.lr_weights)
     if dataset not in DATASETS:
         raise SnncError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
     if hidden < 1 or epochs < 1 or batch_size < 1 or not lr > 0 or noise < 0:

@@ -191,7 +191,7 @@ class _LavaTarget:
 
     def _run_chunk(self, net: CompiledNetwork, cols: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
         lv = _import_lava()
-        K, W = cols.shape[0], net.window
+        K = cols.shape[0]
         g = self._build(lv, net, cols)
         T = g.n_steps
         timeout = self.timeout_s if self.timeout_s is not None else 60.0 + 0.02 * T * len(net.layers)

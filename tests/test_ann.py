@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from models.ann import (AnnConfig, add_ann_args, ann_inputs, load_checkpoint, pixel_mse, preset_row, reconstruct,
+from models.ann import (AnnConfig, add_ann_args, ann_inputs, load_checkpoint, pixel_mse, reconstruct,
                         resolve_config, train_ann, train_ann_cli)
 from models.datasets import load_dataset
 from toolchain.errors import ArtifactError, SnncError
@@ -31,7 +31,6 @@ def test_presets_give_snn_optimiser_settings():
     assert (cfg.hidden, cfg.batch_size, cfg.lr, cfg.noise) == (16, 50, 0.012222, 0.2)
     cfg = resolve_config(hidden=8)  # default condition noise 0, latency 1
     assert (cfg.batch_size, cfg.lr) == (18, 0.002455)
-    assert preset_row(0.8, 16, 32)["threshold_theta"] == 1.082668
     with pytest.raises(SnncError, match="no preset"):
         resolve_config(preset="noise=0.3,latency=1,hidden=32")
     with pytest.raises(SnncError, match="lacks"):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.errors import ArtifactError, DataError, SnncError
+from toolchain.errors import ArtifactError, DataError
 
 DEFAULT_LIMIT = 100
 
