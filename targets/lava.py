@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from targets.base import RunResult
+from targets.grid_contract import check_grid_network, grid_input_columns
 from toolchain.compiled import CompiledNetwork
 from toolchain.errors import TargetError
 
@@ -64,8 +65,8 @@ class _LavaTarget:
     def run(self, net: CompiledNetwork, input_times: np.ndarray) -> RunResult:
         """First-spike times and columns of every layer for every sample (rows of input_times, time units)."""
         t0 = time.perf_counter()
-        self._check_network(net)
-        cols = self._input_columns(net, input_times)
+        check_grid_network(net, self.name, fixed=self.fixed)
+        cols = grid_input_columns(net, input_times)
         n = cols.shape[0]
         out_cols = [np.full((n, cl.n_out), -1, dtype=np.int64) for cl in net.layers]
         counts = [np.zeros((n, cl.n_out), dtype=np.int64) for cl in net.layers]
@@ -84,60 +85,6 @@ class _LavaTarget:
         return RunResult(self.name, times, out_cols, time.perf_counter() - t0, info)
 
     # ---------------------------------------------------------------- helpers
-    def _check_network(self, net: CompiledNetwork) -> None:
-        """Reject what Lava would silently alter (clip, mask, wrap) or cannot run."""
-        fix = "recompile the model with `snnc compile` (toolchain.compiler.compile_network)"
-        W = int(net.window)
-        if W < 3:
-            raise TargetError(f"window={W} steps is too short (>= 3 needed); fix: {fix}")
-        for cl in net.layers:
-            if cl.kind != "dense":
-                raise TargetError(f"{cl.name}: layer kind {cl.kind!r} is not supported by {self.name} (only "
-                                  "'dense'); fix: run this network on a target that supports it")
-            if cl.pulse_steps.size and (cl.pulse_steps.min() < 0 or cl.pulse_steps.max() > W - 2):
-                raise TargetError(f"{cl.name}: pulse columns {cl.pulse_steps.tolist()} must lie in [0, {W - 2}]; "
-                                  f"fix: {fix}")
-            if not self.fixed:
-                continue
-            w = np.hstack([cl.weights, cl.pulse_weights])
-            if cl.num_weight_bits == 8 and w.size and (w.min() < -256 or w.max() > 254 or np.any(w % 2)):
-                raise TargetError(f"{cl.name}: 8-bit mixed-sign weight mantissas must be even values in "
-                                  f"[-256, 254] (Lava would clip/mask them), got [{w.min()}, {w.max()}]; fix: {fix}")
-            if cl.num_weight_bits == 9 and w.size and (w.min() < -256 or w.max() > 255):
-                raise TargetError(f"{cl.name}: 9-bit mixed-sign weight mantissas must lie in [-256, 255] (Lava would "
-                                  f"clip them), got [{w.min()}, {w.max()}]; fix: {fix}")
-            if cl.num_weight_bits not in (8, 9):
-                raise TargetError(f"{cl.name}: num_weight_bits={cl.num_weight_bits} is not supported by {self.name} "
-                                  f"(8 or 9); fix: {fix}")
-            if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and 0 < cl.vth <= 131071 and 0 <= cl.weight_exp <= 7
-                    and 0 <= cl.pulse_exp <= 7):
-                raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), vth={cl.vth} (17 bit), "
-                                  f"weight_exp={cl.weight_exp} or pulse_weight_exp={cl.pulse_exp} (0..7) is out of "
-                                  f"range; fix: {fix}")
-
-    @staticmethod
-    def _input_columns(net: CompiledNetwork, input_times: np.ndarray) -> np.ndarray:
-        x = np.asarray(input_times, dtype=np.float64)
-        n_in = net.layers[0].n_in
-        if x.ndim != 2 or x.shape[1] != n_in:
-            raise TargetError(f"input_times must have shape (N, {n_in}), got {x.shape}; "
-                              "fix: pass one row of spike times per sample")
-        if np.isnan(x).any():
-            raise TargetError("input_times contain NaN; fix: use inf for 'no spike'")
-        if np.isneginf(x).any():
-            raise TargetError("input_times contain -inf; fix: use inf for 'no spike' and times >= 0")
-        cols = net.input_columns(x)
-        fin = np.isfinite(x)
-        bad = fin & ((cols < 0) | (cols > net.window - 1))
-        if bad.any():
-            t = x[bad][0]
-            raise TargetError(
-                f"input time {t:g} maps to step column {int(np.rint(t * net.steps_per_unit))}, outside the sample "
-                f"window [0, {net.window - 1}]; fix: use input times in [0, {(net.window - 1) / net.steps_per_unit:g}]"
-                " or recompile with a longer window"
-            )
-        return cols
-
     def _layer_params(self, cl):
         if self.fixed:
             return dict(du=int(cl.du), dv=int(cl.dv), vth=int(cl.vth))
