@@ -30,7 +30,8 @@ EXAMPLES = """examples:
   snnc train ann --hidden 32 --dataset mnist --epochs 3 --out runs/ann32
   snnc eval runs/fm32/model.onnx --dataset fashion-mnist
   snnc compile runs/fm32/model.onnx --steps-per-unit 32 --out runs/fm32/compiled.npz
-  snnc verify runs/fm32/model.onnx --targets lava-fixed,lava-float,brian2,hw_sim --dataset mnist --limit 100
+  snnc verify runs/fm32/model.onnx --targets lava-fixed,lava-float,brian2,hw_sim --dataset fashion-mnist --limit 100
+  snnc deploy runs/fm32/model.onnx --target hw_sim --dataset fashion-mnist --limit 10000
   snnc device serve --port 7341
 
 datasets are read from $SNNC_DATA (or --data-dir); without either the bundled subset is used.
