@@ -15,7 +15,9 @@ DEMO_TARGETS = ("lava-fixed", "brian2", "hw_sim")
 
 
 def run_demo(out: Path, epochs: int, limit_train: int, limit_verify: int, targets: tuple[str, ...]) -> int:
-    """Run every stage; returns the verifier's exit code (0 = all gates passed)."""
+    """Run every stage and print where the results are. Returns 0 when every stage ran: the verification
+    verdict is printed (a failed gate is a finding the demo shows, not a failure of the demo; `snnc verify`
+    is the command whose exit code gates)."""
     import numpy as np
 
     from hw_sim.energy import counters_from_dict, estimate, format_energy_table
@@ -83,7 +85,8 @@ def run_demo(out: Path, epochs: int, limit_train: int, limit_verify: int, target
     print(f"  reconstructions: {png}")
     print(f"  compiled:        {out / 'compiled.npz'}")
     print(f"  report:          {report} (+ report.md and plots beside it)")
-    return 0 if rep.passed else 1
+    print(f"verification: {'PASS' if rep.passed else 'FAIL (see the failed gates above and the report)'}")
+    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -96,7 +99,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("demo", help="train, export, compile, deploy and verify on the bundled data",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
     p.add_argument("--limit-train", type=int, default=1800, help="training images from the bundled subset")
     p.add_argument("--limit-verify", type=int, default=20, help="test images deployed and verified per target")
     p.add_argument("--targets", default=",".join(DEMO_TARGETS), help="targets to deploy to")

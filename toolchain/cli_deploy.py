@@ -58,13 +58,14 @@ def compile_summary(cn) -> str:
     if "decay_D" in m:
         lines.append(f"decay D={m['decay_D']} (du=D-1, dv=D), tau_eff={m.get('tau_eff', src.tau):.6g} "
                      f"({100 * m.get('tau_rel_error', 0.0):+.3f} %)")
-    lines.append("layer     n_in  n_out  pulses  vth     wexp  max|w_int|  max quant err/theta")
+    lines.append("layer     n_in  n_out  pulses  vth     wexp/pexp  bits  max|w_int|  max quant err/theta")
     lm = m.get("layers", [{}] * len(cn.layers))
     for layer, info in zip(cn.layers, lm):
         wmax = int(max(np.abs(layer.weights).max(initial=0), np.abs(layer.pulse_weights).max(initial=0)))
         qerr = info.get("weight_quant_max_abs_err_over_theta")
         lines.append(f"{layer.name:<9} {layer.n_in:>4}  {layer.n_out:>5}  {layer.pulse_weights.shape[1]:>6}  "
-                     f"{layer.vth:<6}  {layer.weight_exp:>4}  {wmax:>10}  "
+                     f"{layer.vth:<6}  {f'{layer.weight_exp}/{layer.pulse_exp}':>9}  {layer.num_weight_bits:>4}  "
+                     f"{wmax:>10}  "
                      f"{'-' if qerr is None else f'{qerr:.3g}'}")
     for info in lm:
         for i, j, col in info.get("pulse_collisions", []):
