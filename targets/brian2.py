@@ -9,9 +9,13 @@ simulator of the same equations as ``exact``. One model time unit = 1 s of Brian
     synapse: on_pre I += w      (w in Hz, i.e. per time unit)
 
 so one input of weight w at t_i gives v = w (t - t_i) exp(-tau (t - t_i)), the alpha kernel of models/exact.py.
-``method='exact'`` integrates the linear system without discretisation error; the only errors are the dt grid
-(input times are placed on it, spikes are recorded at the first grid point after the crossing, see
-docs/verifier.md). Samples run as block-diagonal copies of every group, ``chunk`` samples per Brian2 Network;
+``method='exact'`` integrates the linear system without discretisation error. Brian2 delivers spikes only at grid
+points; by default (``substep=True``) the grid costs almost nothing: an input at t_i is delivered at the next grid
+point t_k = k dt with the state it would have had, I += w exp(-tau eps), v += w eps exp(-tau eps), eps = t_k - t_i
+(exact for this linear system), and a recorded spike at grid point t_k is moved back to the crossing estimated
+from the state there, delta = (v - theta) / (dv/dt) (linear extrapolation, error O(delta^2)); the same delta
+sub-steps the spike's delivery to the next layer. ``substep=False`` gives plain Brian2 (inputs rounded to the grid,
+spikes at grid points) with optional centring (docs/verifier.md). Samples run as block-diagonal copies of every group, ``chunk`` samples per Brian2 Network;
 a fresh Network per chunk. Pulses are one extra SpikeGeneratorGroup per layer shared by all copies.
 """
 from __future__ import annotations
@@ -93,7 +97,9 @@ class Brian2Target:
     duration:      simulated time per sample, time units; default: the compiled window (window / S)
     max_synapses:  synapses per Brian2 Network; sets how many samples run together as block-diagonal copies
     cache_dir:     where Cython extensions are cached (default: see :func:`default_cache_dir`)
-    centre:        remove the grid's systematic latency (default True). Brian2 records a spike at the first grid
+    substep:       deliver inputs, pulses and spikes with their sub-dt timing and report interpolated crossing
+                   times (default True; see the module doc). False: plain grid behaviour, then ``centre`` applies.
+    centre:        (substep=False only) remove the grid's systematic latency (default True). Brian2 records a spike at the first grid
                    point after the crossing, on average dt/2 late, and that lag adds up over layers. With
                    centring, layer l's pulses are fed l dt/2 late (so they keep their timing relative to the
                    layer's lagging inputs) and layer l's recorded spikes are reported (l + 1) dt/2 earlier.
@@ -110,6 +116,7 @@ class Brian2Target:
         max_synapses: int = DEFAULT_MAX_SYNAPSES,
         cache_dir: str | os.PathLike | None = None,
         centre: bool = True,
+        substep: bool = True,
     ) -> None:
         dt = float(dt)
         if not np.isfinite(dt) or not (1e-7 <= dt <= 0.1):
@@ -129,10 +136,11 @@ class Brian2Target:
         self.max_synapses = int(max_synapses)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.centre = bool(centre)
+        self.substep = bool(substep)
 
     def _lag(self, l: int) -> float:
         """Mean grid latency of layer l's inputs (time units): l dt/2 when centring, else 0."""
-        return 0.5 * l * self.dt if self.centre else 0.0
+        return 0.5 * l * self.dt if self.centre and not self.substep else 0.0
 
     def chunk_size(self, net: CompiledNetwork) -> int:
         """Samples per Brian2 Network (block-diagonal copies) under the synapse budget."""
@@ -171,6 +179,7 @@ class Brian2Target:
             "dt": self.dt,
             "codegen": codegen,
             "centre": self.centre,
+            "substep": self.substep,
             "duration": duration,
             "chunk": chunk,
             "brian2": brian2.__version__,
@@ -198,15 +207,19 @@ class Brian2Target:
         src = net.source
         bsz = x.shape[0]
         dt = self.dt
-        # SpikeGeneratorGroup floors times to the grid; +dt/2 makes it round to the nearest grid point instead.
+        # SpikeGeneratorGroup floors times to the grid: +dt/2 makes it round to the nearest grid point (plain mode);
+        # with substep, every spike goes to the next grid point at or after it and carries eps = t_grid - t.
         half = 0.5 * dt
         clock = b2.Clock(dt=dt * b2.second, name="snnc_clock")
         objs: list = []
         b_idx, k_idx = np.nonzero(np.isfinite(x))
+        t_in, eps_in = self._grid(x[b_idx, k_idx])
+        eps = np.zeros(bsz * src.layers[0].n_in)
+        eps[b_idx * src.layers[0].n_in + k_idx] = eps_in
         inp = b2.SpikeGeneratorGroup(
             bsz * src.layers[0].n_in,
             (b_idx * src.layers[0].n_in + k_idx).astype(np.int64),
-            (x[b_idx, k_idx] + half) * b2.second,
+            t_in * b2.second,
             clock=clock,
             name="snnc_input",
         )
@@ -226,18 +239,21 @@ class Brian2Target:
             grp.tau = src.tau * b2.Hz
             grp.theta = src.theta
             objs.append(grp)
-            objs.append(self._connect(prev, grp, layer.weights, bsz, prev_n, clock, f"snnc_syn{l}"))
+            objs.append(self._connect(prev, grp, layer.weights, bsz, prev_n, clock, f"snnc_syn{l}",
+                                      eps=eps if l == 0 else None))
             if layer.n_pulses:
+                t_p, eps_p = self._grid(layer.pulse_times + self._lag(l))
                 pulses = b2.SpikeGeneratorGroup(
                     layer.n_pulses,
                     np.arange(layer.n_pulses),
-                    (layer.pulse_times + half + self._lag(l)) * b2.second,
+                    t_p * b2.second,
                     clock=clock,
                     name=f"snnc_pulses{l}",
                 )
                 objs.append(pulses)
-                objs.append(self._connect(pulses, grp, layer.pulse_weights, bsz, 0, clock, f"snnc_psyn{l}"))
-            mon = b2.SpikeMonitor(grp, name=f"snnc_mon{l}")
+                objs.append(self._connect(pulses, grp, layer.pulse_weights, bsz, 0, clock, f"snnc_psyn{l}",
+                                          eps=eps_p))
+            mon = b2.SpikeMonitor(grp, variables=["v", "I"] if self.substep else [], name=f"snnc_mon{l}")
             objs.append(mon)
             monitors.append((mon, layer.n_out))
             prev, prev_n = grp, layer.n_out
@@ -252,25 +268,66 @@ class Brian2Target:
             idx = np.asarray(mon.i[:], dtype=np.int64)
             ts = np.asarray(mon.t_[:], dtype=np.float64)
             # once-spiking: at most one spike per neuron; keep the earliest defensively
+            if self.substep and ts.size:  # back to the crossing: delta = (v - theta) / (dv/dt), within one dt
+                v, i_ = np.asarray(mon.v[:], np.float64), np.asarray(mon.I_[:], np.float64)
+                ts = ts - _crossing_delta(v, i_, src.tau, src.theta, dt)
             order = np.argsort(ts, kind="stable")[::-1]
             t.reshape(-1)[idx[order]] = ts[order]
             out.append(t - self._lag(l + 1))
         return out
 
-    @staticmethod
-    def _connect(pre, post, weights: np.ndarray, bsz: int, n_pre_per_sample: int, clock, name: str):
-        """Block-diagonal Synapses: copy b of pre (or the shared pre when n_pre_per_sample == 0) -> copy b of post."""
+    def _grid(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Spike times -> (times to give SpikeGeneratorGroup, eps = delivery grid point - t, time units)."""
+        dt = self.dt
+        if not self.substep:
+            return t + 0.5 * dt, np.zeros_like(t)
+        k = np.maximum(np.ceil(t / dt - 1e-9), 0.0)
+        return (k + 0.5) * dt, np.clip(k * dt - t, 0.0, dt)  # +dt/2: Brian2 floors, this lands on k exactly
+
+    def _connect(self, pre, post, weights: np.ndarray, bsz: int, n_pre_per_sample: int, clock, name: str,
+                 eps: np.ndarray | None = None):
+        """Block-diagonal Synapses: copy b of pre (or the shared pre when n_pre_per_sample == 0) -> copy b of post.
+
+        With substep: a spike generator's spike carries its eps (per source neuron) in per-synapse weights
+        ``we = w exp(-tau eps)``, ``wv = w eps exp(-tau eps)``; a neuron group's spike is sub-stepped on the fly by
+        the crossing delta estimated from the presynaptic state."""
         import brian2 as b2
 
         n_out = weights.shape[0]
         jj, kk = np.nonzero(weights)
         w = weights[jj, kk]
-        syn = b2.Synapses(pre, post, "w : Hz", on_pre="I_post += w", clock=clock, name=name)
+        if not self.substep:
+            syn = b2.Synapses(pre, post, "w : Hz", on_pre="I_post += w", clock=clock, name=name)
+        elif eps is not None:
+            syn = b2.Synapses(pre, post, "we : Hz\nwv : 1", on_pre="I_post += we\nv_post += wv", clock=clock,
+                              name=name)
+        else:
+            syn = b2.Synapses(pre, post, "w : Hz", on_pre=_ON_PRE_INTERPOLATED, clock=clock, name=name)
         if jj.size == 0:
             return syn
         b = np.repeat(np.arange(bsz, dtype=np.int64), jj.size)
         i = np.tile(kk.astype(np.int64), bsz) + b * n_pre_per_sample
         j = np.tile(jj.astype(np.int64), bsz) + b * n_out
         syn.connect(i=i, j=j)
-        syn.w = np.tile(w, bsz) * b2.Hz
+        w_all = np.tile(w, bsz)
+        if self.substep and eps is not None:
+            decay = np.exp(-float(np.asarray(post.tau_[:]).ravel()[0]) * eps[i])
+            syn.we = w_all * decay * b2.Hz
+            syn.wv = w_all * eps[i] * decay
+        else:
+            syn.w = w_all * b2.Hz
         return syn
+
+
+# a spike of a neuron group, delivered at grid point t_k, happened delta = (v - theta) / (dv/dt) earlier
+_ON_PRE_INTERPOLATED = """
+delta = clip((v_pre - theta_pre) / (abs(I_pre - tau_pre * v_pre) + 1e-12 * Hz), 0 * second, dt)
+I_post += w * exp(-tau_post * delta)
+v_post += w * delta * exp(-tau_post * delta)
+"""
+
+
+def _crossing_delta(v: np.ndarray, current: np.ndarray, tau: float, theta: float, dt: float) -> np.ndarray:
+    """Time since the threshold crossing for spikes recorded with state (v, I), clipped to [0, dt]."""
+    slope = np.abs(current - tau * v) + 1e-12
+    return np.clip((v - theta) / slope, 0.0, dt)

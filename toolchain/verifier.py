@@ -228,7 +228,8 @@ def _target_grid(name: str, result: RunResult, net: CompiledNetwork) -> tuple[fl
         return 0.0, 0.0
     if name == "brian2":
         g = float(result.info.get("dt", h))
-        return g, 0.0 if result.info.get("centre", True) else 0.5 * g
+        lag_free = result.info.get("substep", False) or result.info.get("centre", True)
+        return g, 0.0 if lag_free else 0.5 * g
     return h, 0.5 * h  # grid targets: the next layer sees the column after the crossing, reports the mid-step
 
 
