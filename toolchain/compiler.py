@@ -169,22 +169,22 @@ class _Quantized:
     wexp: int
     p_int: np.ndarray  # (n_out, n_pulses) mantissas of the pulse block
     pexp: int
+    effective: np.ndarray  # (n_out, n_in + n_pulses) int64 w_int * 2**exp of both blocks
     worst: dict
 
-    def effective(self) -> np.ndarray:
-        """(n_out, n_in + n_pulses) int64 w_int * 2**exp of both blocks."""
-        return np.hstack([self.w_int.astype(np.int64) << self.wexp, self.p_int.astype(np.int64) << self.pexp])
+
+def _quantize_block(x: np.ndarray, name: str, bits: int) -> tuple[np.ndarray, int]:
+    """Scaled weights -> (int64 mantissas, exponent) of one synapse block."""
+    e = choose_weight_exp(x, name, bits)
+    return mantissa_round(x / 2.0**e, bits), e
 
 
 def _quantize_layer(name: str, layer: AlphaLayer, scale: float, vth: int, D: int, window: int,
                     inputs_once: bool, bits: int) -> _Quantized:
-    blocks = []
-    for w in (layer.weights, layer.pulse_weights):
-        x = w * (scale * vth)
-        e = choose_weight_exp(x, name, bits)
-        blocks += [mantissa_round(x / 2.0**e, bits), e]
-    q = _Quantized(blocks[0], blocks[1], blocks[2], blocks[3], {})
-    return replace(q, worst=_worst_case(q.effective(), vth, D, window, inputs_once))
+    w_int, wexp = _quantize_block(layer.weights * (scale * vth), name, bits)
+    p_int, pexp = _quantize_block(layer.pulse_weights * (scale * vth), name, bits)
+    effective = np.hstack([w_int << wexp, p_int << pexp])
+    return _Quantized(w_int, wexp, p_int, pexp, effective, _worst_case(effective, vth, D, window, inputs_once))
 
 
 def _fits(name: str, layer: AlphaLayer, scale: float, vth: int, D: int, window: int, inputs_once: bool,
@@ -332,7 +332,7 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
                 f"the deployed layer would never spike; fix: check the model's theta ({net.theta:g}) and weight "
                 f"scale, or retrain"
             )
-        deployed = q.effective().astype(np.float64) / (scale * v)
+        deployed = q.effective.astype(np.float64) / (scale * v)
         err = np.abs(deployed - w_all)
         layers.append(CompiledLayer(
             name=name,
