@@ -4,9 +4,12 @@
 What one sample sees in Lava, per layer l (0-based), is reproduced exactly with integer arithmetic:
 
 * Dense: weights clipped to 8 bits and LSB-masked exactly as Lava does on its first step
-  (:func:`lava_dense_weights`), the column sum shifted by ``weight_exp``, one step of delay;
+  (:func:`lava_dense_weights`), the column sum shifted by ``weight_exp`` (left, or right for a negative exponent,
+  which is accepted only where the shift is exact: every effective weight a multiple of ``2**-weight_exp``, e.g.
+  -1 with 8-bit, hence even, mantissas), one step of delay;
 * LIF: ``u = wrap24(trunc0(u * (4096 - du - 1) / 4096) + (a_in << 6))`` (Lava's single conditional wrap),
-  ``v = clip(trunc0(v * (4096 - dv) / 4096) + u, +-(2**23 - 1))``, spike when ``v > vth << 6``, v = 0 on a spike,
+  ``v = clip(trunc0(v * (4096 - dv) / 4096) + u, +-(2**23 - 1))``, spike when ``v > vth[j] << 6`` (each neuron j
+  has its own threshold), v = 0 on a spike,
   u kept; the int32 wrap of Lava's int32 buffers (a_in, a_in << 6, the sums) is reproduced too;
 * ``once=True`` neurons report only their first spike of the window; ``once=False`` neurons spike freely;
 * every layer's state is zero at the start of each sample window (OnceLIF = LIFReset, ``reset_offset = 2``);
@@ -153,7 +156,11 @@ class PackedNetwork:
 
     Layer l's synapse rows (inputs first, then its pulses sorted by column) form an (n_in + n_pulses, n_out) block
     of ``w_flat`` at ``w_off[l]``: row i holds input i's effective Lava weights shifted by its Dense's exponent
-    (``weight_exp`` for inputs, ``pulse_weight_exp`` for pulses).
+    (``weight_exp`` for inputs, ``pulse_weight_exp`` for pulses). Several pulse columns may share one step (the
+    compiler splits a pulse whose weights exceed one 8-bit mantissa into copies): each copy is its own row and
+    the kernel sums every row of a step, as Lava's Dense sums its inputs.
+    Neuron j of layer l is entry ``neuron_off[l] + j`` of the per-neuron arrays (``thr``), with ``neuron_off``
+    the cumulative sum of ``n_out``.
     """
 
     window: int
@@ -162,7 +169,7 @@ class PackedNetwork:
     once: np.ndarray  # (L,) 0/1
     du: np.ndarray  # (L,)
     dv: np.ndarray  # (L,)
-    thr: np.ndarray  # (L,) vth << 6
+    thr: np.ndarray  # (sum n_out,) vth[j] << 6 of every neuron, layer after layer (neuron_off indexing)
     wrap32: np.ndarray  # (L,) 1 = Lava's int32 buffers may wrap: emulate it (0 = provably never, skipped)
     w_off: np.ndarray  # (L,)
     w_flat: np.ndarray  # int64
@@ -180,11 +187,17 @@ def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
         d = int(getattr(layer, field_name))
         if not 0 <= d <= 4095:
             raise CompileError(f"{name}: {field_name}={d} is not a 12-bit decay (0..4095); recompile the network")
-    if not 0 <= int(layer.vth) < (1 << 25):
-        raise CompileError(f"{name}: vth={layer.vth} must be in [0, 2**25) so that vth << 6 fits int32; recompile")
+    w_eff, pw_eff = None, None
     for field_name, e in (("weight_exp", int(layer.weight_exp)), ("pulse_weight_exp", int(layer.pulse_exp))):
         if e < 0:
-            raise CompileError(f"{name}: {field_name}={e} < 0 floors the Dense sum; compile with {field_name} >= 0")
+            if w_eff is None:
+                w_eff, pw_eff = dense_blocks(layer)
+            block = w_eff if field_name == "weight_exp" else pw_eff
+            if e < -8 or np.any(block.astype(np.int64) % (1 << -e)):
+                raise CompileError(
+                    f"{name}: {field_name}={e} < 0 floors the Dense sum, exact only when every effective weight of "
+                    f"the block is a multiple of 2**{-e} (e.g. -1 with 8-bit, even mantissas); compile with "
+                    f"{field_name} >= 0 or with such weights")
         if e > 24:
             raise CompileError(f"{name}: {field_name}={e} > 24 overflows Lava's int32 buffers; recompile")
     w, pw, ps = np.asarray(layer.weights), np.asarray(layer.pulse_weights), np.asarray(layer.pulse_steps)
@@ -193,6 +206,18 @@ def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
             f"{name}: weights {w.shape}, pulse_weights {pw.shape} and pulse_steps {ps.shape} are inconsistent; "
             "expected (n_out, n_in), (n_out, n_pulses), (n_pulses,)"
         )
+    vth = np.asarray(layer.vth)
+    if vth.ndim > 1 or (vth.ndim == 1 and vth.shape[0] != w.shape[0]):
+        raise CompileError(f"{name}: vth has shape {vth.shape}, expected one threshold per neuron ({w.shape[0]},); "
+                           "recompile the network")
+    vth = np.broadcast_to(vth, (w.shape[0],))
+    if vth.size and not np.issubdtype(vth.dtype, np.integer):
+        raise CompileError(f"{name}: vth must hold integer mantissas, got dtype {vth.dtype}; recompile")
+    bad = np.flatnonzero((vth < 0) | (vth >= (1 << 25)))
+    if bad.size:
+        j = int(bad[0])
+        raise CompileError(f"{name}: vth[{j}]={int(vth[j])} must be in [0, 2**25) so that vth << 6 fits int32 "
+                           f"({bad.size} neuron(s) out of range); recompile")
     if ps.size and (ps.min() < 0 or ps.max() > window - 1):
         raise CompileError(
             f"{name}: pulse columns must lie in the sample window [0, {window - 1}], got [{ps.min()}, {ps.max()}]; "
@@ -209,9 +234,9 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
     if window < 2:
         raise CompileError(f"window={window} steps is too short; compile with window >= 3")
     L = len(layers)
-    ints = {k: np.zeros(L, np.int64) for k in ("n_in", "n_out", "once", "du", "dv", "thr", "wrap32", "w_off",
+    ints = {k: np.zeros(L, np.int64) for k in ("n_in", "n_out", "once", "du", "dv", "wrap32", "w_off",
                                                 "nz_off", "p_off", "p_n")}
-    w_parts, nz_parts, pc_parts = [], [], []
+    w_parts, nz_parts, pc_parts, thr_parts = [], [], [], []
     pos_w = pos_nz = pos_p = 0
     ev_cap = 1
     for i, layer in enumerate(layers):
@@ -222,15 +247,15 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
             )
         w_eff, pw_eff = dense_blocks(layer)
         order = np.argsort(np.asarray(layer.pulse_steps), kind="stable")
-        rows = np.vstack([w_eff.T.astype(np.int64) << int(layer.weight_exp),
-                          pw_eff.T[order].astype(np.int64) << int(layer.pulse_exp)])
+        rows = np.vstack([_shift(w_eff.T.astype(np.int64), int(layer.weight_exp)),
+                          _shift(pw_eff.T[order].astype(np.int64), int(layer.pulse_exp))])
         # largest |a_in| of one update (every input and pulse at once); with 2**24 + W * 64 * a_max < 2**31 no
         # int32 intermediate of Lava's can wrap (|u| grows by at most 64 a_max per update), so the kernel skips it
         a_max = int(np.abs(rows).sum(0).max(initial=0))
         ints["n_in"][i], ints["n_out"][i] = layer.n_in, layer.n_out
         ints["once"][i] = int(bool(layer.once))
         ints["du"][i], ints["dv"][i] = int(layer.du), int(layer.dv)
-        ints["thr"][i] = int(layer.vth) << VTH_SHIFT
+        thr_parts.append(np.broadcast_to(np.asarray(layer.vth, np.int64), (layer.n_out,)) << VTH_SHIFT)
         ints["wrap32"][i] = int((1 << 24) + window * 64 * a_max >= (1 << 31))
         ints["w_off"][i], ints["nz_off"][i], ints["p_off"][i] = pos_w, pos_nz, pos_p
         ints["p_n"][i] = order.size
@@ -245,9 +270,14 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
     def cat(parts, dtype=np.int64):
         return np.ascontiguousarray(np.concatenate(parts).astype(dtype))
 
-    return PackedNetwork(window, ints["n_in"], ints["n_out"], ints["once"], ints["du"], ints["dv"], ints["thr"],
+    return PackedNetwork(window, ints["n_in"], ints["n_out"], ints["once"], ints["du"], ints["dv"], cat(thr_parts),
                          ints["wrap32"], ints["w_off"], cat(w_parts), ints["nz_off"], cat(nz_parts), ints["p_off"],
                          ints["p_n"], cat(pc_parts), int(ev_cap))
+
+
+def _shift(w: np.ndarray, e: int) -> np.ndarray:
+    """Effective weights shifted by a Dense exponent: w << e, or w >> -e (exact: checked by _check_layer)."""
+    return w << e if e >= 0 else w >> -e
 
 
 def dense_blocks(layer: CompiledLayer) -> tuple[np.ndarray, np.ndarray]:
@@ -286,7 +316,8 @@ def _can_fire(u, v, thr, du, dv):
 @numba.njit(cache=True)
 def _update(no, u, v, acc, live, spk, fu, fv, th, sh):
     """One update of neurons 0 ... no - 1 (Lava's int32 buffers provably never wrap). Branch-free, so LLVM
-    vectorizes it. acc: the update's input (sum of effective shifted weights), shifted by sh = 6.
+    vectorizes it. acc: the update's input (sum of effective shifted weights), shifted by sh = 6; th[j]: neuron
+    j's threshold vth[j] << 6.
     A neuron spikes only if live; returns the number of spikes (flags in spk)."""
     n_fire = 0
     for j in range(no):
@@ -297,7 +328,7 @@ def _update(no, u, v, acc, live, spk, fu, fv, th, sh):
         q = v[j] * fv
         vv = ((q + ((q >> 63) & 4095)) >> 12) + pre
         vv = min(max(vv, -V_MAX), V_MAX)
-        f = (vv > th) & live[j]
+        f = (vv > th[j]) & live[j]
         u[j] = pre
         v[j] = 0 if f else vv
         spk[j] = f
@@ -320,7 +351,7 @@ def _update_wrap32(no, u, v, acc, live, spk, fu, fv, th, sh):
         q = v[j] * fv
         vv = _wrap32(((q + ((q >> 63) & 4095)) >> 12) + pre)
         vv = min(max(vv, -V_MAX), V_MAX)
-        f = (vv > th) & live[j]
+        f = (vv > th[j]) & live[j]
         u[j] = pre
         v[j] = 0 if f else vv
         spk[j] = f
@@ -390,9 +421,9 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off
             first = min(first, p_col[po] + 1)
             last = max(last, p_col[po + npl - 1] + 1)
         if first > t_hi:
-            continue  # silent layer: zero state never exceeds thr >= 0
+            continue  # silent layer: zero state never exceeds any thr >= 0
         off = neuron_off[l]
-        th = thr[l]
+        th = thr[off:off + no]  # this layer's per-neuron thresholds (a view)
         dul = du[l]
         dvl = dv[l]
         fu = DECAY_UNITY - dul - 1
@@ -474,7 +505,7 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off
                 # one by one (usually few) instead of updating the whole layer
                 n_c = 0
                 for j in range(no):
-                    if live[j] and _can_fire(u[j], v[j], th, dul, dvl):
+                    if live[j] and _can_fire(u[j], v[j], th[j], dul, dvl):
                         idx[n_c] = j
                         n_c += 1
                 tick += 1
@@ -494,7 +525,7 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off
                             vj = _wrap32(vj)
                         vj = min(max(vj, -V_MAX), V_MAX)
                         keep = True
-                        if vj > th:
+                        if vj > th[j]:
                             vj = 0
                             if out_cols[s, off + j] < 0:
                                 out_cols[s, off + j] = tick
@@ -507,7 +538,7 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off
                                 n_masked += W - tick
                         u[j] = uj
                         v[j] = vj
-                        if keep and _can_fire(uj, vj, th, dul, dvl):
+                        if keep and _can_fire(uj, vj, th[j], dul, dvl):
                             idx[kept] = j
                             kept += 1
                     n_c = kept

@@ -19,8 +19,10 @@ from hw_sim.resources import LOIHI2, ChipSpec, ResourceReport, partition
 from toolchain.compiled import CompiledNetwork
 from toolchain.errors import SnncError
 
-# Per-layer constants stored beside the weights: du, dv (12 bits each), vth (17 bits), weight_exp (8 bits assumed).
-LAYER_CONSTANT_BITS = 12 + 12 + 17 + 8
+# Per-layer constants stored beside the weights: du, dv (12 bits each), weight_exp (8 bits assumed).
+LAYER_CONSTANT_BITS = 12 + 12 + 8
+# Per-neuron constants: the 17-bit threshold mantissa (CompiledLayer.vth holds one per neuron).
+NEURON_CONSTANT_BITS = 17
 
 
 @dataclass(frozen=True)
@@ -167,12 +169,15 @@ class EnergyReport:
 
 
 def static_metrics(net: CompiledNetwork) -> dict:
-    """NeuroBench static metrics: footprint (bytes) and connection sparsity (zero weights / all weights)."""
+    """NeuroBench static metrics: footprint (bytes) and connection sparsity (zero weights / all weights).
+
+    footprint: every synapse at the compiled weight bits + the per-layer constants (``LAYER_CONSTANT_BITS``) +
+    one 17-bit threshold per neuron (``NEURON_CONSTANT_BITS``)."""
     bits = 0
     total = nonzero = 0
     for layer in net.layers:
         w = np.hstack([layer.weights, layer.pulse_weights])
-        bits += w.size * int(layer.num_weight_bits) + LAYER_CONSTANT_BITS
+        bits += w.size * int(layer.num_weight_bits) + LAYER_CONSTANT_BITS + layer.n_out * NEURON_CONSTANT_BITS
         total += w.size
         nonzero += int((w != 0).sum())
     return {"footprint": bits / 8.0, "connection_sparsity": 1.0 - nonzero / total if total else 0.0}
@@ -226,7 +231,7 @@ def format_energy_table(report: EnergyReport) -> str:
     m = report.metrics
     so = m["synaptic_operations"]
     rows = [
-        ("footprint", f"{m['footprint']:.0f}", "bytes (weights at compiled bits + layer constants)"),
+        ("footprint", f"{m['footprint']:.0f}", "bytes (weights at compiled bits + layer constants + per-neuron vth)"),
         ("connection_sparsity", f"{m['connection_sparsity']:.4f}", "zero weights / all weights"),
         ("activation_sparsity", f"{m['activation_sparsity']:.6f}", "1 - spikes / (neurons x steps), mean"),
         ("synaptic_operations Dense", f"{so['Dense']:.4g}", "per sample, every synapse every step"),

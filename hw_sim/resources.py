@@ -6,7 +6,11 @@ function raising :class:`toolchain.errors.DRCError` with a sentence that names t
 much it is exceeded and what to change (Rockpool ``devices/xylo`` style).
 
 Memory model (an assumption, stated in every table): dense synapse storage, ``num_weight_bits`` per synapse for
-every (input or pulse) x neuron pair, no compression, no per-core overheads. Ordinary inputs and the layer's
+every (input or pulse) x neuron pair, no compression, no per-core overheads. Neuron configuration memory: one
+17-bit threshold mantissa per neuron (``CompiledLayer.vth`` is per neuron), counted per layer and core
+(``neuron_config_bits``) and reported, not charged against the synaptic memory; no per-core limit on it (or on
+the number of distinct thresholds per core) is checked: ASSUMED, every neuron within ``neurons_per_core`` holds
+its own threshold. Ordinary inputs and the layer's
 pulse generator both arrive on input axons of each core that holds part of the layer. Layer 0's inputs and
 every layer's pulses come from the host / embedded spike generators (no neuro-core). Output spikes of the last
 layer go to the host (one output axon per neuron).
@@ -18,6 +22,8 @@ from dataclasses import dataclass
 
 from toolchain.compiled import CompiledLayer, CompiledNetwork
 from toolchain.errors import DRCError
+
+VTH_BITS = 17  # threshold mantissa per neuron (neuron configuration memory)
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,10 @@ def get_chip(name: str) -> ChipSpec:
 
 @dataclass(frozen=True)
 class LayerResources:
-    """One layer on cores. fan_in counts inputs + pulses (axons per core); memory in bits."""
+    """One layer on cores. fan_in counts inputs + pulses (axons per core); memory in bits.
+
+    neuron_config_bits: per-neuron configuration of the layer (one 17-bit vth per neuron), all its cores.
+    """
 
     name: str
     neurons: int
@@ -115,6 +124,7 @@ class LayerResources:
     cores: int
     neurons_per_core: int
     out_axons_per_core: int
+    neuron_config_bits: int = 0
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,10 @@ class ResourceReport:
         return sum(layer.synaptic_memory_bits for layer in self.layers)
 
     @property
+    def neuron_config_bits(self) -> int:
+        return sum(layer.neuron_config_bits for layer in self.layers)
+
+    @property
     def core_utilisation(self) -> float:
         """Fraction of the chip's cores used."""
         return self.cores / self.chip.total_cores
@@ -159,6 +173,7 @@ class ResourceReport:
             "synapses": self.synapses,
             "nonzero_synapses": self.nonzero_synapses,
             "synaptic_memory_bytes": self.synaptic_memory_bits / 8,
+            "neuron_config_bytes": self.neuron_config_bits / 8,
             "layers": [vars(layer).copy() for layer in self.layers],
         }
 
@@ -259,6 +274,7 @@ def partition(net: CompiledNetwork, chip: ChipSpec = LOIHI2) -> ResourceReport:
             name=name, neurons=layer.n_out, fan_in=fan_in, fan_out=fan_out, synapses=synapses,
             nonzero_synapses=nonzero, weight_bits=bits, synaptic_memory_bits=synapses * bits, cores=cores,
             neurons_per_core=per_core, out_axons_per_core=out_axons,
+            neuron_config_bits=layer.n_out * VTH_BITS,
         ))
     report = ResourceReport(chip, tuple(layers))
     check_core_count(report.cores, chip)
@@ -268,14 +284,16 @@ def partition(net: CompiledNetwork, chip: ChipSpec = LOIHI2) -> ResourceReport:
 def format_resource_table(report: ResourceReport) -> str:
     """Plain-text table of the partition with totals and the chip's sources/assumptions."""
     chip = report.chip
-    head = ("layer", "neurons", "fan-in", "fan-out", "synapses", "nonzero", "bits", "syn mem KiB", "cores",
-            "neur/core", "out ax/core")
+    head = ("layer", "neurons", "fan-in", "fan-out", "synapses", "nonzero", "bits", "syn mem KiB", "vth KiB",
+            "cores", "neur/core", "out ax/core")
     rows = [head]
     for r in report.layers:
         rows.append((r.name, r.neurons, r.fan_in, r.fan_out, r.synapses, r.nonzero_synapses, r.weight_bits,
-                     f"{r.synaptic_memory_bits / 8192:.1f}", r.cores, r.neurons_per_core, r.out_axons_per_core))
+                     f"{r.synaptic_memory_bits / 8192:.1f}", f"{r.neuron_config_bits / 8192:.2f}", r.cores,
+                     r.neurons_per_core, r.out_axons_per_core))
     rows.append(("total", report.neurons, "", "", report.synapses, report.nonzero_synapses, "",
-                 f"{report.synaptic_memory_bits / 8192:.1f}", report.cores, "", ""))
+                 f"{report.synaptic_memory_bits / 8192:.1f}", f"{report.neuron_config_bits / 8192:.2f}",
+                 report.cores, "", ""))
     rows = [tuple(str(c) for c in row) for row in rows]
     widths = [max(len(row[k]) for row in rows) for k in range(len(head))]
 
@@ -293,5 +311,7 @@ def format_resource_table(report: ResourceReport) -> str:
     )
     lines.append(f"sources: {chip.sources}")
     lines.append("model: dense synapse storage (weight bits per synapse incl. pulses, no compression or "
-                 "per-core overheads); inputs and pulses come from host spike generators")
+                 f"per-core overheads); one {VTH_BITS}-bit threshold per neuron (vth KiB, neuron configuration, "
+                 "not charged against synaptic memory; no per-core limit checked); inputs and pulses come from "
+                 "host spike generators")
     return "\n".join(lines)

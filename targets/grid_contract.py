@@ -40,11 +40,22 @@ def _check_integers(cl, target: str) -> None:
     if nwb == 9 and w.size and (w.min() < -256 or w.max() > 255):
         raise TargetError(f"{cl.name}: 9-bit mixed-sign weight mantissas must lie in [-256, 255] (Lava would "
                           f"clip them), got [{w.min()}, {w.max()}]; fix: {FIX}")
-    if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and 0 < cl.vth <= 131071 and 0 <= cl.weight_exp <= 7
-            and 0 <= cl.pulse_exp <= 7):
-        raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), vth={cl.vth} (17 bit), "
-                          f"weight_exp={cl.weight_exp} or pulse_weight_exp={cl.pulse_exp} (0..7) is out of range; "
-                          f"fix: {FIX}")
+    if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and -1 <= cl.weight_exp <= 7 and -1 <= cl.pulse_exp <= 7):
+        raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), weight_exp={cl.weight_exp} or "
+                          f"pulse_weight_exp={cl.pulse_exp} (-1..7) is out of range; fix: {FIX}")
+    # a negative exponent makes Lava's Dense floor its sum (right shift): exact only with even mantissas
+    for field_name, e, block in (("weight_exp", cl.weight_exp, cl.weights),
+                                 ("pulse_weight_exp", cl.pulse_exp, cl.pulse_weights)):
+        if e < 0 and np.any(np.asarray(block) % 2):
+            raise TargetError(f"{cl.name}: {field_name}={e} needs even weight mantissas (Lava's Dense floors the "
+                              f"shifted sum), got odd ones; fix: {FIX}")
+    # one 17-bit threshold mantissa per neuron (lava-fixed passes the whole vector to OnceLIF)
+    vth = np.broadcast_to(np.asarray(cl.vth), (cl.n_out,))
+    bad = np.flatnonzero((vth < 1) | (vth > 131071))
+    if bad.size:
+        j = int(bad[0])
+        raise TargetError(f"{cl.name}: vth[{j}]={int(vth[j])} is out of range (17 bit, 1..131071; {bad.size} of "
+                          f"{cl.n_out} neurons out of range); fix: {FIX}")
 
 
 def grid_input_columns(net: CompiledNetwork, input_times: np.ndarray) -> np.ndarray:

@@ -12,6 +12,10 @@ def _trunc_mul(x: np.ndarray, m: int) -> np.ndarray:
     return np.sign(p) * (np.abs(p) >> 12)
 
 
+def _shift(w: np.ndarray, e: int) -> np.ndarray:
+    return w << e if e >= 0 else w >> -e
+
+
 def reference_run(cn: CompiledNetwork, input_cols: np.ndarray, fixed: bool) -> tuple[list, list]:
     """(first spike columns per layer (N, n) with -1 = none, spike counts per layer (N, n))."""
     N, W = input_cols.shape[0], cn.window
@@ -26,8 +30,9 @@ def reference_run(cn: CompiledNetwork, input_cols: np.ndarray, fixed: bool) -> t
         e = np.concatenate([ev, pe], axis=1)
         if fixed:
             # effective integer weights: each synapse block shifted by its own exponent
-            w = np.hstack([cl.weights.astype(np.int64) << cl.weight_exp,
-                           cl.pulse_weights.astype(np.int64) << cl.pulse_exp])
+            # (a negative exponent: Lava's right shift of the sum, exact for even mantissas, as the contract asks)
+            w = np.hstack([_shift(cl.weights.astype(np.int64), cl.weight_exp),
+                           _shift(cl.pulse_weights.astype(np.int64), cl.pulse_exp)])
             u = np.zeros((N, cl.n_out), np.int64)
             v = np.zeros((N, cl.n_out), np.int64)
         else:

@@ -60,6 +60,10 @@ def pulse_exp(ly: CompiledLayer) -> int:
     return ly.pulse_exp
 
 
+def _dense_shift(a, e):
+    return np.left_shift(a, e) if e > 0 else np.right_shift(a, -e)  # PyDenseModelBitAcc
+
+
 def _i32(x):
     return np.asarray(x, dtype=np.int64).astype(np.int32).astype(np.int64)  # numpy wrap, like Lava's buffers
 
@@ -98,8 +102,8 @@ def lava_replica(net: CompiledNetwork, cols: np.ndarray):
         x = src[:, (t - 1) % (K * W)]
         for l, ly in enumerate(net.layers):
             a_in = _i32(_i32(buf[l]) + _i32(pbuf[l]))
-            buf[l] = w_eff[l][:, x].sum(1) << ly.weight_exp
-            pbuf[l] = pw_eff[l][:, psrc[l][:, (t - 1) % (K * W)]].sum(1) << pulse_exp(ly)
+            buf[l] = _dense_shift(w_eff[l][:, x].sum(1), ly.weight_exp)  # Lava: sum, then shift (floor if < 0)
+            pbuf[l] = _dense_shift(pw_eff[l][:, psrc[l][:, (t - 1) % (K * W)]].sum(1), pulse_exp(ly))
             if t % W == 2 % W:
                 u[l][:] = 0
                 v[l][:] = 0
@@ -431,3 +435,185 @@ def test_speed_benchmark_smoke():
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["identical"] is True and out["lava_fixed_images"] == 3 and out["hw_sim_images"] == 40
     assert out["ratio"] > 1 and out["sizes"] == [784, 32, 784]
+
+
+# ------------------------------------------------------------------------------------------------------------
+# per-neuron thresholds (CompiledLayer.vth has shape (n_out,)) and duplicate pulse columns, against real Lava
+# ------------------------------------------------------------------------------------------------------------
+
+def per_neuron_vth_net(rng, sizes, window, once) -> CompiledNetwork:
+    """lava_net with a DIFFERENT 17-bit threshold for every neuron (spread around the layer's drive)."""
+    net = lava_net(rng, sizes, window, once)
+    layers = []
+    for ly in net.layers:
+        base = int(ly.vth[0])
+        vth = np.clip(np.rint(base * rng.uniform(0.3, 1.7, ly.n_out)), 1, 131071).astype(np.int64)
+        vth = vth + np.arange(ly.n_out)  # all distinct
+        layers.append(dataclasses.replace(ly, vth=vth))
+    return dataclasses.replace(net, layers=tuple(layers))
+
+
+def same_neurons_net(vth, window=30, once=True, n_in=4) -> CompiledNetwork:
+    """One layer of identical neurons (same weights, decays, pulses) that differ only in their thresholds."""
+    n = len(vth)
+    w = np.tile(np.array([[60, 40, 80, 20][:n_in]], np.int32), (n, 1))
+    pw = np.full((n, 1), 30, np.int32)
+    ly = CompiledLayer(name="same", weights=w, pulse_weights=pw, pulse_steps=np.array([1], np.int64),
+                       weight_exp=1, du=199, dv=200, vth=np.asarray(vth, np.int64), once=once,
+                       weights_float=w / 100.0, pulse_weights_float=pw / 100.0, du_float=0.05, dv_float=0.05,
+                       vth_float=1.0)
+    src = TemporalNetwork((AlphaLayer(np.zeros((n, n_in)), np.zeros(1), np.zeros((n, 1))),), tau=1.0, theta=1.0,
+                          latency=1.0)
+    return CompiledNetwork(steps_per_unit=8, window=window, layers=(ly,), source=src)
+
+
+def test_per_neuron_vth_is_packed_per_neuron():
+    rng = np.random.default_rng(20)
+    net = per_neuron_vth_net(rng, [5, 4, 3], 16, [True, False])
+    pk = pack(net)
+    np.testing.assert_array_equal(pk.thr, np.concatenate([ly.vth for ly in net.layers]) << 6)
+    bad = dataclasses.replace(net.layers[0], vth=np.array([5, 1 << 25, 7, 9]))
+    with pytest.raises(CompileError, match=r"vth\[1\]=33554432"):
+        pack(dataclasses.replace(net, layers=(bad, net.layers[1])))
+    with pytest.raises(TargetError, match=r"vth\[1\]=33554432.*17 bit"):
+        from targets.registry import get_target
+        get_target("hw_sim").run(dataclasses.replace(net, layers=(bad, net.layers[1])), np.zeros((1, 5)))
+
+
+def test_per_neuron_vth_matches_replica():
+    """Replica and emulator agree with random per-neuron thresholds (every path: wrap32, pruning, multi-spike)."""
+    rng = np.random.default_rng(21)
+    for trial in range(10):
+        sizes = [int(rng.integers(1, 9)) for _ in range(int(rng.integers(2, 4)))]
+        W = int(rng.integers(len(sizes) + 2, 30))
+        net = make_net(rng, sizes, W, once=[bool(b) for b in rng.integers(0, 2, len(sizes) - 1)],
+                       w_scale=int(rng.choice([60, 250])), wexp=int(rng.integers(0, 6)),
+                       n_pulses=int(rng.integers(0, 3)))
+        net = dataclasses.replace(net, layers=tuple(
+            dataclasses.replace(ly, vth=rng.integers(1, 131072, ly.n_out) >> int(rng.integers(0, 10)))
+            for ly in net.layers))
+        assert_same_as_replica(net, random_columns(rng, 4, sizes[0], W))
+
+
+@pytest.mark.slow
+def test_per_neuron_vth_identical_to_lava_fixed():
+    """hw_sim and lava-fixed: bit-identical first-spike columns and counts with a different vth per neuron."""
+    from lava_reference import reference_run
+
+    rng = np.random.default_rng(22)
+    fired = 0
+    for sizes, W, once in [([7, 6, 5], 20, [True, True]), ([6, 5, 4], 24, [False, True])]:
+        net = per_neuron_vth_net(rng, sizes, W, once)
+        assert all(len(set(ly.vth.tolist())) == ly.n_out for ly in net.layers)
+        cols = random_columns(rng, 5, sizes[0], W, p_spike=0.7, last=W // 2)
+        lava, hw = run_both(net, cols)
+        ref, ref_counts = reference_run(net, cols, fixed=True)
+        for l in range(len(net.layers)):
+            np.testing.assert_array_equal(hw.columns[l], ref[l])
+            np.testing.assert_array_equal(hw.info["spike_counts"][l], ref_counts[l])
+        fired += sum(int((c >= 0).sum()) for c in hw.columns)
+    assert fired > 30
+
+
+def duplicate_pulse_net(copies: int, split: bool) -> CompiledNetwork:
+    """One pulse source of weight ``copies * 254`` per neuron: as ``copies`` duplicate columns of 254 each
+    (split=True, as the compiler emits a pulse too strong for one 8-bit mantissa) or as one column of 254 with
+    pulse_weight_exp = log2(copies) (split=False; copies must be a power of two). Also a second, single pulse."""
+    n, W = 3, 24
+    w = np.array([[40, 0, 20], [0, 60, 10], [30, 30, 30]], np.int32)
+    if split:
+        pw = np.hstack([np.tile(np.array([[254], [254], [-200]], np.int32), (1, copies)),
+                        np.array([[16], [8], [254]], np.int32)])
+        ps = np.array([5] * copies + [2], np.int64)
+        src = {"pulse_source": np.array([0] * copies + [1], np.int64)}  # copies of source pulse 0
+        pexp = 0
+    else:
+        src = {}
+        pw = np.array([[254, 16 // copies], [254, 8 // copies], [-200, 254 // copies & ~1]], np.int32)
+        ps = np.array([5, 2], np.int64)
+        pexp = int(np.log2(copies))
+    ly = CompiledLayer(name="dup", weights=w, pulse_weights=pw, pulse_steps=ps, weight_exp=1, du=99, dv=100,
+                       vth=np.array([3000, 5000, 900], np.int64), once=False, weights_float=w / 1.0,
+                       pulse_weights_float=pw / 1.0, du_float=0.02, dv_float=0.02, vth_float=1.0,
+                       pulse_weight_exp=pexp, **src)
+    src = TemporalNetwork((AlphaLayer(np.zeros((n, 3)), np.zeros(pw.shape[1]), np.zeros((n, pw.shape[1]))),),
+                          tau=1.0, theta=1.0, latency=1.0)
+    return CompiledNetwork(steps_per_unit=8, window=W, layers=(ly,), source=src)
+
+
+@pytest.mark.slow
+def test_duplicate_pulse_columns_identical_to_lava_fixed():
+    """Several copies of one pulse at the same column are summed (by Lava's Dense and by hw_sim) exactly like
+    one pulse of the summed weight, and hw_sim equals lava-fixed spike for spike."""
+    rng = np.random.default_rng(23)
+    dup = duplicate_pulse_net(copies=2, split=True)
+    cols = random_columns(rng, 4, 3, dup.window, p_spike=0.7, last=8)
+    cols[0] = -1  # a sample driven by the pulses alone
+    lava, hw = run_both(dup, cols)
+    assert (hw.columns[0][0, :2] >= 0).all()  # the doubled pulse alone makes neurons 0 and 1 fire
+    # the same drive as one pulse with a doubled exponent (254 * 2**1 == 254 + 254): the same spikes
+    one = simulate(duplicate_pulse_net(copies=2, split=False), cols)
+    np.testing.assert_array_equal(hw.columns[0], one.columns[0])
+    np.testing.assert_array_equal(hw.info["spike_counts"][0], one.spike_counts[0])
+    # and one copy alone is not enough: the duplicates really add up
+    single = dataclasses.replace(dup.layers[0], pulse_weights=dup.layers[0].pulse_weights[:, 1:],
+                                 pulse_steps=dup.layers[0].pulse_steps[1:], pulse_source=np.array([0, 1]),
+                                 pulse_weights_float=dup.layers[0].pulse_weights_float[:, 1:])
+    alone = simulate(dataclasses.replace(dup, layers=(single,)), cols)
+    assert not np.array_equal(alone.columns[0], hw.columns[0])
+    # counters: each copy is its own pulse event
+    np.testing.assert_array_equal(hw.info["counters"]["in_events"][:, 0], (cols >= 0).sum(1) + 3)
+
+
+@pytest.mark.slow
+def test_lower_vth_fires_earlier_in_hw_sim_and_lava_fixed():
+    """Identical neurons that differ only in vth: the lower the threshold, the earlier the first spike, in both
+    hw_sim and lava-fixed (so each uses the per-neuron vector, not one threshold per layer)."""
+    net = same_neurons_net([600, 1100, 1700, 1700])
+    cols = np.array([[0, 1, 2, 3], [2, 2, -1, 4], [0, -1, 3, -1]], np.int64)
+    lava, hw = run_both(net, cols)
+    for name, c in (("hw_sim", hw.columns[0]), ("lava-fixed", lava.columns[0])):
+        assert (c[:, :3] >= 0).all(), (name, c)
+        assert np.all(c[:, 0] < c[:, 1]) and np.all(c[:, 1] < c[:, 2]), (name, c)
+        np.testing.assert_array_equal(c[:, 2], c[:, 3], err_msg=name)  # equal thresholds: equal spikes
+    # plain LIF (once=False): the lower threshold also spikes more often
+    lif = same_neurons_net([400, 1200], window=40, once=False)
+    lava, hw = run_both(lif, cols)
+    for name, r in (("hw_sim", hw), ("lava-fixed", lava)):
+        counts = r.info["spike_counts"][0]
+        assert np.all(counts[:, 0] > counts[:, 1]) and np.all(counts[:, 1] >= 1), (name, counts)
+
+
+def test_weight_exp_minus_one_is_exact_with_even_mantissas():
+    """weight_exp = -1 (Lava's Dense right-shifts its sum; the compiler uses it with 8-bit, even mantissas): the
+    emulator's pre-shifted rows equal the replica's shifted sums; odd effective weights are refused."""
+    rng = np.random.default_rng(24)
+    for trial in range(6):
+        sizes = [int(rng.integers(2, 9)) for _ in range(3)]
+        W = int(rng.integers(8, 30))
+        net = make_net(rng, sizes, W, once=[True, bool(trial % 2)], w_scale=120, n_pulses=2)
+        net = dataclasses.replace(net, layers=tuple(
+            dataclasses.replace(ly, weight_exp=-1, pulse_weight_exp=int(rng.integers(-1, 2))) for ly in net.layers))
+        assert_same_as_replica(net, random_columns(rng, 4, sizes[0], W))
+    odd = make_net(rng, [4, 3], 10, nwb=9)
+    odd = dataclasses.replace(odd, layers=(dataclasses.replace(odd.layers[0], weights=odd.layers[0].weights | 1,
+                                                               weight_exp=-1),))
+    with pytest.raises(CompileError, match="multiple of 2"):
+        pack(odd)
+
+
+@pytest.mark.slow
+def test_weight_exp_minus_one_identical_to_lava_fixed():
+    rng = np.random.default_rng(25)
+    net = per_neuron_vth_net(rng, [7, 6, 5], 20, [True, False])
+    net = dataclasses.replace(net, layers=tuple(dataclasses.replace(ly, weight_exp=-1, pulse_weight_exp=-1)
+                                                for ly in net.layers))
+    cols = random_columns(rng, 5, 7, 20, p_spike=0.8, last=10)
+    _, hw = run_both(net, cols)
+    assert sum(int((c >= 0).sum()) for c in hw.columns) > 5
+    from targets.registry import get_target
+    bad = dataclasses.replace(net, layers=(dataclasses.replace(net.layers[0], num_weight_bits=9,
+                                                               weights=net.layers[0].weights | 1),
+                                           net.layers[1]))
+    with pytest.raises(TargetError, match="even weight mantissas"):
+        get_target("hw_sim").run(bad, np.zeros((1, 7)))

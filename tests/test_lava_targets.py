@@ -330,3 +330,44 @@ def test_crashed_lava_process_is_reported_quickly():
         timer.cancel()
     assert killed and time.monotonic() - t0 < 60
     assert _child_pids() <= before
+
+
+def test_once_lif_uses_a_per_neuron_vth_vector_in_both_models():
+    """OnceLIF's vth Var has the population's shape, and both ProcessModels compare each neuron with its own
+    threshold: identical neurons with vth [low, mid, high] fire in that order under floating_pt (a lava-float
+    run given per-neuron float thresholds) and under fixed_pt (lava-fixed, per-neuron 17-bit mantissas)."""
+    from targets.lava import LavaFloatTarget
+    from targets.lava_procs import OnceLIF
+
+    lif = OnceLIF(shape=(3,), vth=np.array([5, 6, 7]), reset_interval=10, reset_offset=2)
+    assert lif.vth.shape == (3,) and lif.vth.init.tolist() == [5, 6, 7]
+    assert OnceLIF(shape=(3,), vth=2.5, reset_interval=10, reset_offset=2).vth.init.tolist() == [2.5] * 3
+    with pytest.raises(ValueError, match="vth has shape"):
+        OnceLIF(shape=(3,), vth=np.array([1, 2]), reset_interval=10, reset_offset=2)
+
+    n, n_in = 4, 3
+    w = np.tile(np.array([[80, 60, 40]], np.int32), (n, 1))
+    vth = np.array([500, 1000, 1600, 1600], np.int64)
+    src = TemporalNetwork((AlphaLayer(np.zeros((n, n_in)), np.zeros(0), np.zeros((n, 0))),), tau=1.0, theta=1.0,
+                          latency=1.0)
+    ly = CompiledLayer(name="same", weights=w, pulse_weights=np.zeros((n, 0), np.int32),
+                       pulse_steps=np.zeros(0, np.int64), weight_exp=1, du=199, dv=200, vth=vth, once=True,
+                       weights_float=w * 2.0, pulse_weights_float=np.zeros((n, 0)), du_float=200 / 4096,
+                       dv_float=200 / 4096, vth_float=1.0)
+    net = CompiledNetwork(steps_per_unit=8, window=30, layers=(ly,), source=src, manifest={})
+    x = np.array([[0.0, 0.125, 0.25], [0.25, 0.25, np.inf]])
+
+    class PerNeuronFloat(LavaFloatTarget):  # lava-float itself passes the scalar theta (vth_float)
+        def _layer_params(self, cl):
+            return dict(super()._layer_params(cl), vth=cl.vth.astype(np.float64))
+
+    runs = {"floating_pt": PerNeuronFloat().run(net, x), "fixed_pt": get_target("lava-fixed").run(net, x)}
+    for name, r in runs.items():
+        c = r.columns[0]
+        assert (c[:, :3] >= 0).all() and np.all(c[:, 0] < c[:, 1]) and np.all(c[:, 1] < c[:, 2]), (name, c)
+        np.testing.assert_array_equal(c[:, 2], c[:, 3], err_msg=name)
+    ref, _ = reference_run(net, net.input_columns(x), fixed=True)
+    np.testing.assert_array_equal(runs["fixed_pt"].columns[0], ref[0])
+    # lava-float keeps one theta (vth_float) for the whole layer: identical neurons fire together
+    c = get_target("lava-float").run(net, x).columns[0]
+    assert (c == c[:, :1]).all(), c

@@ -67,6 +67,7 @@ _VARS = dict(
 class PyOnceLifModelFloat(_OnceMixin, PyLifResetModelFloat):
     implements_process = None
     implements_protocol = None
+    vth: np.ndarray = LavaPyType(np.ndarray, float)  # one threshold per neuron (Lava's LIF: a scalar)
     fired: np.ndarray = _VARS["fired"]
     first_col: np.ndarray = _VARS["first_col"]
     count: np.ndarray = _VARS["count"]
@@ -89,6 +90,9 @@ class PyOnceLifModelFloat(_OnceMixin, PyLifResetModelFloat):
 class PyOnceLifModelBitAcc(_OnceMixin, PyLifResetModelBitAcc):
     implements_process = None
     implements_protocol = None
+    # one 17-bit threshold mantissa per neuron (Lava's LIF: a scalar); scale_threshold() shifts the whole vector
+    # (effective_vth = vth << 6) and spiking_activation() compares v[j] > effective_vth[j]
+    vth: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=17)
     fired: np.ndarray = _VARS["fired"]
     first_col: np.ndarray = _VARS["first_col"]
     count: np.ndarray = _VARS["count"]
