@@ -57,7 +57,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=20)
     ap.add_argument("--lava", action="store_true", help="also time lava-float / lava-fixed at the default S")
     args = ap.parse_args()
-    print("| net | S | h | window | vth (layer 0) | tau_eff/tau - 1 | float agree / max / mean | "
+    print("| net | S | h | window | vth median (layer 0) | tau_eff/tau - 1 | float agree / max / mean | "
           "fixed agree / max / mean | fixed, compensate_tau |")
     print("|---|---|---|---|---|---|---|---|---|")
     for sizes in ((12, 10, 8), (100, 32, 100)):
@@ -75,7 +75,7 @@ def main() -> None:
             first, _ = reference_run(cc, cc.input_columns(x), fixed=True)
             qc = compare(ex, [cc.columns_to_times(c, l) for l, c in enumerate(first)])
             f, q = res[False], res[True]
-            print(f"| {'-'.join(map(str, sizes))} | {S} | {1 / S:.4f} | {cn.window} | {cn.layers[0].vth} | "
+            print(f"| {'-'.join(map(str, sizes))} | {S} | {1 / S:.4f} | {cn.window} | {int(np.median(cn.layers[0].vth))} | "
                   f"{cn.manifest['tau_rel_error']:+.2e} | {f['agree']:.3f} / {f['max']:.4f} / {f['mean']:.4f} | "
                   f"{q['agree']:.3f} / {q['max']:.4f} / {q['mean']:.4f} | "
                   f"{qc['agree']:.3f} / {qc['max']:.4f} / {qc['mean']:.4f} |")

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from models.network import AlphaLayer, TemporalNetwork
+from toolchain.compiled import CompiledNetwork
 from toolchain.compiled_io import load_compiled, save_compiled
 from toolchain.compiler import (
-    A_IN_MAX, DECAY_UNITY, DEFAULT_STEPS_PER_UNIT, UV_MAX, VTH_MAX, compile_file, compile_network,
+    A_IN_MAX, DECAY_UNITY, DEFAULT_STEPS_PER_UNIT, UV_MAX, VTH_MAX, VTH_MIN, compile_file, compile_network,
     decay_constant, deployed_network, effective_tau,
 )
 from toolchain.errors import ArtifactError, CompileError
@@ -35,27 +36,25 @@ def test_mapping_constants_and_weights():
     d = math.exp(-net.tau / S)
     D = int(round(4096 * (1 - d)))
     assert cn.steps_per_unit == S and cn.window >= S * (net.latency + 1) + 1
-    for cl, src in zip(cn.layers, net.layers):
+    for k, (cl, src) in enumerate(zip(cn.layers, net.layers)):
         assert (cl.du, cl.dv) == (D - 1, D)
         assert cl.once and cl.kind == "dense" and cl.num_weight_bits == 8
-        assert 1 <= cl.vth <= VTH_MAX
+        assert cl.vth.shape == (cl.n_out,) and cl.vth.min() >= VTH_MIN and cl.vth.max() <= VTH_MAX
         w = np.hstack([cl.weights, cl.pulse_weights])
         assert w.dtype == np.int32 and np.all(w % 2 == 0) and w.min() >= -256 and w.max() <= 254
-        scale = (1 - D / 4096) * cl.vth / net.theta / S
-        # two synapse blocks (inputs, pulses), each with the smallest exponent that fits the 8-bit mantissa
-        for w_int, w_src, e in ((cl.weights, src.weights, cl.weight_exp),
-                                (cl.pulse_weights, src.pulse_weights, cl.pulse_exp)):
-            x = w_src * scale  # unscaled integer weights
-            assert np.all(np.abs(w_int * 2.0**e - x) <= 2.0**e + 1e-9)
-            if e > 0:
-                q = 2 * np.rint(x / 2.0 ** (e - 1) / 2)
-                assert q.max() > 254 or q.min() < -256
+        scale = ((1 - D / 4096) * cl.vth / net.theta / S)[:, None]  # per neuron
+        # pulse copies sum to one pulse's weight; both blocks are on the 1-unit grid (8 bits at exponent -1)
+        assert cl.weight_exp == -1 and cl.pulse_exp == -1
+        pulses = np.zeros(src.pulse_weights.shape)
+        np.add.at(pulses.T, cl.pulse_source, cl.pulse_weights.T.astype(float))
+        np.testing.assert_array_equal(cl.pulse_steps, np.floor(src.pulse_times * S + 0.5 * k + 0.5)[cl.pulse_source])
+        for w_int, w_src in ((cl.weights, src.weights), (pulses, src.pulse_weights)):
+            assert np.all(np.abs(w_int / 2 - w_src * scale) <= 0.5 + 1e-9)
         np.testing.assert_allclose(cl.weights_float, src.weights / S * d)
-        np.testing.assert_allclose(cl.pulse_weights_float, src.pulse_weights / S * d)
+        copies = np.bincount(cl.pulse_source)[cl.pulse_source]
+        np.testing.assert_allclose(cl.pulse_weights_float, (src.pulse_weights / S * d)[:, cl.pulse_source] / copies)
         assert cl.du_float == pytest.approx(1 - d) and cl.vth_float == net.theta
-        k = cn.layers.index(cl)
         assert cl.time_offset_steps == 0.5 * k  # centring: layer k's inputs lag k/2 steps on average
-        np.testing.assert_array_equal(cl.pulse_steps, np.floor(src.pulse_times * S + 0.5 * k + 0.5))
         wc = cn.manifest["layers"][cn.layers.index(cl)]["worst_case"]
         assert wc["a_in_max"] <= A_IN_MAX and wc["u_max"] <= UV_MAX and wc["v_neg_max"] <= UV_MAX
     m = cn.manifest
@@ -71,7 +70,7 @@ def test_mapping_constants_and_weights():
 def test_explicit_vth_and_compensated_tau():
     net = random_net(tau=2.0)
     cn = compile_network(net, steps_per_unit=320, vth=8192)
-    assert all(cl.vth == 8192 for cl in cn.layers)
+    assert all(np.all(cl.vth == 8192) for cl in cn.layers)
     assert cn.manifest["decay_D"] == 26 and cn.manifest["tau_rel_error"] == pytest.approx(0.019, abs=1e-3)
     cc = compile_network(net, steps_per_unit=320, vth=8192, compensate_tau=True)
     S2 = cc.steps_per_unit
@@ -111,6 +110,8 @@ def _nan_net():
     (_nan_net, {}, ["layer0.weights", "NaN"]),
     (lambda: random_net(), {"window": 5}, ["window=5", "too short"]),
     (lambda: "model.onnx", {}, ["TemporalNetwork"]),
+    (lambda: random_net(), {"threshold": "row"}, ["threshold='row'", "neuron, layer"]),
+    (lambda: random_net(), {"max_pulse_copies": 0}, ["max_pulse_copies=0", "[1, 64]"]),
 ])
 def test_bad_inputs_raise_compile_error(make, kw, words):
     with pytest.raises(CompileError) as info:
@@ -144,7 +145,7 @@ def test_range_checks_pick_smaller_vth_for_big_fan_in():
     net = random_net(sizes=(200, 4), scale=1.0, seed=3)
     cn = compile_network(net)
     wc = cn.manifest["layers"][0]["worst_case"]
-    assert cn.layers[0].vth < 1 << 16  # the 16-bit input limit forced a smaller threshold
+    assert cn.layers[0].vth.max() < 1 << 16  # the 16-bit input limit forced smaller thresholds
     assert wc["a_in_max"] <= A_IN_MAX
 
 
@@ -212,8 +213,10 @@ def test_load_malformed_files(tmp_path):
         load_compiled(rewrite("noarr.npz", lambda d: d.pop("layer1.weights")))
     with pytest.raises(ArtifactError, match="dtype float64, expected int32"):
         load_compiled(rewrite("dtype.npz", lambda d: d.update({"layer0.weights": d["layer0.weights"] * 1.0})))
-    with pytest.raises(ArtifactError, match="inconsistent shapes"):
+    with pytest.raises(ArtifactError, match="per pulse column"):
         load_compiled(rewrite("shape.npz", lambda d: d.update({"layer0.pulse_steps": np.zeros(5, np.int64)})))
+    with pytest.raises(ArtifactError, match="one value per neuron"):
+        load_compiled(rewrite("vth.npz", lambda d: d.update({"layer0.vth": d["layer0.vth"][:1]})))
     with pytest.raises(ArtifactError, match="recompile"):
         load_compiled(rewrite("nosrc.npz", lambda d: d.pop("source.layer0.weights")))
     assert zipfile.is_zipfile(good)
@@ -249,3 +252,58 @@ def test_compile_file_rejects_garbage_and_save_rejects_non_json(tmp_path):
     assert not (tmp_path / "c.npz").exists()
     with pytest.raises(ArtifactError, match="needs a CompiledNetwork"):
         save_compiled("nope", tmp_path / "c.npz")
+
+
+def _quant_err(cn: CompiledNetwork, net: TemporalNetwork) -> float:
+    """Largest |deployed - source| weight over theta (same tau, so only the weight grid counts)."""
+    dep = deployed_network(cn)
+    return max(float(np.abs(a.all_weights() - b.all_weights()).max()) for a, b in zip(dep.layers, net.layers))
+
+
+def test_per_neuron_thresholds_scale_each_neuron_to_its_range():
+    # rows with very different weight magnitudes: one threshold per layer wastes the small rows' grid
+    rng = np.random.default_rng(5)
+    w = rng.normal(0.3, 0.3, (6, 50)) * np.array([1, 1, 0.1, 0.1, 0.02, 3.0])[:, None]
+    net = TemporalNetwork((AlphaLayer(w, np.array([0.2]), np.full((6, 1), 0.5)),), tau=1.0, theta=1.0, latency=1.0)
+    per_neuron = compile_network(net, steps_per_unit=64)
+    per_layer = compile_network(net, steps_per_unit=64, threshold="layer")
+    assert len(set(per_layer.layers[0].vth.tolist())) == 1 and len(set(per_neuron.layers[0].vth.tolist())) > 1
+    assert per_neuron.layers[0].vth[4] > per_neuron.layers[0].vth[5]  # small weights -> larger threshold
+    assert per_neuron.manifest["layers"][0]["threshold"] == "neuron"
+    # relative error per row: the small rows gain most
+    rel = []
+    for cn in (per_neuron, per_layer):
+        dep = deployed_network(cn).layers[0].weights
+        rel.append(np.abs(dep - w).max(axis=1) / np.abs(w).max(axis=1))
+    assert np.all(rel[0] <= rel[1] + 1e-12) and rel[0][4] < rel[1][4] / 10
+    wc = per_neuron.manifest["layers"][0]["worst_case"]
+    assert wc["a_in_max"] <= A_IN_MAX and wc["v_neg_max"] <= UV_MAX and wc["v_pos_max"] <= UV_MAX
+
+
+def test_large_pulse_weights_are_split_over_parallel_copies(tmp_path):
+    rng = np.random.default_rng(2)
+    layer = AlphaLayer(rng.normal(0.1, 0.05, (4, 20)), np.array([0.2, 0.5]), np.array([[5.0, 0.1]] * 4))
+    net = TemporalNetwork((layer,), tau=1.0, theta=1.0, latency=1.0)
+    cn = compile_network(net, steps_per_unit=64)
+    cl = cn.layers[0]
+    copies = np.bincount(cl.pulse_source, minlength=2)
+    assert copies[0] > 1 and copies[1] == 1 and cn.manifest["layers"][0]["pulse_copies"] == copies.tolist()
+    assert np.all(cl.pulse_steps == np.floor(net.layers[0].pulse_times * 64 + 0.5)[cl.pulse_source])
+    assert cl.pulse_exp == cl.weight_exp == -1 and np.abs(cl.pulse_weights).max() <= 254
+    one = compile_network(net, steps_per_unit=64, max_pulse_copies=1).layers[0]
+    # without copies the pulse must fit one mantissa: a lower threshold (coarser grid for every weight)
+    assert one.pulse_weights.shape[1] == 2 and one.vth.max() < cl.vth.min()
+    assert _quant_err(cn, net) < _quant_err(compile_network(net, steps_per_unit=64, max_pulse_copies=1), net)
+    # copies survive a save/load round trip
+    save_compiled(cn, tmp_path / "c.npz")
+    back = load_compiled(tmp_path / "c.npz")
+    np.testing.assert_array_equal(back.layers[0].pulse_source, cl.pulse_source)
+
+
+def test_8_bit_weights_at_exponent_minus_1_match_the_9_bit_grid():
+    net = random_net(sizes=(3000, 5), scale=0.5, seed=4)  # big fan-in: ranges, not mantissas, bound vth
+    c8 = compile_network(net, steps_per_unit=64)
+    c9 = compile_network(net, steps_per_unit=64, weight_bits=9)
+    assert c8.layers[0].weight_exp == -1 and c9.layers[0].weight_exp == 0
+    np.testing.assert_array_equal(c8.layers[0].vth, c9.layers[0].vth)
+    np.testing.assert_array_equal(c8.layers[0].weights // 2, c9.layers[0].weights)

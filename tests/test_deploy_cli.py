@@ -14,6 +14,7 @@ from models.network import AlphaLayer, TemporalNetwork
 from toolchain.artifact import save_onnx, to_model_proto
 from toolchain.cli import main
 from toolchain.compiled_io import load_compiled
+from toolchain.compiler import DEFAULT_STEPS_PER_UNIT
 
 B2 = ["--brian2-codegen", "numpy"]  # no 45 s Cython build in tests
 
@@ -74,7 +75,7 @@ def test_run_writes_spikes_and_mse(model, tmp_path, capsys):
         assert cols.dtype.kind == "i" and cols.shape == (2, 784)
         assert json.loads(str(z["meta"]))["info"]["chunk_size"] == 1  # -o reached the backend
         # layer 1 spikes are read back half a step earlier (centring, docs/compiler.md)
-        np.testing.assert_allclose(times[cols >= 0], (cols[cols >= 0] - 0.5 - 0.5) / 32)
+        np.testing.assert_allclose(times[cols >= 0], (cols[cols >= 0] - 0.5 - 0.5) / DEFAULT_STEPS_PER_UNIT)
     # verify also accepts the compiled file
     rc, out, err = run_cli(capsys, "verify", compiled, "--targets", "exact", *DATA, "--out", tmp_path / "r")
     assert rc == 0 and "exact" in out, err

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from compiled_factory import make_compiled
-from hw_sim.energy import (LAYER_CONSTANT_BITS, LOIHI1_COSTS, ActivityCounters, counters_from_spikes, estimate,
-                           format_energy_table, static_metrics)
+from hw_sim.energy import (LAYER_CONSTANT_BITS, LOIHI1_COSTS, NEURON_CONSTANT_BITS, ActivityCounters,
+                           counters_from_spikes, estimate, format_energy_table, static_metrics)
 from toolchain.errors import SnncError
 
 
@@ -52,7 +52,7 @@ def test_estimate_arithmetic_and_neurobench_metrics():
     assert np.isclose(m["activation_sparsity"], 1 - (5 / (10 * w) + 0) / 2)
     nz = sum(int((np.hstack([L.weights, L.pulse_weights]) != 0).sum()) for L in net.layers)
     assert np.isclose(m["connection_sparsity"], 1 - nz / (13 * 6 + 7 * 4))
-    assert m["footprint"] == ((13 * 6 + 7 * 4) * 8 + 2 * LAYER_CONSTANT_BITS) / 8
+    assert m["footprint"] == ((13 * 6 + 7 * 4) * 8 + 2 * LAYER_CONSTANT_BITS + (6 + 4) * NEURON_CONSTANT_BITS) / 8
     assert static_metrics(net)["footprint"] == m["footprint"]
     d = rep.to_dict()
     assert d["caveats"] and "Davies" in d["sources"][0] and d["energy_per_sample_nJ"]["max"] == e0 / 1e3

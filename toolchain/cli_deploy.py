@@ -58,13 +58,14 @@ def compile_summary(cn) -> str:
     if "decay_D" in m:
         lines.append(f"decay D={m['decay_D']} (du=D-1, dv=D), tau_eff={m.get('tau_eff', src.tau):.6g} "
                      f"({100 * m.get('tau_rel_error', 0.0):+.3f} %)")
-    lines.append("layer     n_in  n_out  pulses  vth     wexp/pexp  bits  max|w_int|  max quant err/theta")
+    lines.append("layer     n_in  n_out  pulse axons  vth (min..max)   wexp/pexp  bits  max|w_int|  max quant err/theta")
     lm = m.get("layers", [{}] * len(cn.layers))
     for layer, info in zip(cn.layers, lm):
         wmax = int(max(np.abs(layer.weights).max(initial=0), np.abs(layer.pulse_weights).max(initial=0)))
         qerr = info.get("weight_quant_max_abs_err_over_theta")
-        lines.append(f"{layer.name:<9} {layer.n_in:>4}  {layer.n_out:>5}  {layer.pulse_weights.shape[1]:>6}  "
-                     f"{layer.vth:<6}  {f'{layer.weight_exp}/{layer.pulse_exp}':>9}  {layer.num_weight_bits:>4}  "
+        vth = f"{layer.vth.min(initial=0)}..{layer.vth.max(initial=0)}"
+        lines.append(f"{layer.name:<9} {layer.n_in:>4}  {layer.n_out:>5}  {layer.pulse_weights.shape[1]:>11}  "
+                     f"{vth:<15}  {f'{layer.weight_exp}/{layer.pulse_exp}':>9}  {layer.num_weight_bits:>4}  "
                      f"{wmax:>10}  "
                      f"{'-' if qerr is None else f'{qerr:.3g}'}")
     for info in lm:
@@ -79,7 +80,12 @@ def compile_summary(cn) -> str:
 def _compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps-per-unit", "-S", type=int, default=None,
                    help="time grid, steps per model time unit (default: the compiler's, see docs/compiler.md)")
-    p.add_argument("--vth", type=int, default=None, help="17-bit threshold mantissa (default: automatic)")
+    p.add_argument("--vth", type=int, default=None,
+                   help="one 17-bit threshold mantissa for every neuron (default: automatic, see --threshold)")
+    p.add_argument("--threshold", choices=("neuron", "layer"), default=None,
+                   help="automatic thresholds: one per neuron (default; finest weight grid) or one per layer")
+    p.add_argument("--max-pulse-copies", type=int, default=None,
+                   help="parallel axons a large pulse weight may be split over (default 8; 1 = none)")
     p.add_argument("--weight-bits", type=int, choices=(8, 9), default=None,
                    help="synaptic weight bits: 8 (Loihi 2, Lava's default; default) or 9 (Loihi 1)")
     p.add_argument("--compensate-tau", action="store_true",
@@ -144,6 +150,10 @@ def _compile_kwargs(args) -> dict:
         kw["compensate_tau"] = True
     if args.weight_bits is not None:
         kw["weight_bits"] = args.weight_bits
+    if args.threshold is not None:
+        kw["threshold"] = args.threshold
+    if args.max_pulse_copies is not None:
+        kw["max_pulse_copies"] = args.max_pulse_copies
     return kw
 
 
@@ -157,8 +167,10 @@ def load_model(path: str, args) -> "object":
         raise ArtifactError(f"model file {p} does not exist; pass a model.onnx (snnc train) or compiled.npz "
                             f"(snnc compile)")
     if p.suffix == ".npz":
-        if any(v for v in _compile_kwargs(args).values()):
-            raise ArtifactError(f"{p} is already compiled; drop --steps-per-unit/--vth/--compensate-tau or pass "
+        given = _compile_kwargs(args)
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ArtifactError(f"{p} is already compiled; drop the compile options ({flags}) or pass "
                                 f"the ONNX model instead")
         return load_compiled(p)
     return compile_file(p, **_compile_kwargs(args))

@@ -8,7 +8,8 @@ Plain data. Integer fields follow Lava 0.10.0's bit-accurate CUBA LIF + Dense se
 * Dense: 8-bit mixed-sign weight mantissas (even values in [-256, 254] survive Lava's clip/LSB masking),
   one step of delay, sum scaled by ``2**weight_exp`` (weight_exp >= 0) and by 64 into u.
 * LIF, per step: ``u = trunc0(u * (4096 - (du + 1)) / 4096) + a_in * 64`` (24-bit wrap),
-  ``v = clip(trunc0(v * (4096 - dv) / 4096) + u, +-(2**23 - 1))``, spike when ``v > vth * 64``, then v = 0.
+  ``v = clip(trunc0(v * (4096 - dv) / 4096) + u, +-(2**23 - 1))``, spike when ``v > vth[j] * 64``, then v = 0
+  (one 17-bit threshold per neuron j: the compiler scales each neuron's weights to its own range).
   ``once=True`` neurons are masked after their first spike until the window's reset.
 * reporting: a spike of any layer is reported as its *equivalent source column* c (it acts on the next
   layer like an input at column c); the float model's crossing lies in ((c - 1) h, c h].
@@ -30,11 +31,15 @@ class CompiledLayer:
 
     weights:        int32 (n_out, n_in)     Dense mantissas for ordinary inputs
     pulse_weights:  int32 (n_out, n_pulses) Dense mantissas for this layer's pulse source
-    pulse_steps:    int64 (n_pulses,)       source column of each pulse within the sample window (steps)
+    pulse_steps:    int64 (n_pulses,)       source column of each pulse within the sample window (steps); a pulse
+                    may appear several times: copies on parallel axons that together carry a weight beyond one
+                    mantissa (Dense sums them)
+    pulse_source:   int64 (n_pulses,)       index of the source model's pulse each column carries (default: arange)
     weight_exp:     Dense weight exponent (>= 0) of the input block; u increment = w * 2**weight_exp * 64
     pulse_weight_exp: exponent of the pulse block (its own Dense); None = weight_exp
     du, dv:         12-bit decays (alpha neurons: du = D - 1, dv = D, D = round(4096 (1 - exp(-tau h))))
-    vth:            17-bit threshold mantissa; spike when v > vth * 64
+    vth:            int64 (n_out,) 17-bit threshold mantissa per neuron; spike when v > vth[j] * 64
+                    (a scalar given to the constructor is broadcast to every neuron)
     once:           neuron spikes at most once per sample window (alpha neurons); False = plain LIF
     weights_float, pulse_weights_float, du_float, dv_float, vth_float: the floating_pt mapping
     time_offset_steps: mean lag (steps) of this layer's spikes on the grid, subtracted when reporting times
@@ -47,7 +52,7 @@ class CompiledLayer:
     weight_exp: int
     du: int
     dv: int
-    vth: int
+    vth: np.ndarray
     once: bool
     weights_float: np.ndarray
     pulse_weights_float: np.ndarray
@@ -58,6 +63,25 @@ class CompiledLayer:
     num_weight_bits: int = 8
     pulse_weight_exp: int | None = None
     time_offset_steps: float = 0.0
+    pulse_source: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        n_out = np.shape(self.weights)[0]
+        vth = np.asarray(self.vth)
+        if vth.ndim > 1 or (vth.ndim == 1 and vth.shape[0] != n_out):
+            raise ValueError(f"{self.name}: vth must be a scalar or one value per neuron ({n_out}), "
+                             f"got shape {vth.shape}")
+        if vth.size and not np.all(np.equal(np.mod(vth, 1), 0)):
+            raise ValueError(f"{self.name}: vth must hold integers (17-bit mantissas), got {vth!r}")
+        vth = np.broadcast_to(vth.astype(np.int64), (n_out,)).copy()
+        vth.flags.writeable = False
+        object.__setattr__(self, "vth", vth)
+        n_cols = np.shape(self.pulse_steps)[0] if np.ndim(self.pulse_steps) == 1 else 0
+        src = np.arange(n_cols) if self.pulse_source is None else np.asarray(self.pulse_source)
+        if src.shape != (n_cols,) or (src.size and (src.dtype.kind not in "iu" or src.min() < 0)):
+            raise ValueError(f"{self.name}: pulse_source must hold one non-negative integer per pulse column "
+                             f"({n_cols}), got {src!r}")
+        object.__setattr__(self, "pulse_source", src.astype(np.int64))
 
     @property
     def pulse_exp(self) -> int:

@@ -20,7 +20,7 @@ from toolchain.compiled import CompiledLayer, CompiledNetwork
 from toolchain.errors import ArtifactError
 
 FORMAT = "snnc-compiled"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-neuron vth array, pulse_source (pulse copies)
 _FIX = "recompile the model with `snnc compile` (toolchain.compiler.compile_file)"
 
 # array fields of CompiledLayer with their stored dtypes
@@ -28,10 +28,12 @@ _LAYER_ARRAYS = {
     "weights": np.int32,
     "pulse_weights": np.int32,
     "pulse_steps": np.int64,
+    "pulse_source": np.int64,
+    "vth": np.int64,
     "weights_float": np.float64,
     "pulse_weights_float": np.float64,
 }
-_LAYER_SCALARS = ("name", "weight_exp", "du", "dv", "vth", "once", "du_float", "dv_float", "vth_float", "kind",
+_LAYER_SCALARS = ("name", "weight_exp", "du", "dv", "once", "du_float", "dv_float", "vth_float", "kind",
                   "num_weight_bits")
 _LAYER_OPTIONAL = ("pulse_weight_exp", "time_offset_steps")  # absent in files of earlier snnc versions
 _SOURCE_ARRAYS = ("weights", "pulse_times", "pulse_weights")
@@ -140,6 +142,7 @@ def load_compiled(path: str | os.PathLike) -> CompiledNetwork:
                 layer.weights.ndim == 2
                 and layer.pulse_weights.shape == (n_out, layer.pulse_steps.shape[0])
                 and layer.pulse_steps.ndim == 1
+                and layer.vth.shape == (n_out,)
                 and layer.weights_float.shape == layer.weights.shape
                 and layer.pulse_weights_float.shape == layer.pulse_weights.shape
             )

@@ -31,7 +31,7 @@ from models.network import AlphaLayer, TemporalNetwork
 from toolchain.compiled import CompiledLayer, CompiledNetwork
 from toolchain.errors import ArtifactError, CompileError
 
-DEFAULT_STEPS_PER_UNIT = 32
+DEFAULT_STEPS_PER_UNIT = 40
 DECAY_BITS = 12
 DECAY_UNITY = 1 << DECAY_BITS  # 4096
 VTH_BITS = 17
@@ -46,7 +46,15 @@ A_IN_MAX = (1 << (A_IN_BITS - 1)) - 1  # signed 16-bit synaptic input per step
 WEIGHT_BITS = 8  # default: Loihi 2 / Lava Dense default; 9 is allowed (Loihi 1 supports 1-9 bit weights)
 MANTISSA = {8: (-256, 254, 2), 9: (-256, 255, 1)}  # mixed sign: (min, max, step); 8 bits: Lava masks the LSB
 WEIGHT_EXP_MAX = 7
+
+
+def weight_exp_min(bits: int) -> int:
+    """Smallest useful Dense weight exponent: -1 for 8 bits (even mantissas, so Lava's right shift of the summed
+    weights is exact and the effective weights w / 2 form the same integer grid as 9 bits), 0 for 9 bits."""
+    return -int(math.log2(MANTISSA[bits][2]))
 MAX_STEPS_PER_UNIT = 1 << 20
+THRESHOLD_MODES = ("neuron", "layer")
+MAX_PULSE_COPIES = 8  # parallel axons per pulse (pulse weights ~5x input weights need ~4 at full resolution)
 DEFAULT_HORIZON_MARGIN = 1.0  # time units simulated after latency + 1 (the last expected output)
 
 
@@ -67,11 +75,17 @@ def mantissa_round(x: np.ndarray, bits: int = WEIGHT_BITS) -> np.ndarray:
     return (step * np.rint(np.asarray(x, dtype=np.float64) / step)).astype(np.int64)
 
 
+def _shifted(m: np.ndarray, e: int) -> np.ndarray:
+    """Effective integer weights m * 2**e (exact: a negative e only occurs with mantissas divisible by 2**-e)."""
+    return m << e if e >= 0 else m >> -e
+
+
 def choose_weight_exp(x: np.ndarray, layer: str, bits: int = WEIGHT_BITS) -> int:
-    """Smallest exponent e >= 0 with the rounded mantissas of x / 2**e inside the ``bits``-bit range."""
+    """Smallest exponent e >= weight_exp_min(bits) with the rounded mantissas of x / 2**e inside the range."""
     lo, hi, _ = MANTISSA[bits]
     big = float(np.abs(x).max(initial=0.0))
-    for e in range(WEIGHT_EXP_MAX + 1 if math.isfinite(big) and big / 2.0**WEIGHT_EXP_MAX <= 256.0 else 0):
+    for e in range(weight_exp_min(bits),
+                   WEIGHT_EXP_MAX + 1 if math.isfinite(big) and big / 2.0**WEIGHT_EXP_MAX <= 256.0 else 0):
         q = mantissa_round(x / 2.0**e, bits)
         if q.size == 0 or (q.min() >= lo and q.max() <= hi):
             return e
@@ -134,64 +148,104 @@ def _peak_factor(D: int, window: int, repeated: bool) -> float:
     return float(k.sum() if repeated else k.max())
 
 
-def _worst_case(w: np.ndarray, vth: int, D: int, window: int, inputs_once: bool) -> dict:
-    """Worst-case integer magnitudes of one layer (every input/pulse at the same step, once per window).
+def _worst_case_rows(w: np.ndarray, vth: np.ndarray, D: int, window: int, inputs_once: bool) -> dict:
+    """Worst-case integer magnitudes of every neuron (row) of one layer: every input/pulse at the same step,
+    once per window (an all-white latency-coded image comes close).
 
-    w: (n_out, n_in + n_pulses) int64 effective weights w_int * 2**weight_exp of both synapse blocks."""
-    pos = np.where(w > 0, w, 0).sum(axis=1)
-    neg = np.where(w < 0, -w, 0).sum(axis=1)
-    a_max = int(max(pos.max(initial=0), neg.max(initial=0)))  # |a_in| per step (16-bit)
+    w: (n_out, n_in + n_pulses) int64 effective weights w_int * 2**exp of both synapse blocks (pulse copies
+    summed); vth: (n_out,) thresholds. Returns arrays (n_out,)."""
+    pos = np.where(w > 0, w, 0).sum(axis=1).astype(np.float64)
+    neg = np.where(w < 0, -w, 0).sum(axis=1).astype(np.float64)
+    a_max = np.maximum(pos, neg)  # |a_in| per step (16-bit)
     r_u = 1.0 - D / DECAY_UNITY  # u decays with du + 1 = D
     u_gain = 1.0 if inputs_once else min(float(window), 1.0 / (1.0 - r_u))
-    u_max = a_max * (1 << STATE_SHIFT) * u_gain
     p = _peak_factor(D, window, not inputs_once)
-    v_neg = float(neg.max(initial=0)) * (1 << STATE_SHIFT) * p
-    v_pos = vth * (1 << STATE_SHIFT) + float(pos.max(initial=0)) * (1 << STATE_SHIFT) * u_gain
-    return {"a_in_max": a_max, "u_max": u_max, "v_neg_max": v_neg, "v_pos_max": v_pos}
+    return {"a_in_max": a_max, "u_max": a_max * (1 << STATE_SHIFT) * u_gain,
+            "v_neg_max": neg * (1 << STATE_SHIFT) * p,
+            "v_pos_max": vth * float(1 << STATE_SHIFT) + pos * (1 << STATE_SHIFT) * u_gain}
 
 
-def _range_violations(wc: dict) -> list[tuple[str, float, int]]:
-    out = []
-    if wc["a_in_max"] > A_IN_MAX:
-        out.append(("synaptic input per step |a_in|", wc["a_in_max"], A_IN_MAX))
-    if wc["u_max"] > UV_MAX:
-        out.append(("current |u| (24-bit, wraps)", wc["u_max"], UV_MAX))
-    if wc["v_neg_max"] > UV_MAX:
-        out.append(("negative voltage |v| (24-bit, saturates)", wc["v_neg_max"], UV_MAX))
-    if wc["v_pos_max"] > UV_MAX:
-        out.append(("positive voltage v (24-bit, saturates)", wc["v_pos_max"], UV_MAX))
-    return out
+_LIMITS = (("a_in_max", "synaptic input per step |a_in|", A_IN_MAX),
+           ("u_max", "current |u| (24-bit, wraps)", UV_MAX),
+           ("v_neg_max", "negative voltage |v| (24-bit, saturates)", UV_MAX),
+           ("v_pos_max", "positive voltage v (24-bit, saturates)", UV_MAX))
+
+
+def _row_violations(rows: dict) -> np.ndarray:
+    """(n_out,) bool: neurons whose worst case exceeds a limit."""
+    bad = np.zeros(rows["a_in_max"].shape, dtype=bool)
+    for key, _, limit in _LIMITS:
+        bad |= rows[key] > limit
+    return bad
+
+
+def _first_violation(rows: dict) -> tuple[str, float, int, int] | None:
+    """(what, value, limit, neuron) of the largest violation of the first limit that is exceeded, else None."""
+    for key, what, limit in _LIMITS:
+        if np.any(rows[key] > limit):
+            j = int(np.argmax(rows[key]))
+            return what, float(rows[key][j]), limit, j
+    return None
 
 
 @dataclass(frozen=True)
 class _Quantized:
     w_int: np.ndarray  # (n_out, n_in) mantissas of the input block
     wexp: int
-    p_int: np.ndarray  # (n_out, n_pulses) mantissas of the pulse block
+    p_int: np.ndarray  # (n_out, n_copies) mantissas of the pulse block (copies of pulses side by side)
     pexp: int
-    effective: np.ndarray  # (n_out, n_in + n_pulses) int64 w_int * 2**exp of both blocks
-    worst: dict
+    p_source: np.ndarray  # (n_copies,) source pulse of each pulse column
+    effective: np.ndarray  # (n_out, n_in + n_pulses) int64 w_int * 2**exp of both blocks, copies summed
+    rows: dict  # per-neuron worst case (_worst_case_rows)
 
 
-def _quantize_block(x: np.ndarray, name: str, bits: int) -> tuple[np.ndarray, int]:
-    """Scaled weights -> (int64 mantissas, exponent) of one synapse block."""
-    e = choose_weight_exp(x, name, bits)
-    return mantissa_round(x / 2.0**e, bits), e
+def _split_pulses(x: np.ndarray, name: str, bits: int, max_copies: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """Scaled pulse weights (n_out, n_p) -> (mantissas (n_out, n_copies), exponent, source pulse per copy).
+
+    A pulse whose weights exceed one mantissa is sent on up to ``max_copies`` parallel axons from the same
+    generator (Dense sums them), so pulse weights keep the input block's resolution: the smallest exponent
+    with at most ``max_copies`` copies per pulse is used. Copies share the mantissa evenly (on its grid)."""
+    lo, hi, step = MANTISSA[bits]
+    big = float(np.abs(x).max(initial=0.0))
+    for e in range(weight_exp_min(bits), WEIGHT_EXP_MAX + 1):
+        m = mantissa_round(x / 2.0**e, bits)
+        copies = np.maximum(1, -(-np.abs(m).max(axis=0, initial=0) // hi)) if m.size else np.ones(m.shape[1], int)
+        if copies.max(initial=1) <= max_copies:
+            break
+    else:
+        raise CompileError(
+            f"{name}: scaled pulse weights up to {big:.4g} need more than {max_copies} copies even at the weight "
+            f"exponent limit {WEIGHT_EXP_MAX}; fix: pass a smaller vth or allow more pulse copies"
+        )
+    units = np.abs(m) // step
+    parts, source = [], []
+    for k, c in enumerate(copies):
+        base, rem = units[:, k] // c, units[:, k] % c
+        for i in range(int(c)):
+            parts.append(np.sign(m[:, k]) * (base + (i < rem)) * step)
+            source.append(k)
+    p_int = np.stack(parts, axis=1) if parts else np.zeros((x.shape[0], 0), np.int64)
+    return p_int.astype(np.int64), e, np.asarray(source, dtype=np.int64)
 
 
-def _quantize_layer(name: str, layer: AlphaLayer, scale: float, vth: int, D: int, window: int,
-                    inputs_once: bool, bits: int) -> _Quantized:
-    w_int, wexp = _quantize_block(layer.weights * (scale * vth), name, bits)
-    p_int, pexp = _quantize_block(layer.pulse_weights * (scale * vth), name, bits)
-    effective = np.hstack([w_int << wexp, p_int << pexp])
-    return _Quantized(w_int, wexp, p_int, pexp, effective, _worst_case(effective, vth, D, window, inputs_once))
-
-
-def _fits(name: str, layer: AlphaLayer, scale: float, vth: int, D: int, window: int, inputs_once: bool,
-          bits: int) -> bool:
-    if np.abs(layer.all_weights()).max(initial=0.0) * scale * vth / 2.0**WEIGHT_EXP_MAX > 127.0:
-        return False
-    return not _range_violations(_quantize_layer(name, layer, scale, vth, D, window, inputs_once, bits).worst)
+def _quantize_layer(name: str, layer: AlphaLayer, scale: float, vth: np.ndarray, wexp: int | None, D: int,
+                    window: int, inputs_once: bool, bits: int, max_copies: int) -> _Quantized:
+    """Quantize one layer at thresholds ``vth`` (n_out,): weights scaled by scale * vth[j] per neuron j.
+    wexp: input block exponent (None = the smallest that fits)."""
+    x = layer.weights * (scale * vth[:, None])
+    if wexp is None:
+        wexp = choose_weight_exp(x, name, bits)
+    w_int = mantissa_round(x / 2.0**wexp, bits)
+    lo, hi, _ = MANTISSA[bits]
+    if w_int.size and (w_int.min() < lo or w_int.max() > hi):
+        raise CompileError(f"{name}: input weights need a larger weight exponent than {wexp}; fix: pass a smaller "
+                           "vth (or leave vth unset for the automatic choice)")
+    p_int, pexp, src = _split_pulses(layer.pulse_weights * (scale * vth[:, None]), name, bits, max_copies)
+    p_sum = np.zeros(layer.pulse_weights.shape, dtype=np.int64)
+    np.add.at(p_sum.T, src, p_int.T)
+    effective = np.hstack([_shifted(w_int, wexp), _shifted(p_sum, pexp)])
+    return _Quantized(w_int, wexp, p_int, pexp, src, effective,
+                      _worst_case_rows(effective, vth.astype(np.float64), D, window, inputs_once))
 
 
 def _fix_for(what: str) -> str:
@@ -201,34 +255,62 @@ def _fix_for(what: str) -> str:
     return "reduce the summed weight magnitude per neuron relative to theta (retrain with weight regularisation)"
 
 
-def _auto_vth(name: str, layer: AlphaLayer, scale: float, D: int, window: int, inputs_once: bool, bits: int) -> int:
-    """vth for one layer: the largest value <= 2**16 whose worst-case ranges fit (halving, then bisecting),
-    lowered so that the largest input weight lands on the top of the mantissa range (best relative weight
-    precision; the lowering is < 2x). CompileError when even VTH_MIN does not fit."""
-    vth = VTH_AUTO_MAX
-    while vth >= VTH_MIN and not _fits(name, layer, scale, vth, D, window, inputs_once, bits):
-        vth //= 2
-    if vth < VTH_MIN:
-        wc = _quantize_layer(name, layer, scale, VTH_MIN, D, window, inputs_once, bits).worst
-        what, value, limit = _range_violations(wc)[0]
-        raise CompileError(
-            f"{name}: worst-case {what} = {value:.4g} exceeds the limit {limit} even at the smallest useful "
-            f"vth={VTH_MIN}; fix: {_fix_for(what)}"
-        )
-    lo, hi = vth, min(2 * vth, VTH_AUTO_MAX + 1)  # lo fits; find the largest fitting value below hi
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _fits(name, layer, scale, mid, D, window, inputs_once, bits):
-            lo = mid
-        else:
-            hi = mid
-    big = float(np.abs(layer.weights).max(initial=0.0)) * scale
-    wexp = _quantize_layer(name, layer, scale, lo, D, window, inputs_once, bits).wexp
-    if big > 0 and wexp > 0:
-        full = int(MANTISSA[bits][1] * 2.0 ** (wexp - 1) / big)  # top of the mantissa at exponent wexp - 1
-        if VTH_MIN <= full < lo and _fits(name, layer, scale, full, D, window, inputs_once, bits):
-            return full
-    return lo
+def _vth_caps(layer: AlphaLayer, scale: float, D: int, window: int, bits: int,
+              max_copies: int) -> tuple[np.ndarray, int]:
+    """Largest threshold per neuron that the worst-case ranges allow (float, before rounding), capped at
+    2**16, at the pulse weights that ``max_copies`` copies carry at exponent 0 (unless that is below VTH_MIN),
+    and so that the input block keeps the smallest exponent that leaves every neuron >= VTH_MIN;
+    returns (caps (n_out,), that exponent)."""
+    A = np.abs(layer.all_weights()) * scale  # integer increment per unit vth
+    signed = layer.all_weights()
+    pos = np.where(signed > 0, A, 0.0).sum(axis=1)
+    neg = np.where(signed < 0, A, 0.0).sum(axis=1)
+    p = _peak_factor(D, window, False)
+    with np.errstate(divide="ignore"):
+        caps = np.minimum.reduce([
+            np.full(pos.shape, float(VTH_AUTO_MAX)),
+            A_IN_MAX / np.maximum(pos, neg),
+            UV_MAX / ((1 << STATE_SHIFT) * np.maximum(pos, neg)),
+            UV_MAX / ((1 << STATE_SHIFT) * p * neg),
+            (UV_MAX / (1 << STATE_SHIFT)) / (1.0 + pos),
+        ])
+        w_big = np.abs(layer.weights).max(axis=1, initial=0.0) * scale
+        hi = MANTISSA[bits][1]
+        p_big = np.abs(layer.pulse_weights).max(axis=1, initial=0.0) * scale
+        pulse_cap = max_copies * (hi - 0.5) * 2.0 ** weight_exp_min(bits) / p_big  # pulses at the finest exponent
+        caps = np.where(pulse_cap >= VTH_MIN, np.minimum(caps, pulse_cap), caps)
+        for wexp in range(weight_exp_min(bits), WEIGHT_EXP_MAX + 1):
+            mant_cap = (hi - 0.5) * 2.0**wexp / w_big  # keeps the rounded mantissa <= hi at this exponent
+            if np.all(np.minimum(caps, mant_cap) >= min(VTH_MIN, caps.min())) or wexp == WEIGHT_EXP_MAX:
+                break
+    return np.minimum(caps, mant_cap), wexp
+
+
+def _auto_vth(name: str, layer: AlphaLayer, scale: float, D: int, window: int, inputs_once: bool, bits: int,
+              per_neuron: bool, max_copies: int) -> tuple[_Quantized, np.ndarray]:
+    """Quantize with automatic thresholds: per neuron (default) or one per layer (the smallest neuron cap), each
+    as large as the worst-case ranges allow, which maximises the relative weight precision; rows that fail after
+    rounding are lowered by 1 % until they fit. CompileError when a neuron would need vth < VTH_MIN."""
+    caps, wexp = _vth_caps(layer, scale, D, window, bits, max_copies)
+    vth = np.floor(caps if per_neuron else np.full(caps.shape, caps.min(initial=VTH_AUTO_MAX))).astype(np.int64)
+    vth = np.minimum(vth, VTH_AUTO_MAX)
+    for _ in range(400):
+        q = _quantize_layer(name, layer, scale, np.maximum(vth, 1), wexp, D, window, inputs_once, bits, max_copies)
+        bad = _row_violations(q.rows)
+        if not bad.any() and vth.min(initial=VTH_MIN) >= VTH_MIN:
+            return q, vth
+        if vth.min(initial=VTH_MIN) < VTH_MIN:
+            break
+        lower = bad if per_neuron else np.ones_like(bad)
+        vth = np.where(lower, np.floor(vth * 0.99).astype(np.int64), vth)
+    q = _quantize_layer(name, layer, scale, np.full(vth.shape, VTH_MIN), None, D, window, inputs_once, bits,
+                        max_copies)
+    what, value, limit, j = _first_violation(q.rows) or ("threshold", float(vth.min()), VTH_MIN,
+                                                         int(np.argmin(vth)))
+    raise CompileError(
+        f"{name}: neuron {j}: worst-case {what} = {value:.4g} exceeds the limit {limit} even at the smallest useful "
+        f"vth={VTH_MIN}; fix: {_fix_for(what)}"
+    )
 
 
 def _check_finite(net: TemporalNetwork) -> None:
@@ -264,11 +346,17 @@ def _versions() -> dict:
 def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PER_UNIT, vth: int | None = None,
                     compensate_tau: bool = False, source_hash: str = "", window: int | None = None,
                     horizon_margin: float = DEFAULT_HORIZON_MARGIN, weight_bits: int = WEIGHT_BITS,
-                    centre: bool = True) -> CompiledNetwork:
+                    centre: bool = True, threshold: str = "neuron",
+                    max_pulse_copies: int = MAX_PULSE_COPIES) -> CompiledNetwork:
     """Quantize and map ``net`` onto Lava CUBA LIF neurons (fixed and float mapping).
 
     steps_per_unit: S, integer steps per model time unit.
-    vth:            17-bit threshold mantissa for every layer; None = per layer, as large as ranges allow.
+    vth:            one 17-bit threshold mantissa for every neuron; None = automatic (see ``threshold``).
+    threshold:      "neuron" (default): each neuron gets the largest threshold its own worst-case ranges allow,
+                    i.e. its weights are scaled to its own range (finest relative weight grid); "layer": one
+                    threshold per layer (the smallest neuron's).
+    max_pulse_copies: a pulse whose weights exceed one mantissa is sent on up to this many parallel axons (Dense
+                    sums them) before the pulse block's exponent grows; 1 = one axon per pulse.
     compensate_tau: the 12-bit decay D realises tau_eff = -S ln(1 - D/4096) != tau. With True, the time grid is
                     stretched to S' = S tau / tau_eff steps per unit (a float), so the deployed decay per model
                     time unit equals tau exactly (float and fixed mappings both use decay 1 - D/4096).
@@ -277,6 +365,11 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
     centre:         place layer l's pulses l/2 steps later and read its spikes l/2 steps earlier, cancelling
                     the mean lag of grid spikes (docs/compiler.md); False reproduces the plain mapping.
     """
+    if threshold not in THRESHOLD_MODES:
+        raise CompileError(f"threshold={threshold!r} is not supported; fix: use one of {', '.join(THRESHOLD_MODES)}")
+    if isinstance(max_pulse_copies, bool) or not isinstance(max_pulse_copies, (int, np.integer)) \
+            or not 1 <= max_pulse_copies <= 64:
+        raise CompileError(f"max_pulse_copies={max_pulse_copies!r} must be an integer in [1, 64]; fix: e.g. 8")
     if weight_bits not in MANTISSA:
         raise CompileError(f"weight_bits={weight_bits!r} is not supported; fix: use 8 (Loihi 2) or 9 (Loihi 1)")
     if not isinstance(net, TemporalNetwork):
@@ -315,16 +408,19 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
         # fixed mapping is exactly an alpha network with tau_eff and quantized weights (deployed_network)
         scale = h * (1.0 - D / DECAY_UNITY) / net.theta
         inputs_once = True  # inputs and alpha neurons spike at most once per window
-        v = _auto_vth(name, layer, scale, D, W, inputs_once, weight_bits) if vth is None else int(vth)
-        q = _quantize_layer(name, layer, scale, v, D, W, inputs_once, weight_bits)
-        wc = q.worst
-        bad = _range_violations(wc)
-        if bad:
-            what, value, limit = bad[0]
-            raise CompileError(
-                f"{name}: worst-case {what} = {value:.4g} exceeds the limit {limit} at vth={v}; "
-                f"fix: pass a smaller vth (or leave vth unset for the automatic choice), or {_fix_for(what)}"
-            )
+        if vth is None:
+            q, v = _auto_vth(name, layer, scale, D, W, inputs_once, weight_bits, threshold == "neuron",
+                             max_pulse_copies)
+        else:
+            v = np.full(layer.n_out, int(vth), dtype=np.int64)
+            q = _quantize_layer(name, layer, scale, v, None, D, W, inputs_once, weight_bits, max_pulse_copies)
+            bad = _first_violation(q.rows)
+            if bad:
+                what, value, limit, j = bad
+                raise CompileError(
+                    f"{name}: neuron {j}: worst-case {what} = {value:.4g} exceeds the limit {limit} at vth={int(vth)}; "
+                    f"fix: pass a smaller vth (or leave vth unset for the automatic choice), or {_fix_for(what)}"
+                )
         w_int = np.hstack([q.w_int, q.p_int]).astype(np.int32)
         if not np.any(w_int) and np.any(w_all):
             raise CompileError(
@@ -332,13 +428,16 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
                 f"the deployed layer would never spike; fix: check the model's theta ({net.theta:g}) and weight "
                 f"scale, or retrain"
             )
-        deployed = q.effective.astype(np.float64) / (scale * v)
+        deployed = q.effective.astype(np.float64) / (scale * v[:, None])
         err = np.abs(deployed - w_all)
+        copies = np.bincount(q.p_source, minlength=layer.n_pulses)
+        wc = {key: float(val.max(initial=0.0)) for key, val in q.rows.items()}
         layers.append(CompiledLayer(
             name=name,
             weights=np.ascontiguousarray(w_int[:, : layer.n_in]),
             pulse_weights=np.ascontiguousarray(w_int[:, layer.n_in:]),
-            pulse_steps=pulse_cols,
+            pulse_steps=pulse_cols[q.p_source],
+            pulse_source=q.p_source,
             weight_exp=int(q.wexp),
             pulse_weight_exp=int(q.pexp),
             time_offset_steps=_offset(k, centre),
@@ -347,7 +446,7 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
             vth=v,
             once=True,
             weights_float=layer.weights * scale_float,
-            pulse_weights_float=layer.pulse_weights * scale_float,
+            pulse_weights_float=(layer.pulse_weights * scale_float)[:, q.p_source] / copies[q.p_source],
             du_float=1.0 - d,
             dv_float=1.0 - d,
             vth_float=float(net.theta),
@@ -356,10 +455,12 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
         ))
         layer_manifest.append({
             "name": name, "kind": "dense", "n_in": layer.n_in, "n_out": layer.n_out, "n_pulses": layer.n_pulses,
-            "pulse_steps": [int(c) for c in pulse_cols], "pulse_collisions": collisions, "vth": v, "vth_bits": VTH_BITS, "weight_exp": int(q.wexp),
-            "pulse_weight_exp": int(q.pexp), "time_offset_steps": _offset(k, centre),
-            "weight_bits": int(weight_bits), "weight_scale": scale * v / 2.0**q.wexp,
-            "pulse_weight_scale": scale * v / 2.0**q.pexp,
+            "pulse_steps": [int(c) for c in pulse_cols], "pulse_collisions": collisions,
+            "pulse_copies": [int(c) for c in copies], "threshold": "one" if vth is not None else threshold,
+            "vth_min": int(v.min(initial=0)), "vth_median": float(np.median(v)) if v.size else 0.0,
+            "vth_max": int(v.max(initial=0)), "vth_bits": VTH_BITS, "weight_exp": int(q.wexp),
+            "pulse_weight_exp": int(q.pexp), "time_offset_steps": _offset(k, centre), "weight_bits": int(weight_bits),
+            "weight_scale_min": float(scale * v.min(initial=0) / 2.0**q.wexp),
             "weight_quant_max_abs_err": float(err.max(initial=0.0)),
             "weight_quant_max_abs_err_over_theta": float(err.max(initial=0.0) / net.theta),
             "du": D - 1, "dv": D, "decay_bits": DECAY_BITS, "once": True,
@@ -409,7 +510,7 @@ def compile_file(onnx_path: str | Path, **kw) -> CompiledNetwork:
 
 def deployed_network(cn: CompiledNetwork) -> TemporalNetwork:
     """The float alpha network that the fixed-point mapping realises (for analysis and verification):
-    weights w_int 2**e theta / (vth h dd) and tau_eff = -S ln(dd), dd = 1 - dv/4096, from the integers
+    weights w_int 2**e theta / (vth_j h dd) (pulse copies summed) and tau_eff = -S ln(dd), dd = 1 - dv/4096, from the integers
     themselves (so hand-built compiled networks work too). Pulse times stay the source's."""
     S = float(cn.steps_per_unit)
     dvs = {int(cl.dv) for cl in cn.layers}
@@ -421,7 +522,9 @@ def deployed_network(cn: CompiledNetwork) -> TemporalNetwork:
     dd = 1.0 - D / DECAY_UNITY
     layers = []
     for cl, src in zip(cn.layers, cn.source.layers):
-        scale = dd * cl.vth / (S * cn.source.theta)
+        scale = (dd * cl.vth / (S * cn.source.theta))[:, None]  # per neuron
+        pulses = np.zeros((cl.n_out, src.n_pulses))
+        np.add.at(pulses.T, cl.pulse_source, cl.pulse_weights.T.astype(np.float64))  # copies summed
         layers.append(AlphaLayer(cl.weights * 2.0**cl.weight_exp / scale, src.pulse_times,
-                                 cl.pulse_weights * 2.0**cl.pulse_exp / scale))
+                                 pulses * 2.0**cl.pulse_exp / scale))
     return replace(cn.source, layers=tuple(layers), tau=effective_tau(D, S))
