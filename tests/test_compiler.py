@@ -269,7 +269,9 @@ def test_per_neuron_thresholds_scale_each_neuron_to_its_range():
     per_layer = compile_network(net, steps_per_unit=64, threshold="layer")
     assert len(set(per_layer.layers[0].vth.tolist())) == 1 and len(set(per_neuron.layers[0].vth.tolist())) > 1
     assert per_neuron.layers[0].vth[4] > per_neuron.layers[0].vth[5]  # small weights -> larger threshold
-    assert per_neuron.manifest["layers"][0]["threshold"] == "neuron"
+    info = per_neuron.manifest["layers"][0]
+    assert info["threshold"] == "neuron" and per_layer.manifest["layers"][0]["threshold"] == "layer"
+    assert (info["vth_min"], info["vth_max"]) == (per_neuron.layers[0].vth.min(), per_neuron.layers[0].vth.max())
     # relative error per row: the small rows gain most
     rel = []
     for cn in (per_neuron, per_layer):

@@ -52,6 +52,16 @@ def test_compile_prints_summary_and_resources(model, tmp_path, capsys):
     assert "cores" in out  # the hw_sim resource table (resource_table_hook)
     cn = load_compiled(out_file)
     assert cn.steps_per_unit == 16 and cn.source.sizes == [784, 8, 784]
+    assert f"{cn.layers[0].vth.min()}..{cn.layers[0].vth.max()}" in out  # per-neuron thresholds, range shown
+    # the threshold options reach the compiler; compile options on a compiled file are refused by name
+    rc, out, err = run_cli(capsys, "compile", model, "--threshold", "layer", "--max-pulse-copies", 1,
+                           "--out", out_file)
+    assert rc == 0, err
+    cn = load_compiled(out_file)
+    assert len(set(cn.layers[0].vth.tolist())) == 1 and cn.manifest["layers"][0]["pulse_copies"] == [1] * cn.source.layers[0].n_pulses
+    rc, out, err = run_cli(capsys, "verify", out_file, "--targets", "exact", "--dataset", "mnist", "--limit", 1,
+                           "--threshold", "neuron", "--out", tmp_path / "r")
+    assert rc != 0 and "--threshold" in err and "already compiled" in err
 
 
 def test_run_writes_spikes_and_mse(model, tmp_path, capsys):

@@ -63,7 +63,7 @@ def compile_summary(cn) -> str:
     for layer, info in zip(cn.layers, lm):
         wmax = int(max(np.abs(layer.weights).max(initial=0), np.abs(layer.pulse_weights).max(initial=0)))
         qerr = info.get("weight_quant_max_abs_err_over_theta")
-        vth = f"{layer.vth.min(initial=0)}..{layer.vth.max(initial=0)}"
+        vth = f"{layer.vth.min()}..{layer.vth.max()}" if layer.n_out else "-"
         lines.append(f"{layer.name:<9} {layer.n_in:>4}  {layer.n_out:>5}  {layer.pulse_weights.shape[1]:>11}  "
                      f"{vth:<15}  {f'{layer.weight_exp}/{layer.pulse_exp}':>9}  {layer.num_weight_bits:>4}  "
                      f"{wmax:>10}  "
