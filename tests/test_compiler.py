@@ -112,6 +112,7 @@ def _nan_net():
     (lambda: "model.onnx", {}, ["TemporalNetwork"]),
     (lambda: random_net(), {"threshold": "row"}, ["threshold='row'", "neuron, layer"]),
     (lambda: random_net(), {"max_pulse_copies": 0}, ["max_pulse_copies=0", "[1, 64]"]),
+    (lambda: random_net(), {"horizon_margin": float("nan")}, ["horizon_margin=nan", ">= 0"]),
 ])
 def test_bad_inputs_raise_compile_error(make, kw, words):
     with pytest.raises(CompileError) as info:

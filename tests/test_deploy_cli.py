@@ -57,6 +57,9 @@ def test_compile_prints_summary_and_resources(model, tmp_path, capsys):
     rc, out, err = run_cli(capsys, "compile", model, "--threshold", "layer", "--max-pulse-copies", 1,
                            "--out", out_file)
     assert rc == 0, err
+    window = load_compiled(out_file).window
+    assert run_cli(capsys, "compile", model, "--horizon-margin", 2, "--out", tmp_path / "long.npz")[0] == 0
+    assert load_compiled(tmp_path / "long.npz").window == window + DEFAULT_STEPS_PER_UNIT  # one more time unit
     cn = load_compiled(out_file)
     assert len(set(cn.layers[0].vth.tolist())) == 1 and cn.manifest["layers"][0]["pulse_copies"] == [1] * cn.source.layers[0].n_pulses
     rc, out, err = run_cli(capsys, "verify", out_file, "--targets", "exact", "--dataset", "mnist", "--limit", 1,

@@ -84,6 +84,9 @@ def _compile_args(p: argparse.ArgumentParser) -> None:
                    help="one 17-bit threshold mantissa for every neuron (default: automatic, see --threshold)")
     p.add_argument("--threshold", choices=("neuron", "layer"), default=None,
                    help="automatic thresholds: one per neuron (default; finest weight grid) or one per layer")
+    p.add_argument("--horizon-margin", type=float, default=None,
+                   help="time units simulated after latency + 1, the last expected output (default 1.0); raise it "
+                        "when the verifier reports 'late' spikes")
     p.add_argument("--max-pulse-copies", type=int, default=None,
                    help="parallel axons a large pulse weight may be split over (default 8; 1 = none)")
     p.add_argument("--weight-bits", type=int, choices=(8, 9), default=None,
@@ -154,6 +157,8 @@ def _compile_kwargs(args) -> dict:
         kw["threshold"] = args.threshold
     if args.max_pulse_copies is not None:
         kw["max_pulse_copies"] = args.max_pulse_copies
+    if args.horizon_margin is not None:
+        kw["horizon_margin"] = args.horizon_margin
     return kw
 
 

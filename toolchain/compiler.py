@@ -365,6 +365,9 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
     centre:         place layer l's pulses l/2 steps later and read its spikes l/2 steps earlier, cancelling
                     the mean lag of grid spikes (docs/compiler.md); False reproduces the plain mapping.
     """
+    if not (isinstance(horizon_margin, (int, float)) and math.isfinite(horizon_margin) and horizon_margin >= 0):
+        raise CompileError(f"horizon_margin={horizon_margin!r} must be a finite number of time units >= 0; "
+                           "fix: e.g. 1.0 (the default) or 2.0 when the verifier reports 'late' spikes")
     if threshold not in THRESHOLD_MODES:
         raise CompileError(f"threshold={threshold!r} is not supported; fix: use one of {', '.join(THRESHOLD_MODES)}")
     if isinstance(max_pulse_copies, bool) or not isinstance(max_pulse_copies, (int, np.integer)) \
