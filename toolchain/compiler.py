@@ -9,14 +9,16 @@ Mapping (derivation and measured errors: docs/compiler.md, format: docs/compiled
 * alpha synapse = CUBA LIF with equal current and voltage decay d = exp(-tau h), deployed dd = 1 - D/4096:
   float: du = dv = 1 - d, w_lava = w h d, vth = theta;
   fixed: D = round(4096 (1 - d)), du = D - 1, dv = D (Lava's u decay carries an offset of 1),
-  w_int = round(w h dd vth / theta / 2**wexp) with the smallest wexp >= 0 that fits the mantissa: 8 bits mixed
-  sign = even values in [-256, 254] (Lava masks the LSB), 9 bits = [-256, 255]; ordinary inputs and pulses are
-  two synapse blocks with their own exponents (pulse weights are typically 5x larger than input weights);
-* vth (17-bit mantissa, spike when v > vth * 64) is chosen per layer, unless given: the largest value <= 2**16
-  that the worst-case ranges allow, then lowered (by less than 2x) so that the largest input weight uses the
-  full mantissa range, which maximises the relative weight precision;
-* worst-case magnitudes (16-bit input per step, 24-bit wrapping u, 24-bit saturating v) are checked per layer:
-  a value that can overflow raises CompileError naming the layer, the value, the limit and a fix.
+  w_int = round(w h dd vth_j / theta / 2**wexp) for neuron j, with the smallest wexp that fits the mantissa:
+  8 bits mixed sign = even values in [-256, 254] (Lava masks the LSB) from wexp = -1 (the right shift of even
+  sums is exact: the 9-bit integer grid), 9 bits = [-256, 255] from wexp = 0; ordinary inputs and pulses are two
+  synapse blocks with their own exponents, and a pulse too large for one mantissa goes out on up to
+  ``max_pulse_copies`` parallel axons (pulse weights are typically 5x larger than input weights);
+* vth (17-bit mantissa, spike when v > vth_j * 64) is chosen per neuron unless given (``threshold="layer"``: one
+  per layer): the largest value <= 2**16 that the neuron's worst-case ranges, largest input weight and pulse
+  copies allow, which scales each neuron's weights to its own range (finest relative weight grid);
+* worst-case magnitudes (16-bit input per step, 24-bit wrapping u, 24-bit saturating v) are checked per neuron:
+  a value that can overflow raises CompileError naming the layer, the neuron, the value, the limit and a fix.
 """
 from __future__ import annotations
 
@@ -46,12 +48,6 @@ A_IN_MAX = (1 << (A_IN_BITS - 1)) - 1  # signed 16-bit synaptic input per step
 WEIGHT_BITS = 8  # default: Loihi 2 / Lava Dense default; 9 is allowed (Loihi 1 supports 1-9 bit weights)
 MANTISSA = {8: (-256, 254, 2), 9: (-256, 255, 1)}  # mixed sign: (min, max, step); 8 bits: Lava masks the LSB
 WEIGHT_EXP_MAX = 7
-
-
-def weight_exp_min(bits: int) -> int:
-    """Smallest useful Dense weight exponent: -1 for 8 bits (even mantissas, so Lava's right shift of the summed
-    weights is exact and the effective weights w / 2 form the same integer grid as 9 bits), 0 for 9 bits."""
-    return -int(math.log2(MANTISSA[bits][2]))
 MAX_STEPS_PER_UNIT = 1 << 20
 THRESHOLD_MODES = ("neuron", "layer")
 MAX_PULSE_COPIES = 8  # parallel axons per pulse (pulse weights ~5x input weights need ~4 at full resolution)
@@ -73,6 +69,12 @@ def mantissa_round(x: np.ndarray, bits: int = WEIGHT_BITS) -> np.ndarray:
     """Round to the mantissa grid of ``bits``-bit mixed-sign weights (8: even integers, 9: integers)."""
     step = MANTISSA[bits][2]
     return (step * np.rint(np.asarray(x, dtype=np.float64) / step)).astype(np.int64)
+
+
+def weight_exp_min(bits: int) -> int:
+    """Smallest useful Dense weight exponent: -1 for 8 bits (even mantissas, so Lava's right shift of the summed
+    weights is exact and the effective weights w / 2 form the same integer grid as 9 bits), 0 for 9 bits."""
+    return -int(math.log2(MANTISSA[bits][2]))
 
 
 def _shifted(m: np.ndarray, e: int) -> np.ndarray:
@@ -205,7 +207,7 @@ def _split_pulses(x: np.ndarray, name: str, bits: int, max_copies: int) -> tuple
     A pulse whose weights exceed one mantissa is sent on up to ``max_copies`` parallel axons from the same
     generator (Dense sums them), so pulse weights keep the input block's resolution: the smallest exponent
     with at most ``max_copies`` copies per pulse is used. Copies share the mantissa evenly (on its grid)."""
-    lo, hi, step = MANTISSA[bits]
+    _, hi, step = MANTISSA[bits]
     big = float(np.abs(x).max(initial=0.0))
     for e in range(weight_exp_min(bits), WEIGHT_EXP_MAX + 1):
         m = mantissa_round(x / 2.0**e, bits)
@@ -258,7 +260,8 @@ def _fix_for(what: str) -> str:
 def _vth_caps(layer: AlphaLayer, scale: float, D: int, window: int, bits: int,
               max_copies: int) -> tuple[np.ndarray, int]:
     """Largest threshold per neuron that the worst-case ranges allow (float, before rounding), capped at
-    2**16, at the pulse weights that ``max_copies`` copies carry at exponent 0 (unless that is below VTH_MIN),
+    2**16, at the pulse weights that ``max_copies`` copies carry at the finest exponent (unless that is below
+    VTH_MIN),
     and so that the input block keeps the smallest exponent that leaves every neuron >= VTH_MIN;
     returns (caps (n_out,), that exponent)."""
     A = np.abs(layer.all_weights()) * scale  # integer increment per unit vth
