@@ -2,6 +2,8 @@
 
 * ``peak_potential``: max over t of the layer's potential V(t) (inputs and pulses, no reset), to tell
   near-threshold neurons (peak within a relative margin of theta) from robust ones.
+* ``grazes``: whether the potential touches theta at a local maximum between two times (the spike time jumps
+  there, so a spike beyond the first-order bound is explained);
 * ``grid_bound``: first-order bound on |t_target - t_exact| for a target that places inputs on a grid of step g
   and reports a spike with error <= g/2, propagated through the layers with the exact sensitivities
   d t_out / d t_i = w_i e^{tau t_i} (tau (t_i - B/A) + W + 1) / (A (1 + W))   (Comsa et al. 2021, eq. 4).
@@ -59,6 +61,23 @@ def peak_potential(trace: LayerTrace, weights_all: np.ndarray, tau: float) -> np
     """
     return _peak_potential(trace.in_times, trace.order, np.ascontiguousarray(weights_all, dtype=np.float64),
                            float(tau))
+
+
+def grazes(trace: LayerTrace, weights_all: np.ndarray, tau: float, theta: float, sample: int, neuron: int,
+           t0: float, t1: float, margin: float, n_points: int = 1024) -> bool:
+    """True when V(t) of ``neuron`` in ``sample`` has a local maximum in [t0, t1] (time units) within ``margin``
+    (relative) of theta: the potential touches the threshold and turns back, so the first crossing jumps between
+    that touch and a later rise (or an earlier touch becomes a crossing) under a small perturbation.
+
+    V is sampled on ``n_points`` points (no reset, inputs and pulses), which is enough for the few spikes the
+    verifier asks about (those beyond the analytic bound)."""
+    tin = trace.in_times[sample]
+    live = np.isfinite(tin)
+    ts = np.linspace(min(t0, t1), max(t0, t1), n_points)
+    d = np.clip(ts[:, None] - tin[live][None, :], 0.0, None)
+    v = (weights_all[neuron, live] * d * np.exp(-tau * d)).sum(axis=1) / theta
+    peak = (v[1:-1] >= v[:-2]) & (v[1:-1] >= v[2:])
+    return bool(np.any(peak & (np.abs(v[1:-1] - 1.0) <= margin)))
 
 
 @numba.njit(cache=True, parallel=True)
