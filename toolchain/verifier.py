@@ -66,6 +66,9 @@ DEFAULT_GATES: dict[str, GateSpec] = {
 }
 
 
+MAX_GRAZING_CHECKS = 2000  # spikes beyond the bound classified per layer (a broken target has ~all of them)
+
+
 @dataclass
 class LayerStats:
     """Comparison of one layer of one target with exact. Times in time units, steps of the compiled grid."""
@@ -280,7 +283,7 @@ def compare_layers(net: CompiledNetwork, exact_traces, peaks: list[np.ndarray], 
         # spikes beyond the bound where the exact potential grazes theta between the two times (explained)
         w_all = net.source.layers[l].all_weights()
         grazing = sum(grazes(tr, w_all, net.source.tau, theta, int(si), int(j), te[si, j], tt[si, j], margin)
-                      for si, j in np.argwhere(both)[~ok])
+                      for si, j in np.argwhere(both)[~ok][:MAX_GRAZING_CHECKS])
         bfin = bnd[np.isfinite(bnd)]
         s = LayerStats(
             layer=l,
