@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from toolchain.compiled import CompiledLayer, CompiledNetwork
+from toolchain.compiled import CompiledLayer, CompiledNetwork, shift_is_exact, shift_weights
 from toolchain.errors import CompileError, TargetError
 
 U_WRAP = 1 << 23  # Lava: max_uv_val = 2**23 (24-bit u and v)
@@ -193,7 +193,7 @@ def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
             if w_eff is None:
                 w_eff, pw_eff = dense_blocks(layer)
             block = w_eff if field_name == "weight_exp" else pw_eff
-            if e < -8 or np.any(block.astype(np.int64) % (1 << -e)):
+            if e < -8 or not shift_is_exact(block, e):
                 raise CompileError(
                     f"{name}: {field_name}={e} < 0 floors the Dense sum, exact only when every effective weight of "
                     f"the block is a multiple of 2**{-e} (e.g. -1 with 8-bit, even mantissas); compile with "
@@ -206,13 +206,7 @@ def _check_layer(i: int, layer: CompiledLayer, window: int) -> None:
             f"{name}: weights {w.shape}, pulse_weights {pw.shape} and pulse_steps {ps.shape} are inconsistent; "
             "expected (n_out, n_in), (n_out, n_pulses), (n_pulses,)"
         )
-    vth = np.asarray(layer.vth)
-    if vth.ndim > 1 or (vth.ndim == 1 and vth.shape[0] != w.shape[0]):
-        raise CompileError(f"{name}: vth has shape {vth.shape}, expected one threshold per neuron ({w.shape[0]},); "
-                           "recompile the network")
-    vth = np.broadcast_to(vth, (w.shape[0],))
-    if vth.size and not np.issubdtype(vth.dtype, np.integer):
-        raise CompileError(f"{name}: vth must hold integer mantissas, got dtype {vth.dtype}; recompile")
+    vth = layer.vth  # int64 (n_out,): CompiledLayer checks shape and integrality
     bad = np.flatnonzero((vth < 0) | (vth >= (1 << 25)))
     if bad.size:
         j = int(bad[0])
@@ -247,15 +241,15 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
             )
         w_eff, pw_eff = dense_blocks(layer)
         order = np.argsort(np.asarray(layer.pulse_steps), kind="stable")
-        rows = np.vstack([_shift(w_eff.T.astype(np.int64), int(layer.weight_exp)),
-                          _shift(pw_eff.T[order].astype(np.int64), int(layer.pulse_exp))])
+        rows = np.vstack([shift_weights(w_eff.T.astype(np.int64), int(layer.weight_exp)),
+                          shift_weights(pw_eff.T[order].astype(np.int64), int(layer.pulse_exp))])
         # largest |a_in| of one update (every input and pulse at once); with 2**24 + W * 64 * a_max < 2**31 no
         # int32 intermediate of Lava's can wrap (|u| grows by at most 64 a_max per update), so the kernel skips it
         a_max = int(np.abs(rows).sum(0).max(initial=0))
         ints["n_in"][i], ints["n_out"][i] = layer.n_in, layer.n_out
         ints["once"][i] = int(bool(layer.once))
         ints["du"][i], ints["dv"][i] = int(layer.du), int(layer.dv)
-        thr_parts.append(np.broadcast_to(np.asarray(layer.vth, np.int64), (layer.n_out,)) << VTH_SHIFT)
+        thr_parts.append(layer.vth << VTH_SHIFT)
         ints["wrap32"][i] = int((1 << 24) + window * 64 * a_max >= (1 << 31))
         ints["w_off"][i], ints["nz_off"][i], ints["p_off"][i] = pos_w, pos_nz, pos_p
         ints["p_n"][i] = order.size
@@ -273,11 +267,6 @@ def pack(net: CompiledNetwork) -> PackedNetwork:
     return PackedNetwork(window, ints["n_in"], ints["n_out"], ints["once"], ints["du"], ints["dv"], cat(thr_parts),
                          ints["wrap32"], ints["w_off"], cat(w_parts), ints["nz_off"], cat(nz_parts), ints["p_off"],
                          ints["p_n"], cat(pc_parts), int(ev_cap))
-
-
-def _shift(w: np.ndarray, e: int) -> np.ndarray:
-    """Effective weights shifted by a Dense exponent: w << e, or w >> -e (exact: checked by _check_layer)."""
-    return w << e if e >= 0 else w >> -e
 
 
 def dense_blocks(layer: CompiledLayer) -> tuple[np.ndarray, np.ndarray]:

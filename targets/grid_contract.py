@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolchain.compiled import CompiledNetwork
+from toolchain.compiled import CompiledNetwork, shift_is_exact
 from toolchain.errors import TargetError
 
 FIX = "recompile the model with `snnc compile` (toolchain.compiler.compile_network)"
@@ -46,11 +46,11 @@ def _check_integers(cl, target: str) -> None:
     # a negative exponent makes Lava's Dense floor its sum (right shift): exact only with even mantissas
     for field_name, e, block in (("weight_exp", cl.weight_exp, cl.weights),
                                  ("pulse_weight_exp", cl.pulse_exp, cl.pulse_weights)):
-        if e < 0 and np.any(np.asarray(block) % 2):
+        if not shift_is_exact(block, e):
             raise TargetError(f"{cl.name}: {field_name}={e} needs even weight mantissas (Lava's Dense floors the "
                               f"shifted sum), got odd ones; fix: {FIX}")
     # one 17-bit threshold mantissa per neuron (lava-fixed passes the whole vector to OnceLIF)
-    vth = np.broadcast_to(np.asarray(cl.vth), (cl.n_out,))
+    vth = cl.vth
     bad = np.flatnonzero((vth < 1) | (vth > 131071))
     if bad.size:
         j = int(bad[0])

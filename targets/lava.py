@@ -89,8 +89,7 @@ class _LavaTarget:
         """OnceLIF parameters: lava-fixed gets one 17-bit threshold per neuron (``cl.vth``, shape (n_out,));
         lava-float the scalar theta of the float mapping (broadcast by OnceLIF to every neuron)."""
         if self.fixed:
-            vth = np.broadcast_to(np.asarray(cl.vth, dtype=np.int64), (cl.n_out,)).astype(np.int32)
-            return dict(du=int(cl.du), dv=int(cl.dv), vth=vth)
+            return dict(du=int(cl.du), dv=int(cl.dv), vth=cl.vth.astype(np.int32))
         return dict(du=float(cl.du_float), dv=float(cl.dv_float), vth=float(cl.vth_float))
 
     def _dense(self, lv, w_int: np.ndarray, w_float: np.ndarray, weight_exp: int, num_bits: int):

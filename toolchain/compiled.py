@@ -25,6 +25,24 @@ import numpy as np
 from models.network import TemporalNetwork
 
 
+def shift_weights(m: np.ndarray, e: int) -> np.ndarray:
+    """Integer weights as a Dense block with exponent e applies them: m << e, or m >> -e for e < 0 (Lava
+    right-shifts the summed weights; per weight this equals that only when :func:`shift_is_exact`)."""
+    return m << e if e >= 0 else m >> -e
+
+
+def shift_is_exact(m: np.ndarray, e: int) -> bool:
+    """True when exponent e loses nothing on mantissas m (e >= 0, or every m divisible by 2**-e)."""
+    return e >= 0 or not np.any(np.asarray(m, dtype=np.int64) % (1 << -e))
+
+
+def sum_pulse_copies(weights: np.ndarray, source: np.ndarray, n_pulses: int) -> np.ndarray:
+    """(n_out, n_columns) pulse weights of the copies -> (n_out, n_pulses) per source pulse (copies summed)."""
+    out = np.zeros((weights.shape[0], n_pulses), dtype=np.result_type(weights, np.int64))
+    np.add.at(out.T, source, weights.T)
+    return out
+
+
 @dataclass(frozen=True)
 class CompiledLayer:
     """One layer on chip: a Dense synapse block feeding a CUBA LIF population.

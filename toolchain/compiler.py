@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from models.network import AlphaLayer, TemporalNetwork
-from toolchain.compiled import CompiledLayer, CompiledNetwork
+from toolchain.compiled import CompiledLayer, CompiledNetwork, shift_weights, sum_pulse_copies
 from toolchain.errors import ArtifactError, CompileError
 
 DEFAULT_STEPS_PER_UNIT = 40
@@ -75,11 +75,6 @@ def weight_exp_min(bits: int) -> int:
     """Smallest useful Dense weight exponent: -1 for 8 bits (even mantissas, so Lava's right shift of the summed
     weights is exact and the effective weights w / 2 form the same integer grid as 9 bits), 0 for 9 bits."""
     return -int(math.log2(MANTISSA[bits][2]))
-
-
-def _shifted(m: np.ndarray, e: int) -> np.ndarray:
-    """Effective integer weights m * 2**e (exact: a negative e only occurs with mantissas divisible by 2**-e)."""
-    return m << e if e >= 0 else m >> -e
 
 
 def choose_weight_exp(x: np.ndarray, layer: str, bits: int = WEIGHT_BITS) -> int:
@@ -243,9 +238,8 @@ def _quantize_layer(name: str, layer: AlphaLayer, scale: float, vth: np.ndarray,
         raise CompileError(f"{name}: input weights need a larger weight exponent than {wexp}; fix: pass a smaller "
                            "vth (or leave vth unset for the automatic choice)")
     p_int, pexp, src = _split_pulses(layer.pulse_weights * (scale * vth[:, None]), name, bits, max_copies)
-    p_sum = np.zeros(layer.pulse_weights.shape, dtype=np.int64)
-    np.add.at(p_sum.T, src, p_int.T)
-    effective = np.hstack([_shifted(w_int, wexp), _shifted(p_sum, pexp)])
+    p_sum = sum_pulse_copies(p_int, src, layer.n_pulses)
+    effective = np.hstack([shift_weights(w_int, wexp), shift_weights(p_sum, pexp)])  # exact: even at e = -1
     return _Quantized(w_int, wexp, p_int, pexp, src, effective,
                       _worst_case_rows(effective, vth.astype(np.float64), D, window, inputs_once))
 
@@ -529,8 +523,7 @@ def deployed_network(cn: CompiledNetwork) -> TemporalNetwork:
     layers = []
     for cl, src in zip(cn.layers, cn.source.layers):
         scale = (dd * cl.vth / (S * cn.source.theta))[:, None]  # per neuron
-        pulses = np.zeros((cl.n_out, src.n_pulses))
-        np.add.at(pulses.T, cl.pulse_source, cl.pulse_weights.T.astype(np.float64))  # copies summed
+        pulses = sum_pulse_copies(cl.pulse_weights, cl.pulse_source, src.n_pulses)
         layers.append(AlphaLayer(cl.weights * 2.0**cl.weight_exp / scale, src.pulse_times,
                                  pulses * 2.0**cl.pulse_exp / scale))
     return replace(cn.source, layers=tuple(layers), tau=effective_tau(D, S))
