@@ -13,15 +13,7 @@ from models.datasets import load_dataset
 from toolchain.errors import ArtifactError, SnncError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny models train fastest on one thread, especially on a busy 2-core machine."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_presets_give_snn_optimiser_settings():

@@ -32,14 +32,7 @@ def _bundled(monkeypatch):
     monkeypatch.delenv("SNNC_DATA", raising=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 def test_eval_temporal_identity_is_perfect(tmp_path, capsys):
