@@ -9,14 +9,18 @@ times, and every layer's output is a graph output. Parameters are float64 initia
 ``snnc.latency`` (time units, Python float repr), ``snnc.encoding``, ``snnc.neuron`` (``alpha_once``) and
 ``snnc.meta.<key>`` = JSON of every ``TemporalNetwork.metadata`` entry.
 
-``load_onnx(save_onnx(net))`` reproduces ``net`` bitwise. Any malformed file raises ArtifactError.
+``load_onnx(save_onnx(net))`` reproduces ``net`` bitwise. Any malformed file raises ArtifactError; both directions
+check the network with toolchain.validate.validate_network (ranges: docs/artifact-format.md), and a file that is
+not ONNX at all (a PyTorch checkpoint, a compiled.npz, ...) is named as what it is.
 """
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 from models.network import AlphaLayer, TemporalNetwork
 from toolchain.atomic import atomic_write_bytes
 from toolchain.errors import ArtifactError
+from toolchain.validate import validate_network
 
 DOMAIN = "ai.snnc"
 OP_TYPE = "AlphaLayer"
@@ -105,6 +110,7 @@ def to_model_proto(net: TemporalNetwork) -> onnx.ModelProto:
 
 def save_onnx(net: TemporalNetwork, path: str | os.PathLike) -> None:
     """Write ``net`` to ``path`` as an ONNX file, atomically; the model passes onnx.checker."""
+    validate_network(net, f"model to be saved as {path}")
     model = to_model_proto(net)
     onnx.checker.check_model(model)
     atomic_write_bytes(path, model.SerializeToString())
@@ -137,7 +143,52 @@ def _attr_scalar(node: onnx.NodeProto, name: str, where: str) -> float:
     raise ArtifactError(f"{where}: missing attribute {name!r} (neuron constant); {_FIX_RESAVE}")
 
 
+_PASS_ONNX = "pass the model.onnx that `snnc train` writes (or export one with toolchain.artifact.save_onnx)"
+
+
+def _zip_names(data: bytes) -> list[str]:
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            return z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return []
+
+
+def sniff_non_onnx(data: bytes) -> str | None:
+    """What ``data`` is when its first bytes show it is not ONNX (a PyTorch checkpoint, an npz, ...), else None."""
+    if not data:
+        return "an empty file (0 bytes)"
+    if data[:4] == b"PK\x03\x04":
+        names = _zip_names(data)
+        if any(n.endswith("data.pkl") for n in names):
+            return "a PyTorch checkpoint (torch.save zip archive)"
+        if names and all(n.endswith(".npy") for n in names):
+            if "meta.npy" in names:
+                return "a compiled network (compiled.npz from `snnc compile`)"
+            return "a numpy .npz archive"
+        return "a zip archive" + (" (truncated)" if not names else "")
+    if data[:1] == b"\x80" and data[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "a Python pickle (e.g. a legacy PyTorch checkpoint)"
+    if data[:2] == b"\x1f\x8b":
+        return "a gzip file"
+    if data[:6] == b"\x93NUMPY":
+        return "a numpy .npy array"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "a PNG image"
+    if data.lstrip()[:1] in (b"{", b"["):
+        return "a JSON/text file"
+    return None
+
+
 def _parse(data: bytes, source: str) -> onnx.ModelProto:
+    what = sniff_non_onnx(data)
+    if what is not None:
+        hint = ""
+        if what.startswith("a PyTorch") or what.startswith("a Python pickle"):
+            hint = " (the trainer writes model.onnx beside checkpoint.pt in its --out folder)"
+        elif what.startswith("a compiled network"):
+            hint = "; commands that take a compiled network (`snnc run`, `snnc verify`) accept this file"
+        raise ArtifactError(f"{source} is not an ONNX model: it looks like {what}; {_PASS_ONNX}{hint}")
     try:
         model = onnx.load_from_string(data)
     except Exception as exc:  # protobuf DecodeError and friends
@@ -250,7 +301,7 @@ def from_model_proto(model: onnx.ModelProto, source: str = "model") -> TemporalN
             f"{source}: layers have different tau {taus} / theta {thetas}; snnc networks share one tau and theta"
         )
     try:
-        return TemporalNetwork(
+        net = TemporalNetwork(
             layers=tuple(layers),
             tau=taus[0],
             theta=thetas[0],
@@ -260,6 +311,7 @@ def from_model_proto(model: onnx.ModelProto, source: str = "model") -> TemporalN
         )
     except ValueError as exc:
         raise ArtifactError(f"{source}: {exc}") from None
+    return validate_network(net, source)
 
 
 def load_onnx(path: str | os.PathLike) -> TemporalNetwork:
