@@ -28,3 +28,7 @@ class TargetError(SnncError):
 
 class DeviceError(TargetError):
     """The hardware-in-the-loop device failed (disconnected, slow, garbled reply)."""
+
+
+class OutputError(SnncError):
+    """An output path cannot be written (a folder where a file is expected, a read-only folder, ...)."""
