@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import struct
 import urllib.error
@@ -21,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.atomic import atomic_write_bytes
-from toolchain.errors import DataError
+from toolchain.errors import DataError, SnncError
 
 DATASETS = ("mnist", "fashion-mnist")
 SPLITS = ("train", "val", "test")
@@ -107,28 +108,52 @@ def parse_idx(raw: bytes, what: str) -> np.ndarray:
     return arr.reshape(count, N_PIXELS) if ndim == 3 else arr.copy()
 
 
+def _fix_redownload(path: Path) -> str:
+    return (f"fix: delete {path} so that it is downloaded again, replace it with the official file, or point "
+            f"{ENV_VAR} / --data-dir at another folder (leave both unset for the bundled subset)")
+
+
 def _download(url: str, dest: Path, md5: str, timeout_s: float) -> None:
+    """Fetch ``url`` into ``dest`` after checking its md5; a failed or truncated download writes nothing."""
     try:
         with urllib.request.urlopen(url, timeout=timeout_s) as resp:
             data = resp.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, http.client.IncompleteRead):
+            reason = f"the download was truncated after {len(exc.partial)} bytes"
         raise DataError(
-            f"dataset file {dest} is missing and downloading it from {url} failed ({reason}). "
-            f"Put the official file there, or point {ENV_VAR} / --data-dir at a folder that holds "
-            f"{dest.parent.name}/{dest.name} (or leave both unset to use the bundled subset)"
+            f"dataset file {dest} is missing and downloading it from {url} failed ({reason}); nothing was saved. "
+            f"Retry, put the official file there (md5 {md5}), or point {ENV_VAR} / --data-dir at a folder that "
+            f"holds {dest.parent.name}/{dest.name} (or leave both unset to use the bundled subset)"
         ) from None
     got = hashlib.md5(data).hexdigest()
     if got != md5:
-        raise DataError(f"downloaded {url} has md5 {got}, expected {md5}; the mirror served a wrong file. "
-                        f"Download it by hand into {dest}")
-    atomic_write_bytes(dest, data)
+        raise DataError(f"downloaded {url} ({len(data)} bytes) has md5 {got}, expected {md5} (truncated or a wrong "
+                        f"file); nothing was saved. Retry, or download it by hand into {dest}")
+    try:
+        atomic_write_bytes(dest, data)
+    except SnncError as exc:
+        raise DataError(f"cannot save the downloaded {dest.name} into {dest.parent}: {exc}. Point {ENV_VAR} / "
+                        f"--data-dir at a writable folder") from None
 
 
 def read_idx_file(path: Path, md5: str, *, url: str | None = None, download: bool = True,
                   timeout_s: float = 60.0) -> np.ndarray:
-    """Read one official gz IDX file after checking its md5; download it first when missing (if allowed)."""
+    """Read one official gz IDX file after checking its md5; download it first when missing (if allowed).
+
+    A folder in the file's place, an unreadable, truncated or corrupt file raises DataError naming the file, the
+    expected md5 and the fix."""
+    if path.is_dir():
+        raise DataError(f"dataset file {path} is a folder, expected the official gz file (md5 {md5}); "
+                        f"{_fix_redownload(path)}")
     if not path.exists():
+        anc = path.parent
+        while not anc.exists() and anc != anc.parent:
+            anc = anc.parent
+        if not anc.is_dir():
+            raise DataError(f"dataset folder {path.parent} cannot exist: {anc} is a file; point {ENV_VAR} / "
+                            f"--data-dir at a folder (or leave both unset to use the bundled subset)")
         if not download or url is None:
             raise DataError(
                 f"dataset file {path} is missing. Download it from {url} into {path.parent}, or point "
@@ -136,20 +161,29 @@ def read_idx_file(path: Path, md5: str, *, url: str | None = None, download: boo
                 f"(or leave both unset to use the bundled subset)"
             )
         _download(url, path, md5, timeout_s)
-    got = md5_file(path)
-    if got != md5:
-        raise DataError(f"{path} has md5 {got}, expected {md5} (corrupt, truncated or a different file); "
-                        f"delete it so that it is downloaded again, or replace it with the official file")
     try:
-        raw = gzip.decompress(path.read_bytes())
+        got = md5_file(path)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read dataset file {path} ({exc.strerror or exc}); check its permissions, or "
+                        f"{_fix_redownload(path)}") from None
+    if got != md5:
+        raise DataError(f"{path} ({len(data)} bytes) has md5 {got}, expected {md5} (corrupt, truncated or a "
+                        f"different file); {_fix_redownload(path)}")
+    try:
+        raw = gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path} is not a valid gzip file ({exc}); replace it with the official file") from None
+        raise DataError(f"{path} is not a valid gzip file ({exc}; expected md5 {md5}); "
+                        f"{_fix_redownload(path)}") from None
     return parse_idx(raw, str(path))
 
 
 def load_full_arrays(name: str, root: Path, download: bool = True,
                      parts: tuple[str, ...] = ("train", "test")) -> dict[str, np.ndarray]:
     """Official arrays of ``name`` from ``root/name/``: ``{part}_images`` uint8 (N, 784), ``{part}_labels`` uint8."""
+    if root.exists() and not root.is_dir():
+        raise DataError(f"data folder {root} is a file; point {ENV_VAR} / --data-dir at a folder holding "
+                        f"{name}/ (or leave both unset to use the bundled subset)")
     out = {}
     for part in parts:
         for kind in ("images", "labels"):
@@ -168,9 +202,9 @@ def bundled_path(name: str) -> Path:
 def _load_bundled(name: str) -> dict[str, np.ndarray]:
     path = bundled_path(name)
     try:
-        with np.load(path) as z:
+        with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in ("train_images", "train_labels", "test_images", "test_labels")}
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, EOFError) as exc:
         raise DataError(f"bundled subset {path} is missing or corrupt ({exc}); reinstall snnc or regenerate it "
                         f"with `python models/make_bundled_subset.py --data-dir <official data>`") from None
 

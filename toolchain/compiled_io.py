@@ -203,9 +203,9 @@ def validate_compiled(cn: CompiledNetwork, source: object = "compiled network") 
         if k in _MANIFEST_TYPES:
             _check_type(path, f"manifest.{k}", v, _MANIFEST_TYPES[k])
     try:
-        validate_network(cn.source, f"{path}: source network")
+        validate_network(cn.source, "source network")
     except ArtifactError as exc:
-        raise ArtifactError(f"{exc}; or {_FIX}") from None
+        raise _bad(path, str(exc).split("; fix:")[0]) from None
     if len(cn.source.layers) != len(cn.layers):
         raise _bad(path, f"the source network has {len(cn.source.layers)} layers, the compiled one {len(cn.layers)}")
     W = int(cn.window)
@@ -324,7 +324,7 @@ def load_compiled(path: str | os.PathLike) -> CompiledNetwork:
             try:
                 src_layers.append(AlphaLayer(**a))
             except ValueError as exc:
-                raise _bad(path, f"source layer {k}: {exc}") from None
+                raise _bad(path, f"source.layer{k}: {exc}") from None
         source = TemporalNetwork(tuple(src_layers), tau=src["tau"], theta=src["theta"], latency=src["latency"],
                                  encoding=src["encoding"], metadata=src["metadata"])
         layers = []
