@@ -254,7 +254,8 @@ def test_sizes_checked_before_allocation(compiled_file, tmp_path):
     with pytest.raises(ArtifactError, match="window"):
         validate_compiled(big)
     bad = tamper(compiled_file, tmp_path / "big.npz", _set("window", MAX_WINDOW + 1))
-    with pytest.raises(ArtifactError, match="window"):
+    with pytest.raises(ArtifactError, match=r"window = 16777217 steps x 6 neurons needs 0.75 GiB per sample "
+                                            r"\(caps: 16777216 steps, 4 GiB\)"):
         load_compiled(bad)
 
 

@@ -146,7 +146,11 @@ def _check_keys(path, where: str, obj: dict, spec: dict, optional: tuple = ()) -
 
 def _check_range(path, field: str, value: float, lo: float, hi: float) -> None:
     if not (np.isfinite(value) and lo <= value <= hi):
-        raise _bad(path, f"field {field} = {value!r} is outside its range [{lo:g}, {hi:g}]")
+        rng = f"[{lo:g}, {hi:g}]" if isinstance(lo, float) or isinstance(hi, float) and np.isfinite(hi) \
+            else f"[{lo}, {hi}]"
+        if not np.isfinite(hi):
+            rng = f">= {lo:g}"
+        raise _bad(path, f"field {field} = {value!r} is outside its range {rng}")
 
 
 def _check_int_array(path, field: str, a: np.ndarray, lo: int, hi: int, step: int = 1) -> None:
@@ -167,19 +171,26 @@ def _check_finite_array(path, field: str, a: np.ndarray) -> None:
         raise _bad(path, f"{field}[{', '.join(map(str, idx))}] = {a[idx]} is not finite")
 
 
-def check_sizes(window: int, widths: list[int], source: object, error: type[Exception] = ArtifactError) -> None:
-    """Refuse a window whose per-sample buffers would not fit, before anything allocates them.
-
-    window: steps per sample; widths: input count and every layer's neuron count. A dense-time target (e.g. Lava's
-    RingBuffer source) holds ``window * max(widths)`` float64 values per sample; that must stay within
-    MAX_SAMPLE_BUFFER_BYTES, and ``window`` within MAX_WINDOW steps. ``error``: the SnncError class to raise
-    (ArtifactError on load; the compiler may pass CompileError)."""
-    n_bytes = int(window) * max(widths, default=1) * 8
+def size_problem(window: int, widths: list[int]) -> str | None:
+    """Why a window of ``window`` steps with populations of ``widths`` (inputs, then every layer's neurons) is too
+    big to allocate, or None. A dense-time target (e.g. Lava's RingBuffer source) holds ``window * max(widths)``
+    float64 values per sample: that must stay within MAX_SAMPLE_BUFFER_BYTES, and ``window`` within MAX_WINDOW."""
+    widest = max(widths, default=1)
+    n_bytes = int(window) * widest * 8
     if window > MAX_WINDOW or n_bytes > MAX_SAMPLE_BUFFER_BYTES:
-        raise error(f"{source}: window = {window} steps x {max(widths, default=1)} neurons needs "
-                    f"{n_bytes / 2**30:.3g} GiB per sample (caps: {MAX_WINDOW} steps, "
-                    f"{MAX_SAMPLE_BUFFER_BYTES / 2**30:g} GiB); fix: compile with fewer steps_per_unit or a shorter "
-                    f"window (smaller latency, earlier pulses or horizon_margin)")
+        return (f"window = {window} steps x {widest} neurons needs {n_bytes / 2**30:.3g} GiB per sample (caps: "
+                f"{MAX_WINDOW} steps, {MAX_SAMPLE_BUFFER_BYTES / 2**30:g} GiB)")
+    return None
+
+
+def check_sizes(window: int, widths: list[int], source: object, error: type[Exception] = ArtifactError) -> None:
+    """Refuse, before anything allocates, a window whose per-sample buffers are too big (:func:`size_problem`).
+
+    ``error``: the SnncError class to raise (ArtifactError on load; the compiler may pass CompileError)."""
+    problem = size_problem(window, widths)
+    if problem:
+        raise error(f"{source}: {problem}; fix: compile with fewer steps_per_unit or a shorter window (smaller "
+                    f"latency, earlier pulses or a smaller horizon_margin)")
 
 
 def validate_compiled(cn: CompiledNetwork, source: object = "compiled network") -> CompiledNetwork:
@@ -191,10 +202,12 @@ def validate_compiled(cn: CompiledNetwork, source: object = "compiled network") 
     _check_type(path, "steps_per_unit", S, (int, float, np.integer, np.floating))
     _check_range(path, "steps_per_unit", float(S), MIN_STEPS_PER_UNIT, MAX_STEPS_PER_UNIT)
     _check_type(path, "window", cn.window, (int, np.integer))
-    _check_range(path, "window", cn.window, MIN_WINDOW, MAX_WINDOW)
+    _check_range(path, "window", cn.window, MIN_WINDOW, np.inf)
     if not cn.layers:
         raise _bad(path, "it has no layers")
-    check_sizes(cn.window, [cn.layers[0].n_in] + [la.n_out for la in cn.layers], path)
+    problem = size_problem(int(cn.window), [cn.layers[0].n_in] + [la.n_out for la in cn.layers])
+    if problem:
+        raise _bad(path, problem)
     if not isinstance(cn.manifest, dict):
         raise _bad(path, f"field manifest is a {type(cn.manifest).__name__}, expected a JSON object")
     for k, v in cn.manifest.items():
@@ -248,7 +261,7 @@ def validate_compiled(cn: CompiledNetwork, source: object = "compiled network") 
     return cn
 
 
-def _check_meta(path, meta: dict) -> None:
+def _check_meta(path, meta: dict, data: dict) -> None:
     """Keys, types and the size-determining scalars of the 'meta' JSON, before any network object is built."""
     _check_keys(path, "meta", meta, _META_KEYS)
     _check_keys(path, "meta.source", meta["source"], _SOURCE_KEYS)
@@ -257,7 +270,13 @@ def _check_meta(path, meta: dict) -> None:
             raise _bad(path, f"field layers[{k}] is a {type(lm).__name__}, expected a JSON object")
         _check_keys(path, f"layers[{k}]", lm, _LAYER_KEYS, optional=_LAYER_OPTIONAL)
     _check_range(path, "steps_per_unit", float(meta["steps_per_unit"]), MIN_STEPS_PER_UNIT, MAX_STEPS_PER_UNIT)
-    _check_range(path, "window", meta["window"], MIN_WINDOW, MAX_WINDOW)
+    _check_range(path, "window", meta["window"], MIN_WINDOW, np.inf)
+    weights = [data.get(f"layer{k}.weights") for k in range(len(meta["layers"]))]
+    weights = [w for w in weights if w is not None and w.ndim == 2]
+    widths = [w.shape[0] for w in weights] + [w.shape[1] for w in weights[:1]]  # neurons; inputs of layer 0
+    problem = size_problem(meta["window"], widths)
+    if problem:
+        raise _bad(path, problem)
     if meta["source"]["n_layers"] != len(meta["layers"]):
         raise _bad(path, f"field source.n_layers = {meta['source']['n_layers']} but there are "
                          f"{len(meta['layers'])} compiled layers")
@@ -298,7 +317,7 @@ def load_compiled(path: str | os.PathLike) -> CompiledNetwork:
     if meta.get("format_version") != FORMAT_VERSION:
         raise _bad(path, f"format_version {meta.get('format_version')!r} is not supported (this snnc reads "
                          f"{FORMAT_VERSION})")
-    _check_meta(path, meta)
+    _check_meta(path, meta, data)
     n_layers = len(meta["layers"])
     expected = {"meta"} | {f"layer{k}.{f}" for k in range(n_layers) for f in _LAYER_ARRAYS} \
         | {f"source.layer{k}.{f}" for k in range(n_layers) for f in _SOURCE_ARRAYS}
