@@ -147,3 +147,76 @@ def test_download_from_mirror(tmp_path, monkeypatch):
     assert len(d) == 5 and d.source == "full"
     assert sorted(p.name for p in (target / "mnist").iterdir()) == ["t10k-images-idx3-ubyte.gz",
                                                                     "t10k-labels-idx1-ubyte.gz"]
+
+
+# ---- bad data folders and downloads (issue D, section 4) -----------------------------------------------------------
+
+import http.server  # noqa: E402
+import threading  # noqa: E402
+
+from toolchain.cli import main  # noqa: E402
+
+
+def test_gz_path_that_is_a_folder(tmp_path, capsys):
+    folder = tmp_path / "mnist"
+    (folder / "t10k-images-idx3-ubyte.gz").mkdir(parents=True)
+    md5 = FILES["mnist"]["test_images"][1]
+    with pytest.raises(DataError, match="is a folder") as err:
+        load_dataset("mnist", "test", data_dir=tmp_path, download=False)
+    assert md5 in str(err.value) and "SNNC_DATA" in str(err.value)
+    from test_bad_inputs import small_net
+    from toolchain.compiled_io import save_compiled
+    from toolchain.compiler import compile_network
+    compiled = tmp_path / "c.npz"
+    save_compiled(compile_network(small_net()), compiled)
+    rc = main(["run", str(compiled), "--target", "exact", "--dataset", "mnist", "--data-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "is a folder" in err and md5 in err, err
+
+
+def test_data_dir_that_is_a_file(tmp_path):
+    afile = tmp_path / "data"
+    afile.write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        load_dataset("mnist", "test", data_dir=afile)
+    assert afile.read_text() == "x"
+
+
+def test_md5_mismatch_names_file_expected_md5_and_fix(tmp_path):
+    path = tmp_path / "f.gz"
+    path.write_bytes(gzip.compress(_idx_images(1))[:-7])
+    with pytest.raises(DataError) as err:
+        read_idx_file(path, "f" * 32, download=False)
+    msg = str(err.value)
+    assert str(path) in msg and "f" * 32 in msg and "delete" in msg and "SNNC_DATA" in msg
+
+
+class _Truncating(http.server.BaseHTTPRequestHandler):
+    """Announces 1000 bytes, sends 10 and closes: an interrupted download."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        self.wfile.write(b"\x1f\x8b" + b"x" * 8)
+        self.wfile.flush()
+        self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+def test_truncated_download_leaves_nothing(tmp_path):
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Truncating)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/t10k-images-idx3-ubyte.gz"
+        dest = tmp_path / "mnist" / "t10k-images-idx3-ubyte.gz"
+        with pytest.raises(DataError, match="truncated after 10 bytes") as err:
+            read_idx_file(dest, FILES["mnist"]["test_images"][1], url=url, timeout_s=10)
+        assert url in str(err.value) and "nothing was saved" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
