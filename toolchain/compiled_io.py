@@ -111,9 +111,12 @@ _META_KEYS = {"format": str, "format_version": int, "steps_per_unit": (int, floa
               "source": dict, "manifest": dict}
 _SOURCE_KEYS = {"n_layers": int, "tau": (int, float), "theta": (int, float), "latency": (int, float),
                 "encoding": str, "metadata": dict}
-_LAYER_KEYS = {"name": str, "weight_exp": int, "du": int, "dv": int, "once": bool, "du_float": (int, float),
-               "dv_float": (int, float), "vth_float": (int, float), "kind": str, "num_weight_bits": int,
-               "pulse_weight_exp": (int, type(None)), "time_offset_steps": (int, float)}
+_LAYER_TYPES = {"name": str, "weight_exp": int, "du": int, "dv": int, "once": bool, "du_float": (int, float),
+                "dv_float": (int, float), "vth_float": (int, float), "kind": str, "num_weight_bits": int,
+                "pulse_weight_exp": (int, type(None)), "time_offset_steps": (int, float)}
+# every stored scalar is an expected key; one added to _LAYER_SCALARS / _LAYER_OPTIONAL without a type above is
+# still accepted as any JSON scalar (CompiledLayer and validate_compiled check its value)
+_LAYER_KEYS = {f: _LAYER_TYPES.get(f, (int, float, str, bool, type(None))) for f in _LAYER_SCALARS + _LAYER_OPTIONAL}
 _MANIFEST_TYPES = {"source_hash": str, "source_path": str, "steps_per_unit": (int, float), "window": int,
                    "layers": list, "tool_versions": dict}
 
