@@ -34,7 +34,8 @@ import sys  # noqa: E402
 import textwrap  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from toolchain.atomic import TEMP_PREFIX, atomic_write_bytes, check_output_path, clean_stale_temps  # noqa: E402
+from toolchain.atomic import (TEMP_PREFIX, atomic_write_bytes, check_output_path, clean_stale_temps,  # noqa: E402
+                              ensure_output_folder)
 from toolchain.errors import OutputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -139,3 +140,16 @@ def test_read_only_folder(tmp_path):
     with pytest.raises(OutputError, match="cannot write /sys/snnc-test-output.json"):
         atomic_write_text(target, "x")
     assert not target.exists()
+
+
+def test_ensure_output_folder(tmp_path):
+    made = ensure_output_folder(tmp_path / "a" / "b")
+    assert made.is_dir() and ensure_output_folder(made) == made
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="is an existing file, expected a folder"):
+        ensure_output_folder(tmp_path / "f")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        ensure_output_folder(tmp_path / "f" / "sub")
+    if os.geteuid() == 0 and Path("/sys").is_dir():  # root: permissions pass, the file system still refuses
+        with pytest.raises(OutputError, match="cannot create the output folder /sys/snnc-test-dir"):
+            ensure_output_folder("/sys/snnc-test-dir")

@@ -9,7 +9,8 @@ output folder).
 
 :func:`check_output_path` lets a command refuse an unusable ``--out`` (a folder where a file is expected, a file
 where a folder is expected, a parent that is a file, a folder it cannot write) before doing any work; the same
-checks raise :class:`~toolchain.errors.OutputError` from :func:`atomic_path`.
+checks raise :class:`~toolchain.errors.OutputError` from :func:`atomic_path`; :func:`ensure_output_folder` creates an
+output folder the same way (instead of a bare ``mkdir``).
 """
 from __future__ import annotations
 
@@ -90,8 +91,8 @@ def check_output_path(path: str | os.PathLike, kind: Literal["file", "folder"] =
         raise OutputError("the output path is empty; fix: pass a file or folder name")
     if path.exists():
         if kind == "file" and path.is_dir():
-            raise OutputError(f"output {path} is a folder, expected a file; fix: pass a file path such as "
-                              f"{path / 'out.npz'} or remove the folder")
+            raise OutputError(f"output {path} is a folder, expected a file; fix: pass the path of a file (e.g. "
+                              f"{path / '<name>'}) or remove the folder")
         if kind == "folder" and not path.is_dir():
             raise OutputError(f"output {path} is an existing file, expected a folder; fix: pass a folder path "
                               f"(e.g. {path.with_suffix('')}-out) or remove the file")
@@ -102,6 +103,18 @@ def check_output_path(path: str | os.PathLike, kind: Literal["file", "folder"] =
     if not os.access(anc, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {path}: folder {anc} is not writable; fix: choose a writable folder "
                           f"(--out) or change its permissions")
+    return path
+
+
+def ensure_output_folder(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path`` (and its parents) if needed, after :func:`check_output_path`; any OSError
+    (a read-only file system, root included) becomes OutputError naming the path and the fix."""
+    path = check_output_path(path, "folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the output folder {path} ({exc.strerror or exc}); fix: choose a "
+                          f"writable folder (--out)") from None
     return path
 
 
