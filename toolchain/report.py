@@ -440,7 +440,7 @@ def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
     p = Path(path)
     if p.exists() and not p.is_dir():
         raise SnncError(f"{flag} {p} is an existing file, but this command writes a folder of results there; "
-                        f"pass a folder path (e.g. {p.with_suffix('')}-report)")
+                        "pass the path of a new or existing folder instead")
     parent = p
     while not parent.exists():
         parent = parent.parent
