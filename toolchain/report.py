@@ -343,10 +343,10 @@ def _neuron_index(n: int, neurons: Sequence[int] | None) -> np.ndarray:
 
 
 def plot_raster(rep: VerifyReport, path: Path, sample: int = 0, neurons: Sequence[int] | None = None) -> None:
-    """Spike raster of one sample: the network input, then per layer exact (black dots) and each target (its own
-    marker, colour and a small vertical offset, so that bit-identical targets such as lava-fixed and hw_sim are
-    both visible). ``neurons``: indices shown in every layer (those beyond a layer's size are dropped; default
-    the first 100)."""
+    """Spike raster of one sample: the network input (its spiking pixels, up to 100), then per layer exact (black
+    dots) and each target (its own marker, colour and a small vertical offset, so that bit-identical targets such
+    as lava-fixed and hw_sim are both visible). ``neurons``: indices shown in every layer (those beyond a layer's
+    size are dropped; default the first 100)."""
     import matplotlib.pyplot as plt
 
     layers = [("input", rep.input_times)] if rep.input_times is not None else []
@@ -357,12 +357,16 @@ def plot_raster(rep: VerifyReport, path: Path, sample: int = 0, neurons: Sequenc
     for k, (title, times) in enumerate(layers):
         ax = axes[0][k]
         n = times.shape[1]
-        idx = _neuron_index(n, neurons)
+        if title == "input":  # the inputs that spike in this sample (most pixels of an image are background)
+            idx = np.nonzero(np.isfinite(times[sample]))[0][:DEFAULT_RASTER_NEURONS]
+            title = f"input ({idx.size} spiking pixels shown)"
+        else:
+            idx = _neuron_index(n, neurons)
         row = np.arange(idx.size)
         te = times[sample, idx]
         live = np.isfinite(te)
-        ax.plot(te[live], row[live], "k.", ms=5, label="exact" if title != "input" else "input spikes")
-        if title != "input":
+        ax.plot(te[live], row[live], "k.", ms=5, label="input spikes" if title.startswith("input") else "exact")
+        if not title.startswith("input"):
             l = k - (1 if rep.input_times is not None else 0)
             for c, name in enumerate(targets):
                 tt = rep.target_times[name][l][sample, idx]
