@@ -399,3 +399,13 @@ def test_failed_report_write_leaves_the_earlier_folder_untouched(setup, tmp_path
     (tmp_path / "file").write_text("x")
     with pytest.raises(SnncError, match="existing file"):
         write_report(rep, tmp_path / "file")
+
+
+def test_energy_from_the_hil_device_counters_matches_hw_sim(setup):
+    # hil runs a private loopback device (hw_sim in its own process) and returns the activity counters with the
+    # spikes: the report's energy estimate for it equals hw_sim's
+    net, cn, x, images = setup
+    rep = verify(cn, x, images, ["hw_sim", "hil"])
+    hw, hil = rep.targets
+    assert rep.passed, rep.failed_gates()
+    assert hil.energy is not None and hil.energy == hw.energy and hw.energy["energy_per_sample_nJ"]["mean"] > 0
