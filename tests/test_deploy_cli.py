@@ -101,6 +101,9 @@ def test_run_writes_spikes_and_mse(model, tmp_path, capsys):
     # verify also accepts the compiled file
     rc, out, err = run_cli(capsys, "verify", compiled, "--targets", "exact", *DATA, "--out", tmp_path / "r")
     assert rc == 0 and "exact" in out, err
+    # an --out that is a folder is a clear error before the target runs
+    rc, out, err = run_cli(capsys, "run", compiled, "--target", "exact", *DATA, "--out", tmp_path)
+    assert rc == 2 and "is a folder" in err and "reconstruction MSE" not in out, out + err
 
 
 def test_verify_passes_and_writes_report(model, tmp_path, capsys):
