@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 
 import brian2  # noqa: F401  (imported at collection: Brian2's log handler must not bind to a per-test capsys stream)
@@ -32,6 +33,14 @@ def autoencoder(seed: int = 0, hidden: int = 8, tau: float = 1.0, out_pulse_w: f
 def model(tmp_path_factory):
     path = tmp_path_factory.mktemp("cli") / "model.onnx"
     save_onnx(autoencoder(), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_with_dataset(tmp_path_factory):
+    """A model that records its dataset (and training noise) the way snnc train does."""
+    path = tmp_path_factory.mktemp("cli-meta") / "model.onnx"
+    save_onnx(replace(autoencoder(), metadata={"dataset": "mnist", "hyperparameters": {"noise": 0.4}}), path)
     return path
 
 
@@ -92,6 +101,9 @@ def test_run_writes_spikes_and_mse(model, tmp_path, capsys):
     # verify also accepts the compiled file
     rc, out, err = run_cli(capsys, "verify", compiled, "--targets", "exact", *DATA, "--out", tmp_path / "r")
     assert rc == 0 and "exact" in out, err
+    # an --out that is a folder is a clear error before the target runs
+    rc, out, err = run_cli(capsys, "run", compiled, "--target", "exact", *DATA, "--out", tmp_path)
+    assert rc == 2 and "is a folder" in err and "reconstruction MSE" not in out, out + err
 
 
 def test_verify_passes_and_writes_report(model, tmp_path, capsys):
@@ -116,6 +128,14 @@ def test_verify_exit_1_when_a_gate_fails(tmp_path, capsys):
     assert "gate failed: brian2 layer 1: presence_agreement" in out
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert not data["passed"] and data["targets"][0]["layers"][1]["late"] > 0
+    # the verifier names the remedy and its number; with it the late spikes are seen (hw_sim: fast)
+    (remedy,) = data["targets"][0]["remedies"]
+    assert remedy["flag"] == "--horizon-margin" and f"remedy: brian2: try --horizon-margin {remedy['value']:g}" in out
+    assert "Suggested remedies" in (tmp_path / "r" / "report.md").read_text()
+    rc, out, err = run_cli(capsys, "verify", late, "--targets", "hw_sim", *DATA, "--horizon-margin", remedy["value"],
+                           "--out", tmp_path / "r2")
+    data = json.loads((tmp_path / "r2" / "report.json").read_text())
+    assert all(layer["late"] == 0 for layer in data["targets"][0]["layers"]), out
 
 
 def test_deploy_compiles_runs_and_verifies(model, tmp_path, capsys):
@@ -196,6 +216,15 @@ BAD = [
     (["deploy", "{d}/nan.onnx", "--target", "brian2", *DATA, "--out", "{d}/o"], "NaN"),
     (["run", "{m}", "--target", "exact", *DATA, "--out", "{d}/o/s.npz"], "compile it first"),
     (["run", "{d}/garbage.onnx.npz", "--target", "exact", *DATA, "--out", "{d}/o/s.npz"], "does not exist"),
+    (["verify", "{m}", "--targets", "exact", "--limit", "2", "--out", "{d}/o"], "does not record the dataset"),
+    (["verify", "{m}", "--targets", "exact", *DATA, "--noise", "-1", "--out", "{d}/o"], "--noise"),
+    (["verify", "{m}", "--targets", "exact", *DATA, "--plot-sample", "7", "--out", "{d}/o"], "--plot-sample 7"),
+    (["verify", "{m}", "--targets", "exact", *DATA, "--plot-neurons", "a:b", "--out", "{d}/o"], "--plot-neurons"),
+    (["verify", "{m}", "--targets", "exact", *DATA, "--out", "{d}/small.onnx/o"], "which is a file"),
+    (["deploy", "{m}", "--target", "exact", *DATA, "--out", "{d}/small.onnx"], "existing file"),
+    (["deploy", "{m}", "--targets", "loihi9", *DATA, "--out", "{d}/o"], "in --target;"),
+    (["run", "{d}/small.onnx", "--target", "loihi9", *DATA, "--out", "{d}/o/s.npz"], "in --target;"),
+    (["compile", "{m}", "--out", "{d}"], "is a folder"),
 ]
 
 
@@ -207,3 +236,87 @@ def test_bad_input_exits_2_before_running(argv, needle, model, tmp_path, capsys)
     assert rc == 2, out + err
     assert "snnc: error:" in err and needle in err, err
     assert not (tmp_path / "o").exists()  # nothing ran, nothing was written
+
+
+# ---- options, progress, report contents, failed deploys (issue D, sections 3-5) --------------------------------------
+
+def test_every_flag_has_help_and_version(capsys):
+    from toolchain.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, __import__("argparse")._SubParsersAction))
+    for cmd in ("compile", "run", "verify", "deploy"):
+        for action in sub.choices[cmd]._actions:
+            assert action.help, f"snnc {cmd} {action.option_strings or action.dest} has no help text"
+    # the same option names everywhere: --target and --targets are accepted by run, verify and deploy
+    for cmd in ("run", "verify", "deploy"):
+        opts = {o for a in sub.choices[cmd]._actions for o in a.option_strings}
+        assert {"--target", "--targets", "--dataset", "--split", "--limit", "--data-dir", "--noise"} <= opts, cmd
+    rc, out, err = run_cli(capsys, "--version")
+    assert rc == 0 and out.startswith("snnc 0.") and "lava-nc" in out and "brian2" in out and "python" in out
+
+
+def test_dataset_from_metadata_progress_and_report_contents(model_with_dataset, tmp_path, capsys):
+    import csv
+    import hashlib
+
+    out_dir = tmp_path / "rep"
+    rc, out, err = run_cli(capsys, "verify", model_with_dataset, "--target", "hw_sim,exact", "--limit", 3,
+                           "--plot-sample", 1, "--plot-neurons", "0:5", "--out", out_dir)
+    assert rc in (0, 1), out + err
+    assert "verify: [1/2] hw_sim: running 3 samples" in err and "verify: [2/2] exact" in err  # progress on stderr
+    assert "energy" in out and "nJ/sample" in out
+    data = json.loads((out_dir / "report.json").read_text())
+    ctx = data["context"]
+    assert (ctx["dataset"], ctx["split"], ctx["noise"], ctx["trained_noise"]) == ("mnist", "test", 0.0, 0.4)
+    assert ctx["model_sha256"] == hashlib.sha256(model_with_dataset.read_bytes()).hexdigest()
+    assert ctx["encoding"] == "latency" and data["steps_per_unit"] == DEFAULT_STEPS_PER_UNIT
+    assert {"snnc", "lava-nc", "brian2", "numpy", "python"} <= set(data["versions"])
+    assert data["resources"]["cores"] > 0 and data["targets"][0]["energy"]["energy_per_sample_nJ"]["mean"] > 0
+    md = (out_dir / "report.md").read_text()
+    assert "mnist" in md and ctx["model_sha256"] in md and "model trained with noise 0.4" in md
+    assert [r["target"] for r in csv.DictReader(open(out_dir / "summary.csv"))] == ["exact", "hw_sim", "exact"]
+    assert (out_dir / "summary.tex").read_text().count("\\\\") == 4
+    assert (out_dir / "reconstructions.png").stat().st_size > 0
+    # --quiet: no progress; --noise: noisy inputs, recorded
+    rc, out, err = run_cli(capsys, "verify", model_with_dataset, "--targets", "exact", "--limit", 2, "--quiet",
+                           "--noise", 0.1, "--seed", 3, "--out", tmp_path / "q")
+    assert rc == 0 and "verify:" not in err, err
+    ctx = json.loads((tmp_path / "q" / "report.json").read_text())["context"]
+    assert ctx["noise"] == 0.1 and ctx["noise_seed"] == 3
+    # run and deploy take the dataset from the model too
+    rc, out, err = run_cli(capsys, "compile", model_with_dataset, "--out", tmp_path / "c.npz")
+    rc, out, err = run_cli(capsys, "run", tmp_path / "c.npz", "--targets", "exact", "--limit", 2)
+    assert rc == 0 and (tmp_path / "c.exact.mnist.spikes.npz").is_file(), err
+
+
+def test_failed_deploy_leaves_an_earlier_deploy_untouched(model, tmp_path, capsys):
+    import socket
+
+    out_dir = tmp_path / "dep"
+    rc, out, err = run_cli(capsys, "deploy", model, "--target", "hw_sim", *DATA, "-S", 16, "--out", out_dir)
+    assert rc in (0, 1), out + err
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    assert "compiled.npz" in before and "report.json" in before
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    rc, out, err = run_cli(capsys, "deploy", model, "--target", "hil", "-o", f"hil.port={port}", "-o", "hil.retries=0",
+                           *DATA, "-S", 32, "--out", out_dir)
+    assert rc == 2 and "cannot connect" in err, out + err
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dep"]  # no staging debris
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_read_only_out_is_a_clear_error(model, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        for argv in (["verify", model, "--targets", "exact", *DATA, "--out", ro / "r"],
+                     ["compile", model, "--out", ro / "c.npz"]):
+            rc, out, err = run_cli(capsys, *argv)
+            assert rc == 2 and "not writable" in err, err
+    finally:
+        ro.chmod(0o755)

@@ -38,6 +38,15 @@ datasets are read from $SNNC_DATA (or --data-dir); without either the bundled su
 """
 
 
+def version_text() -> str:
+    """'snnc X.Y.Z' plus the backends' versions (lava-nc, brian2, numpy, python)."""
+    from toolchain.verifier import tool_versions
+
+    v = tool_versions()
+    rest = ", ".join(f"{k} {v[k] or 'not installed'}" for k in ("lava-nc", "brian2", "numpy", "python"))
+    return f"snnc {v['snnc'] or 'unknown'} ({rest})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="snnc",
@@ -45,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="store_true", help="print the versions of snnc and its backends")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         try:
@@ -58,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["--version"]:  # before the subcommand is required
+        print(version_text())
+        return 0
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

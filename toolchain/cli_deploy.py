@@ -1,9 +1,14 @@
 """``snnc compile | run | verify | deploy``: compile an ONNX model, run it on a target, verify spike times.
 
     snnc compile MODEL.onnx [--steps-per-unit S] [--out compiled.npz]
-    snnc run COMPILED.npz --target T --dataset D [--limit N] [--out spikes.npz]
-    snnc verify MODEL.onnx --targets lava-fixed,lava-float,brian2 --dataset mnist --limit N [--out DIR]
-    snnc deploy MODEL.onnx --target T --dataset D [--limit N] [--out DIR]
+    snnc run COMPILED.npz --target T [--dataset D] [--limit N] [--out spikes.npz]
+    snnc verify MODEL.onnx --targets lava-fixed,lava-float,brian2 [--dataset D] [--limit N] [--out DIR]
+    snnc deploy MODEL.onnx --target T [--dataset D] [--limit N] [--out DIR]
+
+``--dataset`` defaults to the dataset the model records (ONNX metadata ``snnc.meta.dataset``, written by
+``snnc train``; kept in compiled.npz). ``--target`` and ``--targets`` are the same option (``run`` and ``deploy``
+take one target, ``verify`` a comma-separated list). ``verify`` and ``deploy`` print progress per target to
+stderr (``--quiet``: none).
 
 Backend options: ``--brian2-dt``, ``--brian2-codegen`` and, for any target, ``-o TARGET.KEY=VALUE``
 (e.g. ``-o lava-fixed.chunk_size=50``, ``-o hil.port=7341``).
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -24,6 +30,7 @@ import numpy as np
 from toolchain.errors import ArtifactError, DataError
 
 DEFAULT_LIMIT = 100
+DATASETS = ("mnist", "fashion-mnist")
 
 
 # ---- hooks and helpers --------------------------------------------------------------------------------------------
@@ -96,12 +103,26 @@ def _compile_args(p: argparse.ArgumentParser) -> None:
 
 
 def _data_args(p: argparse.ArgumentParser, limit_default: int | None = DEFAULT_LIMIT) -> None:
-    p.add_argument("--dataset", required=True, choices=("mnist", "fashion-mnist"))
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--dataset", default=None, choices=DATASETS,
+                   help="images to run (default: the dataset the model records, from snnc train)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"), help="dataset split (default test)")
     p.add_argument("--data-dir", default=None,
                    help="folder with mnist/ and fashion-mnist/ (default $SNNC_DATA; neither: the bundled subset)")
     p.add_argument("--limit", type=int, default=limit_default,
                    help=f"use the first N images of the split (default {limit_default})")
+    p.add_argument("--noise", type=float, default=0.0,
+                   help="input spike-time noise eta, time units: t + eta r, r ~ N(noise_mean, 1) with the model's "
+                        "noise_mean (default 0: noise-free inputs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the input noise (default 0)")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--margin", type=float, default=None, help="near-threshold margin, relative (default 0.02)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--plot-sample", type=int, default=0,
+                   help="sample shown in raster.png and first of reconstructions.png (default 0)")
+    p.add_argument("--plot-neurons", default=None, metavar="LIST",
+                   help="neurons shown in raster.png, every layer: START:STOP or i,j,k (default the first 100)")
 
 
 def _target_args(p: argparse.ArgumentParser) -> None:
@@ -181,8 +202,23 @@ def load_model(path: str, args) -> "object":
     return compile_file(p, **_compile_kwargs(args))
 
 
+def dataset_of(cn, args) -> str:
+    """``--dataset``, else the dataset the model records (``snnc train`` writes it into the ONNX metadata)."""
+    if getattr(args, "dataset", None):
+        return args.dataset
+    recorded = cn.source.metadata.get("dataset")
+    if recorded in DATASETS:
+        return recorded
+    if recorded:
+        raise DataError(f"the model records dataset {recorded!r}, which this command cannot load; pass --dataset "
+                        f"({' or '.join(DATASETS)})")
+    raise DataError(f"the model does not record the dataset it was trained on; pass --dataset "
+                    f"({' or '.join(DATASETS)})")
+
+
 def load_inputs(cn, args) -> tuple[np.ndarray, np.ndarray]:
-    """Dataset images (N, 784) in [0, 1] and their input spike times, checked against the network's shape."""
+    """Dataset images (N, 784) in [0, 1] and their input spike times (time units, ``--noise`` added), checked
+    against the network's shape. Sets ``args.dataset`` (from the model when not given) and ``args.data_source``."""
     from models.datasets import load_dataset
     from models.encoding import latency_encode
 
@@ -191,7 +227,12 @@ def load_inputs(cn, args) -> tuple[np.ndarray, np.ndarray]:
         raise ArtifactError(f"the model uses input encoding {src.encoding!r}; this command supports 'latency'")
     if args.limit is not None and args.limit < 1:
         raise DataError(f"--limit must be a positive number of images, got {args.limit}")
+    noise = float(getattr(args, "noise", 0.0) or 0.0)
+    if not (noise >= 0.0 and np.isfinite(noise)):
+        raise DataError(f"--noise must be a finite number >= 0 (time units), got {noise}")
+    args.dataset = dataset_of(cn, args)
     ds = load_dataset(args.dataset, args.split, data_dir=args.data_dir, limit=args.limit)
+    args.data_source = ds.source
     n_px = ds.images.shape[1]
     if src.layers[0].n_in != n_px:
         raise DataError(f"the model has {src.layers[0].n_in} inputs but {args.dataset} images have {n_px} pixels; "
@@ -200,16 +241,85 @@ def load_inputs(cn, args) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"the model has {src.layers[-1].n_out} outputs but reconstructing {args.dataset} needs "
                         f"{n_px}; use an autoencoder (784-...-784)")
     images = np.asarray(ds.images, dtype=np.float64)
+    if noise > 0:
+        rng = np.random.default_rng(getattr(args, "seed", 0))
+        noise_mean = float(src.metadata.get("noise_mean", 1.0))
+        return images, latency_encode(images, noise, noise_mean, rng)
     return images, latency_encode(images)
 
 
-def _single_target(text: str) -> str:
-    from targets.registry import parse_target_list
+def check_out_file(path: Path, flag: str = "--out") -> Path:
+    """An output file path: not an existing folder, under a writable folder (checked before anything runs)."""
+    from toolchain.errors import SnncError
+
+    if path.is_dir():
+        raise SnncError(f"{flag} {path} is a folder, but this command writes one file; pass a file name such as "
+                        f"{path / 'out.npz'}")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SnncError(f"{flag} {path} lies under {parent}, which is a file; pass a path under a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SnncError(f"{flag} {path}: {parent} is not writable; pass a path in a folder you can write to")
+    return path
+
+
+def _parse_neurons(text: str | None) -> list[int] | None:
+    from toolchain.errors import SnncError
+
+    if not text:
+        return None
+    try:
+        if ":" in text:
+            a, _, b = text.partition(":")
+            out = list(range(int(a or 0), int(b)))
+        else:
+            out = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        out = []
+    if not out or min(out) < 0:
+        raise SnncError(f"--plot-neurons {text!r} is not START:STOP or a list i,j,k of neuron indices >= 0; "
+                        f"e.g. --plot-neurons 0:50")
+    return out
+
+
+def _context(cn, args, model_path: Path) -> dict:
+    """What a report says was verified: dataset, split, noise, encoding, model file and its sha256."""
+    from toolchain.artifact import model_hash
+
+    meta = cn.source.metadata
+    return {
+        "dataset": args.dataset, "dataset_source": getattr(args, "data_source", None), "split": args.split,
+        "limit": args.limit, "noise": float(getattr(args, "noise", 0.0) or 0.0),
+        "noise_seed": getattr(args, "seed", None) if getattr(args, "noise", 0.0) else None,
+        "trained_noise": (meta.get("hyperparameters") or {}).get("noise"),
+        "trained_dataset": meta.get("dataset"), "encoding": cn.source.encoding,
+        "model": str(model_path), "model_sha256": model_hash(model_path),
+    }
+
+
+def target_names(text: str, flag: str) -> list[str]:
+    """'lava-fixed, brian2' -> ['lava-fixed', 'brian2'], every name checked; errors name ``flag``."""
+    from targets.registry import TARGETS
     from toolchain.errors import TargetError
 
-    names = parse_target_list(text)
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise TargetError(f"no target given; e.g. {flag} lava-fixed")
+    for n in names:
+        if n not in TARGETS:
+            raise TargetError(f"unknown target {n!r} in {flag}; choose from: {', '.join(TARGETS)}")
+    return names
+
+
+def _single_target(text: str, command: str) -> str:
+    from toolchain.errors import TargetError
+
+    names = target_names(text, "--target")
     if len(names) != 1:
-        raise TargetError(f"--target takes one target, got {', '.join(names)}; use `snnc verify --targets` for several")
+        raise TargetError(f"`snnc {command} --target` takes one target, got {', '.join(names)}; use `snnc verify "
+                          f"--targets {','.join(names)}` for several")
     return names[0]
 
 
@@ -227,8 +337,8 @@ def _cmd_compile(args) -> int:
     from toolchain.compiler import compile_file
 
     model = Path(args.model)
+    out = check_out_file(Path(args.out) if args.out else model.with_name(model.stem + ".compiled.npz"))
     cn = compile_file(model, **_compile_kwargs(args))
-    out = Path(args.out) if args.out else model.with_name(model.stem + ".compiled.npz")
     save_compiled(cn, out)
     print(compile_summary(cn))
     table = resource_table_hook(cn)
@@ -244,21 +354,22 @@ def _cmd_run(args) -> int:
     from toolchain.atomic import atomic_path
     from toolchain.compiled_io import load_compiled
 
-    name = _single_target(args.target)
+    name = _single_target(args.target, "run")
     p = Path(args.compiled)
     if p.suffix == ".onnx":
         raise ArtifactError(f"{p} is an ONNX model; compile it first (`snnc compile {p}`) or use `snnc deploy`")
     cn = load_compiled(p)
     target = _make_targets([name], _target_options(args))[name]
     images, times = load_inputs(cn, args)
+    out = check_out_file(Path(args.out) if args.out else p.with_name(f"{p.stem}.{name}.{args.dataset}.spikes.npz"))
     res = target.run(cn, times)
     mse = reconstruction_mse(res.times[-1], images, cn.source.latency)
-    out = Path(args.out) if args.out else p.with_name(f"{p.stem}.{name}.{args.dataset}.spikes.npz")
     arrays = {f"layer{l}.times": t for l, t in enumerate(res.times)}
     if res.columns is not None:
         arrays.update({f"layer{l}.columns": c for l, c in enumerate(res.columns)})
     meta = {"target": name, "dataset": args.dataset, "split": args.split, "n_samples": int(times.shape[0]),
-            "mse": mse, "wall_s": res.wall_s, "info": res.info, "time_unit": "model time units, inf = no spike"}
+            "noise": args.noise, "mse": mse, "wall_s": res.wall_s, "info": res.info,
+            "time_unit": "model time units, inf = no spike"}
     arrays["meta"] = np.array(json.dumps(meta, default=str))
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as f:
@@ -269,52 +380,81 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _verify_and_report(cn, names: list[str], args, out_dir: Path, results: dict | None = None) -> int:
+def _progress(args):
+    if getattr(args, "quiet", False):
+        return None
+
+    def say(msg: str) -> None:
+        print(f"verify: {msg}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _verify_and_report(cn, names: list[str], args, out_dir: Path, model_path: Path,
+                       extra: dict | None = None) -> int:
+    """Load the data, verify ``names``, write the report folder (with ``extra`` files) at the end, print a
+    summary; 0 when every gate passed, 1 otherwise. Nothing is written when anything fails before."""
     from toolchain.report import write_report
     from toolchain.verifier import DEFAULT_MARGIN, verify
 
     options = _target_options(args)
+    neurons = _parse_neurons(args.plot_neurons)
     images, times = load_inputs(cn, args)
+    if not 0 <= args.plot_sample < times.shape[0]:
+        raise DataError(f"--plot-sample {args.plot_sample} is outside the {times.shape[0]} samples; pass 0.."
+                        f"{times.shape[0] - 1}")
     rep = verify(cn, times, images, names, margin=args.margin if args.margin is not None else DEFAULT_MARGIN,
-                 target_options=options, results=results)
-    path = write_report(rep, out_dir)
+                 target_options=options, context=_context(cn, args, model_path), progress=_progress(args))
+    path = write_report(rep, out_dir, sample=args.plot_sample, neurons=neurons, extra=extra)
     for t in rep.targets:
-        worst = max((s.dt_p99_steps for s in t.layers), default=0.0)
+        worst = max((s.dt_p99 for s in t.layers), default=0.0)
         mse = "-" if t.mse is None else f"{t.mse:.5f}"
-        print(f"{t.target:<11} {'PASS' if t.passed else 'FAIL'}  MSE {mse}  worst-layer p99 |dt| "
-              f"{worst:.3g} steps  {t.wall_s / max(rep.n_samples, 1):.4g} s/sample")
+        rel = "" if t.mse_rel is None else f" ({100 * t.mse_rel:+.2f} % vs exact)"
+        energy = ""
+        if t.energy and "energy_per_sample_nJ" in t.energy:
+            energy = f"  energy {t.energy['energy_per_sample_nJ']['mean']:.4g} nJ/sample (estimate)"
+        print(f"{t.target:<11} {'PASS' if t.passed else 'FAIL'}  MSE {mse}{rel}  worst-layer p99 |dt| "
+              f"{worst:.3g} time units ({worst * rep.steps_per_unit:.3g} steps)  "
+              f"{t.wall_s / max(rep.n_samples, 1):.4g} s/sample{energy}")
+    for w in rep.warnings:
+        print(f"  WARNING: {w}")
     for g in rep.failed_gates():
         print(f"  gate failed: {g}")
+    for r in rep.remedies():
+        print(f"  remedy: {r}")
     print(f"report: {path}")
     return 0 if rep.passed else 1
 
 
 def _cmd_verify(args) -> int:
-    from targets.registry import parse_target_list
+    from toolchain.report import check_out_dir
 
-    names = parse_target_list(args.targets)
+    names = target_names(args.targets, "--targets")
+    out = check_out_dir(Path(args.out) if args.out else Path("runs") / f"verify-{Path(args.model).stem}")
     cn = load_model(args.model, args)
-    out = Path(args.out) if args.out else Path("runs") / f"verify-{Path(args.model).stem}"
-    return _verify_and_report(cn, names, args, out)
+    return _verify_and_report(cn, names, args, out, Path(args.model))
 
 
 def _cmd_deploy(args) -> int:
     from toolchain.compiled_io import save_compiled
+    from toolchain.report import check_out_dir
 
-    name = _single_target(args.target)
+    name = _single_target(args.target, "deploy")
     model = Path(args.model)
+    out = check_out_dir(Path(args.out) if args.out else Path("runs") / f"deploy-{model.stem}-{name}")
     cn = load_model(args.model, args)
-    out = Path(args.out) if args.out else Path("runs") / f"deploy-{model.stem}-{name}"
     _make_targets([name], _target_options(args))
-    load_inputs(cn, args)  # dataset/shape problems surface before compiling to disk or running
+    load_inputs(cn, args)  # dataset/shape problems surface before running
     print(compile_summary(cn))
     table = resource_table_hook(cn)
     if table:
         print(table)
-    if model.suffix != ".npz":
-        save_compiled(cn, out / "compiled.npz")
+    # compiled.npz is written with the report, after the target ran: a failed run leaves `out` as it was
+    extra = {} if model.suffix == ".npz" else {"compiled.npz": lambda path: save_compiled(cn, path)}
+    rc = _verify_and_report(cn, [name], args, out, model, extra=extra)
+    if extra:
         print(f"wrote {out / 'compiled.npz'}")
-    return _verify_and_report(cn, [name], args, out)
+    return rc
 
 
 def register(subparsers) -> None:
@@ -330,32 +470,37 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("run", help="run a compiled network on a target; writes spike times and MSE",
                               description=__doc__, formatter_class=fmt)
     p.add_argument("compiled", help="compiled.npz from snnc compile")
-    p.add_argument("--target", required=True, help="exact, lava-float, lava-fixed, brian2, hw_sim, hil")
+    p.add_argument("--target", "--targets", dest="target", required=True,
+                   help="one target: exact, lava-float, lava-fixed, brian2, hw_sim, hil")
     _data_args(p)
     _target_args(p)
-    p.add_argument("--out", default=None, help="output .npz with per-layer spike times (time units) and columns")
+    p.add_argument("--out", default=None, help="output .npz with per-layer spike times (time units) and columns "
+                                               "(default <compiled>.<target>.<dataset>.spikes.npz)")
     p.set_defaults(func=_cmd_run)
 
     p = subparsers.add_parser("verify", help="compare targets with the exact model; exit 1 when a gate fails",
                               description=__doc__, formatter_class=fmt)
     p.add_argument("model", help="model.onnx (compiled with the options below) or compiled.npz")
-    p.add_argument("--targets", required=True, help="comma-separated, e.g. lava-fixed,lava-float,brian2")
+    p.add_argument("--targets", "--target", dest="targets", required=True,
+                   help="comma-separated targets, e.g. lava-fixed,lava-float,brian2,hw_sim")
     _compile_args(p)
     _data_args(p)
     _target_args(p)
-    p.add_argument("--margin", type=float, default=None, help="near-threshold margin, relative (default 0.02)")
+    _report_args(p)
     p.add_argument("--out", default=None, help="report folder (default runs/verify-<model>)")
     p.set_defaults(func=_cmd_verify)
 
     p = subparsers.add_parser("deploy", help="compile + run + verify one target in one step",
                               description=__doc__, formatter_class=fmt)
-    p.add_argument("model", help="model.onnx")
-    p.add_argument("--target", required=True, help="lava-fixed, lava-float, brian2, hw_sim, ...")
+    p.add_argument("model", help="model.onnx or compiled.npz")
+    p.add_argument("--target", "--targets", dest="target", required=True,
+                   help="one target: lava-fixed, lava-float, brian2, hw_sim, hil, exact")
     _compile_args(p)
     _data_args(p)
     _target_args(p)
-    p.add_argument("--margin", type=float, default=None, help="near-threshold margin, relative (default 0.02)")
-    p.add_argument("--out", default=None, help="output folder (default runs/deploy-<model>-<target>)")
+    _report_args(p)
+    p.add_argument("--out", default=None, help="output folder: compiled.npz and the report "
+                                               "(default runs/deploy-<model>-<target>)")
     p.set_defaults(func=_cmd_deploy)
 
 
