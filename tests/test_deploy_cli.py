@@ -220,7 +220,7 @@ BAD = [
     (["verify", "{m}", "--targets", "exact", *DATA, "--noise", "-1", "--out", "{d}/o"], "--noise"),
     (["verify", "{m}", "--targets", "exact", *DATA, "--plot-sample", "7", "--out", "{d}/o"], "--plot-sample 7"),
     (["verify", "{m}", "--targets", "exact", *DATA, "--plot-neurons", "a:b", "--out", "{d}/o"], "--plot-neurons"),
-    (["verify", "{m}", "--targets", "exact", *DATA, "--out", "{d}/small.onnx/o"], "which is a file"),
+    (["verify", "{m}", "--targets", "exact", *DATA, "--out", "{d}/small.onnx/o"], "is a file, not a folder"),
     (["deploy", "{m}", "--target", "exact", *DATA, "--out", "{d}/small.onnx"], "existing file"),
     (["deploy", "{m}", "--targets", "loihi9", *DATA, "--out", "{d}/o"], "in --target;"),
     (["run", "{d}/small.onnx", "--target", "loihi9", *DATA, "--out", "{d}/o/s.npz"], "in --target;"),

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from toolchain.atomic import check_output_path
 from toolchain.errors import ArtifactError, DataError
 
 DEFAULT_LIMIT = 100
@@ -248,23 +249,6 @@ def load_inputs(cn, args) -> tuple[np.ndarray, np.ndarray]:
     return images, latency_encode(images)
 
 
-def check_out_file(path: Path, flag: str = "--out") -> Path:
-    """An output file path: not an existing folder, under a writable folder (checked before anything runs)."""
-    from toolchain.errors import SnncError
-
-    if path.is_dir():
-        raise SnncError(f"{flag} {path} is a folder, but this command writes one file; pass a file name such as "
-                        f"{path / 'out.npz'}")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise SnncError(f"{flag} {path} lies under {parent}, which is a file; pass a path under a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SnncError(f"{flag} {path}: {parent} is not writable; pass a path in a folder you can write to")
-    return path
-
-
 def _parse_neurons(text: str | None) -> list[int] | None:
     from toolchain.errors import SnncError
 
@@ -337,7 +321,8 @@ def _cmd_compile(args) -> int:
     from toolchain.compiler import compile_file
 
     model = Path(args.model)
-    out = check_out_file(Path(args.out) if args.out else model.with_name(model.stem + ".compiled.npz"))
+    out = check_output_path(Path(args.out) if args.out else model.with_name(model.stem + ".compiled.npz"),
+                            "file")
     cn = compile_file(model, **_compile_kwargs(args))
     save_compiled(cn, out)
     print(compile_summary(cn))
@@ -361,7 +346,8 @@ def _cmd_run(args) -> int:
     cn = load_compiled(p)
     target = _make_targets([name], _target_options(args))[name]
     images, times = load_inputs(cn, args)
-    out = check_out_file(Path(args.out) if args.out else p.with_name(f"{p.stem}.{name}.{args.dataset}.spikes.npz"))
+    default = p.with_name(f"{p.stem}.{name}.{args.dataset}.spikes.npz")
+    out = check_output_path(Path(args.out) if args.out else default, "file")
     res = target.run(cn, times)
     mse = reconstruction_mse(res.times[-1], images, cn.source.latency)
     arrays = {f"layer{l}.times": t for l, t in enumerate(res.times)}
@@ -427,21 +413,21 @@ def _verify_and_report(cn, names: list[str], args, out_dir: Path, model_path: Pa
 
 
 def _cmd_verify(args) -> int:
-    from toolchain.report import check_out_dir
 
     names = target_names(args.targets, "--targets")
-    out = check_out_dir(Path(args.out) if args.out else Path("runs") / f"verify-{Path(args.model).stem}")
+    default = Path("runs") / f"verify-{Path(args.model).stem}"
+    out = check_output_path(Path(args.out) if args.out else default, "folder")
     cn = load_model(args.model, args)
     return _verify_and_report(cn, names, args, out, Path(args.model))
 
 
 def _cmd_deploy(args) -> int:
     from toolchain.compiled_io import save_compiled
-    from toolchain.report import check_out_dir
 
     name = _single_target(args.target, "deploy")
     model = Path(args.model)
-    out = check_out_dir(Path(args.out) if args.out else Path("runs") / f"deploy-{model.stem}-{name}")
+    default = Path("runs") / f"deploy-{model.stem}-{name}"
+    out = check_output_path(Path(args.out) if args.out else default, "folder")
     cn = load_model(args.model, args)
     _make_targets([name], _target_options(args))
     load_inputs(cn, args)  # dataset/shape problems surface before running

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.atomic import atomic_write_bytes, atomic_write_text
+from toolchain.atomic import atomic_write_bytes, atomic_write_text, check_output_path, ensure_output_folder
 from toolchain.errors import SnncError
 from toolchain.verifier import TargetReport, VerifyReport
 
@@ -438,30 +438,13 @@ def plot_reconstructions(rep: VerifyReport, path: Path, n: int = 6, first: int =
 
 # ---- the folder ----------------------------------------------------------------------------------------------------
 
-def check_out_dir(path: str | os.PathLike, flag: str = "--out") -> Path:
-    """A folder a command may write into: not an existing file, its nearest existing ancestor writable.
-    Raises SnncError naming the problem and the fix; called before anything runs."""
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise SnncError(f"{flag} {p} is an existing file, but this command writes a folder of results there; "
-                        "pass the path of a new or existing folder instead")
-    parent = p
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir():
-        raise SnncError(f"{flag} {p} lies under {parent}, which is a file; pass a path under a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise SnncError(f"{flag} {p}: {parent} is not writable; pass a folder you can write to")
-    return p
-
-
 @contextlib.contextmanager
 def staged_dir(out: Path) -> Iterator[Path]:
     """A temporary folder beside ``out``; on success its files replace those in ``out`` (``report.json`` last),
     on failure it is removed and ``out`` stays as it was."""
     out = Path(out)
-    check_out_dir(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_output_folder(out.parent)
+    check_output_path(out, "folder")
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".staging", dir=out.parent))
     try:
         yield stage
