@@ -99,6 +99,15 @@ def _show(value, limit: int = 60) -> str:
     return f"{type(value).__name__} {text}"
 
 
+def _echo(header: dict | None) -> dict:
+    """The ``id`` and ``cmd`` of a request as its reply echoes them: only when they are an int / a string (a
+    peer's NaN, list or huge object is not sent back), else null."""
+    header = header if isinstance(header, dict) else {}
+    rid, cmd = header.get("id"), header.get("cmd")
+    return {"id": rid if isinstance(rid, int) and not isinstance(rid, bool) else None,
+            "cmd": cmd if isinstance(cmd, str) and len(cmd) <= 64 else None}
+
+
 def _batch_id(header: dict, cmd: str) -> str:
     batch = header.get("batch")
     if not isinstance(batch, str) or not batch or len(batch) > MAX_BATCH_ID:
@@ -262,16 +271,26 @@ class DeviceServer:
         return self._stopping.is_set() or self._parent_gone()
 
     @staticmethod
-    def _error_reply(conn: socket.socket, header: dict | None, exc: Exception) -> None:
-        """Best effort: tell the peer why its message is refused (before the connection is closed)."""
-        header = header if isinstance(header, dict) else {}
+    def _refuse_and_close(conn: socket.socket, header: dict | None, exc: Exception) -> None:
+        """Best effort: tell the peer why its message is refused, then end the connection gracefully (our FIN
+        first, then drain what the peer still sends for up to 1 s, so that the kernel does not answer unread
+        bytes with a reset that could destroy the error reply before the peer reads it)."""
         reply = {"ok": False, "error": type(exc).__name__ if isinstance(exc, SnncError) else "DeviceError",
-                 "message": str(exc), "id": header.get("id"), "cmd": header.get("cmd")}
+                 "message": str(exc), **_echo(header)}
         if reply["error"] == "ProtocolError":
             reply["error"] = "DeviceError"
         try:
-            conn.settimeout(min(5.0, conn.gettimeout() or 5.0))
+            conn.settimeout(5.0)
             send_message(conn, reply)
+            conn.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + 1.0
+            drained = 0
+            while drained < (1 << 20) and (left := deadline - time.monotonic()) > 0:
+                conn.settimeout(left)
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                drained += len(chunk)
         except (OSError, SnncError):
             pass
 
@@ -287,8 +306,7 @@ class DeviceServer:
             reply, out = {"ok": False, "error": "DeviceError",
                           "message": f"internal device error in {header.get('cmd')!r}: "
                                      f"{type(exc).__name__}: {exc}"}, b""
-        reply["id"] = header.get("id")
-        reply["cmd"] = header.get("cmd")
+        reply.update(_echo(header))
         return reply, out
 
     def serve_session(self, conn: socket.socket, peer: str = "client") -> None:
@@ -316,7 +334,7 @@ class DeviceServer:
                     return
                 except ProtocolError as exc:
                     _log(f"{peer}: closing after a malformed message: {exc}")
-                    self._error_reply(conn, exc.header, exc)
+                    self._refuse_and_close(conn, exc.header, exc)
                     return
                 except OSError as exc:
                     _log(f"{peer}: connection error: {exc}")
@@ -347,7 +365,7 @@ class DeviceServer:
             except OSError:
                 return
             _log(f"{peer}: refused: {self.max_clients} clients connected (--max-clients)")
-            self._error_reply(conn, header, DeviceError(
+            self._refuse_and_close(conn, header, DeviceError(
                 f"the device is busy: it serves at most {self.max_clients} clients at a time and all are "
                 f"connected; retry later, close idle connections, or start the device with a larger "
                 f"--max-clients"))
@@ -378,10 +396,12 @@ class DeviceServer:
                     conn, addr = self.sock.accept()
                 except TimeoutError:
                     continue
-                except OSError:
+                except OSError as exc:
                     if self._stopping.is_set():
                         break
-                    raise
+                    _log(f"accept failed ({exc}); retrying")     # e.g. out of file descriptors: keep serving
+                    time.sleep(POLL_S)
+                    continue
                 peer = f"client {addr[0]}:{addr[1]}"
                 conn.setblocking(True)
                 if self._slots.acquire(blocking=False):

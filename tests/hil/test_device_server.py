@@ -198,6 +198,10 @@ def test_malformed_requests_get_error_replies_and_the_connection_is_kept(device,
         s.sendall(_frame({"proto": PROTO, "payload_bytes": 0, "id": "seven", "cmd": "ping"}))
         reply, _ = recv_message(s)
         assert reply["ok"] is False and "'id' must be an integer" in reply["message"]
+        s.sendall(_frame({"proto": PROTO, "payload_bytes": 0, "id": float("nan"), "cmd": ["x"] * 1000}))
+        reply, _ = recv_message(s)                             # nothing unsafe is echoed back
+        assert reply["ok"] is False and reply["id"] is None and reply["cmd"] is None
+        assert "'id' must be an integer" in reply["message"]
         s.sendall(_frame({"proto": PROTO, "payload_bytes": 0, "id": 2, "cmd": 5}))
         reply, _ = recv_message(s)
         assert reply["ok"] is False and reply["id"] == 2 and "unknown command int 5" in reply["message"]
@@ -210,6 +214,7 @@ def test_malformed_requests_get_error_replies_and_the_connection_is_kept(device,
 
 @pytest.mark.parametrize("raw, words, echoed_id", [
     (b"\xff\xff\xff\xff", "header length 4294967295 is outside", None),
+    (b"\x00\x00\x00\x00" + b"junk" * 50000, "header length 0 is outside", None),   # the reply survives the junk
     (struct.pack(">I", 2) + b"[]", "header protocol is 'list'", None),
     (struct.pack(">I", 5) + b"{\"a\":", "not valid UTF-8 JSON", None),
     (_frame({"proto": "snnc-hil/0", "id": 4, "cmd": "ping"}), "header protocol is 'snnc-hil/0'", 4),
