@@ -7,7 +7,9 @@ exit). Inputs go to the device in batches; each batch comes back whole or the ru
 failed run are kept client-side, so calling ``run`` again with the same network and inputs resumes at the failed
 batch: earlier results are never lost or recomputed. A completed run keeps nothing (a repeated run runs again).
 A lost connection is re-established (``retries`` times per batch; an owned device that died is restarted);
-timeouts are not retried.
+timeouts are not retried. Each connection holds its own network on the device; a connection that the device
+closed for idleness (``snnc device serve --idle-timeout``) is noticed before the next batch and re-opened (and the
+network loaded again) without using up a retry.
 """
 from __future__ import annotations
 

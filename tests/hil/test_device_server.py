@@ -50,6 +50,15 @@ def _closed_by_peer_within(sock: socket.socket, limit: float) -> float:
         assert time.monotonic() - t0 < limit
 
 
+def _wait_until_dropped(client: DeviceClient) -> float:
+    """Seconds until the device closes ``client``'s idle connection (bounded: IDLE_S + 8 s)."""
+    t0 = time.monotonic()
+    while not client.stale():
+        assert time.monotonic() - t0 < IDLE_S + 8, "the device did not drop an idle connection"
+        time.sleep(0.05)
+    return time.monotonic() - t0
+
+
 def _frame(header: dict) -> bytes:
     raw = json.dumps(header).encode()
     return struct.pack(">I", len(raw)) + raw
@@ -122,8 +131,7 @@ def test_hil_target_reconnects_after_the_device_dropped_its_idle_connection(devi
     with HilTarget(host=device.host, port=device.port, timeout=20, retries=0) as t:
         first = t.run(small_net, inputs[:4])
         sock = t.client.sock
-        time.sleep(IDLE_S + 1.0)                    # the device drops the idle connection
-        assert t.client.stale()
+        assert IDLE_S - 1.0 < _wait_until_dropped(t.client)     # the device drops the idle connection
         again = t.run(small_net, inputs[:4])        # retries=0: no retry was needed, it reconnected first
         assert t.client.sock is not sock
         for x, y in zip(first.columns, again.columns):
@@ -131,7 +139,7 @@ def test_hil_target_reconnects_after_the_device_dropped_its_idle_connection(devi
     raw = DeviceClient(device.host, device.port, timeout=20)
     try:
         raw.request("ping")
-        time.sleep(IDLE_S + 1.0)
+        _wait_until_dropped(raw)
         with pytest.raises(DeviceDisconnected, match="closed the connection before 'ping'.*idle-timeout"):
             raw.request("ping")
         assert raw.request("ping")[0]["network"] is None      # a new connection: nothing loaded
