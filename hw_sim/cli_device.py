@@ -24,6 +24,12 @@ def register(subparsers) -> None:
                        help="chip whose design rules a loaded network must pass (default loihi2)")
     serve.add_argument("--max-batches", type=int, default=64,
                        help="finished batches kept for reading before the oldest is dropped (default 64)")
+    serve.add_argument("--idle-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="drop a connection that sends nothing for this long, between requests or in the "
+                            "middle of one (default 30)")
+    serve.add_argument("--max-clients", type=int, default=8,
+                       help="connections served at the same time, each with its own loaded network; a client "
+                            "beyond that gets a 'device is busy' error (default 8)")
     serve.add_argument("--parent-pid", type=int, default=None,
                        help="exit when this process is no longer the parent (used by the hil target)")
     serve.add_argument("--test-delay-s", type=float, default=0.0, help=argparse.SUPPRESS)  # fault tests only
@@ -44,9 +50,15 @@ def _serve(args: argparse.Namespace) -> int:
         raise DeviceError(f"--port {args.port} is outside 0..65535; pick a free TCP port (or 0 for any)")
     if args.max_batches < 1:
         raise DeviceError(f"--max-batches must be >= 1, got {args.max_batches}")
+    if not 0 < args.idle_timeout < 1e6:
+        raise DeviceError(f"--idle-timeout must be > 0 seconds (and finite), got {args.idle_timeout}; e.g. "
+                          f"--idle-timeout 30")
+    if args.max_clients < 1:
+        raise DeviceError(f"--max-clients must be >= 1, got {args.max_clients}; e.g. --max-clients 8")
     server = DeviceServer(args.host, args.port, chip=get_chip(args.chip), test_delay_s=args.test_delay_s,
                           max_batches=args.max_batches, parent_pid=args.parent_pid,
-                          test_garble_once=args.test_garble_once)
+                          test_garble_once=args.test_garble_once, idle_timeout_s=args.idle_timeout,
+                          max_clients=args.max_clients)
     def _stop(*_) -> None:  # SIGTERM: close the port and exit at once (nothing is buffered: logs are flushed)
         server.sock.close()
         os._exit(0)

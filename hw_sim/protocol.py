@@ -30,7 +30,14 @@ _LEN = struct.Struct(">I")
 
 
 class ProtocolError(DeviceError):
-    """The peer sent something that is not a valid snnc-hil message (garbled, truncated, wrong version)."""
+    """The peer sent something that is not a valid snnc-hil message (garbled, truncated, wrong version).
+
+    ``header`` is the message's header when it was readable (so that a server can echo the request ``id`` in its
+    error reply), else None."""
+
+    def __init__(self, message: str, header: dict | None = None):
+        super().__init__(message)
+        self.header = header
 
 
 def check_loopback(host: str) -> str:
@@ -100,10 +107,20 @@ def decode_network(data: bytes):
 def send_message(sock: socket.socket, header: dict, payload: bytes = b"") -> None:
     """Send one message (header gets ``proto`` and ``payload_bytes``)."""
     header = dict(header, proto=PROTO, payload_bytes=len(payload))
-    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    try:
+        raw = json.dumps(header, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise DeviceError(f"message header {_short(header)} cannot be sent as JSON ({exc}); use plain str, int, "
+                          f"float, bool, list and dict values (no numpy scalars, NaN or inf)") from None
     if len(raw) > MAX_HEADER_BYTES:
         raise ProtocolError(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}; send data as payload")
     sock.sendall(_LEN.pack(len(raw)) + raw + payload)
+
+
+def _short(value, limit: int = 80) -> str:
+    """repr of a (possibly huge, peer-supplied) value, cut to ``limit`` characters for an error message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _recv_exact(sock: socket.socket, n: int, what: str) -> bytes:
@@ -142,11 +159,12 @@ def recv_message(sock: socket.socket) -> tuple[dict, bytes]:
                             f"and retry") from None
     if not isinstance(header, dict) or header.get("proto") != PROTO:
         got = header.get("proto") if isinstance(header, dict) else type(header).__name__
-        raise ProtocolError(f"header protocol is {got!r}, expected {PROTO!r}; client and device versions differ "
-                            f"or the message is garbled: use the same snnc version on both sides")
+        raise ProtocolError(f"header protocol is {_short(got)}, expected {PROTO!r}; client and device versions "
+                            f"differ or the message is garbled: use the same snnc version on both sides",
+                            header if isinstance(header, dict) else None)
     size = header.get("payload_bytes", 0)
-    if not isinstance(size, int) or size < 0 or size > MAX_PAYLOAD_BYTES:
-        raise ProtocolError(f"payload_bytes {size!r} is outside 0..{MAX_PAYLOAD_BYTES}: garbled header; "
-                            f"restart the device and retry")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0 or size > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"payload_bytes {_short(size)} is not an integer in 0..{MAX_PAYLOAD_BYTES}: garbled "
+                            f"header; restart the device and retry", header)
     payload = _recv_exact(sock, size, "payload") if size else b""
     return header, payload

@@ -14,10 +14,18 @@ FIX = "recompile the model with `snnc compile` (toolchain.compiler.compile_netwo
 
 
 def check_grid_network(net: CompiledNetwork, target: str, fixed: bool = True) -> None:
-    """Raise TargetError for a layout ``target`` cannot run; with ``fixed`` also for out-of-range integers."""
-    W = int(net.window)
-    if W < 3:
-        raise TargetError(f"window={W} steps is too short (>= 3 needed); fix: {FIX}")
+    """Raise TargetError for a layout ``target`` cannot run; with ``fixed`` also for out-of-range integers.
+
+    Every message names the offending field (``steps_per_unit``, ``window``, ``weights``, ``pulse_weights``,
+    ``weight_exp``, ``vth``, ...). The hil device runs the same check before it accepts a network."""
+    S = net.steps_per_unit
+    if isinstance(S, bool) or not isinstance(S, (int, np.integer)) or S < 1:
+        raise TargetError(f"steps_per_unit={S!r} must be a positive integer (steps per model time unit); "
+                          f"fix: {FIX}")
+    W = net.window
+    if isinstance(W, bool) or not isinstance(W, (int, np.integer)) or W < 3:
+        raise TargetError(f"window={W!r} steps must be an integer >= 3; fix: {FIX}")
+    W = int(W)
     for cl in net.layers:
         if cl.kind != "dense":
             raise TargetError(f"{cl.name}: layer kind {cl.kind!r} is not supported by {target} (only 'dense'); "
@@ -29,20 +37,34 @@ def check_grid_network(net: CompiledNetwork, target: str, fixed: bool = True) ->
             _check_integers(cl, target)
 
 
+def _check_mantissas(cl, field_name: str, m: np.ndarray, nwb: int) -> None:
+    """Weight mantissas Lava's Dense keeps unchanged: 8 bit mixed sign = even values in [-256, 254] (its LSB is
+    masked), 9 bit = [-256, 255]."""
+    if not m.size:
+        return
+    hi = 254 if nwb == 8 else 255
+    lo_v, hi_v = int(m.min()), int(m.max())
+    n_odd = int(np.count_nonzero(m % 2)) if nwb == 8 else 0
+    if lo_v < -256 or hi_v > hi or n_odd:
+        what = "even values in [-256, 254]" if nwb == 8 else "values in [-256, 255]"
+        odd = f", {n_odd} of them odd" if n_odd else ""
+        raise TargetError(f"{cl.name}: {field_name}: {nwb}-bit mixed-sign weight mantissas must be {what} (Lava "
+                          f"would clip/mask them), got values in [{lo_v}, {hi_v}]{odd}; fix: {FIX}")
+
+
 def _check_integers(cl, target: str) -> None:
-    w = np.hstack([cl.weights, cl.pulse_weights])
-    nwb = int(cl.num_weight_bits)
-    if nwb not in (8, 9):
-        raise TargetError(f"{cl.name}: num_weight_bits={nwb} is not supported by {target} (8 or 9); fix: {FIX}")
-    if nwb == 8 and w.size and (w.min() < -256 or w.max() > 254 or np.any(w % 2)):
-        raise TargetError(f"{cl.name}: 8-bit mixed-sign weight mantissas must be even values in [-256, 254] "
-                          f"(Lava would clip/mask them), got [{w.min()}, {w.max()}]; fix: {FIX}")
-    if nwb == 9 and w.size and (w.min() < -256 or w.max() > 255):
-        raise TargetError(f"{cl.name}: 9-bit mixed-sign weight mantissas must lie in [-256, 255] (Lava would "
-                          f"clip them), got [{w.min()}, {w.max()}]; fix: {FIX}")
-    if not (0 <= cl.du <= 4095 and 0 <= cl.dv <= 4095 and -1 <= cl.weight_exp <= 7 and -1 <= cl.pulse_exp <= 7):
-        raise TargetError(f"{cl.name}: du={cl.du}, dv={cl.dv} (12 bit), weight_exp={cl.weight_exp} or "
-                          f"pulse_weight_exp={cl.pulse_exp} (-1..7) is out of range; fix: {FIX}")
+    nwb = cl.num_weight_bits
+    if isinstance(nwb, bool) or nwb not in (8, 9):
+        raise TargetError(f"{cl.name}: num_weight_bits={nwb!r} is not supported by {target} (8 or 9); fix: {FIX}")
+    nwb = int(nwb)
+    _check_mantissas(cl, "weights", np.asarray(cl.weights), nwb)
+    _check_mantissas(cl, "pulse_weights", np.asarray(cl.pulse_weights), nwb)
+    for field_name, value, lo, hi, bits in (("du", cl.du, 0, 4095, "12 bit"), ("dv", cl.dv, 0, 4095, "12 bit"),
+                                            ("weight_exp", cl.weight_exp, -1, 7, "-1..7"),
+                                            ("pulse_weight_exp", cl.pulse_exp, -1, 7, "-1..7")):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+            raise TargetError(f"{cl.name}: {field_name}={value!r} is out of range (an integer, {bits}: {lo}..{hi}); "
+                              f"fix: {FIX}")
     # a negative exponent makes Lava's Dense floor its sum (right shift): exact only with even mantissas
     for field_name, e, block in (("weight_exp", cl.weight_exp, cl.weights),
                                  ("pulse_weight_exp", cl.pulse_exp, cl.pulse_weights)):

@@ -7,7 +7,9 @@ exit). Inputs go to the device in batches; each batch comes back whole or the ru
 failed run are kept client-side, so calling ``run`` again with the same network and inputs resumes at the failed
 batch: earlier results are never lost or recomputed. A completed run keeps nothing (a repeated run runs again).
 A lost connection is re-established (``retries`` times per batch; an owned device that died is restarted);
-timeouts are not retried.
+timeouts are not retried. Each connection holds its own network on the device; a connection that the device
+closed for idleness (``snnc device serve --idle-timeout``) is noticed before the next batch and re-opened (and the
+network loaded again) without using up a retry.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ import numpy as np
 from hw_sim.protocol import (ProtocolError, check_loopback, content_digest, decode_arrays, encode_arrays,
                              encode_network, recv_message, send_message)
 from targets.base import RunResult
+from targets.grid_contract import grid_input_columns
 from toolchain import errors
 from toolchain.compiled import CompiledNetwork
 from toolchain.errors import DeviceError
@@ -147,10 +150,25 @@ class DeviceClient:
             finally:
                 self.sock = None
 
+    def stale(self) -> bool:
+        """True when the device has closed this connection (e.g. after its --idle-timeout) or sent something
+        unasked: the next request would fail, so reconnect first. False when not connected."""
+        if self.sock is None:
+            return False
+        try:   # readable between requests = EOF, a reset or unasked bytes: in every case the stream is unusable
+            return bool(select.select([self.sock], [], [], 0)[0])
+        except (OSError, ValueError):
+            return True
+
     def request(self, cmd: str, header: dict | None = None, payload: bytes = b"") -> tuple[dict, bytes]:
         """Send one command and return its reply; the connection is closed on any failure."""
         if self.sock is None:
             self.connect()
+        elif self.stale():
+            self.close()
+            raise DeviceDisconnected(f"the device at {self.host}:{self.port} closed the connection before "
+                                     f"{cmd!r} (idle longer than its --idle-timeout, or it stopped); connect again "
+                                     f"(and load the network again: each connection has its own)")
         self._next_id += 1
         rid = self._next_id
         try:
@@ -168,6 +186,10 @@ class DeviceClient:
             self.close()
             raise DeviceDisconnected(f"connection to the device at {self.host}:{self.port} lost during {cmd!r} "
                                      f"({type(exc).__name__}: {exc}); the device stopped or crashed") from None
+        if reply.get("id") is None and reply.get("ok") is False:     # refused before it could read our request
+            self.close()
+            cls = _REMOTE_ERRORS.get(reply.get("error"), DeviceError)
+            raise cls(f"device: {reply.get('message', 'unspecified error')}")
         if reply.get("id") != rid or reply.get("cmd") != cmd:
             self.close()
             raise ProtocolError(f"reply to request {rid} ({cmd!r}) carries id {reply.get('id')!r} "
@@ -270,6 +292,9 @@ class HilTarget:
                 self.client.close()
             self.client = DeviceClient(host, port, self.timeout)
         self.client.timeout = self.timeout
+        if self.client.stale():                # the device dropped an idle connection: open a new one
+            self.client.close()
+            self._loaded = None
         if self.client.sock is None:
             self.client.connect()
             reply, _ = self.client.request("ping")
@@ -295,7 +320,10 @@ class HilTarget:
                 if self._loaded != net_hash:
                     self._loaded = None                 # a failed load leaves nothing loaded on the device
                     reply, _ = client.request("load", {}, net_bytes)
-                    self._loaded = reply["network"]
+                    if reply.get("network") != net_hash:
+                        raise ProtocolError(f"the device loaded network {reply.get('network')!r}, expected "
+                                            f"{net_hash!r}: garbled reply or a different device")
+                    self._loaded = net_hash
                 data = None
                 if attempt > 0 and batch_id in client.request("ping")[0].get("batches", []):
                     _, data = client.request("read", {"batch": batch_id, "release": True})  # finished before
@@ -319,10 +347,7 @@ class HilTarget:
 
     def run(self, net: CompiledNetwork, input_times: np.ndarray) -> RunResult:
         t0 = time.perf_counter()
-        cols = net.input_columns(input_times)
-        if cols.ndim != 2 or cols.shape[1] != net.layers[0].n_in:
-            raise DeviceError(f"hil: input_times has shape {np.shape(input_times)}, expected (N, "
-                              f"{net.layers[0].n_in})")
+        cols = grid_input_columns(net, input_times)     # same input checks and wording as the other grid targets
         net_bytes = encode_network(net)
         net_hash = content_digest(net_bytes)
         starts = list(range(0, cols.shape[0], self.batch_size))

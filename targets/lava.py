@@ -4,13 +4,20 @@ Layout (docs/compiled-format.md, section 4): K samples per Lava run, each in its
 RingBuffer sources for inputs (+ layer 0 pulses) and for the pulses of deeper layers, stock ``Dense`` synapses,
 ``targets.lava_procs.OnceLIF`` neurons (LIFReset + once mask) whose per-window report (first-spike columns and
 spike counts) reaches this process through an external pipe: K messages per layer and run, no per-step sink.
-Every run is stopped in ``finally`` (errors, timeouts, Ctrl-C); a run that exceeds ``timeout_s`` raises
-TargetError after its OS processes are terminated.
+Every run is stopped in ``finally`` (errors, timeouts, Ctrl-C, and SIGTERM under the ``snnc`` CLI, which raises
+it like Ctrl-C); a run that exceeds ``timeout_s`` raises TargetError after its OS processes are terminated. On
+Linux the OS processes a run forks are also tied to this process with ``PR_SET_PDEATHSIG``: if it dies without
+cleaning up (SIGKILL, a crash), the kernel kills them too, so no Lava process outlives its parent.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import multiprocessing
 import multiprocessing.process
+import os
+import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +33,62 @@ DEFAULT_CHUNK = 100  # samples per Lava run
 _POLL_S = 1e-3
 _ALIVE_CHECK_S = 0.5
 _STOP_TIMEOUT_S = 30.0
+
+
+class _ChildrenDieWithParent:
+    """While :meth:`active` (entered by the thread that starts a Lava run), every process that thread forks asks
+    the kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG, SIGKILL)``, Linux only; a no-op
+    elsewhere). Lava 0.10.0 forks one OS process per ProcessModel plus a shared-memory manager, none of which
+    would notice a parent killed by SIGKILL.
+
+    ``os.register_at_fork`` cannot be undone, so the hook is registered once per interpreter (the one piece of
+    process-wide state here, held by the module-level instance below) and does nothing unless the forking thread
+    is inside :meth:`active`; processes forked by other threads, and the children's own forks, are untouched.
+    """
+
+    PR_SET_PDEATHSIG = 1
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth: dict[int, int] = {}     # thread ident -> nesting depth of active(), in process self._pid
+        self._pid = os.getpid()
+        self._prctl = None
+
+    @contextlib.contextmanager
+    def active(self):
+        """Context in which this thread's forks die with this process."""
+        if not sys.platform.startswith("linux"):
+            yield
+            return
+        with self._lock:
+            if self._prctl is None:
+                self._prctl = ctypes.CDLL(None, use_errno=True).prctl
+                os.register_at_fork(after_in_child=self._after_fork_in_child)
+            if self._pid != os.getpid():     # we are a forked copy: forget the parent's bookkeeping
+                self._pid, self._depth = os.getpid(), {}
+            tid = threading.get_ident()
+            self._depth[tid] = self._depth.get(tid, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth[tid] -= 1
+                if not self._depth[tid]:
+                    del self._depth[tid]
+
+    def _after_fork_in_child(self) -> None:
+        parent, forked_by_run = self._pid, threading.get_ident() in self._depth
+        self._pid, self._depth = os.getpid(), {}   # this child's own forks are not tied to it
+        self._lock = threading.Lock()              # another thread of the parent may have held it at the fork
+        if not forked_by_run or parent == os.getpid():
+            return
+        self._prctl(ctypes.c_int(self.PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL), ctypes.c_ulong(0),
+                    ctypes.c_ulong(0), ctypes.c_ulong(0))
+        if os.getppid() != parent:                 # the parent died before prctl took effect
+            os._exit(1)
+
+
+_CHILDREN = _ChildrenDieWithParent()
 
 
 @dataclass
@@ -150,39 +213,42 @@ class _LavaTarget:
         deadline = time.monotonic() + timeout
         completed = False
         ports: list = []
-        try:
-            g.entry.run(condition=lv["RunSteps"](num_steps=T, blocking=False), run_cfg=cfg)
-            ports = [lif.report.external_pipe_csp_recv_port for lif in g.lifs]
-            for k in range(K):  # one report per layer and window, sent at the window's last update
-                for l, port in enumerate(ports):
-                    waited = 0.0
-                    while not port.probe():
-                        if time.monotonic() > deadline:
-                            raise TargetError(
-                                f"{self.name}: the Lava run of {K} samples ({T} steps) did not finish within "
-                                f"{timeout:g} s (stuck in sample {k}); fix: pass a larger timeout_s or a smaller "
-                                "chunk_size, and check that no other heavy job is starving the machine"
-                            )
-                        time.sleep(_POLL_S)
-                        waited += _POLL_S
-                        if waited >= _ALIVE_CHECK_S:  # no data for a while: is every Lava process still alive?
-                            waited = 0.0
-                            _check_alive(self.name, g.entry, k)
-                    rep = np.asarray(port.recv())
-                    first[l][k] = rep[0]
-                    counts[l][k] = rep[1]
-            g.entry.wait()
-            completed = True
-        except TargetError:
-            raise
-        except Exception as exc:  # Lava's own failures (compilation, runtime) as a user-facing error
-            raise TargetError(f"{self.name}: Lava failed ({type(exc).__name__}: {exc}); fix: check the compiled "
-                              "network (docs/compiled-format.md) and the Lava installation (`make venv`)") from exc
-        finally:
-            # a finished run is stopped; an interrupted one (error, timeout, Ctrl-C) has processes blocked
-            # mid-step, which stop() cannot reach: terminate them
-            _shutdown(g.entry, force=not completed)
-            _close_pipes(ports)
+        with _CHILDREN.active():  # its OS processes die with this one, even if this one is killed
+            try:
+                g.entry.run(condition=lv["RunSteps"](num_steps=T, blocking=False), run_cfg=cfg)
+                ports = [lif.report.external_pipe_csp_recv_port for lif in g.lifs]
+                for k in range(K):  # one report per layer and window, sent at the window's last update
+                    for l, port in enumerate(ports):
+                        waited = 0.0
+                        while not port.probe():
+                            if time.monotonic() > deadline:
+                                raise TargetError(
+                                    f"{self.name}: the Lava run of {K} samples ({T} steps) did not finish "
+                                    f"within {timeout:g} s (stuck in sample {k}); fix: pass a larger timeout_s or "
+                                    "a smaller chunk_size, and check that no other heavy job is starving the "
+                                    "machine"
+                                )
+                            time.sleep(_POLL_S)
+                            waited += _POLL_S
+                            if waited >= _ALIVE_CHECK_S:  # no data for a while: are all Lava processes alive?
+                                waited = 0.0
+                                _check_alive(self.name, g.entry, k)
+                        rep = np.asarray(port.recv())
+                        first[l][k] = rep[0]
+                        counts[l][k] = rep[1]
+                g.entry.wait()
+                completed = True
+            except TargetError:
+                raise
+            except Exception as exc:  # Lava's own failures (compilation, runtime) as a user-facing error
+                raise TargetError(f"{self.name}: Lava failed ({type(exc).__name__}: {exc}); fix: check the "
+                                  "compiled network (docs/compiled-format.md) and the Lava installation "
+                                  "(`make venv`)") from exc
+            finally:
+                # a finished run is stopped; an interrupted one (error, timeout, Ctrl-C, SIGTERM) has processes
+                # blocked mid-step, which stop() cannot reach: terminate them
+                _shutdown(g.entry, force=not completed)
+                _close_pipes(ports)
         return first, counts
 
 

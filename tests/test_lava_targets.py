@@ -302,6 +302,20 @@ def test_rejects_what_lava_would_silently_alter():
         bad = dataclasses.replace(cn, layers=(layer,) + cn.layers[1:])
         with pytest.raises(TargetError, match=words):
             get_target(target).run(bad, x)
+    # whole-network fields, and the offending field is named
+    pw = l0.pulse_weights.copy()
+    pw[0, 0] = 301
+    for bad, target, words in [
+        (dataclasses.replace(cn, steps_per_unit=0), "lava-float", "steps_per_unit=0 must be a positive integer"),
+        (dataclasses.replace(cn, steps_per_unit=0), "lava-fixed", "steps_per_unit=0 must be a positive integer"),
+        (dataclasses.replace(cn, window=2), "lava-float", "window=2 steps must be an integer >= 3"),
+        (dataclasses.replace(cn, layers=(dataclasses.replace(l0, pulse_weights=pw),) + cn.layers[1:]), "lava-fixed",
+         r"pulse_weights: 8-bit .* 301\], 1 of them odd"),
+        (dataclasses.replace(cn, layers=(dataclasses.replace(l0, dv=4096),) + cn.layers[1:]), "lava-fixed",
+         r"dv=4096 is out of range"),
+    ]:
+        with pytest.raises(TargetError, match=words):
+            get_target(target).run(bad, x)
 
 
 def test_crashed_lava_process_is_reported_quickly():

@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
 
 from toolchain.errors import SnncError
 
@@ -67,21 +70,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt so that every ``finally`` runs (Lava
+    runs are stopped, device processes terminated, temporary files removed)."""
+
+
+def _sigterm_handler(owner_pid: int):
+    def on_sigterm(signum, frame):
+        if os.getpid() != owner_pid:   # a forked child (a Lava process) inherited this handler: die as by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated(f"signal {signum} (SIGTERM)")
+
+    return on_sigterm
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run ``snnc``; returns the exit code: 0 ok, 2 error (SnncError), 130 Ctrl-C, 143 SIGTERM.
+
+    While a command runs (in the main thread), SIGTERM is handled like Ctrl-C (:class:`Terminated`); the previous
+    handler is restored afterwards."""
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["--version"]:  # before the subcommand is required
         print(version_text())
         return 0
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _sigterm_handler(os.getpid()))
     try:
         return int(args.func(args) or 0)
     except SnncError as exc:
         print(f"snnc: error: {exc}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("snnc: terminated (SIGTERM); cleaned up", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("snnc: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
