@@ -150,3 +150,55 @@ def test_worst_case_compiled_network_never_saturates_on_extreme_inputs():
     res = simulate(cn, cn.input_columns(x))
     assert res.v_saturations.sum() == 0 and res.u_wraps.sum() == 0
     assert math.isfinite(cn.manifest["layers"][0]["worst_case"]["v_neg_max"])
+
+
+# ------------------------------------------------------------------------------------------------------------
+# command line: snnc compile --range calibrated
+# ------------------------------------------------------------------------------------------------------------
+
+def wide_inhibitory_autoencoder(dataset: str | None = "mnist") -> TemporalNetwork:
+    """784-64-784 whose decoder is strongly inhibitory (worst case: all 64 hidden neurons in one step, cannot be
+    met), while on images only a few hidden neurons spike (calibrated ranges fit)."""
+    rng = np.random.default_rng(0)
+    l0 = AlphaLayer(rng.normal(0.01, 0.02, (64, 784)), np.array([0.2]), np.full((64, 1), 3.5))
+    l1 = AlphaLayer(rng.normal(-60.0, 10.0, (784, 64)), np.array([0.9]), np.full((784, 1), 40.0))
+    meta = {"dataset": dataset} if dataset else {}
+    return TemporalNetwork((l0, l1), tau=2.0, theta=1.0, latency=1.0, metadata=meta)
+
+
+def run_cli(capsys, *argv):
+    from toolchain.cli import main
+
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cli_compile_calibrated_where_worst_case_fails(tmp_path, capsys, monkeypatch):
+    from toolchain.artifact import save_onnx
+    from toolchain.compiled_io import load_compiled
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)  # the bundled subset: fast and the same everywhere
+    model = tmp_path / "model.onnx"
+    save_onnx(wide_inhibitory_autoencoder(), model)
+    out_file = tmp_path / "c.npz"
+    rc, out, err = run_cli(capsys, "compile", model, "--out", out_file)
+    assert rc == 2 and "--range calibrated" in err and "worst case" in err and not out_file.exists()
+    rc, out, err = run_cli(capsys, "compile", model, "--range", "calibrated", "--calibration-samples", 30,
+                           "--range-margin", 0.25, "--out", out_file)
+    assert rc == 0, err
+    assert "ranges: calibrated (30 samples of mnist train[:30]" in out and "margin 0.25" in out
+    m = load_compiled(out_file).manifest
+    assert m["range_mode"] == "calibrated" and m["calibration"]["samples"] == 30
+    assert m["calibration"]["margin"] == 0.25 and m["calibration"]["source"].startswith("mnist train[:30]")
+    # calibration options without calibrated mode, and a model that does not name its dataset
+    rc, out, err = run_cli(capsys, "compile", model, "--range-margin", 0.2, "--out", tmp_path / "x.npz")
+    assert rc == 2 and "--range-margin only apply to calibrated ranges" in err
+    save_onnx(wide_inhibitory_autoencoder(dataset=None), tmp_path / "anon.onnx")
+    rc, out, err = run_cli(capsys, "compile", tmp_path / "anon.onnx", "--range", "calibrated",
+                           "--out", tmp_path / "x.npz")
+    assert rc == 2 and "--calibration-dataset" in err
+    rc, out, err = run_cli(capsys, "compile", tmp_path / "anon.onnx", "--range", "calibrated",
+                           "--calibration-dataset", "mnist", "--calibration-samples", 10, "--out", tmp_path / "x.npz")
+    assert rc == 0, err
+    assert not (tmp_path / "x.npz.tmp").exists()
