@@ -18,7 +18,12 @@ Mapping (derivation and measured errors: docs/compiler.md, format: docs/compiled
   per layer): the largest value <= 2**16 that the neuron's worst-case ranges, largest input weight and pulse
   copies allow, which scales each neuron's weights to its own range (finest relative weight grid);
 * worst-case magnitudes (16-bit input per step, 24-bit wrapping u, 24-bit saturating v) are checked per neuron:
-  a value that can overflow raises CompileError naming the layer, the neuron, the value, the limit and a fix.
+  a value that can overflow raises CompileError naming the layer, the neuron, the value, the limit, what the user
+  asked for and the fixes that apply; ``range_mode="calibrated"`` replaces the worst case by the ranges measured
+  on training inputs (toolchain/calibration.py) times (1 + margin), and hw_sim counts the saturations that inputs
+  beyond them cause;
+* a layer whose largest weight quantization error exceeds ``quant_warn_fraction`` (0.03) of theta gets a warning
+  in the manifest (``warnings``), which ``snnc compile`` prints.
 """
 from __future__ import annotations
 
