@@ -22,7 +22,7 @@ Mapping (derivation and measured errors: docs/compiler.md, format: docs/compiled
   asked for and the fixes that apply; ``range_mode="calibrated"`` replaces the worst case by the ranges measured
   on training inputs (toolchain/calibration.py) times (1 + margin), and hw_sim counts the saturations that inputs
   beyond them cause;
-* a layer whose largest weight quantization error exceeds ``quant_warn_fraction`` (0.03) of theta gets a warning
+* a layer whose largest weight quantization error exceeds ``quant_warn_fraction`` (0.01) of theta gets a warning
   in the manifest (``warnings``), which ``snnc compile`` prints.
 """
 from __future__ import annotations
@@ -61,7 +61,7 @@ MAX_STEPS_PER_UNIT = 1 << 20
 THRESHOLD_MODES = ("neuron", "layer")
 MAX_PULSE_COPIES = 8  # parallel axons per pulse (pulse weights ~5x input weights need ~4 at full resolution)
 DEFAULT_HORIZON_MARGIN = 1.0  # time units simulated after latency + 1 (the last expected output)
-QUANT_WARN_FRACTION = 0.03  # warn when a layer's largest weight quantization error exceeds this x theta
+QUANT_WARN_FRACTION = 0.01  # warn when a layer's largest weight quantization error exceeds this x theta
 
 
 def decay_constant(tau: float, steps_per_unit: float) -> tuple[float, int]:
@@ -444,7 +444,7 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
                     may then saturate v / wrap u, which hw_sim counts (``v_saturations``, ``u_wraps``).
     calibration_source: a description of the calibration inputs recorded in the manifest.
     quant_warn_fraction: a layer whose largest weight quantization error exceeds this fraction of theta gets a
-                    warning (manifest ``warnings``, printed by ``snnc compile``); docs/compiler.md justifies 0.03.
+                    warning (manifest ``warnings``, printed by ``snnc compile``); docs/compiler.md justifies 0.01.
     """
     if not (isinstance(horizon_margin, (int, float)) and math.isfinite(horizon_margin) and horizon_margin >= 0):
         raise CompileError(f"horizon_margin={horizon_margin!r} must be a finite number of time units >= 0; "
