@@ -1,12 +1,13 @@
 """Worst-case vs calibrated ranges: reconstruction MSE of hw_sim vs exact, quantization error, saturation counts.
 
     .venv/bin/python benchmarks/range_modes.py --model runs/h128/model.onnx [--samples 1000] [--calibration 200]
-                                               [--margins 0.5] [--dataset mnist]
+                                               [--margins 0.5] [--dataset mnist] [--vth 1800,1024]
 
 For each mode (worst-case; calibrated at each margin): compile (S = 40), run hw_sim on the first N test images,
 compare with the exact model. Per mode: smallest/median threshold, the largest per-layer weight quantization
 error / theta, output MSE and its change vs exact, u wraps and v saturations counted by hw_sim (per image, in
-neurons that can still spike). A mode the compiler rejects prints the error. Ends with a JSON line.
+neurons that can still spike). ``--vth`` adds worst-case compiles with one given threshold for every neuron (to
+sweep the quantization error). A mode the compiler rejects prints the error. Ends with a JSON line.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ def main() -> None:
     ap.add_argument("--calibration", type=int, default=200, help="training images for the calibrated mode")
     ap.add_argument("--margins", default="0.5", help="comma-separated range margins of the calibrated mode")
     ap.add_argument("--dataset", default="mnist")
+    ap.add_argument("--vth", default="", help="comma-separated thresholds: extra modes with one vth for all neurons")
     args = ap.parse_args()
 
     net, desc = load_model(args.model)
@@ -42,6 +44,7 @@ def main() -> None:
     modes = [("worst-case", {})] + [(f"calibrated m={m}", {"range_mode": "calibrated", "calibration_times": calib,
                                                            "range_margin": float(m), "calibration_source": source})
                                     for m in args.margins.split(",")]
+    modes += [(f"vth={v}", {"vth": int(v)}) for v in args.vth.split(",") if v.strip()]
     rows = []
     for name, kw in modes:
         try:
