@@ -202,3 +202,13 @@ def test_cli_compile_calibrated_where_worst_case_fails(tmp_path, capsys, monkeyp
                            "--calibration-dataset", "mnist", "--calibration-samples", 10, "--out", tmp_path / "x.npz")
     assert rc == 0, err
     assert not (tmp_path / "x.npz.tmp").exists()
+
+
+def test_calibrated_manifest_survives_save_and_load(tmp_path):
+    from toolchain.compiled_io import load_compiled, save_compiled
+
+    cn = compile_network(inhibitory_net(), range_mode="calibrated", calibration_times=sparse_inputs(20, 300))
+    save_compiled(cn, tmp_path / "c.npz")
+    back = load_compiled(tmp_path / "c.npz")
+    assert back.manifest == cn.manifest and back.manifest["range_mode"] == "calibrated"
+    np.testing.assert_array_equal(back.layers[0].vth, cn.layers[0].vth)
