@@ -132,6 +132,13 @@ def test_quantization_warning_per_layer():
     lm = cn.manifest["layers"][0]
     assert lm["weight_quant_max_abs_err_over_theta"] > 0.01 and lm["quant_warning"]
     assert len(cn.manifest["warnings"]) == 1 and cn.manifest["warnings"][0].startswith("layer0: weight quant")
+    import re
+
+    from toolchain.compiler import deployed_network
+
+    j, vth = map(int, re.search(r"neuron (\d+) at vth=(\d+)", cn.manifest["warnings"][0]).groups())
+    err = np.abs(deployed_network(cn).layers[0].weights - w)
+    assert vth == cn.layers[0].vth[j] and err[j].max() == pytest.approx(err.max())
     assert "--range calibrated" in cn.manifest["warnings"][0]
     quiet = compile_network(net, quant_warn_fraction=10.0)
     assert quiet.manifest["warnings"] == [] and not quiet.manifest["layers"][0]["quant_warning"]

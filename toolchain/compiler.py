@@ -532,10 +532,11 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
         qerr = float(err.max(initial=0.0) / net.theta)
         # potential error: rms weight error of the neuron's synapses x the alpha kernel's peak 1/(e tau), over theta
         pot = float(np.sqrt((err**2).sum(axis=1)).max(initial=0.0) / (math.e * net.tau * net.theta))
+        jq = int(np.unravel_index(np.argmax(err), err.shape)[0]) if err.size else 0
         if qerr > quant_warn_fraction:
             warnings.append(
                 f"{name}: weight quantization error up to {qerr:.3g} theta exceeds {quant_warn_fraction:g} theta "
-                f"(smallest threshold vth={int(v.min(initial=0))}: the weight grid is coarse); expect a larger "
+                f"(neuron {jq} at vth={int(v[jq])}: the weight grid is coarse there); expect a larger "
                 "reconstruction error on the fixed-point targets; fix: "
                 + ("compile with --range calibrated (larger thresholds where real data stay in range), or "
                    if range_mode == "worst-case" else "")
