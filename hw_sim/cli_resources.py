@@ -53,7 +53,7 @@ def resources_report(path: str | Path, args) -> tuple[dict, str]:
         from toolchain.compiled_io import load_compiled
 
         cn = load_compiled(p)
-        net, window, compiled = cn.source, int(cn.window), cn
+        net, window, compiled, S = cn.source, int(cn.window), cn, float(cn.steps_per_unit)
     else:
         from toolchain.artifact import load_onnx
 
@@ -73,12 +73,14 @@ def resources_report(path: str | Path, args) -> tuple[dict, str]:
     if args.samples > 0:
         x, source = _inputs(net, args)
         if compiled is not None:
-            rep = estimate(compiled, model_activity(net, x, window), chip, strict=False)
+            rep = estimate(compiled, model_activity(net, x, window, S), chip, strict=False)
         else:
-            rep = estimate_model(net, x, window, chip, weight_bits=args.weight_bits, pulse_copies=args.pulse_copies)
+            rep = estimate_model(net, x, window, chip, weight_bits=args.weight_bits, pulse_copies=args.pulse_copies,
+                                 steps_per_unit=S)
         out["energy"] = rep.to_dict()
         out["activity_inputs"] = source
-        text += ["", f"energy per inference, activity of the exact model on {source}:", format_energy_table(rep)]
+        text += ["", f"energy per inference, activity of the exact model on {source} (spikes after the "
+                 f"{window}-step window dropped):", format_energy_table(rep)]
     return out, "\n".join(text)
 
 

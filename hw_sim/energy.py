@@ -248,11 +248,13 @@ def model_static_metrics(net: TemporalNetwork, weight_bits: int = 8, pulse_copie
     return {"footprint": bits / 8.0, "connection_sparsity": 1.0 - nonzero / total if total else 0.0}
 
 
-def model_activity(net: TemporalNetwork, input_times: np.ndarray, window: int) -> ActivityCounters:
+def model_activity(net: TemporalNetwork, input_times: np.ndarray, window: int,
+                   steps_per_unit: float | None = None) -> ActivityCounters:
     """Activity per sample implied by the exact (float) model on ``input_times`` (N, n_in), time units, inf = none:
     each input or spike reaches its non-zero synapses once, every pulse once per window, every neuron is updated
-    every one of ``window`` steps (no active/inactive split: an upper bound). Spikes later than the window are
-    still counted (a small overestimate)."""
+    every one of ``window`` steps (no active/inactive split: an upper bound). With ``steps_per_unit`` S, spikes
+    after the window's last reported column ((window - 1) / S time units) are dropped, as the chip would not see
+    them; without it every spike counts."""
     from models.exact import exact_forward
 
     x = np.asarray(input_times, dtype=np.float64)
@@ -268,7 +270,8 @@ def model_activity(net: TemporalNetwork, input_times: np.ndarray, window: int) -
     for i, layer in enumerate(net.layers):
         fan = np.count_nonzero(layer.weights, axis=0)
         syn[:, i] = source.astype(np.int64) @ fan + int(np.count_nonzero(layer.pulse_weights))
-        fired = np.isfinite(np.asarray(outs[i]))
+        t = np.asarray(outs[i])
+        fired = np.isfinite(t) if steps_per_unit is None else t <= (int(window) - 1) / float(steps_per_unit)
         spk[:, i] = fired.sum(axis=1)
         upd[:, i] = layer.n_out * int(window)
         source = fired
@@ -276,12 +279,14 @@ def model_activity(net: TemporalNetwork, input_times: np.ndarray, window: int) -
 
 
 def estimate_model(net: TemporalNetwork, input_times: np.ndarray, window: int, chip: ChipSpec = LOIHI2,
-                   costs: OpCosts = LOIHI1_COSTS, weight_bits: int = 8, pulse_copies: int = 1) -> EnergyReport:
+                   costs: OpCosts = LOIHI1_COSTS, weight_bits: int = 8, pulse_copies: int = 1,
+                   steps_per_unit: float | None = None) -> EnergyReport:
     """Energy/latency and NeuroBench metrics of an *uncompiled* model (any size, also one the compiler rejects):
     the partition of :func:`hw_sim.resources.partition_model` and the activity of :func:`model_activity`.
-    window: time steps per sample (``toolchain.compiler.default_window``). Violated design rules are recorded in
+    window: time steps per sample (``toolchain.compiler.default_window``); steps_per_unit: see
+    :func:`model_activity`. Violated design rules are recorded in
     ``report.resources.violations``, not raised."""
-    counters = model_activity(net, input_times, window)
+    counters = model_activity(net, input_times, window, steps_per_unit)
     res = partition_model(net, chip, weight_bits, pulse_copies, strict=False)
     rep = _estimate(res, model_static_metrics(net, weight_bits, pulse_copies), counters, chip, costs)
     return EnergyReport(rep.metrics, rep.energy_pj, rep.latency_ns, rep.breakdown_pj,

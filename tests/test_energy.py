@@ -149,3 +149,16 @@ def test_compiled_summary_for_reports_never_raises_on_design_rules():
     s = compiled_summary(net, res.activity(), chip=tiny)
     assert not s["resources"]["fits"] and "fan-in" in s["resources"]["violations"][0] and "energy" in s
     assert "energy" not in compiled_summary(net)
+
+
+def test_model_activity_drops_spikes_after_the_window():
+    from hw_sim.energy import model_activity
+    from models.exact import exact_forward
+
+    net = make_compiled((12, 6, 4), n_pulses=2).source
+    x = np.random.default_rng(2).uniform(0, 1, (4, 12))
+    outs = exact_forward(net, x)
+    S, W = 16, 10  # reported columns up to 9: times <= 9 / 16
+    c = model_activity(net, x, W, steps_per_unit=S)
+    np.testing.assert_array_equal(c.spikes, np.stack([(o <= (W - 1) / S).sum(1) for o in outs], axis=1))
+    assert c.spikes.sum() < model_activity(net, x, W).spikes.sum()
