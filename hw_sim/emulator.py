@@ -112,6 +112,10 @@ class SimResult:
                     column c (update c - 1) is inactive for the W - c updates after its spike
     steps:          (N,)   int64 time steps per sample (= W; lava-fixed runs K samples in K W + 1 steps)
     wall_s:         seconds spent in :func:`simulate`
+    u_wraps:        (N, L) int64 neuron updates of layer l in which the 24-bit current u wrapped (or an int32
+                    buffer of Lava's did), counted in neurons that can still spike; 0 when the compiler's worst-case
+                    ranges hold; may be > 0 for a ``--range calibrated`` network on inputs beyond its calibration
+    v_saturations:  (N, L) int64 the same for the 24-bit voltage v clamped at +-(2**23 - 1)
     """
 
     columns: list[np.ndarray]
@@ -125,6 +129,8 @@ class SimResult:
     active_neuron_updates: np.ndarray
     steps: np.ndarray
     wall_s: float = 0.0
+    u_wraps: np.ndarray | None = None
+    v_saturations: np.ndarray | None = None
 
     def counters(self) -> dict[str, np.ndarray]:
         """The per-sample counters as a plain dict of arrays (for RunResult.info and the energy model)."""
@@ -137,6 +143,8 @@ class SimResult:
             "neuron_updates": self.neuron_updates,
             "active_neuron_updates": self.active_neuron_updates,
             "steps": self.steps,
+            "u_wraps": self.u_wraps,
+            "v_saturations": self.v_saturations,
         }
 
     def activity(self):
@@ -307,51 +315,66 @@ def _update(no, u, v, acc, live, spk, fu, fv, th, sh):
     """One update of neurons 0 ... no - 1 (Lava's int32 buffers provably never wrap). Branch-free, so LLVM
     vectorizes it. acc: the update's input (sum of effective shifted weights), shifted by sh = 6; th[j]: neuron
     j's threshold vth[j] << 6.
-    A neuron spikes only if live; returns the number of spikes (flags in spk)."""
+    A neuron spikes only if live; returns (spikes (flags in spk), u wraps, v saturations), the last two counted in
+    live neurons only (a once-neuron that has spiked no longer affects any output)."""
     n_fire = 0
+    n_wrap = 0
+    n_sat = 0
     for j in range(no):
         p = u[j] * fu
         pre = ((p + ((p >> 63) & 4095)) >> 12) + (acc[j] << sh)
+        w = (pre > U_WRAP) | (pre <= -U_WRAP)
         pre = pre - 2 * U_WRAP if pre > U_WRAP else pre  # 24-bit wrap (Lava's single conditional wrap)
         pre = pre + 2 * U_WRAP if pre <= -U_WRAP else pre
         q = v[j] * fv
         vv = ((q + ((q >> 63) & 4095)) >> 12) + pre
+        c = (vv > V_MAX) | (vv < -V_MAX)
         vv = min(max(vv, -V_MAX), V_MAX)
         f = (vv > th[j]) & live[j]
         u[j] = pre
         v[j] = 0 if f else vv
         spk[j] = f
         n_fire += f
-    return n_fire
+        n_wrap += w & live[j]
+        n_sat += c & live[j]
+    return n_fire, n_wrap, n_sat
 
 
 @numba.njit(cache=True)
 def _update_wrap32(no, u, v, acc, live, spk, fu, fv, th, sh):
-    """:func:`_update` with the int32 wraps of Lava's buffers (a_in, a_in << 6, the u and v sums)."""
+    """:func:`_update` with the int32 wraps of Lava's buffers (a_in, a_in << 6, the u and v sums); an int32 wrap
+    of the u sum counts as a u wrap too."""
     n_fire = 0
+    n_wrap = 0
+    n_sat = 0
     for j in range(no):
         a_in = _wrap32(acc[j] << (sh - 6))
         p = u[j] * fu
-        pre = _wrap32(((p + ((p >> 63) & 4095)) >> 12) + _wrap32(a_in << 6))
+        raw = ((p + ((p >> 63) & 4095)) >> 12) + _wrap32(a_in << 6)
+        pre = _wrap32(raw)
+        w = (pre != raw) | (pre > U_WRAP) | (pre <= -U_WRAP)
         if pre > U_WRAP:
             pre -= 2 * U_WRAP
         elif pre <= -U_WRAP:
             pre += 2 * U_WRAP
         q = v[j] * fv
         vv = _wrap32(((q + ((q >> 63) & 4095)) >> 12) + pre)
+        c = (vv > V_MAX) | (vv < -V_MAX)
         vv = min(max(vv, -V_MAX), V_MAX)
         f = (vv > th[j]) & live[j]
         u[j] = pre
         v[j] = 0 if f else vv
         spk[j] = f
         n_fire += f
-    return n_fire
+        n_wrap += w & live[j]
+        n_sat += c & live[j]
+    return n_fire, n_wrap, n_sat
 
 
 @numba.njit(cache=True)
 def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off, w_flat, nz_off, nz_flat,
                  p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, idx, bucket,
-                 out_cols, out_counts, spikes, in_events, synops_nz, masked):
+                 out_cols, out_counts, spikes, in_events, synops_nz, masked, u_wraps, v_sats):
     """Run sample s through all layers. ev_* slot 0 = input events, slot l + 1 = layer l's spikes (by column).
 
     Internally a layer's update c is "tick" c + 1 = the column a spike at that update is reported as; ticks
@@ -433,6 +456,8 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off
         acc_zero = True
         nout_ev = 0
         n_masked = 0
+        n_uwrap = 0
+        n_vsat = 0
         ep = 0
         pp = 0
         tick = first
@@ -464,9 +489,11 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off
                     acc[j] = 0
             acc_zero = m == 0
             if wrap:
-                n_fire = _update_wrap32(no, u, v, acc, live, spk, fu, fv, th, sh)
+                n_fire, n_w, n_s = _update_wrap32(no, u, v, acc, live, spk, fu, fv, th, sh)
             else:
-                n_fire = _update(no, u, v, acc, live, spk, fu, fv, th, sh)
+                n_fire, n_w, n_s = _update(no, u, v, acc, live, spk, fu, fv, th, sh)
+            n_uwrap += n_w
+            n_vsat += n_s
             if n_fire > 0:
                 # find the flags 8 at a time (spk is uint8, padded to a multiple of 8 with zeros)
                 for b in range(nb8):
@@ -512,6 +539,8 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off
                         vj = ((q + ((q >> 63) & 4095)) >> 12) + uj
                         if wrap:
                             vj = _wrap32(vj)
+                        if vj > V_MAX or vj < -V_MAX:
+                            n_vsat += 1  # j is live here
                         vj = min(max(vj, -V_MAX), V_MAX)
                         keep = True
                         if vj > th[j]:
@@ -537,12 +566,14 @@ def _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off
         ev_n[l + 1] = nout_ev
         spikes[s, l] = nout_ev
         masked[s, l] = n_masked
+        u_wraps[s, l] = n_uwrap
+        v_sats[s, l] = n_vsat
 
 
 @numba.njit(cache=True, nogil=True)
 def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off, w_flat, nz_off,
                   nz_flat, p_off, p_n, p_col, neuron_off, ev_cap, out_cols, out_counts, spikes, in_events, synops_nz,
-                  masked, record, rec_sample, rec_col, rec_src, rec_n):
+                  masked, u_wraps, v_sats, record, rec_sample, rec_col, rec_src, rec_n):
     """Samples lo ... hi - 1, serially, without the GIL (threads run disjoint ranges in parallel).
 
     With record, every spike is also appended to rec_*[l] = (sample, column, neuron) of layer l.
@@ -563,7 +594,7 @@ def _batch_kernel(lo, hi, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32,
     for s in range(lo, hi):
         _sample_core(s, in_cols, W, L, n_in, n_out, once, du, dv, thr, wrap32, w_off, w_flat, nz_off, nz_flat,
                      p_off, p_n, p_col, neuron_off, ev_col, ev_src, ev_n, u, v, acc, live, spk, idx, bucket,
-                     out_cols, out_counts, spikes, in_events, synops_nz, masked)
+                     out_cols, out_counts, spikes, in_events, synops_nz, masked, u_wraps, v_sats)
         if record:
             for l in range(L):
                 for k in range(ev_n[l + 1]):
@@ -620,9 +651,11 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None 
     in_events = np.zeros((n, L), np.int64)
     synops_nz = np.zeros((n, L), np.int64)
     masked = np.zeros((n, L), np.int64)
+    u_wraps = np.zeros((n, L), np.int64)
+    v_sats = np.zeros((n, L), np.int64)
     args = (cols, pk.window, L, pk.n_in, pk.n_out, pk.once, pk.du, pk.dv, pk.thr, pk.wrap32, pk.w_off,
             pk.w_flat, pk.nz_off, pk.nz_flat, pk.p_off, pk.p_n, pk.p_col, neuron_off, pk.ev_cap, out_cols,
-            out_counts, spikes, in_events, synops_nz, masked)
+            out_counts, spikes, in_events, synops_nz, masked, u_wraps, v_sats)
     events = None
     if record:
         # record in chunks of samples so that the spike buffers stay small (<= ~48 MB)
@@ -669,6 +702,8 @@ def _run(pk: PackedNetwork, cols: np.ndarray, record: bool, threads: int | None 
         neuron_updates=neuron_updates,
         active_neuron_updates=neuron_updates - masked,
         steps=np.full(n, pk.window, np.int64),
+        u_wraps=u_wraps,
+        v_saturations=v_sats,
     )
     return result, events
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from hw_sim.resources import LOIHI2, ChipSpec, ResourceReport, partition
+from hw_sim.resources import LOIHI2, ChipSpec, ResourceReport, partition, partition_model
+from models.network import TemporalNetwork
 from toolchain.compiled import CompiledNetwork
 from toolchain.errors import SnncError
 
@@ -184,16 +185,25 @@ def static_metrics(net: CompiledNetwork) -> dict:
 
 
 def estimate(net: CompiledNetwork, counters: ActivityCounters, chip: ChipSpec = LOIHI2,
-             costs: OpCosts = LOIHI1_COSTS) -> EnergyReport:
-    """NeuroBench metrics + energy (pJ) and latency (ns) per sample from activity counters."""
-    if counters.spikes.shape[1] != len(net.layers):
-        raise SnncError(f"counters cover {counters.spikes.shape[1]} layers, the network has {len(net.layers)}; "
+             costs: OpCosts = LOIHI1_COSTS, strict: bool = True) -> EnergyReport:
+    """NeuroBench metrics + energy (pJ) and latency (ns) per sample from activity counters.
+    strict=False: a network that breaks a chip design rule is still estimated (violations in ``resources``)."""
+    _check_counters(counters, len(net.layers))
+    return _estimate(partition(net, chip, strict=strict), static_metrics(net), counters, chip, costs)
+
+
+def _check_counters(counters: ActivityCounters, n_layers: int) -> None:
+    if counters.spikes.shape[1] != n_layers:
+        raise SnncError(f"counters cover {counters.spikes.shape[1]} layers, the network has {n_layers}; "
                         f"pass counters from a run of this network")
     if counters.samples == 0:
         raise SnncError("no samples in the activity counters; run at least one sample")
-    res = partition(net, chip)
-    sizes = np.array([layer.n_out for layer in net.layers], np.int64)
-    fan_in = np.array([layer.n_in + layer.pulse_weights.shape[1] for layer in net.layers], np.int64)
+
+
+def _estimate(res: ResourceReport, static: dict, counters: ActivityCounters, chip: ChipSpec,
+              costs: OpCosts) -> EnergyReport:
+    sizes = np.array([r.neurons for r in res.layers], np.int64)
+    fan_in = np.array([r.fan_in for r in res.layers], np.int64)
     cores = np.array([r.cores for r in res.layers], np.float64)
     steps = counters.steps.astype(np.float64)
 
@@ -211,7 +221,7 @@ def estimate(net: CompiledNetwork, counters: ActivityCounters, chip: ChipSpec = 
 
     dense = float((fan_in * sizes).sum()) * steps
     neuron_steps = float(sizes.sum()) * steps
-    metrics = static_metrics(net)
+    metrics = dict(static)
     metrics.update({
         "activation_sparsity": float(np.mean(1.0 - counters.spikes.sum(1) / neuron_steps)),
         "synaptic_operations": {"Dense": float(dense.mean()), "Effective_MACs": 0.0,
@@ -224,6 +234,76 @@ def estimate(net: CompiledNetwork, counters: ActivityCounters, chip: ChipSpec = 
     sources = (costs.source, f"chip limits: {chip.sources}",
                "metric names: NeuroBench (Yik et al., Nature Communications 2025)")
     return EnergyReport(metrics, energy, latency, breakdown, sources, CAVEATS, res)
+
+
+def model_static_metrics(net: TemporalNetwork, weight_bits: int = 8, pulse_copies: int = 1) -> dict:
+    """:func:`static_metrics` of an uncompiled model at ``weight_bits`` (non-zero = non-zero float weight)."""
+    bits = 0
+    total = nonzero = 0
+    for layer in net.layers:
+        n = layer.n_out * (layer.n_in + layer.n_pulses * pulse_copies)
+        bits += n * int(weight_bits) + LAYER_CONSTANT_BITS + layer.n_out * NEURON_CONSTANT_BITS
+        total += n
+        nonzero += int(np.count_nonzero(layer.weights)) + pulse_copies * int(np.count_nonzero(layer.pulse_weights))
+    return {"footprint": bits / 8.0, "connection_sparsity": 1.0 - nonzero / total if total else 0.0}
+
+
+def model_activity(net: TemporalNetwork, input_times: np.ndarray, window: int,
+                   steps_per_unit: float | None = None) -> ActivityCounters:
+    """Activity per sample implied by the exact (float) model on ``input_times`` (N, n_in), time units, inf = none:
+    each input or spike reaches its non-zero synapses once, every pulse once per window, every neuron is updated
+    every one of ``window`` steps (no active/inactive split: an upper bound). With ``steps_per_unit`` S, spikes
+    after the window's last reported column ((window - 1) / S time units) are dropped, as the chip would not see
+    them; without it every spike counts."""
+    from models.exact import exact_forward
+
+    x = np.asarray(input_times, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != net.layers[0].n_in or x.shape[0] < 1:
+        raise SnncError(f"input_times must have shape (N >= 1, {net.layers[0].n_in}), got {x.shape}; pass input "
+                        "spike times (models.encoding.latency_encode)")
+    outs = exact_forward(net, x)
+    n, L = x.shape[0], len(net.layers)
+    syn = np.zeros((n, L), np.int64)
+    spk = np.zeros((n, L), np.int64)
+    upd = np.zeros((n, L), np.int64)
+    source = np.isfinite(x)
+    for i, layer in enumerate(net.layers):
+        fan = np.count_nonzero(layer.weights, axis=0)
+        syn[:, i] = source.astype(np.int64) @ fan + int(np.count_nonzero(layer.pulse_weights))
+        t = np.asarray(outs[i])
+        fired = np.isfinite(t) if steps_per_unit is None else t <= (int(window) - 1) / float(steps_per_unit)
+        spk[:, i] = fired.sum(axis=1)
+        upd[:, i] = layer.n_out * int(window)
+        source = fired
+    return ActivityCounters(syn, upd, spk, np.full(n, int(window), np.int64))
+
+
+def estimate_model(net: TemporalNetwork, input_times: np.ndarray, window: int, chip: ChipSpec = LOIHI2,
+                   costs: OpCosts = LOIHI1_COSTS, weight_bits: int = 8, pulse_copies: int = 1,
+                   steps_per_unit: float | None = None) -> EnergyReport:
+    """Energy/latency and NeuroBench metrics of an *uncompiled* model (any size, also one the compiler rejects):
+    the partition of :func:`hw_sim.resources.partition_model` and the activity of :func:`model_activity`.
+    window: time steps per sample (``toolchain.compiler.default_window``); steps_per_unit: see
+    :func:`model_activity`. Violated design rules are recorded in
+    ``report.resources.violations``, not raised."""
+    counters = model_activity(net, input_times, window, steps_per_unit)
+    res = partition_model(net, chip, weight_bits, pulse_copies, strict=False)
+    rep = _estimate(res, model_static_metrics(net, weight_bits, pulse_copies), counters, chip, costs)
+    return EnergyReport(rep.metrics, rep.energy_pj, rep.latency_ns, rep.breakdown_pj,
+                        rep.sources + ("activity: exact float model, every neuron updated every step",),
+                        rep.caveats, rep.resources)
+
+
+def compiled_summary(net: CompiledNetwork, counters: ActivityCounters | dict | None = None,
+                     chip: ChipSpec = LOIHI2, costs: OpCosts = LOIHI1_COSTS) -> dict:
+    """JSON-able resources (+ energy when ``counters`` are given: ActivityCounters or hw_sim's counter dict) of a
+    compiled network, for reports; never raises on a design-rule violation (``resources.violations``)."""
+    res = partition(net, chip, strict=False)
+    out = {"resources": res.to_dict()}
+    if counters is not None:
+        c = counters if isinstance(counters, ActivityCounters) else counters_from_dict(counters)
+        out["energy"] = estimate(net, c, chip, costs, strict=False).to_dict()
+    return out
 
 
 def format_energy_table(report: EnergyReport) -> str:

@@ -18,8 +18,11 @@ layer go to the host (one output axon per neuron).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import numpy as np
+
+from models.network import TemporalNetwork
 from toolchain.compiled import CompiledLayer, CompiledNetwork
 from toolchain.errors import DRCError
 
@@ -128,11 +131,49 @@ class LayerResources:
 
 
 @dataclass(frozen=True)
+class LayerSpec:
+    """What the partitioner needs of one layer: a compiled layer's shape, or an uncompiled model's estimate.
+
+    pulse_axons: pulse input columns (pulse copies included); nonzero_synapses: non-zero weights (inputs +
+    pulses); weight_bits: synaptic weight width."""
+
+    name: str
+    n_in: int
+    n_out: int
+    pulse_axons: int
+    num_weight_bits: int
+    nonzero_synapses: int
+    kind: str = "dense"
+
+
+def compiled_layer_specs(net: CompiledNetwork) -> list[LayerSpec]:
+    """The specs of a compiled network's layers (exact: its pulse copies and non-zero integer weights)."""
+    return [LayerSpec(_layer_name(layer, i), layer.n_in, layer.n_out, int(layer.pulse_weights.shape[1]),
+                      int(layer.num_weight_bits),
+                      int((layer.weights != 0).sum() + (layer.pulse_weights != 0).sum()), layer.kind)
+            for i, layer in enumerate(net.layers)]
+
+
+def model_layer_specs(net: TemporalNetwork, weight_bits: int = 8, pulse_copies: int = 1) -> list[LayerSpec]:
+    """Specs of an uncompiled model (works for any size, also one the compiler rejects): dense layers at
+    ``weight_bits``, each pulse on ``pulse_copies`` axons (ASSUMED: the compiler splits large pulse weights over
+    up to 8 copies; 1 is the lower bound), non-zero synapses = non-zero float weights (ASSUMED: none rounds to 0)."""
+    if isinstance(pulse_copies, bool) or not isinstance(pulse_copies, int) or pulse_copies < 1:
+        raise DRCError(f"pulse_copies={pulse_copies!r} must be a positive integer; fix: e.g. 1")
+    return [LayerSpec(f"layer{i}", layer.n_in, layer.n_out, layer.n_pulses * pulse_copies, int(weight_bits),
+                      int(np.count_nonzero(layer.weights)) + pulse_copies * int(np.count_nonzero(layer.pulse_weights)))
+            for i, layer in enumerate(net.layers)]
+
+
+@dataclass(frozen=True)
 class ResourceReport:
-    """The partition: per-layer resources and totals (cores, neurons, synapses, memory bits)."""
+    """The partition: per-layer resources and totals (cores, neurons, synapses, memory bits).
+
+    violations: design-rule messages of a partition made with ``strict=False`` (empty when everything fits)."""
 
     chip: ChipSpec
     layers: tuple[LayerResources, ...]
+    violations: tuple[str, ...] = field(default=())
 
     @property
     def cores(self) -> int:
@@ -174,13 +215,19 @@ class ResourceReport:
             "nonzero_synapses": self.nonzero_synapses,
             "synaptic_memory_bytes": self.synaptic_memory_bits / 8,
             "neuron_config_bytes": self.neuron_config_bits / 8,
+            "fits": not self.violations,
+            "violations": list(self.violations),
             "layers": [vars(layer).copy() for layer in self.layers],
         }
 
 
 # ---- design rules: each raises DRCError naming the layer, the resource and the excess ----------------------
 
-def check_weight_bits(layer: CompiledLayer, chip: ChipSpec) -> None:
+def _pulse_axons(layer: CompiledLayer | LayerSpec) -> int:
+    return layer.pulse_axons if isinstance(layer, LayerSpec) else int(layer.pulse_weights.shape[1])
+
+
+def check_weight_bits(layer: CompiledLayer | LayerSpec, chip: ChipSpec) -> None:
     """Weights must fit the chip's synaptic weight width."""
     bits = int(layer.num_weight_bits)
     if bits > chip.max_weight_bits:
@@ -191,20 +238,20 @@ def check_weight_bits(layer: CompiledLayer, chip: ChipSpec) -> None:
         )
 
 
-def check_fan_in(layer: CompiledLayer, chip: ChipSpec) -> None:
+def check_fan_in(layer: CompiledLayer | LayerSpec, chip: ChipSpec) -> None:
     """Every core of a dense layer receives all inputs and pulses: they must fit its input axons."""
-    fan_in = layer.n_in + layer.pulse_weights.shape[1]
+    fan_in = layer.n_in + _pulse_axons(layer)
     if fan_in > chip.max_fan_in_axons:
         raise DRCError(
             f"layer {layer.name!r}: fan-in of {fan_in} axons ({layer.n_in} inputs + "
-            f"{layer.pulse_weights.shape[1]} pulses) exceeds {chip.name}'s {chip.max_fan_in_axons} input axons "
+            f"{_pulse_axons(layer)} pulses) exceeds {chip.name}'s {chip.max_fan_in_axons} input axons "
             f"per core by {fan_in - chip.max_fan_in_axons}; use fewer inputs or pulses for this layer"
         )
 
 
-def check_synapse_row(layer: CompiledLayer, chip: ChipSpec) -> None:
+def check_synapse_row(layer: CompiledLayer | LayerSpec, chip: ChipSpec) -> None:
     """One neuron's synapses (fan-in x weight bits) must fit one core's synaptic memory."""
-    fan_in = layer.n_in + layer.pulse_weights.shape[1]
+    fan_in = layer.n_in + _pulse_axons(layer)
     row_bits = fan_in * int(layer.num_weight_bits)
     if row_bits > chip.synaptic_memory_bits:
         raise DRCError(
@@ -239,21 +286,46 @@ def _layer_name(layer: CompiledLayer, index: int) -> str:
     return layer.name or f"layer{index}"
 
 
-def partition(net: CompiledNetwork, chip: ChipSpec = LOIHI2) -> ResourceReport:
-    """Place each layer onto cores (greedy, neurons split evenly); raise DRCError when a rule is violated."""
+def partition(net: CompiledNetwork, chip: ChipSpec = LOIHI2, strict: bool = True) -> ResourceReport:
+    """Place each layer onto cores (greedy, neurons split evenly); raise DRCError when a rule is violated
+    (``strict=False``: record the violations in the report instead)."""
     if not net.layers:
         raise DRCError("the compiled network has no layers; compile a model with at least one layer")
+    return partition_specs(compiled_layer_specs(net), chip, strict)
+
+
+def partition_model(net: TemporalNetwork, chip: ChipSpec = LOIHI2, weight_bits: int = 8, pulse_copies: int = 1,
+                    strict: bool = False) -> ResourceReport:
+    """The same partition for an uncompiled model (:func:`model_layer_specs`), for any size; violations are
+    recorded in the report unless ``strict``."""
+    if not net.layers:
+        raise DRCError("the model has no layers; train or export a model with at least one layer")
+    return partition_specs(model_layer_specs(net, weight_bits, pulse_copies), chip, strict)
+
+
+def partition_specs(specs: list[LayerSpec], chip: ChipSpec = LOIHI2, strict: bool = True) -> ResourceReport:
+    """Core partition of layers described by :class:`LayerSpec` (the rules of :func:`partition`)."""
+    violations: list[str] = []
+
+    def rule(check, *args) -> None:
+        try:
+            check(*args)
+        except DRCError as exc:
+            if strict:
+                raise
+            violations.append(str(exc))
+
     placed = []
-    for i, layer in enumerate(net.layers):
+    for i, layer in enumerate(specs):
         if layer.kind != "dense":
-            raise DRCError(f"layer {_layer_name(layer, i)!r}: kind {layer.kind!r} is not supported by the "
+            raise DRCError(f"layer {layer.name!r}: kind {layer.kind!r} is not supported by the "
                            f"partitioner (only 'dense'); recompile with dense layers")
-        check_weight_bits(layer, chip)
-        check_fan_in(layer, chip)
-        check_synapse_row(layer, chip)
-        fan_in = layer.n_in + layer.pulse_weights.shape[1]
+        rule(check_weight_bits, layer, chip)
+        rule(check_fan_in, layer, chip)
+        rule(check_synapse_row, layer, chip)
+        fan_in = layer.n_in + layer.pulse_axons
         bits = int(layer.num_weight_bits)
-        per_core = min(chip.neurons_per_core, chip.synaptic_memory_bits // (fan_in * bits))
+        per_core = max(1, min(chip.neurons_per_core, chip.synaptic_memory_bits // (fan_in * bits)))
         cores = math.ceil(layer.n_out / per_core)
         per_core = math.ceil(layer.n_out / cores)  # spread evenly
         placed.append((layer, fan_in, bits, cores, per_core))
@@ -266,19 +338,17 @@ def partition(net: CompiledNetwork, chip: ChipSpec = LOIHI2) -> ResourceReport:
         else:
             dest_cores, fan_out = 1, 1  # to the host
         out_axons = per_core * dest_cores
-        name = _layer_name(layer, i)
-        check_fan_out(name, out_axons, chip)
+        rule(check_fan_out, layer.name, out_axons, chip)
         synapses = layer.n_out * fan_in
-        nonzero = int((layer.weights != 0).sum() + (layer.pulse_weights != 0).sum())
         layers.append(LayerResources(
-            name=name, neurons=layer.n_out, fan_in=fan_in, fan_out=fan_out, synapses=synapses,
-            nonzero_synapses=nonzero, weight_bits=bits, synaptic_memory_bits=synapses * bits, cores=cores,
-            neurons_per_core=per_core, out_axons_per_core=out_axons,
+            name=layer.name, neurons=layer.n_out, fan_in=fan_in, fan_out=fan_out, synapses=synapses,
+            nonzero_synapses=layer.nonzero_synapses, weight_bits=bits, synaptic_memory_bits=synapses * bits,
+            cores=cores, neurons_per_core=per_core, out_axons_per_core=out_axons,
             neuron_config_bits=layer.n_out * VTH_BITS,
         ))
     report = ResourceReport(chip, tuple(layers))
-    check_core_count(report.cores, chip)
-    return report
+    rule(check_core_count, report.cores, chip)
+    return ResourceReport(chip, tuple(layers), tuple(violations))
 
 
 def format_resource_table(report: ResourceReport) -> str:
@@ -309,6 +379,7 @@ def format_resource_table(report: ResourceReport) -> str:
         f"{chip.synaptic_memory_bits // 8192} KiB synaptic memory/core, {chip.max_fan_in_axons}/"
         f"{chip.max_fan_out_axons} in/out axons/core, <= {chip.max_weight_bits}-bit weights"
     )
+    lines += [f"DRC: {v}" for v in report.violations]
     lines.append(f"sources: {chip.sources}")
     lines.append("model: dense synapse storage (weight bits per synapse incl. pulses, no compression or "
                  f"per-core overheads); one {VTH_BITS}-bit threshold per neuron (vth KiB, neuron configuration, "

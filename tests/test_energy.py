@@ -101,3 +101,64 @@ def test_spike_derived_counters_agree_with_the_emulator():
     assert np.all(sim.active_neuron_updates <= sim.neuron_updates)
     e = estimate(net, sim)
     assert e.breakdown_pj["neuron"] < estimate(net, mine).breakdown_pj["neuron"]  # active/inactive split used
+
+
+def test_model_activity_and_estimate_model_work_without_compiling():
+    from hw_sim.energy import estimate_model, model_activity, model_static_metrics
+    from models.exact import exact_forward
+
+    net = make_compiled((12, 6, 4), n_pulses=2).source
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (5, 12))
+    x[rng.random(x.shape) < 0.3] = np.inf
+    W = 50
+    c = model_activity(net, x, W)
+    outs = exact_forward(net, x)
+    spikes = np.stack([np.isfinite(o).sum(1) for o in outs], axis=1)
+    np.testing.assert_array_equal(c.spikes, spikes)
+    fan0 = np.count_nonzero(net.layers[0].weights, axis=0)
+    np.testing.assert_array_equal(c.synaptic_ops[:, 0], np.isfinite(x) @ fan0 + np.count_nonzero(
+        net.layers[0].pulse_weights))
+    assert c.neuron_updates.tolist() == [[6 * W, 4 * W]] * 5 and c.active_neuron_updates is None
+    rep = estimate_model(net, x, W)
+    # the same arithmetic as estimate() on a compiled network: synaptic + neuron + spike energy
+    e = (c.synaptic_ops.sum(1) * LOIHI1_COSTS.synop_pj + c.neuron_updates.sum(1) * LOIHI1_COSTS.neuron_active_pj
+         + c.spikes.sum(1) * LOIHI1_COSTS.spike_tile_pj)
+    np.testing.assert_allclose(rep.energy_pj, e)
+    assert rep.resources.cores == 2 and not rep.resources.violations
+    assert model_static_metrics(net)["footprint"] == rep.metrics["footprint"]
+    with pytest.raises(SnncError, match="input_times must have shape"):
+        model_activity(net, x[:, :3], W)
+
+
+def test_compiled_summary_for_reports_never_raises_on_design_rules():
+    import dataclasses
+
+    from hw_sim.emulator import simulate
+    from hw_sim.energy import compiled_summary
+    from hw_sim.resources import LOIHI2
+
+    net = make_compiled((12, 6, 4), n_pulses=2)
+    rng = np.random.default_rng(1)
+    cols = rng.integers(0, 10, (4, 12))
+    res = simulate(net, cols)
+    s = compiled_summary(net, res.counters())
+    assert s["resources"]["cores"] == 2 and s["resources"]["fits"]
+    assert s["energy"]["metrics"]["samples"] == 4 and s["energy"]["energy_per_sample_nJ"]["mean"] > 0
+    tiny = dataclasses.replace(LOIHI2, name="tiny", max_fan_in_axons=10)
+    s = compiled_summary(net, res.activity(), chip=tiny)
+    assert not s["resources"]["fits"] and "fan-in" in s["resources"]["violations"][0] and "energy" in s
+    assert "energy" not in compiled_summary(net)
+
+
+def test_model_activity_drops_spikes_after_the_window():
+    from hw_sim.energy import model_activity
+    from models.exact import exact_forward
+
+    net = make_compiled((12, 6, 4), n_pulses=2).source
+    x = np.random.default_rng(2).uniform(0, 1, (4, 12))
+    outs = exact_forward(net, x)
+    S, W = 16, 10  # reported columns up to 9: times <= 9 / 16
+    c = model_activity(net, x, W, steps_per_unit=S)
+    np.testing.assert_array_equal(c.spikes, np.stack([(o <= (W - 1) / S).sum(1) for o in outs], axis=1))
+    assert c.spikes.sum() < model_activity(net, x, W).spikes.sum()

@@ -617,3 +617,66 @@ def test_weight_exp_minus_one_identical_to_lava_fixed():
                                            net.layers[1]))
     with pytest.raises(TargetError, match="even weight mantissas"):
         get_target("hw_sim").run(bad, np.zeros((1, 7)))
+
+
+# ------------------------------------------------------------------------------------------------------------
+# saturation counters (u wraps, v saturations) in neurons that can still spike
+# ------------------------------------------------------------------------------------------------------------
+
+def _one_layer(w, pw, ps, vth, D, W, wexp=0):
+    n_out, n_in = w.shape
+    layer = CompiledLayer(name="layer0", weights=w.astype(np.int32), pulse_weights=pw.astype(np.int32),
+                          pulse_steps=np.asarray(ps, np.int64), weight_exp=wexp, du=D - 1, dv=D, vth=vth, once=True,
+                          weights_float=w * 1.0, pulse_weights_float=pw * 1.0, du_float=D / 4096, dv_float=D / 4096,
+                          vth_float=1.0)
+    src = TemporalNetwork((AlphaLayer(np.zeros((n_out, n_in)), np.zeros(len(ps)), np.zeros((n_out, len(ps)))),),
+                          tau=1.0, theta=1.0, latency=1.0)
+    return CompiledNetwork(steps_per_unit=8, window=W, layers=(layer,), source=src)
+
+
+def _count_saturations(w_eff, cols, p_eff, ps, D, vth, W, last):
+    """Plain recurrence of one once-layer up to update ``last`` (no spikes can happen before): counts of u wraps
+    and v clamps per sample."""
+    n = cols.shape[0]
+    uw = np.zeros(n, np.int64)
+    vs = np.zeros(n, np.int64)
+    for s in range(n):
+        u = np.zeros(w_eff.shape[0], np.int64)
+        v = np.zeros_like(u)
+        fired = np.zeros(u.shape, bool)
+        for c in range(last + 1):
+            a = w_eff[:, cols[s] == c].sum(1) + p_eff[:, np.asarray(ps) == c].sum(1)
+            p = u * (4096 - D)
+            pre = np.sign(p) * (np.abs(p) >> 12) + (a << 6)
+            uw[s] += int(((pre > 2**23) | (pre <= -(2**23)))[~fired].sum())
+            pre = np.where(pre > 2**23, pre - 2**24, np.where(pre <= -(2**23), pre + 2**24, pre))
+            q = v * (4096 - D)
+            vv = np.sign(q) * (np.abs(q) >> 12) + pre
+            vs[s] += int(((vv > 2**23 - 1) | (vv < -(2**23 - 1)))[~fired].sum())
+            u, v = pre, np.clip(vv, -(2**23 - 1), 2**23 - 1)
+            f = (v > vth << 6) & ~fired
+            fired |= f
+            v[f] = 0
+    return uw, vs
+
+
+def test_saturation_counters_count_v_clamps_and_u_wraps():
+    rng = np.random.default_rng(11)
+    W, D = 40, 100
+    # strong inhibition early (v saturates negative), a late excitatory pulse keeps the neurons able to fire
+    w = -2 * rng.integers(100, 128, (4, 30))
+    pw = np.full((4, 1), 254)
+    net = _one_layer(w, pw, [30], vth=1000, D=D, W=W, wexp=5)
+    cols = rng.integers(0, 3, (5, 30))
+    cols[rng.random(cols.shape) < 0.3] = -1
+    res = simulate(net, cols)
+    w_eff = (w << 5).astype(np.int64)
+    uw, vs = _count_saturations(w_eff, cols, (pw << 5).astype(np.int64), [30], D, 1000, W, 30)
+    assert vs.sum() > 0 and uw.sum() > 0  # the case reaches both limits
+    np.testing.assert_array_equal(res.v_saturations[:, 0], vs)
+    np.testing.assert_array_equal(res.u_wraps[:, 0], uw)
+    assert set(res.counters()) >= {"u_wraps", "v_saturations"}
+    # a network within range counts nothing
+    quiet = _one_layer(w // 16 // 2 * 2, pw, [30], vth=1000, D=D, W=W)
+    res = simulate(quiet, cols)
+    assert res.v_saturations.sum() == 0 and res.u_wraps.sum() == 0

@@ -78,3 +78,52 @@ def test_format_resource_table_lists_layers_totals_and_sources():
     assert total.split()[1] == "10" and total.split()[-1] == "2"
     assert "2/128 cores" in text and "ASSUMED" in text and "Davies" in text
     assert np.isclose(rep.core_utilisation, 2 / 128)
+
+
+def test_snnc_resources_estimates_a_model_that_does_not_compile(tmp_path, capsys, monkeypatch):
+    import json
+
+    from test_calibration import wide_inhibitory_autoencoder
+    from toolchain.artifact import save_onnx
+    from toolchain.cli import main
+    from toolchain.compiler import compile_file
+    from toolchain.errors import CompileError
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)
+    model = tmp_path / "model.onnx"
+    save_onnx(wide_inhibitory_autoencoder(), model)
+    with pytest.raises(CompileError):
+        compile_file(model)
+    out = tmp_path / "res.json"
+    assert main(["resources", str(model), "--samples", "3", "--json", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads(out.read_text())
+    res = printed["resources"]
+    # same partition rules as hw_sim/resources.py: 784 + 1 pulse axons per layer-0 neuron, 65 per layer-1 neuron
+    assert [l["fan_in"] for l in res["layers"]] == [785, 65] and res["neurons"] == 64 + 784
+    assert res["synapses"] == 64 * 785 + 784 * 65 and res["cores"] >= 2 and res["fits"]
+    e = printed["energy"]
+    assert e["metrics"]["samples"] == 3 and e["energy_per_sample_nJ"]["mean"] > 0
+    assert printed["window_steps"] > 0 and printed["network"] == "784-64-784"
+    # the table form, and a design rule violated on Loihi 1 is listed rather than fatal (9-bit weights fit)
+    assert main(["resources", str(model), "--samples", "0", "--chip", "loihi1", "--weight-bits", "9"]) == 0
+    text = capsys.readouterr().out
+    assert "layer0" in text and "total" in text and "energy" not in text
+    assert main(["resources", str(tmp_path / "missing.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_resources_of_a_compiled_network_equal_the_model_estimate_when_no_pulse_copies():
+    from hw_sim.resources import partition_model
+
+    net = make_compiled((12, 6, 4), n_pulses=2)
+    a = partition(net, LOIHI2).to_dict()
+    b = partition_model(net.source, LOIHI2, weight_bits=8).to_dict()
+    for key in ("cores", "neurons", "synapses", "synaptic_memory_bytes"):
+        assert a[key] == b[key], key
+    tiny = dataclasses.replace(LOIHI2, name="tiny", max_fan_in_axons=10)
+    rep = partition_model(net.source, tiny)  # not strict: recorded
+    assert rep.violations and "fan-in of 14" in rep.violations[0] and not rep.to_dict()["fits"]
+    assert "DRC: layer" in format_resource_table(rep)
+    with pytest.raises(DRCError, match="fan-in of 14"):
+        partition_model(net.source, tiny, strict=True)

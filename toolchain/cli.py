@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "models.cli_eval",
     "toolchain.cli_deploy",
     "hw_sim.cli_device",
+    "hw_sim.cli_resources",
     "toolchain.cli_demo",
 )
 

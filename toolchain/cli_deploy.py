@@ -66,6 +66,11 @@ def compile_summary(cn) -> str:
     if "decay_D" in m:
         lines.append(f"decay D={m['decay_D']} (du=D-1, dv=D), tau_eff={m.get('tau_eff', src.tau):.6g} "
                      f"({100 * m.get('tau_rel_error', 0.0):+.3f} %)")
+    mode = m.get("range_mode", "worst-case")
+    cal = m.get("calibration") or {}
+    lines.append(f"ranges: {mode}" + (f" ({cal.get('samples')} samples of {cal.get('source') or 'given inputs'}, "
+                                      f"margin {cal.get('margin', 0):g}; run-time saturation is counted by hw_sim)"
+                                      if mode == "calibrated" else " (every input of a neuron at once)"))
     lines.append("layer     n_in  n_out  pulse axons  vth (min..max)   wexp/pexp  bits  max|w_int|  max quant err/theta")
     lm = m.get("layers", [{}] * len(cn.layers))
     for layer, info in zip(cn.layers, lm):
@@ -80,6 +85,8 @@ def compile_summary(cn) -> str:
         for i, j, col in info.get("pulse_collisions", []):
             lines.append(f"note: {info['name']} pulses {i} and {j} share step column {col} (they act as one pulse "
                          f"with the summed weight; a larger --steps-per-unit separates them)")
+    for w in m.get("warnings", []):
+        lines.append(f"warning: {w}")
     if m.get("source_hash"):
         lines.append(f"source sha256 {m['source_hash']}")
     return "\n".join(lines)
@@ -101,6 +108,17 @@ def _compile_args(p: argparse.ArgumentParser) -> None:
                    help="synaptic weight bits: 8 (Loihi 2, Lava's default; default) or 9 (Loihi 1)")
     p.add_argument("--compensate-tau", action="store_true",
                    help="stretch the grid so the 12-bit decay realises tau exactly (docs/compiler.md)")
+    p.add_argument("--range", dest="range_mode", choices=("worst-case", "calibrated"), default=None,
+                   help="how thresholds are bounded: worst-case (default, safe: every input of a neuron at once) or "
+                        "calibrated (ranges measured on training images + --range-margin; saturation is counted "
+                        "at run time by hw_sim)")
+    p.add_argument("--calibration-samples", type=int, default=None,
+                   help="training images used by --range calibrated (default 200)")
+    p.add_argument("--calibration-dataset", choices=("mnist", "fashion-mnist"), default=None,
+                   help="dataset whose training split calibrates the ranges (default: the model's, from its "
+                        "metadata)")
+    p.add_argument("--range-margin", type=float, default=None,
+                   help="relative headroom over the calibrated ranges (default 0.5 = 50 %%)")
 
 
 def _data_args(p: argparse.ArgumentParser, limit_default: int | None = DEFAULT_LIMIT) -> None:
@@ -181,6 +199,20 @@ def _compile_kwargs(args) -> dict:
         kw["max_pulse_copies"] = args.max_pulse_copies
     if args.horizon_margin is not None:
         kw["horizon_margin"] = args.horizon_margin
+    mode = getattr(args, "range_mode", None)
+    calib = {k: getattr(args, a, None) for k, a in (("calibration_samples", "calibration_samples"),
+                                                    ("calibration_dataset", "calibration_dataset"),
+                                                    ("range_margin", "range_margin"))}
+    if mode != "calibrated" and any(v is not None for v in calib.values()):
+        from toolchain.errors import CompileError
+
+        flags = ", ".join("--" + k.replace("_", "-") for k, v in calib.items() if v is not None)
+        raise CompileError(f"{flags} only apply to calibrated ranges; fix: add --range calibrated or drop them")
+    if mode is not None:
+        kw["range_mode"] = mode
+    kw.update({k: v for k, v in calib.items() if v is not None})
+    if mode == "calibrated" and getattr(args, "data_dir", None):
+        kw["data_dir"] = args.data_dir
     return kw
 
 

@@ -18,7 +18,12 @@ Mapping (derivation and measured errors: docs/compiler.md, format: docs/compiled
   per layer): the largest value <= 2**16 that the neuron's worst-case ranges, largest input weight and pulse
   copies allow, which scales each neuron's weights to its own range (finest relative weight grid);
 * worst-case magnitudes (16-bit input per step, 24-bit wrapping u, 24-bit saturating v) are checked per neuron:
-  a value that can overflow raises CompileError naming the layer, the neuron, the value, the limit and a fix.
+  a value that can overflow raises CompileError naming the layer, the neuron, the value, the limit, what the user
+  asked for and the fixes that apply; ``range_mode="calibrated"`` replaces the worst case by the ranges measured
+  on training inputs (toolchain/calibration.py) times (1 + margin), and hw_sim counts the saturations that inputs
+  beyond them cause;
+* a layer whose largest weight quantization error exceeds ``quant_warn_fraction`` (0.01) of theta gets a warning
+  in the manifest (``warnings``), which ``snnc compile`` prints.
 """
 from __future__ import annotations
 
@@ -30,6 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from models.network import AlphaLayer, TemporalNetwork
+from toolchain.calibration import (
+    DEFAULT_CALIBRATION_SAMPLES, DEFAULT_RANGE_MARGIN, Calibration, LayerRanges, check_range_options,
+    measure_ranges, training_input_times,
+)
 from toolchain.compiled import CompiledLayer, CompiledNetwork, shift_weights, sum_pulse_copies
 from toolchain.errors import ArtifactError, CompileError
 
@@ -52,6 +61,7 @@ MAX_STEPS_PER_UNIT = 1 << 20
 THRESHOLD_MODES = ("neuron", "layer")
 MAX_PULSE_COPIES = 8  # parallel axons per pulse (pulse weights ~5x input weights need ~4 at full resolution)
 DEFAULT_HORIZON_MARGIN = 1.0  # time units simulated after latency + 1 (the last expected output)
+QUANT_WARN_FRACTION = 0.01  # warn when a layer's largest weight quantization error exceeds this x theta
 
 
 def decay_constant(tau: float, steps_per_unit: float) -> tuple[float, int]:
@@ -77,8 +87,9 @@ def weight_exp_min(bits: int) -> int:
     return -int(math.log2(MANTISSA[bits][2]))
 
 
-def choose_weight_exp(x: np.ndarray, layer: str, bits: int = WEIGHT_BITS) -> int:
-    """Smallest exponent e >= weight_exp_min(bits) with the rounded mantissas of x / 2**e inside the range."""
+def choose_weight_exp(x: np.ndarray, layer: str, bits: int = WEIGHT_BITS, fix: str | None = None) -> int:
+    """Smallest exponent e >= weight_exp_min(bits) with the rounded mantissas of x / 2**e inside the range.
+    fix: the remedy named in the CompileError (default: the remedies of an explicit vth)."""
     lo, hi, _ = MANTISSA[bits]
     big = float(np.abs(x).max(initial=0.0))
     for e in range(weight_exp_min(bits),
@@ -88,7 +99,7 @@ def choose_weight_exp(x: np.ndarray, layer: str, bits: int = WEIGHT_BITS) -> int
             return e
     raise CompileError(
         f"{layer}: scaled weights up to {big:.4g} need a weight exponent above the limit "
-        f"{WEIGHT_EXP_MAX}; fix: pass a smaller vth (e.g. vth={max(1, int(VTH_MIN))}) or a larger steps_per_unit"
+        f"{WEIGHT_EXP_MAX}; fix: {fix or f'pass a smaller --vth (e.g. vth={VTH_MIN}) or a larger --steps-per-unit'}"
     )
 
 
@@ -168,17 +179,17 @@ _LIMITS = (("a_in_max", "synaptic input per step |a_in|", A_IN_MAX),
            ("v_pos_max", "positive voltage v (24-bit, saturates)", UV_MAX))
 
 
-def _row_violations(rows: dict) -> np.ndarray:
-    """(n_out,) bool: neurons whose worst case exceeds a limit."""
+def _row_violations(rows: dict, limits: tuple = _LIMITS) -> np.ndarray:
+    """(n_out,) bool: neurons whose magnitudes (worst case or calibrated) exceed a limit."""
     bad = np.zeros(rows["a_in_max"].shape, dtype=bool)
-    for key, _, limit in _LIMITS:
+    for key, _, limit in limits:
         bad |= rows[key] > limit
     return bad
 
 
-def _first_violation(rows: dict) -> tuple[str, float, int, int] | None:
+def _first_violation(rows: dict, limits: tuple = _LIMITS) -> tuple[str, float, int, int] | None:
     """(what, value, limit, neuron) of the largest violation of the first limit that is exceeded, else None."""
-    for key, what, limit in _LIMITS:
+    for key, what, limit in limits:
         if np.any(rows[key] > limit):
             j = int(np.argmax(rows[key]))
             return what, float(rows[key][j]), limit, j
@@ -196,7 +207,42 @@ class _Quantized:
     rows: dict  # per-neuron worst case (_worst_case_rows)
 
 
-def _split_pulses(x: np.ndarray, name: str, bits: int, max_copies: int) -> tuple[np.ndarray, int, np.ndarray]:
+@dataclass(frozen=True)
+class _Ctx:
+    """What the user asked for, so that error messages name it and the fixes that apply."""
+
+    vth_given: bool = False
+    range_mode: str = "worst-case"
+    threshold: str = "neuron"
+    max_copies: int = MAX_PULSE_COPIES
+    margin: float = 0.0
+
+
+_WEIGHT_DECAY_FIX = "retrain with weight regularisation (snnc train ... --weight-decay) to shrink the weights"
+
+
+def _fixes(kind: str, ctx: _Ctx) -> str:
+    """The remedies for a failure of ``kind`` ('a_in', 'state', 'weights', 'pulses') given what the user did."""
+    out = []
+    if ctx.vth_given:
+        out.append("pass a smaller --vth (vth=...) or leave it unset for the automatic per-neuron choice")
+    elif ctx.threshold == "layer":
+        out.append("use --threshold neuron (each neuron scaled to its own range)")
+    if kind in ("a_in", "state") and ctx.range_mode == "worst-case":
+        out.append("compile with --range calibrated (range_mode='calibrated': ranges measured on training images "
+                   "instead of every input at once; saturation is then counted at run time)")
+    if kind in ("a_in", "state") and ctx.range_mode == "calibrated" and ctx.margin > 0:
+        out.append(f"a smaller --range-margin (now {ctx.margin:g})")
+    if kind in ("a_in", "weights", "pulses"):
+        out.append("a larger --steps-per-unit (integer increments shrink with the step h)")
+    if kind == "pulses":
+        out.append(f"a larger --max-pulse-copies (now {ctx.max_copies})")
+    out.append(_WEIGHT_DECAY_FIX)
+    return "; or ".join(out)
+
+
+def _split_pulses(x: np.ndarray, name: str, bits: int, max_copies: int,
+                  ctx: _Ctx | None = None) -> tuple[np.ndarray, int, np.ndarray]:
     """Scaled pulse weights (n_out, n_p) -> (mantissas (n_out, n_copies), exponent, source pulse per copy).
 
     A pulse whose weights exceed one mantissa is sent on up to ``max_copies`` parallel axons from the same
@@ -212,7 +258,7 @@ def _split_pulses(x: np.ndarray, name: str, bits: int, max_copies: int) -> tuple
     else:
         raise CompileError(
             f"{name}: scaled pulse weights up to {big:.4g} need more than {max_copies} copies even at the weight "
-            f"exponent limit {WEIGHT_EXP_MAX}; fix: pass a smaller vth or allow more pulse copies"
+            f"exponent limit {WEIGHT_EXP_MAX}; fix: {_fixes('pulses', ctx or _Ctx(vth_given=True))}"
         )
     units = np.abs(m) // step
     parts, source = [], []
@@ -226,51 +272,63 @@ def _split_pulses(x: np.ndarray, name: str, bits: int, max_copies: int) -> tuple
 
 
 def _quantize_layer(name: str, layer: AlphaLayer, scale: float, vth: np.ndarray, wexp: int | None, D: int,
-                    window: int, inputs_once: bool, bits: int, max_copies: int) -> _Quantized:
+                    window: int, inputs_once: bool, bits: int, max_copies: int, ctx: _Ctx | None = None
+                    ) -> _Quantized:
     """Quantize one layer at thresholds ``vth`` (n_out,): weights scaled by scale * vth[j] per neuron j.
     wexp: input block exponent (None = the smallest that fits)."""
+    ctx = ctx or _Ctx(vth_given=True)
     x = layer.weights * (scale * vth[:, None])
     if wexp is None:
-        wexp = choose_weight_exp(x, name, bits)
+        wexp = choose_weight_exp(x, name, bits, _fixes("weights", ctx))
     w_int = mantissa_round(x / 2.0**wexp, bits)
     lo, hi, _ = MANTISSA[bits]
     if w_int.size and (w_int.min() < lo or w_int.max() > hi):
-        raise CompileError(f"{name}: input weights need a larger weight exponent than {wexp}; fix: pass a smaller "
-                           "vth (or leave vth unset for the automatic choice)")
-    p_int, pexp, src = _split_pulses(layer.pulse_weights * (scale * vth[:, None]), name, bits, max_copies)
+        raise CompileError(f"{name}: input weights need a larger weight exponent than {wexp}; fix: "
+                           f"{_fixes('weights', ctx)}")
+    p_int, pexp, src = _split_pulses(layer.pulse_weights * (scale * vth[:, None]), name, bits, max_copies, ctx)
     p_sum = sum_pulse_copies(p_int, src, layer.n_pulses)
     effective = np.hstack([shift_weights(w_int, wexp), shift_weights(p_sum, pexp)])  # exact: even at e = -1
     return _Quantized(w_int, wexp, p_int, pexp, src, effective,
                       _worst_case_rows(effective, vth.astype(np.float64), D, window, inputs_once))
 
 
-def _fix_for(what: str) -> str:
-    if what.startswith("synaptic input"):
-        return ("use a larger steps_per_unit (the input per step shrinks with h) or reduce the summed weight "
-                "magnitude per neuron (retrain with weight regularisation)")
-    return "reduce the summed weight magnitude per neuron relative to theta (retrain with weight regularisation)"
+def _calibrated_rows(ranges: LayerRanges, vth: np.ndarray, margin: float) -> dict:
+    """Integer magnitudes per neuron predicted from the measured ranges (theta units) at thresholds vth, times
+    (1 + margin): the quantities of _worst_case_rows, under the same keys."""
+    v = vth.astype(np.float64) * (1.0 + margin)
+    return {"a_in_max": ranges.a_in * v, "u_max": ranges.u * v * (1 << STATE_SHIFT),
+            "v_neg_max": ranges.v_neg * v * (1 << STATE_SHIFT), "v_pos_max": ranges.v_pos * v * (1 << STATE_SHIFT)}
+
+
+def _kind(what: str) -> str:
+    return "a_in" if what.startswith("synaptic input") else "state"
 
 
 def _vth_caps(layer: AlphaLayer, scale: float, D: int, window: int, bits: int,
-              max_copies: int) -> tuple[np.ndarray, int]:
-    """Largest threshold per neuron that the worst-case ranges allow (float, before rounding), capped at
+              max_copies: int, ranges: LayerRanges | None = None, margin: float = 0.0) -> tuple[np.ndarray, int]:
+    """Largest threshold per neuron that the ranges allow (float, before rounding), capped at
     2**16, at the pulse weights that ``max_copies`` copies carry at the finest exponent (unless that is below
     VTH_MIN),
     and so that the input block keeps the smallest exponent that leaves every neuron >= VTH_MIN;
-    returns (caps (n_out,), that exponent)."""
+    returns (caps (n_out,), that exponent). ranges: measured ranges (calibrated mode, with ``margin``) instead of
+    the worst case."""
     A = np.abs(layer.all_weights()) * scale  # integer increment per unit vth
     signed = layer.all_weights()
     pos = np.where(signed > 0, A, 0.0).sum(axis=1)
     neg = np.where(signed < 0, A, 0.0).sum(axis=1)
     p = _peak_factor(D, window, False)
     with np.errstate(divide="ignore"):
-        caps = np.minimum.reduce([
-            np.full(pos.shape, float(VTH_AUTO_MAX)),
-            A_IN_MAX / np.maximum(pos, neg),
-            UV_MAX / ((1 << STATE_SHIFT) * np.maximum(pos, neg)),
-            UV_MAX / ((1 << STATE_SHIFT) * p * neg),
-            (UV_MAX / (1 << STATE_SHIFT)) / (1.0 + pos),
-        ])
+        if ranges is None:
+            bounds = [A_IN_MAX / np.maximum(pos, neg),
+                      UV_MAX / ((1 << STATE_SHIFT) * np.maximum(pos, neg)),
+                      UV_MAX / ((1 << STATE_SHIFT) * p * neg),
+                      (UV_MAX / (1 << STATE_SHIFT)) / (1.0 + pos)]
+        else:  # positive v is not bounded: it saturates only in the step the neuron spikes, which it still does
+            k = 1.0 + margin
+            bounds = [A_IN_MAX / (k * ranges.a_in),
+                      UV_MAX / ((1 << STATE_SHIFT) * k * ranges.u),
+                      UV_MAX / ((1 << STATE_SHIFT) * k * ranges.v_neg)]
+        caps = np.minimum.reduce([np.full(pos.shape, float(VTH_AUTO_MAX))] + bounds)
         w_big = np.abs(layer.weights).max(axis=1, initial=0.0) * scale
         hi = MANTISSA[bits][1]
         p_big = np.abs(layer.pulse_weights).max(axis=1, initial=0.0) * scale
@@ -283,30 +341,45 @@ def _vth_caps(layer: AlphaLayer, scale: float, D: int, window: int, bits: int,
     return np.minimum(caps, mant_cap), wexp
 
 
+def _range_rows(q: _Quantized, vth: np.ndarray, ranges: LayerRanges | None, margin: float) -> dict:
+    """The per-neuron magnitudes the range check uses: worst case, or calibrated (measured x (1 + margin))."""
+    return q.rows if ranges is None else _calibrated_rows(ranges, vth, margin)
+
+
 def _auto_vth(name: str, layer: AlphaLayer, scale: float, D: int, window: int, inputs_once: bool, bits: int,
-              per_neuron: bool, max_copies: int) -> tuple[_Quantized, np.ndarray]:
+              per_neuron: bool, max_copies: int, ranges: LayerRanges | None = None, margin: float = 0.0,
+              ctx: _Ctx | None = None) -> tuple[_Quantized, np.ndarray]:
     """Quantize with automatic thresholds: per neuron (default) or one per layer (the smallest neuron cap), each
-    as large as the worst-case ranges allow, which maximises the relative weight precision; rows that fail after
-    rounding are lowered by 1 % until they fit. CompileError when a neuron would need vth < VTH_MIN."""
-    caps, wexp = _vth_caps(layer, scale, D, window, bits, max_copies)
+    as large as the ranges (worst case, or measured ``ranges`` with ``margin``) allow, which maximises the relative
+    weight precision; rows that fail after rounding are lowered by 1 % until they fit. CompileError when a neuron
+    would need vth < VTH_MIN."""
+    ctx = ctx or _Ctx()
+    caps, wexp = _vth_caps(layer, scale, D, window, bits, max_copies, ranges, margin)
     vth = np.floor(caps if per_neuron else np.full(caps.shape, caps.min(initial=VTH_AUTO_MAX))).astype(np.int64)
     vth = np.minimum(vth, VTH_AUTO_MAX)
+    limits = _LIMITS if ranges is None else _LIMITS[:3]
     for _ in range(400):
-        q = _quantize_layer(name, layer, scale, np.maximum(vth, 1), wexp, D, window, inputs_once, bits, max_copies)
-        bad = _row_violations(q.rows)
+        vv = np.maximum(vth, 1)
+        q = _quantize_layer(name, layer, scale, vv, wexp, D, window, inputs_once, bits, max_copies, ctx)
+        bad = _row_violations(_range_rows(q, vv, ranges, margin), limits)
         if not bad.any() and vth.min(initial=VTH_MIN) >= VTH_MIN:
             return q, vth
         if vth.min(initial=VTH_MIN) < VTH_MIN:
             break
         lower = bad if per_neuron else np.ones_like(bad)
         vth = np.where(lower, np.floor(vth * 0.99).astype(np.int64), vth)
-    q = _quantize_layer(name, layer, scale, np.full(vth.shape, VTH_MIN), None, D, window, inputs_once, bits,
-                        max_copies)
-    what, value, limit, j = _first_violation(q.rows) or ("threshold", float(vth.min()), VTH_MIN,
-                                                         int(np.argmin(vth)))
+    low = np.full(vth.shape, VTH_MIN)
+    q = _quantize_layer(name, layer, scale, low, None, D, window, inputs_once, bits, max_copies, ctx)
+    what, value, limit, j = _first_violation(_range_rows(q, low, ranges, margin), limits) or (
+        "threshold", float(vth.min()), VTH_MIN, int(np.argmin(vth)))
+    if ranges is None:
+        how = ("worst case (every input and pulse of the neuron in the same step; --range worst-case, the "
+               "default)")
+    else:
+        how = f"calibrated range (measured on the calibration inputs x (1 + margin {margin:g}); --range calibrated)"
     raise CompileError(
-        f"{name}: neuron {j}: worst-case {what} = {value:.4g} exceeds the limit {limit} even at the smallest useful "
-        f"vth={VTH_MIN}; fix: {_fix_for(what)}"
+        f"{name}: neuron {j}: {what} = {value:.4g} exceeds the limit {limit} even at the smallest useful "
+        f"automatic threshold vth={VTH_MIN}, by the {how}; fix: {_fixes(_kind(what), ctx)}"
     )
 
 
@@ -344,7 +417,10 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
                     compensate_tau: bool = False, source_hash: str = "", window: int | None = None,
                     horizon_margin: float = DEFAULT_HORIZON_MARGIN, weight_bits: int = WEIGHT_BITS,
                     centre: bool = True, threshold: str = "neuron",
-                    max_pulse_copies: int = MAX_PULSE_COPIES) -> CompiledNetwork:
+                    max_pulse_copies: int = MAX_PULSE_COPIES, range_mode: str = "worst-case",
+                    calibration_times: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
+                    calibration_source: str = "", quant_warn_fraction: float = QUANT_WARN_FRACTION
+                    ) -> CompiledNetwork:
     """Quantize and map ``net`` onto Lava CUBA LIF neurons (fixed and float mapping).
 
     steps_per_unit: S, integer steps per model time unit.
@@ -361,6 +437,14 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
     weight_bits:    8 (Loihi 2, Lava's default; even mantissas) or 9 (Loihi 1: 1-9 bit weights).
     centre:         place layer l's pulses l/2 steps later and read its spikes l/2 steps earlier, cancelling
                     the mean lag of grid spikes (docs/compiler.md); False reproduces the plain mapping.
+    range_mode:     "worst-case" (default, safe: no input can overflow u or saturate v) bounds every neuron by all
+                    its inputs and pulses in one step; "calibrated" bounds it by the ranges measured on
+                    ``calibration_times`` (N, n_in) input spike times (time units) times (1 + ``range_margin``),
+                    which allows larger thresholds (finer weights) for wide layers; inputs beyond the calibration
+                    may then saturate v / wrap u, which hw_sim counts (``v_saturations``, ``u_wraps``).
+    calibration_source: a description of the calibration inputs recorded in the manifest.
+    quant_warn_fraction: a layer whose largest weight quantization error exceeds this fraction of theta gets a
+                    warning (manifest ``warnings``, printed by ``snnc compile``); docs/compiler.md justifies 0.01.
     """
     if not (isinstance(horizon_margin, (int, float)) and math.isfinite(horizon_margin) and horizon_margin >= 0):
         raise CompileError(f"horizon_margin={horizon_margin!r} must be a finite number of time units >= 0; "
@@ -375,6 +459,10 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
     if not isinstance(net, TemporalNetwork):
         raise CompileError(f"compile_network needs a TemporalNetwork, got {type(net).__name__}; "
                            "fix: load the model with toolchain.artifact.load_onnx")
+    check_range_options(range_mode, range_margin, calibration_times)
+    if not (isinstance(quant_warn_fraction, (int, float)) and quant_warn_fraction > 0):
+        raise CompileError(f"quant_warn_fraction={quant_warn_fraction!r} must be a number > 0 (fraction of theta); "
+                           f"fix: e.g. {QUANT_WARN_FRACTION}")
     _check_finite(net)
     d, D = _check_grid(net, steps_per_unit)
     tau_eff = effective_tau(D, steps_per_unit)
@@ -398,8 +486,16 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
 
     h = 1.0 / S
     scale_float = h * d  # w_lava = w h d
+    calib: Calibration | None = None
+    if range_mode == "calibrated":
+        calib = measure_ranges(net, calibration_times, S, W,
+                               [_pulse_columns(layer, S, _offset(k, centre))[0] for k, layer in enumerate(net.layers)],
+                               1.0 - D / DECAY_UNITY)
+    ctx = _Ctx(vth_given=vth is not None, range_mode=range_mode, threshold=threshold, max_copies=max_pulse_copies,
+               margin=float(range_margin))
     layers: list[CompiledLayer] = []
     layer_manifest = []
+    warnings: list[str] = []
     for k, layer in enumerate(net.layers):
         name = f"layer{k}"
         pulse_cols, collisions = _pulse_columns(layer, S, _offset(k, centre))
@@ -408,18 +504,21 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
         # fixed mapping is exactly an alpha network with tau_eff and quantized weights (deployed_network)
         scale = h * (1.0 - D / DECAY_UNITY) / net.theta
         inputs_once = True  # inputs and alpha neurons spike at most once per window
+        ranges = calib.layers[k] if calib is not None else None
         if vth is None:
             q, v = _auto_vth(name, layer, scale, D, W, inputs_once, weight_bits, threshold == "neuron",
-                             max_pulse_copies)
+                             max_pulse_copies, ranges, float(range_margin), ctx)
         else:
             v = np.full(layer.n_out, int(vth), dtype=np.int64)
-            q = _quantize_layer(name, layer, scale, v, None, D, W, inputs_once, weight_bits, max_pulse_copies)
-            bad = _first_violation(q.rows)
+            q = _quantize_layer(name, layer, scale, v, None, D, W, inputs_once, weight_bits, max_pulse_copies, ctx)
+            bad = _first_violation(_range_rows(q, v, ranges, float(range_margin)),
+                                   _LIMITS if ranges is None else _LIMITS[:3])
             if bad:
                 what, value, limit, j = bad
+                how = "worst-case" if ranges is None else f"calibrated (x (1 + {float(range_margin):g}))"
                 raise CompileError(
-                    f"{name}: neuron {j}: worst-case {what} = {value:.4g} exceeds the limit {limit} at vth={int(vth)}; "
-                    f"fix: pass a smaller vth (or leave vth unset for the automatic choice), or {_fix_for(what)}"
+                    f"{name}: neuron {j}: {how} {what} = {value:.4g} exceeds the limit {limit} at the vth={int(vth)} "
+                    f"you passed (--vth); fix: {_fixes(_kind(what), ctx)}"
                 )
         w_int = np.hstack([q.w_int, q.p_int]).astype(np.int32)
         if not np.any(w_int) and np.any(w_all):
@@ -430,6 +529,18 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
             )
         deployed = q.effective.astype(np.float64) / (scale * v[:, None])
         err = np.abs(deployed - w_all)
+        qerr = float(err.max(initial=0.0) / net.theta)
+        # potential error: rms weight error of the neuron's synapses x the alpha kernel's peak 1/(e tau), over theta
+        pot = float(np.sqrt((err**2).sum(axis=1)).max(initial=0.0) / (math.e * net.tau * net.theta))
+        jq = int(np.unravel_index(np.argmax(err), err.shape)[0]) if err.size else 0
+        if qerr > quant_warn_fraction:
+            warnings.append(
+                f"{name}: weight quantization error up to {qerr:.3g} theta exceeds {quant_warn_fraction:g} theta "
+                f"(neuron {jq} at vth={int(v[jq])}: the weight grid is coarse there); expect a larger "
+                "reconstruction error on the fixed-point targets; fix: "
+                + ("compile with --range calibrated (larger thresholds where real data stay in range), or "
+                   if range_mode == "worst-case" else "")
+                + "a larger --steps-per-unit, or " + _WEIGHT_DECAY_FIX)
         copies = np.bincount(q.p_source, minlength=layer.n_pulses)
         wc = {key: float(val.max(initial=0.0)) for key, val in q.rows.items()}
         layers.append(CompiledLayer(
@@ -462,9 +573,17 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
             "pulse_weight_exp": int(q.pexp), "time_offset_steps": _offset(k, centre), "weight_bits": int(weight_bits),
             "weight_scale_min": float(scale * v.min(initial=VTH_MAX) / 2.0**q.wexp),
             "weight_quant_max_abs_err": float(err.max(initial=0.0)),
-            "weight_quant_max_abs_err_over_theta": float(err.max(initial=0.0) / net.theta),
+            "weight_quant_max_abs_err_over_theta": qerr,
+            "quant_potential_rms_err_over_theta": pot,
+            "quant_warning": bool(qerr > quant_warn_fraction),
+            "range_mode": range_mode,
             "du": D - 1, "dv": D, "decay_bits": DECAY_BITS, "once": True,
             "worst_case": {key: float(val) for key, val in wc.items()},
+            **({} if ranges is None else {"calibrated": {
+                key: float(val.max(initial=0.0)) for key, val in _calibrated_rows(ranges, v, 0.0).items()},
+                "calibrated_with_margin": {
+                key: float(val.max(initial=0.0)) for key, val in _calibrated_rows(ranges, v, range_margin).items()},
+                "calibration_spiking_fraction": float(ranges.spiked.mean()) if ranges.spiked.size else 0.0}),
             "limits": {"a_in": A_IN_MAX, "u": UV_MAX, "v": UV_MAX},
         })
     manifest = {
@@ -486,15 +605,25 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
         "state_shift": STATE_SHIFT,
         "uv_bits": UV_BITS,
         "a_in_bits": A_IN_BITS,
+        "range_mode": range_mode,
+        "calibration": None if calib is None else {
+            "samples": calib.samples, "margin": float(range_margin), "source": calibration_source,
+            "quantities": "per neuron, while it can still spike: |a_in| per step, |u|, negative v, positive v",
+        },
+        "quant_warn_fraction": float(quant_warn_fraction),
+        "warnings": warnings,
         "layers": layer_manifest,
         "tool_versions": _versions(),
     }
     return CompiledNetwork(steps_per_unit=grid, window=W, layers=tuple(layers), source=net, manifest=manifest)
 
 
-def compile_file(onnx_path: str | Path, **kw) -> CompiledNetwork:
+def compile_file(onnx_path: str | Path, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+                 calibration_dataset: str | None = None, data_dir: str | None = None, **kw) -> CompiledNetwork:
     """Load an ONNX artifact (toolchain.artifact.load_onnx) and compile it; the file's SHA-256 goes in the
-    manifest as ``source_hash``."""
+    manifest as ``source_hash``. With ``range_mode="calibrated"`` and no ``calibration_times``, the first
+    ``calibration_samples`` training images of ``calibration_dataset`` (default: the dataset in the model's
+    metadata; read from ``data_dir`` / $SNNC_DATA, else the bundled subset) calibrate the ranges."""
     from toolchain.artifact import load_onnx, model_hash
 
     path = Path(onnx_path)
@@ -503,6 +632,10 @@ def compile_file(onnx_path: str | Path, **kw) -> CompiledNetwork:
                             "written by `snnc train` or toolchain.artifact.save_onnx")
     net = load_onnx(path)
     kw.setdefault("source_hash", model_hash(path))
+    if kw.get("range_mode") == "calibrated" and kw.get("calibration_times") is None:
+        times, source = training_input_times(net, calibration_dataset, calibration_samples, data_dir)
+        kw["calibration_times"] = times
+        kw.setdefault("calibration_source", source)
     cn = compile_network(net, **kw)
     cn.manifest["source_path"] = str(path)
     return cn
