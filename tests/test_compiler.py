@@ -311,3 +311,16 @@ def test_8_bit_weights_at_exponent_minus_1_match_the_9_bit_grid():
     assert c8.layers[0].weight_exp == -1 and c9.layers[0].weight_exp == 0
     np.testing.assert_array_equal(c8.layers[0].vth, c9.layers[0].vth)
     np.testing.assert_array_equal(c8.layers[0].weights // 2, c9.layers[0].weights)
+
+
+def test_sizes_are_checked_before_anything_allocates():
+    """A grid whose per-sample buffers would need GiB is refused by the compiler with the size and the caps."""
+    net = dataclasses.replace(random_net(tau=1e3), latency=1000.0)
+    with pytest.raises(CompileError, match=r"GiB per sample \(caps"):
+        compile_network(net, steps_per_unit=2**20)
+
+
+def test_compiler_refuses_what_every_command_refuses():
+    """One validation (toolchain.validate) for load_onnx, save_onnx and the compiler: theta 1e-300 is refused."""
+    with pytest.raises(ArtifactError, match="theta"):
+        compile_network(random_net(theta=1e-300))

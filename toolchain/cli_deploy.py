@@ -228,11 +228,15 @@ def load_model(path: str, args) -> "object":
     if p.suffix == ".npz":
         given = _compile_kwargs(args)
         if given:
-            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            flags = ", ".join("--" + {"range_mode": "range"}.get(k, k).replace("_", "-") for k in given)
             raise ArtifactError(f"{p} is already compiled; drop the compile options ({flags}) or pass "
                                 f"the ONNX model instead")
-        return load_compiled(p)
-    return compile_file(p, **_compile_kwargs(args))
+        cn = load_compiled(p)
+    else:
+        cn = compile_file(p, **_compile_kwargs(args))
+    for w in cn.manifest.get("warnings", []):  # quantization warnings, also when verify/deploy compile for you
+        print(f"warning: {w}", file=sys.stderr)
+    return cn
 
 
 def dataset_of(cn, args) -> str:

@@ -40,7 +40,9 @@ from toolchain.calibration import (
     measure_ranges, training_input_times,
 )
 from toolchain.compiled import CompiledLayer, CompiledNetwork, shift_weights, sum_pulse_copies
+from toolchain.compiled_io import check_sizes
 from toolchain.errors import ArtifactError, CompileError
+from toolchain.validate import validate_network
 
 DEFAULT_STEPS_PER_UNIT = 40
 DECAY_BITS = 12
@@ -464,6 +466,7 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
         raise CompileError(f"quant_warn_fraction={quant_warn_fraction!r} must be a number > 0 (fraction of theta); "
                            f"fix: e.g. {QUANT_WARN_FRACTION}")
     _check_finite(net)
+    validate_network(net, "model")
     d, D = _check_grid(net, steps_per_unit)
     tau_eff = effective_tau(D, steps_per_unit)
     S = float(steps_per_unit)
@@ -476,6 +479,7 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
             raise CompileError(f"vth={vth!r} is not an integer in [1, {VTH_MAX}] (17-bit threshold); "
                                "fix: pass e.g. vth=8192 or leave vth unset for the automatic choice")
     W = default_window(net, S, horizon_margin) if window is None else int(window)
+    check_sizes(W, net.sizes, f"steps_per_unit={steps_per_unit}", error=CompileError)
     last_col = 0
     for k, layer in enumerate(net.layers):
         if layer.n_pulses:
