@@ -180,6 +180,23 @@ def with_overrides(hp: Hyperparameters, **overrides) -> Hyperparameters:
     return dataclasses.replace(hp, **changes)
 
 
+# `snnc demo` trains on 1,800 bundled images for 10 epochs (~2,600 Adam steps at the preset batch of 7). The tuned
+# row noise=0,latency=1,hidden=32 was tuned for 54,000 images: its initial input weights are inhibitory (mean
+# -7.04 sigma), so at first the hidden neurons fire on the pulses alone, whatever the image; within the demo's
+# budget training never leaves that plateau (measured: bundled test MSE 0.0628, mean-image baseline 0.0649).
+# Excitatory initial input weights (mean +2 sigma) make the hidden layer respond to the image from the first
+# step; everything else is the tuned row. Measured on the bundled subset, same epochs, batch and images:
+# test MSE 0.0247 / 0.0241 / 0.0247 (seeds 0 / 1 / 2), about 2.6x better than the mean image
+# (+3 sigma: 0.0272, +4: 0.0321, 0: 0.0460, -3: 0.0491).
+DEMO_PRESET = DEFAULT_PRESET
+DEMO_OVERRIDES = {"weight_mean_multiplier": 2.0}
+
+
+def demo_hyperparameters() -> Hyperparameters:
+    """The demo's settings: the row ``DEMO_PRESET`` with ``DEMO_OVERRIDES`` (see the comment above)."""
+    return with_overrides(get_preset(DEMO_PRESET), **DEMO_OVERRIDES)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
