@@ -14,8 +14,11 @@ TEMPORAL_EXAMPLES = f"""examples:
   snnc train temporal --preset {DEFAULT_PRESET} --dataset fashion-mnist --epochs 3 --out runs/fm32
   snnc train temporal --preset noise=0.2,latency=4,hidden=16 --batch-size 32 --epochs 10 --out runs/n02
   snnc train temporal --out runs/fm32 --dataset fashion-mnist --epochs 5 --resume   # continue to epoch 5
+  snnc train temporal --hidden 16 --latency 4 --out runs/h16   # the tuned row noise=0,latency=4,hidden=16
+  snnc train temporal --hidden 1024 --out runs/h1024 --force   # nearest row (hidden 32), old run replaced
 
-writes <out>/model.onnx (best-on-validation model), <out>/checkpoint.pt (every epoch) and <out>/metrics.json.
+writes <out>/model.onnx (best-on-validation model), <out>/checkpoint.pt (every epoch) and <out>/metrics.json;
+a folder that already holds a run needs --resume (continue) or --force (start over).
 datasets are read from $SNNC_DATA (or --data-dir); without either the bundled subset is used.
 """
 
