@@ -159,10 +159,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``demo`` to the snnc CLI."""
+    from models.presets import DEMO_EPOCHS  # the demo's settings live beside the tuned rows (a light module)
+
     p = subparsers.add_parser("demo", help="train, export, compile, deploy and verify on the bundled data",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default {DEFAULT_OUT})")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs (default 10)")
+    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS,
+                   help=f"training epochs (default {DEMO_EPOCHS}, the demo settings of models/presets.py)")
     p.add_argument("--limit-train", type=int, default=1800, help="training images from the bundled subset")
     p.add_argument("--limit-verify", type=int, default=20, help="test images deployed and verified per target")
     p.add_argument("--targets", default=",".join(DEMO_TARGETS), help="targets to deploy to")
