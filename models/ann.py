@@ -158,10 +158,9 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
         obj = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise ArtifactError(f"ANN checkpoint {path} does not exist; train one with `snnc train ann`") from None
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError:  # torch's own text suggests loading it unsafely: not repeated here
         raise ArtifactError(f"refused to load {path}: it holds objects other than tensors and plain values (loading "
-                            f"it could run code; {first}); retrain with `snnc train ann`") from None
+                            f"it could run code); retrain with `snnc train ann`") from None
     except Exception as exc:
         raise ArtifactError(f"{path} is not a readable ANN checkpoint ({exc}); retrain with `snnc train ann`") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
@@ -266,7 +265,8 @@ def train_ann(cfg: AnnConfig, *, data_dir: str | None = None, source: str = "aut
 
 
 def add_ann_args(parser: argparse.ArgumentParser) -> None:
-    """Options of `snnc train ann` (all of them, including data and output; shared ones named as in `train temporal`)."""
+    """Options of `snnc train ann` (all of them, including data and output; shared ones named as in
+    `train temporal`)."""
     from models.cli_train import add_common_args
 
     add_common_args(parser, default_out="runs/ann")

@@ -194,7 +194,7 @@ def _arrays(obj, what: str, path: Path) -> list[np.ndarray] | None:
     if obj is None:
         return None
     if not isinstance(obj, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in obj):
-        raise SnncError(f"checkpoint {path}: {what} is not a list of tensors; delete it and train without --resume")
+        raise SnncError(f"checkpoint {path}: {what} is not a list of tensors; start over with --force")
     return [t.detach().cpu().numpy().astype(np.float64) for t in obj]
 
 
@@ -219,27 +219,27 @@ def load_checkpoint(path: str | Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise SnncError(f"no checkpoint at {path}; train without --resume first") from None
-    except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except pickle.UnpicklingError:  # torch's own text suggests loading it unsafely: not repeated here
         raise SnncError(f"refused to load checkpoint {path}: it holds objects other than tensors and plain values "
-                        f"(loading it could run code; {first}); snnc checkpoints never do, so delete it and "
-                        f"train again without --resume") from None
+                        f"(loading it could run code); checkpoints of this snnc never do (those of older versions, "
+                        f"which stored numpy arrays, are refused too), so start over with --force") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise SnncError(f"checkpoint {path} is unreadable ({exc}); delete it and train without --resume") from None
+        raise SnncError(f"checkpoint {path} is unreadable ({exc}); start over with --force") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise SnncError(f"{path} is not an snnc temporal checkpoint; point --out at a temporal training folder")
     if state.get("version") != CHECKPOINT_VERSION:
         raise SnncError(f"checkpoint {path} has version {state.get('version')}, this snnc reads "
-                        f"{CHECKPOINT_VERSION}; retrain without --resume (or with --force)")
+                        f"{CHECKPOINT_VERSION}; start over with --force")
     for key in ("weights", "pulse_times", "best_weights", "best_pulse_times"):
         state[key] = _arrays(state.get(key), key, path)
     if state["weights"] is None or state["pulse_times"] is None:
-        raise SnncError(f"checkpoint {path} has no weights; delete it and train without --resume")
+        raise SnncError(f"checkpoint {path} has no weights; start over with --force")
     return state
 
 
 def remove_stale_temp_files(out: Path, names: tuple[str, ...]) -> list[Path]:
-    """Delete leftovers of interrupted atomic writes (``.<name>.*.tmp``, toolchain/atomic.py) of ``names`` in ``out``."""
+    """Delete leftovers of interrupted atomic writes (``.<name>.*.tmp``, toolchain/atomic.py) of ``names`` in
+    ``out``; returns the deleted paths."""
     removed = []
     if out.is_dir():
         for name in names:
@@ -380,7 +380,8 @@ def _train(cfg: TrainConfig, out: Path, data_dir: str | None, resume: bool, devi
     metrics = {
         "dataset": cfg.dataset, "data_source": train.source, "preset": cfg.preset, "hyperparameters": hp.as_dict(),
         "epochs": cfg.epochs, "best_epoch": best_epoch, "val_mse": best_val, "test_mse": test_mse,
-        "seed": cfg.seed, "noise_mean": cfg.noise_mean, "weight_decay": cfg.weight_decay, "n_train": n_train, "n_val": len(val), "n_test": len(test),
+        "seed": cfg.seed, "noise_mean": cfg.noise_mean, "weight_decay": cfg.weight_decay, "n_train": n_train,
+        "n_val": len(val), "n_test": len(test),
         "history": history, "device": dev, "torch": torch.__version__,
     }
     model_meta = {k: metrics[k] for k in ("dataset", "preset", "epochs", "best_epoch", "val_mse", "test_mse",
