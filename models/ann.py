@@ -277,7 +277,7 @@ def add_ann_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=None, help="hidden units; selects the preset row of this size "
                                                                  "(default: the preset's, else 32)")
     parser.add_argument("--batch-size", type=int, default=None, help="images per Adam step (default: the preset's)")
-    parser.add_argument("--lr-weights", "--lr", dest="lr", type=float, default=None,
+    parser.add_argument("--lr-weights", "--lr", dest="lr", metavar="LR_WEIGHTS", type=float, default=None,
                         help="Adam learning rate (default: the preset's lr_weights)")
     parser.add_argument("--noise", type=float, default=None,
                         help="input noise eta, time units; selects the preset row of this noise (default: preset's)")

@@ -43,3 +43,13 @@ def test_mean_image_baseline_and_learned_rule():
     assert not DemoModel(mse=0.0628, baseline_mse=0.0649, **kw).learned  # the old demo: the mean image, blurred
     assert DemoModel(mse=0.0649 / LEARNED_FACTOR, baseline_mse=0.0649, **kw).learned
     assert "1.0x better" in DemoModel(mse=0.0628, baseline_mse=0.0649, **kw).summary()
+
+
+def test_demo_never_says_pass_for_a_model_that_did_not_learn(tmp_path, capsys):
+    """The whole demo (hw_sim only, 2 images) after 10 Adam steps: the model is no better than the mean image."""
+    from toolchain.cli_demo import run_demo
+
+    assert run_demo(tmp_path, epochs=1, limit_train=70, limit_verify=2, targets=("hw_sim",)) == 1
+    out = capsys.readouterr().out
+    assert "mean-image baseline" in out and "did NOT learn" in out
+    assert "verification: NOT PASSED - the model did not learn" in out and "verification: PASS" not in out
