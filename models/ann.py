@@ -194,7 +194,7 @@ def train_ann(cfg: AnnConfig, *, data_dir: str | None = None, source: str = "aut
     from models.temporal_trainer import check_output_folder, remove_stale_temp_files
 
     if out is not None:
-        check_output_folder(Path(out), OUTPUT_NAMES, resume=False, force=force)
+        check_output_folder(Path(out), OUTPUT_NAMES, resume=False, force=force, can_resume=False)
         remove_stale_temp_files(Path(out), OUTPUT_NAMES)
     t0 = time.perf_counter()
     device = _pick_device(device)

@@ -250,7 +250,8 @@ def remove_stale_temp_files(out: Path, names: tuple[str, ...]) -> list[Path]:
     return removed
 
 
-def check_output_folder(out: Path, names: tuple[str, ...], *, resume: bool, force: bool) -> None:
+def check_output_folder(out: Path, names: tuple[str, ...], *, resume: bool, force: bool,
+                        can_resume: bool = True) -> None:
     """Refuse, before any work, an ``out`` that cannot hold the outputs, and a trained run in ``out`` unless the
     run resumes it or ``force`` is set."""
     import os
@@ -268,8 +269,9 @@ def check_output_folder(out: Path, names: tuple[str, ...], *, resume: bool, forc
         return
     existing = [n for n in names if (out / n).exists()]
     if existing:
-        raise SnncError(f"{out} already holds a trained run ({', '.join(existing)}); pass --resume to continue it, "
-                        f"--force to replace it, or choose another --out")
+        how = "pass --resume to continue it, --force" if can_resume else "this trainer has no --resume; pass --force"
+        raise SnncError(f"{out} already holds a trained run ({', '.join(existing)}); {how} to replace it, or choose "
+                        f"another --out")
 
 
 def train_temporal(cfg: TrainConfig, out: str | Path, *, data_dir: str | None = None, resume: bool = False,

@@ -113,7 +113,7 @@ def test_rerun_is_refused_without_force_and_stale_temp_files_are_removed(tmp_pat
     capsys.readouterr()
     assert main(ann_args) == 2
     err = capsys.readouterr().err
-    assert "already holds a trained run" in err and "--force" in err
+    assert "already holds a trained run" in err and "--force" in err and "has no --resume" in err
     assert main([*ann_args, "--force"]) == 0
     # an --out that cannot be a folder is refused before any training
     for model in ("temporal", "ann"):
