@@ -43,34 +43,42 @@ class AnnConfig:
     inverted: bool = False
     seed: int = 0
     preset: str = "noise=0,latency=1,hidden=32"
+    weight_decay: float = 0.0
 
 
 def resolve_config(*, dataset: str = "mnist", preset: str | None = None, hidden: int | None = None,
                    epochs: int = 3, batch_size: int | None = None, lr: float | None = None,
                    noise: float | None = None, noise_mean: float = 1.0, inverted: bool = False,
-                   seed: int = 0) -> AnnConfig:
-    """Explicit values win; hidden/noise/batch size/lr not given come from the preset row
-    (default preset: noise=0, latency=1 and the requested hidden size, 32 if none)."""
-    from models.presets import get_preset, parse_spec
+                   seed: int = 0, weight_decay: float = 0.0) -> AnnConfig:
+    """Explicit values win. The condition is ``preset`` (default noise=0, latency=1, hidden=32) with ``noise`` and
+    ``hidden`` replacing its values; batch size and lr not given come from the table row of that condition
+    (``models.presets.select_row``: the nearest row when the condition is outside the table, e.g. hidden 1024).
+    ``weight_decay``: L2 penalty lambda added as ``lambda * w`` to every weight's gradient (Adam ``weight_decay``)."""
+    import math
+
+    from models.presets import get_preset, parse_spec, select_row
 
     if preset:
+        get_preset(preset)  # a named preset must be a row of the table
         p_noise, p_latency, p_hidden = parse_spec(preset)
     else:
-        p_noise, p_latency, p_hidden = (noise if noise is not None else 0.0), 1.0, (hidden or 32)
+        p_noise, p_latency, p_hidden = 0.0, 1.0, 32
     hidden = int(hidden if hidden is not None else p_hidden)
     noise = float(noise if noise is not None else p_noise)
-    spec = f"noise={p_noise:g},latency={p_latency:g},hidden={int(p_hidden)}"
-    if batch_size is None or lr is None:
-        row = get_preset(spec)
-        batch_size = int(batch_size if batch_size is not None else row.batch_size)
-        lr = float(lr if lr is not None else row.lr_weights)
     if dataset not in DATASETS:
         raise SnncError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    if hidden < 1 or epochs < 1 or batch_size < 1 or not lr > 0 or noise < 0:
+    if hidden < 1 or epochs < 1 or (batch_size is not None and batch_size < 1) or (lr is not None and not lr > 0) \
+            or not (math.isfinite(noise) and noise >= 0):
         raise SnncError(f"hidden, epochs and batch size must be >= 1, lr > 0 and noise >= 0 "
                         f"(got hidden={hidden}, epochs={epochs}, batch={batch_size}, lr={lr}, noise={noise})")
+    if not (math.isfinite(weight_decay) and weight_decay >= 0):
+        raise SnncError(f"weight decay must be a finite number >= 0 (0 = off), got {weight_decay}")
+    row, _ = select_row(noise, p_latency, hidden)
+    batch_size = int(batch_size if batch_size is not None else row.batch_size)
+    lr = float(lr if lr is not None else row.lr_weights)
     return AnnConfig(dataset=dataset, hidden=hidden, epochs=int(epochs), batch_size=batch_size, lr=lr,
-                     noise=noise, noise_mean=float(noise_mean), inverted=bool(inverted), seed=int(seed), preset=spec)
+                     noise=noise, noise_mean=float(noise_mean), inverted=bool(inverted), seed=int(seed),
+                     preset=row.name, weight_decay=float(weight_decay))
 
 
 def build_model(hidden: int, n_pixels: int = 784):
@@ -144,10 +152,15 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     """(model, AnnConfig, checkpoint dict) from an ``ann.pt``; malformed files raise ArtifactError."""
     import torch
 
+    import pickle
+
     try:
         obj = torch.load(path, map_location=device, weights_only=True)
     except FileNotFoundError:
         raise ArtifactError(f"ANN checkpoint {path} does not exist; train one with `snnc train ann`") from None
+    except pickle.UnpicklingError:  # torch's own text suggests loading it unsafely: not repeated here
+        raise ArtifactError(f"refused to load {path}: it holds objects other than tensors and plain values (loading "
+                            f"it could run code); retrain with `snnc train ann`") from None
     except Exception as exc:
         raise ArtifactError(f"{path} is not a readable ANN checkpoint ({exc}); retrain with `snnc train ann`") from None
     if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
@@ -164,16 +177,25 @@ def load_checkpoint(path: str | Path, device: str = "cpu"):
     return model.to(device), cfg, obj
 
 
+OUTPUT_NAMES = (CHECKPOINT_NAME, "reconstructions.png", "metrics.json")
+
+
 def train_ann(cfg: AnnConfig, *, data_dir: str | None = None, source: str = "auto", limit: int | None = None,
               eval_limit: int | None = None, out: str | Path | None = None, device: str = "auto",
-              log=print) -> dict:
+              force: bool = False, log=print) -> dict:
     """Train the baseline; keep the best-on-validation weights; return scores (MSE per pixel, [0, 1] units).
 
     With ``out``: writes ``ann.pt`` (best checkpoint, updated atomically after every improving epoch),
-    ``reconstructions.png`` (test originals vs reconstructions) and ``metrics.json``.
+    ``reconstructions.png`` (test originals vs reconstructions) and ``metrics.json``. A folder that already
+    holds a run is refused unless ``force``; leftover temp files of interrupted writes there are removed.
     """
     import torch
 
+    from models.temporal_trainer import check_output_folder, remove_stale_temp_files
+
+    if out is not None:
+        check_output_folder(Path(out), OUTPUT_NAMES, resume=False, force=force, can_resume=False)
+        remove_stale_temp_files(Path(out), OUTPUT_NAMES)
     t0 = time.perf_counter()
     device = _pick_device(device)
     torch.manual_seed(cfg.seed)
@@ -182,7 +204,8 @@ def train_ann(cfg: AnnConfig, *, data_dir: str | None = None, source: str = "aut
     val = load_dataset(cfg.dataset, "val", data_dir=data_dir, source=source, limit=eval_limit)
     test = load_dataset(cfg.dataset, "test", data_dir=data_dir, source=source, limit=eval_limit)
     model = build_model(cfg.hidden).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=ADAM_BETAS, eps=ADAM_EPS)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=ADAM_BETAS, eps=ADAM_EPS,
+                           weight_decay=cfg.weight_decay)
     loss_fn = torch.nn.MSELoss()
     y_train = torch.from_numpy(_targets(train.images, cfg)).to(device)
     out_dir = Path(out) if out is not None else None
@@ -242,34 +265,38 @@ def train_ann(cfg: AnnConfig, *, data_dir: str | None = None, source: str = "aut
 
 
 def add_ann_args(parser: argparse.ArgumentParser) -> None:
-    """Options of `snnc train ann` (all of them, including data and output)."""
-    parser.add_argument("--dataset", choices=DATASETS, default="mnist")
-    parser.add_argument("--data-dir", default=None, help="folder with mnist/ and fashion-mnist/ (default $SNNC_DATA; "
-                                                          "neither: the bundled subset)")
+    """Options of `snnc train ann` (all of them, including data and output; shared ones named as in
+    `train temporal`)."""
+    from models.cli_train import add_common_args
+
+    add_common_args(parser, default_out="runs/ann")
     parser.add_argument("--preset", default=None,
                         help="SNN condition whose optimiser settings to use, e.g. noise=0,latency=1,hidden=32 "
-                             "(default: noise=0, latency=1 and --hidden)")
-    parser.add_argument("--hidden", type=int, default=None, help="hidden units (default: the preset's, else 32)")
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the preset's batch_size")
-    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the preset's lr_weights)")
-    parser.add_argument("--noise", type=float, default=None, help="input noise eta (time units, default: preset's)")
+                             "(default: noise=0, latency=1, hidden=32); --noise/--hidden select the row of that "
+                             "condition")
+    parser.add_argument("--hidden", type=int, default=None, help="hidden units; selects the preset row of this size "
+                                                                 "(default: the preset's, else 32)")
+    parser.add_argument("--batch-size", type=int, default=None, help="images per Adam step (default: the preset's)")
+    parser.add_argument("--lr-weights", "--lr", dest="lr", metavar="LR_WEIGHTS", type=float, default=None,
+                        help="Adam learning rate (default: the preset's lr_weights)")
+    parser.add_argument("--noise", type=float, default=None,
+                        help="input noise eta, time units; selects the preset row of this noise (default: preset's)")
     parser.add_argument("--noise-mean", type=float, default=1.0, help="mean of the noise r ~ N(mean, 1) (paper: 1)")
     parser.add_argument("--inverted", action="store_true", help="train on inverted images (time code 1 - p)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    parser.add_argument("--limit", type=int, default=None, help="use the first N training images")
-    parser.add_argument("--eval-limit", type=int, default=None, help="use the first N validation and test images")
-    parser.add_argument("--out", default="runs/ann", help="output folder (ann.pt, reconstructions.png, metrics.json)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto: where the ANN trains (default auto)")
+    # the names this command had before the trainers shared option names
+    parser.add_argument("--limit", dest="limit_train", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--eval-limit", dest="limit_eval", type=int, help=argparse.SUPPRESS)
 
 
 def train_ann_cli(args: argparse.Namespace) -> int:
     """Run `snnc train ann` from parsed arguments; prints progress and the test MSE."""
     cfg = resolve_config(dataset=args.dataset, preset=args.preset, hidden=args.hidden, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, noise=args.noise, noise_mean=args.noise_mean,
-                         inverted=args.inverted, seed=args.seed)
-    result = train_ann(cfg, data_dir=args.data_dir, limit=args.limit, eval_limit=args.eval_limit, out=args.out,
-                       device=args.device)
+                         inverted=args.inverted, seed=args.seed, weight_decay=args.weight_decay)
+    print(f"ann: optimiser settings of preset row {cfg.preset} (batch {cfg.batch_size}, lr {cfg.lr:g})")
+    result = train_ann(cfg, data_dir=args.data_dir, limit=args.limit_train, eval_limit=args.limit_eval,
+                       out=args.out, device=args.device, force=args.force)
     print(f"test MSE per pixel: {result['test_mse']:.6f}")
     print(f"checkpoint: {result['checkpoint']}")
     print(f"reconstructions: {result['png']}")

@@ -7,13 +7,17 @@ their reconstructed pixels. A PNG of originals vs reconstructions is written (de
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 
 from toolchain.errors import ArtifactError, SnncError
+
+DATASETS = ("mnist", "fashion-mnist")
 
 N_PIXELS = 784
 EVAL_BATCH = 1000  # samples per exact_forward call (bounds the trace memory)
@@ -43,11 +47,31 @@ def _metadata_noise(meta: dict) -> tuple[float | None, float | None]:
     return noise, num(meta, "noise_mean")
 
 
-def _eval_temporal(path: Path, images: np.ndarray, noise: float | None, noise_mean: float | None,
-                   seed: int) -> dict:
-    from models.encoding import decode, latency_encode, reconstruction_mse
-    from models.exact import exact_forward
-    from toolchain.artifact import load_onnx, model_hash
+def check_output_path(path: str | Path, flag: str) -> Path:
+    """Refuse, before any work is done, an output path that cannot be written (a folder, under a file, read-only)."""
+    path = Path(path)
+    if path.is_dir():
+        raise SnncError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'out'}")
+    anc = path.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise SnncError(f"{flag} {path}: {anc} is a file, so the folder for it cannot be created; choose another path")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise SnncError(f"{flag} {path}: folder {anc} is not writable; choose a path you can write to")
+    return path
+
+
+def _load_model(path: Path):
+    """('ann', (model, cfg)) or ('temporal', TemporalNetwork) - validated like `snnc compile` does."""
+    from models.ann import is_ann_checkpoint
+
+    if is_ann_checkpoint(path):
+        from models.ann import load_checkpoint
+
+        model, cfg, _ = load_checkpoint(path)
+        return "ann", (model, cfg)
+    from toolchain.artifact import load_onnx  # validates the file and the network (the same checks as compile)
 
     net = load_onnx(path)
     sizes = net.sizes
@@ -58,6 +82,22 @@ def _eval_temporal(path: Path, images: np.ndarray, noise: float | None, noise_me
         )
     if net.encoding != "latency":
         raise ArtifactError(f"{path} uses input encoding {net.encoding!r}; snnc eval supports 'latency' only")
+    return "temporal", net
+
+
+def _recorded_dataset(kind: str, model) -> str | None:
+    """The dataset the model was trained on, as its metadata (temporal) or config (ANN) records it."""
+    name = model[1].dataset if kind == "ann" else model.metadata.get("dataset")
+    return name if name in DATASETS else None
+
+
+def _eval_temporal(path: Path, net, images: np.ndarray, noise: float | None, noise_mean: float | None,
+                   seed: int) -> dict:
+    from models.encoding import decode, latency_encode, reconstruction_mse
+    from models.exact import exact_forward
+    from toolchain.artifact import model_hash
+
+    sizes = net.sizes
     meta_noise, meta_mean = _metadata_noise(net.metadata)
     noise = noise if noise is not None else (meta_noise or 0.0)
     noise_mean = noise_mean if noise_mean is not None else (meta_mean if meta_mean is not None else 1.0)
@@ -79,12 +119,13 @@ def _eval_temporal(path: Path, images: np.ndarray, noise: float | None, noise_me
     }
 
 
-def _eval_ann(path: Path, images: np.ndarray, noise: float | None, noise_mean: float | None, seed: int) -> dict:
+def _eval_ann(path: Path, loaded, images: np.ndarray, noise: float | None, noise_mean: float | None,
+              seed: int) -> dict:
     import dataclasses
 
-    from models.ann import load_checkpoint, pixel_mse, reconstruct
+    from models.ann import pixel_mse, reconstruct
 
-    model, cfg, _ = load_checkpoint(path)
+    model, cfg = loaded
     cfg = dataclasses.replace(cfg, noise=cfg.noise if noise is None else float(noise),
                               noise_mean=cfg.noise_mean if noise_mean is None else float(noise_mean))
     rec = reconstruct(model, cfg, images, np.random.default_rng(seed))
@@ -92,41 +133,61 @@ def _eval_ann(path: Path, images: np.ndarray, noise: float | None, noise_mean: f
             "noise": cfg.noise, "noise_mean": cfg.noise_mean, "mse": pixel_mse(rec, images), "reconstructions": rec}
 
 
-def evaluate(model: str | Path, dataset: str, *, split: str = "test", data_dir: str | None = None,
+def evaluate(model: str | Path, dataset: str | None = None, *, split: str = "test", data_dir: str | None = None,
              limit: int | None = None, noise: float | None = None, noise_mean: float | None = None,
-             seed: int = 0, png: str | Path | None = None) -> dict:
+             seed: int = 0, png: str | Path | None = None, json_path: str | Path | None = None) -> dict:
     """Score ``model`` on a dataset split; returns the metrics (``mse``: MSE per pixel, [0, 1] units).
 
-    noise / noise_mean default to the model's training settings when it records them, else 0 / 1.
-    ``png``: where to write originals vs reconstructions (None = beside the model).
+    ``dataset`` None: the one the model records (training metadata / ANN config). noise / noise_mean default to
+    the model's training settings when it records them, else 0 / 1. ``png``: where to write originals vs
+    reconstructions (None = beside the model); ``json_path``: also write the metrics there. Every output path is
+    checked before any work, and the outputs are written as one set (a failure leaves none of them new).
     """
-    from models.ann import is_ann_checkpoint
     from models.datasets import load_dataset
-    from models.plots import save_reconstruction_png
+    from models.plots import reconstruction_png_bytes
+    from toolchain.atomic import atomic_path
 
     path = resolve_model_path(model)
     if noise is not None and (not math.isfinite(noise) or noise < 0):
         raise SnncError(f"--noise must be a finite number >= 0, got {noise}")
+    kind, loaded = _load_model(path)
+    if dataset is None:
+        dataset = _recorded_dataset(kind, loaded)
+        if dataset is None:
+            raise SnncError(f"{path} does not record the dataset it was trained on; pass --dataset "
+                            f"({' or '.join(DATASETS)})")
+    elif dataset not in DATASETS:
+        raise SnncError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    png_path = check_output_path(png if png else path.with_name(f"{path.stem}_eval_{dataset}_{split}.png"), "--png")
+    if json_path is not None:
+        json_path = check_output_path(json_path, "--json")
+        if json_path.resolve() == png_path.resolve():
+            raise SnncError(f"--json and --png both name {json_path}; give them different files")
     data = load_dataset(dataset, split, data_dir=data_dir, limit=limit)
     if data.images.shape[1] != N_PIXELS:
         raise SnncError(f"{dataset} images have {data.images.shape[1]} pixels, expected {N_PIXELS}")
-    run = _eval_ann if is_ann_checkpoint(path) else _eval_temporal
-    result = run(path, data.images.astype(np.float64), noise, noise_mean, seed)
+    run = _eval_ann if kind == "ann" else _eval_temporal
+    result = run(path, loaded, data.images.astype(np.float64), noise, noise_mean, seed)
     rec = result.pop("reconstructions")
-    png_path = Path(png) if png else path.with_name(f"{path.stem}_eval_{dataset}_{split}.png")
-    save_reconstruction_png(
-        data.images, rec, png_path,
+    png_bytes = reconstruction_png_bytes(
+        data.images, rec,
         title=f"{result['kind']} {'-'.join(map(str, result['sizes']))} on {dataset} {split}: "
               f"MSE {result['mse']:.5f} (noise {result['noise']:g})",
     )
     result.update(model=str(path), dataset=dataset, split=split, data_source=data.source, n_images=len(data),
                   seed=seed, png=str(png_path))
+    with contextlib.ExitStack() as stack:  # every temp file is written before any replaces its target
+        stack.enter_context(atomic_path(png_path)).write_bytes(png_bytes)
+        if json_path is not None:
+            result["json"] = str(json_path)
+            stack.enter_context(atomic_path(json_path)).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
 def _run(args: argparse.Namespace) -> int:
     result = evaluate(args.model, args.dataset, split=args.split, data_dir=args.data_dir, limit=args.limit,
-                      noise=args.noise, noise_mean=args.noise_mean, seed=args.seed, png=args.png)
+                      noise=args.noise, noise_mean=args.noise_mean, seed=args.seed, png=args.png,
+                      json_path=args.json)
     print(f"model: {result['model']} ({result['kind']} {'-'.join(map(str, result['sizes']))})")
     print(f"data: {result['dataset']} {result['split']} ({result['data_source']}, {result['n_images']} images), "
           f"noise {result['noise']:g} (mean {result['noise_mean']:g}), seed {result['seed']}")
@@ -137,9 +198,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"{result['split']} MSE per pixel: {result['mse']:.6f}")
     print(f"reconstructions: {result['png']}")
     if args.json:
-        from toolchain.atomic import atomic_write_text
-
-        atomic_write_text(args.json, json.dumps(result, indent=2) + "\n")
         print(f"metrics: {args.json}")
     return 0
 
@@ -153,15 +211,19 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="model.onnx, ann.pt, or a run folder holding one of them")
-    p.add_argument("--dataset", required=True, choices=("mnist", "fashion-mnist"))
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--dataset", default=None, choices=DATASETS,
+                   help="dataset to score on (default: the one the model was trained on, from its metadata)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="split: train (first 54,000), val (last 6,000 training images) or test (default)")
     p.add_argument("--data-dir", default=None, help="folder with mnist/ and fashion-mnist/ (default $SNNC_DATA; "
                                                      "neither: the bundled subset)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images of the split")
     p.add_argument("--noise", type=float, default=None,
                    help="input noise eta, time units (default: the model's training noise, else 0)")
-    p.add_argument("--noise-mean", type=float, default=None, help="mean of r ~ N(mean, 1) (default: model's, else 1)")
+    p.add_argument("--noise-mean", type=float, default=None,
+                   help="mean of r in t + noise * r, r ~ N(mean, 1) (default: the model's, else 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the input noise")
     p.add_argument("--png", default=None, help="output PNG (default: <model>_eval_<dataset>_<split>.png beside it)")
-    p.add_argument("--json", default=None, help="also write the metrics as JSON here")
+    p.add_argument("--json", default=None, help="also write the metrics as JSON here (checked before any work; "
+                                                 "the PNG and the JSON are written as one set)")
     p.set_defaults(func=_run)

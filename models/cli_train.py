@@ -8,14 +8,39 @@ import argparse
 
 from models.presets import DEFAULT_PRESET, add_preset_args
 
+DATASET_CHOICES = ("mnist", "fashion-mnist")
+
 TEMPORAL_EXAMPLES = f"""examples:
   snnc train temporal --preset {DEFAULT_PRESET} --dataset fashion-mnist --epochs 3 --out runs/fm32
   snnc train temporal --preset noise=0.2,latency=4,hidden=16 --batch-size 32 --epochs 10 --out runs/n02
   snnc train temporal --out runs/fm32 --dataset fashion-mnist --epochs 5 --resume   # continue to epoch 5
+  snnc train temporal --hidden 16 --latency 4 --out runs/h16   # the tuned row noise=0,latency=4,hidden=16
+  snnc train temporal --hidden 1024 --out runs/h1024 --force   # nearest row (hidden 32), old run replaced
 
-writes <out>/model.onnx (best-on-validation model), <out>/checkpoint.pt (every epoch) and <out>/metrics.json.
+writes <out>/model.onnx (best-on-validation model), <out>/checkpoint.pt (every epoch) and <out>/metrics.json;
+a folder that already holds a run needs --resume (continue) or --force (start over).
 datasets are read from $SNNC_DATA (or --data-dir); without either the bundled subset is used.
 """
+
+
+def add_common_args(p: argparse.ArgumentParser, *, default_out: str) -> None:
+    """Options that every trainer has, with the same names, meanings and units (temporal and ann)."""
+    p.add_argument("--dataset", choices=DATASET_CHOICES, default="mnist", help="dataset to train on (default mnist)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with mnist/ and fashion-mnist/ IDX files (default $SNNC_DATA; else bundled subset)")
+    p.add_argument("--epochs", type=int, default=3, help="passes over the training images (default 3)")
+    p.add_argument("--limit-train", type=int, default=None, help="use the first N training images (default: all)")
+    p.add_argument("--limit-eval", type=int, default=None,
+                   help="use the first N validation and test images (default: all)")
+    p.add_argument("--weight-decay", type=float, default=0.0,
+                   help="L2 penalty lambda >= 0 on every weight: adds lambda * w to each weight's batch-mean gradient "
+                        "(lambda/2 * sum w^2 joins the loss; units: loss units per squared weight unit); keeps the "
+                        "weights, and so the worst-case voltages of large models, small enough to compile "
+                        "(default 0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial weights, shuffling and noise (default 0)")
+    p.add_argument("--force", action="store_true",
+                   help="replace a trained run already in --out (without it such a folder is refused)")
+    p.add_argument("--out", default=default_out, help=f"output folder (default {default_out})")
 
 
 def register(subparsers) -> None:
@@ -29,21 +54,14 @@ def register(subparsers) -> None:
                        description="Train the 784-h-784 temporal-coding spiking autoencoder of Comsa et al. 2021 "
                                    "with exact gradients (float64, event-driven).",
                        epilog=TEMPORAL_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default="mnist")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with mnist/ and fashion-mnist/ IDX files (default $SNNC_DATA; else bundled subset)")
-    p.add_argument("--epochs", type=int, default=3)
-    p.add_argument("--limit-train", type=int, default=None, help="use the first N training images")
-    p.add_argument("--limit-eval", type=int, default=None, help="use the first N validation and test images")
+    add_common_args(p, default_out="runs/temporal")
     p.add_argument("--noise-mean", type=float, default=1.0,
                    help="mean of r in t + noise * r, r ~ N(mean, 1) (paper: 1)")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the optimiser runs "
                                                    "(spike times and gradients are computed on the CPU)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for the kernels (default: all)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--out", default="runs/temporal", help="output folder")
     add_preset_args(p)
     p.set_defaults(func=train_temporal_cli)
 
@@ -73,7 +91,7 @@ def train_ann_cli(args: argparse.Namespace) -> int:
 
 def train_temporal_cli(args: argparse.Namespace) -> int:
     """Run ``snnc train temporal`` from parsed arguments; prints progress and the test MSE."""
-    from models.presets import hyperparameters_from_args
+    from models.presets import preset_from_args
     from models.temporal_trainer import TrainConfig, train_temporal
     from toolchain.errors import SnncError
 
@@ -83,13 +101,15 @@ def train_temporal_cli(args: argparse.Namespace) -> int:
         if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
             raise SnncError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {args.threads}")
         numba.set_num_threads(args.threads)
-    hp = hyperparameters_from_args(args)
-    cfg = TrainConfig(hp=hp, dataset=args.dataset, preset=args.preset, epochs=args.epochs, seed=args.seed,
-                      noise_mean=args.noise_mean, limit_train=args.limit_train, limit_eval=args.limit_eval)
-    print(f"training {args.dataset} 784-{hp.hidden}-784, {hp.n_pulses} pulses/layer, preset {args.preset}"
-          + ("" if hp.name == args.preset else f" (overridden: {hp.name})"))
-    m = train_temporal(cfg, args.out, data_dir=args.data_dir, resume=args.resume, device=args.device,
-                       progress=not args.no_progress)
+    choice = preset_from_args(args)
+    hp = choice.hp
+    cfg = TrainConfig(hp=hp, dataset=args.dataset, preset=choice.row, epochs=args.epochs, seed=args.seed,
+                      noise_mean=args.noise_mean, limit_train=args.limit_train, limit_eval=args.limit_eval,
+                      weight_decay=args.weight_decay)
+    print(f"training {args.dataset} 784-{hp.hidden}-784, {hp.n_pulses} pulses/layer, {choice.describe()}"
+          + (f", weight decay {args.weight_decay:g}" if args.weight_decay else ""))
+    m = train_temporal(cfg, args.out, data_dir=args.data_dir, resume=args.resume, force=args.force,
+                       device=args.device, progress=not args.no_progress)
     print(f"test MSE per pixel: {m['test_mse']:.6f} (best epoch {m['best_epoch']}, val {m['val_mse']:.6f})")
     print(f"model: {args.out}/model.onnx")
     return 0

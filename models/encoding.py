@@ -62,3 +62,13 @@ def reconstruction_mse(t_out: np.ndarray, images01: np.ndarray, latency: float) 
         raise DataError("output times contain NaN; use inf for 'no spike'")
     rel = np.where(np.isfinite(t), t - latency, 1.0)
     return float(np.mean((rel - target) ** 2))
+
+
+def mean_image_mse(train_images01: np.ndarray, test_images01: np.ndarray) -> float:
+    """The trivial baseline: per-pixel MSE ([0, 1] units) of predicting the training-set mean image for every
+    test image. A model that does not beat it clearly (e.g. by 2x) has learned nothing about the input."""
+    train, test = _pixels(train_images01), _pixels(test_images01)
+    if train.shape[0] == 0 or train.shape[1] != test.shape[1]:
+        raise DataError(f"need training images with as many pixels as the test images, got {train.shape} and "
+                        f"{test.shape}")
+    return float(np.mean((test - train.mean(axis=0)) ** 2))

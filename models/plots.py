@@ -12,6 +12,12 @@ from toolchain.atomic import atomic_write_bytes
 def save_reconstruction_png(originals: np.ndarray, reconstructions: np.ndarray, path: str | os.PathLike,
                             n: int = 10, title: str | None = None) -> None:
     """Write a 2 x n grid: originals (top row) over reconstructions (bottom row); pixels in [0, 1], (N, 784)."""
+    atomic_write_bytes(path, reconstruction_png_bytes(originals, reconstructions, n=n, title=title))
+
+
+def reconstruction_png_bytes(originals: np.ndarray, reconstructions: np.ndarray, n: int = 10,
+                             title: str | None = None) -> bytes:
+    """The PNG of ``save_reconstruction_png`` as bytes (for callers that write several files as one set)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -39,4 +45,4 @@ def save_reconstruction_png(originals: np.ndarray, reconstructions: np.ndarray, 
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    atomic_write_bytes(path, buf.getvalue())
+    return buf.getvalue()

@@ -32,7 +32,8 @@ CHECKPOINT_NAME = "checkpoint.pt"
 MODEL_NAME = "model.onnx"
 METRICS_NAME = "metrics.json"
 CHECKPOINT_FORMAT = "snnc-temporal"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: arrays stored as torch tensors, read back with torch.load(weights_only=True)
+OUTPUT_NAMES = (CHECKPOINT_NAME, MODEL_NAME, METRICS_NAME)
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-8
 EVAL_CHUNK = 1000
@@ -51,10 +52,13 @@ class TrainConfig:
     limit_train: int | None = None
     limit_eval: int | None = None
     source: str = "auto"
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
             raise SnncError(f"epochs must be >= 1, got {self.epochs}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise SnncError(f"weight decay must be a finite number >= 0 (0 = off), got {self.weight_decay}")
         for name in ("limit_train", "limit_eval"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -121,9 +125,14 @@ def _pick_device(device: str) -> str:
 
 
 class Learner:
-    """Trainable tensors (float64) on the optimiser's device, the Adam optimiser, and one training step."""
+    """Trainable tensors (float64) on the optimiser's device, the Adam optimiser, and one training step.
 
-    def __init__(self, net: TemporalNetwork, hp: Hyperparameters, device: str = "cpu"):
+    ``weight_decay`` lambda (L2 penalty, >= 0) adds ``lambda * w`` to the batch-mean gradient of every input and
+    pulse weight before Adam, i.e. ``lambda / 2 * sum(w^2)`` joins the per-sample loss ``1/2 sum_k (t_k - target_k)^2``
+    (time units^2; lambda in time units^2 per squared weight unit). Pulse times are not decayed.
+    """
+
+    def __init__(self, net: TemporalNetwork, hp: Hyperparameters, device: str = "cpu", weight_decay: float = 0.0):
         import torch
 
         self.hp = hp
@@ -133,7 +142,7 @@ class Learner:
         for t in self.w + self.pt:
             t.requires_grad_(True)
             t.grad = torch.zeros_like(t)
-        groups = [{"params": self.w, "lr": hp.lr_weights}]
+        groups = [{"params": self.w, "lr": hp.lr_weights, "weight_decay": weight_decay}]
         if hp.n_pulses > 0:
             groups.append({"params": self.pt, "lr": hp.lr_pulses})
         kw = {"fused": True} if device == "cpu" else {}
@@ -165,46 +174,127 @@ class Learner:
         return res.sq_error_sum
 
 
+def _to_safe(obj):
+    """numpy arrays -> torch tensors, recursively, so that the checkpoint loads with ``weights_only=True``."""
+    import torch
+
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, dict):
+        return {k: _to_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_safe(v) for v in obj)
+    return obj
+
+
+def _arrays(obj, what: str, path: Path) -> list[np.ndarray] | None:
+    """A list of float64 arrays from the checkpoint's list of tensors (None stays None)."""
+    import torch
+
+    if obj is None:
+        return None
+    if not isinstance(obj, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in obj):
+        raise SnncError(f"checkpoint {path}: {what} is not a list of tensors; start over with --force")
+    return [t.detach().cpu().numpy().astype(np.float64) for t in obj]
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     import torch
 
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        torch.save(_to_safe(state), tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict:
+    """Read ``checkpoint.pt`` with torch's safe loader (tensors and plain Python values only, never code).
+
+    A file that holds anything else (e.g. a crafted pickle that would run code) is refused with an SnncError.
+    """
+    import pickle
+
     import torch
 
     path = Path(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise SnncError(f"no checkpoint at {path}; train without --resume first") from None
+    except pickle.UnpicklingError:  # torch's own text suggests loading it unsafely: not repeated here
+        raise SnncError(f"refused to load checkpoint {path}: it holds objects other than tensors and plain values "
+                        f"(loading it could run code); checkpoints of this snnc never do (those of older versions, "
+                        f"which stored numpy arrays, are refused too), so start over with --force") from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise SnncError(f"checkpoint {path} is unreadable ({exc}); delete it and train without --resume") from None
+        raise SnncError(f"checkpoint {path} is unreadable ({exc}); start over with --force") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise SnncError(f"{path} is not an snnc temporal checkpoint; point --out at a temporal training folder")
     if state.get("version") != CHECKPOINT_VERSION:
         raise SnncError(f"checkpoint {path} has version {state.get('version')}, this snnc reads "
-                        f"{CHECKPOINT_VERSION}; retrain without --resume")
+                        f"{CHECKPOINT_VERSION}; start over with --force")
+    for key in ("weights", "pulse_times", "best_weights", "best_pulse_times"):
+        state[key] = _arrays(state.get(key), key, path)
+    if state["weights"] is None or state["pulse_times"] is None:
+        raise SnncError(f"checkpoint {path} has no weights; start over with --force")
     return state
 
 
+def remove_stale_temp_files(out: Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete leftovers of interrupted atomic writes (``.<name>.*.tmp``, toolchain/atomic.py) of ``names`` in
+    ``out``; returns the deleted paths."""
+    removed = []
+    if out.is_dir():
+        for name in names:
+            for tmp in out.glob(f".{name}.*.tmp"):
+                if tmp.is_file():
+                    tmp.unlink()
+                    removed.append(tmp)
+    return removed
+
+
+def check_output_folder(out: Path, names: tuple[str, ...], *, resume: bool, force: bool,
+                        can_resume: bool = True) -> None:
+    """Refuse, before any work, an ``out`` that cannot hold the outputs, and a trained run in ``out`` unless the
+    run resumes it or ``force`` is set."""
+    import os
+
+    if out.exists() and not out.is_dir():
+        raise SnncError(f"--out {out} is a file, not a folder; choose a folder for the training outputs")
+    anc = out
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        raise SnncError(f"--out {out}: {anc} is a file, so the folder cannot be created; choose another --out")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise SnncError(f"--out {out}: folder {anc} is not writable; choose another --out")
+    if resume or force:
+        return
+    existing = [n for n in names if (out / n).exists()]
+    if existing:
+        how = "pass --resume to continue it, --force" if can_resume else "this trainer has no --resume; pass --force"
+        raise SnncError(f"{out} already holds a trained run ({', '.join(existing)}); {how} to replace it, or choose "
+                        f"another --out")
+
+
 def train_temporal(cfg: TrainConfig, out: str | Path, *, data_dir: str | None = None, resume: bool = False,
-                   device: str = "cpu", progress: bool = True,
+                   force: bool = False, device: str = "cpu", progress: bool = True,
                    log: Callable[[str], None] = print) -> dict:
     """Train, validate every epoch, checkpoint, test the best model and export ``<out>/model.onnx``.
 
-    Returns the metrics dict (also written to ``<out>/metrics.json``). The optimiser's torch ops use as many
-    intra-op threads as the numba kernels (measured: faster than one thread, no oversubscription).
+    Returns the metrics dict (also written to ``<out>/metrics.json``). A folder that already holds a run is
+    refused unless ``resume`` (continue it) or ``force`` (start over; the old files are replaced as the new ones
+    are written). Leftover temp files of interrupted writes of these outputs are removed first. The optimiser's
+    torch ops use as many intra-op threads as the numba kernels (measured: faster than one thread, no
+    oversubscription).
     """
     import numba
     import torch
 
+    out = Path(out)
+    check_output_folder(out, OUTPUT_NAMES, resume=resume, force=force)
+    remove_stale_temp_files(out, OUTPUT_NAMES)
     n_torch_threads = torch.get_num_threads()
     torch.set_num_threads(numba.get_num_threads())
     try:
-        return _train(cfg, Path(out), data_dir, resume, device, progress, log)
+        return _train(cfg, out, data_dir, resume, device, progress, log)
     finally:
         torch.set_num_threads(n_torch_threads)
 
@@ -231,24 +321,29 @@ def _train(cfg: TrainConfig, out: Path, data_dir: str | None, resume: bool, devi
     ckpt_path = out / CHECKPOINT_NAME
     if resume:
         state = load_checkpoint(ckpt_path)
-        if state["config"] != cfg.identity():
-            diff = sorted(k for k in set(state["config"]) | set(cfg.identity())
-                          if state["config"].get(k) != cfg.identity().get(k))
+        saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+        if saved != cfg.identity():
+            diff = sorted(k for k in set(saved) | set(cfg.identity()) if saved.get(k) != cfg.identity().get(k))
             raise SnncError(f"--resume: the checkpoint in {out} was made with different settings ({', '.join(diff)});"
                             f" repeat the original command with --resume, or use a new --out")
-        net = network_from_params(state["weights"], state["pulse_times"], hp)
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state["rng_state"]
-        start_epoch = int(state["epoch"])
-        history = list(state["history"])
-        best = (state["best_val"], state["best_epoch"], state["best_weights"], state["best_pulse_times"])
+        try:
+            net = network_from_params(state["weights"], state["pulse_times"], hp)
+            rng = np.random.default_rng()
+            rng.bit_generator.state = state["rng_state"]
+            start_epoch = int(state["epoch"])
+            history = list(state["history"])
+            best = (float(state["best_val"]), int(state["best_epoch"]), state["best_weights"],
+                    state["best_pulse_times"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnncError(f"checkpoint {ckpt_path} is incomplete ({type(exc).__name__}: {exc}); delete it and "
+                            f"train again with --force") from None
         log(f"resuming {out} after epoch {start_epoch}")
     else:
         rng = np.random.default_rng(cfg.seed)
         net = init_network(hp, n_pixels, rng)
         start_epoch, history, best = 0, [], (math.inf, 0, None, None)
         state = None
-    params = Learner(net, hp, dev)
+    params = Learner(net, hp, dev, weight_decay=cfg.weight_decay)
     if state is not None:
         params.opt.load_state_dict(state["optimizer"])
 
@@ -297,11 +392,12 @@ def _train(cfg: TrainConfig, out: Path, data_dir: str | None, resume: bool, devi
     metrics = {
         "dataset": cfg.dataset, "data_source": train.source, "preset": cfg.preset, "hyperparameters": hp.as_dict(),
         "epochs": cfg.epochs, "best_epoch": best_epoch, "val_mse": best_val, "test_mse": test_mse,
-        "seed": cfg.seed, "noise_mean": cfg.noise_mean, "n_train": n_train, "n_val": len(val), "n_test": len(test),
+        "seed": cfg.seed, "noise_mean": cfg.noise_mean, "weight_decay": cfg.weight_decay, "n_train": n_train,
+        "n_val": len(val), "n_test": len(test),
         "history": history, "device": dev, "torch": torch.__version__,
     }
     model_meta = {k: metrics[k] for k in ("dataset", "preset", "epochs", "best_epoch", "val_mse", "test_mse",
-                                          "seed", "noise_mean", "n_train")}
+                                          "seed", "noise_mean", "weight_decay", "n_train")}
     model_meta["hyperparameters"] = hp.as_dict()
     model_meta["trainer"] = "snnc temporal (exact gradients, Comsa et al. 2021)"
     save_onnx(network_from_params(bw, bp, hp, model_meta), out / MODEL_NAME)

@@ -39,7 +39,7 @@ def test_preset_overrides_and_errors():
     args = parser.parse_args(["--preset", "noise=0.2,latency=2,hidden=16", "--batch-size", "3",
                               "--decay-rate-tau", "0.5", "--hidden", "64"])
     hp = hyperparameters_from_args(args)
-    base = get_preset("noise=0.2,latency=2,hidden=16")
+    base = get_preset("noise=0.2,latency=2,hidden=32")  # hidden 64 is not in the table: the nearest row's values
     assert (hp.batch_size, hp.decay_rate_tau, hp.hidden) == (3, 0.5, 64)
     assert hp.lr_weights == base.lr_weights and hp.n_pulses == base.n_pulses
     assert hyperparameters_from_args(parser.parse_args([])) == get_preset(DEFAULT_PRESET)

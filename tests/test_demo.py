@@ -1,0 +1,55 @@
+"""`snnc demo`'s training stage: a demo-sized run must learn (not just predict the mean image)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models.datasets import load_dataset
+from models.encoding import mean_image_mse
+from toolchain.cli import build_parser
+from toolchain.cli_demo import LEARNED_FACTOR, DemoModel, train_demo_model
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
+
+
+def _demo_defaults() -> tuple[int, int]:
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    args = demo.parse_args([])
+    return args.epochs, args.limit_train
+
+
+def test_demo_sized_training_beats_the_mean_image_by_2x(tmp_path):
+    epochs, limit = _demo_defaults()  # exactly what `snnc demo` / `make demo` trains (8 epochs, 1,800 images)
+    lines: list[str] = []
+    model = train_demo_model(tmp_path, epochs, limit, log=lines.append)
+    assert model.baseline_mse == pytest.approx(0.0649, abs=0.002)  # the bundled subset's mean-image MSE
+    assert model.mse <= model.baseline_mse / 2 and model.learned  # measured 0.0256 (2.5x)
+    assert model.mse <= 0.030
+    text = "\n".join(lines)
+    assert f"exact model test MSE {model.mse:.5f} (mean-image baseline {model.baseline_mse:.5f}" in text
+    assert model.png.read_bytes()[:4] == b"\x89PNG" and model.model_path.is_file()
+    # a re-run of the demo replaces its own training folder (no --force needed)
+    again = train_demo_model(tmp_path, 1, 70, log=lines.append)
+    assert again.model_path == model.model_path
+
+
+def test_mean_image_baseline_and_learned_rule():
+    train = load_dataset("mnist", "train", source="bundled", limit=100).images
+    test = load_dataset("mnist", "test", source="bundled", limit=50).images
+    base = mean_image_mse(train, test)
+    expected = np.mean((test.astype(np.float64) - train.astype(np.float64).mean(0)) ** 2)
+    assert base == pytest.approx(expected, rel=1e-12)
+    kw = dict(model_path=None, png=None, val_mse=0.0, n_test=50, train_seconds=0.0)
+    assert not DemoModel(mse=0.0628, baseline_mse=0.0649, **kw).learned  # the old demo: the mean image, blurred
+    assert DemoModel(mse=0.0649 / LEARNED_FACTOR, baseline_mse=0.0649, **kw).learned
+    assert "1.0x better" in DemoModel(mse=0.0628, baseline_mse=0.0649, **kw).summary()
+
+
+def test_demo_never_says_pass_for_a_model_that_did_not_learn(tmp_path, capsys):
+    """The whole demo (hw_sim only, 2 images) after 10 Adam steps: the model is no better than the mean image."""
+    from toolchain.cli_demo import run_demo
+
+    assert run_demo(tmp_path, epochs=1, limit_train=70, limit_verify=2, targets=("hw_sim",)) == 1
+    out = capsys.readouterr().out
+    assert "mean-image baseline" in out and "did NOT learn" in out
+    assert "verification: NOT PASSED - the model did not learn" in out and "verification: PASS" not in out
