@@ -238,9 +238,12 @@ def load_checkpoint(path: str | Path) -> dict:
 
 
 def remove_stale_temp_files(out: Path, names: tuple[str, ...]) -> list[Path]:
-    """Delete leftovers of interrupted atomic writes (``.<name>.*.tmp``, toolchain/atomic.py) of ``names`` in
-    ``out``; returns the deleted paths."""
-    removed = []
+    """Delete leftovers of interrupted atomic writes in ``out``: those of dead snnc processes
+    (:func:`toolchain.atomic.clean_stale_temps`) and ``.<name>.*.tmp`` of ``names`` written by earlier snnc
+    versions; returns the deleted paths."""
+    from toolchain.atomic import clean_stale_temps
+
+    removed = clean_stale_temps(out)
     if out.is_dir():
         for name in names:
             for tmp in out.glob(f".{name}.*.tmp"):

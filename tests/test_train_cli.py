@@ -84,6 +84,14 @@ def _weights_norm(path) -> float:
     return float(sum(np.sum(l.all_weights() ** 2) for l in load_onnx(path).layers))
 
 
+def _dead_pid() -> int:
+    import subprocess
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
 def test_rerun_is_refused_without_force_and_stale_temp_files_are_removed(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "temporal", *TINY, "--out", str(out)]) == 0
@@ -95,7 +103,8 @@ def test_rerun_is_refused_without_force_and_stale_temp_files_are_removed(tmp_pat
     assert "already holds a trained run" in err and "--force" in err and "--resume" in err
     assert (out / "model.onnx").read_bytes() == before
     # 0-byte leftovers of a killed atomic write (toolchain/atomic.py names them .<name>.<random>.tmp)
-    stale = [out / ".checkpoint.pt.k1ll3d.tmp", out / ".model.onnx.abc123.tmp", out / ".metrics.json.x.tmp"]
+    stale = [out / ".checkpoint.pt.k1ll3d.tmp", out / ".model.onnx.abc123.tmp", out / ".metrics.json.x.tmp",
+             out / f".snnc-tmp-{_dead_pid()}-model.onnx.q1w2e3r4.tmp"]
     for p in stale:
         p.write_bytes(b"")
     unrelated = out / ".notes.txt.keep.tmp"
