@@ -42,23 +42,13 @@ from toolchain.calibration import (
 from toolchain.compiled import CompiledLayer, CompiledNetwork, shift_weights, sum_pulse_copies
 from toolchain.compiled_io import check_sizes
 from toolchain.errors import ArtifactError, CompileError
+from toolchain.quantize import (  # noqa: F401  (re-exported: the alpha chain's historical names)
+    A_IN_BITS, A_IN_MAX, DECAY_BITS, DECAY_UNITY, MANTISSA, STATE_SHIFT, UV_BITS, UV_MAX, VTH_AUTO_MAX, VTH_BITS,
+    VTH_MAX, VTH_MIN, WEIGHT_BITS, WEIGHT_EXP_MAX, choose_weight_exp, mantissa_round, weight_exp_min,
+)
 from toolchain.validate import validate_network
 
 DEFAULT_STEPS_PER_UNIT = 40
-DECAY_BITS = 12
-DECAY_UNITY = 1 << DECAY_BITS  # 4096
-VTH_BITS = 17
-VTH_MAX = (1 << VTH_BITS) - 1  # 131071
-VTH_AUTO_MAX = 1 << 16  # default cap when vth is chosen automatically
-VTH_MIN = 256  # below this the weight grid (2 / vth theta per step) is too coarse to be useful
-UV_BITS = 24
-UV_MAX = (1 << (UV_BITS - 1)) - 1  # |u|, |v| must stay <= 2**23 - 1
-STATE_SHIFT = 6  # Lava shifts a_in and vth left by 6 bits
-A_IN_BITS = 16
-A_IN_MAX = (1 << (A_IN_BITS - 1)) - 1  # signed 16-bit synaptic input per step
-WEIGHT_BITS = 8  # default: Loihi 2 / Lava Dense default; 9 is allowed (Loihi 1 supports 1-9 bit weights)
-MANTISSA = {8: (-256, 254, 2), 9: (-256, 255, 1)}  # mixed sign: (min, max, step); 8 bits: Lava masks the LSB
-WEIGHT_EXP_MAX = 7
 MAX_STEPS_PER_UNIT = 1 << 20
 THRESHOLD_MODES = ("neuron", "layer")
 MAX_PULSE_COPIES = 8  # parallel axons per pulse (pulse weights ~5x input weights need ~4 at full resolution)
@@ -75,34 +65,6 @@ def decay_constant(tau: float, steps_per_unit: float) -> tuple[float, int]:
 def effective_tau(D: int, steps_per_unit: float) -> float:
     """Decay rate (1 / time unit) that the 12-bit decay D realises on a grid of S steps per unit."""
     return -steps_per_unit * math.log(1.0 - D / DECAY_UNITY)
-
-
-def mantissa_round(x: np.ndarray, bits: int = WEIGHT_BITS) -> np.ndarray:
-    """Round to the mantissa grid of ``bits``-bit mixed-sign weights (8: even integers, 9: integers)."""
-    step = MANTISSA[bits][2]
-    return (step * np.rint(np.asarray(x, dtype=np.float64) / step)).astype(np.int64)
-
-
-def weight_exp_min(bits: int) -> int:
-    """Smallest useful Dense weight exponent: -1 for 8 bits (even mantissas, so Lava's right shift of the summed
-    weights is exact and the effective weights w / 2 form the same integer grid as 9 bits), 0 for 9 bits."""
-    return -int(math.log2(MANTISSA[bits][2]))
-
-
-def choose_weight_exp(x: np.ndarray, layer: str, bits: int = WEIGHT_BITS, fix: str | None = None) -> int:
-    """Smallest exponent e >= weight_exp_min(bits) with the rounded mantissas of x / 2**e inside the range.
-    fix: the remedy named in the CompileError (default: the remedies of an explicit vth)."""
-    lo, hi, _ = MANTISSA[bits]
-    big = float(np.abs(x).max(initial=0.0))
-    for e in range(weight_exp_min(bits),
-                   WEIGHT_EXP_MAX + 1 if math.isfinite(big) and big / 2.0**WEIGHT_EXP_MAX <= 256.0 else 0):
-        q = mantissa_round(x / 2.0**e, bits)
-        if q.size == 0 or (q.min() >= lo and q.max() <= hi):
-            return e
-    raise CompileError(
-        f"{layer}: scaled weights up to {big:.4g} need a weight exponent above the limit "
-        f"{WEIGHT_EXP_MAX}; fix: {fix or f'pass a smaller --vth (e.g. vth={VTH_MIN}) or a larger --steps-per-unit'}"
-    )
 
 
 def _check_grid(net: TemporalNetwork, S: float) -> tuple[float, int]:
