@@ -1,0 +1,133 @@
+"""CompiledSteps: a steps-time graph (Dense + LIF chain) lowered onto Lava 0.10's stock ``lava.proc.dense.Dense``
+and ``lava.proc.lif.LIF`` / ``LIFReset`` processes, in both precisions (schema and derivation: docs/compiler.md,
+"Steps graphs (LIF)").
+
+Per layer k (population ``name`` fed by synapse ``synapse``), fixed point (``lava-fixed``, hw_sim):
+
+    a[t]  = (sum_i weights[j, i] s_i[t-1]) * 2**weight_exp           (Dense: one step of delay)
+    u[t]  = a[t] << 6                                                 (du = 4095: u is this step's input)
+    v[t]  = clip(trunc0(v[t-1] (4096 - dv) / 4096) + u[t], -(2**23 - 1), 2**23 - 1)
+    s[t]  = v[t] > vth << 6;  v[t] = 0 where s[t]
+
+float (``lava-float``): du_float = 1, dv_float = 1 - leak, weights_float = the IR weights, vth_float = the IR
+threshold (the largest float64 below it when the IR spikes on V >= v_th, so Lava's strict test is exactly >=).
+``scale`` = integer units (of u / 64) per unit of the IR threshold: vth = scale - 1 for V >= v_th (exact while v is a
+multiple of 64, i.e. without leak; within one integer unit otherwise), vth = scale for strict LIF nodes.
+
+Layer k lags the float model (toolchain/lif_reference.py) by k + 1 steps in Lava (one per Dense) plus the source's
+own step; targets shift results back (``lag_steps``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from toolchain.errors import ArtifactError
+from toolchain.quantize import DECAY_MAX, MANTISSA, VTH_MAX, WEIGHT_EXP_MAX, weight_exp_min
+
+FORMAT = "snnc-compiled-steps"
+FORMAT_VERSION = 1
+MAX_STEPS = 1 << 24  # longest sample the range checks may cover
+
+
+@dataclass(frozen=True)
+class CompiledStepsLayer:
+    """One Dense -> LIF pair. Integers: see the module docstring; ``leak`` / ``v_th`` are the IR's values."""
+
+    name: str
+    synapse: str
+    weights: np.ndarray        # (n_out, n_in) int32 mantissas
+    weight_exp: int
+    num_weight_bits: int
+    du: int                    # 12-bit; 4095 = no current memory
+    dv: int                    # 12-bit voltage decay code
+    vth: int                   # 17-bit; spike when v > vth << 6
+    scale: int                 # integer units per IR threshold (see module docstring)
+    weights_float: np.ndarray  # (n_out, n_in) float64
+    du_float: float
+    dv_float: float
+    vth_float: float
+    leak: float
+    v_th: float
+    strict: bool
+    clamp: bool
+
+    @property
+    def n_in(self) -> int:
+        return int(self.weights.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weights.shape[0])
+
+    @property
+    def leak_eff(self) -> float:
+        """Per-step voltage factor the 12-bit code realises: 1 - dv / 4096."""
+        return 1.0 - self.dv / 4096.0
+
+
+@dataclass(frozen=True)
+class CompiledSteps:
+    """A compiled steps graph: layers in graph order, checked for samples of up to ``max_steps`` steps."""
+
+    layers: tuple[CompiledStepsLayer, ...]
+    max_steps: int
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def n_in(self) -> int:
+        return self.layers[0].n_in
+
+    @property
+    def names(self) -> list[str]:
+        return [cl.name for cl in self.layers]
+
+    def lag_steps(self, k: int) -> int:
+        """Lava time steps between an input column and layer k's response to it (RingBuffer + k + 1 Dense)."""
+        return k + 2
+
+
+def _bad(where: str, what: str) -> ArtifactError:
+    return ArtifactError(f"{where}: {what}; fix: recompile the graph with toolchain.steps_compiler.compile_graph")
+
+
+def validate_compiled_steps(cs: CompiledSteps, where: str = "compiled steps graph") -> CompiledSteps:
+    """Check every field against its hardware range and the layer shapes against each other; ArtifactError
+    naming the field otherwise."""
+    if not isinstance(cs, CompiledSteps):
+        raise ArtifactError(f"{where}: expected a CompiledSteps, got {type(cs).__name__}; fix: pass the result "
+                            "of toolchain.steps_compiler.compile_graph")
+    if not cs.layers:
+        raise _bad(where, "no layers")
+    if not (isinstance(cs.max_steps, (int, np.integer)) and 1 <= cs.max_steps <= MAX_STEPS):
+        raise _bad(where, f"max_steps={cs.max_steps!r} is outside [1, {MAX_STEPS}]")
+    prev = None
+    for k, cl in enumerate(cs.layers):
+        at = f"{where}, layer {k} ({cl.name!r})"
+        w = np.asarray(cl.weights)
+        if w.ndim != 2 or w.dtype.kind not in "iu" or np.asarray(cl.weights_float).shape != w.shape:
+            raise _bad(at, f"weights must be a 2-D integer array with weights_float of the same shape, got "
+                           f"{w.shape} {w.dtype} and {np.asarray(cl.weights_float).shape}")
+        if prev is not None and w.shape[1] != prev:
+            raise _bad(at, f"has {w.shape[1]} inputs but the previous layer has {prev} neurons")
+        prev = w.shape[0]
+        if cl.num_weight_bits not in MANTISSA:
+            raise _bad(at, f"num_weight_bits={cl.num_weight_bits} is not one of {sorted(MANTISSA)}")
+        lo, hi, step = MANTISSA[cl.num_weight_bits]
+        if w.size and (w.min() < lo or w.max() > hi or np.any(w % step)):
+            raise _bad(at, f"weights must be multiples of {step} in [{lo}, {hi}] ({cl.num_weight_bits}-bit mantissas)")
+        if not weight_exp_min(cl.num_weight_bits) <= cl.weight_exp <= WEIGHT_EXP_MAX:
+            raise _bad(at, f"weight_exp={cl.weight_exp} is outside [{weight_exp_min(cl.num_weight_bits)}, "
+                           f"{WEIGHT_EXP_MAX}]")
+        for name, v, top in (("du", cl.du, DECAY_MAX), ("dv", cl.dv, DECAY_MAX), ("vth", cl.vth, VTH_MAX),
+                             ("scale", cl.scale, VTH_MAX + 1)):
+            if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= top):
+                raise _bad(at, f"{name}={v!r} is outside the integer range [0, {top}]")
+        if not np.all(np.isfinite(cl.weights_float)):
+            raise _bad(at, "weights_float contains NaN or inf")
+        if not (0.0 <= cl.du_float <= 1.0 and 0.0 <= cl.dv_float < 1.0 and np.isfinite(cl.vth_float)
+                and cl.vth_float > 0 and 0.0 < cl.leak <= 1.0 and cl.v_th > 0):
+            raise _bad(at, f"float parameters out of range (du_float={cl.du_float}, dv_float={cl.dv_float}, "
+                           f"vth_float={cl.vth_float}, leak={cl.leak}, v_th={cl.v_th})")
+    return cs

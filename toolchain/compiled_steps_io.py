@@ -1,0 +1,111 @@
+"""One-file storage of a CompiledSteps (``compiled.npz``, format ``snnc-compiled-steps`` v1; no pickle).
+
+The npz holds ``meta`` (a JSON string: format, version, max_steps, manifest and every scalar field per layer) and
+per layer k ``layer{k}.weights`` (int32) and ``layer{k}.weights_float`` (float64). Loading checks keys, types and
+every field's hardware range (toolchain.compiled_steps.validate_compiled_steps); malformed files raise
+ArtifactError. Writes are atomic; ``load_compiled_steps(save_compiled_steps(x))`` reproduces every field.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+
+import numpy as np
+
+from toolchain.atomic import atomic_path
+from toolchain.compiled_steps import (
+    FORMAT, FORMAT_VERSION, CompiledSteps, CompiledStepsLayer, validate_compiled_steps,
+)
+from toolchain.errors import ArtifactError
+
+_SCALARS = {"name": str, "synapse": str, "weight_exp": int, "num_weight_bits": int, "du": int, "dv": int,
+            "vth": int, "scale": int, "du_float": (int, float), "dv_float": (int, float),
+            "vth_float": (int, float), "leak": (int, float), "v_th": (int, float), "strict": bool, "clamp": bool}
+_ARRAYS = {"weights": (np.int32, "iu"), "weights_float": (np.float64, "f")}
+_FIX = "recompile the graph with toolchain.steps_compiler.compile_graph"
+
+
+def _plain(v):
+    if isinstance(v, np.bool_):
+        return bool(v)
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def save_compiled_steps(cs: CompiledSteps, path: str | os.PathLike) -> None:
+    """Validate ``cs`` and write it to ``path`` atomically."""
+    validate_compiled_steps(cs, f"compiled steps graph to be saved as {path}")
+    arrays: dict[str, np.ndarray] = {}
+    layers = []
+    for k, cl in enumerate(cs.layers):
+        layers.append({f: _plain(getattr(cl, f)) for f in _SCALARS})
+        for f, (dt, _) in _ARRAYS.items():
+            arrays[f"layer{k}.{f}"] = np.asarray(getattr(cl, f), dtype=dt)
+    try:
+        meta = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "max_steps": int(cs.max_steps),
+                           "manifest": cs.manifest, "layers": layers})
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"the manifest is not JSON-serialisable ({exc}); fix: keep plain numbers, strings, "
+                            "lists and dicts in it") from exc
+    arrays["meta"] = np.array(meta)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+
+def _bad(path, what: str) -> ArtifactError:
+    return ArtifactError(f"{path} is not a valid compiled steps graph: {what}; fix: {_FIX}")
+
+
+def load_compiled_steps(path: str | os.PathLike) -> CompiledSteps:
+    """Read and validate a file written by :func:`save_compiled_steps`."""
+    if not os.path.isfile(path):
+        raise ArtifactError(f"{path} does not exist or is not a file; fix: pass the compiled.npz that "
+                            "save_compiled_steps wrote")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise _bad(path, f"unreadable npz ({type(exc).__name__}: {exc})") from exc
+    if "meta" not in data or data["meta"].shape != () or data["meta"].dtype.kind != "U":
+        raise _bad(path, "missing or malformed 'meta' entry")
+    try:
+        meta = json.loads(str(data["meta"]))
+    except ValueError as exc:
+        raise _bad(path, f"'meta' is not JSON ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise _bad(path, f"format is {meta.get('format') if isinstance(meta, dict) else None!r}, expected {FORMAT!r}"
+                   " (an alpha compiled network is read by toolchain.compiled_io.load_compiled)")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise _bad(path, f"format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
+    if not isinstance(meta.get("max_steps"), int) or not isinstance(meta.get("manifest"), dict) \
+            or not isinstance(meta.get("layers"), list) or not meta["layers"]:
+        raise _bad(path, "max_steps (int), manifest (dict) and layers (non-empty list) are required")
+    layers = []
+    for k, lm in enumerate(meta["layers"]):
+        if not isinstance(lm, dict) or set(lm) != set(_SCALARS):
+            got = sorted(lm) if isinstance(lm, dict) else type(lm).__name__
+            raise _bad(path, f"layer {k} must have exactly the fields {sorted(_SCALARS)}, got {got}")
+        for f, t in _SCALARS.items():
+            v = lm[f]
+            if not isinstance(v, t) or (t is int and isinstance(v, bool)):
+                raise _bad(path, f"layer {k} field {f}={v!r} has the wrong type")
+        arrs = {}
+        for f, (dt, kinds) in _ARRAYS.items():
+            key = f"layer{k}.{f}"
+            if key not in data or data[key].ndim != 2 or data[key].dtype.kind not in kinds:
+                raise _bad(path, f"missing or malformed array {key!r}")
+            arrs[f] = data[key].astype(dt)
+        layers.append(CompiledStepsLayer(**lm, **arrs))
+    extra = set(data) - {"meta"} - {f"layer{k}.{f}" for k in range(len(layers)) for f in _ARRAYS}
+    if extra:
+        raise _bad(path, f"unexpected entries {sorted(extra)}")
+    cs = CompiledSteps(tuple(layers), meta["max_steps"], meta["manifest"])
+    try:
+        return validate_compiled_steps(cs, str(path))
+    except ArtifactError as exc:
+        raise ArtifactError(str(exc)) from None

@@ -1,0 +1,62 @@
+"""Compiler entry for steps-time graphs (toolchain/ir.py): Dense -> LIF chains onto Lava's stock Dense and LIF.
+
+``compile_graph(graph, max_steps)`` lowers each (synapse, population) pair with its own module
+(toolchain/lower_dense.py, toolchain/lower_lif.py) and returns a :class:`toolchain.compiled_steps.CompiledSteps`
+(saved by toolchain/compiled_steps_io.py). Node kinds without a lowering (Readout, AlphaOnce, anything but Dense
+synapses) are refused with a CompileError before anything is quantized.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from toolchain.compiled_steps import MAX_STEPS, CompiledSteps, validate_compiled_steps
+from toolchain.errors import CompileError
+from toolchain.ir import LIF, Dense, Graph
+from toolchain.lower_lif import lower_lif_layer
+from toolchain.quantize import MANTISSA, VTH_MAX, VTH_MIN, WEIGHT_BITS
+
+
+def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
+                  source_hash: str = "") -> CompiledSteps:
+    """Lower a feed-forward steps graph for samples of up to ``max_steps`` steps (the worst-case range checks of
+    leak-free layers grow with it). weight_bits: 8 (Loihi 2 / Lava default) or 9; scale: integer units per
+    threshold for every layer (None = the largest each layer's ranges allow)."""
+    if not isinstance(graph, Graph):
+        raise CompileError(f"compile_graph needs a toolchain.ir.Graph, got {type(graph).__name__}; fix: build one "
+                           "with toolchain.ir.lif_chain or load an artifact")
+    if graph.time != "steps":
+        raise CompileError(f"compile_graph lowers steps graphs (LIF family); this graph's time is {graph.time!r}; "
+                           "fix: compile alpha models with toolchain.compiler.compile_network")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or not 1 <= max_steps <= MAX_STEPS:
+        raise CompileError(f"max_steps={max_steps!r} must be an integer in [1, {MAX_STEPS}]; fix: pass the number "
+                           "of steps per sample, e.g. max_steps=15")
+    if weight_bits not in MANTISSA:
+        raise CompileError(f"weight_bits={weight_bits!r} is not supported; fix: use 8 (default) or 9")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, np.integer))
+                              or not VTH_MIN <= scale <= VTH_MAX):
+        raise CompileError(f"scale={scale!r} must be an integer in [{VTH_MIN}, {VTH_MAX}] (integer units per "
+                           "threshold, 17-bit); fix: leave it unset for the automatic choice")
+    try:
+        pairs = graph.chain()
+    except ValueError as exc:
+        raise CompileError(f"the graph is not a feed-forward chain ({exc}); fix: build it with "
+                           "toolchain.ir.lif_chain") from exc
+    for syn_name, pop_name in pairs:
+        syn, pop = graph.nodes[syn_name], graph.nodes[pop_name]
+        if not isinstance(syn, Dense):
+            raise CompileError(f"node {syn_name!r} is a {type(syn).__name__}, which compile_graph cannot lower "
+                               "yet (supported: Dense synapses); fix: use Dense layers")
+        if not isinstance(pop, LIF):
+            raise CompileError(f"node {pop_name!r} is a {type(pop).__name__}, which has no lowering onto Lava's "
+                               "stock processes yet (supported: LIF populations); fix: use LIF populations")
+    layers, entries = [], []
+    for syn_name, pop_name in pairs:
+        layer, entry = lower_lif_layer(syn_name, graph.nodes[syn_name], pop_name, graph.nodes[pop_name],
+                                       int(max_steps), int(weight_bits), None if scale is None else int(scale))
+        layers.append(layer)
+        entries.append(entry)
+    manifest = {"kind": "steps", "max_steps": int(max_steps), "weight_bits": int(weight_bits),
+                "source_hash": source_hash, "layers": entries,
+                "notes": ["layer k lags the float model by k + 2 Lava steps (source + one per Dense); targets "
+                          "shift results back", "clamp of V at v_th does not change spikes with reset to zero"]}
+    return validate_compiled_steps(CompiledSteps(tuple(layers), int(max_steps), manifest))
