@@ -1,0 +1,176 @@
+"""``lava-float`` / ``lava-fixed`` for steps graphs: a CompiledSteps (Dense -> LIF chain) on Lava 0.10's stock
+processes (``lava.proc.dense`` Dense, ``lava.proc.lif`` LIFReset, ``lava.proc.io`` RingBuffer and Extractor).
+
+Layout: K samples per Lava run, sample k in its own window of W = T + L steps (T input steps, then L steps of
+zeros so that the last of L layers, which lags by one step per Dense, finishes). Sample k's input column s is
+played at Lava step kW + s + 1 by one RingBuffer; layer l (0-based) answers it at step kW + s + 2 + l and is
+zeroed (u and v) by LIFReset at step kW + 2 + l, just before the sample's first input reaches it, so every sample
+starts from rest exactly as in a run of its own. Every layer's spikes reach this process through one Extractor
+each (one message per layer and step; Var.get() would cost one message per element) and are shifted back by
+2 + l steps, so the result is aligned to the float model (toolchain/lif_reference.py).
+
+Process hygiene is the alpha Lava target's (targets/lava.py): the run's OS processes are tied to this one with
+PR_SET_PDEATHSIG, every run is stopped in ``finally`` (errors, timeouts, Ctrl-C), a run past ``timeout_s`` raises
+TargetError after its processes are terminated, and a crashed Lava process is detected without waiting for the
+timeout.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from hw_sim.lif import check_steps_input
+from targets.lava import _CHILDREN, _check_alive, _close_pipes, _shutdown
+from toolchain.compiled_steps import CompiledSteps, validate_compiled_steps
+from toolchain.errors import ArtifactError, TargetError
+
+DEFAULT_CHUNK = 100  # samples per Lava run
+_POLL_S = 2e-4
+_ALIVE_CHECK_S = 0.5
+
+
+def _import_lava() -> dict:
+    from toolchain.lava_compat import install
+
+    install()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import Dense
+    from lava.proc.io.extractor import Extractor, PyLoihiExtractorModel
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.lif.process import LIFReset
+    from lava.utils.weightutils import SignMode
+
+    return dict(RunSteps=RunSteps, Loihi2SimCfg=Loihi2SimCfg, Dense=Dense, Extractor=Extractor,
+                ExtractorModel=PyLoihiExtractorModel, RingBuffer=RingBuffer, LIFReset=LIFReset, SignMode=SignMode)
+
+
+class _LavaLifTarget:
+    name = "lava-lif"
+    fixed = False
+
+    def __init__(self, chunk_size: int = DEFAULT_CHUNK, timeout_s: float | None = None) -> None:
+        """chunk_size: samples per Lava run; timeout_s: wall-clock limit per run (default 60 s + 20 ms per step
+        and layer)."""
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
+            raise TargetError(f"chunk_size={chunk_size!r} must be an integer >= 1; fix: pass e.g. "
+                              f"chunk_size={DEFAULT_CHUNK}")
+        if timeout_s is not None and not timeout_s > 0:
+            raise TargetError(f"timeout_s={timeout_s} must be > 0 seconds; fix: pass e.g. timeout_s=600")
+        self.chunk_size = int(chunk_size)
+        self.timeout_s = timeout_s
+
+    def run(self, cs: CompiledSteps, spikes_in: np.ndarray) -> tuple[list[np.ndarray], float, dict]:
+        """Spike trains [(N, T, n) uint8] of every layer (graph order, aligned to the float model), the wall time
+        in seconds and run details. Inputs: (N, T, n_in) 0/1, T <= cs.max_steps."""
+        t0 = time.perf_counter()
+        try:
+            validate_compiled_steps(cs, f"{self.name} input")
+        except ArtifactError as exc:
+            raise TargetError(str(exc)) from None
+        x = check_steps_input(cs, spikes_in, self.name)
+        n, t_steps = x.shape[:2]
+        out = [np.zeros((n, t_steps, cl.n_out), dtype=np.uint8) for cl in cs.layers]
+        runs = 0
+        for start in range(0, n, self.chunk_size):
+            stop = min(n, start + self.chunk_size)
+            for l, s in enumerate(self._run_chunk(cs, x[start:stop])):
+                out[l][start:stop] = s
+            runs += 1
+        info = {"precision": "fixed_pt" if self.fixed else "floating_pt", "lava": "0.10.0", "runs": runs,
+                "chunk_size": self.chunk_size, "window": t_steps + len(cs.layers), "names": cs.names}
+        return out, time.perf_counter() - t0, info
+
+    def _build(self, lv: dict, cs: CompiledSteps, x: np.ndarray):
+        K, T, _ = x.shape
+        L = len(cs.layers)
+        W = T + L
+        data = np.zeros((cs.n_in, K * W), dtype=np.int32 if self.fixed else np.float64)
+        for k in range(K):
+            data[:, k * W:k * W + T] = x[k].T
+        src = lv["RingBuffer"](data=data)
+        prev, exts = src, []
+        for l, cl in enumerate(cs.layers):
+            if self.fixed:
+                dense = lv["Dense"](weights=np.ascontiguousarray(cl.weights, dtype=np.int32),
+                                    weight_exp=int(cl.weight_exp), num_weight_bits=int(cl.num_weight_bits),
+                                    sign_mode=lv["SignMode"].MIXED)
+                lif = lv["LIFReset"](shape=(cl.n_out,), du=int(cl.du), dv=int(cl.dv), vth=int(cl.vth),
+                                     reset_interval=W, reset_offset=2 + l)
+            else:
+                dense = lv["Dense"](weights=np.ascontiguousarray(cl.weights_float, dtype=np.float64))
+                lif = lv["LIFReset"](shape=(cl.n_out,), du=float(cl.du_float), dv=float(cl.dv_float),
+                                     vth=float(cl.vth_float), reset_interval=W, reset_offset=2 + l)
+            prev.s_out.connect(dense.s_in)
+            dense.a_out.connect(lif.a_in)
+            ext = lv["Extractor"](shape=(cl.n_out,), buffer_size=64)
+            lif.s_out.connect(ext.in_port)
+            exts.append(ext)
+            prev = lif
+        return src, exts, K * W, W
+
+    def _run_chunk(self, cs: CompiledSteps, x: np.ndarray) -> list[np.ndarray]:
+        lv = _import_lava()
+        K, T, _ = x.shape
+        L = len(cs.layers)
+        entry, exts, n_steps, W = self._build(lv, cs, x)
+        timeout = self.timeout_s if self.timeout_s is not None else 60.0 + 0.02 * n_steps * L
+        cfg = lv["Loihi2SimCfg"](select_tag="fixed_pt" if self.fixed else "floating_pt",
+                                 exception_proc_model_map={lv["Extractor"]: lv["ExtractorModel"]})
+        rec = [np.zeros((n_steps, cl.n_out), dtype=np.uint8) for cl in cs.layers]
+        deadline = time.monotonic() + timeout
+        completed = False
+        ports: list = []
+        with _CHILDREN.active():  # its OS processes die with this one, even if this one is killed
+            try:
+                entry.run(condition=lv["RunSteps"](num_steps=n_steps, blocking=False), run_cfg=cfg)
+                ports = [e.out_port.external_pipe_csp_recv_port for e in exts]
+                for step in range(n_steps):
+                    for l, port in enumerate(ports):
+                        waited = 0.0
+                        while not port.probe():
+                            if time.monotonic() > deadline:
+                                raise TargetError(
+                                    f"{self.name}: the Lava run of {K} samples ({n_steps} steps) did not finish "
+                                    f"within {timeout:g} s (stuck at step {step}); fix: pass a larger timeout_s or a "
+                                    "smaller chunk_size, and check that no other heavy job is starving the machine")
+                            time.sleep(_POLL_S)
+                            waited += _POLL_S
+                            if waited >= _ALIVE_CHECK_S:
+                                waited = 0.0
+                                _check_alive(self.name, entry, step // W)
+                        rec[l][step] = np.asarray(port.recv()) != 0
+                entry.wait()
+                completed = True
+            except TargetError:
+                raise
+            except Exception as exc:  # Lava's own failures (compilation, runtime) as a user-facing error
+                raise TargetError(f"{self.name}: Lava failed ({type(exc).__name__}: {exc}); fix: check the "
+                                  "compiled steps graph (docs/compiler.md) and the Lava installation "
+                                  "(`make venv`)") from exc
+            finally:
+                _shutdown(entry, force=not completed)
+                _close_pipes(ports)
+        out = []
+        for l, r in enumerate(rec):
+            idx = (np.arange(K)[:, None] * W + np.arange(T)[None, :] + 1 + l)  # Lava step kW + s + 2 + l, 0-based
+            out.append(r[idx])
+        return out
+
+
+class LavaLifFloatTarget(_LavaLifTarget):
+    """Lava ``Loihi2SimCfg(select_tag="floating_pt")``: du = 1, dv = 1 - leak, the IR's float weights."""
+
+    name = "lava-float"
+    fixed = False
+
+
+class LavaLifFixedTarget(_LavaLifTarget):
+    """Lava ``Loihi2SimCfg(select_tag="fixed_pt")``: the compiled integers (bit for bit = hw_sim.lif)."""
+
+    name = "lava-fixed"
+    fixed = True
+
+
+__all__ = ["LavaLifFloatTarget", "LavaLifFixedTarget"]
