@@ -1,0 +1,184 @@
+"""Steps-graph compiler (toolchain/steps_compiler.py, lower_*.py), its file format and hw_sim's LIF emulation."""
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from hw_sim.lif import HwSimLifTarget, run_lif_fixed
+from toolchain.compiled_steps import CompiledSteps
+from toolchain.compiled_steps_io import load_compiled_steps, save_compiled_steps
+from toolchain.errors import ArtifactError, CompileError, TargetError
+from toolchain.ir import LIF, AlphaOnce, Dense, Graph, Input, Readout, lif_chain
+from toolchain.lif_reference import simulate
+from toolchain.quantize import A_IN_MAX, MANTISSA, UV_MAX, effective_weights
+
+
+def net(seed=0, sizes=(20, 10, 20), mu=0.1, sd=0.3, leak=0.9, **lif):
+    rng = np.random.default_rng(seed)
+    ws = [rng.normal(mu, sd, (b, a)) for a, b in zip(sizes[:-1], sizes[1:])]
+    return lif_chain(ws, [LIF(w.shape[0], leak, clamp=True, **lif) for w in ws])
+
+
+def spikes(n=50, t=20, n_in=20, p=0.3, seed=1):
+    return (np.random.default_rng(seed).random((n, t, n_in)) < p).astype(np.uint8)
+
+
+def matched_fraction(a: np.ndarray, b: np.ndarray, k: int) -> float:
+    """Fraction of the spikes of a (N, T, n) that have a partner in b within +-k steps (greedy, per neuron)."""
+    total = hit = 0
+    for ra, rb in zip(a.transpose(0, 2, 1).reshape(-1, a.shape[1]), b.transpose(0, 2, 1).reshape(-1, b.shape[1])):
+        free = set(np.flatnonzero(rb).tolist())
+        for t in np.flatnonzero(ra):
+            total += 1
+            for d in sorted(range(-k, k + 1), key=abs):
+                if t + d in free:
+                    free.discard(t + d)
+                    hit += 1
+                    break
+    return hit / max(total, 1)
+
+
+def test_lowering_fills_the_mantissa_within_worst_case_ranges():
+    g = net()
+    cs = compile_graph_ok(g, 20)
+    for cl, entry in zip(cs.layers, cs.manifest["layers"]):
+        assert (cl.du, cl.dv) == (4095, 410) and cl.vth == cl.scale - 1 and cl.weight_exp >= -1
+        assert entry["mantissa_used"] > 0.99                       # largest weight fills the 8-bit mantissa
+        eff = effective_weights(cl.weights, cl.weight_exp)
+        pos, neg = np.where(eff > 0, eff, 0).sum(1), np.where(eff < 0, -eff, 0).sum(1)
+        assert np.maximum(pos, neg).max() <= A_IN_MAX
+        r = 1 - 410 / 4096
+        assert (neg.max() * 64 * (1 - r**20) / (1 - r)) <= UV_MAX
+        # quantized weights within half a grid step of the float weights (threshold units)
+        step = MANTISSA[8][2] * 2.0**cl.weight_exp / cl.scale
+        np.testing.assert_array_less(np.abs(eff / cl.scale - cl.weights_float / cl.v_th), step / 2 + 1e-12)
+        assert np.nextafter(cl.vth_float, 2.0) == cl.v_th        # largest float below v_th: v > vth_f == v >= v_th
+
+
+def compile_graph_ok(g, max_steps, **kw) -> CompiledSteps:
+    from toolchain.steps_compiler import compile_graph
+
+    return compile_graph(g, max_steps, **kw)
+
+
+def test_hw_sim_lif_is_the_deployed_integer_model_and_close_to_the_float_model():
+    g, x = net(), spikes()
+    cs = compile_graph_ok(g, 20)
+    fixed = run_lif_fixed(cs, x)
+    ref = simulate(g, x).spikes
+    # the integer model = the float model with the quantized weights and 12-bit leak (up to truncation)
+    dep = simulate(lif_chain([effective_weights(cl.weights, cl.weight_exp) / (cl.vth + 0.5) for cl in cs.layers],
+                             [LIF(cl.n_out, cl.leak_eff, strict=True) for cl in cs.layers]), x).spikes
+    assert sum(int((d != f).sum()) for d, f in zip(dep, fixed)) <= 4
+    for r, f in zip(ref, fixed):                                  # issue [E] gate: >= 95 % within +-1 step
+        assert matched_fraction(r, f, 1) >= 0.95 and matched_fraction(f, r, 1) >= 0.95
+    again, wall, info = HwSimLifTarget().run(cs, x)
+    assert all(np.array_equal(a, b) for a, b in zip(again, fixed)) and info["names"] == ["layer0", "layer1"]
+
+
+def test_ties_at_the_threshold_spike_like_the_float_model_without_leak():
+    """V >= v_th against Lava's strict v > vth << 6: weights that sum exactly to the threshold must spike.
+    (scale=1024 represents 0.25 and 0.5 exactly; the automatic scale fills the mantissa instead.)"""
+    g = lif_chain([np.full((3, 4), 0.25), np.full((2, 3), 0.5)], [LIF(3, 1.0), LIF(2, 1.0)])
+    x = spikes(n=8, t=12, n_in=4, p=0.5, seed=3)
+    ref = simulate(g, x).spikes
+    fixed = run_lif_fixed(compile_graph_ok(g, 12, scale=1024), x)
+    assert ref[0].sum() > 0 and ref[1].sum() > 0
+    assert all(np.array_equal(r, f) for r, f in zip(ref, fixed))
+    strict = lif_chain([np.full((3, 4), 0.25)], [LIF(3, 1.0, strict=True)])
+    assert np.array_equal(run_lif_fixed(compile_graph_ok(strict, 12, scale=1024), x)[0], simulate(strict, x).spikes[0])
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: (lif_chain([np.ones((2, 3))], [Readout(2)]), 10), "Readout, which has no lowering"),
+    (lambda: (lif_chain([np.ones((2, 3))], [LIF(2, 0.9, reset="subtract")]), 10), "resets v to 0"),
+    (lambda: (lif_chain([np.ones((2, 3))], [LIF(2, 1e-5)]), 10), "outside \\[0, 4095\\]"),
+    (lambda: (lif_chain([np.full((2, 3), 0.1)], [LIF(2, 0.9)]), 0), "max_steps=0"),
+    (lambda: (lif_chain([np.full((2, 500), 100.0)], [LIF(2, 0.9)]), 10), "even at the smallest useful scale"),
+    (lambda: (lif_chain([-np.full((2, 40), 0.5)], [LIF(2, 1.0)]), 100_000), "fewer steps"),
+    (lambda: (Graph({"input": Input(2), "fc": Dense(np.ones((1, 2))),
+                     "a": AlphaOnce(1, 1.0, 1.0, np.zeros(0), np.zeros((1, 0)))},
+                    (("input", "fc"), ("fc", "a")), "continuous"), 10), "steps graphs"),
+])
+def test_graphs_the_lowering_cannot_run_are_refused_by_name(make, words):
+    g, steps = make()
+    with pytest.raises(CompileError, match=words):
+        compile_graph_ok(g, steps)
+
+
+def test_explicit_scale_that_overflows_is_refused():
+    g = lif_chain([np.full((2, 100), 1.0)], [LIF(2, 0.9)])
+    with pytest.raises(CompileError, match="exceeds 32767 at scale=4000"):
+        compile_graph_ok(g, 10, scale=4000)
+    with pytest.raises(CompileError, match="scale=10 must be an integer in"):
+        compile_graph_ok(g, 10, scale=10)
+    cs = compile_graph_ok(g, 10, scale=300)
+    assert cs.layers[0].scale == 300 and cs.layers[0].vth == 299
+
+
+def test_bad_spike_trains_are_refused_before_anything_runs():
+    cs = compile_graph_ok(net(), 20)
+    with pytest.raises(TargetError, match=r"shape \(samples, steps, 20\)"):
+        run_lif_fixed(cs, np.zeros((3, 20)))
+    with pytest.raises(TargetError, match="only 0 and 1"):
+        run_lif_fixed(cs, np.full((1, 5, 20), 2))
+    with pytest.raises(TargetError, match="max_steps=30"):
+        run_lif_fixed(cs, np.zeros((1, 30, 20)))
+
+
+def test_save_load_round_trip_and_malformed_files(tmp_path):
+    cs = compile_graph_ok(net(leak=0.95), 20, weight_bits=9)
+    p = tmp_path / "c.npz"
+    save_compiled_steps(cs, p)
+    back = load_compiled_steps(p)
+    assert back.max_steps == cs.max_steps and back.manifest == json.loads(json.dumps(cs.manifest))
+    for a, b in zip(cs.layers, back.layers):
+        for f in a.__dataclass_fields__:
+            va, vb = getattr(a, f), getattr(b, f)
+            assert np.array_equal(va, vb) if isinstance(va, np.ndarray) else va == vb, f
+    assert sorted(p.parent.iterdir()) == [p]                      # atomic: no temp debris
+
+    def tamper(key, value, name):
+        with np.load(p, allow_pickle=False) as z:
+            d = {k: z[k] for k in z.files}
+        if key == "meta":
+            meta = json.loads(str(d["meta"]))
+            meta["layers"][0].update(value)
+            d["meta"] = np.array(json.dumps(meta))
+        else:
+            d[key] = value
+        q = tmp_path / name
+        with open(q, "wb") as f:
+            np.savez(f, **d)
+        return q
+
+    with pytest.raises(ArtifactError, match="dv=5000 is outside"):
+        load_compiled_steps(tamper("meta", {"dv": 5000}, "dv.npz"))
+    with pytest.raises(ArtifactError, match="vth=200000 is outside"):
+        load_compiled_steps(tamper("meta", {"vth": 200000}, "vth.npz"))
+    with pytest.raises(ArtifactError, match="weight_exp=9 is outside"):
+        load_compiled_steps(tamper("meta", {"weight_exp": 9}, "exp.npz"))
+    w = np.array(cs.layers[0].weights)
+    w[0, 0] = 300
+    with pytest.raises(ArtifactError, match="9-bit mantissas"):
+        load_compiled_steps(tamper("layer0.weights", w, "w.npz"))
+    with pytest.raises(ArtifactError, match="weights_float of the same shape"):
+        load_compiled_steps(tamper("layer1.weights", np.zeros((20, 7), np.int32), "shape.npz"))
+    q = tamper("layer1.weights", np.zeros((20, 7), np.int32), "shape2.npz")
+    with np.load(q) as z:
+        d = {k: z[k] for k in z.files}
+    d["layer1.weights_float"] = np.zeros((20, 7))
+    with open(q, "wb") as f:
+        np.savez(f, **d)
+    with pytest.raises(ArtifactError, match="has 7 inputs but the previous layer has 10"):
+        load_compiled_steps(q)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ArtifactError, match="unreadable npz"):
+        load_compiled_steps(tmp_path / "junk.npz")
+    with zipfile.ZipFile(tmp_path / "nometa.npz", "w") as z:
+        z.writestr("x.npy", b"")
+    with pytest.raises(ArtifactError):
+        load_compiled_steps(tmp_path / "nometa.npz")
