@@ -41,7 +41,7 @@ _LIM = UV_MAX + 1  # Lava's max_uv_val = 2**23
 @numba.njit(cache=True, nogil=True)
 def _lif_layer(src, w_t, dv, thr, lo, hi, out):  # pragma: no cover  (compiled)
     """Samples lo .. hi - 1 of one layer: src (N, T, n_in) uint8, w_t (n_in, n_out) int64 effective weights,
-    dv 12-bit decay, thr = vth << 6; writes out (N, T, n_out) uint8. Event-driven sums (only active inputs)."""
+    dv 12-bit decay, thr (n_out,) = vth << 6; writes out (N, T, n_out) uint8. Event-driven sums (only active inputs)."""
     n_in, n_out = w_t.shape
     t_steps = src.shape[1]
     a = np.zeros(n_out, np.int64)
@@ -64,7 +64,7 @@ def _lif_layer(src, w_t, dv, thr, lo, hi, out):  # pragma: no cover  (compiled)
                 x = v[j] * keep                          # trunc0(v (4096 - dv) / 4096)
                 d = (x >> DECAY_BITS) if x >= 0 else -((-x) >> DECAY_BITS)
                 vv = min(max(d + u, -_LIM + 1), _LIM - 1)
-                if vv > thr:
+                if vv > thr[j]:
                     out[k, t, j] = 1
                     vv = 0
                 v[j] = vv
@@ -82,7 +82,7 @@ def run_lif_fixed(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None 
     for cl in cs.layers:
         w_t = np.ascontiguousarray(effective_weights(cl.weights, cl.weight_exp).T)
         s_out = np.zeros((n, t_steps, cl.n_out), dtype=np.uint8)
-        thr = np.int64(cl.vth) << STATE_SHIFT
+        thr = np.ascontiguousarray(cl.vth, dtype=np.int64) << STATE_SHIFT
         args = [(src, w_t, np.int64(cl.dv), thr, np.int64(lo), np.int64(hi), s_out)
                 for lo, hi in zip(bounds[:-1], bounds[1:])]
         if n_threads == 1:

@@ -96,7 +96,9 @@ class _LavaLifTarget:
                 dense = lv["Dense"](weights=np.ascontiguousarray(cl.weights, dtype=np.int32),
                                     weight_exp=int(cl.weight_exp), num_weight_bits=int(cl.num_weight_bits),
                                     sign_mode=lv["SignMode"].MIXED)
-                lif = lv["LIFReset"](shape=(cl.n_out,), du=int(cl.du), dv=int(cl.dv), vth=int(cl.vth),
+                vth = cl.vth.astype(np.int32)   # one per neuron: the models broadcast v > vth << 6
+                lif = lv["LIFReset"](shape=(cl.n_out,), du=int(cl.du), dv=int(cl.dv),
+                                     vth=int(vth[0]) if np.all(vth == vth[0]) else vth,
                                      reset_interval=W, reset_offset=2 + l)
             else:
                 dense = lv["Dense"](weights=np.ascontiguousarray(cl.weights_float, dtype=np.float64))

@@ -50,6 +50,7 @@ def test_lava_fixed_is_hw_sim_bit_for_bit_and_within_the_gate(random_runs):
     g, cs, x, runs = random_runs
     out, _, info = runs["lava-fixed"]
     assert info["precision"] == "fixed_pt"
+    assert all(len(set(cl.vth.tolist())) > 1 for cl in cs.layers)   # one threshold per neuron on the stock LIF
     for hw, s, r in zip(run_lif_fixed(cs, x), out, simulate(g, x).spikes):
         assert np.array_equal(hw, s)
         assert matched_fraction(r, s, 1) >= 0.95 and matched_fraction(s, r, 1) >= 0.95
@@ -90,9 +91,10 @@ def test_bad_input_is_refused_before_lava_starts():
                        (np.zeros((1, 21, 20)), "max_steps=21")):
         with pytest.raises(TargetError, match=words):
             LavaLifFixedTarget().run(cs, bad)
-    with pytest.raises(TargetError, match="vth=-1 is outside"):
+    with pytest.raises(TargetError, match="vth values in"):
         import dataclasses
-        broken = dataclasses.replace(cs, layers=(dataclasses.replace(cs.layers[0], vth=-1),) + cs.layers[1:])
+        broken = dataclasses.replace(cs, layers=(dataclasses.replace(cs.layers[0], vth=np.full(10, -1)),)
+                                     + cs.layers[1:])
         LavaLifFloatTarget().run(broken, spikes(n=1))
     with pytest.raises(TargetError, match="chunk_size"):
         LavaLifFloatTarget(chunk_size=0)

@@ -45,17 +45,32 @@ def test_lowering_fills_the_mantissa_within_worst_case_ranges():
     g = net()
     cs = compile_graph_ok(g, 20)
     for cl, entry in zip(cs.layers, cs.manifest["layers"]):
-        assert (cl.du, cl.dv) == (4095, 410) and cl.vth == cl.scale - 1 and cl.weight_exp >= -1
-        assert entry["mantissa_used"] > 0.99                       # largest weight fills the 8-bit mantissa
+        assert (cl.du, cl.dv) == (4095, 410) and np.all(cl.vth == cl.scale) and cl.weight_exp >= -1
+        assert len(set(cl.scale.tolist())) > 1                     # one threshold per neuron
+        row_max = np.abs(cl.weights).max(axis=1)
+        assert row_max.min() >= 250                                # every neuron's largest weight fills the mantissa
+        assert entry["mantissa_used"] > 0.99
         eff = effective_weights(cl.weights, cl.weight_exp)
         pos, neg = np.where(eff > 0, eff, 0).sum(1), np.where(eff < 0, -eff, 0).sum(1)
         assert np.maximum(pos, neg).max() <= A_IN_MAX
         r = 1 - 410 / 4096
         assert (neg.max() * 64 * (1 - r**20) / (1 - r)) <= UV_MAX
         # quantized weights within half a grid step of the float weights (threshold units)
-        step = MANTISSA[8][2] * 2.0**cl.weight_exp / cl.scale
-        np.testing.assert_array_less(np.abs(eff / cl.scale - cl.weights_float / cl.v_th), step / 2 + 1e-12)
+        step = MANTISSA[8][2] * 2.0**cl.weight_exp / cl.scale[:, None]
+        assert np.all(np.abs(eff / cl.scale[:, None] - cl.weights_float / cl.v_th) <= step / 2 + 1e-12)
         assert np.nextafter(cl.vth_float, 2.0) == cl.v_th        # largest float below v_th: v > vth_f == v >= v_th
+
+
+def test_one_threshold_per_layer_is_coarser_than_one_per_neuron():
+    g = net(sizes=(20, 10, 40), sd=0.3)
+    per_neuron, per_layer = compile_graph_ok(g, 20), compile_graph_ok(g, 20, threshold="layer")
+    for a, b in zip(per_neuron.layers, per_layer.layers):
+        assert len(set(b.scale.tolist())) == 1 and np.all(b.vth == b.scale)
+        err_a = np.abs(effective_weights(a.weights, a.weight_exp) / a.scale[:, None] - a.weights_float).max(axis=1)
+        err_b = np.abs(effective_weights(b.weights, b.weight_exp) / b.scale[:, None] - b.weights_float).max(axis=1)
+        assert err_a.mean() < err_b.mean()
+    with pytest.raises(CompileError, match="threshold='row' is not one of"):
+        compile_graph_ok(g, 20, threshold="row")
 
 
 def compile_graph_ok(g, max_steps, **kw) -> CompiledSteps:
@@ -70,7 +85,8 @@ def test_hw_sim_lif_is_the_deployed_integer_model_and_close_to_the_float_model()
     fixed = run_lif_fixed(cs, x)
     ref = simulate(g, x).spikes
     # the integer model = the float model with the quantized weights and 12-bit leak (up to truncation)
-    dep = simulate(lif_chain([effective_weights(cl.weights, cl.weight_exp) / (cl.vth + 0.5) for cl in cs.layers],
+    dep = simulate(lif_chain([effective_weights(cl.weights, cl.weight_exp) / cl.vth[:, None]
+                              for cl in cs.layers],
                              [LIF(cl.n_out, cl.leak_eff, strict=True) for cl in cs.layers]), x).spikes
     assert sum(int((d != f).sum()) for d, f in zip(dep, fixed)) <= 4
     for r, f in zip(ref, fixed):                                  # issue [E] gate: >= 95 % within +-1 step
@@ -116,7 +132,9 @@ def test_explicit_scale_that_overflows_is_refused():
     with pytest.raises(CompileError, match="scale=10 must be an integer in"):
         compile_graph_ok(g, 10, scale=10)
     cs = compile_graph_ok(g, 10, scale=300)
-    assert cs.layers[0].scale == 300 and cs.layers[0].vth == 299
+    assert np.all(cs.layers[0].scale == 300) and np.all(cs.layers[0].vth == 300)          # leak: vth = scale
+    cs = compile_graph_ok(lif_chain([np.full((2, 100), 1.0)], [LIF(2, 1.0)]), 10, scale=300)
+    assert np.all(cs.layers[0].vth == 299)                                                # no leak: scale - 1
 
 
 def test_bad_spike_trains_are_refused_before_anything_runs():
@@ -157,8 +175,10 @@ def test_save_load_round_trip_and_malformed_files(tmp_path):
 
     with pytest.raises(ArtifactError, match="dv=5000 is outside"):
         load_compiled_steps(tamper("meta", {"dv": 5000}, "dv.npz"))
-    with pytest.raises(ArtifactError, match="vth=200000 is outside"):
-        load_compiled_steps(tamper("meta", {"vth": 200000}, "vth.npz"))
+    with pytest.raises(ArtifactError, match=r"vth values in \[.*200000\] are outside"):
+        load_compiled_steps(tamper("layer0.vth", np.full(10, 200000), "vth.npz"))
+    with pytest.raises(ArtifactError, match=r"scale must be an integer array of shape \(10,\)"):
+        load_compiled_steps(tamper("layer0.scale", np.full(9, 300), "scale.npz"))
     with pytest.raises(ArtifactError, match="weight_exp=9 is outside"):
         load_compiled_steps(tamper("meta", {"weight_exp": 9}, "exp.npz"))
     w = np.array(cs.layers[0].weights)

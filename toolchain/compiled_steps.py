@@ -11,8 +11,9 @@ Per layer k (population ``name`` fed by synapse ``synapse``), fixed point (``lav
 
 float (``lava-float``): du_float = 1, dv_float = 1 - leak, weights_float = the IR weights, vth_float = the IR
 threshold (the largest float64 below it when the IR spikes on V >= v_th, so Lava's strict test is exactly >=).
-``scale`` = integer units (of u / 64) per unit of the IR threshold: vth = scale - 1 for V >= v_th (exact while v is a
-multiple of 64, i.e. without leak; within one integer unit otherwise), vth = scale for strict LIF nodes.
+``scale[j]`` = integer units (of u / 64) per unit of the IR threshold for neuron j (row j of the weights is scaled
+by it): vth = scale - 1 for V >= v_th without leak (v is then a multiple of 64: exact), vth = scale with leak
+(misses only v == scale << 6 exactly) and for strict LIF nodes.
 
 Layer k lags the float model (toolchain/lif_reference.py) by k + 1 steps in Lava (one per Dense) plus the source's
 own step; targets shift results back (``lag_steps``).
@@ -42,8 +43,8 @@ class CompiledStepsLayer:
     num_weight_bits: int
     du: int                    # 12-bit; 4095 = no current memory
     dv: int                    # 12-bit voltage decay code
-    vth: int                   # 17-bit; spike when v > vth << 6
-    scale: int                 # integer units per IR threshold (see module docstring)
+    vth: np.ndarray            # (n_out,) int64, 17-bit; neuron j spikes when v > vth[j] << 6
+    scale: np.ndarray          # (n_out,) int64 integer units per IR threshold (see module docstring)
     weights_float: np.ndarray  # (n_out, n_in) float64
     du_float: float
     dv_float: float
@@ -120,10 +121,15 @@ def validate_compiled_steps(cs: CompiledSteps, where: str = "compiled steps grap
         if not weight_exp_min(cl.num_weight_bits) <= cl.weight_exp <= WEIGHT_EXP_MAX:
             raise _bad(at, f"weight_exp={cl.weight_exp} is outside [{weight_exp_min(cl.num_weight_bits)}, "
                            f"{WEIGHT_EXP_MAX}]")
-        for name, v, top in (("du", cl.du, DECAY_MAX), ("dv", cl.dv, DECAY_MAX), ("vth", cl.vth, VTH_MAX),
-                             ("scale", cl.scale, VTH_MAX + 1)):
+        for name, v, top in (("du", cl.du, DECAY_MAX), ("dv", cl.dv, DECAY_MAX)):
             if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= top):
                 raise _bad(at, f"{name}={v!r} is outside the integer range [0, {top}]")
+        for name, top in (("vth", VTH_MAX), ("scale", VTH_MAX + 1)):
+            a = np.asarray(getattr(cl, name))
+            if a.shape != (w.shape[0],) or a.dtype.kind not in "iu":
+                raise _bad(at, f"{name} must be an integer array of shape ({w.shape[0]},), got {a.shape} {a.dtype}")
+            if a.size and (a.min() < 0 or a.max() > top):
+                raise _bad(at, f"{name} values in [{a.min()}, {a.max()}] are outside the integer range [0, {top}]")
         if not np.all(np.isfinite(cl.weights_float)):
             raise _bad(at, "weights_float contains NaN or inf")
         if not (0.0 <= cl.du_float <= 1.0 and 0.0 <= cl.dv_float < 1.0 and np.isfinite(cl.vth_float)

@@ -1,7 +1,8 @@
 """One-file storage of a CompiledSteps (``compiled.npz``, format ``snnc-compiled-steps`` v1; no pickle).
 
 The npz holds ``meta`` (a JSON string: format, version, max_steps, manifest and every scalar field per layer) and
-per layer k ``layer{k}.weights`` (int32) and ``layer{k}.weights_float`` (float64). Loading checks keys, types and
+per layer k ``layer{k}.weights`` (int32), ``layer{k}.weights_float`` (float64), ``layer{k}.vth`` and
+``layer{k}.scale`` (int64, one per neuron). Loading checks keys, types and
 every field's hardware range (toolchain.compiled_steps.validate_compiled_steps); malformed files raise
 ArtifactError. Writes are atomic; ``load_compiled_steps(save_compiled_steps(x))`` reproduces every field.
 """
@@ -20,9 +21,10 @@ from toolchain.compiled_steps import (
 from toolchain.errors import ArtifactError
 
 _SCALARS = {"name": str, "synapse": str, "weight_exp": int, "num_weight_bits": int, "du": int, "dv": int,
-            "vth": int, "scale": int, "du_float": (int, float), "dv_float": (int, float),
+            "du_float": (int, float), "dv_float": (int, float),
             "vth_float": (int, float), "leak": (int, float), "v_th": (int, float), "strict": bool, "clamp": bool}
-_ARRAYS = {"weights": (np.int32, "iu"), "weights_float": (np.float64, "f")}
+_ARRAYS = {"weights": (np.int32, "iu", 2), "weights_float": (np.float64, "f", 2), "vth": (np.int64, "iu", 1),
+           "scale": (np.int64, "iu", 1)}
 _FIX = "recompile the graph with toolchain.steps_compiler.compile_graph"
 
 
@@ -43,7 +45,7 @@ def save_compiled_steps(cs: CompiledSteps, path: str | os.PathLike) -> None:
     layers = []
     for k, cl in enumerate(cs.layers):
         layers.append({f: _plain(getattr(cl, f)) for f in _SCALARS})
-        for f, (dt, _) in _ARRAYS.items():
+        for f, (dt, _, _) in _ARRAYS.items():
             arrays[f"layer{k}.{f}"] = np.asarray(getattr(cl, f), dtype=dt)
     try:
         meta = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "max_steps": int(cs.max_steps),
@@ -95,9 +97,9 @@ def load_compiled_steps(path: str | os.PathLike) -> CompiledSteps:
             if not isinstance(v, t) or (t is int and isinstance(v, bool)):
                 raise _bad(path, f"layer {k} field {f}={v!r} has the wrong type")
         arrs = {}
-        for f, (dt, kinds) in _ARRAYS.items():
+        for f, (dt, kinds, ndim) in _ARRAYS.items():
             key = f"layer{k}.{f}"
-            if key not in data or data[key].ndim != 2 or data[key].dtype.kind not in kinds:
+            if key not in data or data[key].ndim != ndim or data[key].dtype.kind not in kinds:
                 raise _bad(path, f"missing or malformed array {key!r}")
             arrs[f] = data[key].astype(dt)
         layers.append(CompiledStepsLayer(**lm, **arrs))

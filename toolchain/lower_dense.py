@@ -25,15 +25,17 @@ class DenseQuant:
     max_error: float
 
 
-def lower_dense(name: str, weight_per_threshold: np.ndarray, scale: int, bits: int, fix: str,
+def lower_dense(name: str, weight_per_threshold: np.ndarray, scale: np.ndarray | int, bits: int, fix: str,
                 exp: int | None = None) -> DenseQuant:
     """Quantize ``weight_per_threshold`` (n_out, n_in; IR weight / v_th) at ``scale`` integer units per
-    threshold. exp: weight exponent (None = the smallest that fits). CompileError (naming ``fix``) when the scaled
-    weights need an exponent above 7."""
-    x = np.asarray(weight_per_threshold, dtype=np.float64) * float(scale)
+    threshold (one per target neuron, (n_out,), or one for all). exp: weight exponent (None = the smallest that
+    fits). CompileError (naming ``fix``) when the scaled weights need an exponent above 7."""
+    per = np.asarray(weight_per_threshold, dtype=np.float64)
+    scale = np.broadcast_to(np.asarray(scale, dtype=np.float64), (per.shape[0],))[:, None]
+    x = per * scale
     if exp is None:
         exp = choose_weight_exp(x, name, bits, fix)
     m = mantissa_round(x / 2.0**exp, bits)
     eff = effective_weights(m, exp)
-    err = float(np.abs(eff / float(scale) - weight_per_threshold).max(initial=0.0))
+    err = float(np.abs(eff / scale - per).max(initial=0.0))
     return DenseQuant(m, int(exp), eff, err)

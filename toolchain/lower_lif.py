@@ -6,13 +6,17 @@ spike when ``v > vth << 6``; then v = 0 (u kept).
 
 * du = 4095: u is exactly this step's input (no current memory), so keeping u at a spike is harmless;
 * dv = round(4096 (1 - leak)) (12 bits): the leak becomes 1 - dv/4096 (``leak_eff``, in the manifest);
-* one integer ``scale`` per layer (integer units of a_in per threshold; stock LIF has one vth per process),
-  chosen with the weight exponent so that the largest weight fills the mantissa (grid max|w| / 127.5 of the
-  threshold for 8 bits) at the largest scale <= 2**16 that the worst-case ranges allow (``_auto_scale``);
-* ``V >= v_th`` (IR) against Lava's strict ``v > vth << 6``: vth = scale - 1. Without leak v is a multiple of
-  64 and the two tests agree exactly; with leak v carries truncation remainders and the test is exact up to one
-  integer unit (1/scale of the threshold). A strict IR node gets vth = scale. Float: vth_float is the largest
-  float64 below v_th, so Lava's ``v > vth_float`` is exactly ``v >= v_th``;
+* one integer ``scale`` per neuron (integer units of a_in per threshold; ``threshold="neuron"``, default) or per
+  layer (``"layer"``), chosen with the layer's weight exponent so that each neuron's largest weight fills the
+  mantissa (grid max|w_j| / 127.5 of the threshold for 8 bits) within the worst-case ranges (``_auto_scale``).
+  The stock LIF process declares vth as one value (shape (1,)), but its models compare ``v > vth << 6`` with
+  numpy broadcasting, so a (n,) vth array gives every neuron its own threshold in both precisions (measured:
+  tests/test_lava_lif.py); per-neuron scaling is per-row weight scaling;
+* ``V >= v_th`` (IR) against Lava's strict ``v > vth << 6``: without leak (dv = 0) v is always a multiple of 64
+  (u = a_in << 6 and nothing truncates), so vth = scale - 1 makes ``v > vth << 6`` exactly ``v >= scale << 6``;
+  with leak the truncated decay leaves v anywhere, and vth = scale misses only v == scale << 6 exactly (scale - 1
+  would add 63 spurious values), so vth = scale there and for strict IR nodes. Float: vth_float is the largest
+  float64 below v_th for non-strict nodes, so Lava's ``v > vth_float`` is exactly ``v >= v_th``;
 * the authors' clamp of V at v_th (Roy et al.) changes the potential a loss reads, not the spikes: a clamped V
   reaches v_th exactly when the unclamped one does, and the reset to zero erases the difference. So clamp is
   accepted and not emitted; reset "subtract" is refused (stock LIF resets to zero);
@@ -24,7 +28,6 @@ spike when ``v > vth << 6``; then v = 0 (u kept).
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
@@ -84,48 +87,56 @@ def _violation(rows: dict) -> tuple[str, float, int, int] | None:
     return None
 
 
-def _scale_cap(per_threshold: np.ndarray, dv: int, max_steps: int) -> float:
-    """Largest float scale the worst-case ranges allow (before rounding the weights)."""
+def _scale_caps(per_threshold: np.ndarray, dv: int, max_steps: int) -> np.ndarray:
+    """Largest float scale per neuron (n_out,) that the worst-case ranges allow (before rounding), <= 2**16."""
     rows = worst_case_rows(per_threshold, dv, max_steps)
     with np.errstate(divide="ignore"):
-        caps = [A_IN_MAX / rows["a_in"].max(initial=0.0), UV_MAX / rows["v_neg"].max(initial=0.0)]
-    return float(min([float(VTH_AUTO_MAX)] + caps))
+        return np.minimum.reduce([np.full(rows["a_in"].shape, float(VTH_AUTO_MAX)), A_IN_MAX / rows["a_in"],
+                                  UV_MAX / rows["v_neg"]])
+
+
+THRESHOLD_MODES = ("neuron", "layer")
 
 
 def lower_lif_layer(syn_name: str, dense: Dense, pop_name: str, node: LIF, max_steps: int, bits: int,
-                    scale: int | None = None) -> tuple[CompiledStepsLayer, dict]:
+                    scale: int | None = None, threshold: str = "neuron") -> tuple[CompiledStepsLayer, dict]:
     """Lower one Dense -> LIF pair; returns the layer and its manifest entry. scale: integer units per threshold
-    (None = automatic). CompileError when the node cannot run or the weights overflow at the scale."""
+    for every neuron (None = automatic: one per neuron, or the layer's smallest with threshold="layer").
+    CompileError when the node cannot run or the weights overflow at the scale."""
     dv = lif_decay(pop_name, node)
     per = dense.weight / node.v_th
     if scale is None:
-        q, scale = _auto_scale(f"{syn_name} -> {pop_name}", per, dv, max_steps, bits)
+        q, scales = _auto_scale(f"{syn_name} -> {pop_name}", per, dv, max_steps, bits, threshold == "layer")
     else:
-        q = lower_dense(syn_name, per, scale, bits, f"pass a smaller scale (e.g. {VTH_MIN}) or {_WEIGHT_FIX}")
+        scales = np.full(node.n, int(scale), dtype=np.int64)
+        q = lower_dense(syn_name, per, scales, bits, f"pass a smaller scale (e.g. {VTH_MIN}) or {_WEIGHT_FIX}")
         bad = _violation(worst_case_rows(q.effective, dv, max_steps))
         if bad:
             what, value, limit, j = bad
             raise CompileError(f"{pop_name}: neuron {j}: worst-case {what} = {value:.4g} exceeds {limit} at "
                                f"scale={scale} over {max_steps} steps; fix: pass a smaller scale, leave it unset "
                                f"for the automatic choice, or {_WEIGHT_FIX}")
-    vth = scale if node.strict else scale - 1
-    if not 0 <= vth <= VTH_MAX:
-        raise CompileError(f"{pop_name}: threshold {vth} does not fit the 17-bit field [0, {VTH_MAX}]; fix: pass "
-                           f"a scale in [{VTH_MIN}, {VTH_MAX}]")
+    vth = scales - 1 if (dv == 0 and not node.strict) else scales   # V >= v_th on Lava's v > vth << 6
+    if vth.min() < 0 or vth.max() > VTH_MAX:
+        raise CompileError(f"{pop_name}: thresholds in [{vth.min()}, {vth.max()}] do not fit the 17-bit field "
+                           f"[0, {VTH_MAX}]; fix: pass a scale in [{VTH_MIN}, {VTH_MAX}]")
     dv_float = 1.0 - node.leak
     layer = CompiledStepsLayer(
         name=pop_name, synapse=syn_name, weights=q.mantissas.astype(np.int32), weight_exp=q.exp,
-        num_weight_bits=bits, du=DU_NO_MEMORY, dv=dv, vth=int(vth), scale=int(scale),
+        num_weight_bits=bits, du=DU_NO_MEMORY, dv=dv, vth=vth.astype(np.int64), scale=scales.astype(np.int64),
         weights_float=np.array(dense.weight, dtype=np.float64), du_float=1.0, dv_float=dv_float,
         vth_float=float(node.v_th if node.strict else np.nextafter(node.v_th, 0.0)), leak=node.leak,
         v_th=node.v_th, strict=node.strict, clamp=node.clamp)
     rows = worst_case_rows(q.effective, dv, max_steps)
-    lo, hi, _ = MANTISSA[bits]
+    _, hi, _ = MANTISSA[bits]
+    row_max = np.abs(q.mantissas).max(axis=1, initial=0)
     manifest = {
-        "name": pop_name, "synapse": syn_name, "scale": int(scale), "vth": int(vth), "weight_exp": q.exp,
+        "name": pop_name, "synapse": syn_name, "threshold": "given" if scale is not None else threshold,
+        "scale_min": int(scales.min()), "scale_max": int(scales.max()), "weight_exp": q.exp,
         "dv": dv, "leak": node.leak, "leak_eff": 1.0 - dv / DECAY_UNITY,
         "float_leak_exact": bool(1.0 - dv_float == node.leak),
-        "mantissa_used": float(np.abs(q.mantissas).max(initial=0) / hi),
+        "mantissa_used": float(row_max.max(initial=0) / hi),
+        "mantissa_used_median_row": float(np.median(row_max) / hi),
         "max_weight_error": q.max_error,
         "worst_case": {k: float(v.max(initial=0.0)) for k, v in rows.items()},
         "clamp_dropped": node.clamp,
@@ -133,35 +144,62 @@ def lower_lif_layer(syn_name: str, dense: Dense, pop_name: str, node: LIF, max_s
     return layer, manifest
 
 
-def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int) -> tuple[DenseQuant, int]:
-    """Scale and exponent with the finest weight grid relative to the threshold that the worst-case ranges allow.
+def _full_scale(big: np.ndarray, e: int, bits: int) -> np.ndarray:
+    """Scale per row at which the row's largest |weight| fills the mantissa at exponent e (inf for empty rows)."""
+    _, hi, step = MANTISSA[bits]
+    with np.errstate(divide="ignore"):
+        return np.floor((hi + step / 2) * 2.0**e / big)
 
-    At exponent e the grid is step 2**e / scale. Where the mantissa bounds the scale (scale = (hi + step/2) 2**e /
-    max|w|, full mantissa) that is step max|w| / (hi + step/2) at any e: take the largest such e whose scale the
-    ranges allow (the largest scale: the finest voltage resolution). If even exponent -1 (0 for 9 bits) overflows
-    the ranges at full mantissa, take the range-bound scale there (the mantissa is then partly used). Rounded
-    weights that still violate a range lower the scale by 1 % at a time."""
-    cap = min(_scale_cap(per, dv, max_steps), float(VTH_AUTO_MAX))
-    lo, hi, step = MANTISSA[bits]
-    big = float(np.abs(per).max(initial=0.0))
-    exp, scale = weight_exp_min(bits), int(math.floor(cap))
-    if big > 0:
-        for e in range(weight_exp_min(bits), WEIGHT_EXP_MAX + 1):
-            full = int(math.floor((hi + step / 2) * 2.0**e / big))
-            if full <= cap:
-                exp, scale = e, full
+
+def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
+                one_per_layer: bool) -> tuple[DenseQuant, np.ndarray]:
+    """Scales (n_out,) and one weight exponent with the finest weight grid relative to each threshold that the
+    worst-case ranges allow.
+
+    At exponent e neuron j's grid is step 2**e / scale_j. Where the mantissa bounds the scale (scale_j =
+    (hi + step/2) 2**e / max_i |w_ji|, full mantissa) that is step max|w_j| / (hi + step/2) at any e, so each neuron
+    would take the largest e whose full-mantissa scale its ranges allow; the Dense has one exponent, so the layer
+    takes the smallest of those (every neuron still fills its mantissa, at a smaller scale). Where even the
+    smallest exponent overflows a neuron's ranges at full mantissa, that neuron takes its range-bound scale (its
+    mantissa is then partly used). ``one_per_layer``: every neuron gets the smallest scale (one vth per LIF
+    process, the plainest use of the stock process). Rows that still violate a range after rounding are lowered by
+    1 % at a time; a half-way value rounded past the mantissa lowers its row by 1."""
+    caps = _scale_caps(per, dv, max_steps)
+    big = np.abs(per).max(axis=1, initial=0.0)
+    if one_per_layer:
+        caps = np.full(caps.shape, caps.min(initial=float(VTH_AUTO_MAX)))
+        big = np.full(big.shape, big.max(initial=0.0))
+    lo, hi, _ = MANTISSA[bits]
+    e_min = weight_exp_min(bits)
+    fits = [e for e in range(e_min, WEIGHT_EXP_MAX + 1)
+            if np.all((_full_scale(big, e, bits) <= caps) | (_full_scale(big, e_min, bits) > caps))]
+    exp = max(fits) if fits else e_min
+    scales = np.floor(np.minimum(caps, _full_scale(big, exp, bits))).astype(np.int64)
+    scales = np.minimum(scales, VTH_AUTO_MAX)
     fix = _WEIGHT_FIX + (f", or compile for fewer steps (max_steps, now {max_steps}): without leak the negative "
                          "voltage grows with every step" if dv == 0 else "")
-    while scale >= VTH_MIN:
-        q = lower_dense(name, per, scale, bits, fix, exp=exp)
-        if q.mantissas.size and (q.mantissas.min() < lo or q.mantissas.max() > hi):
-            scale -= 1     # a half-way value rounded up at the edge of the mantissa
+    for _ in range(2000):
+        if scales.min() < VTH_MIN:
+            break
+        q = lower_dense(name, per, scales, bits, fix, exp=exp)
+        over = (q.mantissas.min(axis=1, initial=0) < lo) | (q.mantissas.max(axis=1, initial=0) > hi)
+        if over.any():
+            scales = np.where(over, scales - 1, scales)
             continue
-        if _violation(worst_case_rows(q.effective, dv, max_steps)) is None:
-            return q, scale
-        scale = int(scale * 0.99)
+        rows = worst_case_rows(q.effective, dv, max_steps)
+        bad = np.zeros(scales.shape, dtype=bool)
+        for key, _, limit in _LIMITS:
+            bad |= rows[key] > limit
+        if not bad.any():
+            if one_per_layer and scales.min() != scales.max():
+                scales = np.full(scales.shape, scales.min())
+                continue
+            return q, scales
+        scales = np.where(bad, np.floor(scales * 0.99).astype(np.int64), scales)
+    j = int(np.argmin(scales))
     q = lower_dense(name, per, VTH_MIN, bits, fix)
-    what, value, limit, j = _violation(worst_case_rows(q.effective, dv, max_steps)) or ("scale", cap, VTH_MIN, 0)
+    what, value, limit, j = _violation(worst_case_rows(q.effective, dv, max_steps)) or (
+        "scale", float(caps[j]), VTH_MIN, j)
     raise CompileError(f"{name}: neuron {j}: worst-case {what} = {value:.4g} exceeds the limit {limit} even at the "
                        f"smallest useful scale {VTH_MIN} (every input spiking in every one of {max_steps} steps); "
                        f"fix: {fix}")

@@ -12,15 +12,16 @@ import numpy as np
 from toolchain.compiled_steps import MAX_STEPS, CompiledSteps, validate_compiled_steps
 from toolchain.errors import CompileError
 from toolchain.ir import LIF, Dense, Graph
-from toolchain.lower_lif import lower_lif_layer
+from toolchain.lower_lif import THRESHOLD_MODES, lower_lif_layer
 from toolchain.quantize import MANTISSA, VTH_MAX, VTH_MIN, WEIGHT_BITS
 
 
 def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
-                  source_hash: str = "") -> CompiledSteps:
+                  threshold: str = "neuron", source_hash: str = "") -> CompiledSteps:
     """Lower a feed-forward steps graph for samples of up to ``max_steps`` steps (the worst-case range checks of
     leak-free layers grow with it). weight_bits: 8 (Loihi 2 / Lava default) or 9; scale: integer units per
-    threshold for every layer (None = the largest each layer's ranges allow)."""
+    threshold for every neuron (None = automatic); threshold: "neuron" (default: each neuron's weights scaled to
+    its own range, one vth per neuron) or "layer" (one vth per layer)."""
     if not isinstance(graph, Graph):
         raise CompileError(f"compile_graph needs a toolchain.ir.Graph, got {type(graph).__name__}; fix: build one "
                            "with toolchain.ir.lif_chain or load an artifact")
@@ -36,6 +37,8 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
                               or not VTH_MIN <= scale <= VTH_MAX):
         raise CompileError(f"scale={scale!r} must be an integer in [{VTH_MIN}, {VTH_MAX}] (integer units per "
                            "threshold, 17-bit); fix: leave it unset for the automatic choice")
+    if threshold not in THRESHOLD_MODES:
+        raise CompileError(f"threshold={threshold!r} is not one of {THRESHOLD_MODES}; fix: use 'neuron' (default)")
     try:
         pairs = graph.chain()
     except ValueError as exc:
@@ -52,10 +55,11 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
     layers, entries = [], []
     for syn_name, pop_name in pairs:
         layer, entry = lower_lif_layer(syn_name, graph.nodes[syn_name], pop_name, graph.nodes[pop_name],
-                                       int(max_steps), int(weight_bits), None if scale is None else int(scale))
+                                       int(max_steps), int(weight_bits), None if scale is None else int(scale),
+                                       threshold)
         layers.append(layer)
         entries.append(entry)
-    manifest = {"kind": "steps", "max_steps": int(max_steps), "weight_bits": int(weight_bits),
+    manifest = {"kind": "steps", "max_steps": int(max_steps), "weight_bits": int(weight_bits), "threshold": threshold,
                 "source_hash": source_hash, "layers": entries,
                 "notes": ["layer k lags the float model by k + 2 Lava steps (source + one per Dense); targets "
                           "shift results back", "clamp of V at v_th does not change spikes with reset to zero"]}
