@@ -1,6 +1,7 @@
 """Steps graphs (LIF) on lava-float, lava-fixed and hw_sim: agreement with the float model and speed.
 
     .venv/bin/python benchmarks/lif_targets.py [--hidden 196] [--steps 15] [--lava-samples 20] [--samples 1000]
+                                               [--weight-bits 8|9] [--threshold neuron|layer]
 
 A seeded random untrained 784-hidden-784 LIF autoencoder (leak 0.9, threshold 1, clamp as Roy et al. 2019;
 weights N(0.01, 0.06) encoder, N(0.02, 0.15) decoder, chosen so that both layers spike) on Bernoulli spike trains
@@ -45,6 +46,7 @@ def main() -> None:
     ap.add_argument("--lava-samples", type=int, default=20)
     ap.add_argument("--samples", type=int, default=1000)
     ap.add_argument("--weight-bits", type=int, default=8)
+    ap.add_argument("--threshold", choices=("neuron", "layer"), default="neuron")
     a = ap.parse_args()
     from models.datasets import load_dataset
 
@@ -54,7 +56,7 @@ def main() -> None:
     images = np.asarray(load_dataset("mnist", "test", limit=a.samples).images, dtype=np.float64)
     x = (rng.random((images.shape[0], a.steps, 784)) < 0.3 * images[:, None, :]).astype(np.uint8)
     t0 = time.perf_counter()
-    cs = compile_graph(g, a.steps, weight_bits=a.weight_bits)
+    cs = compile_graph(g, a.steps, weight_bits=a.weight_bits, threshold=a.threshold)
     compile_s = time.perf_counter() - t0
     ref = simulate(g, x).spikes
     run_lif_fixed(cs, x[:1])                      # numba compilation (cached on disk) outside the timing
@@ -62,7 +64,7 @@ def main() -> None:
     hw = run_lif_fixed(cs, x)
     hw_wall, hw_cpu = time.perf_counter() - t0, time.process_time() - c0
     nl = a.lava_samples
-    out = {"net": f"784-{a.hidden}-784", "steps": a.steps, "weight_bits": a.weight_bits, "compile_s": compile_s,
+    out = {"net": f"784-{a.hidden}-784", "steps": a.steps, "weight_bits": a.weight_bits, "threshold": a.threshold, "compile_s": compile_s,
            "scale_range": [[int(cl.scale.min()), int(cl.scale.max())] for cl in cs.layers], "weight_exp": [cl.weight_exp for cl in cs.layers],
            "float_spikes_per_sample": [float(r[:nl].sum() / nl) for r in ref],
            "hw_sim_images_per_s": x.shape[0] / hw_wall, "hw_sim_cpu_s": hw_cpu, "hw_sim_samples": x.shape[0],
