@@ -16,7 +16,7 @@ import numpy as np
 
 from hw_sim.emulator import default_threads
 from toolchain.compiled_steps import CompiledSteps, validate_compiled_steps
-from toolchain.errors import TargetError
+from toolchain.errors import ArtifactError, TargetError
 from toolchain.quantize import DECAY_BITS, DECAY_UNITY, STATE_SHIFT, UV_MAX, effective_weights
 
 
@@ -73,7 +73,10 @@ def _lif_layer(src, w_t, dv, thr, lo, hi, out):  # pragma: no cover  (compiled)
 def run_lif_fixed(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
     """Spike trains [(N, T, n) uint8] of every layer, aligned to the float model's steps. Samples run on
     ``threads`` threads (default: hw_sim.emulator.default_threads(), i.e. $SNNC_THREADS or the usable CPUs)."""
-    validate_compiled_steps(cs)
+    try:
+        validate_compiled_steps(cs, "hw_sim input")
+    except ArtifactError as exc:
+        raise TargetError(str(exc)) from None
     x = np.ascontiguousarray(check_steps_input(cs, spikes_in, "hw_sim"))
     n, t_steps = x.shape[:2]
     n_threads = max(1, min(int(threads or default_threads()), n))

@@ -202,3 +202,16 @@ def test_save_load_round_trip_and_malformed_files(tmp_path):
         z.writestr("x.npy", b"")
     with pytest.raises(ArtifactError):
         load_compiled_steps(tmp_path / "nometa.npz")
+
+
+def test_an_alpha_compiled_file_is_refused_with_the_right_loader(tmp_path):
+    from compiled_factory import make_compiled
+    from toolchain.compiled_io import save_compiled
+
+    save_compiled(make_compiled(), tmp_path / "alpha.npz")
+    with pytest.raises(ArtifactError, match="toolchain.compiled_io.load_compiled"):
+        load_compiled_steps(tmp_path / "alpha.npz")
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_compiled_steps(tmp_path / "missing.npz")
+    with pytest.raises(TargetError, match="expected a CompiledSteps"):
+        HwSimLifTarget().run(make_compiled(), spikes())
