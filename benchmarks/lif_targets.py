@@ -64,8 +64,9 @@ def main() -> None:
     hw = run_lif_fixed(cs, x)
     hw_wall, hw_cpu = time.perf_counter() - t0, time.process_time() - c0
     nl = a.lava_samples
-    out = {"net": f"784-{a.hidden}-784", "steps": a.steps, "weight_bits": a.weight_bits, "threshold": a.threshold, "compile_s": compile_s,
-           "scale_range": [[int(cl.scale.min()), int(cl.scale.max())] for cl in cs.layers], "weight_exp": [cl.weight_exp for cl in cs.layers],
+    out = {"net": f"784-{a.hidden}-784", "steps": a.steps, "weight_bits": a.weight_bits, "threshold": a.threshold,
+           "compile_s": compile_s, "scale_range": [[int(cl.scale.min()), int(cl.scale.max())] for cl in cs.layers],
+           "weight_exp": [cl.weight_exp for cl in cs.layers],
            "float_spikes_per_sample": [float(r[:nl].sum() / nl) for r in ref],
            "hw_sim_images_per_s": x.shape[0] / hw_wall, "hw_sim_cpu_s": hw_cpu, "hw_sim_samples": x.shape[0],
            "hw_sim_match0": [matched(r, h, 0) for r, h in zip(ref, hw)],

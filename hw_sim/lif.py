@@ -3,8 +3,9 @@
 
 A numba kernel, layer by layer, samples split over threads (GIL-free); synaptic sums are event-driven (only the
 inputs that spiked in a step are added), u and v follow Lava's integer code. Results are aligned to the float
-model (toolchain/lif_reference.py): the Dense delay and the source step are not simulated, since they only shift each layer's train by a constant number
-of steps (targets/lava_lif.py shifts Lava's results back by the same amount).
+model (toolchain/lif_reference.py): the Dense delay and the source step are not simulated, since they only shift
+each layer's train by a constant number of steps (targets/lava_lif.py shifts Lava's results back by the same
+amount).
 """
 from __future__ import annotations
 

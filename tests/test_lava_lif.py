@@ -32,7 +32,8 @@ def random_runs():
     """A 20-10-20 net (leak 0.9, clamped like Roy et al.), 6 samples of 20 steps, 4 samples per Lava run (2 runs)."""
     g, x = net(), spikes(n=6, t=20)
     cs = compile_graph(g, 20)
-    return g, cs, x, {t.name: t.run(cs, x) for t in (LavaLifFloatTarget(chunk_size=4), LavaLifFixedTarget(chunk_size=4))}
+    targets = (LavaLifFloatTarget(chunk_size=4), LavaLifFixedTarget(chunk_size=4))
+    return g, cs, x, {t.name: t.run(cs, x) for t in targets}
 
 
 def test_lava_float_reproduces_the_float_model(random_runs):
