@@ -160,3 +160,35 @@ def test_sigkill_of_the_parent_kills_its_lava_processes(tmp_path):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_hw_sim_matches_lava_where_u_wraps_and_v_saturates():
+    """A hand-built CompiledSteps outside the compiler's ranges (the compiler refuses such weights): 24-bit wrap
+    of u, saturation of v at +-(2**23 - 1), a_in beyond 16 bits, truncating decay; hw_sim must still be Lava."""
+    import dataclasses
+
+    rng = np.random.default_rng(7)
+    cs = compile_graph(net(sizes=(20, 10, 20)), 20)
+    big = [dataclasses.replace(cl, weights=(2 * rng.integers(-128, 128, cl.weights.shape)).astype(np.int32),
+                               weight_exp=[7, 3][k], dv=[0, 300][k],
+                               vth=rng.integers(1000, 131071, cl.n_out).astype(np.int64))
+           for k, cl in enumerate(cs.layers)]
+    hand = dataclasses.replace(cs, layers=tuple(big))
+    x = spikes(n=3, t=20)
+    lava, _, _ = LavaLifFixedTarget().run(hand, x)
+    hw = run_lif_fixed(hand, x)
+    assert all(np.array_equal(a, b) for a, b in zip(hw, lava))
+    assert all(s.sum() > 0 for s in hw)
+    # the edges were really reached in layer 0 (no leak): u beyond 24 bits and v at its saturation limit
+    from toolchain.quantize import effective_weights
+
+    u = (x.astype(np.int64) @ effective_weights(big[0].weights, big[0].weight_exp).T) << 6
+    assert np.abs(u).max() > 2**23
+    u = np.where(u > 2**23, u - 2**24, np.where(u <= -2**23, u + 2**24, u))
+    v, saturated = np.zeros(u[:, 0].shape, np.int64), 0
+    for t in range(u.shape[1]):
+        v = v + u[:, t]
+        saturated += int((np.abs(v) >= 2**23 - 1).sum())
+        v = np.clip(v, -2**23 + 1, 2**23 - 1)
+        v = np.where(v > big[0].vth << 6, 0, v)
+    assert saturated > 0
