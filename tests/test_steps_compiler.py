@@ -14,6 +14,7 @@ from toolchain.errors import ArtifactError, CompileError, TargetError
 from toolchain.ir import LIF, AlphaOnce, Dense, Graph, Input, Readout, lif_chain
 from toolchain.lif_reference import simulate
 from toolchain.quantize import A_IN_MAX, MANTISSA, UV_MAX, effective_weights
+from toolchain.steps_compiler import deployed_graph
 
 
 def net(seed=0, sizes=(20, 10, 20), mu=0.1, sd=0.3, leak=0.9, **lif):
@@ -85,10 +86,9 @@ def test_hw_sim_lif_is_the_deployed_integer_model_and_close_to_the_float_model()
     fixed = run_lif_fixed(cs, x)
     ref = simulate(g, x).spikes
     # the integer model = the float model with the quantized weights and 12-bit leak (up to truncation)
-    dep = simulate(lif_chain([effective_weights(cl.weights, cl.weight_exp) / cl.vth[:, None]
-                              for cl in cs.layers],
-                             [LIF(cl.n_out, cl.leak_eff, strict=True) for cl in cs.layers]), x).spikes
+    dep = simulate(deployed_graph(cs), x).spikes
     assert sum(int((d != f).sum()) for d, f in zip(dep, fixed)) <= 4
+    assert simulate(deployed_graph(cs), x).names == ["layer0", "layer1"]
     for r, f in zip(ref, fixed):                                  # issue [E] gate: >= 95 % within +-1 step
         assert matched_fraction(r, f, 1) >= 0.95 and matched_fraction(f, r, 1) >= 0.95
     again, wall, info = HwSimLifTarget().run(cs, x)
