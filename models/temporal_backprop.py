@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 from models import temporal_kernels as K
+from models.threads import batch_threads, numba_threads
 
 
 @dataclass(frozen=True)
@@ -103,19 +104,22 @@ def reconstruction_gradients(params: list[tuple[np.ndarray, np.ndarray]], input_
 
     params: per layer (weights_all (n_out, n_in + P), pulse_times (P,)).
     input_times (N, n_in) and targets (N, n_out_last) in time units (targets relative to the latency).
-    Gradients are means over the batch (penalty per sample, so also averaged).
+    Gradients are means over the batch (penalty per sample, so also averaged). Batches smaller than
+    ``models.threads.PARALLEL_MIN_BATCH`` run in the calling thread, larger ones on numba's threads; the
+    results are the same either way.
     """
     n = input_times.shape[0]
-    states = []
-    x = input_times
-    for w_all, pt in params:
-        st = layer_forward(x, w_all, pt, tau, theta)
-        states.append(st)
-        x = st.t_out
-    sq, g = K.reconstruction_grad(x, np.ascontiguousarray(targets, dtype=np.float64), float(latency), 1.0 / n)
-    grads: list[LayerGrads] = [None] * len(params)  # type: ignore[list-item]
-    for li in range(len(params) - 1, -1, -1):
-        lg = layer_backward(states[li], params[li][0], g, tau, clip, penalty / n, need_input_grad=li > 0)
-        grads[li] = lg
-        g = lg.in_times
+    with numba_threads(batch_threads(n)):  # small batches: no parallel region (models/threads.py)
+        states = []
+        x = input_times
+        for w_all, pt in params:
+            st = layer_forward(x, w_all, pt, tau, theta)
+            states.append(st)
+            x = st.t_out
+        sq, g = K.reconstruction_grad(x, np.ascontiguousarray(targets, dtype=np.float64), float(latency), 1.0 / n)
+        grads: list[LayerGrads] = [None] * len(params)  # type: ignore[list-item]
+        for li in range(len(params) - 1, -1, -1):
+            lg = layer_backward(states[li], params[li][0], g, tau, clip, penalty / n, need_input_grad=li > 0)
+            grads[li] = lg
+            g = lg.in_times
     return BatchResult(float(sq), grads, x)
