@@ -11,9 +11,10 @@ Data: the full training set from ``$SNNC_DATA`` (or ``--data-dir``). Without it 
 and its images are CYCLED (reused in order, reshuffled each pass) to reach warm-up + timed examples; the
 output says so (``data_source``, ``data_images``, ``data_cycled``); ``--no-cycle`` refuses instead.
 
-Threads: ``--threads`` (default: every core this process may use) is numba's thread count; batches smaller
-than ``models.threads.PARALLEL_MIN_BATCH`` run in one thread whatever it is (see models/threads.py), so each
-configuration reports the threads its kernels actually used. ``--busy N`` starts N competing busy-loop
+Threads: ``--threads`` (default: every core this process may use) is numba's thread count. As in the trainer
+each batch's kernels run in 1 or ``--threads`` threads, chosen from measured batch times
+(``models.threads.AdaptiveThreads``; ``--policy fixed`` always uses ``--threads``); each configuration reports
+how many timed batches ran with each thread count. ``--busy N`` starts N competing busy-loop
 processes for the timed part (to measure how training degrades on a loaded machine) and stops them after.
 
 The last line printed is one JSON object: ``seconds_per_epoch`` (preset batch), ``seconds_per_epoch_by_batch``
@@ -74,11 +75,12 @@ def time_config(ds, base, batch: int, args, threads: int) -> dict:
     from models.encoding import latency_encode, target_times
     from models.presets import with_overrides
     from models.temporal_trainer import Learner, init_network
-    from models.threads import batch_threads
 
     hp = with_overrides(base, batch_size=batch)
     rng = np.random.default_rng(0)
     learner = Learner(init_network(hp, ds.images.shape[1], rng), hp, "cpu")
+    if args.policy == "fixed":
+        learner.threads = threads  # every batch with --threads threads (no adaptation)
     n_warm = max(1, args.warmup // batch) * batch
     n_timed = max(1, args.examples // batch) * batch
     idx = training_order(len(ds), n_warm + n_timed, rng, not args.no_cycle)
@@ -86,6 +88,7 @@ def time_config(ds, base, batch: int, args, threads: int) -> dict:
     y = target_times(ds.images[idx])
     for b0 in range(0, n_warm, batch):
         learner.train_batch(x[b0:b0 + batch], y[b0:b0 + batch])
+    used = dict(learner.threads.batches) if args.policy == "adaptive" else {}
     busy = start_busy(args.busy)
     try:
         time.sleep(0.2 if busy else 0.0)
@@ -101,7 +104,10 @@ def time_config(ds, base, batch: int, args, threads: int) -> dict:
         stop_busy(busy)
     return {
         "batch_size": batch, "examples": n_timed, "warmup_examples": n_warm,
-        "kernel_threads": batch_threads(batch, threads), "busy_processes": args.busy,
+        "policy": args.policy, "busy_processes": args.busy,
+        # batches of the timed part per kernel thread count
+        "batches_by_threads": ({str(k): v - used.get(k, 0) for k, v in learner.threads.batches.items()
+                                if v > used.get(k, 0)} if args.policy == "adaptive" else {str(threads): n_timed // batch}),
         "seconds_per_epoch": round(wall / n_timed * EPOCH, 3),
         "cpu_seconds_per_epoch": round(cpu / n_timed * EPOCH, 3),
         "seconds_per_epoch_median_batch": round(float(np.median(per_batch)) / batch * EPOCH, 3),
@@ -122,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=3000, help="untimed training examples before timing")
     ap.add_argument("--threads", type=int, default=None,
                     help=f"numba threads (default: the cores this process may use, here {default_threads()})")
+    ap.add_argument("--policy", choices=("adaptive", "fixed"), default="adaptive",
+                    help="kernel threads per batch: adaptive = the trainer's (models/threads.AdaptiveThreads), "
+                         "fixed = always --threads")
     ap.add_argument("--busy", type=int, default=0, help="competing busy-loop processes while timing (default 0)")
     ap.add_argument("--no-cycle", action="store_true",
                     help="refuse (instead of reusing images) when the data has fewer images than needed")

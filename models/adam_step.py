@@ -71,15 +71,23 @@ def _state(opt, p) -> dict:
     return st
 
 
+def _plan_key(opt) -> list:
+    """What a cached plan depends on: the parameter and state tensors (by identity) and the group settings."""
+    out = []
+    for grp in opt.param_groups:
+        for p in grp["params"]:
+            st = opt.state.get(p, {})
+            out.append((id(p), id(st.get("exp_avg")), id(st.get("exp_avg_sq")), id(st.get("step")), grp["lr"],
+                        grp["betas"], grp["eps"], grp["weight_decay"]))
+    return out
+
+
 def _plan(opt) -> list:
     """Per parameter (tensor, numpy views of it and of its state tensors, hyperparameters), cached on the
     optimiser and rebuilt whenever a parameter, a state tensor or a group setting changed (e.g. after
     load_state_dict). Empty when some parameter or option is outside what the kernel covers."""
-    key = [(id(p), id(opt.state.get(p, {}).get("exp_avg")), id(opt.state.get(p, {}).get("exp_avg_sq")),
-            id(opt.state.get(p, {}).get("step")), grp["lr"], grp["betas"], grp["eps"], grp["weight_decay"])
-           for grp in opt.param_groups for p in grp["params"]]
     cached = getattr(opt, "_snnc_adam_plan", None)
-    if cached is not None and cached[0] == key:
+    if cached is not None and cached[0] == _plan_key(opt):
         return cached[1]
     plan = []
     ok = all(_supported(opt, grp, p, need_grad=False) for grp in opt.param_groups for p in grp["params"])
@@ -90,10 +98,7 @@ def _plan(opt) -> list:
                          st["exp_avg_sq"].numpy().reshape(-1), st["step"].numpy(), float(grp["lr"]),
                          float(grp["betas"][0]), float(grp["betas"][1]), float(grp["eps"]),
                          float(grp["weight_decay"])))
-    key = [(id(p), id(opt.state[p]["exp_avg"]), id(opt.state[p]["exp_avg_sq"]), id(opt.state[p]["step"]),
-            grp["lr"], grp["betas"], grp["eps"], grp["weight_decay"])
-           for grp in opt.param_groups for p in grp["params"]]
-    opt._snnc_adam_plan = (key, plan)
+    opt._snnc_adam_plan = (_plan_key(opt), plan)  # the views keep the state tensors (and so their ids) alive
     return plan
 
 

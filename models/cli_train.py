@@ -40,7 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the optimiser runs "
                                                    "(spike times and gradients are computed on the CPU)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the kernels (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="most CPU threads for the kernels (default: the cores this process may use); each batch "
+                        "runs in 1 or this many threads, whichever its measured time favours (docs/training.md)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="runs/temporal", help="output folder")
@@ -77,12 +79,11 @@ def train_temporal_cli(args: argparse.Namespace) -> int:
     from models.temporal_trainer import TrainConfig, train_temporal
     from toolchain.errors import SnncError
 
-    if args.threads is not None:
-        import numba
+    import numba
 
-        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
-            raise SnncError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {args.threads}")
-        numba.set_num_threads(args.threads)
+    from models.threads import check_threads, default_threads
+
+    numba.set_num_threads(default_threads() if args.threads is None else check_threads(args.threads))
     hp = hyperparameters_from_args(args)
     cfg = TrainConfig(hp=hp, dataset=args.dataset, preset=args.preset, epochs=args.epochs, seed=args.seed,
                       noise_mean=args.noise_mean, limit_train=args.limit_train, limit_eval=args.limit_eval)

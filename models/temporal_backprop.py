@@ -13,13 +13,14 @@ Times in model time units.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from models import temporal_kernels as K
-from models.threads import batch_threads, numba_threads
+from models.threads import AdaptiveThreads, batch_threads, numba_threads
 
 
 @dataclass(frozen=True)
@@ -99,17 +100,24 @@ class BatchResult:
 
 def reconstruction_gradients(params: list[tuple[np.ndarray, np.ndarray]], input_times: np.ndarray,
                              targets: np.ndarray, latency: float, tau: float, theta: float, clip: float,
-                             penalty: float) -> BatchResult:
+                             penalty: float, threads: int | AdaptiveThreads | None = None) -> BatchResult:
     """Forward the batch through every layer, then backpropagate the authors' reconstruction loss.
 
     params: per layer (weights_all (n_out, n_in + P), pulse_times (P,)).
     input_times (N, n_in) and targets (N, n_out_last) in time units (targets relative to the latency).
-    Gradients are means over the batch (penalty per sample, so also averaged). Batches smaller than
-    ``models.threads.PARALLEL_MIN_BATCH`` run in the calling thread, larger ones on numba's threads; the
-    results are the same either way.
+    Gradients are means over the batch (penalty per sample, so also averaged).
+    threads: the kernels' thread count; None = ``models.threads.batch_threads`` (batches smaller than
+    ``PARALLEL_MIN_BATCH`` in the calling thread, larger ones on numba's threads); an ``AdaptiveThreads``
+    chooses per batch from the measured times. The results are the same whatever the thread count.
     """
     n = input_times.shape[0]
-    with numba_threads(batch_threads(n)):  # small batches: no parallel region (models/threads.py)
+    if isinstance(threads, AdaptiveThreads):
+        n_thr = threads.choose(n)
+        t0 = time.perf_counter()
+        res = reconstruction_gradients(params, input_times, targets, latency, tau, theta, clip, penalty, n_thr)
+        threads.record(n_thr, time.perf_counter() - t0, n)
+        return res
+    with numba_threads(batch_threads(n) if threads is None else threads):
         states = []
         x = input_times
         for w_all, pt in params:

@@ -68,3 +68,75 @@ def numba_threads(threads: int) -> Iterator[None]:
         yield
     finally:
         numba.set_num_threads(before)
+
+
+class AdaptiveThreads:
+    """Per-batch thread count for the training kernels, chosen from the measured batch times.
+
+    Two candidates: 1 thread and ``threads``. Batches start with :func:`batch_threads`'s choice; after every
+    ``probe_every`` examples (rounded up to at least 2 batches) the other candidate runs for up to 6 batches
+    (2 from 64 samples up; the probe stops after one batch if that one is already 1.5x slower), and the candidate
+    with the lower median time per example is kept. Each time the probe loses, the next one comes twice as late
+    (up to 64 x ``probe_every``), so a machine that is busy for long pays little for probing; a switch resets
+    the interval. This keeps parallel kernels on a
+    quiet machine and falls back to one thread when other processes make every fork/join wait (see the module
+    docstring). Results do not depend on the choice (the kernels are deterministic).
+    """
+
+    def __init__(self, threads: int | None = None, probe_every: int = 2000):
+        self.threads = numba.get_num_threads() if threads is None else check_threads(threads)
+        self.probe_every = probe_every  # examples
+        self.probe_len = 6  # batches, set by the first batch size
+        self._best: int | None = None  # current choice (None: not decided yet -> batch_threads)
+        self._base = self._interval = 2  # batches between probes, set by the first batch size
+        self._since_probe = 0
+        self._probe: list[float] = []  # times per example of the running probe
+        self._recent: dict[int, list[float]] = {}
+        self.batches: dict[int, int] = {}  # thread count -> batches run with it
+
+    def _other(self, t: int) -> int:
+        return self.threads if t == 1 else 1
+
+    def choose(self, batch_size: int) -> int:
+        """Thread count for the next batch of ``batch_size`` samples."""
+        if self._best is None:
+            self._best = batch_threads(batch_size, self.threads)
+            self._base = self._interval = max(2, -(-self.probe_every // max(1, batch_size)))
+            self.probe_len = 6 if batch_size < PARALLEL_MIN_BATCH else 2
+        if self.threads == 1:
+            return 1
+        if self._since_probe >= self._interval:
+            return self._other(self._best)
+        return self._best
+
+    def record(self, threads: int, seconds: float, batch_size: int) -> None:
+        """Report the wall time of a batch run with ``threads`` threads."""
+        self.batches[threads] = self.batches.get(threads, 0) + 1
+        per_example = seconds / max(1, batch_size)
+        if self._best is None or self.threads == 1:
+            return
+        if threads == self._best:
+            rec = self._recent.setdefault(threads, [])
+            rec.append(per_example)
+            del rec[:-self.probe_len]
+            self._since_probe += 1
+            return
+        self._probe.append(per_example)
+        ref = _median(self._recent.get(self._best, [])) if self._recent.get(self._best) else None
+        done = len(self._probe) >= self.probe_len or (ref is not None and per_example > 1.5 * ref)
+        if not done:
+            return
+        other = _median(self._probe)
+        if ref is not None and other < 0.95 * ref:  # the other candidate wins: switch, probe back soon
+            self._recent[threads] = list(self._probe)
+            self._best = threads
+            self._interval = self._base
+        else:
+            self._interval = min(64 * self._base, 2 * self._interval)
+        self._probe = []
+        self._since_probe = 0
+
+
+def _median(v: list[float]) -> float:
+    s = sorted(v)
+    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
