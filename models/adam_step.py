@@ -6,7 +6,8 @@ kernel ~130 us). :func:`adam_step` updates the parameters and the optimiser's ow
 ``exp_avg``, ``exp_avg_sq``) exactly as ``torch.optim.Adam`` documents it (L2 ``weight_decay`` added to the
 gradient, bias-corrected moments, ``eps`` added after the square root), so ``opt.state_dict()`` and
 ``opt.load_state_dict()`` keep working and a run can mix both. Values agree with torch to rounding (~1e-16
-relative per step; torch's fused kernel contracts some products into FMAs). Anything this kernel does not
+relative per step: the kernel multiplies by 1 / sqrt(bias correction 2) where torch divides, and torch's fused
+kernel contracts some products into FMAs), so trained weights are not bitwise those of ``opt.step()``. Anything this kernel does not
 cover (amsgrad, maximize, capturable, differentiable, a non-CPU or non-float64 tensor, a tensor learning rate
 or a sparse gradient) falls back to ``opt.step()``.
 """
@@ -22,7 +23,7 @@ import numpy as np
 def _adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
     """In place on flat float64 arrays: Adam's moments m, v and parameters p after gradient g; step >= 1."""
     bias1 = 1.0 - beta1 ** step
-    bias2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    inv_bias2_sqrt = 1.0 / math.sqrt(1.0 - beta2 ** step)  # one division per element fewer than torch
     step_size = lr / bias1
     w1 = 1.0 - beta1
     w2 = 1.0 - beta2
@@ -32,7 +33,7 @@ def _adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step):
         vi = beta2 * v[i] + w2 * gi * gi
         m[i] = mi
         v[i] = vi
-        p[i] -= step_size * (mi / (math.sqrt(vi) / bias2_sqrt + eps))
+        p[i] -= step_size * (mi / (math.sqrt(vi) * inv_bias2_sqrt + eps))
 
 
 def _supported(opt, group: dict, p, need_grad: bool = True) -> bool:
