@@ -18,7 +18,11 @@ for the causal inputs (the first ``n_prefix`` in time order) of every spiking ne
 Parallelism is deterministic: the forward pass runs in parallel over samples (optionally also over shares of
 the neurons; every item writes only its own entries), the backward pass in parallel over fixed chunks of
 neurons (each neuron owns its weight-gradient row and sums the samples in order; input-time gradients are
-summed per chunk, then over the chunks in order), so results do not depend on the number of threads.
+summed per chunk, then over the chunks in order), so results do not depend on the number of threads. With
+one numba thread (``numba.set_num_threads(1)``; models/threads.py does this for small batches) the parallel
+loops run in the calling thread. The per-sample forward body works on buffers indexed from 0 so that its
+accumulation loop vectorises (SIMD, no change in the operations or their order); tests/test_temporal_speed.py
+checks every kernel bitwise against a frozen copy of the previous version (tests/reference_temporal_kernels.py).
 No dense (N, n_out, n_in) tensor is ever built.
 All times are in model time units; ``inf`` means no spike.
 """
