@@ -392,15 +392,12 @@ def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, 
                 c1 = wj + 1.0 - tau * bpa
                 npj = n_prefix[s, j]
                 if dense:  # in input order, masked: vectorises when most inputs are causal
-                    xs = x_idx[s]
-                    es_s = es_idx[s]
-                    pos_s = pos[s]
-                    for i in range(n_in):
-                        ek = es_s[i] * inv_denom
-                        tk = xs[i]
+                    for i in range(n_in):  # 2-D indexing, not row views: a view costs atomic refcounts
+                        ek = es_idx[s, i] * inv_denom
+                        tk = x_idx[s, i]
                         dw = min(max(ek * (tk + c0), -c), c)
                         dt = min(max(wrow[i] * ek * (tau * tk + c1), -c), c)
-                        causal = pos_s[i] < npj
+                        causal = pos[s, i] < npj
                         gwj[i] += gj * dw if causal else 0.0
                         pc[s, i] += gj * dt if causal else 0.0
                     continue
