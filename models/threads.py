@@ -74,9 +74,9 @@ class AdaptiveThreads:
     """Per-batch thread count for the training kernels, chosen from the measured batch times.
 
     Two candidates: 1 thread and ``threads``. Batches start with :func:`batch_threads`'s choice; after every
-    ``probe_every`` examples (rounded up to at least 2 batches) the other candidate runs for up to 6 batches
-    (2 from 64 samples up; the probe stops after one batch if that one is already 1.5x slower), and the candidate
-    with the lower median time per example is kept. Each time the probe loses, the next one comes twice as late
+    ``probe_every`` examples (rounded up to at least 2 batches) the other candidate runs for one uncounted batch
+    (it wakes or starts the threads) and then up to 6 batches (2 from 64 samples up; the probe stops after one
+    if that one is already 1.5x slower), and the candidate with the lower median time per example is kept. Each time the probe loses, the next one comes twice as late
     (up to 64 x ``probe_every``), so a machine that is busy for long pays little for probing; a switch resets
     the interval. This keeps parallel kernels on a
     quiet machine and falls back to one thread when other processes make every fork/join wait (see the module
@@ -91,6 +91,7 @@ class AdaptiveThreads:
         self._base = self._interval = 2  # batches between probes, set by the first batch size
         self._since_probe = 0
         self._probe: list[float] = []  # times per example of the running probe
+        self._probe_warm = False  # the running probe's first (uncounted) batch is done
         self._recent: dict[int, list[float]] = {}
         self.batches: dict[int, int] = {}  # thread count -> batches run with it
 
@@ -121,6 +122,9 @@ class AdaptiveThreads:
             del rec[:-self.probe_len]
             self._since_probe += 1
             return
+        if not self._probe_warm:  # the first batch after a switch wakes (or starts) the threads: not counted
+            self._probe_warm = True
+            return
         self._probe.append(per_example)
         ref = _median(self._recent.get(self._best, [])) if self._recent.get(self._best) else None
         done = len(self._probe) >= self.probe_len or (ref is not None and per_example > 1.5 * ref)
@@ -134,6 +138,7 @@ class AdaptiveThreads:
         else:
             self._interval = min(64 * self._base, 2 * self._interval)
         self._probe = []
+        self._probe_warm = False
         self._since_probe = 0
 
 
