@@ -143,6 +143,10 @@ def _sort_sample(x, order, ts, es, inv_es, tau):
         order[k] = i
         t = x[i]
         ts[k] = t
+        if k > 0 and t == ts[k - 1]:  # a tie (8-bit pixels give many): the same exp, computed once
+            es[k] = es[k - 1]
+            inv_es[k] = inv_es[k - 1]
+            continue
         e = math.exp(tau * t)
         es[k] = e
         inv_es[k] = 1.0 / e
