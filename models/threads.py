@@ -78,7 +78,8 @@ class AdaptiveThreads:
     (it wakes or starts the threads) and then up to 6 batches (2 from 64 samples up; the probe stops after one
     if that one is already 1.5x slower), and the candidate with the lower median time per example is kept. Each time the probe loses, the next one comes twice as late
     (up to 64 x ``probe_every``), so a machine that is busy for long pays little for probing; a switch resets
-    the interval. This keeps parallel kernels on a
+    the interval, and so does the current choice becoming 1.5x slower than when it was confirmed (load arrived),
+    which starts a probe at once. This keeps parallel kernels on a
     quiet machine and falls back to one thread when other processes make every fork/join wait (see the module
     docstring). Results do not depend on the choice (the kernels are deterministic).
     """
@@ -92,6 +93,7 @@ class AdaptiveThreads:
         self._since_probe = 0
         self._probe: list[float] = []  # times per example of the running probe
         self._probe_warm = False  # the running probe's first (uncounted) batch is done
+        self._ref: float | None = None  # median time per example of the current choice when it was confirmed
         self._recent: dict[int, list[float]] = {}
         self.batches: dict[int, int] = {}  # thread count -> batches run with it
 
@@ -121,6 +123,14 @@ class AdaptiveThreads:
             rec.append(per_example)
             del rec[:-self.probe_len]
             self._since_probe += 1
+            if len(rec) >= self.probe_len:
+                now = _median(rec)
+                if self._ref is None:
+                    self._ref = now
+                elif now > 1.5 * self._ref:  # the current choice got slow (load came): probe the other now
+                    self._interval = self._base
+                    self._since_probe = self._interval
+                    self._ref = now
             return
         if not self._probe_warm:  # the first batch after a switch wakes (or starts) the threads: not counted
             self._probe_warm = True
@@ -135,8 +145,10 @@ class AdaptiveThreads:
             self._recent[threads] = list(self._probe)
             self._best = threads
             self._interval = self._base
+            self._ref = other
         else:
             self._interval = min(64 * self._base, 2 * self._interval)
+            self._ref = ref
         self._probe = []
         self._probe_warm = False
         self._since_probe = 0
