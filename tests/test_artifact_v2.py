@@ -99,3 +99,236 @@ def test_load_onnx_refuses_a_steps_file_naming_the_fix(tmp_path):
     save_graph(lif_graph(), tmp_path / "lif.onnx")
     with pytest.raises(ArtifactError, match="steps-time .*load_graph"):
         load_onnx(tmp_path / "lif.onnx")
+
+
+# ---- alpha model <-> IR ----------------------------------------------------------------------------------------------
+
+def test_alpha_converters_are_exact_inverses_on_a_trained_size_net():
+    """784-32-784 with 10 pulses per layer (the MNIST hidden-32 shape of [A]/[B]): bitwise both ways, no sharing."""
+    rng = np.random.default_rng(3)
+    pt0, pt1 = np.sort(rng.uniform(0, 1, 10)), np.sort(rng.uniform(0.5, 2, 10))
+    l0 = AlphaLayer(rng.normal(0, 0.05, (32, 784)), pt0, rng.normal(0, 1, (32, 10)))
+    l1 = AlphaLayer(rng.normal(0, 0.3, (784, 32)), pt1, rng.normal(0, 1, (784, 10)))
+    net = TemporalNetwork((l0, l1), tau=1.0 / 0.7, theta=np.pi / 3, latency=1.0 + 2 ** -40,
+                          metadata={"dataset": "mnist", "hyperparameters": {"hidden": 32, "lr": 1e-3}})
+    g = graph_from_temporal(net)
+    assert g.order() == ["input", "fc0", "layer0", "fc1", "layer1"] and g.time == "continuous"
+    assert g.metadata["latency"] == net.latency and g.metadata["encoding"] == "latency"
+    assert g.nodes["layer1"].tau == net.tau and g.nodes["layer1"].pulse_weights.shape == (784, 10)
+    assert not np.shares_memory(g.nodes["fc0"].weight, l0.weights) and l0.weights.flags.writeable
+    back = temporal_from_graph(g)
+    assert_same_net(net, back)
+    assert same_graph(graph_from_temporal(back), g)
+
+
+def test_v2_alpha_file_round_trips_and_loads_with_load_onnx(tmp_path):
+    net = alpha_net()
+    g = graph_from_temporal(net)
+    save_graph(g, tmp_path / "v2.onnx")
+    assert graph_differences(load_graph(tmp_path / "v2.onnx"), g) == []
+    assert_same_net(load_onnx(tmp_path / "v2.onnx"), net)          # the alpha chain reads v2 alpha files
+    model = onnx.load(str(tmp_path / "v2.onnx"))
+    assert [n.op_type for n in model.graph.node] == ["Dense", "AlphaOnce", "Dense", "AlphaOnce"]
+    assert {p.key: p.value for p in model.metadata_props}["snnc.time"] == "continuous"
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.DOUBLE
+
+
+def test_v1_file_loads_as_the_equivalent_continuous_graph(tmp_path):
+    net = alpha_net()
+    save_onnx(net, tmp_path / "v1.onnx")
+    assert graph_differences(load_graph(tmp_path / "v1.onnx"), graph_from_temporal(net)) == []
+    assert_same_net(load_onnx(tmp_path / "v1.onnx"), net)          # v1 reading unchanged
+
+
+def test_v2_alpha_file_compiles_to_the_same_integers_as_v1(tmp_path):
+    from toolchain.compiler import compile_file
+
+    net = alpha_net(hidden=6)
+    save_onnx(net, tmp_path / "v1.onnx")
+    save_graph(graph_from_temporal(net), tmp_path / "v2.onnx")
+    a, b = compile_file(tmp_path / "v1.onnx"), compile_file(tmp_path / "v2.onnx")
+    assert (a.steps_per_unit, a.window) == (b.steps_per_unit, b.window)
+    for la, lb in zip(a.layers, b.layers):
+        for f in ("weights", "pulse_weights", "pulse_steps", "vth"):
+            assert np.array_equal(getattr(la, f), getattr(lb, f)), f
+        assert (la.weight_exp, la.du, la.dv, la.pulse_weight_exp) == (lb.weight_exp, lb.du, lb.dv, lb.pulse_weight_exp)
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory):
+    """A tiny temporal model trained by `snnc train temporal` on the bundled subset (about 2 s)."""
+    from toolchain.cli import main
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("SNNC_DATA", raising=False)
+        assert main(["train", "temporal", "--dataset", "mnist", "--limit-train", "20", "--limit-eval", "10",
+                     "--epochs", "1", "--hidden", "4", "--n-pulses", "3", "--batch-size", "10", "--threads", "1",
+                     "--no-progress", "--out", str(out)]) == 0
+    return out / "model.onnx"
+
+
+def test_trained_model_survives_v1_to_v2_to_alpha(trained_model, tmp_path):
+    net = load_onnx(trained_model)
+    g = load_graph(trained_model)                                   # v1 file as a graph
+    assert g.metadata["hyperparameters"] == net.metadata["hyperparameters"]
+    save_graph(g, tmp_path / "v2.onnx")
+    assert_same_net(load_onnx(tmp_path / "v2.onnx"), net)
+    assert_same_net(temporal_from_graph(load_graph(tmp_path / "v2.onnx")), net)
+
+
+# ---- malformed files and graphs: one ArtifactError naming the problem ------------------------------------------------
+
+def _expect(tmp_path, model: onnx.ModelProto, *words: str) -> str:
+    path = tmp_path / "bad.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(ArtifactError) as err:
+        load_graph(path)
+    msg = str(err.value)
+    for w in words:
+        assert w in msg, msg
+    return msg
+
+
+def _node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if n.name == name)
+
+
+def _set_attr(node: onnx.NodeProto, name: str, attr: onnx.AttributeProto | None) -> None:
+    keep = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend(keep + ([attr] if attr is not None else []))
+
+
+def _set_tensor(model: onnx.ModelProto, name: str, arr: np.ndarray) -> None:
+    for t in model.graph.initializer:
+        if t.name == name:
+            t.CopyFrom(numpy_helper.from_array(arr, name=name))
+            return
+    raise KeyError(name)
+
+
+def test_not_onnx_truncated_and_missing_files(tmp_path):
+    import zipfile
+
+    p = tmp_path / "ckpt.onnx"
+    with zipfile.ZipFile(p, "w") as z:
+        z.writestr("archive/data.pkl", b"x")
+    with pytest.raises(ArtifactError, match="PyTorch checkpoint"):
+        load_graph(p)
+    good = graph_to_proto(lif_graph()).SerializeToString()
+    for cut in (len(good) // 2, len(good) - 3, 10):
+        p.write_bytes(good[:cut])
+        with pytest.raises(ArtifactError):
+            load_graph(p)
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_graph(tmp_path / "nope.onnx")
+
+
+def _drop_tensor(m, name):
+    keep = [t for t in m.graph.initializer if t.name != name]
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(keep)
+
+
+def _swap_nodes(m):
+    nodes = list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend([nodes[1], nodes[0]] + nodes[2:])
+
+
+MUTATIONS = {
+    "missing tensor": (lambda m: _drop_tensor(m, "fc1.weight"), ["missing tensor", "'fc1.weight'", "save_graph"]),
+    "float32 tensor": (lambda m: _set_tensor(m, "fc0.weight", np.zeros((5, 8), np.float32)), ["fc0.weight", "DOUBLE"]),
+    "nan": (lambda m: _set_tensor(m, "fc1.weight", np.full((8, 5), np.nan)), ["fc1.weight", "NaN or inf"]),
+    "rank": (lambda m: _set_tensor(m, "fc0.weight", np.zeros(40)), ["fc0.weight", "2-D"]),
+    "size chain": (lambda m: _set_tensor(m, "fc1.weight", np.zeros((8, 4))), ["'fc1'", "expects 4 inputs"]),
+    "huge weight": (lambda m: _set_tensor(m, "fc0.weight", np.full((5, 8), 1e300)),
+                    ["fc0.weight[0, 0]", "outside the allowed range"]),
+    "unknown op": (lambda m: setattr(_node(m, "layer0"), "op_type", "Relu"), ["unknown operator", "Relu"]),
+    "other domain": (lambda m: setattr(_node(m, "fc0"), "domain", "com.other"), ["unknown operator", "com.other"]),
+    "missing attribute": (lambda m: _set_attr(_node(m, "layer0"), "v_th", None), ["missing attribute", "v_th"]),
+    "float32 attribute": (lambda m: _set_attr(_node(m, "layer0"), "leak", helper.make_attribute("leak", 0.9)),
+                          ["'leak'", "FLOAT", "float64"]),
+    "unknown attribute": (lambda m: _set_attr(_node(m, "layer0"), "refractory", helper.make_attribute("refractory", 2)),
+                          ["unknown attribute", "refractory"]),
+    "leak above 1": (lambda m: _set_attr(_node(m, "layer0"), "leak", helper.make_attribute(
+        "leak", numpy_helper.from_array(np.array(1.5), "leak"))), ["leak must lie in (0, 1]"]),
+    "zero threshold": (lambda m: _set_attr(_node(m, "layer1"), "v_th", helper.make_attribute(
+        "v_th", numpy_helper.from_array(np.array(0.0), "v_th"))), ["v_th must be"]),
+    "tiny threshold": (lambda m: _set_attr(_node(m, "layer1"), "v_th", helper.make_attribute(
+        "v_th", numpy_helper.from_array(np.array(1e-300), "v_th"))), ["layer1.v_th", "outside the allowed range"]),
+    "bad reset": (lambda m: _set_attr(_node(m, "layer0"), "reset", helper.make_attribute("reset", "hold")),
+                  ["reset must be"]),
+    "bad flag": (lambda m: _set_attr(_node(m, "layer0"), "clamp", helper.make_attribute("clamp", 7)),
+                 ["'clamp' = 7", "0 or 1"]),
+    "neuron count": (lambda m: _set_attr(_node(m, "layer0"), "n", helper.make_attribute("n", 6)),
+                     ["'fc0' has 5 outputs", "'layer0' has 6"]),
+    "order": (_swap_nodes, ["not the graph input or an earlier node", "topological"]),
+    "output name": (lambda m: _node(m, "fc0").output.__setitem__(0, "fc0.out"), ["outputs are", "'fc0.out'"]),
+    "inputs": (lambda m: _node(m, "fc0").input.__setitem__(1, "fc1.weight"), ["inputs are", "'fc0.weight'"]),
+    "unused tensor": (lambda m: m.graph.initializer.append(numpy_helper.from_array(np.zeros(2), "extra")),
+                      ["'extra'", "belong to no node"]),
+    "time": (lambda m: helper.set_model_props(m, {"snnc.format_version": "2", "snnc.time": "ticks"}),
+             ["snnc.time", "'ticks'"]),
+    "version": (lambda m: helper.set_model_props(m, {"snnc.format_version": "3"}), ["'3'", "upgrade snnc"]),
+    "no version": (lambda m: m.ClearField("metadata_props"), ["snnc.format_version", "not an snnc artifact"]),
+    "domain version": (lambda m: [o.__setattr__("version", 1) for o in m.opset_import if o.domain == DOMAIN],
+                       ["ai.snnc", "version 2", "found version 1"]),
+    "bad json": (lambda m: helper.set_model_props(m, {"snnc.format_version": "2", "snnc.time": "steps",
+                                                      "snnc.meta.x": "{oops"}), ["'snnc.meta.x'", "not valid JSON"]),
+    "input rank": (lambda m: m.graph.input[0].CopyFrom(helper.make_tensor_value_info("input", TensorProto.UINT8,
+                                                                                     ["N", 8])),
+                   ["graph input 'input'", "3-D"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MUTATIONS))
+def test_malformed_steps_file_is_refused_by_name(tmp_path, case):
+    mutate, words = MUTATIONS[case]
+    model = graph_to_proto(lif_graph())
+    mutate(model)
+    _expect(tmp_path, model, *words)
+
+
+def test_malformed_alpha_graph_files(tmp_path):
+    g = graph_from_temporal(alpha_net())
+    model = graph_to_proto(g)
+    _set_attr(_node(model, "layer1"), "tau", helper.make_attribute("tau", numpy_helper.from_array(np.array(0.5), "tau")))
+    _expect(tmp_path, model, "different tau")
+    model = graph_to_proto(Graph(g.nodes, g.edges, g.time, {"encoding": "latency"}))
+    _expect(tmp_path, model, "no 'latency' entry")
+    model = graph_to_proto(Graph(g.nodes, g.edges, g.time, {**g.metadata, "latency": -1.0}))
+    _expect(tmp_path, model, "latency = -1", "outside the allowed range")
+    model = graph_to_proto(g)
+    _set_tensor(model, "layer0.pulse_times", np.array([0.1, 0.45, 1e9]))
+    _expect(tmp_path, model, "layer0.pulse_times[2]", "outside the allowed range")
+    model = graph_to_proto(g)
+    _set_tensor(model, "layer0.pulse_weights", np.zeros((5, 2)))
+    _expect(tmp_path, model, "pulse_weights has shape")
+    with pytest.raises(ArtifactError, match="an alpha network is a single chain"):
+        temporal_from_graph(_with_extra_layer(g))
+
+
+def _with_extra_layer(g: Graph) -> Graph:
+    """An alpha graph with a second population hanging off the input: valid IR, not a TemporalNetwork."""
+    node = g.nodes["layer0"]
+    extra = {"fcx": Dense(np.ones((node.n, 7))), "layerx": node}
+    return Graph({**g.nodes, **extra}, g.edges + (("input", "fcx"), ("fcx", "layerx")), g.time, g.metadata)
+
+
+def test_validate_graph_checks_structure_and_save_graph_writes_nothing_bad(tmp_path):
+    direct = Graph({"input": Input(2), "l": LIF(2, 0.9)}, (("input", "l"),), "steps")   # no synapse in between
+    with pytest.raises(ArtifactError, match="fed directly by 'input'"):
+        validate_graph(direct)
+    with pytest.raises(ArtifactError, match="no neuron population"):
+        validate_graph(Graph({"input": Input(2)}, (), "steps"))
+    g = lif_graph()
+    huge = Graph(dict(g.nodes, fc1=Dense(np.full((8, 5), -1e7))), g.edges, g.time, g.metadata)
+    with pytest.raises(ArtifactError, match=r"fc1.weight\[0, 0\] = -1e\+07 is outside the allowed range"):
+        save_graph(huge, tmp_path / "m.onnx")
+    with pytest.raises(ArtifactError, match="metadata entry 'x'"):
+        save_graph(Graph(g.nodes, g.edges, g.time, {"x": object()}), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ArtifactError, match="expected a toolchain.ir.Graph"):
+        validate_graph(alpha_net())

@@ -237,7 +237,8 @@ def graph_from_proto(model: onnx.ModelProto, source: str = "model") -> Graph:
         where = f"{source}, node {k} ({node.name or node.op_type})"
         if node.domain != DOMAIN or node.op_type not in _SCHEMA:
             raise ArtifactError(f"{where}: unknown operator {node.domain or 'ai.onnx'}::{node.op_type}; format 2 "
-                                f"holds only {', '.join(f'{DOMAIN}::{o}' for o in _SCHEMA)} nodes. {_FIX}")
+                                f"holds only {', '.join(f'{DOMAIN}::{o}' for o in _SCHEMA)} nodes; upgrade snnc if a "
+                                f"newer snnc wrote the file, else {_FIX}")
         name = node.name
         if not name or name in nodes or name in inits:
             raise ArtifactError(f"{where}: node name {name!r} is empty or not unique; {_FIX}")
