@@ -332,3 +332,24 @@ def test_validate_graph_checks_structure_and_save_graph_writes_nothing_bad(tmp_p
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(ArtifactError, match="expected a toolchain.ir.Graph"):
         validate_graph(alpha_net())
+
+
+def test_graph_with_a_skip_connection_round_trips(tmp_path):
+    """Format 2 stores any feed-forward IR graph, not only chains: a population fed by two Dense nodes."""
+    rng = np.random.default_rng(5)
+    nodes = {"x": Input(4), "fa": Dense(rng.normal(size=(3, 4))), "a": LIF(3, 0.8),
+             "fb": Dense(rng.normal(size=(2, 3))), "skip": Dense(rng.normal(size=(2, 4))), "b": Readout(2, 0.5)}
+    edges = (("x", "fa"), ("fa", "a"), ("a", "fb"), ("fb", "b"), ("x", "skip"), ("skip", "b"))
+    g = Graph(nodes, edges, "steps", {})
+    save_graph(g, tmp_path / "skip.onnx")
+    back = load_graph(tmp_path / "skip.onnx")
+    assert same_graph(g, back) and back.input_name == "x"
+    assert list(onnx.load(str(tmp_path / "skip.onnx")).graph.node[-1].input) == ["fb", "skip"]
+
+
+def test_node_names_that_collide_with_parameter_tensors_are_refused():
+    rng = np.random.default_rng(0)
+    g = Graph({"input": Input(2), "fc0": Dense(rng.normal(size=(2, 2))), "fc0.weight": LIF(2, 0.9)},
+              (("input", "fc0"), ("fc0", "fc0.weight")), "steps")
+    with pytest.raises(ArtifactError, match="collide with the parameter tensor names"):
+        graph_to_proto(g)
