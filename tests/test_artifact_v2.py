@@ -8,8 +8,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from models.network import AlphaLayer, TemporalNetwork
-from toolchain.artifact import DOMAIN, load_onnx, save_onnx, to_model_proto
-from toolchain.artifact_graph import DOMAIN_VERSION, graph_from_proto, graph_to_proto, load_graph, save_graph
+from toolchain.artifact import DOMAIN, load_onnx, save_onnx
+from toolchain.artifact_graph import DOMAIN_VERSION, graph_to_proto, load_graph, save_graph
 from toolchain.errors import ArtifactError
 from toolchain.ir import LIF, Dense, Graph, Input, Readout, lif_chain
 from toolchain.ir_alpha import graph_from_temporal, temporal_from_graph
