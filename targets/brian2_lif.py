@@ -39,15 +39,17 @@ DEFAULT_MAX_SYNAPSES = 3_000_000  # per Network (memory: ~100 bytes per synapse 
 class Brian2LifTarget:
     """Brian2 simulation of a steps (LIF) graph on (N, T, n_in) 0/1 input trains.
 
-    codegen:       "auto" (cython when Cython and a C compiler are available, else numpy; falls back to numpy if
-                   the Cython build fails), "cython" or "numpy"
+    codegen:       "numpy" (default), "cython" or "auto" (cython when Cython and a C compiler are available, else
+                   numpy; falls back to numpy if the Cython build fails). numpy is the default because the work is
+                   mostly building synapses: 784-196-784, T = 15, 100 samples took 4.4 s with numpy and 3.5 s with
+                   cached cython, but cython's first build took 136 s (busy 2-core machine, docs/verifier.md)
     max_synapses:  synapses per Brian2 Network; sets how many samples run side by side
     cache_dir:     where Cython extensions are cached (default: targets.brian2.default_cache_dir())
     """
 
     name = "brian2-lif"
 
-    def __init__(self, codegen: str = "auto", max_synapses: int = DEFAULT_MAX_SYNAPSES,
+    def __init__(self, codegen: str = "numpy", max_synapses: int = DEFAULT_MAX_SYNAPSES,
                  cache_dir: str | os.PathLike | None = None) -> None:
         if codegen not in CODEGEN_CHOICES:
             raise TargetError(f"unknown brian2 codegen {codegen!r}; choose one of {', '.join(CODEGEN_CHOICES)}")
