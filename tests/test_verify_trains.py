@@ -9,11 +9,11 @@ import pytest
 
 from targets.base import steps_result
 from targets.brian2_lif import Brian2LifTarget
-from toolchain.errors import DataError, TargetError
+from toolchain.errors import DataError, OutputError, TargetError
 from toolchain.ir import LIF, lif_chain
 from toolchain.lif_reference import simulate
 from toolchain.spike_metrics import count_agreement, match_spikes, zscore_mse
-from toolchain.verify_trains import target_kind, verify_steps
+from toolchain.verify_trains import target_kind, verify_steps, write_steps_report
 
 
 def trains_from(lists: list[list[int]], t: int = 8) -> np.ndarray:
@@ -135,7 +135,7 @@ def test_fixed_gates_tolerate_one_step_and_fail_a_worse_reconstruction_and_a_cro
     assert same.passed and same.cross_gates[0].passed and same.targets[0].metrics_rel["spike_mse"] == 0.0
 
 
-def test_float_vs_brian2_lif_end_to_end_passes_and_reports():
+def test_float_vs_brian2_lif_end_to_end_passes_and_reports(tmp_path):
     g = roy_graph(seed=2)
     img, x = roy_inputs(seed=3)
     rep = verify_steps(g, x, img.reshape(20, 5, 6), targets=["float", Brian2LifTarget(codegen="numpy")])
@@ -147,6 +147,12 @@ def test_float_vs_brian2_lif_end_to_end_passes_and_reports():
     assert d["passed"] is True and d["targets"][1]["layers"][0]["matched"]["0"] == b2.layers[0].n_reference
     assert d["targets"][1]["info"]["codegen"] == "numpy"
     assert "verdict: PASS" in rep.summary()
+    paths = write_steps_report(rep, tmp_path / "v")
+    assert json.loads(paths[0].read_text())["passed"] is True and "verdict: PASS" in paths[1].read_text()
+    assert sorted(p.name for p in (tmp_path / "v").iterdir()) == ["steps_report.json", "steps_summary.txt"]
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match="existing file"):
+        write_steps_report(rep, tmp_path / "f")
 
 
 def test_bad_verifier_inputs_are_refused_by_name():

@@ -352,3 +352,17 @@ def _gates(kind: str, stats: list[LayerTrainStats], rel: dict[str, float], k: in
             gates.append(Gate(f"max_{m}_worse", r, MAX_METRIC_WORSE, "max", r <= MAX_METRIC_WORSE, None,
                               "relative to the float model; only worse fails"))
     return gates
+
+
+def write_steps_report(rep: StepsVerifyReport, out_dir: str | Any) -> list[Any]:
+    """Write ``steps_report.json`` (:meth:`StepsVerifyReport.to_dict`) and ``steps_summary.txt`` into ``out_dir``,
+    each atomically (a failure leaves earlier files intact). Returns the paths written."""
+    import json
+
+    from toolchain.atomic import atomic_write_text, ensure_output_folder
+
+    folder = ensure_output_folder(out_dir)
+    paths = [folder / "steps_report.json", folder / "steps_summary.txt"]
+    atomic_write_text(paths[0], json.dumps(rep.to_dict(), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(paths[1], rep.summary() + "\n")
+    return paths
