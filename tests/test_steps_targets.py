@@ -118,3 +118,26 @@ def test_brian2_lif_runs_a_readout_population_without_spikes():
     ref = simulate(g, x)
     np.testing.assert_array_equal(res.trains[0], ref.spikes[0])
     assert res.trains[1].shape == (5, 8, 4) and res.trains[1].sum() == 0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_brian2_lif_passes_the_verifier_gate_on_random_lif_variants(seed):
+    """Random leak, threshold, reset, clamp and strictness per layer; samples side by side and in windows."""
+    from toolchain.verify_trains import verify_steps
+
+    rng = np.random.default_rng(100 + seed)
+    sizes = [int(v) for v in rng.integers(3, 25, size=int(rng.integers(2, 5)))]
+    pops = []
+    for n in sizes[1:]:
+        clamp = bool(rng.integers(2))           # clamp with a strict test never fires: not a useful case
+        pops.append(LIF(n, leak=float(rng.uniform(0.5, 1.0)), v_th=float(rng.uniform(0.5, 2.0)),
+                        reset=str(rng.choice(["zero", "subtract"])), clamp=clamp,
+                        strict=not clamp and bool(rng.integers(2))))
+    ws = [rng.uniform(-0.4, 0.8, (b, a)) * p.v_th for a, b, p in zip(sizes[:-1], sizes[1:], pops)]
+    g = lif_chain(ws, pops)
+    x = bernoulli(seed, 17, int(rng.integers(5, 30)), sizes[0], p=float(rng.uniform(0.1, 0.6)))
+    budget = 5 * sum(int(np.count_nonzero(w)) for w in ws)
+    rep = verify_steps(g, x, targets=[Brian2LifTarget(codegen="numpy", max_synapses=budget)])
+    assert rep.passed, rep.summary()
+    assert all(s.fraction[0] == 1.0 for s in rep.targets[0].layers), rep.summary()
+    assert all(s.n_reference > 0 for s in rep.targets[0].layers), rep.summary()
