@@ -42,7 +42,8 @@ class Brian2LifTarget:
     codegen:       "numpy" (default), "cython" or "auto" (cython when Cython and a C compiler are available, else
                    numpy; falls back to numpy if the Cython build fails). numpy is the default because the work is
                    mostly building synapses: 784-196-784, T = 15, 100 samples took 4.4 s with numpy and 3.5 s with
-                   cached cython, but cython's first build took 136 s (busy 2-core machine, docs/verifier.md)
+                   cached cython, but cython's first build took 136 s; 784-1024-784, T = 60: numpy 25 s, cached
+                   cython 14 s (busy 2-core machine, docs/verifier.md)
     max_synapses:  synapses per Brian2 Network; sets how many samples run side by side
     cache_dir:     where Cython extensions are cached (default: targets.brian2.default_cache_dir())
     """
