@@ -49,6 +49,17 @@ class RunResult:
     trains: list[np.ndarray] | None = None
     potentials: list[np.ndarray] | None = None
 
+    def spike_trains(self, steps_per_unit: float | None = None, n_steps: int | None = None) -> list[np.ndarray]:
+        """Spike trains of every layer: ``trains`` for steps targets; for alpha targets the trains view of the
+        first-spike times on a grid of ``steps_per_unit`` steps per time unit over ``n_steps`` steps
+        (:func:`times_to_trains`)."""
+        if self.trains is not None:
+            return self.trains
+        if steps_per_unit is None or n_steps is None:
+            raise ValueError(f"{self.target} reports first-spike times; pass steps_per_unit and n_steps to view them "
+                             "as spike trains")
+        return [times_to_trains(t, steps_per_unit, n_steps) for t in self.times]
+
 
 class Target(Protocol):
     name: str

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from targets.base import first_spike_steps, steps_graph, times_to_trains, trains_to_times
+from targets.base import (RunResult, first_spike_steps, steps_graph, steps_result, times_to_trains,
+                          trains_to_times)
 from targets.brian2_lif import Brian2LifTarget
 from targets.registry import get_target, steps_target_name
 from toolchain.errors import TargetError
@@ -33,6 +34,13 @@ def test_first_spike_view_and_alpha_times_to_trains_round_trip():
     np.testing.assert_array_equal(trains_to_times(trains, 4), [[0.0, 0.25, np.inf], [0.25, 0.5, np.inf]])
     with pytest.raises(ValueError, match="NaN or negative"):
         times_to_trains(np.array([[-1.0]]), 4, 3)
+    alpha = RunResult("exact", [times], None, 0.0)                       # an alpha result, viewed as trains
+    np.testing.assert_array_equal(alpha.spike_trains(4, 3)[0], trains)
+    with pytest.raises(ValueError, match="pass steps_per_unit"):
+        alpha.spike_trains()
+    steps = steps_result("float", [trains], 0.0)
+    assert steps.spike_trains()[0] is steps.trains[0]
+    np.testing.assert_array_equal(steps.times[0], [[0, 1, np.inf], [1, 2, np.inf]])
 
 
 def test_float_target_is_the_reference_through_the_interface():

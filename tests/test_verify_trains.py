@@ -74,7 +74,7 @@ def test_flips_are_classified_near_threshold_propagated_or_unexplained():
     l0, l1 = rep.targets[0].layers
     assert l0.flips == {"near_threshold": 1, "propagated": 0, "unexplained": 0}
     assert l1.flips == {"near_threshold": 0, "propagated": 1, "unexplained": 0}
-    assert l0.fraction[0] == pytest.approx(1 / 2) and l0.matched0_unexplained == 1.0
+    assert l0.fraction[0] == pytest.approx(1 / 2) and l0.matched0_flips_aside == 1.0
     assert rep.passed, rep.summary()
     bad = [s.copy() for s in ref.spikes]
     bad[0][1, 2, 0] = 0      # dropping a spike with V = 3 v_th is no rounding flip

@@ -73,7 +73,7 @@ class LayerTrainStats:
     fraction: dict[int, float]      # matched / max(n_reference, n_target)
     differing_trains: int           # (sample, neuron) trains not identical to the float model's
     flips: dict[str, int]           # differing trains by class: near_threshold, propagated, unexplained
-    matched0_unexplained: float     # fraction matched within 0 steps over trains not set aside as flips
+    matched0_flips_aside: float     # fraction matched within 0 steps over trains not set aside as flips
 
 
 @dataclass
@@ -134,7 +134,7 @@ class StepsVerifyReport:
             for s in t.layers:
                 lines.append(
                     f"    {s.layer}: spikes {s.n_reference} -> {s.n_target}; matched@0 {100 * s.fraction[0]:.3f}%"
-                    f" (flips set aside {100 * s.matched0_unexplained:.3f}%), matched@+-{k} "
+                    f" (flips set aside {100 * s.matched0_flips_aside:.3f}%), matched@+-{k} "
                     f"{100 * s.fraction[k]:.3f}%, F1@+-{k} {s.f1[k]:.4f}; equal counts "
                     f"{100 * s.count_agreement:.2f}%; differing trains {s.differing_trains} {s.flips}")
             for m, v in t.metrics.items():
@@ -223,7 +223,7 @@ def layer_stats(name: str, ref: np.ndarray, tgt: np.ndarray, flips: dict[str, np
         fraction={k: c.fraction for k, c in m.items()}, differing_trains=int(cls.size),
         flips={"near_threshold": int(np.sum(cls == 0)), "propagated": int(np.sum(cls == 1)),
                "unexplained": int(np.sum(cls == 2))},
-        matched0_unexplained=kept.fraction)
+        matched0_flips_aside=kept.fraction)
 
 
 def recon_metrics(graph: Graph, spikes_in: np.ndarray, trains: list[np.ndarray],
@@ -340,8 +340,8 @@ def _gates(kind: str, stats: list[LayerTrainStats], rel: dict[str, float], k: in
     gates = []
     for s in stats:
         if kind == "float":
-            gates.append(Gate("min_matched_0_steps", s.matched0_unexplained, MIN_MATCHED_FLOAT, "min",
-                              s.matched0_unexplained >= MIN_MATCHED_FLOAT, s.layer,
+            gates.append(Gate("min_matched_0_steps", s.matched0_flips_aside, MIN_MATCHED_FLOAT, "min",
+                              s.matched0_flips_aside >= MIN_MATCHED_FLOAT, s.layer,
                               f"near-threshold flips set aside: {s.flips['near_threshold']} trains, propagated "
                               f"{s.flips['propagated']}"))
         else:
