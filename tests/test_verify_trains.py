@@ -168,3 +168,15 @@ def test_bad_verifier_inputs_are_refused_by_name():
         verify_steps(g, x, targets=["nope"])
     assert target_kind("lava-fixed") == "fixed" and target_kind("hw_sim") == "fixed"
     assert target_kind("lava-float") == "float" and target_kind("brian2-lif") == "float"
+
+
+def test_a_steps_graph_loaded_from_an_onnx_v2_artifact_verifies_on_brian2_lif(tmp_path):
+    from toolchain.artifact_graph import load_graph, save_graph
+
+    g = roy_graph(seed=4)
+    save_graph(g, tmp_path / "lif.onnx")
+    loaded = load_graph(tmp_path / "lif.onnx")
+    img, x = roy_inputs(seed=5, n=8)
+    rep = verify_steps(loaded, x, img, targets=["brian2-lif"])
+    assert rep.passed and rep.targets[0].layers[1].n_reference > 0, rep.summary()
+    np.testing.assert_array_equal(simulate(g, x).spikes[1], simulate(loaded, x).spikes[1])
