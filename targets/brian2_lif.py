@@ -123,7 +123,9 @@ class Brian2LifTarget:
         for l, (syn_name, pop_name) in enumerate(chain):
             pop, w = graph.nodes[pop_name], graph.nodes[syn_name].weight
             grp = self._group(b2, pop, bsz, clock, l, window)
-            objs += [grp, self._connect(b2, prev, grp, w, bsz, prev_n, clock, l)]
+            objs.append(grp)
+            if np.any(w != 0):      # Brian2 refuses a Synapses object without synapses; all-zero weights add nothing
+                objs.append(self._connect(b2, prev, grp, w, bsz, prev_n, clock, l))
             if isinstance(pop, LIF):
                 mon = b2.SpikeMonitor(grp, record=True, name=f"snnc_lif_mon{l}")
                 objs.append(mon)
@@ -176,8 +178,7 @@ class Brian2LifTarget:
         syn = b2.Synapses(pre, post, "w : 1", on_pre="I_post += w", clock=clock, name=f"snnc_lif_syn{l}")
         n_out = weights.shape[0]
         jj, kk = np.nonzero(weights)
-        if jj.size:
-            b = np.repeat(np.arange(bsz, dtype=np.int64), jj.size)
-            syn.connect(i=np.tile(kk.astype(np.int64), bsz) + b * n_pre, j=np.tile(jj.astype(np.int64), bsz) + b * n_out)
-            syn.w = np.tile(weights[jj, kk], bsz)
+        b = np.repeat(np.arange(bsz, dtype=np.int64), jj.size)
+        syn.connect(i=np.tile(kk.astype(np.int64), bsz) + b * n_pre, j=np.tile(jj.astype(np.int64), bsz) + b * n_out)
+        syn.w = np.tile(weights[jj, kk], bsz)
         return syn

@@ -149,3 +149,13 @@ def test_brian2_lif_passes_the_verifier_gate_on_random_lif_variants(seed):
     assert rep.passed, rep.summary()
     assert all(s.fraction[0] == 1.0 for s in rep.targets[0].layers), rep.summary()
     assert all(s.n_reference > 0 for s in rep.targets[0].layers), rep.summary()
+
+
+def test_brian2_lif_edge_cases_no_input_one_step_and_all_zero_weights():
+    g = lif_chain([np.full((2, 3), 0.6), np.zeros((2, 2))], [LIF(2, 0.9), LIF(2, 0.9)])
+    target = Brian2LifTarget(codegen="numpy")
+    for x in (np.zeros((2, 4, 3), np.uint8), np.ones((1, 1, 3), np.uint8), np.ones((3, 5, 3), np.uint8)):
+        res, ref = target.run(g, x), simulate(g, x)
+        for a, b in zip(ref.spikes, res.trains):
+            np.testing.assert_array_equal(a, b)
+    assert res.trains[0].sum() == 30 and res.trains[1].sum() == 0
