@@ -159,3 +159,10 @@ def test_brian2_lif_edge_cases_no_input_one_step_and_all_zero_weights():
         for a, b in zip(ref.spikes, res.trains):
             np.testing.assert_array_equal(a, b)
     assert res.trains[0].sum() == 30 and res.trains[1].sum() == 0
+
+
+def test_brian2_lif_refuses_bad_options_by_name():
+    with pytest.raises(TargetError, match="unknown brian2 codegen"):
+        Brian2LifTarget(codegen="cpp")
+    with pytest.raises(TargetError, match="max_synapses"):
+        Brian2LifTarget(max_synapses=0)
