@@ -22,7 +22,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from toolchain.compiled import CompiledNetwork
 from toolchain.errors import TargetError
 from toolchain.ir import Graph
 
