@@ -260,17 +260,9 @@ def check_output_folder(out: Path, names: tuple[str, ...], *, resume: bool, forc
                         can_resume: bool = True) -> None:
     """Refuse, before any work, an ``out`` that cannot hold the outputs, and a trained run in ``out`` unless the
     run resumes it or ``force`` is set."""
-    import os
+    from toolchain.atomic import check_output_path
 
-    if out.exists() and not out.is_dir():
-        raise SnncError(f"--out {out} is a file, not a folder; choose a folder for the training outputs")
-    anc = out
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise SnncError(f"--out {out}: {anc} is a file, so the folder cannot be created; choose another --out")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise SnncError(f"--out {out}: folder {anc} is not writable; choose another --out")
+    check_output_path(out, "folder", "--out")
     if resume or force:
         return
     existing = [n for n in names if (out / n).exists()]

@@ -100,17 +100,24 @@ def to_model_proto(net: TemporalNetwork) -> onnx.ModelProto:
         "snnc.encoding": net.encoding,
         "snnc.neuron": NEURON_KIND,
     }
-    for key, value in net.metadata.items():
+    props.update(metadata_props(net.metadata, "TemporalNetwork.metadata"))
+    helper.set_model_props(model, props)
+    return model
+
+
+def metadata_props(metadata: dict, owner: str) -> dict[str, str]:
+    """``snnc.meta.<key>`` = JSON of each metadata entry (both formats); ArtifactError for what JSON cannot hold."""
+    props = {}
+    for key, value in metadata.items():
         if not isinstance(key, str):
-            raise ArtifactError(f"metadata key {key!r} is not a string; use string keys in TemporalNetwork.metadata")
+            raise ArtifactError(f"metadata key {key!r} is not a string; use string keys in {owner}")
         try:
             props[_META_PREFIX + key] = json.dumps(value, sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ArtifactError(
                 f"metadata entry {key!r} cannot be stored as JSON ({exc}); use plain numbers, strings, lists, dicts"
             ) from None
-    helper.set_model_props(model, props)
-    return model
+    return props
 
 
 def save_onnx(net: TemporalNetwork, path: str | os.PathLike) -> None:

@@ -23,7 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from toolchain.artifact import (DOMAIN, FORMAT_VERSION, GRAPH_FORMAT_VERSION, ONNX_IR_VERSION, ONNX_OPSET,
-                                check_onnx, double_tensor, from_model_proto, read_model)
+                                check_onnx, double_tensor, from_model_proto, metadata_props, read_model)
 from toolchain.atomic import atomic_write_bytes
 from toolchain.errors import ArtifactError
 from toolchain.ir import LIF, AlphaOnce, Dense, Graph, Input, Node, Readout
@@ -101,15 +101,7 @@ def graph_to_proto(graph: Graph) -> onnx.ModelProto:
         doc_string=f"snnc network IR ({graph.time} time); see docs/artifact-format.md, format version 2",
     )
     props = {"snnc.format_version": GRAPH_FORMAT_VERSION, "snnc.time": graph.time}
-    for key, value in graph.metadata.items():
-        if not isinstance(key, str):
-            raise ArtifactError(f"metadata key {key!r} is not a string; use string keys in Graph.metadata")
-        try:
-            props[_META_PREFIX + key] = json.dumps(value, sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise ArtifactError(
-                f"metadata entry {key!r} cannot be stored as JSON ({exc}); use plain numbers, strings, lists, dicts"
-            ) from None
+    props.update(metadata_props(graph.metadata, "Graph.metadata"))
     helper.set_model_props(model, props)
     return model
 
