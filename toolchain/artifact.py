@@ -105,6 +105,18 @@ def to_model_proto(net: TemporalNetwork) -> onnx.ModelProto:
     return model
 
 
+def read_metadata_props(props: dict[str, str], source: str, fix: str) -> dict:
+    """The inverse of :func:`metadata_props`: every ``snnc.meta.<key>`` entry of ``props`` parsed from JSON."""
+    metadata = {}
+    for key, value in props.items():
+        if key.startswith(_META_PREFIX):
+            try:
+                metadata[key[len(_META_PREFIX):]] = json.loads(value)
+            except ValueError:
+                raise ArtifactError(f"{source}: metadata {key!r} is not valid JSON; {fix}") from None
+    return metadata
+
+
 def metadata_props(metadata: dict, owner: str) -> dict[str, str]:
     """``snnc.meta.<key>`` = JSON of each metadata entry (both formats); ArtifactError for what JSON cannot hold."""
     props = {}
@@ -285,13 +297,7 @@ def from_model_proto(model: onnx.ModelProto, source: str = "model") -> TemporalN
         raise ArtifactError(f"{source}: snnc.latency {props['snnc.latency']!r} is not a number; {_FIX_RESAVE}") from None
     if not math.isfinite(latency):
         raise ArtifactError(f"{source}: snnc.latency is {latency} (not finite); {_FIX_RESAVE}")
-    metadata = {}
-    for key, value in props.items():
-        if key.startswith(_META_PREFIX):
-            try:
-                metadata[key[len(_META_PREFIX):]] = json.loads(value)
-            except ValueError:
-                raise ArtifactError(f"{source}: metadata {key!r} is not valid JSON; {_FIX_RESAVE}") from None
+    metadata = read_metadata_props(props, source, _FIX_RESAVE)
 
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}

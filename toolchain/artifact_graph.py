@@ -14,7 +14,6 @@ graph with toolchain.validate.validate_graph; every malformed file raises Artifa
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -23,7 +22,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from toolchain.artifact import (DOMAIN, FORMAT_VERSION, GRAPH_FORMAT_VERSION, ONNX_IR_VERSION, ONNX_OPSET,
-                                check_onnx, double_tensor, from_model_proto, metadata_props, read_model)
+                                check_onnx, double_tensor, from_model_proto, metadata_props, read_metadata_props,
+                                read_model)
 from toolchain.atomic import atomic_write_bytes
 from toolchain.errors import ArtifactError
 from toolchain.ir import LIF, AlphaOnce, Dense, Graph, Input, Node, Readout
@@ -31,7 +31,6 @@ from toolchain.ir_alpha import graph_from_temporal
 from toolchain.validate import validate_graph
 
 DOMAIN_VERSION = 2
-_META_PREFIX = "snnc.meta."
 _FIX = "re-save the model with toolchain.artifact_graph.save_graph (or retrain it)"
 
 # op type -> (float64 scalar attributes, int attributes, string attributes, parameter tensors (name, ndim))
@@ -189,17 +188,6 @@ def _input_node(model: onnx.ModelProto, time: str, source: str) -> tuple[str, In
     return vi.name, Input(int(dims[-1].dim_value))
 
 
-def _metadata(props: dict[str, str], source: str) -> dict:
-    metadata = {}
-    for key, value in props.items():
-        if key.startswith(_META_PREFIX):
-            try:
-                metadata[key[len(_META_PREFIX):]] = json.loads(value)
-            except ValueError:
-                raise ArtifactError(f"{source}: metadata {key!r} is not valid JSON; {_FIX}") from None
-    return metadata
-
-
 def graph_from_proto(model: onnx.ModelProto, source: str = "model") -> Graph:
     """Validate an snnc ONNX model (format 2, or format 1 = a continuous alpha graph) and rebuild its Graph."""
     props = {p.key: p.value for p in model.metadata_props}
@@ -260,7 +248,7 @@ def graph_from_proto(model: onnx.ModelProto, source: str = "model") -> Graph:
     if unused:
         raise ArtifactError(f"{source}: tensor(s) {unused} belong to no node; {_FIX}")
     try:
-        graph = Graph(nodes, tuple(edges), time, _metadata(props, source))
+        graph = Graph(nodes, tuple(edges), time, read_metadata_props(props, source, _FIX))
     except ValueError as exc:
         raise ArtifactError(f"{source}: {exc}; {_FIX}") from None
     return validate_graph(graph, source)
