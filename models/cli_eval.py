@@ -10,11 +10,11 @@ import argparse
 import contextlib
 import json
 import math
-import os
 from pathlib import Path
 
 import numpy as np
 
+from toolchain.atomic import check_output_path
 from toolchain.errors import ArtifactError, SnncError
 
 DATASETS = ("mnist", "fashion-mnist")
@@ -45,21 +45,6 @@ def _metadata_noise(meta: dict) -> tuple[float | None, float | None]:
     if noise is None:
         noise = num(meta.get("hyperparameters"), "noise")
     return noise, num(meta, "noise_mean")
-
-
-def check_output_path(path: str | Path, flag: str) -> Path:
-    """Refuse, before any work is done, an output path that cannot be written (a folder, under a file, read-only)."""
-    path = Path(path)
-    if path.is_dir():
-        raise SnncError(f"{flag} {path} is a folder; give a file name, e.g. {path / 'out'}")
-    anc = path.parent
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        raise SnncError(f"{flag} {path}: {anc} is a file, so the folder for it cannot be created; choose another path")
-    if not os.access(anc, os.W_OK | os.X_OK):
-        raise SnncError(f"{flag} {path}: folder {anc} is not writable; choose a path you can write to")
-    return path
 
 
 def _load_model(path: Path):
@@ -158,9 +143,10 @@ def evaluate(model: str | Path, dataset: str | None = None, *, split: str = "tes
                             f"({' or '.join(DATASETS)})")
     elif dataset not in DATASETS:
         raise SnncError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
-    png_path = check_output_path(png if png else path.with_name(f"{path.stem}_eval_{dataset}_{split}.png"), "--png")
+    png_path = check_output_path(png if png else path.with_name(f"{path.stem}_eval_{dataset}_{split}.png"),
+                                 "file", "--png")
     if json_path is not None:
-        json_path = check_output_path(json_path, "--json")
+        json_path = check_output_path(json_path, "file", "--json")
         if json_path.resolve() == png_path.resolve():
             raise SnncError(f"--json and --png both name {json_path}; give them different files")
     data = load_dataset(dataset, split, data_dir=data_dir, limit=limit)

@@ -1,6 +1,10 @@
 """Name -> target class. Adding a backend: one module in targets/ and one line here.
 
 Entries are imported lazily so that, e.g., ``exact`` works without importing Lava or Brian2.
+
+Steps (LIF) graphs have their own entries where an alpha name would clash: ``float`` (the float64 reference,
+counterpart of ``exact``) and ``brian2-lif`` (counterpart of ``brian2``). :func:`steps_target_name` maps an alpha
+name to its steps counterpart so that callers can dispatch on the network's time kind.
 """
 from __future__ import annotations
 
@@ -16,7 +20,19 @@ TARGETS: dict[str, str] = {
     "brian2": "targets.brian2:Brian2Target",
     "hw_sim": "targets.hw_sim:HwSimTarget",
     "hil": "targets.hil:HilTarget",
+    # steps (LIF) family
+    "float": "targets.lif_float:FloatStepsTarget",
+    "brian2-lif": "targets.brian2_lif:Brian2LifTarget",
 }
+
+# alpha name -> the target that runs the same role on a steps graph
+STEPS_COUNTERPART: dict[str, str] = {"exact": "float", "brian2": "brian2-lif"}
+
+
+def steps_target_name(name: str) -> str:
+    """The registry name that runs ``name``'s role on a steps (LIF) graph ('exact' -> 'float', 'brian2' ->
+    'brian2-lif'; names without a counterpart are returned unchanged)."""
+    return STEPS_COUNTERPART.get(name, name)
 
 
 def get_target(name: str, **options) -> Target:

@@ -19,6 +19,7 @@ from models.exact import exact_forward, layer_forward
 from models.network import AlphaLayer, TemporalNetwork
 from targets.registry import get_target
 from lava_reference import reference_run
+from procs import proc_table
 from toolchain.compiled import CompiledLayer, CompiledNetwork
 from toolchain.compiler import compile_network, deployed_network
 from toolchain.errors import TargetError
@@ -30,23 +31,18 @@ N_SAMPLES = 8
 
 def _child_pids() -> set[int]:
     """PIDs of this process's live children, read from /proc (no psutil)."""
-    me = str(os.getpid())
     out = set()
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
+    for pid, ppid, _, state in proc_table():
+        if ppid != os.getpid() or state == "Z":
             continue
         try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
         except OSError:
             continue
-        if fields[1] != me or fields[0] == "Z":
-            continue
-        with open(f"/proc/{d}/cmdline", "rb") as f:
-            cmd = f.read()
         if b"multiprocessing.resource_tracker" in cmd:
             continue  # Python's one shared-memory tracker per interpreter (reused, exits with the interpreter)
-        out.add(int(d))
+        out.add(pid)
     return out
 
 

@@ -16,31 +16,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from procs import proc_table
+
 ROOT = Path(__file__).resolve().parents[1]
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc and prctl (Linux)")
 
 
-def _procs() -> list[tuple[int, int, int, str]]:
-    """(pid, ppid, session id, state) of every process, from /proc/<pid>/stat."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out.append((int(d), int(fields[1]), int(fields[3]), fields[0]))
-    return out
-
-
 def _children(pid: int) -> list[int]:
-    return [p for p, ppid, _, state in _procs() if ppid == pid and state != "Z"]
+    return [p for p, ppid, _, state in proc_table() if ppid == pid and state != "Z"]
 
 
 def _in_session(sid: int) -> list[int]:
-    return [p for p, _, s, state in _procs() if s == sid and state != "Z"]
+    return [p for p, _, s, state in proc_table() if s == sid and state != "Z"]
 
 
 @pytest.fixture(scope="module")

@@ -127,9 +127,9 @@ def test_rerun_is_refused_without_force_and_stale_temp_files_are_removed(tmp_pat
     # an --out that cannot be a folder is refused before any training
     for model in ("temporal", "ann"):
         assert main(["train", model, "--out", str(out / "model.onnx" / "sub")]) == 2
-        assert "cannot be created" in capsys.readouterr().err
-        assert main(["train", model, "--out", str(out / "model.onnx")]) == 2
         assert "is a file, not a folder" in capsys.readouterr().err
+        assert main(["train", model, "--out", str(out / "model.onnx")]) == 2
+        assert "is an existing file, expected a folder" in capsys.readouterr().err
 
 
 class _RunsCode:

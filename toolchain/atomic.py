@@ -77,31 +77,33 @@ def _first_existing(path: Path) -> Path:
     return p
 
 
-def check_output_path(path: str | os.PathLike, kind: Literal["file", "folder"] = "file") -> Path:
+def check_output_path(path: str | os.PathLike, kind: Literal["file", "folder"] = "file", flag: str | None = None
+                      ) -> Path:
     """Refuse an output path that cannot be written, before any work; return it as a Path.
 
     kind "file": ``path`` must not be a folder; "folder": ``path`` must not be a file. For both, the nearest
     existing ancestor must be a folder this process can write (missing folders are created later). Raises
-    OutputError naming the path and the fix. (Root passes every permission check here; a read-only file system
-    is then caught by :func:`atomic_path` when it creates the temporary file.)"""
+    OutputError naming the path (and ``flag``, the option it came from) and the fix. (Root passes every permission
+    check here; a read-only file system is then caught by :func:`atomic_path` when it creates the temporary file.)"""
     if kind not in ("file", "folder"):
         raise ValueError(f"kind must be 'file' or 'folder', got {kind!r}")
     path = Path(path)
+    what = f"{flag} {path}" if flag else f"output {path}"
     if str(path) == "":
         raise OutputError("the output path is empty; fix: pass a file or folder name")
     if path.exists():
         if kind == "file" and path.is_dir():
-            raise OutputError(f"output {path} is a folder, expected a file; fix: pass the path of a file (e.g. "
+            raise OutputError(f"{what} is a folder, expected a file; fix: pass the path of a file (e.g. "
                               f"{path / '<name>'}) or remove the folder")
         if kind == "folder" and not path.is_dir():
-            raise OutputError(f"output {path} is an existing file, expected a folder; fix: pass a folder path "
+            raise OutputError(f"{what} is an existing file, expected a folder; fix: pass a folder path "
                               f"(e.g. {path.with_suffix('')}-out) or remove the file")
     anc = _first_existing(path if kind == "folder" and path.is_dir() else path.parent)
     if not anc.is_dir():
-        raise OutputError(f"cannot write {path}: {anc} is a file, not a folder; fix: choose an output path whose "
+        raise OutputError(f"cannot write {what}: {anc} is a file, not a folder; fix: choose an output path whose "
                           f"parent folders are folders")
     if not os.access(anc, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write {path}: folder {anc} is not writable; fix: choose a writable folder "
+        raise OutputError(f"cannot write {what}: folder {anc} is not writable; fix: choose a writable folder "
                           f"(--out) or change its permissions")
     return path
 
