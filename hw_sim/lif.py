@@ -9,7 +9,6 @@ amount).
 """
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -19,6 +18,29 @@ from hw_sim.emulator import default_threads
 from toolchain.compiled_steps import CompiledSteps, validate_compiled_steps
 from toolchain.errors import ArtifactError, TargetError
 from toolchain.quantize import DECAY_BITS, DECAY_UNITY, STATE_SHIFT, UV_MAX, effective_weights
+
+
+def compiled_steps_of(net, inputs, target: str) -> CompiledSteps:
+    """``net`` itself when it is a valid CompiledSteps; a steps Graph compiled with compile_graph's defaults for
+    the inputs' number of steps; TargetError naming the problem otherwise."""
+    from toolchain.ir import Graph
+
+    if isinstance(net, Graph):
+        from toolchain.errors import CompileError
+        from toolchain.steps_compiler import compile_graph
+
+        shape = np.shape(inputs)
+        if len(shape) != 3:
+            raise TargetError(f"{target}: input spike trains must have shape (samples, steps, channels), got "
+                              f"{shape}; fix: pass one (steps, channels) 0/1 array per sample")
+        try:
+            return compile_graph(net, int(shape[1]))
+        except CompileError as exc:
+            raise TargetError(f"{target}: {exc}") from None
+    try:
+        return validate_compiled_steps(net, f"{target} input")
+    except ArtifactError as exc:
+        raise TargetError(str(exc)) from None
 
 
 def check_steps_input(cs: CompiledSteps, spikes_in: np.ndarray, target: str) -> np.ndarray:
@@ -72,12 +94,10 @@ def _lif_layer(src, w_t, dv, thr, lo, hi, out):  # pragma: no cover  (compiled)
 
 
 def run_lif_fixed(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
-    """Spike trains [(N, T, n) uint8] of every layer, aligned to the float model's steps. Samples run on
+    """Spike trains [(N, T, n) uint8] of every layer, aligned to the float model's steps (cs: a CompiledSteps,
+    or a steps Graph compiled here with compile_graph's defaults for the inputs' T). Samples run on
     ``threads`` threads (default: hw_sim.emulator.default_threads(), i.e. $SNNC_THREADS or the usable CPUs)."""
-    try:
-        validate_compiled_steps(cs, "hw_sim input")
-    except ArtifactError as exc:
-        raise TargetError(str(exc)) from None
+    cs = compiled_steps_of(cs, spikes_in, "hw_sim")
     x = np.ascontiguousarray(check_steps_input(cs, spikes_in, "hw_sim"))
     n, t_steps = x.shape[:2]
     n_threads = max(1, min(int(threads or default_threads()), n))
@@ -97,19 +117,3 @@ def run_lif_fixed(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None 
         out.append(s_out)
         src = s_out
     return out
-
-
-class HwSimLifTarget:
-    """hw_sim for steps graphs: ``run(cs, spikes_in) -> (spikes per layer, wall_s, info)``."""
-
-    name = "hw_sim"
-
-    def __init__(self, threads: int | None = None) -> None:
-        self.threads = threads
-
-    def run(self, cs: CompiledSteps, spikes_in: np.ndarray) -> tuple[list[np.ndarray], float, dict]:
-        """Spike trains of every layer (as run_lif_fixed), wall seconds, info."""
-        t0 = time.perf_counter()
-        spikes = run_lif_fixed(cs, spikes_in, self.threads)
-        return spikes, time.perf_counter() - t0, {"precision": "fixed_pt", "names": cs.names,
-                                                  "threads": self.threads or default_threads()}

@@ -1,4 +1,4 @@
-"""``lava-float`` / ``lava-fixed`` for steps graphs: a CompiledSteps (Dense -> LIF chain) on Lava 0.10's stock
+"""``lava-float-lif`` / ``lava-fixed-lif`` (the steps counterparts of ``lava-float`` / ``lava-fixed``): a CompiledSteps (Dense -> LIF chain) on Lava 0.10's stock
 processes (``lava.proc.dense`` Dense, ``lava.proc.lif`` LIFReset, ``lava.proc.io`` RingBuffer; spikes come back through ``targets.lava_lif_procs.WindowSink``).
 
 Layout: K samples per Lava run, sample k in its own window of W = T + L steps (T input steps, then L steps of
@@ -18,13 +18,15 @@ timeout.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
-from hw_sim.lif import check_steps_input
+from hw_sim.lif import check_steps_input, compiled_steps_of
+from targets.base import RunResult, steps_result
 from targets.lava import _CHILDREN, _check_alive, _close_pipes, _shutdown
-from toolchain.compiled_steps import CompiledSteps, validate_compiled_steps
-from toolchain.errors import ArtifactError, TargetError
+from toolchain.compiled_steps import CompiledSteps
+from toolchain.errors import TargetError
 
 DEFAULT_CHUNK = 100  # samples per Lava run
 _POLL_S = 1e-3
@@ -60,15 +62,13 @@ class _LavaLifTarget:
         self.chunk_size = int(chunk_size)
         self.timeout_s = timeout_s
 
-    def run(self, cs: CompiledSteps, spikes_in: np.ndarray) -> tuple[list[np.ndarray], float, dict]:
-        """Spike trains [(N, T, n) uint8] of every layer (graph order, aligned to the float model), the wall time
-        in seconds and run details. Inputs: (N, T, n_in) 0/1, T <= cs.max_steps."""
+    def run(self, net: Any, inputs: np.ndarray) -> RunResult:
+        """Spike trains of every layer for every sample: ``RunResult.trains`` [(N, T, n) uint8] in graph order,
+        aligned to the float model (targets/base.py). net: a CompiledSteps, or a steps Graph (compiled here with
+        the defaults of toolchain.steps_compiler.compile_graph for the inputs' T); inputs: (N, T, n_in) 0/1."""
         t0 = time.perf_counter()
-        try:
-            validate_compiled_steps(cs, f"{self.name} input")
-        except ArtifactError as exc:
-            raise TargetError(str(exc)) from None
-        x = check_steps_input(cs, spikes_in, self.name)
+        cs = compiled_steps_of(net, inputs, self.name)
+        x = check_steps_input(cs, inputs, self.name)
         n, t_steps = x.shape[:2]
         out = [np.zeros((n, t_steps, cl.n_out), dtype=np.uint8) for cl in cs.layers]
         runs = 0
@@ -78,8 +78,8 @@ class _LavaLifTarget:
                 out[l][start:stop] = s
             runs += 1
         info = {"precision": "fixed_pt" if self.fixed else "floating_pt", "lava": "0.10.0", "runs": runs,
-                "chunk_size": self.chunk_size, "window": t_steps + len(cs.layers), "names": cs.names}
-        return out, time.perf_counter() - t0, info
+                "chunk_size": self.chunk_size, "window": t_steps + len(cs.layers), "populations": cs.names}
+        return steps_result(self.name, out, time.perf_counter() - t0, info)
 
     def _build(self, lv: dict, cs: CompiledSteps, x: np.ndarray):
         K, T, _ = x.shape
@@ -159,14 +159,14 @@ class _LavaLifTarget:
 class LavaLifFloatTarget(_LavaLifTarget):
     """Lava ``Loihi2SimCfg(select_tag="floating_pt")``: du = 1, dv = 1 - leak, the IR's float weights."""
 
-    name = "lava-float"
+    name = "lava-float-lif"
     fixed = False
 
 
 class LavaLifFixedTarget(_LavaLifTarget):
     """Lava ``Loihi2SimCfg(select_tag="fixed_pt")``: the compiled integers (bit for bit = hw_sim.lif)."""
 
-    name = "lava-fixed"
+    name = "lava-fixed-lif"
     fixed = True
 
 

@@ -3,7 +3,8 @@
 Entries are imported lazily so that, e.g., ``exact`` works without importing Lava or Brian2.
 
 Steps (LIF) graphs have their own entries where an alpha name would clash: ``float`` (the float64 reference,
-counterpart of ``exact``) and ``brian2-lif`` (counterpart of ``brian2``). :func:`steps_target_name` maps an alpha
+counterpart of ``exact``), ``brian2-lif`` (``brian2``), ``lava-float-lif`` / ``lava-fixed-lif`` (``lava-float`` /
+``lava-fixed``: stock Lava LIF + Dense) and ``hw_sim-lif`` (``hw_sim``). :func:`steps_target_name` maps an alpha
 name to its steps counterpart so that callers can dispatch on the network's time kind.
 """
 from __future__ import annotations
@@ -23,10 +24,14 @@ TARGETS: dict[str, str] = {
     # steps (LIF) family
     "float": "targets.lif_float:FloatStepsTarget",
     "brian2-lif": "targets.brian2_lif:Brian2LifTarget",
+    "lava-float-lif": "targets.lava_lif:LavaLifFloatTarget",
+    "lava-fixed-lif": "targets.lava_lif:LavaLifFixedTarget",
+    "hw_sim-lif": "targets.hw_sim_lif:HwSimLifTarget",
 }
 
 # alpha name -> the target that runs the same role on a steps graph
-STEPS_COUNTERPART: dict[str, str] = {"exact": "float", "brian2": "brian2-lif"}
+STEPS_COUNTERPART: dict[str, str] = {"exact": "float", "brian2": "brian2-lif", "lava-float": "lava-float-lif",
+                                     "lava-fixed": "lava-fixed-lif", "hw_sim": "hw_sim-lif"}
 
 
 def steps_target_name(name: str) -> str:

@@ -38,9 +38,11 @@ def random_runs():
 
 def test_lava_float_reproduces_the_float_model(random_runs):
     g, _, x, runs = random_runs
-    out, wall, info = runs["lava-float"]
+    res = runs["lava-float-lif"]
+    out, wall, info = res.trains, res.wall_s, res.info
     ref = simulate(g, x).spikes
-    assert info["runs"] == 2 and info["names"] == ["layer0", "layer1"] and wall > 0
+    assert info["runs"] == 2 and info["populations"] == ["layer0", "layer1"] and wall > 0
+    assert res.target == "lava-float-lif" and res.columns is None
     for r, s in zip(ref, out):
         assert s.shape == r.shape and s.dtype == np.uint8 and r.sum() > 20
         # documented exception: near-threshold flips from float64 summation order (none measured here)
@@ -49,7 +51,7 @@ def test_lava_float_reproduces_the_float_model(random_runs):
 
 def test_lava_fixed_is_hw_sim_bit_for_bit_and_within_the_gate(random_runs):
     g, cs, x, runs = random_runs
-    out, _, info = runs["lava-fixed"]
+    out, info = runs["lava-fixed-lif"].trains, runs["lava-fixed-lif"].info
     assert info["precision"] == "fixed_pt"
     assert all(len(set(cl.vth.tolist())) > 1 for cl in cs.layers)   # one threshold per neuron on the stock LIF
     for hw, s, r in zip(run_lif_fixed(cs, x), out, simulate(g, x).spikes):
@@ -65,7 +67,7 @@ def test_exact_ties_without_leak_spike_on_both_lava_targets():
     ref = simulate(g, x).spikes
     assert ref[1].sum() > 0
     for target in (LavaLifFloatTarget(), LavaLifFixedTarget()):
-        out, _, _ = target.run(cs, x)
+        out = target.run(cs, x).trains
         assert all(np.array_equal(r, s) for r, s in zip(ref, out)), target.name
 
 
@@ -175,7 +177,7 @@ def test_hw_sim_matches_lava_where_u_wraps_and_v_saturates():
            for k, cl in enumerate(cs.layers)]
     hand = dataclasses.replace(cs, layers=tuple(big))
     x = spikes(n=3, t=20)
-    lava, _, _ = LavaLifFixedTarget().run(hand, x)
+    lava = LavaLifFixedTarget().run(hand, x).trains
     hw = run_lif_fixed(hand, x)
     assert all(np.array_equal(a, b) for a, b in zip(hw, lava))
     assert all(s.sum() > 0 for s in hw)
@@ -192,3 +194,20 @@ def test_hw_sim_matches_lava_where_u_wraps_and_v_saturates():
         v = np.clip(v, -2**23 + 1, 2**23 - 1)
         v = np.where(v > big[0].vth << 6, 0, v)
     assert saturated > 0
+
+
+def test_verify_steps_runs_the_lava_targets_from_the_registry_on_a_graph():
+    """Through the public interface: registry names, a plain steps Graph (compiled by the targets for the inputs'
+    T), the spike-train verifier's gates, and lava-fixed-lif = hw_sim-lif (its cross gate)."""
+    from targets.registry import get_target, steps_target_name
+    from toolchain.verify_trains import verify_steps
+
+    assert [steps_target_name(n) for n in ("lava-float", "lava-fixed", "hw_sim")] == \
+        ["lava-float-lif", "lava-fixed-lif", "hw_sim-lif"]
+    g, x = net(seed=3), spikes(n=4, t=12, seed=4)
+    rep = verify_steps(g, x, targets=["lava-float-lif", "lava-fixed-lif", "hw_sim-lif"])
+    assert rep.passed, rep.summary()
+    assert [t.target for t in rep.targets] == ["lava-float-lif", "lava-fixed-lif", "hw_sim-lif"]
+    assert [(c.name, c.passed) for c in rep.cross_gates] == [("lava-fixed-lif = hw_sim-lif", True)]
+    res = get_target("lava-float-lif").run(compile_graph(g, 12), x)       # the compiled form works the same
+    assert all(np.array_equal(a, b) for a, b in zip(res.trains, simulate(g, x).spikes))

@@ -7,7 +7,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from hw_sim.lif import HwSimLifTarget, run_lif_fixed
+from hw_sim.lif import run_lif_fixed
+from targets.hw_sim_lif import HwSimLifTarget
 from toolchain.compiled_steps import CompiledSteps
 from toolchain.compiled_steps_io import load_compiled_steps, save_compiled_steps
 from toolchain.errors import ArtifactError, CompileError, TargetError
@@ -91,8 +92,9 @@ def test_hw_sim_lif_is_the_deployed_integer_model_and_close_to_the_float_model()
     assert simulate(deployed_graph(cs), x).names == ["layer0", "layer1"]
     for r, f in zip(ref, fixed):                                  # issue [E] gate: >= 95 % within +-1 step
         assert matched_fraction(r, f, 1) >= 0.95 and matched_fraction(f, r, 1) >= 0.95
-    again, wall, info = HwSimLifTarget().run(cs, x)
-    assert all(np.array_equal(a, b) for a, b in zip(again, fixed)) and info["names"] == ["layer0", "layer1"]
+    res = HwSimLifTarget(threads=2).run(cs, x)
+    assert all(np.array_equal(a, b) for a, b in zip(res.trains, fixed))
+    assert res.target == "hw_sim-lif" and res.info["populations"] == ["layer0", "layer1"]
 
 
 def test_ties_at_the_threshold_spike_like_the_float_model_without_leak():
@@ -153,6 +155,7 @@ def test_save_load_round_trip_and_malformed_files(tmp_path):
     save_compiled_steps(cs, p)
     back = load_compiled_steps(p)
     assert back.max_steps == cs.max_steps and back.manifest == json.loads(json.dumps(cs.manifest))
+    assert back.input_name == "input" and back.graph.order() == g_order(cs)
     for a, b in zip(cs.layers, back.layers):
         for f in a.__dataclass_fields__:
             va, vb = getattr(a, f), getattr(b, f)
@@ -215,3 +218,22 @@ def test_an_alpha_compiled_file_is_refused_with_the_right_loader(tmp_path):
         load_compiled_steps(tmp_path / "missing.npz")
     with pytest.raises(TargetError, match="expected a CompiledSteps"):
         HwSimLifTarget().run(make_compiled(), spikes())
+
+
+def g_order(cs) -> list[str]:
+    return cs.graph.order()
+
+
+def test_compiled_steps_carries_its_source_graph():
+    from toolchain.ir_equal import graph_differences
+
+    rng = np.random.default_rng(4)
+    g = Graph({"spikes": Input(6), "enc": Dense(rng.normal(0.2, 0.3, (4, 6))),
+               "hid": LIF(4, 0.95, clamp=True, dt_ms=2.0), "dec": Dense(rng.normal(0.2, 0.3, (6, 4))),
+               "out": LIF(6, 1.0, strict=True, dt_ms=2.0)},
+              (("spikes", "enc"), ("enc", "hid"), ("hid", "dec"), ("dec", "out")), "steps")
+    cs = compile_graph_ok(g, 10)
+    assert cs.input_name == "spikes" and cs.names == ["hid", "out"]
+    assert graph_differences(cs.graph, Graph(g.nodes, g.edges, "steps", {"compiled": "CompiledSteps"})) == []
+    x = spikes(n=4, t=10, n_in=6, p=0.5)
+    assert all(np.array_equal(a, b) for a, b in zip(simulate(cs.graph, x).spikes, simulate(g, x).spikes))

@@ -76,7 +76,7 @@ def test_steps_graph_accepts_a_compiled_form_carrying_the_graph():
 
     assert steps_graph(Compiled()) is g
     assert steps_target_name("brian2") == "brian2-lif" and steps_target_name("exact") == "float"
-    assert steps_target_name("lava-fixed") == "lava-fixed"
+    assert steps_target_name("lava-fixed") == "lava-fixed-lif" and steps_target_name("hil") == "hil"
 
 
 CONFIGS = {

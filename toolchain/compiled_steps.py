@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from toolchain.errors import ArtifactError
+from toolchain.ir import LIF, Dense, Graph, Input
 from toolchain.quantize import DECAY_MAX, MANTISSA, VTH_MAX, WEIGHT_EXP_MAX, weight_exp_min
 
 FORMAT = "snnc-compiled-steps"
@@ -53,6 +54,7 @@ class CompiledStepsLayer:
     v_th: float
     strict: bool
     clamp: bool
+    dt_ms: float = 1.0
 
     @property
     def n_in(self) -> int:
@@ -70,11 +72,28 @@ class CompiledStepsLayer:
 
 @dataclass(frozen=True)
 class CompiledSteps:
-    """A compiled steps graph: layers in graph order, checked for samples of up to ``max_steps`` steps."""
+    """A compiled steps graph: layers in graph order, checked for samples of up to ``max_steps`` steps.
+    ``input_name`` names the source graph's Input node; :attr:`graph` rebuilds that float graph (the IR the
+    float targets run and the verifier compares against)."""
 
     layers: tuple[CompiledStepsLayer, ...]
     max_steps: int
     manifest: dict = field(default_factory=dict)
+    input_name: str = "input"
+
+    @property
+    def graph(self) -> Graph:
+        """The source steps graph: input -> Dense(weights_float) -> LIF(leak, v_th, reset zero, clamp, strict,
+        dt_ms) per layer, with the original node names."""
+        nodes: dict = {self.input_name: Input(self.n_in)}
+        edges, prev = [], self.input_name
+        for cl in self.layers:
+            nodes[cl.synapse] = Dense(cl.weights_float)
+            nodes[cl.name] = LIF(cl.n_out, leak=cl.leak, v_th=cl.v_th, reset="zero", clamp=cl.clamp,
+                                 strict=cl.strict, dt_ms=cl.dt_ms)
+            edges += [(prev, cl.synapse), (cl.synapse, cl.name)]
+            prev = cl.name
+        return Graph(nodes, tuple(edges), "steps", {"compiled": "CompiledSteps"})
 
     @property
     def n_in(self) -> int:
@@ -101,6 +120,9 @@ def validate_compiled_steps(cs: CompiledSteps, where: str = "compiled steps grap
                             "of toolchain.steps_compiler.compile_graph")
     if not cs.layers:
         raise _bad(where, "no layers")
+    names = [cs.input_name] + [n for cl in cs.layers for n in (cl.synapse, cl.name)]
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise _bad(where, f"node names must be distinct non-empty strings, got {names}")
     if not (isinstance(cs.max_steps, (int, np.integer)) and 1 <= cs.max_steps <= MAX_STEPS):
         raise _bad(where, f"max_steps={cs.max_steps!r} is outside [1, {MAX_STEPS}]")
     prev = None
@@ -133,7 +155,8 @@ def validate_compiled_steps(cs: CompiledSteps, where: str = "compiled steps grap
         if not np.all(np.isfinite(cl.weights_float)):
             raise _bad(at, "weights_float contains NaN or inf")
         if not (0.0 <= cl.du_float <= 1.0 and 0.0 <= cl.dv_float < 1.0 and np.isfinite(cl.vth_float)
-                and cl.vth_float > 0 and 0.0 < cl.leak <= 1.0 and cl.v_th > 0):
+                and cl.vth_float > 0 and 0.0 < cl.leak <= 1.0 and np.isfinite(cl.v_th) and cl.v_th > 0
+                and np.isfinite(cl.dt_ms) and cl.dt_ms > 0):
             raise _bad(at, f"float parameters out of range (du_float={cl.du_float}, dv_float={cl.dv_float}, "
-                           f"vth_float={cl.vth_float}, leak={cl.leak}, v_th={cl.v_th})")
+                           f"vth_float={cl.vth_float}, leak={cl.leak}, v_th={cl.v_th}, dt_ms={cl.dt_ms})")
     return cs

@@ -22,7 +22,8 @@ from toolchain.errors import ArtifactError
 
 _SCALARS = {"name": str, "synapse": str, "weight_exp": int, "num_weight_bits": int, "du": int, "dv": int,
             "du_float": (int, float), "dv_float": (int, float),
-            "vth_float": (int, float), "leak": (int, float), "v_th": (int, float), "strict": bool, "clamp": bool}
+            "vth_float": (int, float), "leak": (int, float), "v_th": (int, float), "strict": bool, "clamp": bool,
+            "dt_ms": (int, float)}
 _ARRAYS = {"weights": (np.int32, "iu", 2), "weights_float": (np.float64, "f", 2), "vth": (np.int64, "iu", 1),
            "scale": (np.int64, "iu", 1)}
 _FIX = "recompile the graph with toolchain.steps_compiler.compile_graph"
@@ -49,7 +50,7 @@ def save_compiled_steps(cs: CompiledSteps, path: str | os.PathLike) -> None:
             arrays[f"layer{k}.{f}"] = np.asarray(getattr(cl, f), dtype=dt)
     try:
         meta = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "max_steps": int(cs.max_steps),
-                           "manifest": cs.manifest, "layers": layers})
+                           "manifest": cs.manifest, "layers": layers, "input_name": cs.input_name})
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"the manifest is not JSON-serialisable ({exc}); fix: keep plain numbers, strings, "
                             "lists and dicts in it") from exc
@@ -85,8 +86,10 @@ def load_compiled_steps(path: str | os.PathLike) -> CompiledSteps:
     if meta.get("format_version") != FORMAT_VERSION:
         raise _bad(path, f"format_version {meta.get('format_version')!r} is not {FORMAT_VERSION}")
     if not isinstance(meta.get("max_steps"), int) or not isinstance(meta.get("manifest"), dict) \
-            or not isinstance(meta.get("layers"), list) or not meta["layers"]:
-        raise _bad(path, "max_steps (int), manifest (dict) and layers (non-empty list) are required")
+            or not isinstance(meta.get("layers"), list) or not meta["layers"] \
+            or not isinstance(meta.get("input_name"), str):
+        raise _bad(path, "max_steps (int), manifest (dict), layers (non-empty list) and input_name (str) are "
+                   "required")
     layers = []
     for k, lm in enumerate(meta["layers"]):
         if not isinstance(lm, dict) or set(lm) != set(_SCALARS):
@@ -106,7 +109,7 @@ def load_compiled_steps(path: str | os.PathLike) -> CompiledSteps:
     extra = set(data) - {"meta"} - {f"layer{k}.{f}" for k in range(len(layers)) for f in _ARRAYS}
     if extra:
         raise _bad(path, f"unexpected entries {sorted(extra)}")
-    cs = CompiledSteps(tuple(layers), meta["max_steps"], meta["manifest"])
+    cs = CompiledSteps(tuple(layers), meta["max_steps"], meta["manifest"], meta["input_name"])
     try:
         return validate_compiled_steps(cs, str(path))
     except ArtifactError as exc:

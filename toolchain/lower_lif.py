@@ -126,7 +126,7 @@ def lower_lif_layer(syn_name: str, dense: Dense, pop_name: str, node: LIF, max_s
         num_weight_bits=bits, du=DU_NO_MEMORY, dv=dv, vth=vth.astype(np.int64), scale=scales.astype(np.int64),
         weights_float=np.array(dense.weight, dtype=np.float64), du_float=1.0, dv_float=dv_float,
         vth_float=float(node.v_th if node.strict else np.nextafter(node.v_th, 0.0)), leak=node.leak,
-        v_th=node.v_th, strict=node.strict, clamp=node.clamp)
+        v_th=node.v_th, strict=node.strict, clamp=node.clamp, dt_ms=node.dt_ms)
     rows = worst_case_rows(q.effective, dv, max_steps)
     _, hi, _ = MANTISSA[bits]
     row_max = np.abs(q.mantissas).max(axis=1, initial=0)

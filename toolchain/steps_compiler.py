@@ -63,7 +63,7 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
                 "source_hash": source_hash, "layers": entries,
                 "notes": ["layer k lags the float model by k + 2 Lava steps (source + one per Dense); targets "
                           "shift results back", "clamp of V at v_th does not change spikes with reset to zero"]}
-    return validate_compiled_steps(CompiledSteps(tuple(layers), int(max_steps), manifest))
+    return validate_compiled_steps(CompiledSteps(tuple(layers), int(max_steps), manifest, graph.input_name))
 
 
 def deployed_graph(cs: CompiledSteps) -> Graph:

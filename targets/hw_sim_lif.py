@@ -1,0 +1,30 @@
+"""``hw_sim-lif``: hw_sim's bit-accurate LIF emulation (hw_sim/lif.py) behind the target interface; the steps
+counterpart of ``hw_sim``, spike for spike equal to ``lava-fixed-lif``."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from hw_sim.emulator import default_threads
+from hw_sim.lif import compiled_steps_of, run_lif_fixed
+from targets.base import RunResult, steps_result
+
+
+class HwSimLifTarget:
+    """Runs a CompiledSteps (or a steps Graph, compiled with the defaults) on (N, T, n_in) 0/1 trains.
+    threads: sample-parallel threads (default $SNNC_THREADS or the usable CPUs)."""
+
+    name = "hw_sim-lif"
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def run(self, net: Any, inputs: np.ndarray) -> RunResult:
+        t0 = time.perf_counter()
+        cs = compiled_steps_of(net, inputs, self.name)
+        trains = run_lif_fixed(cs, inputs, self.threads)
+        return steps_result(self.name, trains, time.perf_counter() - t0,
+                            {"precision": "fixed_pt", "populations": cs.names,
+                             "threads": self.threads or default_threads()})
