@@ -1,5 +1,9 @@
 """``snnc compile | run | verify | deploy``: compile an ONNX model, run it on a target, verify spike times.
 
+Steps (LIF) models (format-2 ONNX with ``snnc.time = steps``, or their compiled npz) are handled by
+toolchain/cli_steps.py with the same commands and target names (Bernoulli inputs, spike-train verifier); everything
+below describes alpha (temporal) models.
+
     snnc compile MODEL.onnx [--steps-per-unit S] [--out compiled.npz]
     snnc run COMPILED.npz --target T [--dataset D] [--limit N] [--out spikes.npz]
     snnc verify MODEL.onnx --targets lava-fixed,lava-float,brian2 [--dataset D] [--limit N] [--out DIR]
@@ -119,6 +123,12 @@ def _compile_args(p: argparse.ArgumentParser) -> None:
                         "metadata)")
     p.add_argument("--range-margin", type=float, default=None,
                    help="relative headroom over the calibrated ranges (default 0.5 = 50 %%)")
+    _time_steps_arg(p)
+
+
+def _time_steps_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--time-steps", type=int, default=None, metavar="T",
+                   help="steps (LIF) models only: time steps per sample (default: the model's recorded T)")
 
 
 def _data_args(p: argparse.ArgumentParser, limit_default: int | None = DEFAULT_LIMIT) -> None:
@@ -132,11 +142,15 @@ def _data_args(p: argparse.ArgumentParser, limit_default: int | None = DEFAULT_L
     p.add_argument("--noise", type=float, default=0.0,
                    help="input spike-time noise eta, time units: t + eta r, r ~ N(noise_mean, 1) with the model's "
                         "noise_mean (default 0: noise-free inputs)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the input noise (default 0)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the input noise, or of the Bernoulli input spikes of steps models (default 0)")
+    p.add_argument("--p-scale", type=float, default=None,
+                   help="steps (LIF) models only: spike probability per step at pixel 1 (default: the model's)")
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--margin", type=float, default=None, help="near-threshold margin, relative (default 0.02)")
+    p.add_argument("--margin", type=float, default=None,
+                   help="near-threshold margin, relative (default 0.02; steps models 1e-6)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
     p.add_argument("--plot-sample", type=int, default=0,
                    help="sample shown in raster.png and first of reconstructions.png (default 0)")
@@ -352,10 +366,28 @@ def _make_targets(names: list[str], options: dict[str, dict]) -> dict:
 
 # ---- commands -----------------------------------------------------------------------------------------------------
 
+def _steps(path: str, args) -> bool:
+    """True when ``path`` is a steps (LIF) model (toolchain/cli_steps.py runs it); for alpha models the options
+    only steps models take are refused."""
+    from toolchain.cli_steps import is_steps_model
+
+    if is_steps_model(path):
+        return True
+    given = [f for f, d in (("--time-steps", "time_steps"), ("--p-scale", "p_scale")) if getattr(args, d, None)
+             is not None]
+    if given:
+        raise DataError(f"{', '.join(given)} apply to steps (LIF) models only; {path} is not one: drop them")
+    return False
+
+
 def _cmd_compile(args) -> int:
     from toolchain.compiled_io import save_compiled
     from toolchain.compiler import compile_file
 
+    if _steps(args.model, args):
+        from toolchain import cli_steps
+
+        return cli_steps.cmd_compile(args)
     model = Path(args.model)
     out = check_output_path(Path(args.out) if args.out else model.with_name(model.stem + ".compiled.npz"),
                             "file")
@@ -375,6 +407,10 @@ def _cmd_run(args) -> int:
     from toolchain.atomic import atomic_path
     from toolchain.compiled_io import load_compiled
 
+    if _steps(args.compiled, args):
+        from toolchain import cli_steps
+
+        return cli_steps.cmd_run(args)
     name = _single_target(args.target, "run")
     p = Path(args.compiled)
     if p.suffix == ".onnx":
@@ -449,7 +485,10 @@ def _verify_and_report(cn, names: list[str], args, out_dir: Path, model_path: Pa
 
 
 def _cmd_verify(args) -> int:
+    if _steps(args.model, args):
+        from toolchain import cli_steps
 
+        return cli_steps.cmd_verify(args)
     names = target_names(args.targets, "--targets")
     default = Path("runs") / f"verify-{Path(args.model).stem}"
     out = check_output_path(Path(args.out) if args.out else default, "folder")
@@ -460,6 +499,10 @@ def _cmd_verify(args) -> int:
 def _cmd_deploy(args) -> int:
     from toolchain.compiled_io import save_compiled
 
+    if _steps(args.model, args):
+        from toolchain import cli_steps
+
+        return cli_steps.cmd_deploy(args)
     name = _single_target(args.target, "deploy")
     model = Path(args.model)
     default = Path("runs") / f"deploy-{model.stem}-{name}"
@@ -495,6 +538,7 @@ def register(subparsers) -> None:
     p.add_argument("--target", "--targets", dest="target", required=True,
                    help="one target: exact, lava-float, lava-fixed, brian2, hw_sim, hil")
     _data_args(p)
+    _time_steps_arg(p)
     _target_args(p)
     p.add_argument("--out", default=None, help="output .npz with per-layer spike times (time units) and columns "
                                                "(default <compiled>.<target>.<dataset>.spikes.npz)")

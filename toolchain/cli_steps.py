@@ -1,0 +1,403 @@
+"""Steps (LIF) models in ``snnc compile | run | verify | deploy`` (toolchain/cli_deploy.py dispatches here).
+
+A model is a *steps* model when it is an ONNX artifact of format 2 with ``snnc.time = steps``
+(toolchain/artifact_graph.py) or a ``compiled.npz`` of format ``snnc-compiled-steps`` (toolchain/compiled_steps_io.py);
+everything else (format 1, continuous alpha graphs, alpha compiled.npz) goes through the alpha code unchanged.
+
+- ``compile``: toolchain.steps_compiler.compile_graph for T = the model's recorded ``steps`` (``--time-steps``
+  overrides), ``--weight-bits`` and ``--threshold`` as for alpha models; the graph's metadata (dataset, encoding,
+  p_scale, steps) is kept in the manifest (``source_metadata``) so that ``run`` on the compiled file finds it.
+- Inputs: the dataset images (``--dataset`` default from the metadata, ``--split``, ``--limit``, ``--data-dir``)
+  encoded as Bernoulli spike trains (models.rate_encoding.bernoulli_encode: P(spike per step) = p_scale * pixel)
+  with the model's p_scale and T (``--p-scale`` / ``--time-steps`` override) from ``numpy.random.default_rng(--seed)``.
+- Target names: the alpha names map to their steps counterparts (targets.registry.steps_target_name: exact ->
+  float, brian2 -> brian2-lif, lava-float -> lava-float-lif, lava-fixed -> lava-fixed-lif, hw_sim -> hw_sim-lif);
+  the steps names are accepted as well; ``-o NAME.KEY=VALUE`` options follow the same mapping.
+- ``verify`` / ``deploy``: toolchain.verify_trains.verify_steps against the float64 model; the report folder holds
+  steps_report.json, steps_summary.txt, report.md and report.json (written last; ``deploy`` adds compiled.npz); exit
+  1 when a gate fails, 2 for bad input (checked before anything runs).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from toolchain.atomic import check_output_path
+from toolchain.errors import ArtifactError, CompileError, DataError, TargetError
+
+DATASETS = ("mnist", "fashion-mnist")
+# every name a steps model accepts (alpha names are mapped by targets.registry.steps_target_name)
+STEPS_TARGETS = ("float", "brian2-lif", "lava-float-lif", "lava-fixed-lif", "hw_sim-lif")
+# compile options of the alpha compiler that have no meaning for a steps graph (dest -> flag)
+ALPHA_ONLY_COMPILE = {"steps_per_unit": "--steps-per-unit", "vth": "--vth", "horizon_margin": "--horizon-margin",
+                      "max_pulse_copies": "--max-pulse-copies", "range_mode": "--range",
+                      "calibration_samples": "--calibration-samples", "calibration_dataset": "--calibration-dataset",
+                      "range_margin": "--range-margin"}
+
+
+# ---- which family ------------------------------------------------------------------------------------------------
+
+def is_steps_model(path: str | Path) -> bool:
+    """True for a format-2 ONNX artifact whose graph time is 'steps' or a compiled steps npz. Never raises: a file
+    that cannot be read is left to the alpha code, whose errors name the problem."""
+    p = Path(path)
+    try:
+        if not p.is_file():
+            return False
+        if p.suffix == ".npz":
+            from toolchain.compiled_steps import FORMAT
+
+            with np.load(p, allow_pickle=False) as z:
+                if "meta" not in z.files:
+                    return False
+                return json.loads(str(z["meta"])).get("format") == FORMAT
+        import onnx
+
+        model = onnx.load(str(p), load_external_data=False)
+        props = {q.key: q.value for q in model.metadata_props}
+        return props.get("snnc.format_version") == "2" and props.get("snnc.time") == "steps"
+    except Exception:  # noqa: BLE001 - any unreadable file is the alpha code's to report
+        return False
+
+
+# ---- compile -----------------------------------------------------------------------------------------------------
+
+def _refuse_alpha_options(args) -> None:
+    given = [flag for dest, flag in ALPHA_ONLY_COMPILE.items() if getattr(args, dest, None) is not None]
+    if getattr(args, "compensate_tau", False):
+        given.append("--compensate-tau")
+    if given:
+        raise CompileError(f"{', '.join(given)} apply to alpha (temporal) models only; this is a steps (LIF) model: "
+                           f"drop them (steps models take --weight-bits, --threshold and --time-steps)")
+
+
+def _positive_int(value: Any, flag: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise DataError(f"{flag} must be a whole number of steps >= 1, got {value!r}")
+    return int(value)
+
+
+def compile_steps_model(path: str | Path, args) -> Any:
+    """Load a steps ONNX artifact and compile it (CompiledSteps) with the CLI's options; the graph's metadata is
+    kept in the manifest as ``source_metadata``."""
+    from toolchain.artifact import model_hash
+    from toolchain.artifact_graph import load_graph
+    from toolchain.steps_compiler import compile_graph
+
+    _refuse_alpha_options(args)
+    graph = load_graph(path)
+    if graph.time != "steps":
+        raise ArtifactError(f"{path} holds a {graph.time} graph, not a steps (LIF) model")
+    t = getattr(args, "time_steps", None)
+    if t is None:
+        t = graph.metadata.get("steps")
+        if t is None:
+            raise CompileError(f"{path} does not record its number of time steps (metadata 'steps'); pass "
+                               f"--time-steps T (the steps per sample the model runs)")
+    t = _positive_int(t, "--time-steps")
+    kw = {}
+    if getattr(args, "weight_bits", None) is not None:
+        kw["weight_bits"] = args.weight_bits
+    if getattr(args, "threshold", None) is not None:
+        kw["threshold"] = args.threshold
+    cs = compile_graph(graph, t, source_hash=model_hash(path), **kw)
+    return replace(cs, manifest={**cs.manifest, "source_metadata": dict(graph.metadata),
+                                 "model": str(path)})
+
+
+def load_steps_model(path: str | Path, args) -> Any:
+    """A steps ONNX model (compiled now) or a compiled steps npz -> CompiledSteps."""
+    from toolchain.compiled_steps_io import load_compiled_steps
+
+    p = Path(path)
+    if p.suffix == ".npz":
+        _refuse_alpha_options(args)
+        given = [f for f, d in (("--weight-bits", "weight_bits"), ("--threshold", "threshold"))
+                 if getattr(args, d, None) is not None]
+        if given:
+            raise ArtifactError(f"{p} is already compiled; drop the compile options ({', '.join(given)}) or pass "
+                                f"the ONNX model instead")
+        return load_compiled_steps(p)
+    return compile_steps_model(p, args)
+
+
+def steps_compile_summary(cs) -> str:
+    """Plain-text summary of a CompiledSteps: sizes, T, per layer dv / leak, vth range, weight exponent and bits,
+    mantissa use and the largest weight quantization error (threshold units)."""
+    m = cs.manifest
+    sizes = [cs.n_in] + [cl.n_out for cl in cs.layers]
+    meta = m.get("source_metadata") or {}
+    lines = [f"steps network {'-'.join(map(str, sizes))}, T<={cs.max_steps} steps, weight bits "
+             f"{m.get('weight_bits', cs.layers[0].num_weight_bits)}, thresholds per {m.get('threshold', 'neuron')}"
+             + (f"; encoding {meta['encoding']} p_scale {meta.get('p_scale')}" if meta.get("encoding") else ""),
+             "layer       n_in  n_out   dv  leak -> leak_eff    vth (min..max)   wexp  bits  max|w_int|  mantissa "
+             "used  max |w err|/v_th"]
+    entries = {e.get("name"): e for e in m.get("layers", [])}
+    for cl in cs.layers:
+        e = entries.get(cl.name, {})
+        wmax = int(np.abs(cl.weights).max(initial=0))
+        used = e.get("mantissa_used")
+        err = e.get("max_weight_error")
+        lines.append(f"{cl.name:<10} {cl.n_in:>5}  {cl.n_out:>5}  {cl.dv:>4}  {cl.leak:<6.4g}-> {cl.leak_eff:<8.6g}  "
+                     f"{f'{int(cl.vth.min())}..{int(cl.vth.max())}':<15}  {cl.weight_exp:>4}  {cl.num_weight_bits:>4}  "
+                     f"{wmax:>10}  {'-' if used is None else f'{100 * used:.1f} %':>13}  "
+                     f"{'-' if err is None else f'{err:.3g}'}")
+        if e.get("clamp_dropped"):
+            lines.append(f"note: {cl.name}: the clamp of V at v_th is dropped (no effect on spikes with reset to zero)")
+    for w in m.get("warnings", []):
+        lines.append(f"warning: {w}")
+    if m.get("source_hash"):
+        lines.append(f"source sha256 {m['source_hash']}")
+    return "\n".join(lines)
+
+
+def cmd_compile(args) -> int:
+    """``snnc compile`` of a steps model: writes the compiled steps npz and prints the summary."""
+    from toolchain.compiled_steps_io import save_compiled_steps
+
+    model = Path(args.model)
+    out = check_output_path(Path(args.out) if args.out else model.with_name(model.stem + ".compiled.npz"), "file")
+    cs = compile_steps_model(model, args)
+    save_compiled_steps(cs, out)
+    print(steps_compile_summary(cs))
+    print(f"\nwrote {out}")
+    return 0
+
+
+# ---- inputs ------------------------------------------------------------------------------------------------------
+
+def _meta(cs) -> dict:
+    return dict(cs.manifest.get("source_metadata") or {})
+
+
+def steps_inputs(cs, args) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Dataset images (N, n_px) in [0, 1] and their Bernoulli input trains (N, T, n_px) uint8, plus the context
+    (dataset, split, limit, T, p_scale, seed, source). Every problem raises DataError before anything runs."""
+    from models.datasets import load_dataset
+    from models.rate_encoding import bernoulli_encode
+
+    meta = _meta(cs)
+    enc = meta.get("encoding", "bernoulli")
+    if enc != "bernoulli":
+        raise ArtifactError(f"the model records input encoding {enc!r}; steps models are run on Bernoulli "
+                            f"(rate) spike trains only")
+    if float(getattr(args, "noise", 0.0) or 0.0) != 0.0:
+        raise DataError("--noise (input spike-time noise) applies to alpha (temporal) models only; drop it")
+    if args.limit is not None and args.limit < 1:
+        raise DataError(f"--limit must be a positive number of images, got {args.limit}")
+    t = getattr(args, "time_steps", None)
+    t = _positive_int(meta.get("steps", cs.max_steps) if t is None else t, "--time-steps")
+    if t > cs.max_steps:
+        raise DataError(f"{t} steps per sample exceed the {cs.max_steps} steps the model was compiled for; pass "
+                        f"--time-steps <= {cs.max_steps} or compile again with --time-steps {t}")
+    p_scale = getattr(args, "p_scale", None)
+    if p_scale is None:
+        p_scale = meta.get("p_scale")
+        if p_scale is None:
+            raise DataError("the model does not record p_scale (spike probability per step at pixel 1); pass "
+                            "--p-scale, e.g. 0.3 for MNIST at 300 Hz and dt 1 ms")
+    p_scale = float(p_scale)
+    if not (np.isfinite(p_scale) and 0.0 < p_scale <= 1.0):
+        raise DataError(f"--p-scale must lie in (0, 1] (spikes per step at pixel 1), got {p_scale:g}")
+    dataset = getattr(args, "dataset", None)
+    if not dataset:
+        dataset = meta.get("dataset")
+        if dataset not in DATASETS:
+            what = f"records dataset {dataset!r}, which this command cannot load" if dataset else \
+                "does not record the dataset it was trained on"
+            raise DataError(f"the model {what}; pass --dataset ({' or '.join(DATASETS)})")
+    ds = load_dataset(dataset, args.split, data_dir=args.data_dir, limit=args.limit)
+    images = np.asarray(ds.images, dtype=np.float64).reshape(ds.images.shape[0], -1)
+    n_px = images.shape[1]
+    if cs.n_in != n_px:
+        raise DataError(f"the model has {cs.n_in} inputs but {dataset} images have {n_px} pixels; use a model "
+                        f"with {n_px} inputs")
+    if cs.layers[-1].n_out != n_px:
+        raise DataError(f"the model has {cs.layers[-1].n_out} outputs but reconstructing {dataset} needs {n_px}; "
+                        f"use an autoencoder {n_px}-...-{n_px}")
+    seed = int(getattr(args, "seed", 0) or 0)
+    x = bernoulli_encode(images, t, p_scale, np.random.default_rng(seed))
+    ctx = {"dataset": dataset, "dataset_source": ds.source, "split": args.split, "limit": args.limit,
+           "samples": int(images.shape[0]), "steps": t, "p_scale": p_scale, "encoding": "bernoulli", "seed": seed,
+           "trained_dataset": meta.get("dataset")}
+    return images, x, ctx
+
+
+# ---- targets -----------------------------------------------------------------------------------------------------
+
+def steps_names(text: str, flag: str) -> list[str]:
+    """'lava-fixed,brian2' -> ['lava-fixed-lif', 'brian2-lif'] (registry names for steps graphs), checked."""
+    from targets.registry import steps_target_name
+
+    names = [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise TargetError(f"no target given; e.g. {flag} lava-fixed")
+    out = []
+    for n in names:
+        m = steps_target_name(n)
+        if m not in STEPS_TARGETS:
+            raise TargetError(f"target {n!r} cannot run steps (LIF) models; choose from: exact, brian2, lava-float, "
+                              f"lava-fixed, hw_sim (or their names {', '.join(STEPS_TARGETS)})")
+        if m not in out:
+            out.append(m)
+    return out
+
+
+def steps_targets(names: list[str], args) -> dict[str, Any]:
+    """Instantiate every target (bad options fail here, before anything runs). ``--brian2-codegen`` and
+    ``-o NAME.KEY=VALUE`` apply to the steps counterpart of NAME."""
+    from targets.registry import get_target, steps_target_name
+    from toolchain.cli_deploy import parse_option
+
+    if getattr(args, "brian2_dt", None) is not None:
+        raise TargetError("--brian2-dt applies to alpha models; brian2-lif runs on the model's step grid: drop it")
+    opts: dict[str, dict] = {}
+    if getattr(args, "brian2_codegen", None) is not None:
+        opts.setdefault("brian2-lif", {})["codegen"] = args.brian2_codegen
+    for text in getattr(args, "option", None) or []:
+        target, key, value = parse_option(text)
+        opts.setdefault(steps_target_name(target), {})[key] = value
+    out = {}
+    for n in names:
+        try:
+            out[n] = get_target(n, **opts.get(n, {}))
+        except TypeError as exc:
+            raise TargetError(f"bad option for target {n!r}: {exc}; check -o {n}.KEY=VALUE") from None
+    return out
+
+
+# ---- run ---------------------------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    """``snnc run`` of a compiled steps npz: per-layer spike trains and the reconstruction metrics in one npz."""
+    from toolchain.atomic import atomic_path
+    from toolchain.compiled_steps_io import load_compiled_steps
+    from toolchain.verify_trains import recon_metrics
+
+    p = Path(args.compiled)
+    if p.suffix == ".onnx":
+        raise ArtifactError(f"{p} is an ONNX model; compile it first (`snnc compile {p}`) or use `snnc deploy`")
+    (name,) = _one_target(args.target, "run")
+    target = steps_targets([name], args)[name]
+    cs = load_compiled_steps(p)
+    images, x, ctx = steps_inputs(cs, args)
+    default = p.with_name(f"{p.stem}.{name}.{ctx['dataset']}.spikes.npz")
+    out = check_output_path(Path(args.out) if args.out else default, "file")
+    res = target.run(cs, x)
+    trains = [np.asarray(t, dtype=np.uint8) for t in res.trains]
+    metrics = recon_metrics(cs.graph, x, trains, images)
+    arrays = {"input.trains": x} | {f"layer{k}.trains": t for k, t in enumerate(trains)}
+    meta = {"target": name, "family": "steps", "populations": cs.names, **ctx, "metrics": metrics,
+            "wall_s": res.wall_s, "info": {k: v for k, v in res.info.items()
+                                           if isinstance(v, (str, int, float, bool, list))},
+            "layout": "trains (samples, steps, neurons) uint8 0/1, aligned to the float model's steps"}
+    arrays["meta"] = np.array(json.dumps(meta, default=str))
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    n = x.shape[0]
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+    print(f"{name}: {n} samples x {x.shape[1]} steps in {res.wall_s:.2f} s ({res.wall_s / max(n, 1):.4g} s/sample), "
+          f"{figures}")
+    print(f"wrote {out}")
+    return 0
+
+
+def _one_target(text: str, command: str) -> list[str]:
+    names = steps_names(text, "--target")
+    if len(names) != 1:
+        raise TargetError(f"`snnc {command} --target` takes one target, got {', '.join(names)}; use `snnc verify "
+                          f"--targets {','.join(names)}` for several")
+    return names
+
+
+# ---- verify / deploy ---------------------------------------------------------------------------------------------
+
+def _markdown(rep, ctx: dict, compile_text: str) -> str:
+    lines = [f"# snnc steps verification: {'PASS' if rep.passed else 'FAIL'}", "",
+             f"Model `{ctx.get('model')}` (sha256 {ctx.get('model_sha256', '-')}), {ctx['samples']} images of "
+             f"{ctx['dataset']} ({ctx['split']}), Bernoulli inputs p_scale {ctx['p_scale']:g}, T = {ctx['steps']}, "
+             f"seed {ctx['seed']}.", "", "| target | kind | verdict | " + " | ".join(rep.reference_metrics) +
+             " | wall s |", "|---|---|---|" + "---|" * len(rep.reference_metrics) + "---|",
+             "| float (reference) | float | - | " + " | ".join(f"{v:.4f}" for v in rep.reference_metrics.values()) +
+             " | - |"]
+    for t in rep.targets:
+        lines.append(f"| {t.target} | {t.kind} | {'PASS' if t.passed else 'FAIL'} | "
+                     + " | ".join(f"{t.metrics[m]:.4f} ({100 * t.metrics_rel[m]:+.2f} %)" for m in rep.reference_metrics
+                                  if m in t.metrics) + f" | {t.wall_s:.2f} |")
+    lines += ["", "Per population (matched spikes, counts, flips) and gates:", "", "```", rep.summary(), "```", "",
+              "Compiled form:", "", "```", compile_text, "```", ""]
+    return "\n".join(lines)
+
+
+def verify_and_report(cs, names: list[str], args, out: Path, model_path: Path,
+                      extra: dict | None = None) -> int:
+    """Check inputs and targets, run verify_steps, write the report folder at the end (nothing on failure), print
+    the summary; 0 when every gate passed, 1 otherwise."""
+    from toolchain.artifact import model_hash
+    from toolchain.report import staged_dir
+    from toolchain.verify_trains import DEFAULT_MARGIN, verify_steps, write_steps_report
+
+    targets = steps_targets(names, args)
+    images, x, ctx = steps_inputs(cs, args)
+    margin = args.margin if getattr(args, "margin", None) is not None else DEFAULT_MARGIN
+    if not quiet(args):
+        print(f"verify: {x.shape[0]} samples x {x.shape[1]} steps on {', '.join(names)} against the float model",
+              file=sys.stderr, flush=True)
+    rep = verify_steps(cs, x, images, list(targets.values()), tolerance=1, margin=margin)
+    ctx.update(model=str(model_path), model_sha256=model_hash(model_path), margin=margin, tolerance=1)
+    text = steps_compile_summary(cs)
+    report = {"family": "steps", "passed": rep.passed, "context": ctx, "targets": names,
+              "failed_gates": [f"{t.target}: {g.name}{'' if g.layer is None else ' [' + g.layer + ']'} "
+                               f"{g.value:.6g} vs {g.kind} {g.limit:g}" for t in rep.targets for g in t.gates
+                               if not g.passed] + [f"{g.name}: {g.note}" for g in rep.cross_gates if not g.passed],
+              "compiled": {"max_steps": cs.max_steps, "layers": cs.manifest.get("layers", [])},
+              "verification": rep.to_dict()}
+    from toolchain.atomic import atomic_write_text
+
+    with staged_dir(out) as stage:
+        for fname, writer in (extra or {}).items():
+            writer(stage / fname)
+        write_steps_report(rep, stage)
+        atomic_write_text(stage / "report.md", _markdown(rep, ctx, text))
+        atomic_write_text(stage / "report.json", json.dumps(report, indent=1, allow_nan=False, default=str) + "\n")
+    print(rep.summary())
+    for g in report["failed_gates"]:
+        print(f"  gate failed: {g}")
+    print(f"report: {out / 'report.json'}")
+    return 0 if rep.passed else 1
+
+
+def quiet(args) -> bool:
+    return bool(getattr(args, "quiet", False))
+
+
+def cmd_verify(args) -> int:
+    """``snnc verify`` of a steps model."""
+    names = steps_names(args.targets, "--targets")
+    default = Path("runs") / f"verify-{Path(args.model).stem}"
+    out = check_output_path(Path(args.out) if args.out else default, "folder")
+    cs = load_steps_model(args.model, args)
+    return verify_and_report(cs, names, args, out, Path(args.model))
+
+
+def cmd_deploy(args) -> int:
+    """``snnc deploy`` of a steps model: compile (unless given compiled), run one target, verify, report."""
+    from toolchain.compiled_steps_io import save_compiled_steps
+
+    (name,) = _one_target(args.target, "deploy")
+    model = Path(args.model)
+    default = Path("runs") / f"deploy-{model.stem}-{args.target.strip()}"
+    out = check_output_path(Path(args.out) if args.out else default, "folder")
+    cs = load_steps_model(model, args)
+    print(steps_compile_summary(cs))
+    extra = {} if model.suffix == ".npz" else {"compiled.npz": lambda path: save_compiled_steps(cs, path)}
+    rc = verify_and_report(cs, [name], args, out, model, extra=extra)
+    if extra:
+        print(f"wrote {out / 'compiled.npz'}")
+    return rc
