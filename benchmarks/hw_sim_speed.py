@@ -14,6 +14,21 @@
 The model defaults to runs/mnist-h32/model.onnx when it exists, else a seeded random untrained 784-32-784
 (benchmarks/bench_common.py). Datasets come from $SNNC_DATA (or the bundled subset, which has fewer images).
 The last line of stdout is a JSON object: hw_sim_images_per_s, lava_fixed_images_per_s, ratio, identical, ...
+
+**LIF (steps) models** (issue [E] section 4): ``--model M.onnx`` of a format-2 steps graph (e.g. written by
+``snnc train rate``) or ``--model random-lif`` (a seeded random untrained 784-196-784 LIF autoencoder, leak 0.9,
+threshold 1, clamp, as Roy et al. 2019's MNIST network; T = 15, p_scale 0.3) compares ``hw_sim-lif`` with
+``lava-fixed-lif`` on the model's Bernoulli inputs (its recorded T and p_scale; seed ``--seed``):
+
+    .venv/bin/python benchmarks/hw_sim_speed.py --model random-lif [--lava-samples 200] [--samples 10000]
+
+* lava-fixed-lif runs ``--lava-samples`` images (default 200 for LIF models, so that Lava's start-up is amortised)
+  in one chunk, and 1 image on its own (after a first, untimed run that pays the one-off imports):
+  ``lava_fixed_startup_s`` is that single run's wall time and
+  ``ratio_excluding_startup`` compares hw_sim with Lava's marginal time per image,
+  (wall(N) - wall(1)) / (N - 1). ``ratio`` (total wall times, start-up included) is the headline figure.
+* ``identical``: hw_sim-lif's spike trains equal lava-fixed-lif's, every layer, step and neuron, for the images
+  both ran.
 """
 from __future__ import annotations
 
@@ -57,19 +72,110 @@ def time_full_verify(model_path: str | None, net, limit: int, steps_per_unit: in
             "full_verify_command": " ".join(["snnc"] + cmd[3:])}
 
 
+def is_steps_onnx(path: str) -> bool:
+    """True for an ONNX artifact of format 2 whose graph time is 'steps' (a LIF model)."""
+    import onnx
+
+    props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
+    return props.get("snnc.format_version") == "2" and props.get("snnc.time") == "steps"
+
+
+def random_lif(hidden: int = 196, seed: int = 0):
+    """Seeded random untrained 784-hidden-784 LIF autoencoder (weights as benchmarks/lif_targets.py: both layers
+    spike), with the metadata a rate model records (T = 15, p_scale 0.3)."""
+    from toolchain.ir import LIF, lif_chain
+
+    rng = np.random.default_rng(seed)
+    return lif_chain([rng.normal(0.01, 0.06, (hidden, 784)), rng.normal(0.02, 0.15, (784, hidden))],
+                     [LIF(hidden, 0.9, clamp=True), LIF(784, 0.9, clamp=True)],
+                     {"steps": 15, "p_scale": 0.3, "encoding": "bernoulli", "dataset": "mnist",
+                      "benchmark": f"random-untrained 784-{hidden}-784 seed {seed}"})
+
+
+def lif_main(args) -> None:
+    """hw_sim-lif versus lava-fixed-lif on a steps model (see the module docstring); prints the JSON line."""
+    from models.datasets import load_dataset
+    from models.rate_encoding import bernoulli_encode
+    from toolchain.steps_compiler import compile_graph
+
+    if args.model == "random-lif":
+        graph, desc = random_lif(), "random untrained 784-196-784 LIF (seed 0, leak 0.9, clamp)"
+    else:
+        from toolchain.artifact_graph import load_graph
+
+        graph, desc = load_graph(args.model), args.model
+    steps, p_scale = int(graph.metadata.get("steps", 15)), float(graph.metadata.get("p_scale", 0.3))
+    cs = compile_graph(graph, steps)
+    n = max(args.samples, args.lava_samples)
+    images = np.asarray(load_dataset(args.dataset, "test", limit=n).images, dtype=np.float64).reshape(-1, 784)
+    x = bernoulli_encode(images, steps, p_scale, np.random.default_rng(args.seed))
+    n_hw, n_lava = min(args.samples, x.shape[0]), min(args.lava_samples, x.shape[0])
+    out = {"model": desc, "family": "steps", "dataset": args.dataset, "steps": steps, "p_scale": p_scale,
+           "sizes": [cs.n_in] + [cl.n_out for cl in cs.layers], "cpus": os.cpu_count(), "seed": args.seed}
+
+    hw = get_target("hw_sim-lif", threads=args.threads)
+    t0 = time.perf_counter()
+    hw.run(cs, x[:2])  # numba compilation (cached on disk after the first run)
+    out["hw_sim_compile_s"] = time.perf_counter() - t0
+
+    get_target("lava-fixed-lif", chunk_size=1).run(cs, x[:1])  # one-off imports and Lava's code generation
+    t0 = time.perf_counter()
+    get_target("lava-fixed-lif", chunk_size=1).run(cs, x[:1])
+    startup = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    lava = get_target("lava-fixed-lif", chunk_size=n_lava).run(cs, x[:n_lava])
+    lava_wall = time.perf_counter() - t0
+
+    walls, cpus = [], []
+    for _ in range(3):  # the machine is shared: report the median of three runs
+        c0, t0 = time.process_time(), time.perf_counter()
+        res = hw.run(cs, x[:n_hw])
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    hw_wall = float(np.median(walls))
+    identical = all(np.array_equal(h[:n_lava], l) for h, l in zip(res.trains, lava.trains))
+    marginal = (lava_wall - startup) / (n_lava - 1)
+    out.update({
+        "lava_fixed_images": n_lava, "lava_fixed_s": lava_wall, "lava_fixed_images_per_s": n_lava / lava_wall,
+        "lava_fixed_startup_s": startup, "lava_fixed_marginal_s_per_image": marginal,
+        "hw_sim_images": n_hw, "hw_sim_s": hw_wall, "hw_sim_runs_s": walls, "hw_sim_cpu_s": float(np.median(cpus)),
+        "hw_sim_images_per_s": n_hw / hw_wall, "hw_sim_threads": res.info["threads"],
+        "spikes_per_image": [float(t.sum() / max(t.shape[0], 1)) for t in res.trains],
+    })
+    out["ratio"] = out["hw_sim_images_per_s"] / out["lava_fixed_images_per_s"]
+    out["ratio_excluding_startup"] = (out["hw_sim_images_per_s"] * marginal if marginal > 0 else None)
+    out["identical"] = bool(identical)
+    print(f"lava-fixed-lif {n_lava} images {lava_wall:8.2f} s  {out['lava_fixed_images_per_s']:10.1f} images/s "
+          f"(1 image alone {startup:.2f} s)", flush=True)
+    print(f"hw_sim-lif     {n_hw} images {hw_wall:8.2f} s  {out['hw_sim_images_per_s']:10.1f} images/s  "
+          f"ratio {out['ratio']:.0f}x  identical spikes: {identical}", flush=True)
+    print(json.dumps(out))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None,
                     help="ONNX artifact (default: runs/mnist-h32/model.onnx if present, else seeded random 784-32-784; "
                          "'random' forces the random model)")
     ap.add_argument("--steps-per-unit", type=int, default=DEFAULT_STEPS_PER_UNIT)
-    ap.add_argument("--lava-samples", type=int, default=20, help="images run on lava-fixed (slow)")
+    ap.add_argument("--lava-samples", type=int, default=None,
+                    help="images run on lava-fixed (slow; default 20, LIF models 200)")
     ap.add_argument("--samples", type=int, default=10000, help="images run on hw_sim")
     ap.add_argument("--dataset", default="mnist")
     ap.add_argument("--threads", type=int, default=None, help="hw_sim threads (default: all usable CPUs)")
     ap.add_argument("--full-verify", action="store_true",
                     help="also time `snnc verify --targets hw_sim` on 10,000 images end to end")
+    ap.add_argument("--seed", type=int, default=0, help="LIF models: seed of the Bernoulli inputs (default 0)")
     args = ap.parse_args()
+    if args.model == "random-lif" or (args.model and is_steps_onnx(args.model)):
+        if args.full_verify:
+            ap.error("--full-verify is for alpha models")
+        args.lava_samples = 200 if args.lava_samples is None else args.lava_samples
+        if args.lava_samples < 2 or args.samples < 1:
+            ap.error("--lava-samples must be >= 2 and --samples >= 1 for LIF models")
+        lif_main(args)
+        return
+    args.lava_samples = 20 if args.lava_samples is None else args.lava_samples
     if args.lava_samples < 1 or args.samples < 1:
         ap.error("--lava-samples and --samples must be >= 1")
 
