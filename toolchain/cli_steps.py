@@ -335,13 +335,40 @@ def _markdown(rep, ctx: dict, compile_text: str) -> str:
     return "\n".join(lines)
 
 
+def write_steps_folder(rep, out: Path, ctx: dict, cs, extra: dict | None = None) -> Path:
+    """Write the report folder of a steps verification at once (toolchain.report.staged_dir: nothing changes on a
+    failure): ``extra`` files (name -> writer(path)), steps_report.json + steps_summary.txt, report.md and
+    report.json (last). Returns report.json's path."""
+    from toolchain.atomic import atomic_write_text
+    from toolchain.report import staged_dir
+    from toolchain.verify_trains import write_steps_report
+
+    report = {"family": "steps", "passed": rep.passed, "context": ctx, "targets": [t.target for t in rep.targets],
+              "failed_gates": failed_gates(rep),
+              "compiled": {"max_steps": cs.max_steps, "layers": cs.manifest.get("layers", [])},
+              "verification": rep.to_dict()}
+    with staged_dir(out) as stage:
+        for fname, writer in (extra or {}).items():
+            writer(stage / fname)
+        write_steps_report(rep, stage)
+        atomic_write_text(stage / "report.md", _markdown(rep, ctx, steps_compile_summary(cs)))
+        atomic_write_text(stage / "report.json", json.dumps(report, indent=1, allow_nan=False, default=str) + "\n")
+    return out / "report.json"
+
+
+def failed_gates(rep) -> list[str]:
+    """One line per failed gate: 'target: gate [population] value vs min|max limit'."""
+    return [f"{t.target}: {g.name}{'' if g.layer is None else ' [' + g.layer + ']'} {g.value:.6g} vs {g.kind} "
+            f"{g.limit:g}" for t in rep.targets for g in t.gates if not g.passed] + \
+        [f"{g.name}: {g.note}" for g in rep.cross_gates if not g.passed]
+
+
 def verify_and_report(cs, names: list[str], args, out: Path, model_path: Path,
                       extra: dict | None = None) -> int:
     """Check inputs and targets, run verify_steps, write the report folder at the end (nothing on failure), print
     the summary; 0 when every gate passed, 1 otherwise."""
     from toolchain.artifact import model_hash
-    from toolchain.report import staged_dir
-    from toolchain.verify_trains import DEFAULT_MARGIN, verify_steps, write_steps_report
+    from toolchain.verify_trains import DEFAULT_MARGIN, verify_steps
 
     targets = steps_targets(names, args)
     images, x, ctx = steps_inputs(cs, args)
@@ -351,25 +378,11 @@ def verify_and_report(cs, names: list[str], args, out: Path, model_path: Path,
               file=sys.stderr, flush=True)
     rep = verify_steps(cs, x, images, list(targets.values()), tolerance=1, margin=margin)
     ctx.update(model=str(model_path), model_sha256=model_hash(model_path), margin=margin, tolerance=1)
-    text = steps_compile_summary(cs)
-    report = {"family": "steps", "passed": rep.passed, "context": ctx, "targets": names,
-              "failed_gates": [f"{t.target}: {g.name}{'' if g.layer is None else ' [' + g.layer + ']'} "
-                               f"{g.value:.6g} vs {g.kind} {g.limit:g}" for t in rep.targets for g in t.gates
-                               if not g.passed] + [f"{g.name}: {g.note}" for g in rep.cross_gates if not g.passed],
-              "compiled": {"max_steps": cs.max_steps, "layers": cs.manifest.get("layers", [])},
-              "verification": rep.to_dict()}
-    from toolchain.atomic import atomic_write_text
-
-    with staged_dir(out) as stage:
-        for fname, writer in (extra or {}).items():
-            writer(stage / fname)
-        write_steps_report(rep, stage)
-        atomic_write_text(stage / "report.md", _markdown(rep, ctx, text))
-        atomic_write_text(stage / "report.json", json.dumps(report, indent=1, allow_nan=False, default=str) + "\n")
+    path = write_steps_folder(rep, out, ctx, cs, extra)
     print(rep.summary())
-    for g in report["failed_gates"]:
+    for g in failed_gates(rep):
         print(f"  gate failed: {g}")
-    print(f"report: {out / 'report.json'}")
+    print(f"report: {path}")
     return 0 if rep.passed else 1
 
 
