@@ -14,10 +14,13 @@ from models.network import AlphaLayer, TemporalNetwork
 from toolchain.compiled import CompiledNetwork
 from toolchain.compiled_io import load_compiled, save_compiled
 from toolchain.compiler import (
-    A_IN_MAX, DECAY_UNITY, DEFAULT_STEPS_PER_UNIT, UV_MAX, VTH_MAX, VTH_MIN, compile_file, compile_network,
-    decay_constant, deployed_network, effective_tau,
+    A_IN_MAX, DECAY_UNITY, DEFAULT_STEPS_PER_UNIT, UV_MAX, VTH_MAX, VTH_MIN, compile_alpha_graph, compile_any,
+    compile_file, compile_network, decay_constant, deployed_network, effective_tau,
 )
 from toolchain.errors import ArtifactError, CompileError
+from toolchain.ir import AlphaOnce, Dense, Graph, Input
+from toolchain.ir_alpha import graph_from_temporal
+from toolchain.lower_alpha import AlphaGrid, AlphaOptions, lower_alpha_layer
 
 
 def random_net(sizes=(10, 8, 6), n_pulses=2, tau=2.0, theta=1.0, seed=0, scale=1.0) -> TemporalNetwork:
@@ -324,3 +327,104 @@ def test_compiler_refuses_what_every_command_refuses():
     """One validation (toolchain.validate) for load_onnx, save_onnx and the compiler: theta 1e-300 is refused."""
     with pytest.raises(ArtifactError, match="theta"):
         compile_network(random_net(theta=1e-300))
+
+
+# --- the IR graph entry (compile_alpha_graph), the per-layer lowering and the dispatch on graph.time -----------
+
+def _same_compile(a, b) -> None:
+    """Every array and scalar of two CompiledNetworks, and the manifests apart from tool versions, are equal."""
+    assert (a.steps_per_unit, a.window, len(a.layers)) == (b.steps_per_unit, b.window, len(b.layers))
+    for la, lb in zip(a.layers, b.layers):
+        for f in dataclasses.fields(la):
+            x, y = getattr(la, f.name), getattr(lb, f.name)
+            if isinstance(x, np.ndarray):
+                assert x.dtype == y.dtype and np.array_equal(x, y), f.name
+            else:
+                assert x == y, f.name
+    ma, mb = dict(a.manifest), dict(b.manifest)
+    ma.pop("tool_versions"), mb.pop("tool_versions")
+    assert ma == mb
+
+
+@pytest.mark.parametrize("kw", [{}, {"threshold": "layer", "weight_bits": 9}, {"vth": 4000, "centre": False},
+                                {"compensate_tau": True, "max_pulse_copies": 1}])
+def test_graph_entry_and_compile_any_equal_compile_network(kw):
+    net = random_net(sizes=(12, 7, 12), seed=4)
+    graph = graph_from_temporal(net)
+    cn = compile_network(net, **kw)
+    _same_compile(compile_alpha_graph(graph, **kw), cn)
+    _same_compile(compile_any(graph, **kw), cn)
+    src = compile_alpha_graph(graph, **kw).source  # the graph's TemporalNetwork, equal by value
+    assert (src.tau, src.theta, src.latency, src.encoding, src.metadata) == \
+        (net.tau, net.theta, net.latency, net.encoding, net.metadata)
+    for a, b in zip(src.layers, net.layers):
+        for f in ("weights", "pulse_times", "pulse_weights"):
+            assert np.array_equal(getattr(a, f), getattr(b, f))
+
+
+def test_lower_alpha_layer_is_the_compiled_layer():
+    net = random_net(sizes=(12, 7, 5), seed=2)
+    cn = compile_network(net, threshold="layer")
+    m = cn.manifest
+    graph = graph_from_temporal(net)
+    grid = AlphaGrid(S=float(cn.steps_per_unit), D=m["decay_D"], d=m["decay_float"], window=cn.window,
+                     theta=net.theta)
+    opts = AlphaOptions(threshold="layer")
+    for k, (syn, pop) in enumerate(graph.chain()):
+        lowered = lower_alpha_layer(k, pop, graph.nodes[syn], graph.nodes[pop], grid, opts)
+        _same_compile(dataclasses.replace(cn, layers=(lowered.layer,), manifest={"tool_versions": 0}),
+                      dataclasses.replace(cn, layers=(cn.layers[k],), manifest={"tool_versions": 0}))
+        assert lowered.manifest == m["layers"][k]
+
+
+def test_compiled_layers_take_the_alphaonce_node_names():
+    graph = graph_from_temporal(random_net(sizes=(6, 4, 6)))
+    names = {"input": "pixels", "fc0": "enc", "layer0": "hidden", "fc1": "dec", "layer1": "out"}
+    renamed = Graph({names[k]: v for k, v in graph.nodes.items()},
+                    tuple((names[a], names[b]) for a, b in graph.edges), "continuous", graph.metadata)
+    cn = compile_alpha_graph(renamed)
+    assert [cl.name for cl in cn.layers] == ["hidden", "out"]
+    assert [lm["name"] for lm in cn.manifest["layers"]] == ["hidden", "out"]
+
+
+def test_compile_any_dispatches_steps_graphs_to_the_steps_compiler():
+    from toolchain.compiled_steps import CompiledSteps
+    from toolchain.ir import LIF, lif_chain
+    from toolchain.steps_compiler import compile_graph
+
+    rng = np.random.default_rng(0)
+    g = lif_chain([rng.uniform(-0.2, 0.4, (5, 8)), rng.uniform(-0.2, 0.4, (8, 5))], [LIF(5, 0.9), LIF(8, 0.9)])
+    cs = compile_any(g, max_steps=15, threshold="layer")
+    ref = compile_graph(g, 15, threshold="layer")
+    assert isinstance(cs, CompiledSteps)
+    for a, b in zip(cs.layers, ref.layers):
+        assert np.array_equal(a.weights, b.weights) and np.array_equal(a.vth, b.vth) and a.weight_exp == b.weight_exp
+    with pytest.raises(CompileError, match="needs max_steps"):
+        compile_any(g)
+    with pytest.raises(CompileError, match="steps_per_unit do not apply to a steps-time graph"):
+        compile_any(g, max_steps=15, steps_per_unit=40)
+    with pytest.raises(CompileError, match="max_steps do not apply to a continuous-time graph"):
+        compile_any(graph_from_temporal(random_net()), max_steps=15)
+    with pytest.raises(CompileError, match="continuous-time .alpha. graphs; this graph's time is 'steps'"):
+        compile_alpha_graph(g)
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: random_net(), ["needs a toolchain.ir.Graph", "TemporalNetwork"]),
+    (lambda: Graph({"input": Input(3), "fc0": Dense(np.ones((2, 3))),
+                    "layer0": AlphaOnce(2, 2.0, 1.0, np.zeros(0), np.zeros((2, 0)))},
+                   (("input", "fc0"), ("fc0", "layer0")), "continuous", {}),
+     ["no 'latency' entry"]),
+    (lambda: Graph({"input": Input(3), "fc0": Dense(np.ones((2, 3))),
+                    "layer0": AlphaOnce(2, 2.0, 1.0, np.zeros(0), np.zeros((2, 0))),
+                    "fc1": Dense(np.ones((3, 2))), "layer1": AlphaOnce(3, 1.0, 1.0, np.zeros(0), np.zeros((3, 0)))},
+                   (("input", "fc0"), ("fc0", "layer0"), ("layer0", "fc1"), ("fc1", "layer1")), "continuous",
+                   {"latency": 1.0, "encoding": "latency"}),
+     ["different tau"]),
+])
+def test_graph_entry_bad_graphs_raise_compile_error(make, words):
+    for entry in (compile_alpha_graph, compile_any):
+        with pytest.raises(CompileError) as info:
+            entry(make())
+        for w in words:
+            assert w in str(info.value), str(info.value)

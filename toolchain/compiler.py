@@ -1,4 +1,17 @@
-"""Quantizer and mapper: TemporalNetwork (float alpha neurons) -> CompiledNetwork (Lava CUBA LIF, fixed point).
+"""Alpha-family compiler: TemporalNetwork / continuous-time IR graph (float alpha neurons) -> CompiledNetwork
+(Lava CUBA LIF, fixed point), plus :func:`compile_any`, the one entry for graphs of either family.
+
+Structure (docs/compiler.md, section 0):
+
+* :func:`compile_network` (TemporalNetwork; signature and output unchanged) converts the network to its IR graph
+  (toolchain.ir_alpha.graph_from_temporal) and calls :func:`compile_alpha_graph`;
+* :func:`compile_alpha_graph` (this module) does the orchestration: option checks, the time grid (S, the 12-bit
+  decay D, ``compensate_tau``), the window, the calibration run (toolchain/calibration.py) and the manifest;
+* toolchain/lower_alpha.py lowers each (Dense, AlphaOnce) pair: pulse block and pulse copies, per-neuron
+  thresholds, centring offsets, range checks (toolchain/alpha_ranges.py), the input block through
+  toolchain/lower_dense.py; all share the quantization core toolchain/quantize.py;
+* :func:`compile_any` dispatches on ``graph.time``: "steps" -> toolchain.steps_compiler.compile_graph (LIF family,
+  CompiledSteps), "continuous" -> :func:`compile_alpha_graph` (CompiledNetwork).
 
 Mapping (derivation and measured errors: docs/compiler.md, format: docs/compiled-format.md):
 
@@ -27,33 +40,39 @@ Mapping (derivation and measured errors: docs/compiler.md, format: docs/compiled
 """
 from __future__ import annotations
 
+import inspect
 import math
 import platform
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from models.network import AlphaLayer, TemporalNetwork
 from toolchain.calibration import (
-    DEFAULT_CALIBRATION_SAMPLES, DEFAULT_RANGE_MARGIN, Calibration, LayerRanges, check_range_options,
-    measure_ranges, training_input_times,
+    DEFAULT_CALIBRATION_SAMPLES, DEFAULT_RANGE_MARGIN, Calibration, check_range_options, measure_ranges,
+    training_input_times,
 )
-from toolchain.compiled import CompiledLayer, CompiledNetwork, shift_weights, sum_pulse_copies
+from toolchain.compiled import CompiledNetwork, sum_pulse_copies
 from toolchain.compiled_io import check_sizes
+from toolchain.compiled_steps import CompiledSteps
 from toolchain.errors import ArtifactError, CompileError
+from toolchain.ir import Graph
+from toolchain.ir_alpha import graph_from_temporal, temporal_from_graph
+from toolchain.lower_alpha import (  # noqa: F401  (MAX_PULSE_COPIES, QUANT_WARN_FRACTION: historical names)
+    MAX_PULSE_COPIES, QUANT_WARN_FRACTION, AlphaGrid, AlphaOptions, layer_offset, lower_alpha_layer, pulse_columns,
+)
 from toolchain.quantize import (  # noqa: F401  (re-exported: the alpha chain's historical names)
     A_IN_BITS, A_IN_MAX, DECAY_BITS, DECAY_UNITY, MANTISSA, STATE_SHIFT, UV_BITS, UV_MAX, VTH_AUTO_MAX, VTH_BITS,
     VTH_MAX, VTH_MIN, WEIGHT_BITS, WEIGHT_EXP_MAX, choose_weight_exp, mantissa_round, weight_exp_min,
 )
+from toolchain.steps_compiler import compile_graph
 from toolchain.validate import validate_network
 
 DEFAULT_STEPS_PER_UNIT = 40
 MAX_STEPS_PER_UNIT = 1 << 20
 THRESHOLD_MODES = ("neuron", "layer")
-MAX_PULSE_COPIES = 8  # parallel axons per pulse (pulse weights ~5x input weights need ~4 at full resolution)
 DEFAULT_HORIZON_MARGIN = 1.0  # time units simulated after latency + 1 (the last expected output)
-QUANT_WARN_FRACTION = 0.01  # warn when a layer's largest weight quantization error exceeds this x theta
 
 
 def decay_constant(tau: float, steps_per_unit: float) -> tuple[float, int]:
@@ -92,261 +111,6 @@ def _check_grid(net: TemporalNetwork, S: float) -> tuple[float, int]:
     return d, D
 
 
-def _offset(k: int, centre: bool) -> float:
-    """Mean lag (steps) of layer k's inputs on the grid: k/2 with centring, else 0 (see module doc)."""
-    return 0.5 * k if centre else 0.0
-
-
-def _pulse_columns(layer: AlphaLayer, S: float, offset: float = 0.0) -> tuple[np.ndarray, list[list[int]]]:
-    """Pulse source columns round(t S + offset) (halves round up), and the pairs [i, j, column] of distinct pulse
-    times sharing a column.
-
-    Pulses in one column act as one pulse with the summed weight (Dense adds them), so a collision is an
-    approximation, not an error: it is recorded in the manifest, shown by ``snnc compile`` and measured by the
-    verifier. (Trained pulse times often drift together near t = 0.)
-    """
-    cols = np.floor(layer.pulse_times * S + offset + 0.5).astype(np.int64)
-    times = layer.pulse_times
-    collisions = [[i, j, int(cols[i])] for i in range(len(cols)) for j in range(i + 1, len(cols))
-                  if cols[i] == cols[j] and times[i] != times[j]]
-    return cols, collisions
-
-
-def _peak_factor(D: int, window: int, repeated: bool) -> float:
-    """Worst-case v / (u increment) for one input: max_n (n+1) r^n (once) or sum_n (n+1) r^n (every step)."""
-    r = 1.0 - D / DECAY_UNITY
-    n = np.arange(window, dtype=np.float64)
-    k = (n + 1.0) * r**n
-    return float(k.sum() if repeated else k.max())
-
-
-def _worst_case_rows(w: np.ndarray, vth: np.ndarray, D: int, window: int, inputs_once: bool) -> dict:
-    """Worst-case integer magnitudes of every neuron (row) of one layer: every input/pulse at the same step,
-    once per window (an all-white latency-coded image comes close).
-
-    w: (n_out, n_in + n_pulses) int64 effective weights w_int * 2**exp of both synapse blocks (pulse copies
-    summed); vth: (n_out,) thresholds. Returns arrays (n_out,)."""
-    pos = np.where(w > 0, w, 0).sum(axis=1).astype(np.float64)
-    neg = np.where(w < 0, -w, 0).sum(axis=1).astype(np.float64)
-    a_max = np.maximum(pos, neg)  # |a_in| per step (16-bit)
-    r_u = 1.0 - D / DECAY_UNITY  # u decays with du + 1 = D
-    u_gain = 1.0 if inputs_once else min(float(window), 1.0 / (1.0 - r_u))
-    p = _peak_factor(D, window, not inputs_once)
-    return {"a_in_max": a_max, "u_max": a_max * (1 << STATE_SHIFT) * u_gain,
-            "v_neg_max": neg * (1 << STATE_SHIFT) * p,
-            "v_pos_max": vth * float(1 << STATE_SHIFT) + pos * (1 << STATE_SHIFT) * u_gain}
-
-
-_LIMITS = (("a_in_max", "synaptic input per step |a_in|", A_IN_MAX),
-           ("u_max", "current |u| (24-bit, wraps)", UV_MAX),
-           ("v_neg_max", "negative voltage |v| (24-bit, saturates)", UV_MAX),
-           ("v_pos_max", "positive voltage v (24-bit, saturates)", UV_MAX))
-
-
-def _row_violations(rows: dict, limits: tuple = _LIMITS) -> np.ndarray:
-    """(n_out,) bool: neurons whose magnitudes (worst case or calibrated) exceed a limit."""
-    bad = np.zeros(rows["a_in_max"].shape, dtype=bool)
-    for key, _, limit in limits:
-        bad |= rows[key] > limit
-    return bad
-
-
-def _first_violation(rows: dict, limits: tuple = _LIMITS) -> tuple[str, float, int, int] | None:
-    """(what, value, limit, neuron) of the largest violation of the first limit that is exceeded, else None."""
-    for key, what, limit in limits:
-        if np.any(rows[key] > limit):
-            j = int(np.argmax(rows[key]))
-            return what, float(rows[key][j]), limit, j
-    return None
-
-
-@dataclass(frozen=True)
-class _Quantized:
-    w_int: np.ndarray  # (n_out, n_in) mantissas of the input block
-    wexp: int
-    p_int: np.ndarray  # (n_out, n_copies) mantissas of the pulse block (copies of pulses side by side)
-    pexp: int
-    p_source: np.ndarray  # (n_copies,) source pulse of each pulse column
-    effective: np.ndarray  # (n_out, n_in + n_pulses) int64 w_int * 2**exp of both blocks, copies summed
-    rows: dict  # per-neuron worst case (_worst_case_rows)
-
-
-@dataclass(frozen=True)
-class _Ctx:
-    """What the user asked for, so that error messages name it and the fixes that apply."""
-
-    vth_given: bool = False
-    range_mode: str = "worst-case"
-    threshold: str = "neuron"
-    max_copies: int = MAX_PULSE_COPIES
-    margin: float = 0.0
-
-
-_WEIGHT_DECAY_FIX = "retrain with weight regularisation (snnc train ... --weight-decay) to shrink the weights"
-
-
-def _fixes(kind: str, ctx: _Ctx) -> str:
-    """The remedies for a failure of ``kind`` ('a_in', 'state', 'weights', 'pulses') given what the user did."""
-    out = []
-    if ctx.vth_given:
-        out.append("pass a smaller --vth (vth=...) or leave it unset for the automatic per-neuron choice")
-    elif ctx.threshold == "layer":
-        out.append("use --threshold neuron (each neuron scaled to its own range)")
-    if kind in ("a_in", "state") and ctx.range_mode == "worst-case":
-        out.append("compile with --range calibrated (range_mode='calibrated': ranges measured on training images "
-                   "instead of every input at once; saturation is then counted at run time)")
-    if kind in ("a_in", "state") and ctx.range_mode == "calibrated" and ctx.margin > 0:
-        out.append(f"a smaller --range-margin (now {ctx.margin:g})")
-    if kind in ("a_in", "weights", "pulses"):
-        out.append("a larger --steps-per-unit (integer increments shrink with the step h)")
-    if kind == "pulses":
-        out.append(f"a larger --max-pulse-copies (now {ctx.max_copies})")
-    out.append(_WEIGHT_DECAY_FIX)
-    return "; or ".join(out)
-
-
-def _split_pulses(x: np.ndarray, name: str, bits: int, max_copies: int,
-                  ctx: _Ctx | None = None) -> tuple[np.ndarray, int, np.ndarray]:
-    """Scaled pulse weights (n_out, n_p) -> (mantissas (n_out, n_copies), exponent, source pulse per copy).
-
-    A pulse whose weights exceed one mantissa is sent on up to ``max_copies`` parallel axons from the same
-    generator (Dense sums them), so pulse weights keep the input block's resolution: the smallest exponent
-    with at most ``max_copies`` copies per pulse is used. Copies share the mantissa evenly (on its grid)."""
-    _, hi, step = MANTISSA[bits]
-    big = float(np.abs(x).max(initial=0.0))
-    for e in range(weight_exp_min(bits), WEIGHT_EXP_MAX + 1):
-        m = mantissa_round(x / 2.0**e, bits)
-        copies = np.maximum(1, -(-np.abs(m).max(axis=0, initial=0) // hi)) if m.size else np.ones(m.shape[1], int)
-        if copies.max(initial=1) <= max_copies:
-            break
-    else:
-        raise CompileError(
-            f"{name}: scaled pulse weights up to {big:.4g} need more than {max_copies} copies even at the weight "
-            f"exponent limit {WEIGHT_EXP_MAX}; fix: {_fixes('pulses', ctx or _Ctx(vth_given=True))}"
-        )
-    units = np.abs(m) // step
-    parts, source = [], []
-    for k, c in enumerate(copies):
-        base, rem = units[:, k] // c, units[:, k] % c
-        for i in range(int(c)):
-            parts.append(np.sign(m[:, k]) * (base + (i < rem)) * step)
-            source.append(k)
-    p_int = np.stack(parts, axis=1) if parts else np.zeros((x.shape[0], 0), np.int64)
-    return p_int.astype(np.int64), e, np.asarray(source, dtype=np.int64)
-
-
-def _quantize_layer(name: str, layer: AlphaLayer, scale: float, vth: np.ndarray, wexp: int | None, D: int,
-                    window: int, inputs_once: bool, bits: int, max_copies: int, ctx: _Ctx | None = None
-                    ) -> _Quantized:
-    """Quantize one layer at thresholds ``vth`` (n_out,): weights scaled by scale * vth[j] per neuron j.
-    wexp: input block exponent (None = the smallest that fits)."""
-    ctx = ctx or _Ctx(vth_given=True)
-    x = layer.weights * (scale * vth[:, None])
-    if wexp is None:
-        wexp = choose_weight_exp(x, name, bits, _fixes("weights", ctx))
-    w_int = mantissa_round(x / 2.0**wexp, bits)
-    lo, hi, _ = MANTISSA[bits]
-    if w_int.size and (w_int.min() < lo or w_int.max() > hi):
-        raise CompileError(f"{name}: input weights need a larger weight exponent than {wexp}; fix: "
-                           f"{_fixes('weights', ctx)}")
-    p_int, pexp, src = _split_pulses(layer.pulse_weights * (scale * vth[:, None]), name, bits, max_copies, ctx)
-    p_sum = sum_pulse_copies(p_int, src, layer.n_pulses)
-    effective = np.hstack([shift_weights(w_int, wexp), shift_weights(p_sum, pexp)])  # exact: even at e = -1
-    return _Quantized(w_int, wexp, p_int, pexp, src, effective,
-                      _worst_case_rows(effective, vth.astype(np.float64), D, window, inputs_once))
-
-
-def _calibrated_rows(ranges: LayerRanges, vth: np.ndarray, margin: float) -> dict:
-    """Integer magnitudes per neuron predicted from the measured ranges (theta units) at thresholds vth, times
-    (1 + margin): the quantities of _worst_case_rows, under the same keys."""
-    v = vth.astype(np.float64) * (1.0 + margin)
-    return {"a_in_max": ranges.a_in * v, "u_max": ranges.u * v * (1 << STATE_SHIFT),
-            "v_neg_max": ranges.v_neg * v * (1 << STATE_SHIFT), "v_pos_max": ranges.v_pos * v * (1 << STATE_SHIFT)}
-
-
-def _kind(what: str) -> str:
-    return "a_in" if what.startswith("synaptic input") else "state"
-
-
-def _vth_caps(layer: AlphaLayer, scale: float, D: int, window: int, bits: int,
-              max_copies: int, ranges: LayerRanges | None = None, margin: float = 0.0) -> tuple[np.ndarray, int]:
-    """Largest threshold per neuron that the ranges allow (float, before rounding), capped at
-    2**16, at the pulse weights that ``max_copies`` copies carry at the finest exponent (unless that is below
-    VTH_MIN),
-    and so that the input block keeps the smallest exponent that leaves every neuron >= VTH_MIN;
-    returns (caps (n_out,), that exponent). ranges: measured ranges (calibrated mode, with ``margin``) instead of
-    the worst case."""
-    A = np.abs(layer.all_weights()) * scale  # integer increment per unit vth
-    signed = layer.all_weights()
-    pos = np.where(signed > 0, A, 0.0).sum(axis=1)
-    neg = np.where(signed < 0, A, 0.0).sum(axis=1)
-    p = _peak_factor(D, window, False)
-    with np.errstate(divide="ignore"):
-        if ranges is None:
-            bounds = [A_IN_MAX / np.maximum(pos, neg),
-                      UV_MAX / ((1 << STATE_SHIFT) * np.maximum(pos, neg)),
-                      UV_MAX / ((1 << STATE_SHIFT) * p * neg),
-                      (UV_MAX / (1 << STATE_SHIFT)) / (1.0 + pos)]
-        else:  # positive v is not bounded: it saturates only in the step the neuron spikes, which it still does
-            k = 1.0 + margin
-            bounds = [A_IN_MAX / (k * ranges.a_in),
-                      UV_MAX / ((1 << STATE_SHIFT) * k * ranges.u),
-                      UV_MAX / ((1 << STATE_SHIFT) * k * ranges.v_neg)]
-        caps = np.minimum.reduce([np.full(pos.shape, float(VTH_AUTO_MAX))] + bounds)
-        w_big = np.abs(layer.weights).max(axis=1, initial=0.0) * scale
-        hi = MANTISSA[bits][1]
-        p_big = np.abs(layer.pulse_weights).max(axis=1, initial=0.0) * scale
-        pulse_cap = max_copies * (hi - 0.5) * 2.0 ** weight_exp_min(bits) / p_big  # pulses at the finest exponent
-        caps = np.where(pulse_cap >= VTH_MIN, np.minimum(caps, pulse_cap), caps)
-        for wexp in range(weight_exp_min(bits), WEIGHT_EXP_MAX + 1):
-            mant_cap = (hi - 0.5) * 2.0**wexp / w_big  # keeps the rounded mantissa <= hi at this exponent
-            if np.all(np.minimum(caps, mant_cap) >= min(VTH_MIN, caps.min())) or wexp == WEIGHT_EXP_MAX:
-                break
-    return np.minimum(caps, mant_cap), wexp
-
-
-def _range_rows(q: _Quantized, vth: np.ndarray, ranges: LayerRanges | None, margin: float) -> dict:
-    """The per-neuron magnitudes the range check uses: worst case, or calibrated (measured x (1 + margin))."""
-    return q.rows if ranges is None else _calibrated_rows(ranges, vth, margin)
-
-
-def _auto_vth(name: str, layer: AlphaLayer, scale: float, D: int, window: int, inputs_once: bool, bits: int,
-              per_neuron: bool, max_copies: int, ranges: LayerRanges | None = None, margin: float = 0.0,
-              ctx: _Ctx | None = None) -> tuple[_Quantized, np.ndarray]:
-    """Quantize with automatic thresholds: per neuron (default) or one per layer (the smallest neuron cap), each
-    as large as the ranges (worst case, or measured ``ranges`` with ``margin``) allow, which maximises the relative
-    weight precision; rows that fail after rounding are lowered by 1 % until they fit. CompileError when a neuron
-    would need vth < VTH_MIN."""
-    ctx = ctx or _Ctx()
-    caps, wexp = _vth_caps(layer, scale, D, window, bits, max_copies, ranges, margin)
-    vth = np.floor(caps if per_neuron else np.full(caps.shape, caps.min(initial=VTH_AUTO_MAX))).astype(np.int64)
-    vth = np.minimum(vth, VTH_AUTO_MAX)
-    limits = _LIMITS if ranges is None else _LIMITS[:3]
-    for _ in range(400):
-        vv = np.maximum(vth, 1)
-        q = _quantize_layer(name, layer, scale, vv, wexp, D, window, inputs_once, bits, max_copies, ctx)
-        bad = _row_violations(_range_rows(q, vv, ranges, margin), limits)
-        if not bad.any() and vth.min(initial=VTH_MIN) >= VTH_MIN:
-            return q, vth
-        if vth.min(initial=VTH_MIN) < VTH_MIN:
-            break
-        lower = bad if per_neuron else np.ones_like(bad)
-        vth = np.where(lower, np.floor(vth * 0.99).astype(np.int64), vth)
-    low = np.full(vth.shape, VTH_MIN)
-    q = _quantize_layer(name, layer, scale, low, None, D, window, inputs_once, bits, max_copies, ctx)
-    what, value, limit, j = _first_violation(_range_rows(q, low, ranges, margin), limits) or (
-        "threshold", float(vth.min()), VTH_MIN, int(np.argmin(vth)))
-    if ranges is None:
-        how = ("worst case (every input and pulse of the neuron in the same step; --range worst-case, the "
-               "default)")
-    else:
-        how = f"calibrated range (measured on the calibration inputs x (1 + margin {margin:g}); --range calibrated)"
-    raise CompileError(
-        f"{name}: neuron {j}: {what} = {value:.4g} exceeds the limit {limit} even at the smallest useful "
-        f"automatic threshold vth={VTH_MIN}, by the {how}; fix: {_fixes(_kind(what), ctx)}"
-    )
-
-
 def _check_finite(net: TemporalNetwork) -> None:
     for k, layer in enumerate(net.layers):
         for field in ("weights", "pulse_times", "pulse_weights"):
@@ -377,6 +141,25 @@ def _versions() -> dict:
     return v
 
 
+def _check_options(horizon_margin: float, threshold: str, max_pulse_copies: int, weight_bits: int, range_mode: str,
+                   range_margin: float, calibration_times: np.ndarray | None, quant_warn_fraction: float) -> None:
+    """CompileError for an option outside what compile_network accepts (vth and the grid are checked later)."""
+    if not (isinstance(horizon_margin, (int, float)) and math.isfinite(horizon_margin) and horizon_margin >= 0):
+        raise CompileError(f"horizon_margin={horizon_margin!r} must be a finite number of time units >= 0; "
+                           "fix: e.g. 1.0 (the default) or 2.0 when the verifier reports 'late' spikes")
+    if threshold not in THRESHOLD_MODES:
+        raise CompileError(f"threshold={threshold!r} is not supported; fix: use one of {', '.join(THRESHOLD_MODES)}")
+    if isinstance(max_pulse_copies, bool) or not isinstance(max_pulse_copies, (int, np.integer)) \
+            or not 1 <= max_pulse_copies <= 64:
+        raise CompileError(f"max_pulse_copies={max_pulse_copies!r} must be an integer in [1, 64]; fix: e.g. 8")
+    if weight_bits not in MANTISSA:
+        raise CompileError(f"weight_bits={weight_bits!r} is not supported; fix: use 8 (Loihi 2) or 9 (Loihi 1)")
+    check_range_options(range_mode, range_margin, calibration_times)
+    if not (isinstance(quant_warn_fraction, (int, float)) and quant_warn_fraction > 0):
+        raise CompileError(f"quant_warn_fraction={quant_warn_fraction!r} must be a number > 0 (fraction of theta); "
+                           f"fix: e.g. {QUANT_WARN_FRACTION}")
+
+
 def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PER_UNIT, vth: int | None = None,
                     compensate_tau: bool = False, source_hash: str = "", window: int | None = None,
                     horizon_margin: float = DEFAULT_HORIZON_MARGIN, weight_bits: int = WEIGHT_BITS,
@@ -386,6 +169,41 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
                     calibration_source: str = "", quant_warn_fraction: float = QUANT_WARN_FRACTION
                     ) -> CompiledNetwork:
     """Quantize and map ``net`` onto Lava CUBA LIF neurons (fixed and float mapping).
+
+    Converts ``net`` to its IR graph (toolchain.ir_alpha.graph_from_temporal) and compiles that with
+    :func:`compile_alpha_graph`; the options are that function's.
+    """
+    _check_options(horizon_margin, threshold, max_pulse_copies, weight_bits, range_mode, range_margin,
+                   calibration_times, quant_warn_fraction)
+    if not isinstance(net, TemporalNetwork):
+        raise CompileError(f"compile_network needs a TemporalNetwork, got {type(net).__name__}; "
+                           "fix: load the model with toolchain.artifact.load_onnx")
+    _check_finite(net)
+    validate_network(net, "model")
+    try:
+        graph = graph_from_temporal(net)
+    except ArtifactError as exc:
+        raise CompileError(f"the model cannot be expressed as an IR graph: {exc}") from None
+    return compile_alpha_graph(
+        graph, steps_per_unit=steps_per_unit, vth=vth, compensate_tau=compensate_tau, source_hash=source_hash,
+        window=window, horizon_margin=horizon_margin, weight_bits=weight_bits, centre=centre, threshold=threshold,
+        max_pulse_copies=max_pulse_copies, range_mode=range_mode, calibration_times=calibration_times,
+        range_margin=range_margin, calibration_source=calibration_source, quant_warn_fraction=quant_warn_fraction)
+
+
+def compile_alpha_graph(graph: Graph, steps_per_unit: int = DEFAULT_STEPS_PER_UNIT, vth: int | None = None,
+                        compensate_tau: bool = False, source_hash: str = "", window: int | None = None,
+                        horizon_margin: float = DEFAULT_HORIZON_MARGIN, weight_bits: int = WEIGHT_BITS,
+                        centre: bool = True, threshold: str = "neuron",
+                        max_pulse_copies: int = MAX_PULSE_COPIES, range_mode: str = "worst-case",
+                        calibration_times: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
+                        calibration_source: str = "", quant_warn_fraction: float = QUANT_WARN_FRACTION
+                        ) -> CompiledNetwork:
+    """Quantize and map a continuous-time graph Input -> Dense -> AlphaOnce -> Dense -> AlphaOnce ... onto Lava
+    CUBA LIF neurons (fixed and float mapping). This function fixes the grid, the window and the calibration and
+    writes the manifest; each (Dense, AlphaOnce) pair is lowered by toolchain.lower_alpha.lower_alpha_layer. The
+    compiled layers take the AlphaOnce nodes' names; ``CompiledNetwork.source`` is the graph's TemporalNetwork
+    (toolchain.ir_alpha.temporal_from_graph).
 
     steps_per_unit: S, integer steps per model time unit.
     vth:            one 17-bit threshold mantissa for every neuron; None = automatic (see ``threshold``).
@@ -410,25 +228,22 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
     quant_warn_fraction: a layer whose largest weight quantization error exceeds this fraction of theta gets a
                     warning (manifest ``warnings``, printed by ``snnc compile``); docs/compiler.md justifies 0.01.
     """
-    if not (isinstance(horizon_margin, (int, float)) and math.isfinite(horizon_margin) and horizon_margin >= 0):
-        raise CompileError(f"horizon_margin={horizon_margin!r} must be a finite number of time units >= 0; "
-                           "fix: e.g. 1.0 (the default) or 2.0 when the verifier reports 'late' spikes")
-    if threshold not in THRESHOLD_MODES:
-        raise CompileError(f"threshold={threshold!r} is not supported; fix: use one of {', '.join(THRESHOLD_MODES)}")
-    if isinstance(max_pulse_copies, bool) or not isinstance(max_pulse_copies, (int, np.integer)) \
-            or not 1 <= max_pulse_copies <= 64:
-        raise CompileError(f"max_pulse_copies={max_pulse_copies!r} must be an integer in [1, 64]; fix: e.g. 8")
-    if weight_bits not in MANTISSA:
-        raise CompileError(f"weight_bits={weight_bits!r} is not supported; fix: use 8 (Loihi 2) or 9 (Loihi 1)")
-    if not isinstance(net, TemporalNetwork):
-        raise CompileError(f"compile_network needs a TemporalNetwork, got {type(net).__name__}; "
-                           "fix: load the model with toolchain.artifact.load_onnx")
-    check_range_options(range_mode, range_margin, calibration_times)
-    if not (isinstance(quant_warn_fraction, (int, float)) and quant_warn_fraction > 0):
-        raise CompileError(f"quant_warn_fraction={quant_warn_fraction!r} must be a number > 0 (fraction of theta); "
-                           f"fix: e.g. {QUANT_WARN_FRACTION}")
+    if not isinstance(graph, Graph):
+        raise CompileError(f"compile_alpha_graph needs a toolchain.ir.Graph, got {type(graph).__name__}; fix: "
+                           "build one with toolchain.ir_alpha.graph_from_temporal or load an artifact")
+    if graph.time != "continuous":
+        raise CompileError(f"compile_alpha_graph lowers continuous-time (alpha) graphs; this graph's time is "
+                           f"{graph.time!r}; fix: compile it with toolchain.compiler.compile_any or "
+                           "toolchain.steps_compiler.compile_graph")
+    try:
+        net = temporal_from_graph(graph, "the graph")
+    except ArtifactError as exc:
+        raise CompileError(str(exc)) from None
+    _check_options(horizon_margin, threshold, max_pulse_copies, weight_bits, range_mode, range_margin,
+                   calibration_times, quant_warn_fraction)
     _check_finite(net)
     validate_network(net, "model")
+    pairs = [(graph.nodes[a], b, graph.nodes[b]) for a, b in graph.chain()]
     d, D = _check_grid(net, steps_per_unit)
     tau_eff = effective_tau(D, steps_per_unit)
     S = float(steps_per_unit)
@@ -442,116 +257,21 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
                                "fix: pass e.g. vth=8192 or leave vth unset for the automatic choice")
     W = default_window(net, S, horizon_margin) if window is None else int(window)
     check_sizes(W, net.sizes, f"steps_per_unit={steps_per_unit}", error=CompileError)
-    last_col = 0
-    for k, layer in enumerate(net.layers):
-        if layer.n_pulses:
-            last_col = max(last_col, int(_pulse_columns(layer, S, _offset(k, centre))[0].max()))
+    cols = [pulse_columns(pop.pulse_times, S, layer_offset(k, centre))[0] for k, (_, _, pop) in enumerate(pairs)]
+    last_col = max((int(c.max()) for c in cols if c.size), default=0)
     if W < last_col + 2 or W < 3:
         raise CompileError(f"window={W} steps is too short: it must exceed the last pulse column {last_col} "
                            f"by 2 and be >= 3; fix: leave window unset or pass window >= {max(3, last_col + 2)}")
 
-    h = 1.0 / S
-    scale_float = h * d  # w_lava = w h d
     calib: Calibration | None = None
     if range_mode == "calibrated":
-        calib = measure_ranges(net, calibration_times, S, W,
-                               [_pulse_columns(layer, S, _offset(k, centre))[0] for k, layer in enumerate(net.layers)],
-                               1.0 - D / DECAY_UNITY)
-    ctx = _Ctx(vth_given=vth is not None, range_mode=range_mode, threshold=threshold, max_copies=max_pulse_copies,
-               margin=float(range_margin))
-    layers: list[CompiledLayer] = []
-    layer_manifest = []
-    warnings: list[str] = []
-    for k, layer in enumerate(net.layers):
-        name = f"layer{k}"
-        pulse_cols, collisions = _pulse_columns(layer, S, _offset(k, centre))
-        w_all = layer.all_weights()
-        # integer increment per unit weight and unit vth; uses the deployed decay dd = 1 - D/4096 so that the
-        # fixed mapping is exactly an alpha network with tau_eff and quantized weights (deployed_network)
-        scale = h * (1.0 - D / DECAY_UNITY) / net.theta
-        inputs_once = True  # inputs and alpha neurons spike at most once per window
-        ranges = calib.layers[k] if calib is not None else None
-        if vth is None:
-            q, v = _auto_vth(name, layer, scale, D, W, inputs_once, weight_bits, threshold == "neuron",
-                             max_pulse_copies, ranges, float(range_margin), ctx)
-        else:
-            v = np.full(layer.n_out, int(vth), dtype=np.int64)
-            q = _quantize_layer(name, layer, scale, v, None, D, W, inputs_once, weight_bits, max_pulse_copies, ctx)
-            bad = _first_violation(_range_rows(q, v, ranges, float(range_margin)),
-                                   _LIMITS if ranges is None else _LIMITS[:3])
-            if bad:
-                what, value, limit, j = bad
-                how = "worst-case" if ranges is None else f"calibrated (x (1 + {float(range_margin):g}))"
-                raise CompileError(
-                    f"{name}: neuron {j}: {how} {what} = {value:.4g} exceeds the limit {limit} at the vth={int(vth)} "
-                    f"you passed (--vth); fix: {_fixes(_kind(what), ctx)}"
-                )
-        w_int = np.hstack([q.w_int, q.p_int]).astype(np.int32)
-        if not np.any(w_int) and np.any(w_all):
-            raise CompileError(
-                f"{name}: every weight quantizes to 0 (max |w| / theta = {np.abs(w_all).max() / net.theta:.3g}), so "
-                f"the deployed layer would never spike; fix: check the model's theta ({net.theta:g}) and weight "
-                f"scale, or retrain"
-            )
-        deployed = q.effective.astype(np.float64) / (scale * v[:, None])
-        err = np.abs(deployed - w_all)
-        qerr = float(err.max(initial=0.0) / net.theta)
-        # potential error: rms weight error of the neuron's synapses x the alpha kernel's peak 1/(e tau), over theta
-        pot = float(np.sqrt((err**2).sum(axis=1)).max(initial=0.0) / (math.e * net.tau * net.theta))
-        jq = int(np.unravel_index(np.argmax(err), err.shape)[0]) if err.size else 0
-        if qerr > quant_warn_fraction:
-            warnings.append(
-                f"{name}: weight quantization error up to {qerr:.3g} theta exceeds {quant_warn_fraction:g} theta "
-                f"(neuron {jq} at vth={int(v[jq])}: the weight grid is coarse there); expect a larger "
-                "reconstruction error on the fixed-point targets; fix: "
-                + ("compile with --range calibrated (larger thresholds where real data stay in range), or "
-                   if range_mode == "worst-case" else "")
-                + "a larger --steps-per-unit, or " + _WEIGHT_DECAY_FIX)
-        copies = np.bincount(q.p_source, minlength=layer.n_pulses)
-        wc = {key: float(val.max(initial=0.0)) for key, val in q.rows.items()}
-        layers.append(CompiledLayer(
-            name=name,
-            weights=np.ascontiguousarray(w_int[:, : layer.n_in]),
-            pulse_weights=np.ascontiguousarray(w_int[:, layer.n_in:]),
-            pulse_steps=pulse_cols[q.p_source],
-            pulse_source=q.p_source,
-            weight_exp=int(q.wexp),
-            pulse_weight_exp=int(q.pexp),
-            time_offset_steps=_offset(k, centre),
-            du=D - 1,
-            dv=D,
-            vth=v,
-            once=True,
-            weights_float=layer.weights * scale_float,
-            pulse_weights_float=(layer.pulse_weights * scale_float)[:, q.p_source] / copies[q.p_source],
-            du_float=1.0 - d,
-            dv_float=1.0 - d,
-            vth_float=float(net.theta),
-            kind="dense",
-            num_weight_bits=int(weight_bits),
-        ))
-        layer_manifest.append({
-            "name": name, "kind": "dense", "n_in": layer.n_in, "n_out": layer.n_out, "n_pulses": layer.n_pulses,
-            "pulse_steps": [int(c) for c in pulse_cols], "pulse_collisions": collisions,
-            "pulse_copies": [int(c) for c in copies], "threshold": "one" if vth is not None else threshold,
-            "vth_min": int(v.min(initial=VTH_MAX)), "vth_median": float(np.median(v)) if v.size else 0.0,
-            "vth_max": int(v.max(initial=0)), "vth_bits": VTH_BITS, "weight_exp": int(q.wexp),
-            "pulse_weight_exp": int(q.pexp), "time_offset_steps": _offset(k, centre), "weight_bits": int(weight_bits),
-            "weight_scale_min": float(scale * v.min(initial=VTH_MAX) / 2.0**q.wexp),
-            "weight_quant_max_abs_err": float(err.max(initial=0.0)),
-            "weight_quant_max_abs_err_over_theta": qerr,
-            "quant_potential_rms_err_over_theta": pot,
-            "quant_warning": bool(qerr > quant_warn_fraction),
-            "range_mode": range_mode,
-            "du": D - 1, "dv": D, "decay_bits": DECAY_BITS, "once": True,
-            "worst_case": {key: float(val) for key, val in wc.items()},
-            **({} if ranges is None else {"calibrated": {
-                key: float(val.max(initial=0.0)) for key, val in _calibrated_rows(ranges, v, 0.0).items()},
-                "calibrated_with_margin": {
-                key: float(val.max(initial=0.0)) for key, val in _calibrated_rows(ranges, v, range_margin).items()},
-                "calibration_spiking_fraction": float(ranges.spiked.mean()) if ranges.spiked.size else 0.0}),
-            "limits": {"a_in": A_IN_MAX, "u": UV_MAX, "v": UV_MAX},
-        })
+        calib = measure_ranges(net, calibration_times, S, W, cols, 1.0 - D / DECAY_UNITY)
+    opts = AlphaOptions(vth=None if vth is None else int(vth), range_mode=range_mode, threshold=threshold,
+                        max_copies=max_pulse_copies, margin=float(range_margin), weight_bits=int(weight_bits),
+                        centre=bool(centre), quant_warn_fraction=quant_warn_fraction)
+    lowered_grid = AlphaGrid(S=S, D=D, d=d, window=W, theta=net.theta)
+    lowered = [lower_alpha_layer(k, name, syn, pop, lowered_grid, opts, None if calib is None else calib.layers[k])
+               for k, (syn, name, pop) in enumerate(pairs)]
     manifest = {
         "format": "snnc-compiled",
         "source_hash": source_hash,
@@ -577,12 +297,33 @@ def compile_network(net: TemporalNetwork, steps_per_unit: int = DEFAULT_STEPS_PE
             "quantities": "per neuron, while it can still spike: |a_in| per step, |u|, negative v, positive v",
         },
         "quant_warn_fraction": float(quant_warn_fraction),
-        "warnings": warnings,
-        "layers": layer_manifest,
+        "warnings": [lw.warning for lw in lowered if lw.warning is not None],
+        "layers": [lw.manifest for lw in lowered],
         "tool_versions": _versions(),
     }
-    return CompiledNetwork(steps_per_unit=grid, window=W, layers=tuple(layers), source=net, manifest=manifest)
+    return CompiledNetwork(steps_per_unit=grid, window=W, layers=tuple(lw.layer for lw in lowered), source=net,
+                           manifest=manifest)
 
+
+def compile_any(graph: Graph, **options) -> CompiledNetwork | CompiledSteps:
+    """Compile an IR graph of either family, dispatching on ``graph.time``: "steps" (LIF family) ->
+    toolchain.steps_compiler.compile_graph (a CompiledSteps; ``max_steps`` is required), "continuous" (alpha
+    family) -> :func:`compile_alpha_graph` (a CompiledNetwork). ``options`` are the chosen entry's keyword
+    arguments; an option the entry does not take is a CompileError naming the entry's options."""
+    if not isinstance(graph, Graph):
+        raise CompileError(f"compile_any needs a toolchain.ir.Graph, got {type(graph).__name__}; fix: load the "
+                           "artifact with toolchain.artifact_graph.load_graph (or build the graph with toolchain.ir)")
+    entry = compile_graph if graph.time == "steps" else compile_alpha_graph
+    params = inspect.signature(entry).parameters
+    unknown = sorted((set(options) - set(params)) | ({"graph"} & set(options)))
+    if unknown:
+        accepted = ", ".join(p for p in params if p != "graph")
+        raise CompileError(f"option(s) {', '.join(unknown)} do not apply to a {graph.time}-time graph "
+                           f"({entry.__module__}.{entry.__name__}); fix: use only {accepted}")
+    if entry is compile_graph and "max_steps" not in options:
+        raise CompileError("a steps-time graph needs max_steps (steps per sample, e.g. max_steps=15); fix: pass "
+                           "compile_any(graph, max_steps=...)")
+    return entry(graph, **options)
 
 def compile_file(onnx_path: str | Path, calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
                  calibration_dataset: str | None = None, data_dir: str | None = None, **kw) -> CompiledNetwork:
