@@ -53,3 +53,34 @@ def test_demo_never_says_pass_for_a_model_that_did_not_learn(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "mean-image baseline" in out and "did NOT learn" in out
     assert "verification: NOT PASSED - the model did not learn" in out and "verification: PASS" not in out
+
+
+def test_rate_leg_learns_compiles_deploys_and_verifies(tmp_path, capsys):
+    """`snnc demo --family rate` with its defaults (8 epochs on the bundled subset), verified on hw_sim only."""
+    import json
+
+    from toolchain.cli_demo import RATE_EPOCHS, run_rate_demo
+
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]
+    args = demo.parse_args(["--family", "rate"])
+    assert args.family == "rate" and args.rate_epochs == RATE_EPOCHS
+    rc = run_rate_demo(tmp_path, args.rate_epochs, args.limit_train, limit_verify=3, targets=("hw_sim",))
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "mean-image baseline 0.9592" in out and "verification (rate): " in out  # bundled subset's baseline
+    factor = float(out.split("mean-image baseline 0.9592, ")[1].split("x better")[0])
+    assert factor >= LEARNED_FACTOR                                  # measured 2.3x (test MSE 0.418)
+    assert "steps network 784-196-784, T<=15 steps" in out and "hw_sim-lif" in out
+    rep = json.loads((tmp_path / "verify" / "report.json").read_text())
+    assert rep["family"] == "steps" and rep["context"]["samples"] == 3
+    hw = rep["verification"]["targets"][0]
+    assert hw["target"] == "hw_sim-lif" and hw["layers"][1]["n_target"] > 0
+    assert (tmp_path / "compiled.npz").is_file() and (tmp_path / "train" / "reconstructions.png").is_file()
+
+
+def test_rate_leg_never_says_pass_for_a_model_that_did_not_learn(tmp_path, capsys):
+    from toolchain.cli_demo import run_rate_demo
+
+    assert run_rate_demo(tmp_path, epochs=1, limit_train=100, limit_verify=2, targets=("hw_sim",)) == 1
+    out = capsys.readouterr().out
+    assert "did NOT learn" in out and "verification (rate): NOT PASSED" in out and "(rate): PASS" not in out
