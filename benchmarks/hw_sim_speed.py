@@ -76,6 +76,8 @@ def is_steps_onnx(path: str) -> bool:
     """True for an ONNX artifact of format 2 whose graph time is 'steps' (a LIF model)."""
     import onnx
 
+    if not Path(path).is_file():
+        return False
     props = {p.key: p.value for p in onnx.load(path, load_external_data=False).metadata_props}
     return props.get("snnc.format_version") == "2" and props.get("snnc.time") == "steps"
 
