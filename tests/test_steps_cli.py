@@ -175,3 +175,20 @@ def test_steps_only_options_are_refused_for_alpha_models(tmp_path, capsys):
     rc, out, err = run_cli(capsys, "verify", tmp_path / "a.onnx", "--targets", "exact", "--dataset", "mnist",
                            "--limit", 2, "--p-scale", 0.3, "--out", tmp_path / "o")
     assert rc == 2 and "--p-scale" in err and "steps (LIF) models only" in err
+
+
+def test_hw_sim_speed_benchmark_on_a_lif_model(model):
+    """benchmarks/hw_sim_speed.py --model M.onnx (a steps graph): hw_sim-lif vs lava-fixed-lif, identical spikes."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run([sys.executable, "benchmarks/hw_sim_speed.py", "--model", str(model), "--samples", "20",
+                           "--lava-samples", "3", "--threads", "1"], cwd=root, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["family"] == "steps" and out["identical"] is True and out["steps"] == 10
+    assert out["lava_fixed_images"] == 3 and out["hw_sim_images"] == 20 and out["sizes"] == [784, 20, 784]
+    assert out["ratio"] > 0 and out["lava_fixed_startup_s"] > 0 and out["spikes_per_image"][1] > 0
