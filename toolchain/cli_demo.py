@@ -237,7 +237,8 @@ def run_rate_demo(out: Path, epochs: int = RATE_EPOCHS, limit_train: int = 1800,
           f"{ref.get('spike_mse', float('nan')):.4f}")
     for t in rep.targets:
         worst = min((s.fraction[1] for s in t.layers), default=1.0)
-        print(f"      {t.target:<14} {'PASS' if t.passed else 'FAIL'}  MSE {t.metrics.get('mse_image', float('nan')):.4f} "
+        mse = t.metrics.get("mse_image", float("nan"))
+        print(f"      {t.target:<14} {'PASS' if t.passed else 'FAIL'}  MSE {mse:.4f} "
               f"({100 * t.metrics_rel.get('mse_image', 0.0):+.2f} %)  spikes matched within 1 step >= "
               f"{100 * worst:.2f} % per layer  {t.wall_s:.2f} s")
     for g in rep.cross_gates:
