@@ -30,7 +30,7 @@ def _spike_fn():
         @staticmethod
         def backward(ctx, grad):
             (u,) = ctx.saved_tensors
-            e = torch.exp(-u)
+            e = torch.exp(-torch.abs(u))  # s' is even: no overflow for very negative u
             return grad * e / (1.0 + e) ** 2
 
     return SpikeSigmoid.apply

@@ -44,16 +44,19 @@ class OnlineRule:
 
 
 def sigmoid_derivative(u):
-    """s'(u) = e^-u / (1 + e^-u)^2 (torch tensor or numpy array), the authors' surrogate of dA/dV at u = V - V_th."""
+    """s'(u) = e^-u / (1 + e^-u)^2 (torch tensor or numpy array), the authors' surrogate of dA/dV at u = V - V_th.
+
+    s' is even, so it is computed as e^-|u| / (1 + e^-|u|)^2: the same value without overflow for very negative
+    potentials (float32 exp overflows beyond 88; the authors' float64 MATLAB beyond 709)."""
     try:
         import torch
 
         if isinstance(u, torch.Tensor):
-            e = torch.exp(-u)
+            e = torch.exp(-torch.abs(u))
             return e / (1.0 + e) ** 2
     except ModuleNotFoundError:  # pragma: no cover - torch is a dependency of the trainers
         pass
-    e = np.exp(-u)
+    e = np.exp(-np.abs(u))
     return e / (1.0 + e) ** 2
 
 
