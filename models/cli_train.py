@@ -87,7 +87,7 @@ def register(subparsers) -> None:
                    help="spike probability per step at pixel 1 = dt * max_rate (MNIST 0.3, Fashion-MNIST 0.5)")
     r.add_argument("--mode", choices=("online", "bptt"), default="online",
                    help="online: the authors' eligibility-trace rule; bptt: surrogate-gradient BPTT (default online)")
-    r.add_argument("--lr", type=float, default=None, help="Adam step size (online 5e-4 per step, bptt 1e-3 per batch)")
+    r.add_argument("--lr", type=float, default=None, help="Adam step size (online 5e-4 per step, bptt 3e-3 per batch)")
     r.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     r.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")

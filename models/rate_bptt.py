@@ -76,7 +76,7 @@ def bptt_loss(w1, w2, x, leak: float = 0.9, v_th: float = 1.0):
 class BpttLearner:
     """w1 (H, n_in), w2 (n_out, H) as torch leaf tensors with a torch Adam optimiser (lr, betas, eps)."""
 
-    def __init__(self, w1: np.ndarray, w2: np.ndarray, lr: float = 1e-3, leak: float = 0.9, v_th: float = 1.0,
+    def __init__(self, w1: np.ndarray, w2: np.ndarray, lr: float = 3e-3, leak: float = 0.9, v_th: float = 1.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-7, dtype=None):
         import torch
 

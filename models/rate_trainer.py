@@ -44,7 +44,7 @@ PRESETS: dict[str, tuple[str, tuple[int, ...], int, float]] = {
 }
 DEFAULT_P_SCALE = {"mnist": 0.3, "fashion-mnist": 0.5}
 DEFAULT_STEPS = {"mnist": 15, "fashion-mnist": 60}
-DEFAULT_LR = {"online": 5e-4, "bptt": 1e-3}
+DEFAULT_LR = {"online": 5e-4, "bptt": 3e-3}
 
 
 def parse_arch(text: str) -> tuple[int, int, int]:

@@ -222,3 +222,28 @@ def test_sigmoid_derivative_no_overflow_float32():
     u = torch.tensor([-200.0, -90.0, 0.0, 50.0], dtype=torch.float32)
     s = sigmoid_derivative(u)
     assert torch.all(torch.isfinite(s)) and float(s[0]) == 0.0 and float(s[2]) == 0.25
+
+
+def test_eval_cli_rate_model(tmp_path, capsys):
+    from toolchain.cli import main
+
+    rng = np.random.default_rng(6)
+    g = make_graph(rng.uniform(-0.05, 0.3, (16, 784)), rng.uniform(-0.05, 0.6, (784, 16)),
+                   {"dataset": "mnist", "encoding": "bernoulli", "p_scale": 0.3, "steps": 5})
+    save_npz(g, tmp_path / "model.npz")
+    assert main(["eval", str(tmp_path), "--limit", "12", "--json", str(tmp_path / "m.json"),
+                 "--png", str(tmp_path / "r.png")]) == 0
+    m = json.loads((tmp_path / "m.json").read_text())
+    assert m["kind"] == "rate" and m["sizes"] == [784, 16, 784] and m["n_images"] == 12
+    # the same numbers as the trainer's evaluation of the same graph, inputs drawn from the same seed
+    from models.datasets import load_dataset
+    from models.rate_trainer import evaluate_graph
+
+    ref, _ = evaluate_graph(g, load_dataset("mnist", "test", limit=12).images.astype(np.float64), 5, 0.3, 0)
+    assert m["mse"] == pytest.approx(ref["pixel_mse"]) and m["spike_mse"] == pytest.approx(ref["spike_mse"])
+    assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
+    assert "Spike-MSE" in capsys.readouterr().out
+    assert main(["eval", str(tmp_path / "model.npz"), "--noise", "0.1", "--limit", "2"]) == 2
+    meta_less = make_graph(rng.normal(size=(4, 784)), rng.normal(size=(784, 4)), {"dataset": "mnist"})
+    save_npz(meta_less, tmp_path / "x.npz")
+    assert main(["eval", str(tmp_path / "x.npz"), "--limit", "2"]) == 2
