@@ -18,7 +18,9 @@ x[t] (B, n_in) in {0, 1} (units: potentials and weights in threshold units, V_th
 "reset the derivative of a neuron that spiked"). The gradient of step t uses the trace before the shrink.
 
 Sparsity: the columns of W1 whose pixel never spikes in the batch get a zero gradient at every step, so their Adam
-moments stay 0 and their update is exactly 0; only the active columns are computed (bitwise the same result).
+moments stay 0 and their update is exactly 0; only the active columns are computed (bitwise the same result). The output layer's current sums only the hidden neurons that spiked in the step when
+they are fewer than half. The Adam update is one fused numba pass (models/rate_kernels.py); tensors live on the
+CPU; numba's thread count applies to it, torch's to the matrix products.
 """
 from __future__ import annotations
 
@@ -62,9 +64,11 @@ def sigmoid_derivative(u):
 
 def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     """Train on one batch in place: w1 (H, n_in), w2 (n_out, H) torch tensors (float32 or float64), x (T, B, n_in)
-    spikes (any torch dtype, 0/1). Returns {"loss": sum over steps of 0.5 sum E^2 / B, "out_spikes": (B, n_out)
+    spikes (any torch dtype, 0/1); CPU tensors. Returns {"loss": sum over steps of 0.5 sum E^2 / B, "out_spikes": (B, n_out)
     output spike counts, "hid_spikes": hidden spikes summed over batch and steps}."""
     import torch
+
+    from models.rate_kernels import adam_update
 
     t_steps, b, _ = x.shape
     dt = w1.dtype
@@ -90,7 +94,9 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
         a1 = (v1 >= r.v_th).to(dt)
         v1 = v1 * (1.0 - a1)
         tr1p = tr1 * (1.0 - a1.sum(dim=1, keepdim=True) / r.n_shrink)
-        v2 = torch.clamp(r.leak * v2 + a1 @ w2.T, max=r.v_th)
+        hcols = torch.nonzero(a1.any(dim=0)).flatten()   # hidden neurons that spiked in this step (sparse)
+        cur2 = a1[:, hcols] @ w2[:, hcols].T if hcols.numel() < h // 2 else a1 @ w2.T
+        v2 = torch.clamp(r.leak * v2 + cur2, max=r.v_th)
         tr2 = r.leak * tr2p + a1
         a2 = (v2 >= r.v_th).to(dt)
         v2pre = v2
@@ -104,11 +110,8 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
         neg = -err
         g2 = neg.T @ tr2 / b
         g1 = ((neg @ w2) * sig1).T @ tr1 / b
-        step = t + 1
-        bc1, bc2 = 1.0 - r.beta1 ** step, 1.0 - r.beta2 ** step
         for w, g, m, s in ((w1a, g1, m1, s1), (w2, g2, m2, s2)):
-            m.mul_(r.beta1).add_(g, alpha=1.0 - r.beta1)
-            s.mul_(r.beta2).addcmul_(g, g, value=1.0 - r.beta2)
-            w.addcdiv_(m, (s / bc2).sqrt_().add_(r.eps), value=-r.lr / bc1)
+            adam_update(w.numpy(), g.contiguous().numpy(), m.numpy(), s.numpy(), r.lr, r.beta1, r.beta2, t + 1,
+                        r.eps)
     w1[:, cols] = w1a
     return {"loss": loss, "out_spikes": out_counts, "hid_spikes": hid}
