@@ -247,3 +247,20 @@ def test_eval_cli_rate_model(tmp_path, capsys):
     meta_less = make_graph(rng.normal(size=(4, 784)), rng.normal(size=(784, 4)), {"dataset": "mnist"})
     save_npz(meta_less, tmp_path / "x.npz")
     assert main(["eval", str(tmp_path / "x.npz"), "--limit", "2"]) == 2
+
+
+def test_speed_benchmark_cycles_the_bundled_subset(monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed_rate.py"
+    spec = importlib.util.spec_from_file_location("train_speed_rate", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    # 19 batches of 100 > the 1,800 bundled MNIST training images: the images are cycled
+    assert mod.main(["--networks", "mnist-196", "--batches", "1", "--warmup", "18", "--threads", "1",
+                     "--modes", "online"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert json.loads(lines[0])["data_source"] == "bundled"
+    assert json.loads(lines[-1])["seconds_per_epoch"]["mnist-196"]["online"] > 0
