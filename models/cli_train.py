@@ -68,7 +68,9 @@ def register(subparsers) -> None:
                    help="mean of r in t + noise * r, r ~ N(mean, 1) (paper: 1)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto: where the optimiser runs "
                                                    "(spike times and gradients are computed on the CPU)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for the kernels (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="most CPU threads for the kernels (default: the cores this process may use); each batch "
+                        "runs in 1 or this many threads, whichever its measured time favours (docs/training.md)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_preset_args(p)
@@ -140,16 +142,13 @@ def train_rate_cli(args: argparse.Namespace) -> int:
 
 def train_temporal_cli(args: argparse.Namespace) -> int:
     """Run ``snnc train temporal`` from parsed arguments; prints progress and the test MSE."""
+    import numba
+
     from models.presets import preset_from_args
     from models.temporal_trainer import TrainConfig, train_temporal
-    from toolchain.errors import SnncError
+    from models.threads import check_threads, default_threads
 
-    if args.threads is not None:
-        import numba
-
-        if not 1 <= args.threads <= numba.config.NUMBA_NUM_THREADS:
-            raise SnncError(f"--threads must be between 1 and {numba.config.NUMBA_NUM_THREADS}, got {args.threads}")
-        numba.set_num_threads(args.threads)
+    numba.set_num_threads(default_threads() if args.threads is None else check_threads(args.threads))
     choice = preset_from_args(args)
     hp = choice.hp
     cfg = TrainConfig(hp=hp, dataset=args.dataset, preset=choice.row, epochs=args.epochs, seed=args.seed,

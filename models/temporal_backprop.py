@@ -13,12 +13,14 @@ Times in model time units.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numba
 import numpy as np
 
 from models import temporal_kernels as K
+from models.threads import AdaptiveThreads, batch_threads, numba_threads
 
 
 @dataclass(frozen=True)
@@ -98,24 +100,34 @@ class BatchResult:
 
 def reconstruction_gradients(params: list[tuple[np.ndarray, np.ndarray]], input_times: np.ndarray,
                              targets: np.ndarray, latency: float, tau: float, theta: float, clip: float,
-                             penalty: float) -> BatchResult:
+                             penalty: float, threads: int | AdaptiveThreads | None = None) -> BatchResult:
     """Forward the batch through every layer, then backpropagate the authors' reconstruction loss.
 
     params: per layer (weights_all (n_out, n_in + P), pulse_times (P,)).
     input_times (N, n_in) and targets (N, n_out_last) in time units (targets relative to the latency).
     Gradients are means over the batch (penalty per sample, so also averaged).
+    threads: the kernels' thread count; None = ``models.threads.batch_threads`` (batches smaller than
+    ``PARALLEL_MIN_BATCH`` in the calling thread, larger ones on numba's threads); an ``AdaptiveThreads``
+    chooses per batch from the measured times. The results are the same whatever the thread count.
     """
     n = input_times.shape[0]
-    states = []
-    x = input_times
-    for w_all, pt in params:
-        st = layer_forward(x, w_all, pt, tau, theta)
-        states.append(st)
-        x = st.t_out
-    sq, g = K.reconstruction_grad(x, np.ascontiguousarray(targets, dtype=np.float64), float(latency), 1.0 / n)
-    grads: list[LayerGrads] = [None] * len(params)  # type: ignore[list-item]
-    for li in range(len(params) - 1, -1, -1):
-        lg = layer_backward(states[li], params[li][0], g, tau, clip, penalty / n, need_input_grad=li > 0)
-        grads[li] = lg
-        g = lg.in_times
+    if isinstance(threads, AdaptiveThreads):
+        n_thr = threads.choose(n)
+        t0 = time.perf_counter()
+        res = reconstruction_gradients(params, input_times, targets, latency, tau, theta, clip, penalty, n_thr)
+        threads.record(n_thr, time.perf_counter() - t0, n)
+        return res
+    with numba_threads(batch_threads(n) if threads is None else threads):
+        states = []
+        x = input_times
+        for w_all, pt in params:
+            st = layer_forward(x, w_all, pt, tau, theta)
+            states.append(st)
+            x = st.t_out
+        sq, g = K.reconstruction_grad(x, np.ascontiguousarray(targets, dtype=np.float64), float(latency), 1.0 / n)
+        grads: list[LayerGrads] = [None] * len(params)  # type: ignore[list-item]
+        for li in range(len(params) - 1, -1, -1):
+            lg = layer_backward(states[li], params[li][0], g, tau, clip, penalty / n, need_input_grad=li > 0)
+            grads[li] = lg
+            g = lg.in_times
     return BatchResult(float(sq), grads, x)

@@ -18,7 +18,11 @@ for the causal inputs (the first ``n_prefix`` in time order) of every spiking ne
 Parallelism is deterministic: the forward pass runs in parallel over samples (optionally also over shares of
 the neurons; every item writes only its own entries), the backward pass in parallel over fixed chunks of
 neurons (each neuron owns its weight-gradient row and sums the samples in order; input-time gradients are
-summed per chunk, then over the chunks in order), so results do not depend on the number of threads.
+summed per chunk, then over the chunks in order), so results do not depend on the number of threads. With
+one numba thread (``numba.set_num_threads(1)``; models/threads.py does this for small batches) the parallel
+loops run in the calling thread. The per-sample forward body works on buffers indexed from 0 so that its
+accumulation loop vectorises (SIMD, no change in the operations or their order); tests/test_temporal_speed.py
+checks every kernel bitwise against a frozen copy of the previous version (tests/reference_temporal_kernels.py).
 No dense (N, n_out, n_in) tensor is ever built.
 All times are in model time units; ``inf`` means no spike.
 """
@@ -35,8 +39,12 @@ from models.exact import lambertw0
 # bound is below theta by this relative margin, otherwise run the exact test of models.exact.first_spike.
 _BOUND_MARGIN = 1.0 - 1e-9
 
+# IEEE division (x / 0 = inf) instead of Python's ZeroDivisionError check: the checks' branches stop LLVM from
+# vectorising the loops. The kernels never divide by zero on valid inputs, so results are unchanged.
+_JIT = {"cache": True, "error_model": "numpy"}
 
-@numba.njit(cache=True)
+
+@numba.njit(**_JIT)
 def _insertion_sort(vals, perm, k0, k1):
     """Stable in-place insertion sort of perm[k0:k1] by vals[perm]."""
     for u in range(k0 + 1, k1):
@@ -49,7 +57,7 @@ def _insertion_sort(vals, perm, k0, k1):
         perm[q + 1] = p
 
 
-@numba.njit(cache=True)
+@numba.njit(**_JIT)
 def _stable_argsort(vals, perm):
     """perm = np.argsort(vals, kind="mergesort") for finite vals, in O(n) for spread-out values.
 
@@ -103,7 +111,7 @@ def _stable_argsort(vals, perm):
             _insertion_sort(vals, perm, start[bk], start[bk + 1])
 
 
-@numba.njit(cache=True)
+@numba.njit(**_JIT)
 def _sort_sample(x, order, ts, es, inv_es, tau):
     """Stable time order of one sample's inputs; returns the number of finite (spiking) inputs.
 
@@ -135,13 +143,17 @@ def _sort_sample(x, order, ts, es, inv_es, tau):
         order[k] = i
         t = x[i]
         ts[k] = t
+        if k > 0 and t == ts[k - 1]:  # a tie (8-bit pixels give many): the same exp, computed once
+            es[k] = es[k - 1]
+            inv_es[k] = inv_es[k - 1]
+            continue
         e = math.exp(tau * t)
         es[k] = e
         inv_es[k] = 1.0 / e
     return n_valid
 
 
-@numba.njit(cache=True, inline="always")
+@numba.njit(inline="always", **_JIT)
 def _try_spike(s, j, k, aj, bj, ti, t_next, t_hi, inv_ek, tau, inv_tau, theta, bound,
                t_out, a_out, b_out, w_out, k_out):
     """Exact threshold test of models.exact.first_spike for neuron j on [ti, t_next); records a spike."""
@@ -174,12 +186,112 @@ def _try_spike(s, j, k, aj, bj, ti, t_next, t_hi, inv_ek, tau, inv_tau, theta, b
     return True
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(inline="always", **_JIT)
+def _forward_item(x, weights_t, s, j0, j1, tau, inv_tau, theta, bound, t_out, a_out, b_out, w_out, k_out,
+                  ordr, ts, es, inv_es, a, b, alive, act):
+    """Sample s, neurons j0..j1-1 of a layer: writes their rows of the outputs; returns n_valid.
+
+    ordr, ts, es, inv_es (n_in,) and a, b, alive, act (>= j1 - j0,) are scratch buffers (indexed from 0 for the
+    neurons, so that the accumulation loops vectorise). ordr, ts, es come back filled for the sample.
+    """
+    n_part = j1 - j0
+    n_valid = _sort_sample(x, ordr, ts, es, inv_es, tau)
+    for q in range(n_part):
+        a[q] = 0.0
+        b[q] = 0.0
+        alive[q] = 1.0  # 1.0 until the neuron spikes
+        act[q] = q  # the same neurons as a list, act[:n_act]
+    n_act = n_part
+    dense = True  # while most neurons wait, update all of them (SIMD) rather than through the list
+    for k in range(n_valid):
+        ti = ts[k]
+        ek = es[k]
+        t_next = ts[k + 1] if k + 1 < n_valid else np.inf
+        wrow = weights_t[ordr[k], j0:j1]
+        if t_next == ti:
+            if dense:
+                for q in range(n_part):
+                    e = wrow[q] * ek
+                    a[q] += e
+                    b[q] += e * ti
+            else:
+                for q in range(n_act):
+                    jj = act[q]
+                    e = wrow[jj] * ek
+                    a[jj] += e
+                    b[jj] += e * ti
+            continue
+        # accumulate and count the neurons whose peak potential over [ti, t_next] may reach theta:
+        # peak of A t - B is A clamp(B/A + 1/tau, ti, t_next) - B, and e^{-tau t} <= e^{-tau ti} there
+        inv_ek = inv_es[k]
+        t_hi = t_next if t_next < np.inf else 1e300
+        n_cand = 0
+        if dense:
+            for q in range(n_part):
+                e = wrow[q] * ek
+                aj = a[q] + e
+                bj = b[q] + e * ti
+                a[q] = aj
+                b[q] = bj
+                pk = max(aj * inv_tau, aj * ti - bj)
+                pk = min(pk, aj * t_hi - bj)
+                if pk * inv_ek * alive[q] >= bound and aj > 0.0:
+                    n_cand += 1
+        else:
+            for q in range(n_act):
+                jj = act[q]
+                e = wrow[jj] * ek
+                aj = a[jj] + e
+                bj = b[jj] + e * ti
+                a[jj] = aj
+                b[jj] = bj
+                pk = max(aj * inv_tau, aj * ti - bj)
+                pk = min(pk, aj * t_hi - bj)
+                if pk * inv_ek >= bound and aj > 0.0:
+                    n_cand += 1
+        if n_cand == 0:
+            continue
+        m = 0
+        for q in range(n_act):
+            jj = act[q]
+            if _try_spike(s, j0 + jj, k, a[jj], b[jj], ti, t_next, t_hi, inv_ek, tau, inv_tau, theta, bound,
+                          t_out, a_out, b_out, w_out, k_out):
+                alive[jj] = 0.0
+                continue
+            act[m] = jj
+            m += 1
+        n_act = m
+        dense = 2 * n_act > n_part
+        if n_act == 0:
+            break
+    return n_valid
+
+
+@numba.njit(**_JIT)
+def _forward_outputs(n, n_in, n_out):
+    return (np.full((n, n_out), np.inf), np.zeros((n, n_out)), np.zeros((n, n_out)), np.zeros((n, n_out)),
+            np.zeros((n, n_out), dtype=np.int32), np.empty((n, n_in), dtype=np.int32), np.zeros(n, dtype=np.int32),
+            np.empty((n, n_in)), np.empty((n, n_in)))
+
+
+@numba.njit(**_JIT)
+def _save_order(s, n_valid, ordr, ts, es, order, n_valid_out, es_out, ts_out):
+    for k in range(ordr.shape[0]):
+        order[s, k] = ordr[k]
+    for k in range(n_valid):
+        es_out[s, k] = es[k]
+        ts_out[s, k] = ts[k]
+    n_valid_out[s] = n_valid
+
+
+@numba.njit(parallel=True, **_JIT)
 def layer_forward_fast(in_times, weights_t, tau, theta, n_split=1):
     """Batched exact layer, same results as ``models.exact.layer_forward``.
 
     The work is split into N * n_split parallel items (a sample and a 1 / n_split share of the neurons), which
-    balances small batches over the threads; results do not depend on n_split.
+    balances small batches over the threads; every item writes only its own entries, so results do not depend
+    on n_split or on the number of threads. With one numba thread (``numba.set_num_threads(1)``, see
+    models/threads.py) the loop runs in the calling thread.
 
     in_times:  (N, n_in) float64, time units, inf = no spike
     weights_t: (n_in, n_out) float64, the TRANSPOSED weight matrix (ordinary inputs then pulses)
@@ -189,15 +301,7 @@ def layer_forward_fast(in_times, weights_t, tau, theta, n_split=1):
     """
     n, n_in = in_times.shape
     n_out = weights_t.shape[1]
-    t_out = np.full((n, n_out), np.inf)
-    a_out = np.zeros((n, n_out))
-    b_out = np.zeros((n, n_out))
-    w_out = np.zeros((n, n_out))
-    k_out = np.zeros((n, n_out), dtype=np.int32)
-    order = np.empty((n, n_in), dtype=np.int32)
-    n_valid_out = np.zeros(n, dtype=np.int32)
-    es_out = np.empty((n, n_in))
-    ts_out = np.empty((n, n_in))
+    t_out, a_out, b_out, w_out, k_out, order, n_valid_out, es_out, ts_out = _forward_outputs(n, n_in, n_out)
     inv_tau = 1.0 / tau
     bound = theta * _BOUND_MARGIN
     n_split = max(1, min(n_split, n_out))
@@ -206,84 +310,18 @@ def layer_forward_fast(in_times, weights_t, tau, theta, n_split=1):
         part = item % n_split
         j0 = part * n_out // n_split
         j1 = (part + 1) * n_out // n_split
-        n_part = j1 - j0
         ordr = np.empty(n_in, dtype=np.int64)
         ts = np.empty(n_in)
         es = np.empty(n_in)
         inv_es = np.empty(n_in)
-        n_valid = _sort_sample(in_times[s], ordr, ts, es, inv_es, tau)
-        a = np.zeros(n_out)
-        b = np.zeros(n_out)
-        alive = np.ones(n_out)  # 1.0 until the neuron spikes
-        act = np.arange(j0, j1)  # the same neurons as a list, act[:n_act]
-        n_act = n_part
-        dense = True  # while most neurons wait, update all of them (SIMD) rather than through the list
-        for k in range(n_valid):
-            ti = ts[k]
-            ek = es[k]
-            t_next = ts[k + 1] if k + 1 < n_valid else np.inf
-            wrow = weights_t[ordr[k]]
-            if t_next == ti:
-                if dense:
-                    for j in range(j0, j1):
-                        e = wrow[j] * ek
-                        a[j] += e
-                        b[j] += e * ti
-                else:
-                    for q in range(n_act):
-                        j = act[q]
-                        e = wrow[j] * ek
-                        a[j] += e
-                        b[j] += e * ti
-                continue
-            # accumulate and count the neurons whose peak potential over [ti, t_next] may reach theta:
-            # peak of A t - B is A clamp(B/A + 1/tau, ti, t_next) - B, and e^{-tau t} <= e^{-tau ti} there
-            inv_ek = inv_es[k]
-            t_hi = t_next if t_next < np.inf else 1e300
-            n_cand = 0
-            if dense:
-                for j in range(j0, j1):
-                    e = wrow[j] * ek
-                    aj = a[j] + e
-                    bj = b[j] + e * ti
-                    a[j] = aj
-                    b[j] = bj
-                    pk = max(aj * inv_tau, aj * ti - bj)
-                    pk = min(pk, aj * t_hi - bj)
-                    n_cand += (pk * inv_ek * alive[j] >= bound) & (aj > 0.0)
-            else:
-                for q in range(n_act):
-                    j = act[q]
-                    e = wrow[j] * ek
-                    aj = a[j] + e
-                    bj = b[j] + e * ti
-                    a[j] = aj
-                    b[j] = bj
-                    pk = max(aj * inv_tau, aj * ti - bj)
-                    pk = min(pk, aj * t_hi - bj)
-                    n_cand += (pk * inv_ek >= bound) & (aj > 0.0)
-            if n_cand == 0:
-                continue
-            m = 0
-            for q in range(n_act):
-                j = act[q]
-                if _try_spike(s, j, k, a[j], b[j], ti, t_next, t_hi, inv_ek, tau, inv_tau, theta, bound,
-                              t_out, a_out, b_out, w_out, k_out):
-                    alive[j] = 0.0
-                    continue
-                act[m] = j
-                m += 1
-            n_act = m
-            dense = 2 * n_act > n_part
-            if n_act == 0:
-                break
+        a = np.empty(j1 - j0)
+        b = np.empty(j1 - j0)
+        alive = np.empty(j1 - j0)
+        act = np.empty(j1 - j0, dtype=np.int64)
+        n_valid = _forward_item(in_times[s], weights_t, s, j0, j1, tau, inv_tau, theta, bound, t_out, a_out,
+                                b_out, w_out, k_out, ordr, ts, es, inv_es, a, b, alive, act)
         if part == 0:
-            for k in range(n_in):
-                order[s, k] = ordr[k]
-            for k in range(n_valid):
-                es_out[s, k] = es[k]
-                ts_out[s, k] = ts[k]
-            n_valid_out[s] = n_valid
+            _save_order(s, n_valid, ordr, ts, es, order, n_valid_out, es_out, ts_out)
     return t_out, a_out, b_out, w_out, k_out, order, n_valid_out, es_out, ts_out
 
 
@@ -292,7 +330,11 @@ def layer_forward_fast(in_times, weights_t, tau, theta, n_split=1):
 GRAD_CHUNKS = 8
 
 
-@numba.njit(cache=True, parallel=True)
+# Dense (masked, SIMD) backward when at least this fraction of the (sample, neuron, input) triples is causal.
+DENSE_CAUSAL_FRACTION = 0.25
+
+
+@numba.njit(parallel=True, **_JIT)
 def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, penalty, col_start, mode=-1):
     """Exact gradients of one layer, summed over samples, in one event-driven pass over the causal inputs.
 
@@ -354,15 +396,12 @@ def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, 
                 c1 = wj + 1.0 - tau * bpa
                 npj = n_prefix[s, j]
                 if dense:  # in input order, masked: vectorises when most inputs are causal
-                    xs = x_idx[s]
-                    es_s = es_idx[s]
-                    pos_s = pos[s]
-                    for i in range(n_in):
-                        ek = es_s[i] * inv_denom
-                        tk = xs[i]
+                    for i in range(n_in):  # 2-D indexing, not row views: a view costs atomic refcounts
+                        ek = es_idx[s, i] * inv_denom
+                        tk = x_idx[s, i]
                         dw = min(max(ek * (tk + c0), -c), c)
                         dt = min(max(wrow[i] * ek * (tau * tk + c1), -c), c)
-                        causal = pos_s[i] < npj
+                        causal = pos[s, i] < npj
                         gwj[i] += gj * dw if causal else 0.0
                         pc[s, i] += gj * dt if causal else 0.0
                     continue
@@ -385,7 +424,7 @@ def layer_grads(ts, es, weights, t_out, a, b, w, n_prefix, order, g, tau, clip, 
     return gw, gin
 
 
-@numba.njit(cache=True)
+@numba.njit(**_JIT)
 def reconstruction_grad(t_out, targets, latency, scale):
     """Authors' reconstruction loss and its gradient wrt the output spike times.
 

@@ -21,10 +21,12 @@ from typing import Callable
 
 import numpy as np
 
+from models.adam_step import adam_step
 from models.encoding import latency_encode, reconstruction_mse, target_times
 from models.network import AlphaLayer, TemporalNetwork
 from models.presets import Hyperparameters
 from models.temporal_backprop import layer_forward, reconstruction_gradients
+from models.threads import AdaptiveThreads
 from toolchain.atomic import atomic_path, atomic_write_text
 from toolchain.errors import SnncError
 
@@ -147,6 +149,7 @@ class Learner:
             groups.append({"params": self.pt, "lr": hp.lr_pulses})
         kw = {"fused": True} if device == "cpu" else {}
         self.opt = torch.optim.Adam(groups, betas=ADAM_BETAS, eps=ADAM_EPS, **kw)
+        self.threads = AdaptiveThreads()  # kernel threads per batch, from measured times (models/threads.py)
 
     def numpy(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
         """Current parameters as float64 numpy arrays (views on CPU: do not keep them across steps)."""
@@ -160,7 +163,7 @@ class Learner:
                 t.grad = torch.from_numpy(g.weights_all).to(self.device)
             for t, g in zip(self.pt, grads):
                 t.grad = torch.from_numpy(np.ascontiguousarray(g.pulse_times)).to(self.device)
-            self.opt.step()
+            adam_step(self.opt)  # = self.opt.step() on CPU float64, without torch's per-step overhead
             for t in self.pt:
                 t.clamp_(min=0.0)  # pulse times stay >= 0 (authors' code)
 
@@ -169,7 +172,7 @@ class Learner:
         hp = self.hp
         w_alls, pts = self.numpy()
         res = reconstruction_gradients(list(zip(w_alls, pts)), input_times, targets, hp.latency, hp.decay_rate_tau,
-                                       hp.threshold_theta, hp.clip_derivative, hp.penalty_no_spike)
+                                       hp.threshold_theta, hp.clip_derivative, hp.penalty_no_spike, self.threads)
         self.step(res.grads)
         return res.sq_error_sum
 

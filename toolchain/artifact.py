@@ -9,6 +9,10 @@ times, and every layer's output is a graph output. Parameters are float64 initia
 ``snnc.latency`` (time units, Python float repr), ``snnc.encoding``, ``snnc.neuron`` (``alpha_once``) and
 ``snnc.meta.<key>`` = JSON of every ``TemporalNetwork.metadata`` entry.
 
+Format version 2 (one op per IR node kind, any model family) is written by toolchain/artifact_graph.py; ``load_onnx``
+also reads a v2 file of a continuous-time (alpha) network and refuses a v2 steps (LIF) file with a message naming
+``toolchain.artifact_graph.load_graph``.
+
 ``load_onnx(save_onnx(net))`` reproduces ``net`` bitwise. Any malformed file raises ArtifactError; both directions
 check the network with toolchain.validate.validate_network (ranges: docs/artifact-format.md), and a file that is
 not ONNX at all (a PyTorch checkpoint, a compiled.npz, ...) is named as what it is.
@@ -36,6 +40,7 @@ DOMAIN = "ai.snnc"
 OP_TYPE = "AlphaLayer"
 DOMAIN_VERSION = 1
 FORMAT_VERSION = "1"
+GRAPH_FORMAT_VERSION = "2"  # the IR graph format written by toolchain.artifact_graph.save_graph
 NEURON_KIND = "alpha_once"
 INPUT_NAME = "input_times"
 ONNX_OPSET = 17
@@ -124,6 +129,28 @@ def model_hash(path: str | os.PathLike) -> str:
         raise ArtifactError(f"cannot read model file {path}: {exc.strerror}; check the path") from None
 
 
+def double_tensor(inits: dict[str, onnx.TensorProto], name: str, ndim: int, source: str,
+                  fix: str = _FIX_RESAVE) -> np.ndarray:
+    """The finite float64 array of initializer ``name`` with ``ndim`` dimensions, or ArtifactError naming it."""
+    if name not in inits:
+        raise ArtifactError(f"{source}: missing tensor {name!r}; {fix}")
+    tensor = inits[name]
+    if tensor.data_type != TensorProto.DOUBLE:
+        raise ArtifactError(
+            f"{source}: tensor {name!r} has type {TensorProto.DataType.Name(tensor.data_type)}, "
+            f"expected DOUBLE (float64); {fix}"
+        )
+    try:
+        arr = numpy_helper.to_array(tensor)
+    except Exception as exc:
+        raise ArtifactError(f"{source}: tensor {name!r} cannot be decoded ({exc}); {fix}") from None
+    if arr.ndim != ndim:
+        raise ArtifactError(f"{source}: tensor {name!r} has shape {arr.shape}, expected {ndim}-D; {fix}")
+    if not np.all(np.isfinite(arr)):
+        raise ArtifactError(f"{source}: tensor {name!r} contains NaN or inf; retrain or repair the model")
+    return arr
+
+
 def _attr_scalar(node: onnx.NodeProto, name: str, where: str) -> float:
     for attr in node.attribute:
         if attr.name == name:
@@ -201,16 +228,37 @@ def _parse(data: bytes, source: str) -> onnx.ModelProto:
     return model
 
 
+def _temporal_from_v2(model: onnx.ModelProto, source: str) -> TemporalNetwork:
+    """A v2 (IR graph) file read as a TemporalNetwork: continuous (alpha) graphs only."""
+    from toolchain.artifact_graph import graph_from_proto  # v2 reader; it imports this module
+    from toolchain.ir_alpha import temporal_from_graph
+
+    graph = graph_from_proto(model, source)
+    if graph.time != "continuous":
+        raise ArtifactError(
+            f"{source} is a format-2 artifact of a {graph.time}-time (LIF) network, not an alpha network; this "
+            f"command runs alpha (temporal) models only: load it with toolchain.artifact_graph.load_graph and use "
+            f"a command that runs LIF models"
+        )
+    return validate_network(temporal_from_graph(graph, source), source)
+
+
 def from_model_proto(model: onnx.ModelProto, source: str = "model") -> TemporalNetwork:
-    """Validate an snnc ONNX model and rebuild the :class:`TemporalNetwork`; errors raise ArtifactError."""
+    """Validate an snnc ONNX model and rebuild the :class:`TemporalNetwork`; errors raise ArtifactError.
+
+    Format 1 files are read directly; a format 2 (IR graph, toolchain/artifact_graph.py) file of a continuous-time
+    alpha network is converted with toolchain.ir_alpha.temporal_from_graph; a format 2 steps (LIF) file is refused
+    with a message naming toolchain.artifact_graph.load_graph."""
     props = {p.key: p.value for p in model.metadata_props}
     version = props.get("snnc.format_version")
     if version is None:
         raise ArtifactError(f"{source} has no snnc.format_version metadata: not an snnc artifact; {_FIX_RESAVE}")
+    if version == GRAPH_FORMAT_VERSION:
+        return _temporal_from_v2(model, source)
     if version != FORMAT_VERSION:
         raise ArtifactError(
-            f"{source} has snnc.format_version {version!r}, this snnc reads version {FORMAT_VERSION!r}; "
-            f"upgrade snnc or re-export the model with this version"
+            f"{source} has snnc.format_version {version!r}, this snnc reads versions {FORMAT_VERSION!r} and "
+            f"{GRAPH_FORMAT_VERSION!r}; upgrade snnc or re-export the model with this version"
         )
     neuron = props.get("snnc.neuron", NEURON_KIND)
     if neuron != NEURON_KIND:
@@ -260,25 +308,7 @@ def from_model_proto(model: onnx.ModelProto, source: str = "model") -> TemporalN
             raise ArtifactError(f"{where}: must have exactly one output (spike times); {_FIX_RESAVE}")
         taus.append(_attr_scalar(node, "tau", where))
         thetas.append(_attr_scalar(node, "theta", where))
-        arrays = []
-        for name, ndim in zip(expected[1:], (2, 1, 2)):
-            if name not in inits:
-                raise ArtifactError(f"{source}: missing tensor {name!r}; {_FIX_RESAVE}")
-            tensor = inits[name]
-            if tensor.data_type != TensorProto.DOUBLE:
-                raise ArtifactError(
-                    f"{source}: tensor {name!r} has type {TensorProto.DataType.Name(tensor.data_type)}, "
-                    f"expected DOUBLE (float64); {_FIX_RESAVE}"
-                )
-            try:
-                arr = numpy_helper.to_array(tensor)
-            except Exception as exc:
-                raise ArtifactError(f"{source}: tensor {name!r} cannot be decoded ({exc}); {_FIX_RESAVE}") from None
-            if arr.ndim != ndim:
-                raise ArtifactError(f"{source}: tensor {name!r} has shape {arr.shape}, expected {ndim}-D; {_FIX_RESAVE}")
-            if not np.all(np.isfinite(arr)):
-                raise ArtifactError(f"{source}: tensor {name!r} contains NaN or inf; retrain or repair the model")
-            arrays.append(arr)
+        arrays = [double_tensor(inits, name, ndim, source) for name, ndim in zip(expected[1:], (2, 1, 2))]
         w, pt, pw = arrays
         n_in_expected = layers[-1].n_out if layers else None
         if n_in_expected is not None and w.shape[1] != n_in_expected:
@@ -317,16 +347,26 @@ def from_model_proto(model: onnx.ModelProto, source: str = "model") -> TemporalN
 def load_onnx(path: str | os.PathLike) -> TemporalNetwork:
     """Read and validate an snnc ONNX artifact; any problem raises ArtifactError naming it and the fix."""
     path = Path(path)
+    model = read_model(path)
+    net = from_model_proto(model, str(path))
+    check_onnx(model, str(path))
+    return net
+
+
+def read_model(path: Path) -> onnx.ModelProto:
+    """Read and parse an ONNX file; ArtifactError for a missing/unreadable file or one that is not ONNX."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ArtifactError(f"model file {path} does not exist; check the path or train one with `snnc train`") from None
     except OSError as exc:
         raise ArtifactError(f"cannot read model file {path}: {exc.strerror}; check the path and permissions") from None
-    model = _parse(data, str(path))
-    net = from_model_proto(model, str(path))
+    return _parse(data, str(path))
+
+
+def check_onnx(model: onnx.ModelProto, source: str, fix: str = _FIX_RESAVE) -> None:
+    """onnx.checker.check_model, its failure as an ArtifactError."""
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
-        raise ArtifactError(f"{path} fails the ONNX checker ({str(exc).splitlines()[0]}); {_FIX_RESAVE}") from None
-    return net
+        raise ArtifactError(f"{source} fails the ONNX checker ({str(exc).splitlines()[0]}); {fix}") from None
