@@ -24,14 +24,13 @@ EVAL_BATCH = 1000  # samples per exact_forward call (bounds the trace memory)
 
 
 def resolve_model_path(model: str | Path) -> Path:
-    """A file, or a run folder holding model.onnx, model.npz (rate LIF model) or ann.pt."""
+    """A file, or a run folder holding model.onnx (temporal or rate) or ann.pt."""
     path = Path(model)
     if path.is_dir():
-        for name in ("model.onnx", "model.npz", "ann.pt"):
+        for name in ("model.onnx", "ann.pt"):
             if (path / name).is_file():
                 return path / name
-        raise ArtifactError(f"folder {path} holds neither model.onnx nor ann.pt (nor a rate model.npz); pass the model "
-                            f"file itself")
+        raise ArtifactError(f"folder {path} holds neither model.onnx nor ann.pt; pass the model file itself")
     if not path.exists():
         raise ArtifactError(f"model {path} does not exist; check the path or train one with `snnc train`")
     return path
@@ -64,20 +63,23 @@ def check_output_path(path: str | Path, flag: str) -> Path:
 
 
 def _load_model(path: Path):
-    """('ann', (model, cfg)) or ('temporal', TemporalNetwork) - validated like `snnc compile` does."""
+    """('ann', (model, cfg)), ('rate', steps Graph) or ('temporal', TemporalNetwork) - validated like `snnc compile`."""
     from models.ann import is_ann_checkpoint
 
-    if path.suffix == ".npz":
-        from models.rate_model import load_npz
-
-        return "rate", load_npz(path)
     if is_ann_checkpoint(path):
         from models.ann import load_checkpoint
 
         model, cfg, _ = load_checkpoint(path)
         return "ann", (model, cfg)
     from toolchain.artifact import load_onnx  # validates the file and the network (the same checks as compile)
+    from toolchain.artifact_graph import load_graph
 
+    try:
+        graph = load_graph(path)
+    except ArtifactError:
+        graph = None  # load_onnx below says what is wrong, as it always has
+    if graph is not None and graph.time == "steps":  # a rate-coded LIF model (snnc train rate)
+        return "rate", graph
     net = load_onnx(path)
     sizes = net.sizes
     if sizes[0] != N_PIXELS or sizes[-1] != N_PIXELS:
@@ -126,7 +128,7 @@ def _eval_temporal(path: Path, net, images: np.ndarray, noise: float | None, noi
 
 def _eval_rate(path: Path, graph, images: np.ndarray, noise: float | None, noise_mean: float | None,
                seed: int) -> dict:
-    """Rate LIF model (models/rate_model.py): Bernoulli inputs with the recorded T and p_scale; both z-scored
+    """Rate LIF model (models/rate_model.py, a steps graph in a format 2 artifact): Bernoulli inputs with the recorded T and p_scale; both z-scored
     metrics (``mse`` = image vs output spike counts, ``spike_mse`` = input vs output spike counts)."""
     from models.rate_trainer import evaluate_graph
 
@@ -246,7 +248,7 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model.onnx, model.npz (rate LIF), ann.pt, or a run folder holding one of them")
+    p.add_argument("model", help="model.onnx (temporal or rate LIF), ann.pt, or a run folder holding one of them")
     p.add_argument("--dataset", default=None, choices=DATASETS,
                    help="dataset to score on (default: the one the model was trained on, from its metadata)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"),

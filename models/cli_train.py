@@ -27,7 +27,7 @@ RATE_EXAMPLES = """examples:
   snnc train rate --arch 784-196-784 --steps 15 --dataset mnist --mode bptt --out runs/rate196-bptt
   snnc train rate --preset fmnist-1024 --threads 2 --out runs/fm1024
 
-writes <out>/model.npz (the IR graph), <out>/checkpoint.pt, <out>/metrics.json (Spike-MSE and MSE, both z-scored
+writes <out>/model.onnx (the IR graph, artifact format 2), <out>/checkpoint.pt, <out>/metrics.json (Spike-MSE and MSE, both z-scored
 per image) and <out>/reconstructions.png; a folder that already holds a run needs --resume or --force.
 """
 
@@ -136,7 +136,7 @@ def train_rate_cli(args: argparse.Namespace) -> int:
     m = train_rate(cfg, args.out, data_dir=args.data_dir, resume=args.resume, force=args.force,
                    threads=args.threads, progress=not args.no_progress)
     print(f"test Spike-MSE {m['test_spike_mse']:.4f}, test MSE {m['test_pixel_mse']:.4f}")
-    print(f"model: {args.out}/model.npz")
+    print(f"model: {args.out}/model.onnx")
     return 0
 
 

@@ -1,15 +1,13 @@
-"""The trained rate-coded LIF autoencoder as an IR graph (toolchain/ir.py), its float64 forward pass and storage.
+"""The trained rate-coded LIF autoencoder as an IR graph (toolchain/ir.py) and its float64 forward pass.
 
 The graph is ``lif_chain([W1, W2], [LIF(H, leak, v_th, clamp=True), LIF(n_out, leak, v_th, clamp=True)])`` with
 reset to zero and spikes on V >= V_th; ``metadata`` holds dataset, encoding "bernoulli", p_scale (spike
 probability per step at pixel 1 = dt * max_rate), steps T and the training settings. :func:`forward_spikes` is
 the evaluation forward pass; it runs the same float64 operations as ``toolchain.lif_reference.simulate`` (tested
-to give identical spike trains).
+to give identical spike trains). Models are stored as ONNX artifact format 2 (toolchain.artifact_graph.save_graph /
+load_graph).
 """
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 
@@ -18,7 +16,6 @@ from toolchain.ir import LIF, Dense, Graph, lif_chain
 
 LEAK = 0.9
 V_TH = 1.0
-NPZ_FORMAT = "snnc-rate-npz"
 
 
 def make_graph(w1: np.ndarray, w2: np.ndarray, metadata: dict, leak: float = LEAK, v_th: float = V_TH) -> Graph:
@@ -66,37 +63,3 @@ def forward_spikes(graph: Graph, spikes_in: np.ndarray, chunk: int = 500) -> lis
             outs[k].append(s)
             src = s.astype(np.float64)
     return [np.concatenate(o) if o else np.zeros((0, x.shape[1], p.n), np.uint8) for o, p in zip(outs, pops)]
-
-
-def save_npz(graph: Graph, path: str | Path) -> None:
-    """Store a rate model's graph (weights, LIF settings, metadata) as one .npz, atomically."""
-    from toolchain.atomic import atomic_path
-
-    ws, pops = graph_weights(graph)
-    lif = [{"n": p.n, "leak": p.leak, "v_th": p.v_th, "reset": p.reset, "clamp": p.clamp, "strict": p.strict,
-            "dt_ms": p.dt_ms} for p in pops]
-    header = json.dumps({"format": NPZ_FORMAT, "version": 1, "lif": lif, "metadata": graph.metadata})
-    with atomic_path(Path(path)) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, header=np.array(header), **{f"w{k}": w for k, w in enumerate(ws)})
-
-
-def load_npz(path: str | Path) -> Graph:
-    """Read a model written by :func:`save_npz`; ArtifactError naming the problem otherwise."""
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            header = json.loads(str(z["header"]))
-            if header.get("format") != NPZ_FORMAT:
-                raise ArtifactError(f"{path} is not an snnc rate model (.npz); train one with `snnc train rate`")
-            ws = [z[f"w{k}"] for k in range(len(header["lif"]))]
-    except ArtifactError:
-        raise
-    except FileNotFoundError:
-        raise ArtifactError(f"no model at {path}; train one with `snnc train rate`") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise ArtifactError(f"{path} is not a readable snnc rate model ({exc}); train it again") from None
-    try:
-        return lif_chain(ws, [LIF(**d) for d in header["lif"]], metadata=header.get("metadata", {}))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise ArtifactError(f"{path} holds an invalid rate model ({exc}); train it again") from None

@@ -5,7 +5,8 @@ as Bernoulli spike trains (models/rate_encoding.py) and trained with the online 
 per-step Adam, the authors' code) or surrogate-gradient BPTT (models/rate_bptt.py). Weights start U(-init, init)
 (0.1 in the authors' code). After every epoch: validation metrics (models/rate_metrics.py) and an atomic
 checkpoint (torch tensors + plain values, read back with ``torch.load(weights_only=True)``). At the end the last
-epoch's model (1 epoch in the paper) is tested and written as ``model.npz`` (the IR graph, models/rate_model.py),
+epoch's model (1 epoch in the paper) is tested and written as ``model.onnx`` (the IR graph of
+models/rate_model.py in ONNX artifact format 2, toolchain.artifact_graph),
 with ``metrics.json`` and ``reconstructions.png`` (test images over output spike-count maps).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ from toolchain.atomic import atomic_path, atomic_write_text
 from toolchain.errors import SnncError
 
 CHECKPOINT_NAME = "checkpoint.pt"
-MODEL_NAME = "model.npz"
+MODEL_NAME = "model.onnx"
 METRICS_NAME = "metrics.json"
 PNG_NAME = "reconstructions.png"
 OUTPUT_NAMES = (CHECKPOINT_NAME, MODEL_NAME, METRICS_NAME, PNG_NAME)
@@ -231,7 +232,7 @@ def _train(cfg: RateConfig, out: Path, data_dir: str | None, resume: bool, progr
     from models.datasets import load_dataset
     from models.plots import save_reconstruction_png
     from models.rate_bptt import BpttLearner
-    from models.rate_model import save_npz
+    from toolchain.artifact_graph import save_graph
     from models.rate_online import OnlineRule, online_batch
 
     kw = dict(data_dir=data_dir, source=cfg.source)
@@ -314,7 +315,7 @@ def _train(cfg: RateConfig, out: Path, data_dir: str | None, resume: bool, progr
     save_reconstruction_png(test.images[:10], out_counts[:10] / peak[:10], out / PNG_NAME,
                             title=f"rate {'-'.join(map(str, cfg.arch))} T={cfg.steps} ({cfg.mode}): output spike "
                                   f"counts / max")
-    save_npz(graph, out / MODEL_NAME)
+    save_graph(graph, out / MODEL_NAME)
     atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
     log(f"test Spike-MSE {tm['spike_mse']:.4f}, test MSE {tm['pixel_mse']:.4f} (z-scored per image)")
     return metrics

@@ -11,10 +11,11 @@ torch = pytest.importorskip("torch")
 from models.rate_bptt import BpttLearner, bptt_loss  # noqa: E402
 from models.rate_encoding import bernoulli_encode  # noqa: E402
 from models.rate_metrics import rate_metrics, zscore_rows, zscored_mse  # noqa: E402
-from models.rate_model import forward_spikes, load_npz, make_graph, save_npz  # noqa: E402
+from models.rate_model import forward_spikes, make_graph  # noqa: E402
 from models.rate_online import OnlineRule, online_batch, sigmoid_derivative  # noqa: E402
 from models.rate_trainer import parse_arch, resolve_config  # noqa: E402
-from toolchain.errors import ArtifactError, SnncError  # noqa: E402
+from toolchain.artifact_graph import load_graph, save_graph  # noqa: E402
+from toolchain.errors import SnncError  # noqa: E402
 from toolchain.lif_reference import simulate  # noqa: E402
 
 
@@ -122,16 +123,13 @@ def test_graph_forward_equals_simulate_and_online_forward():
     np.testing.assert_array_equal(a2.numpy().transpose(1, 0, 2), ref.spikes[1])
 
 
-def test_npz_roundtrip(tmp_path):
+def test_artifact_roundtrip_and_simulate(tmp_path):
     rng = np.random.default_rng(3)
     g = make_graph(rng.normal(size=(4, 6)), rng.normal(size=(6, 4)), {"steps": 5, "encoding": "bernoulli"})
-    save_npz(g, tmp_path / "m.npz")
-    g2 = load_npz(tmp_path / "m.npz")
+    save_graph(g, tmp_path / "m.onnx")
+    g2 = load_graph(tmp_path / "m.onnx")
     np.testing.assert_array_equal(g2.nodes["fc0"].weight, g.nodes["fc0"].weight)
     assert g2.nodes["layer1"] == g.nodes["layer1"] and g2.metadata == g.metadata
-    (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(ArtifactError, match="not a readable"):
-        load_npz(tmp_path / "bad.npz")
 
 
 def test_bptt_loss_decreases_on_tiny_problem():
@@ -209,7 +207,7 @@ def test_cli_end_to_end(tmp_path, mode):
     assert m["data_source"] == "bundled" and m["config"]["mode"] == mode
     assert np.isfinite(m["test_spike_mse"]) and np.isfinite(m["test_pixel_mse"])
     assert (out / "reconstructions.png").read_bytes()[:4] == b"\x89PNG"
-    g = load_npz(out / "model.npz")
+    g = load_graph(out / "model.onnx")
     assert g.metadata["encoding"] == "bernoulli" and g.metadata["steps"] == 4
     assert g.nodes["layer0"].clamp and g.nodes["layer0"].leak == 0.9
     assert main(args) == 2                       # occupied --out refused
@@ -230,7 +228,7 @@ def test_eval_cli_rate_model(tmp_path, capsys):
     rng = np.random.default_rng(6)
     g = make_graph(rng.uniform(-0.05, 0.3, (16, 784)), rng.uniform(-0.05, 0.6, (784, 16)),
                    {"dataset": "mnist", "encoding": "bernoulli", "p_scale": 0.3, "steps": 5})
-    save_npz(g, tmp_path / "model.npz")
+    save_graph(g, tmp_path / "model.onnx")
     assert main(["eval", str(tmp_path), "--limit", "12", "--json", str(tmp_path / "m.json"),
                  "--png", str(tmp_path / "r.png")]) == 0
     m = json.loads((tmp_path / "m.json").read_text())
@@ -243,10 +241,10 @@ def test_eval_cli_rate_model(tmp_path, capsys):
     assert m["mse"] == pytest.approx(ref["pixel_mse"]) and m["spike_mse"] == pytest.approx(ref["spike_mse"])
     assert (tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
     assert "Spike-MSE" in capsys.readouterr().out
-    assert main(["eval", str(tmp_path / "model.npz"), "--noise", "0.1", "--limit", "2"]) == 2
+    assert main(["eval", str(tmp_path / "model.onnx"), "--noise", "0.1", "--limit", "2"]) == 2
     meta_less = make_graph(rng.normal(size=(4, 784)), rng.normal(size=(784, 4)), {"dataset": "mnist"})
-    save_npz(meta_less, tmp_path / "x.npz")
-    assert main(["eval", str(tmp_path / "x.npz"), "--limit", "2"]) == 2
+    save_graph(meta_less, tmp_path / "x.onnx")
+    assert main(["eval", str(tmp_path / "x.onnx"), "--limit", "2"]) == 2
 
 
 def test_speed_benchmark_cycles_the_bundled_subset(monkeypatch, capsys):
