@@ -262,3 +262,22 @@ def test_speed_benchmark_cycles_the_bundled_subset(monkeypatch, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     assert json.loads(lines[0])["data_source"] == "bundled"
     assert json.loads(lines[-1])["seconds_per_epoch"]["mnist-196"]["online"] > 0
+
+
+def test_checkpoint_safe_loader_refuses_code_and_foreign_files(tmp_path):
+    import pickle
+
+    from models.rate_trainer import load_checkpoint
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("this would run",))
+
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps({"format": "snnc-rate", "x": Evil()}, protocol=2))
+    with pytest.raises(SnncError, match="refused|unreadable"):
+        load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"format": "snnc-temporal", "version": 2}, tmp_path / "other.pt")
+    with pytest.raises(SnncError, match="not an snnc rate checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(SnncError, match="without --resume"):
+        load_checkpoint(tmp_path / "missing.pt")
