@@ -30,7 +30,8 @@ NETWORKS = {"mnist-196": ("mnist", 196, 15, 0.3), "fmnist-1024": ("fashion-mnist
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads (default 2)")
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch intra-op threads and numba threads (default 2; numba's capped by NUMBA_NUM_THREADS)")
     ap.add_argument("--batches", type=int, default=10, help="timed batches per configuration")
     ap.add_argument("--warmup", type=int, default=20, help="untimed batches first")
     ap.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated: " + ", ".join(NETWORKS))
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     from models.rate_encoding import bernoulli_encode
     from models.rate_online import OnlineRule, online_batch
 
+    import numba
+
     torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # the online rule's fused Adam
     batch = 100
     res: dict = {}
     cpu_res: dict = {}

@@ -205,7 +205,9 @@ def train_rate(cfg: RateConfig, out: str | Path, *, data_dir: str | None = None,
                log: Callable[[str], None] = print) -> dict:
     """Train, validate and checkpoint every epoch, test the final model and write the outputs into ``out``.
 
-    ``threads``: torch intra-op threads while training (default: unchanged). Returns the metrics dict."""
+    ``threads``: torch intra-op threads and numba threads (at most NUMBA_NUM_THREADS) while training (default:
+    unchanged). Returns the metrics dict."""
+    import numba
     import torch
 
     from models.temporal_trainer import check_output_folder, remove_stale_temp_files
@@ -215,13 +217,15 @@ def train_rate(cfg: RateConfig, out: str | Path, *, data_dir: str | None = None,
     remove_stale_temp_files(out, OUTPUT_NAMES)
     if threads is not None and not 1 <= threads <= 256:
         raise SnncError(f"--threads must be between 1 and 256, got {threads}")
-    n_threads = torch.get_num_threads()
+    n_threads, n_numba = torch.get_num_threads(), numba.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
         return _train(cfg, out, data_dir, resume, progress, log)
     finally:
         torch.set_num_threads(n_threads)
+        numba.set_num_threads(n_numba)
 
 
 def _train(cfg: RateConfig, out: Path, data_dir: str | None, resume: bool, progress: bool,
