@@ -27,8 +27,9 @@ RATE_EXAMPLES = """examples:
   snnc train rate --arch 784-196-784 --steps 15 --dataset mnist --mode bptt --out runs/rate196-bptt
   snnc train rate --preset fmnist-1024 --threads 2 --out runs/fm1024
 
-writes <out>/model.onnx (the IR graph, artifact format 2), <out>/checkpoint.pt, <out>/metrics.json (Spike-MSE and MSE, both z-scored
-per image) and <out>/reconstructions.png; a folder that already holds a run needs --resume or --force.
+writes <out>/model.onnx (the IR graph, artifact format 2), <out>/checkpoint.pt, <out>/metrics.json (Spike-MSE
+and MSE, both z-scored per image) and <out>/reconstructions.png; a folder that already holds a run needs --resume
+or --force.
 """
 
 

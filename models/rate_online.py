@@ -18,9 +18,10 @@ x[t] (B, n_in) in {0, 1} (units: potentials and weights in threshold units, V_th
 "reset the derivative of a neuron that spiked"). The gradient of step t uses the trace before the shrink.
 
 Sparsity: the columns of W1 whose pixel never spikes in the batch get a zero gradient at every step, so their Adam
-moments stay 0 and their update is exactly 0; only the active columns are computed (bitwise the same result). The output layer's current sums only the hidden neurons that spiked in the step when
-they are fewer than half. The Adam update is one fused numba pass (models/rate_kernels.py); tensors live on the
-CPU; numba's thread count applies to it, torch's to the matrix products.
+moments stay 0 and their update is exactly 0; only the active columns are computed (bitwise the same result).
+The output layer's current sums only the hidden neurons that spiked in the step when they are fewer than half.
+The Adam update is one fused numba pass (models/rate_kernels.py); tensors live on the CPU; numba's thread count
+applies to it, torch's to the matrix products.
 """
 from __future__ import annotations
 
@@ -64,8 +65,8 @@ def sigmoid_derivative(u):
 
 def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     """Train on one batch in place: w1 (H, n_in), w2 (n_out, H) torch tensors (float32 or float64), x (T, B, n_in)
-    spikes (any torch dtype, 0/1); CPU tensors. Returns {"loss": sum over steps of 0.5 sum E^2 / B, "out_spikes": (B, n_out)
-    output spike counts, "hid_spikes": hidden spikes summed over batch and steps}."""
+    spikes (any torch dtype, 0/1); CPU tensors. Returns {"loss": sum over steps of 0.5 sum E^2 / B,
+    "out_spikes": (B, n_out) output spike counts, "hid_spikes": hidden spikes summed over batch and steps}."""
     import torch
 
     from models.rate_kernels import adam_update
