@@ -129,7 +129,8 @@ def _eval_temporal(path: Path, net, images: np.ndarray, noise: float | None, noi
 def _eval_rate(path: Path, graph, images: np.ndarray, noise: float | None, noise_mean: float | None,
                seed: int) -> dict:
     """Rate LIF model (models/rate_model.py, a steps graph in a format 2 artifact): Bernoulli inputs with the
-    recorded T and p_scale; both z-scored metrics (``mse`` = image vs output spike counts, ``spike_mse`` = input vs output spike counts)."""
+    recorded T and p_scale; both z-scored metrics (``mse`` = image vs output spike counts, ``spike_mse`` = input
+    vs output spike counts)."""
     from models.rate_trainer import evaluate_graph
 
     if noise is not None or noise_mean is not None:
