@@ -24,7 +24,7 @@ EVAL_BATCH = 1000  # samples per exact_forward call (bounds the trace memory)
 
 
 def resolve_model_path(model: str | Path) -> Path:
-    """A file, or a run folder holding model.onnx or ann.pt."""
+    """A file, or a run folder holding model.onnx (temporal or rate) or ann.pt."""
     path = Path(model)
     if path.is_dir():
         for name in ("model.onnx", "ann.pt"):
@@ -48,7 +48,7 @@ def _metadata_noise(meta: dict) -> tuple[float | None, float | None]:
 
 
 def _load_model(path: Path):
-    """('ann', (model, cfg)) or ('temporal', TemporalNetwork) - validated like `snnc compile` does."""
+    """('ann', (model, cfg)), ('rate', steps Graph) or ('temporal', TemporalNetwork) - validated like `snnc compile`."""
     from models.ann import is_ann_checkpoint
 
     if is_ann_checkpoint(path):
@@ -57,7 +57,14 @@ def _load_model(path: Path):
         model, cfg, _ = load_checkpoint(path)
         return "ann", (model, cfg)
     from toolchain.artifact import load_onnx  # validates the file and the network (the same checks as compile)
+    from toolchain.artifact_graph import load_graph
 
+    try:
+        graph = load_graph(path)
+    except ArtifactError:
+        graph = None  # load_onnx below says what is wrong, as it always has
+    if graph is not None and graph.time == "steps":  # a rate-coded LIF model (snnc train rate)
+        return "rate", graph
     net = load_onnx(path)
     sizes = net.sizes
     if sizes[0] != N_PIXELS or sizes[-1] != N_PIXELS:
@@ -72,7 +79,7 @@ def _load_model(path: Path):
 
 def _recorded_dataset(kind: str, model) -> str | None:
     """The dataset the model was trained on, as its metadata (temporal) or config (ANN) records it."""
-    name = model[1].dataset if kind == "ann" else model.metadata.get("dataset")
+    name = model[1].dataset if kind == "ann" else model.metadata.get("dataset")  # temporal and rate: metadata
     return name if name in DATASETS else None
 
 
@@ -102,6 +109,30 @@ def _eval_temporal(path: Path, net, images: np.ndarray, noise: float | None, noi
         "hidden_spike_fraction": (hidden_spiked / n_hidden) if n_hidden else None,
         "reconstructions": decode(t_out, net.latency),
     }
+
+
+def _eval_rate(path: Path, graph, images: np.ndarray, noise: float | None, noise_mean: float | None,
+               seed: int) -> dict:
+    """Rate LIF model (models/rate_model.py, a steps graph in a format 2 artifact): Bernoulli inputs with the
+    recorded T and p_scale; both z-scored metrics (``mse`` = image vs output spike counts, ``spike_mse`` = input
+    vs output spike counts)."""
+    from models.rate_trainer import evaluate_graph
+
+    if noise is not None or noise_mean is not None:
+        raise SnncError("--noise and --noise-mean apply to temporal models; a rate model's inputs are Bernoulli "
+                        "spike trains (drop them)")
+    meta = graph.metadata
+    try:
+        steps, p_scale = int(meta["steps"]), float(meta["p_scale"])
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError(f"{path} does not record steps and p_scale in its metadata; train it again") from None
+    m, counts = evaluate_graph(graph, images, steps, p_scale, seed)
+    peak = np.maximum(counts.max(axis=1, keepdims=True), 1)
+    sizes = [graph.nodes[graph.input_name].n] + [graph.nodes[k].n for k in graph.populations()]
+    return {"kind": "rate", "sizes": sizes, "steps": steps, "p_scale": p_scale, "noise": 0.0, "noise_mean": 0.0,
+            "mse": m["pixel_mse"], "spike_mse": m["spike_mse"],
+            "output_spikes_per_image": m["output_spikes_per_image"],
+            "input_spikes_per_image": m["input_spikes_per_image"], "reconstructions": counts / peak}
 
 
 def _eval_ann(path: Path, loaded, images: np.ndarray, noise: float | None, noise_mean: float | None,
@@ -152,13 +183,14 @@ def evaluate(model: str | Path, dataset: str | None = None, *, split: str = "tes
     data = load_dataset(dataset, split, data_dir=data_dir, limit=limit)
     if data.images.shape[1] != N_PIXELS:
         raise SnncError(f"{dataset} images have {data.images.shape[1]} pixels, expected {N_PIXELS}")
-    run = _eval_ann if kind == "ann" else _eval_temporal
+    run = {"ann": _eval_ann, "rate": _eval_rate}.get(kind, _eval_temporal)
     result = run(path, loaded, data.images.astype(np.float64), noise, noise_mean, seed)
     rec = result.pop("reconstructions")
     png_bytes = reconstruction_png_bytes(
         data.images, rec,
         title=f"{result['kind']} {'-'.join(map(str, result['sizes']))} on {dataset} {split}: "
-              f"MSE {result['mse']:.5f} (noise {result['noise']:g})",
+              f"MSE {result['mse']:.5f} " + (f"Spike-MSE {result['spike_mse']:.4f} (z-scored; output spike counts)"
+                                             if result["kind"] == "rate" else f"(noise {result['noise']:g})"),
     )
     result.update(model=str(path), dataset=dataset, split=split, data_source=data.source, n_images=len(data),
                   seed=seed, png=str(png_path))
@@ -176,12 +208,19 @@ def _run(args: argparse.Namespace) -> int:
                       json_path=args.json)
     print(f"model: {result['model']} ({result['kind']} {'-'.join(map(str, result['sizes']))})")
     print(f"data: {result['dataset']} {result['split']} ({result['data_source']}, {result['n_images']} images), "
-          f"noise {result['noise']:g} (mean {result['noise_mean']:g}), seed {result['seed']}")
+          + ("Bernoulli inputs" if result["kind"] == "rate" else
+             f"noise {result['noise']:g} (mean {result['noise_mean']:g})") + f", seed {result['seed']}")
     if result["kind"] == "temporal":
         hidden = result["hidden_spike_fraction"]
         print(f"spikes: output {100 * result['output_spike_fraction']:.1f} % of neurons"
               + (f", hidden {100 * hidden:.1f} %" if hidden is not None else ""))
-    print(f"{result['split']} MSE per pixel: {result['mse']:.6f}")
+    if result["kind"] == "rate":
+        print(f"T = {result['steps']} steps, p_scale {result['p_scale']:g}; spikes per image: input "
+              f"{result['input_spikes_per_image']:.1f}, output {result['output_spikes_per_image']:.1f}")
+        print(f"{result['split']} Spike-MSE {result['spike_mse']:.4f}, MSE {result['mse']:.4f} (z-scored per image; "
+              f"reconstruction = output spike counts)")
+    else:
+        print(f"{result['split']} MSE per pixel: {result['mse']:.6f}")
     print(f"reconstructions: {result['png']}")
     if args.json:
         print(f"metrics: {args.json}")
@@ -196,7 +235,7 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model.onnx, ann.pt, or a run folder holding one of them")
+    p.add_argument("model", help="model.onnx (temporal or rate LIF), ann.pt, or a run folder holding one of them")
     p.add_argument("--dataset", default=None, choices=DATASETS,
                    help="dataset to score on (default: the one the model was trained on, from its metadata)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"),

@@ -22,6 +22,16 @@ a folder that already holds a run needs --resume (continue) or --force (start ov
 datasets are read from $SNNC_DATA (or --data-dir); without either the bundled subset is used.
 """
 
+RATE_EXAMPLES = """examples:
+  snnc train rate --preset mnist-196 --out runs/rate196               # 784-196-784, T=15, p 0.3, 1 epoch
+  snnc train rate --arch 784-196-784 --steps 15 --dataset mnist --mode bptt --out runs/rate196-bptt
+  snnc train rate --preset fmnist-1024 --threads 2 --out runs/fm1024
+
+writes <out>/model.onnx (the IR graph, artifact format 2), <out>/checkpoint.pt, <out>/metrics.json (Spike-MSE
+and MSE, both z-scored per image) and <out>/reconstructions.png; a folder that already holds a run needs --resume
+or --force.
+"""
+
 
 def add_common_args(p: argparse.ArgumentParser, *, default_out: str) -> None:
     """Options that every trainer has, with the same names, meanings and units (temporal and ann)."""
@@ -67,6 +77,26 @@ def register(subparsers) -> None:
     add_preset_args(p)
     p.set_defaults(func=train_temporal_cli)
 
+    r = sub.add_parser("rate", help="rate-coded LIF autoencoder (Roy et al. 2019), online rule or BPTT",
+                       description="Train the rate-coded (Bernoulli) LIF autoencoder of Roy, Panda & Roy 2019 with "
+                                   "the authors' online rule (per-step Adam, eligibility traces) or surrogate-gradient "
+                                   "BPTT.", epilog=RATE_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(r, default_out="runs/rate")
+    r.set_defaults(dataset=None, epochs=1)
+    r.add_argument("--preset", default=None, help="mnist-196, fmnist-512 or fmnist-1024 (Table 1 settings)")
+    r.add_argument("--arch", default=None, help="input-hidden-output sizes, e.g. 784-196-784 (default: preset's)")
+    r.add_argument("--steps", type=int, default=None, help="time steps T per image (MNIST 15, Fashion-MNIST 60)")
+    r.add_argument("--p-scale", type=float, default=None,
+                   help="spike probability per step at pixel 1 = dt * max_rate (MNIST 0.3, Fashion-MNIST 0.5)")
+    r.add_argument("--mode", choices=("online", "bptt"), default="online",
+                   help="online: the authors' eligibility-trace rule; bptt: surrogate-gradient BPTT (default online)")
+    r.add_argument("--lr", type=float, default=None, help="Adam step size (online 5e-4 per step, bptt 3e-3 per batch)")
+    r.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    r.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.set_defaults(func=train_rate_cli)
+
     a = sub.add_parser("ann", help="ANN baseline autoencoder (784-h-784, same optimiser settings)",
                        description="Train the ANN baseline autoencoder with the optimiser settings of a preset.")
     try:
@@ -89,6 +119,26 @@ def train_ann_cli(args: argparse.Namespace) -> int:
     from models.ann import train_ann_cli as run
 
     return run(args)
+
+
+def train_rate_cli(args: argparse.Namespace) -> int:
+    """Run ``snnc train rate`` from parsed arguments; prints progress and both test metrics."""
+    from models.rate_trainer import resolve_config, train_rate
+    from toolchain.errors import SnncError
+
+    if args.weight_decay:
+        raise SnncError("--weight-decay is not part of Roy et al.'s rule (Adam, no weight decay); drop it")
+    cfg = resolve_config(preset=args.preset, dataset=args.dataset, arch=args.arch, steps=args.steps,
+                         p_scale=args.p_scale, mode=args.mode, lr=args.lr, batch_size=args.batch_size,
+                         epochs=args.epochs, seed=args.seed, limit_train=args.limit_train,
+                         limit_eval=args.limit_eval)
+    print(f"training {cfg.dataset} {'-'.join(map(str, cfg.arch))}, T={cfg.steps}, p_scale={cfg.p_scale:g}, "
+          f"{cfg.mode}, lr {cfg.lr:g}, batch {cfg.batch_size}")
+    m = train_rate(cfg, args.out, data_dir=args.data_dir, resume=args.resume, force=args.force,
+                   threads=args.threads, progress=not args.no_progress)
+    print(f"test Spike-MSE {m['test_spike_mse']:.4f}, test MSE {m['test_pixel_mse']:.4f}")
+    print(f"model: {args.out}/model.onnx")
+    return 0
 
 
 def train_temporal_cli(args: argparse.Namespace) -> int:

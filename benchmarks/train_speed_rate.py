@@ -1,0 +1,108 @@
+"""Training speed of the rate-coded LIF autoencoder (Roy et al. 2019): seconds per 60,000-image epoch.
+
+For each network (MNIST 784-196-784 T=15 p 0.3; Fashion-MNIST 784-1024-784 T=60 p 0.5; batch 100) and each mode
+(online rule, surrogate BPTT) a fresh seeded network first trains ``--warmup`` batches (untimed: brings the
+weights into a trained regime, whose spike sparsity the cost depends on), then ``--batches`` batches are timed
+(encoding included) and scaled to 600 batches = 60,000 images. Images come from the training split, cycled when
+it is smaller than warmup + timed batches (the bundled subset holds 1,800 / 900 training images). Wall and CPU
+time (process_time) are both reported: CPU time / threads is the figure to compare on a busy machine.
+
+    SNNC_DATA=/path/to/datasets python benchmarks/train_speed_rate.py [--threads 2] [--batches 10]
+
+Last line: JSON with ``seconds_per_epoch`` {network: {mode: wall seconds}} and ``cpu_seconds_per_epoch``.
+Reference (issue [E], quiet machine): snnTorch 1.0 BPTT 208 s (1024) / 17 s (196); dense numpy online ~5 min
+(1024). Targets for the 1024 network: online <= 60 s, BPTT <= 40 s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+EPOCH_IMAGES = 60_000
+NETWORKS = {"mnist-196": ("mnist", 196, 15, 0.3), "fmnist-1024": ("fashion-mnist", 1024, 60, 0.5)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch intra-op threads and numba threads (default 2; numba's capped by NUMBA_NUM_THREADS)")
+    ap.add_argument("--batches", type=int, default=10, help="timed batches per configuration")
+    ap.add_argument("--warmup", type=int, default=20, help="untimed batches first")
+    ap.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated: " + ", ".join(NETWORKS))
+    ap.add_argument("--modes", default="online,bptt")
+    args = ap.parse_args(argv)
+    if args.batches < 1 or args.warmup < 0 or args.threads < 1:
+        ap.error("--batches and --threads must be >= 1, --warmup >= 0")
+
+    import numpy as np
+    import torch
+
+    from models.datasets import load_dataset
+    from models.rate_bptt import BpttLearner
+    from models.rate_encoding import bernoulli_encode
+    from models.rate_online import OnlineRule, online_batch
+
+    import numba
+
+    torch.set_num_threads(args.threads)
+    numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))  # the online rule's fused Adam
+    batch = 100
+    res: dict = {}
+    cpu_res: dict = {}
+    rows = []
+    for net in args.networks.split(","):
+        if net not in NETWORKS:
+            ap.error(f"unknown network {net!r}; choose from {', '.join(NETWORKS)}")
+        dataset, hidden, steps, p = NETWORKS[net]
+        ds = load_dataset(dataset, "train")
+        n = len(ds)
+        for mode in args.modes.split(","):
+            rng = np.random.default_rng(0)
+            w1 = rng.uniform(-0.1, 0.1, (hidden, 784))
+            w2 = rng.uniform(-0.1, 0.1, (784, hidden))
+            if mode == "online":
+                tw1, tw2 = torch.tensor(w1, dtype=torch.float32), torch.tensor(w2, dtype=torch.float32)
+                rule = OnlineRule()
+                step = lambda x: online_batch(tw1, tw2, x, rule)  # noqa: E731
+            elif mode == "bptt":
+                lrn = BpttLearner(w1, w2)
+                step = lrn.train_batch
+            else:
+                ap.error(f"unknown mode {mode!r}; use online and/or bptt")
+            perm = rng.permutation(max(n, (args.warmup + args.batches) * batch)) % n  # cycles a small split
+            times, cpus, hid = [], [], 0.0
+            for b in range(args.warmup + args.batches):
+                t0, c0 = time.perf_counter(), time.process_time()
+                idx = perm[b * batch:(b + 1) * batch]
+                x = torch.from_numpy(np.ascontiguousarray(
+                    bernoulli_encode(ds.images[idx], steps, p, rng).transpose(1, 0, 2)))
+                r = step(x)
+                if b >= args.warmup:
+                    times.append(time.perf_counter() - t0)
+                    cpus.append(time.process_time() - c0)
+                    hid += float(r.get("hid_spikes", 0.0)) if mode == "online" else 0.0
+            scale = EPOCH_IMAGES / (batch * len(times))
+            row = {"network": net, "mode": mode, "hidden": hidden, "steps": steps, "batch": batch,
+                   "threads": args.threads, "timed_batches": len(times), "warmup_batches": args.warmup,
+                   "data_source": ds.source, "n_train_images": n,
+                   "seconds_per_epoch": round(sum(times) * scale, 2),
+                   "seconds_per_epoch_median_batch": round(float(np.median(times)) * EPOCH_IMAGES / batch, 2),
+                   "cpu_seconds_per_epoch": round(sum(cpus) * scale, 2)}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            res.setdefault(net, {})[mode] = row["seconds_per_epoch"]
+            cpu_res.setdefault(net, {})[mode] = row["cpu_seconds_per_epoch"]
+    print(json.dumps({"seconds_per_epoch": res, "cpu_seconds_per_epoch": cpu_res, "threads": args.threads,
+                      "extrapolated_from_batches": args.batches, "epoch_images": EPOCH_IMAGES,
+                      "torch": torch.__version__, "machine": platform.processor() or platform.machine()}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
