@@ -11,27 +11,28 @@ from __future__ import annotations
 
 import numpy as np
 
+from toolchain import spike_metrics
+
 
 def zscore_rows(a: np.ndarray) -> np.ndarray:
-    """Per-row z-score (N, n) float64 with the sample std (ddof 1); a row with std 0 keeps std 1."""
+    """Per-row z-score (N, n) float64 with the sample std (ddof 1); a row with std 0 keeps std 1
+    (toolchain.spike_metrics.zscore_rows, which the verifier uses too, after a shape check)."""
     x = np.asarray(a, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] < 2:
         raise ValueError(f"z-scoring needs (N, n >= 2) maps, got shape {x.shape}")
-    mu = x.mean(axis=1, keepdims=True)
-    sd = x.std(axis=1, ddof=1, keepdims=True)
-    sd[sd == 0] = 1.0
-    return (x - mu) / sd
+    return spike_metrics.zscore_rows(x)
 
 
 def zscored_mse(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean over images and pixels of (zscore(a) - zscore(b))^2."""
+    """Mean over images and pixels of (zscore(a) - zscore(b))^2 (toolchain.spike_metrics.zscore_mse)."""
     a = np.asarray(a)
     b = np.asarray(b)
     if a.shape != b.shape:
         raise ValueError(f"maps of different shapes: {a.shape} vs {b.shape}")
     if a.shape[0] == 0:
         return float("nan")
-    return float(np.mean((zscore_rows(a) - zscore_rows(b)) ** 2))
+    zscore_rows(a)  # the shape check
+    return spike_metrics.zscore_mse(a, b)
 
 
 def rate_metrics(images01: np.ndarray, input_counts: np.ndarray, output_counts: np.ndarray) -> dict[str, float]:
