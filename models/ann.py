@@ -150,24 +150,12 @@ def is_ann_checkpoint(path: str | Path) -> bool:
 
 def load_checkpoint(path: str | Path, device: str = "cpu"):
     """(model, AnnConfig, checkpoint dict) from an ``ann.pt``; malformed files raise ArtifactError."""
-    import torch
+    from models.checkpoint_io import load_safe_checkpoint
 
-    import pickle
-
-    try:
-        obj = torch.load(path, map_location=device, weights_only=True)
-    except FileNotFoundError:
-        raise ArtifactError(f"ANN checkpoint {path} does not exist; train one with `snnc train ann`") from None
-    except pickle.UnpicklingError:  # torch's own text suggests loading it unsafely: not repeated here
-        raise ArtifactError(f"refused to load {path}: it holds objects other than tensors and plain values (loading "
-                            f"it could run code); retrain with `snnc train ann`") from None
-    except Exception as exc:
-        raise ArtifactError(f"{path} is not a readable ANN checkpoint ({exc}); retrain with `snnc train ann`") from None
-    if not isinstance(obj, dict) or obj.get("format") != CHECKPOINT_FORMAT:
-        raise ArtifactError(f"{path} is not an snnc ANN checkpoint; retrain with `snnc train ann`")
-    if obj.get("format_version") != CHECKPOINT_VERSION:
-        raise ArtifactError(f"{path} has checkpoint version {obj.get('format_version')}, this snnc reads "
-                            f"{CHECKPOINT_VERSION}; retrain with this version")
+    obj = load_safe_checkpoint(path, kind="ANN", fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                               version_key="format_version", fix="retrain with `snnc train ann`",
+                               missing=f"ANN checkpoint {path} does not exist; train one with `snnc train ann`",
+                               error=ArtifactError, map_location=device)
     try:
         cfg = AnnConfig(**obj["config"])
         model = build_model(cfg.hidden)

@@ -174,25 +174,12 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 def load_checkpoint(path: str | Path) -> dict:
     """Read a rate checkpoint with torch's safe loader (tensors and plain values only, never code)."""
-    import pickle
-
-    import torch
+    from models.checkpoint_io import load_safe_checkpoint
 
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SnncError(f"no checkpoint at {path}; train without --resume first") from None
-    except pickle.UnpicklingError:
-        raise SnncError(f"refused to load checkpoint {path}: it holds objects other than tensors and plain values "
-                        f"(loading it could run code); start over with --force") from None
-    except Exception as exc:  # noqa: BLE001
-        raise SnncError(f"checkpoint {path} is unreadable ({exc}); start over with --force") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise SnncError(f"{path} is not an snnc rate checkpoint; point --out at a rate training folder")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise SnncError(f"checkpoint {path} has version {state.get('version')}, this snnc reads "
-                        f"{CHECKPOINT_VERSION}; start over with --force")
+    state = load_safe_checkpoint(path, kind="rate", fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                                 fix="start over with --force (or point --out at a rate training folder)",
+                                 missing=f"no checkpoint at {path}; train without --resume first")
     try:
         state["weights"] = [t.detach().numpy().astype(np.float64) for t in state["weights"]]
     except (KeyError, TypeError, AttributeError):

@@ -211,28 +211,15 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 def load_checkpoint(path: str | Path) -> dict:
     """Read ``checkpoint.pt`` with torch's safe loader (tensors and plain Python values only, never code).
 
-    A file that holds anything else (e.g. a crafted pickle that would run code) is refused with an SnncError.
+    A file that holds anything else (e.g. a crafted pickle that would run code; checkpoints of older snnc versions,
+    which stored numpy arrays) is refused with an SnncError.
     """
-    import pickle
-
-    import torch
+    from models.checkpoint_io import load_safe_checkpoint
 
     path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise SnncError(f"no checkpoint at {path}; train without --resume first") from None
-    except pickle.UnpicklingError:  # torch's own text suggests loading it unsafely: not repeated here
-        raise SnncError(f"refused to load checkpoint {path}: it holds objects other than tensors and plain values "
-                        f"(loading it could run code); checkpoints of this snnc never do (those of older versions, "
-                        f"which stored numpy arrays, are refused too), so start over with --force") from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise SnncError(f"checkpoint {path} is unreadable ({exc}); start over with --force") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise SnncError(f"{path} is not an snnc temporal checkpoint; point --out at a temporal training folder")
-    if state.get("version") != CHECKPOINT_VERSION:
-        raise SnncError(f"checkpoint {path} has version {state.get('version')}, this snnc reads "
-                        f"{CHECKPOINT_VERSION}; start over with --force")
+    state = load_safe_checkpoint(path, kind="temporal", fmt=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                                 fix="start over with --force (or point --out at a temporal training folder)",
+                                 missing=f"no checkpoint at {path}; train without --resume first")
     for key in ("weights", "pulse_times", "best_weights", "best_pulse_times"):
         state[key] = _arrays(state.get(key), key, path)
     if state["weights"] is None or state["pulse_times"] is None:

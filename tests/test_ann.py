@@ -74,5 +74,5 @@ def test_cli_entry_point_and_bad_checkpoint(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "r" / "ann.pt").exists()
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    with pytest.raises(ArtifactError, match="not a readable ANN checkpoint"):
+    with pytest.raises(ArtifactError, match="is unreadable"):
         load_checkpoint(bad)
