@@ -196,8 +196,10 @@ def test_bernoulli_rate():
 
 
 @pytest.mark.parametrize("mode", ["online", "bptt"])
-def test_cli_end_to_end(tmp_path, mode):
+def test_cli_end_to_end(tmp_path, mode, monkeypatch):
     from toolchain.cli import main
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)   # the bundled subset, also where CI sets SNNC_DATA
 
     out = tmp_path / "run"
     args = ["train", "rate", "--arch", "784-32-784", "--steps", "4", "--dataset", "mnist", "--limit-train", "200",
