@@ -237,3 +237,24 @@ def test_compiled_steps_carries_its_source_graph():
     assert graph_differences(cs.graph, Graph(g.nodes, g.edges, "steps", {"compiled": "CompiledSteps"})) == []
     x = spikes(n=4, t=10, n_in=6, p=0.5)
     assert all(np.array_equal(a, b) for a, b in zip(simulate(cs.graph, x).spikes, simulate(g, x).spikes))
+
+
+@pytest.mark.parametrize("bits", [8, 9])
+@pytest.mark.parametrize("threshold", ["neuron", "layer"])
+def test_range_bound_layers_keep_the_finest_weight_grid(bits, threshold):
+    """Roy-like layer (784 inputs, U(-0.1, 0.1) weights): the worst-case ranges hold every neuron below its
+    full-mantissa scale, so the weight exponent must stay at its minimum (bug: 9-bit and per-layer thresholds picked
+    exponent 7, rounding most weights to zero: 57 % hidden spike match, or no spikes at all)."""
+    rng = np.random.default_rng(3)
+    w0 = rng.uniform(-0.1, 0.1, (24, 784)) + 0.01
+    w1 = rng.uniform(-0.1, 0.1, (30, 24)) + 0.05
+    g = lif_chain([w0, w1], [LIF(24, 0.9, clamp=True), LIF(30, 0.9, clamp=True)])
+    x = (np.random.default_rng(4).random((30, 15, 784)) < 0.15).astype(np.uint8)
+    cs = compile_graph_ok(g, 15, weight_bits=bits, threshold=threshold)
+    cl = cs.layers[0]
+    assert cl.weight_exp == -1 if bits == 8 else cl.weight_exp == 0
+    assert cs.manifest["layers"][0]["max_weight_error"] <= 0.5 / cl.scale.min() + 1e-12
+    ref, fixed = simulate(g, x).spikes, run_lif_fixed(cs, x, threads=1)
+    for r, f in zip(ref, fixed):
+        assert r.sum() > 100
+        assert matched_fraction(r, f, 1) >= 0.95 and matched_fraction(f, r, 1) >= 0.95

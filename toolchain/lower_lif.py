@@ -151,6 +151,28 @@ def _full_scale(big: np.ndarray, e: int, bits: int) -> np.ndarray:
         return np.floor((hi + step / 2) * 2.0**e / big)
 
 
+def _best_exp(big: np.ndarray, caps: np.ndarray, bits: int) -> int:
+    """The Dense weight exponent whose scales ``min(cap_j, full-mantissa scale_j(e))`` give the finest weight grid
+    relative to each neuron's largest weight: smallest worst-row relative step ``2**e / (scale_j big_j)``, then the
+    smallest mean, then the largest e (larger scales). A row is feasible at e when its scale is >= VTH_MIN; the
+    exponents where every row is feasible are preferred. (A neuron held below its full-mantissa scale by its ranges
+    gets a coarser grid at every larger e, so it must not be left out of the choice.)"""
+    live = big > 0
+    best, best_key = weight_exp_min(bits), None
+    for e in range(weight_exp_min(bits), WEIGHT_EXP_MAX + 1):
+        sc = np.floor(np.minimum(np.minimum(caps, _full_scale(big, e, bits)), VTH_AUTO_MAX))
+        feasible = bool(np.all(sc >= VTH_MIN))
+        if not live.any():
+            rel = np.zeros(1)
+        else:
+            with np.errstate(divide="ignore"):
+                rel = 2.0**e / (np.maximum(sc[live], 1.0) * big[live])
+        key = (not feasible, round(float(rel.max()), 12), round(float(rel.mean()), 12), -e)
+        if best_key is None or key < best_key:
+            best, best_key = e, key
+    return best
+
+
 def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
                 one_per_layer: bool) -> tuple[DenseQuant, np.ndarray]:
     """Scales (n_out,) and one weight exponent with the finest weight grid relative to each threshold that the
@@ -170,10 +192,7 @@ def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
         caps = np.full(caps.shape, caps.min(initial=float(VTH_AUTO_MAX)))
         big = np.full(big.shape, big.max(initial=0.0))
     lo, hi, _ = MANTISSA[bits]
-    e_min = weight_exp_min(bits)
-    fits = [e for e in range(e_min, WEIGHT_EXP_MAX + 1)
-            if np.all((_full_scale(big, e, bits) <= caps) | (_full_scale(big, e_min, bits) > caps))]
-    exp = max(fits) if fits else e_min
+    exp = _best_exp(big, caps, bits)
     scales = np.floor(np.minimum(caps, _full_scale(big, exp, bits))).astype(np.int64)
     scales = np.minimum(scales, VTH_AUTO_MAX)
     fix = _WEIGHT_FIX + (f", or compile for fewer steps (max_steps, now {max_steps}): without leak the negative "
