@@ -258,3 +258,67 @@ def test_range_bound_layers_keep_the_finest_weight_grid(bits, threshold):
     for r, f in zip(ref, fixed):
         assert r.sum() > 100
         assert matched_fraction(r, f, 1) >= 0.95 and matched_fraction(f, r, 1) >= 0.95
+
+
+def wide_net(seed=5):
+    """100 -> 12 -> 20, weights too large for the worst case (every input in every step) at T = 20."""
+    rng = np.random.default_rng(seed)
+    return lif_chain([rng.normal(0.2, 6.0, (12, 100)), rng.normal(0.3, 1.0, (20, 12))],
+                     [LIF(12, 0.9, clamp=True), LIF(20, 0.9, clamp=True)])
+
+
+def test_calibrated_ranges_compile_what_the_worst_case_refuses(tmp_path):
+    g = wide_net()
+    with pytest.raises(CompileError, match="--range calibrated"):
+        compile_graph_ok(g, 20)
+    xc = spikes(n=40, t=20, n_in=100, p=0.05, seed=2)
+    cs = compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=xc, range_margin=0.5,
+                          calibration_source="test trains")
+    m = cs.manifest
+    assert m["range_mode"] == "calibrated" and m["calibration"]["samples"] == 40
+    assert m["calibration"]["margin"] == 0.5 and m["calibration"]["source"] == "test trains"
+    from toolchain.steps_calibration import measure_steps_ranges
+
+    meas = measure_steps_ranges(g, xc)
+    for cl, e, r in zip(cs.layers, m["layers"], meas):
+        # the bound the compiler kept: integer magnitudes at the chosen scales, margin included
+        assert np.all(cl.scale * r.a_in * 1.5 <= A_IN_MAX + 1e-9)
+        assert np.all(64 * cl.scale * r.v_neg * 1.5 <= UV_MAX + 1e-9)
+        assert e["calibrated"]["a_in"] <= A_IN_MAX and e["calibrated"]["v_neg"] <= UV_MAX
+        assert e["measured"]["a_in_max"] == pytest.approx(r.a_in.max())
+        # measured directly: largest |W s[t]| / v_th over the calibration inputs
+    a0 = np.abs(xc.astype(float) @ g.nodes["fc0"].weight.T).max(axis=(0, 1))
+    assert np.allclose(meas[0].a_in, a0)
+    # on inputs like the calibration's, no range event and the float model within the gate
+    from hw_sim.lif import run_lif_fixed_events
+
+    x = spikes(n=30, t=20, n_in=100, p=0.05, seed=9)
+    fixed, events = run_lif_fixed_events(cs, x, threads=1)
+    assert all(ev["u_wrapped"] == ev["v_saturated_low"] == ev["a_in_over_16bit"] == 0 for ev in events)
+    for r, f in zip(simulate(g, x).spikes, fixed):
+        assert r.sum() > 20 and matched_fraction(r, f, 1) >= 0.95
+    # saved and loaded with its figures; a file whose calibrated figures leave the hardware range is refused
+    p = tmp_path / "c.npz"
+    save_compiled_steps(cs, p)
+    assert load_compiled_steps(p).manifest["range_mode"] == "calibrated"
+    bad = dict(m, layers=[dict(m["layers"][0], calibrated=dict(m["layers"][0]["calibrated"], a_in=1e6))]
+               + m["layers"][1:])
+    save_compiled_steps(CompiledSteps(cs.layers, cs.max_steps, bad, cs.input_name), p)
+    with pytest.raises(ArtifactError, match="calibrated a_in"):
+        load_compiled_steps(p)
+    save_compiled_steps(CompiledSteps(cs.layers, cs.max_steps, dict(m, range_mode="guess"), cs.input_name), p)
+    with pytest.raises(ArtifactError, match="range_mode"):
+        load_compiled_steps(p)
+
+
+def test_calibrated_mode_needs_valid_calibration_inputs():
+    g = wide_net()
+    with pytest.raises(CompileError, match="needs calibration inputs"):
+        compile_graph_ok(g, 20, range_mode="calibrated")
+    with pytest.raises(CompileError, match=r"\(samples, steps, 100\)"):
+        compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=np.full((2, 20, 100), 2))
+    with pytest.raises(CompileError, match="range_margin"):
+        compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=spikes(n=2, t=20, n_in=100),
+                         range_margin=-1.0)
+    with pytest.raises(CompileError, match="range_mode='sometimes'"):
+        compile_graph_ok(g, 20, range_mode="sometimes")
