@@ -24,7 +24,9 @@ spike when ``v > vth << 6``; then v = 0 (u kept).
   |a_in| = max(sum of positive, sum of negative effective weights) <= 2**15 - 1 (16-bit hardware input; this
   also keeps u = a_in << 6 inside 24 bits, where it would wrap); negative v <= 64 neg sum_{n < T} leak_eff**n
   <= 2**23 - 1 (v saturates). Positive v needs no check: it can saturate only in a step in which it crosses the
-  threshold, and it spikes and resets then anyway.
+  threshold, and it spikes and resets then anyway;
+* calibrated ranges (``cal``: maxima measured on training inputs, toolchain/steps_calibration.py, times 1 +
+  margin) replace the worst case: scale_j a_in_j <= 2**15 - 1 and 64 scale_j v_neg_j <= 2**23 - 1.
 """
 from __future__ import annotations
 
