@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from hw_sim.emulator import default_threads
-from hw_sim.lif import compiled_steps_of, run_lif_fixed
+from hw_sim.lif import compiled_steps_of, run_lif_fixed_events
 from targets.base import RunResult, steps_result
 
 
@@ -24,7 +24,7 @@ class HwSimLifTarget:
     def run(self, net: Any, inputs: np.ndarray) -> RunResult:
         t0 = time.perf_counter()
         cs = compiled_steps_of(net, inputs, self.name)
-        trains = run_lif_fixed(cs, inputs, self.threads)
+        trains, events = run_lif_fixed_events(cs, inputs, self.threads)
         return steps_result(self.name, trains, time.perf_counter() - t0,
-                            {"precision": "fixed_pt", "populations": cs.names,
+                            {"precision": "fixed_pt", "populations": cs.names, "range_events": events,
                              "threads": self.threads or default_threads()})

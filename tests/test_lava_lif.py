@@ -211,3 +211,19 @@ def test_verify_steps_runs_the_lava_targets_from_the_registry_on_a_graph():
     assert [(c.name, c.passed) for c in rep.cross_gates] == [("lava-fixed-lif = hw_sim-lif", True)]
     res = get_target("lava-float-lif").run(compile_graph(g, 12), x)       # the compiled form works the same
     assert all(np.array_equal(a, b) for a, b in zip(res.trains, simulate(g, x).spikes))
+
+
+def test_calibrated_network_beyond_its_calibration_is_still_hw_sim_bit_for_bit():
+    """Compiled on sparse trains (p = 0.05), run on dense ones (p = 0.9): u wraps and v saturates in the integer
+    run (a_in beyond 16 bits, v saturated low); hw_sim counts the events and still equals lava-fixed spike for
+    spike (u's 24-bit wrap is covered by test_hw_sim_matches_lava_where_u_wraps_and_v_saturates)."""
+    from hw_sim.lif import run_lif_fixed_events
+    from test_steps_compiler import wide_net
+
+    g = wide_net()
+    cs = compile_graph(g, 20, range_mode="calibrated", calibration_spikes=spikes(n=40, t=20, n_in=100, p=0.05))
+    x = spikes(n=3, t=20, n_in=100, p=0.9, seed=4)
+    hw, events = run_lif_fixed_events(cs, x)
+    lava = LavaLifFixedTarget().run(cs, x).trains
+    assert all(np.array_equal(a, b) for a, b in zip(hw, lava))
+    assert events[0]["a_in_over_16bit"] > 0 and events[0]["v_saturated_low"] > 0

@@ -148,6 +148,10 @@ def test_deploy_lava_fixed_writes_compiled_and_report(model, tmp_path, capsys):
     (["verify", "{c}", "--targets", "hw_sim", "--weight-bits", "9"], ["already compiled", "--weight-bits"]),
     (["verify", "{nometa}", "--targets", "hw_sim"], ["--dataset"]),
     (["compile", "{nometa}"], ["--time-steps"]),
+    (["verify", "{m}", "--targets", "hw_sim", "--range-margin", "0.2"], ["--range-margin", "--range calibrated"]),
+    (["verify", "{c}", "--targets", "hw_sim", "--range", "calibrated"], ["already compiled", "--range"]),
+    (["verify", "{nometa}", "--targets", "hw_sim", "--range", "calibrated"], ["--calibration-dataset"]),
+    (["verify", "{m}", "--targets", "hw_sim", "--range", "calibrated", "--range-margin", "-1"], ["range_margin"]),
 ])
 def test_bad_steps_inputs_exit_2_before_anything_runs(model, tmp_path, capsys, argv, words):
     comp = tmp_path / "c.npz"
@@ -192,3 +196,24 @@ def test_hw_sim_speed_benchmark_on_a_lif_model(model):
     assert out["family"] == "steps" and out["identical"] is True and out["steps"] == 10
     assert out["lava_fixed_images"] == 3 and out["hw_sim_images"] == 20 and out["sizes"] == [784, 20, 784]
     assert out["ratio"] > 0 and out["lava_fixed_startup_s"] > 0 and out["spikes_per_image"][1] > 0
+
+
+def test_range_calibrated_compiles_a_model_the_worst_case_refuses(tmp_path, capsys):
+    """Weights ~10x Roy's init: every input spiking in every step overflows the 16-bit input even at the smallest
+    scale, so the worst case refuses (naming --range calibrated); calibrated on 30 Bernoulli-coded training images
+    it compiles, records its figures, and verifies on hw_sim through the CLI."""
+    path = tmp_path / "wide.onnx"
+    save_graph(lif_graph(w0=(-1.0, 1.2)), path)
+    rc, out, err = run_cli(capsys, "compile", path, "--out", tmp_path / "w.npz")
+    assert rc == 2 and "--range calibrated" in err and not (tmp_path / "w.npz").exists()
+    rc, out, err = run_cli(capsys, "compile", path, "--out", tmp_path / "c.npz", "--range", "calibrated",
+                           "--calibration-samples", "30", "--range-margin", "0.25")
+    assert rc == 0, err
+    assert "ranges: calibrated on 30 samples (mnist train[:30]" in out
+    m = load_compiled_steps(tmp_path / "c.npz").manifest
+    assert m["range_mode"] == "calibrated" and m["calibration"]["margin"] == 0.25
+    assert all(e["calibrated"]["a_in"] <= 32767 < e["worst_case"]["a_in"] for e in m["layers"][:1])
+    rc, out, err = run_cli(capsys, "verify", path, "--targets", "hw_sim", "--range", "calibrated",
+                           "--calibration-samples", "30", "--limit", "5", "--out", tmp_path / "v")
+    assert rc in (0, 1), err
+    assert "hw_sim-lif" in out and (tmp_path / "v" / "report.json").exists()

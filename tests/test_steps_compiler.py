@@ -237,3 +237,88 @@ def test_compiled_steps_carries_its_source_graph():
     assert graph_differences(cs.graph, Graph(g.nodes, g.edges, "steps", {"compiled": "CompiledSteps"})) == []
     x = spikes(n=4, t=10, n_in=6, p=0.5)
     assert all(np.array_equal(a, b) for a, b in zip(simulate(cs.graph, x).spikes, simulate(g, x).spikes))
+
+
+@pytest.mark.parametrize("bits", [8, 9])
+@pytest.mark.parametrize("threshold", ["neuron", "layer"])
+def test_range_bound_layers_keep_the_finest_weight_grid(bits, threshold):
+    """Roy-like layer (784 inputs, U(-0.1, 0.1) weights): the worst-case ranges hold every neuron below its
+    full-mantissa scale, so the weight exponent must stay at its minimum (bug: 9-bit and per-layer thresholds picked
+    exponent 7, rounding most weights to zero: 57 % hidden spike match, or no spikes at all)."""
+    rng = np.random.default_rng(3)
+    w0 = rng.uniform(-0.1, 0.1, (24, 784)) + 0.01
+    w1 = rng.uniform(-0.1, 0.1, (30, 24)) + 0.05
+    g = lif_chain([w0, w1], [LIF(24, 0.9, clamp=True), LIF(30, 0.9, clamp=True)])
+    x = (np.random.default_rng(4).random((30, 15, 784)) < 0.15).astype(np.uint8)
+    cs = compile_graph_ok(g, 15, weight_bits=bits, threshold=threshold)
+    cl = cs.layers[0]
+    assert cl.weight_exp == -1 if bits == 8 else cl.weight_exp == 0
+    assert cs.manifest["layers"][0]["max_weight_error"] <= 0.5 / cl.scale.min() + 1e-12
+    ref, fixed = simulate(g, x).spikes, run_lif_fixed(cs, x, threads=1)
+    for r, f in zip(ref, fixed):
+        assert r.sum() > 100
+        assert matched_fraction(r, f, 1) >= 0.95 and matched_fraction(f, r, 1) >= 0.95
+
+
+def wide_net(seed=5):
+    """100 -> 12 -> 20, weights too large for the worst case (every input in every step) at T = 20."""
+    rng = np.random.default_rng(seed)
+    return lif_chain([rng.normal(0.2, 6.0, (12, 100)), rng.normal(0.3, 1.0, (20, 12))],
+                     [LIF(12, 0.9, clamp=True), LIF(20, 0.9, clamp=True)])
+
+
+def test_calibrated_ranges_compile_what_the_worst_case_refuses(tmp_path):
+    g = wide_net()
+    with pytest.raises(CompileError, match="--range calibrated"):
+        compile_graph_ok(g, 20)
+    xc = spikes(n=40, t=20, n_in=100, p=0.05, seed=2)
+    cs = compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=xc, range_margin=0.5,
+                          calibration_source="test trains")
+    m = cs.manifest
+    assert m["range_mode"] == "calibrated" and m["calibration"]["samples"] == 40
+    assert m["calibration"]["margin"] == 0.5 and m["calibration"]["source"] == "test trains"
+    from toolchain.steps_calibration import measure_steps_ranges
+
+    meas = measure_steps_ranges(g, xc)
+    for cl, e, r in zip(cs.layers, m["layers"], meas):
+        # the bound the compiler kept: integer magnitudes at the chosen scales, margin included
+        assert np.all(cl.scale * r.a_in * 1.5 <= A_IN_MAX + 1e-9)
+        assert np.all(64 * cl.scale * r.v_neg * 1.5 <= UV_MAX + 1e-9)
+        assert e["calibrated"]["a_in"] <= A_IN_MAX and e["calibrated"]["v_neg"] <= UV_MAX
+        assert e["measured"]["a_in_max"] == pytest.approx(r.a_in.max())
+        # measured directly: largest |W s[t]| / v_th over the calibration inputs
+    a0 = np.abs(xc.astype(float) @ g.nodes["fc0"].weight.T).max(axis=(0, 1))
+    assert np.allclose(meas[0].a_in, a0)
+    # on inputs like the calibration's, no range event and the float model within the gate
+    from hw_sim.lif import run_lif_fixed_events
+
+    x = spikes(n=30, t=20, n_in=100, p=0.05, seed=9)
+    fixed, events = run_lif_fixed_events(cs, x, threads=1)
+    assert all(ev["u_wrapped"] == ev["v_saturated_low"] == ev["a_in_over_16bit"] == 0 for ev in events)
+    for r, f in zip(simulate(g, x).spikes, fixed):
+        assert r.sum() > 20 and matched_fraction(r, f, 1) >= 0.95
+    # saved and loaded with its figures; a file whose calibrated figures leave the hardware range is refused
+    p = tmp_path / "c.npz"
+    save_compiled_steps(cs, p)
+    assert load_compiled_steps(p).manifest["range_mode"] == "calibrated"
+    bad = dict(m, layers=[dict(m["layers"][0], calibrated=dict(m["layers"][0]["calibrated"], a_in=1e6))]
+               + m["layers"][1:])
+    save_compiled_steps(CompiledSteps(cs.layers, cs.max_steps, bad, cs.input_name), p)
+    with pytest.raises(ArtifactError, match="calibrated a_in"):
+        load_compiled_steps(p)
+    save_compiled_steps(CompiledSteps(cs.layers, cs.max_steps, dict(m, range_mode="guess"), cs.input_name), p)
+    with pytest.raises(ArtifactError, match="range_mode"):
+        load_compiled_steps(p)
+
+
+def test_calibrated_mode_needs_valid_calibration_inputs():
+    g = wide_net()
+    with pytest.raises(CompileError, match="needs calibration inputs"):
+        compile_graph_ok(g, 20, range_mode="calibrated")
+    with pytest.raises(CompileError, match=r"\(samples, steps, 100\)"):
+        compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=np.full((2, 20, 100), 2))
+    with pytest.raises(CompileError, match="range_margin"):
+        compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=spikes(n=2, t=20, n_in=100),
+                         range_margin=-1.0)
+    with pytest.raises(CompileError, match="range_mode='sometimes'"):
+        compile_graph_ok(g, 20, range_mode="sometimes")

@@ -35,9 +35,11 @@ DATASETS = ("mnist", "fashion-mnist")
 STEPS_TARGETS = ("float", "brian2-lif", "lava-float-lif", "lava-fixed-lif", "hw_sim-lif")
 # compile options of the alpha compiler that have no meaning for a steps graph (dest -> flag)
 ALPHA_ONLY_COMPILE = {"steps_per_unit": "--steps-per-unit", "vth": "--vth", "horizon_margin": "--horizon-margin",
-                      "max_pulse_copies": "--max-pulse-copies", "range_mode": "--range",
-                      "calibration_samples": "--calibration-samples", "calibration_dataset": "--calibration-dataset",
-                      "range_margin": "--range-margin"}
+                      "max_pulse_copies": "--max-pulse-copies"}
+# compile options shared by both families (dest -> flag); a compiled npz takes none of them
+STEPS_COMPILE = {"weight_bits": "--weight-bits", "threshold": "--threshold", "range_mode": "--range",
+                 "calibration_samples": "--calibration-samples", "calibration_dataset": "--calibration-dataset",
+                 "range_margin": "--range-margin"}
 
 
 # ---- which family ------------------------------------------------------------------------------------------------
@@ -73,7 +75,8 @@ def _refuse_alpha_options(args) -> None:
         given.append("--compensate-tau")
     if given:
         raise CompileError(f"{', '.join(given)} apply to alpha (temporal) models only; this is a steps (LIF) model: "
-                           f"drop them (steps models take --weight-bits, --threshold and --time-steps)")
+                           f"drop them (steps models take --weight-bits, --threshold, --time-steps, --range, "
+                           f"--calibration-samples, --calibration-dataset and --range-margin)")
 
 
 def _positive_int(value: Any, flag: str) -> int:
@@ -105,9 +108,37 @@ def compile_steps_model(path: str | Path, args) -> Any:
         kw["weight_bits"] = args.weight_bits
     if getattr(args, "threshold", None) is not None:
         kw["threshold"] = args.threshold
+    kw.update(_range_options(graph, t, args))
     cs = compile_graph(graph, t, source_hash=model_hash(path), **kw)
     return replace(cs, manifest={**cs.manifest, "source_metadata": dict(graph.metadata),
                                  "model": str(path)})
+
+
+def _range_options(graph, t: int, args) -> dict:
+    """compile_graph's range keywords from --range / --calibration-samples / --calibration-dataset /
+    --range-margin; calibrated mode encodes the first N training images (Bernoulli, the model's p_scale or
+    --p-scale, T steps, numpy.random.default_rng(--seed)). Calibration options without --range calibrated are
+    refused."""
+    from toolchain.steps_calibration import DEFAULT_CALIBRATION_SAMPLES, training_input_spikes
+
+    mode = getattr(args, "range_mode", None) or "worst-case"
+    extra = [f for d, f in (("calibration_samples", "--calibration-samples"),
+                            ("calibration_dataset", "--calibration-dataset"), ("range_margin", "--range-margin"))
+             if getattr(args, d, None) is not None]
+    if mode != "calibrated":
+        if extra:
+            raise CompileError(f"{', '.join(extra)} only apply with --range calibrated; add it or drop them")
+        return {"range_mode": mode}
+    kw: dict = {"range_mode": mode}
+    if getattr(args, "range_margin", None) is not None:
+        kw["range_margin"] = args.range_margin
+    samples = getattr(args, "calibration_samples", None)
+    x, source = training_input_spikes(graph, getattr(args, "calibration_dataset", None),
+                                      DEFAULT_CALIBRATION_SAMPLES if samples is None else samples, t,
+                                      getattr(args, "p_scale", None), int(getattr(args, "seed", 0) or 0),
+                                      getattr(args, "data_dir", None))
+    kw.update(calibration_spikes=x, calibration_source=source)
+    return kw
 
 
 def load_steps_model(path: str | Path, args) -> Any:
@@ -117,8 +148,7 @@ def load_steps_model(path: str | Path, args) -> Any:
     p = Path(path)
     if p.suffix == ".npz":
         _refuse_alpha_options(args)
-        given = [f for f, d in (("--weight-bits", "weight_bits"), ("--threshold", "threshold"))
-                 if getattr(args, d, None) is not None]
+        given = [f for d, f in STEPS_COMPILE.items() if getattr(args, d, None) is not None]
         if given:
             raise ArtifactError(f"{p} is already compiled; drop the compile options ({', '.join(given)}) or pass "
                                 f"the ONNX model instead")
@@ -149,6 +179,17 @@ def steps_compile_summary(cs) -> str:
                      f"{'-' if err is None else f'{err:.3g}'}")
         if e.get("clamp_dropped"):
             lines.append(f"note: {cl.name}: the clamp of V at v_th is dropped (no effect on spikes with reset to zero)")
+    cal = m.get("calibration") or {}
+    if m.get("range_mode") == "calibrated":
+        lines.append(f"ranges: calibrated on {cal.get('samples')} samples ({cal.get('source') or 'given trains'}), "
+                     f"margin {cal.get('margin')}; inputs beyond them may saturate (hw_sim-lif counts range_events)")
+        for e in m.get("layers", []):
+            c, me = e.get("calibrated") or {}, e.get("measured") or {}
+            lines.append(f"  {e.get('name')}: bound |a_in| {c.get('a_in', 0):.0f} of 32767, |v_neg| "
+                         f"{c.get('v_neg', 0):.0f} of 8388607 (measured max a_in {me.get('a_in_max', 0):.3g}, v_neg "
+                         f"{me.get('v_neg_max', 0):.3g} thresholds; worst case a_in {e['worst_case']['a_in']:.3g})")
+    else:
+        lines.append("ranges: worst-case (every input in every step; safe for any input)")
     for w in m.get("warnings", []):
         lines.append(f"warning: {w}")
     if m.get("source_hash"):

@@ -9,6 +9,7 @@ ArtifactError. Writes are atomic; ``load_compiled_steps(save_compiled_steps(x))`
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 
@@ -19,6 +20,8 @@ from toolchain.compiled_steps import (
     FORMAT, FORMAT_VERSION, CompiledSteps, CompiledStepsLayer, validate_compiled_steps,
 )
 from toolchain.errors import ArtifactError
+from toolchain.quantize import A_IN_MAX, UV_MAX
+from toolchain.steps_calibration import RANGE_MODES
 
 _SCALARS = {"name": str, "synapse": str, "weight_exp": int, "num_weight_bits": int, "du": int, "dv": int,
             "du_float": (int, float), "dv_float": (int, float),
@@ -62,6 +65,36 @@ def save_compiled_steps(cs: CompiledSteps, path: str | os.PathLike) -> None:
 
 def _bad(path, what: str) -> ArtifactError:
     return ArtifactError(f"{path} is not a valid compiled steps graph: {what}; fix: {_FIX}")
+
+
+def _number(v, lo: float, hi: float) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and lo <= v <= hi
+
+
+def _check_ranges(path, manifest: dict, n_layers: int) -> None:
+    """The manifest's range mode and, for calibrated files, the calibration and the per-layer calibrated figures
+    (integer magnitudes at the chosen scales, margin included) inside the hardware ranges. Files without
+    ``range_mode`` (written before it existed) are worst-case."""
+    mode = manifest.get("range_mode", "worst-case")
+    if mode not in RANGE_MODES:
+        raise _bad(path, f"manifest range_mode={mode!r} is not one of {RANGE_MODES}")
+    if mode != "calibrated":
+        return
+    cal = manifest.get("calibration")
+    if not isinstance(cal, dict) or not isinstance(cal.get("samples"), int) or isinstance(cal.get("samples"), bool) \
+            or cal["samples"] < 1 or not _number(cal.get("margin"), 0.0, 100.0):
+        raise _bad(path, "a calibrated file needs manifest 'calibration' with samples (int >= 1) and margin in "
+                   "[0, 100]")
+    entries = manifest.get("layers")
+    if not isinstance(entries, list) or len(entries) != n_layers:
+        raise _bad(path, f"manifest 'layers' must list the {n_layers} layers")
+    for k, e in enumerate(entries):
+        fig = e.get("calibrated") if isinstance(e, dict) else None
+        if not isinstance(fig, dict):
+            raise _bad(path, f"manifest layer {k} lacks its 'calibrated' ranges")
+        for key, top in (("a_in", A_IN_MAX), ("u", UV_MAX), ("v_neg", UV_MAX)):
+            if not _number(fig.get(key), 0.0, top):
+                raise _bad(path, f"manifest layer {k} calibrated {key}={fig.get(key)!r} is outside [0, {top}]")
 
 
 def load_compiled_steps(path: str | os.PathLike) -> CompiledSteps:
@@ -109,6 +142,7 @@ def load_compiled_steps(path: str | os.PathLike) -> CompiledSteps:
     extra = set(data) - {"meta"} - {f"layer{k}.{f}" for k in range(len(layers)) for f in _ARRAYS}
     if extra:
         raise _bad(path, f"unexpected entries {sorted(extra)}")
+    _check_ranges(path, meta["manifest"], len(layers))
     cs = CompiledSteps(tuple(layers), meta["max_steps"], meta["manifest"], meta["input_name"])
     try:
         return validate_compiled_steps(cs, str(path))

@@ -24,7 +24,9 @@ spike when ``v > vth << 6``; then v = 0 (u kept).
   |a_in| = max(sum of positive, sum of negative effective weights) <= 2**15 - 1 (16-bit hardware input; this
   also keeps u = a_in << 6 inside 24 bits, where it would wrap); negative v <= 64 neg sum_{n < T} leak_eff**n
   <= 2**23 - 1 (v saturates). Positive v needs no check: it can saturate only in a step in which it crosses the
-  threshold, and it spikes and resets then anyway.
+  threshold, and it spikes and resets then anyway;
+* calibrated ranges (``cal``: maxima measured on training inputs, toolchain/steps_calibration.py, times 1 +
+  margin) replace the worst case: scale_j a_in_j <= 2**15 - 1 and 64 scale_j v_neg_j <= 2**23 - 1.
 """
 from __future__ import annotations
 
@@ -69,6 +71,20 @@ def worst_case_rows(effective: np.ndarray, dv: int, max_steps: int) -> dict[str,
     return {"a_in": a, "u": a * (1 << STATE_SHIFT), "v_neg": neg * (1 << STATE_SHIFT) * _geometric(dv, max_steps)}
 
 
+def calibrated_rows(scales: np.ndarray | float, cal) -> dict[str, np.ndarray]:
+    """Calibrated magnitudes per neuron at integer ``scales`` (units per threshold): ``cal`` holds the measured
+    maxima in threshold units, margin included (attributes a_in, v_neg: (n_out,))."""
+    s = np.asarray(scales, dtype=np.float64)
+    a = s * cal.a_in
+    return {"a_in": a, "u": a * (1 << STATE_SHIFT), "v_neg": s * cal.v_neg * (1 << STATE_SHIFT)}
+
+
+def range_rows(effective: np.ndarray, scales: np.ndarray | float, dv: int, max_steps: int,
+               cal=None) -> dict[str, np.ndarray]:
+    """The magnitudes the range checks bound: worst case (cal None) or calibrated (toolchain/steps_calibration.py)."""
+    return worst_case_rows(effective, dv, max_steps) if cal is None else calibrated_rows(scales, cal)
+
+
 _LIMITS = (("a_in", "synaptic input per step |a_in| (16-bit)", A_IN_MAX),
            ("u", "current |u| = |a_in| << 6 (24-bit, wraps)", UV_MAX),
            ("v_neg", "negative voltage |v| (24-bit, saturates)", UV_MAX))
@@ -87,35 +103,44 @@ def _violation(rows: dict) -> tuple[str, float, int, int] | None:
     return None
 
 
-def _scale_caps(per_threshold: np.ndarray, dv: int, max_steps: int) -> np.ndarray:
-    """Largest float scale per neuron (n_out,) that the worst-case ranges allow (before rounding), <= 2**16."""
-    rows = worst_case_rows(per_threshold, dv, max_steps)
+def _scale_caps(per_threshold: np.ndarray, dv: int, max_steps: int, cal=None) -> np.ndarray:
+    """Largest float scale per neuron (n_out,) that the (worst-case or calibrated) ranges allow (before
+    rounding), <= 2**16."""
+    rows = range_rows(per_threshold, 1.0, dv, max_steps, cal)
     with np.errstate(divide="ignore"):
         return np.minimum.reduce([np.full(rows["a_in"].shape, float(VTH_AUTO_MAX)), A_IN_MAX / rows["a_in"],
                                   UV_MAX / rows["v_neg"]])
 
 
 THRESHOLD_MODES = ("neuron", "layer")
+_CALIBRATED_FIX = ("compile with data-calibrated ranges (range_mode='calibrated'; command line: --range calibrated "
+                   "--calibration-samples N), which bound what training inputs reach instead of every input "
+                   "spiking in every step")
 
 
 def lower_lif_layer(syn_name: str, dense: Dense, pop_name: str, node: LIF, max_steps: int, bits: int,
-                    scale: int | None = None, threshold: str = "neuron") -> tuple[CompiledStepsLayer, dict]:
+                    scale: int | None = None, threshold: str = "neuron", cal=None,
+                    measured=None) -> tuple[CompiledStepsLayer, dict]:
     """Lower one Dense -> LIF pair; returns the layer and its manifest entry. scale: integer units per threshold
     for every neuron (None = automatic: one per neuron, or the layer's smallest with threshold="layer").
+    cal: calibrated maxima per neuron with the margin applied (attributes a_in, v_neg in threshold units; None =
+    worst-case ranges); measured: the raw measurement (toolchain.steps_calibration.StepsRanges) for the manifest.
     CompileError when the node cannot run or the weights overflow at the scale."""
     dv = lif_decay(pop_name, node)
     per = dense.weight / node.v_th
     if scale is None:
-        q, scales = _auto_scale(f"{syn_name} -> {pop_name}", per, dv, max_steps, bits, threshold == "layer")
+        q, scales = _auto_scale(f"{syn_name} -> {pop_name}", per, dv, max_steps, bits, threshold == "layer", cal)
     else:
         scales = np.full(node.n, int(scale), dtype=np.int64)
         q = lower_dense(syn_name, per, scales, bits, f"pass a smaller scale (e.g. {VTH_MIN}) or {_WEIGHT_FIX}")
-        bad = _violation(worst_case_rows(q.effective, dv, max_steps))
+        bad = _violation(range_rows(q.effective, scales, dv, max_steps, cal))
         if bad:
             what, value, limit, j = bad
-            raise CompileError(f"{pop_name}: neuron {j}: worst-case {what} = {value:.4g} exceeds {limit} at "
+            kind = "worst-case" if cal is None else "calibrated"
+            raise CompileError(f"{pop_name}: neuron {j}: {kind} {what} = {value:.4g} exceeds {limit} at "
                                f"scale={scale} over {max_steps} steps; fix: pass a smaller scale, leave it unset "
-                               f"for the automatic choice, or {_WEIGHT_FIX}")
+                               f"for the automatic choice, {_WEIGHT_FIX}"
+                               + ("" if cal is not None else f", or {_CALIBRATED_FIX}"))
     vth = scales - 1 if (dv == 0 and not node.strict) else scales   # V >= v_th on Lava's v > vth << 6
     if vth.min() < 0 or vth.max() > VTH_MAX:
         raise CompileError(f"{pop_name}: thresholds in [{vth.min()}, {vth.max()}] do not fit the 17-bit field "
@@ -141,6 +166,14 @@ def lower_lif_layer(syn_name: str, dense: Dense, pop_name: str, node: LIF, max_s
         "worst_case": {k: float(v.max(initial=0.0)) for k, v in rows.items()},
         "clamp_dropped": node.clamp,
     }
+    if cal is not None:
+        crow = calibrated_rows(scales, cal)
+        manifest["calibrated"] = {k: float(v.max(initial=0.0)) for k, v in crow.items()}
+        if measured is not None:
+            manifest["measured"] = {
+                "a_in_max": float(measured.a_in.max(initial=0.0)), "v_neg_max": float(measured.v_neg.max(initial=0.0)),
+                "v_pos_max": float(measured.v_pos.max(initial=0.0)),
+                "spikes_per_step": float(measured.rate.sum()), "silent_neurons": int((measured.rate == 0).sum())}
     return layer, manifest
 
 
@@ -151,8 +184,30 @@ def _full_scale(big: np.ndarray, e: int, bits: int) -> np.ndarray:
         return np.floor((hi + step / 2) * 2.0**e / big)
 
 
+def _best_exp(big: np.ndarray, caps: np.ndarray, bits: int) -> int:
+    """The Dense weight exponent whose scales ``min(cap_j, full-mantissa scale_j(e))`` give the finest weight grid
+    relative to each neuron's largest weight: smallest worst-row relative step ``2**e / (scale_j big_j)``, then the
+    smallest mean, then the largest e (larger scales). A row is feasible at e when its scale is >= VTH_MIN; the
+    exponents where every row is feasible are preferred. (A neuron held below its full-mantissa scale by its ranges
+    gets a coarser grid at every larger e, so it must not be left out of the choice.)"""
+    live = big > 0
+    best, best_key = weight_exp_min(bits), None
+    for e in range(weight_exp_min(bits), WEIGHT_EXP_MAX + 1):
+        sc = np.floor(np.minimum(np.minimum(caps, _full_scale(big, e, bits)), VTH_AUTO_MAX))
+        feasible = bool(np.all(sc >= VTH_MIN))
+        if not live.any():
+            rel = np.zeros(1)
+        else:
+            with np.errstate(divide="ignore"):
+                rel = 2.0**e / (np.maximum(sc[live], 1.0) * big[live])
+        key = (not feasible, round(float(rel.max()), 12), round(float(rel.mean()), 12), -e)
+        if best_key is None or key < best_key:
+            best, best_key = e, key
+    return best
+
+
 def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
-                one_per_layer: bool) -> tuple[DenseQuant, np.ndarray]:
+                one_per_layer: bool, cal=None) -> tuple[DenseQuant, np.ndarray]:
     """Scales (n_out,) and one weight exponent with the finest weight grid relative to each threshold that the
     worst-case ranges allow.
 
@@ -164,20 +219,18 @@ def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
     mantissa is then partly used). ``one_per_layer``: every neuron gets the smallest scale (one vth per LIF
     process, the plainest use of the stock process). Rows that still violate a range after rounding are lowered by
     1 % at a time; a half-way value rounded past the mantissa lowers its row by 1."""
-    caps = _scale_caps(per, dv, max_steps)
+    caps = _scale_caps(per, dv, max_steps, cal)
     big = np.abs(per).max(axis=1, initial=0.0)
     if one_per_layer:
         caps = np.full(caps.shape, caps.min(initial=float(VTH_AUTO_MAX)))
         big = np.full(big.shape, big.max(initial=0.0))
     lo, hi, _ = MANTISSA[bits]
-    e_min = weight_exp_min(bits)
-    fits = [e for e in range(e_min, WEIGHT_EXP_MAX + 1)
-            if np.all((_full_scale(big, e, bits) <= caps) | (_full_scale(big, e_min, bits) > caps))]
-    exp = max(fits) if fits else e_min
+    exp = _best_exp(big, caps, bits)
     scales = np.floor(np.minimum(caps, _full_scale(big, exp, bits))).astype(np.int64)
     scales = np.minimum(scales, VTH_AUTO_MAX)
     fix = _WEIGHT_FIX + (f", or compile for fewer steps (max_steps, now {max_steps}): without leak the negative "
-                         "voltage grows with every step" if dv == 0 else "")
+                         "voltage grows with every step" if dv == 0 and cal is None else "")
+    fix += "" if cal is not None else f", or {_CALIBRATED_FIX}"
     for _ in range(2000):
         if scales.min() < VTH_MIN:
             break
@@ -186,7 +239,7 @@ def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
         if over.any():
             scales = np.where(over, scales - 1, scales)
             continue
-        rows = worst_case_rows(q.effective, dv, max_steps)
+        rows = range_rows(q.effective, scales, dv, max_steps, cal)
         bad = np.zeros(scales.shape, dtype=bool)
         for key, _, limit in _LIMITS:
             bad |= rows[key] > limit
@@ -198,8 +251,10 @@ def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
         scales = np.where(bad, np.floor(scales * 0.99).astype(np.int64), scales)
     j = int(np.argmin(scales))
     q = lower_dense(name, per, VTH_MIN, bits, fix)
-    what, value, limit, j = _violation(worst_case_rows(q.effective, dv, max_steps)) or (
+    what, value, limit, j = _violation(range_rows(q.effective, VTH_MIN, dv, max_steps, cal)) or (
         "scale", float(caps[j]), VTH_MIN, j)
-    raise CompileError(f"{name}: neuron {j}: worst-case {what} = {value:.4g} exceeds the limit {limit} even at the "
-                       f"smallest useful scale {VTH_MIN} (every input spiking in every one of {max_steps} steps); "
+    basis = (f"every input spiking in every one of {max_steps} steps" if cal is None else
+             "the calibrated ranges, margin included")
+    raise CompileError(f"{name}: neuron {j}: {'worst-case' if cal is None else 'calibrated'} {what} = {value:.4g} "
+                       f"exceeds the limit {limit} even at the smallest useful scale {VTH_MIN} ({basis}); "
                        f"fix: {fix}")

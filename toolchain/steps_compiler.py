@@ -14,14 +14,29 @@ from toolchain.errors import CompileError
 from toolchain.ir import LIF, Dense, Graph, lif_chain
 from toolchain.lower_lif import THRESHOLD_MODES, lower_lif_layer
 from toolchain.quantize import MANTISSA, VTH_MAX, VTH_MIN, WEIGHT_BITS, effective_weights
+from toolchain.steps_calibration import DEFAULT_RANGE_MARGIN, check_range_options, measure_steps_ranges
+
+
+class _Margin:
+    """Measured maxima x (1 + margin): what the calibrated range checks bound (threshold units)."""
+
+    def __init__(self, measured, margin: float) -> None:
+        self.a_in = measured.a_in * (1.0 + margin)
+        self.v_neg = measured.v_neg * (1.0 + margin)
 
 
 def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
-                  threshold: str = "neuron", source_hash: str = "") -> CompiledSteps:
+                  threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
+                  calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
+                  calibration_source: str = "") -> CompiledSteps:
     """Lower a feed-forward steps graph for samples of up to ``max_steps`` steps (the worst-case range checks of
     leak-free layers grow with it). weight_bits: 8 (Loihi 2 / Lava default) or 9; scale: integer units per
     threshold for every neuron (None = automatic); threshold: "neuron" (default: each neuron's weights scaled to
-    its own range, one vth per neuron) or "layer" (one vth per layer)."""
+    its own range, one vth per neuron) or "layer" (one vth per layer).
+    range_mode: "worst-case" (default, safe: no input can wrap u or saturate v) or "calibrated": the ranges the
+    float model reaches on ``calibration_spikes`` ((N, T, n_in) 0/1 trains, e.g. Bernoulli-coded training
+    images; toolchain/steps_calibration.py) times (1 + ``range_margin``) bound the scales instead; inputs beyond
+    the calibration may then saturate (hw_sim counts the events). calibration_source: recorded in the manifest."""
     if not isinstance(graph, Graph):
         raise CompileError(f"compile_graph needs a toolchain.ir.Graph, got {type(graph).__name__}; fix: build one "
                            "with toolchain.ir.lif_chain or load an artifact")
@@ -37,6 +52,7 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
                               or not VTH_MIN <= scale <= VTH_MAX):
         raise CompileError(f"scale={scale!r} must be an integer in [{VTH_MIN}, {VTH_MAX}] (integer units per "
                            "threshold, 17-bit); fix: leave it unset for the automatic choice")
+    check_range_options(range_mode, range_margin, calibration_spikes)
     if threshold not in THRESHOLD_MODES:
         raise CompileError(f"threshold={threshold!r} is not one of {THRESHOLD_MODES}; fix: use 'neuron' (default)")
     try:
@@ -52,15 +68,30 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
         if not isinstance(pop, LIF):
             raise CompileError(f"node {pop_name!r} is a {type(pop).__name__}, which has no lowering onto Lava's "
                                "stock processes yet (supported: LIF populations); fix: use LIF populations")
+    measured = [None] * len(pairs)
+    calibration = None
+    if range_mode == "calibrated":
+        xc = np.asarray(calibration_spikes)
+        n_in = graph.nodes[graph.input_name].n
+        if xc.ndim != 3 or xc.shape[0] < 1 or xc.shape[1] < 1 or xc.shape[2] != n_in \
+                or xc.dtype.kind not in "biuf" or not np.all((xc == 0) | (xc == 1)):
+            raise CompileError(f"calibration_spikes must be (samples, steps, {n_in}) trains of 0 and 1, got shape "
+                               f"{xc.shape} {xc.dtype}; fix: pass Bernoulli-encoded training images")
+        measured = measure_steps_ranges(graph, xc)
+        calibration = {"samples": int(xc.shape[0]), "steps": int(xc.shape[1]), "margin": float(range_margin),
+                       "source": calibration_source,
+                       "quantities": "per neuron over every sample and step, threshold units: |a_in| per step, "
+                                     "negative v, pre-reset v; the bound is the maximum x (1 + margin)"}
     layers, entries = [], []
-    for syn_name, pop_name in pairs:
+    for (syn_name, pop_name), meas in zip(pairs, measured):
         layer, entry = lower_lif_layer(syn_name, graph.nodes[syn_name], pop_name, graph.nodes[pop_name],
                                        int(max_steps), int(weight_bits), None if scale is None else int(scale),
-                                       threshold)
+                                       threshold, None if meas is None else _Margin(meas, float(range_margin)),
+                                       meas)
         layers.append(layer)
         entries.append(entry)
     manifest = {"kind": "steps", "max_steps": int(max_steps), "weight_bits": int(weight_bits), "threshold": threshold,
-                "source_hash": source_hash, "layers": entries,
+                "source_hash": source_hash, "range_mode": range_mode, "calibration": calibration, "layers": entries,
                 "notes": ["layer k lags the float model by k + 2 Lava steps (source + one per Dense); targets "
                           "shift results back", "clamp of V at v_th does not change spikes with reset to zero"]}
     return validate_compiled_steps(CompiledSteps(tuple(layers), int(max_steps), manifest, graph.input_name))
