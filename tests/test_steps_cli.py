@@ -217,3 +217,77 @@ def test_range_calibrated_compiles_a_model_the_worst_case_refuses(tmp_path, caps
                            "--calibration-samples", "30", "--limit", "5", "--out", tmp_path / "v")
     assert rc in (0, 1), err
     assert "hw_sim-lif" in out and (tmp_path / "v" / "report.json").exists()
+
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def test_verify_writes_raster_and_count_map_plots_listed_in_report_md(model, tmp_path, capsys):
+    import matplotlib.image as mpimg
+
+    out_dir = tmp_path / "plots"
+    rc, out, err = run_cli(capsys, "verify", model, "--targets", "hw_sim,float", "--limit", 3, "--plot-sample", 1,
+                           "-o", "hw_sim.threads=1", "--out", out_dir)
+    assert rc == 0, out + err
+    md = (out_dir / "report.md").read_text()
+    rep = json.loads((out_dir / "report.json").read_text())
+    assert rep["plots"] == ["raster.png", "count_maps.png"] and rep["context"]["plot_sample"] == 1
+    assert "Plots (sample 1)" in md
+    for f in ("raster.png", "count_maps.png"):
+        data = (out_dir / f).read_bytes()
+        assert data[:8] == PNG_MAGIC
+        img = mpimg.imread(out_dir / f)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+        assert f"![{f}]({f})" in md
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plots"]   # no staging debris beside the folder
+
+
+def test_steps_plot_failure_leaves_the_earlier_report_intact(model, tmp_path, capsys, monkeypatch):
+    import toolchain.steps_plots as sp
+
+    out_dir = tmp_path / "rep"
+    rc, out, err = run_cli(capsys, "verify", model, "--targets", "hw_sim", "--limit", 2, "--out", out_dir)
+    assert rc == 0, out + err
+    before = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+
+    def broken(*a, **k):
+        raise RuntimeError("plot failed")
+
+    monkeypatch.setattr(sp, "plot_count_maps", broken)
+    with pytest.raises(RuntimeError, match="plot failed"):
+        main(["verify", str(model), "--targets", "hw_sim", "--limit", "3", "--out", str(out_dir)])
+    assert {p.name: p.read_bytes() for p in out_dir.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep"]
+
+
+def test_plot_sample_outside_the_samples_exits_2_before_anything_is_written(model, tmp_path, capsys):
+    rc, out, err = run_cli(capsys, "verify", model, "--targets", "hw_sim", "--limit", 3, "--plot-sample", 3,
+                           "--out", tmp_path / "o")
+    assert rc == 2 and "--plot-sample 3" in out + err and "0..2" in out + err
+    assert not (tmp_path / "o").exists()
+
+
+def test_count_maps_titles_carry_the_per_image_zscored_mse(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from toolchain.spike_metrics import zscore_mse
+    from toolchain.steps_plots import plot_count_maps
+
+    rng = np.random.default_rng(0)
+    img = rng.uniform(0, 1, (2, 16))
+    trains = (rng.uniform(size=(2, 5, 16)) < 0.3).astype(np.uint8)
+    titles = []
+    orig = matplotlib.axes.Axes.set_title
+
+    def record(self, label, *a, **k):
+        titles.append(label)
+        return orig(self, label, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_title", record)
+    assert plot_count_maps(tmp_path / "c.png", img, trains, {"t": trains[::-1]})
+    counts = trains.sum(axis=1)
+    assert f"z-MSE {zscore_mse(counts[:1], img[:1]):.3f}" in titles
+    assert f"z-MSE {zscore_mse(counts[1:][::-1][:1], img[:1]):.3f}" in titles    # target row, sample 0
+    assert (tmp_path / "c.png").read_bytes()[:8] == PNG_MAGIC
+    assert not plot_count_maps(tmp_path / "d.png", img[:, :15], trains[:, :, :15], {})   # not square: skipped
+    assert not (tmp_path / "d.png").exists()

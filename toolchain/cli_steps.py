@@ -14,7 +14,8 @@ everything else (format 1, continuous alpha graphs, alpha compiled.npz) goes thr
   float, brian2 -> brian2-lif, lava-float -> lava-float-lif, lava-fixed -> lava-fixed-lif, hw_sim -> hw_sim-lif);
   the steps names are accepted as well; ``-o NAME.KEY=VALUE`` options follow the same mapping.
 - ``verify`` / ``deploy``: toolchain.verify_trains.verify_steps against the float64 model; the report folder holds
-  steps_report.json, steps_summary.txt, report.md and report.json (written last; ``deploy`` adds compiled.npz); exit
+  steps_report.json, steps_summary.txt, the plots raster.png and count_maps.png (toolchain/steps_plots.py, sample
+  ``--plot-sample``), report.md and report.json (written last; ``deploy`` adds compiled.npz); exit
   1 when a gate fails, 2 for bad input (checked before anything runs).
 """
 from __future__ import annotations
@@ -359,7 +360,7 @@ def _one_target(text: str, command: str) -> list[str]:
 
 # ---- verify / deploy ---------------------------------------------------------------------------------------------
 
-def _markdown(rep, ctx: dict, compile_text: str) -> str:
+def _markdown(rep, ctx: dict, compile_text: str, plots: list[str] | None = None) -> str:
     lines = [f"# snnc steps verification: {'PASS' if rep.passed else 'FAIL'}", "",
              f"Model `{ctx.get('model')}` (sha256 {ctx.get('model_sha256', '-')}), {ctx['samples']} images of "
              f"{ctx['dataset']} ({ctx['split']}), Bernoulli inputs p_scale {ctx['p_scale']:g}, T = {ctx['steps']}, "
@@ -371,15 +372,20 @@ def _markdown(rep, ctx: dict, compile_text: str) -> str:
         lines.append(f"| {t.target} | {t.kind} | {'PASS' if t.passed else 'FAIL'} | "
                      + " | ".join(f"{t.metrics[m]:.4f} ({100 * t.metrics_rel[m]:+.2f} %)" for m in rep.reference_metrics
                                   if m in t.metrics) + f" | {t.wall_s:.2f} |")
-    lines += ["", "Per population (matched spikes, counts, flips) and gates:", "", "```", rep.summary(), "```", "",
-              "Compiled form:", "", "```", compile_text, "```", ""]
+    lines += ["", "Per population (matched spikes, counts, flips) and gates:", "", "```", rep.summary(), "```", ""]
+    if plots:
+        lines += [f"Plots (sample {ctx.get('plot_sample', 0)}): " + ", ".join(f"`{p}`" for p in plots), ""]
+        lines += [f"![{p}]({p})" for p in plots] + [""]
+    lines += ["Compiled form:", "", "```", compile_text, "```", ""]
     return "\n".join(lines)
 
 
-def write_steps_folder(rep, out: Path, ctx: dict, cs, extra: dict | None = None) -> Path:
+def write_steps_folder(rep, out: Path, ctx: dict, cs, extra: dict | None = None,
+                       plots: dict | None = None) -> Path:
     """Write the report folder of a steps verification at once (toolchain.report.staged_dir: nothing changes on a
-    failure): ``extra`` files (name -> writer(path)), steps_report.json + steps_summary.txt, report.md and
-    report.json (last). Returns report.json's path."""
+    failure): ``extra`` files (name -> writer(path)), ``plots`` (name -> writer(path), e.g.
+    toolchain.steps_plots.steps_plot_writers; listed in report.md and report.json), steps_report.json +
+    steps_summary.txt, report.md and report.json (last). Returns report.json's path."""
     from toolchain.atomic import atomic_write_text
     from toolchain.report import staged_dir
     from toolchain.verify_trains import write_steps_report
@@ -391,8 +397,13 @@ def write_steps_folder(rep, out: Path, ctx: dict, cs, extra: dict | None = None)
     with staged_dir(out) as stage:
         for fname, writer in (extra or {}).items():
             writer(stage / fname)
+        written = []
+        for fname, writer in (plots or {}).items():
+            writer(stage / fname)
+            written.append(fname)
+        report["plots"] = written
         write_steps_report(rep, stage)
-        atomic_write_text(stage / "report.md", _markdown(rep, ctx, steps_compile_summary(cs)))
+        atomic_write_text(stage / "report.md", _markdown(rep, ctx, steps_compile_summary(cs), written))
         atomic_write_text(stage / "report.json", json.dumps(report, indent=1, allow_nan=False, default=str) + "\n")
     return out / "report.json"
 
@@ -409,6 +420,7 @@ def verify_and_report(cs, names: list[str], args, out: Path, model_path: Path,
     """Check inputs and targets, run verify_steps, write the report folder at the end (nothing on failure), print
     the summary; 0 when every gate passed, 1 otherwise."""
     from toolchain.artifact import model_hash
+    from toolchain.steps_plots import steps_plot_writers
     from toolchain.verify_trains import DEFAULT_MARGIN, verify_steps
 
     targets = steps_targets(names, args)
@@ -417,9 +429,15 @@ def verify_and_report(cs, names: list[str], args, out: Path, model_path: Path,
     if not quiet(args):
         print(f"verify: {x.shape[0]} samples x {x.shape[1]} steps on {', '.join(names)} against the float model",
               file=sys.stderr, flush=True)
-    rep = verify_steps(cs, x, images, list(targets.values()), tolerance=1, margin=margin)
-    ctx.update(model=str(model_path), model_sha256=model_hash(model_path), margin=margin, tolerance=1)
-    path = write_steps_folder(rep, out, ctx, cs, extra)
+    sample = int(getattr(args, "plot_sample", 0) or 0)
+    if not 0 <= sample < x.shape[0]:
+        raise DataError(f"--plot-sample {sample} is outside the {x.shape[0]} samples; pass 0..{x.shape[0] - 1}")
+    runs = {name: t.run(cs, x) for name, t in targets.items()}      # kept for the plots
+    rep = verify_steps(cs, x, images, runs, tolerance=1, margin=margin)
+    ctx.update(model=str(model_path), model_sha256=model_hash(model_path), margin=margin, tolerance=1,
+               plot_sample=sample)
+    plots = steps_plot_writers(cs, x, images, {n: r.trains for n, r in runs.items()}, sample)
+    path = write_steps_folder(rep, out, ctx, cs, extra, plots)
     print(rep.summary())
     for g in failed_gates(rep):
         print(f"  gate failed: {g}")
