@@ -76,6 +76,8 @@ def test_rate_leg_learns_compiles_deploys_and_verifies(tmp_path, capsys):
     hw = rep["verification"]["targets"][0]
     assert hw["target"] == "hw_sim-lif" and hw["layers"][1]["n_target"] > 0
     assert (tmp_path / "compiled.npz").is_file() and (tmp_path / "train" / "reconstructions.png").is_file()
+    assert rep["plots"] == ["raster.png", "count_maps.png"]                  # steps report plots
+    assert all((tmp_path / "verify" / f).read_bytes()[:4] == b"\x89PNG" for f in rep["plots"])
 
 
 def test_rate_leg_never_says_pass_for_a_model_that_did_not_learn(tmp_path, capsys):

@@ -194,6 +194,7 @@ def run_rate_demo(out: Path, epochs: int = RATE_EPOCHS, limit_train: int = 1800,
     from toolchain.cli_steps import failed_gates, steps_compile_summary, write_steps_folder
     from toolchain.compiled_steps_io import save_compiled_steps
     from toolchain.steps_compiler import compile_graph
+    from toolchain.steps_plots import steps_plot_writers
     from toolchain.verify_trains import verify_steps
 
     t_start = time.perf_counter()
@@ -236,12 +237,14 @@ def run_rate_demo(out: Path, epochs: int = RATE_EPOCHS, limit_train: int = 1800,
     print(f"[rate 3/4] deploying {', '.join(names)} on {limit_verify} test images (Bernoulli inputs, seed {seed})")
     sub = test_images[:limit_verify]
     x = bernoulli_encode(sub, cfg.steps, cfg.p_scale, np.random.default_rng(seed))
-    rep = verify_steps(cs, x, sub, [get_target(n) for n in names])
+    runs = {n: get_target(n).run(cs, x) for n in names}        # kept for the plots
+    rep = verify_steps(cs, x, sub, runs)
     print("[rate 4/4] spike-train verification against the float model")
     ctx = {"dataset": "mnist", "dataset_source": "bundled", "split": "test", "limit": limit_verify,
            "samples": int(x.shape[0]), "steps": cfg.steps, "p_scale": cfg.p_scale, "encoding": "bernoulli",
            "seed": seed, "model": str(model_path), "model_sha256": model_hash(model_path), "tolerance": 1}
-    report = write_steps_folder(rep, out / "verify", ctx, cs)
+    plots = steps_plot_writers(cs, x, sub, {n: r.trains for n, r in runs.items()})
+    report = write_steps_folder(rep, out / "verify", ctx, cs, plots=plots)
     ref = rep.reference_metrics
     print(f"      float        MSE {ref.get('mse_image', float('nan')):.4f}  Spike-MSE "
           f"{ref.get('spike_mse', float('nan')):.4f}")
