@@ -20,6 +20,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -210,46 +211,60 @@ class _LavaTarget:
         cfg = lv["Loihi2SimCfg"](select_tag="fixed_pt" if self.fixed else "floating_pt")
         first = [np.full((K, cl.n_out), -1, dtype=np.int64) for cl in net.layers]
         counts = [np.zeros((K, cl.n_out), dtype=np.int64) for cl in net.layers]
-        deadline = time.monotonic() + timeout
-        completed = False
-        ports: list = []
-        with _CHILDREN.active():  # its OS processes die with this one, even if this one is killed
-            try:
-                g.entry.run(condition=lv["RunSteps"](num_steps=T, blocking=False), run_cfg=cfg)
-                ports = [lif.report.external_pipe_csp_recv_port for lif in g.lifs]
-                for k in range(K):  # one report per layer and window, sent at the window's last update
-                    for l, port in enumerate(ports):
-                        waited = 0.0
-                        while not port.probe():
-                            if time.monotonic() > deadline:
-                                raise TargetError(
-                                    f"{self.name}: the Lava run of {K} samples ({T} steps) did not finish "
-                                    f"within {timeout:g} s (stuck in sample {k}); fix: pass a larger timeout_s or "
-                                    "a smaller chunk_size, and check that no other heavy job is starving the "
-                                    "machine"
-                                )
-                            time.sleep(_POLL_S)
-                            waited += _POLL_S
-                            if waited >= _ALIVE_CHECK_S:  # no data for a while: are all Lava processes alive?
-                                waited = 0.0
-                                _check_alive(self.name, g.entry, k)
-                        rep = np.asarray(port.recv())
-                        first[l][k] = rep[0]
-                        counts[l][k] = rep[1]
-                g.entry.wait()
-                completed = True
-            except TargetError:
-                raise
-            except Exception as exc:  # Lava's own failures (compilation, runtime) as a user-facing error
-                raise TargetError(f"{self.name}: Lava failed ({type(exc).__name__}: {exc}); fix: check the "
-                                  "compiled network (docs/compiled-format.md) and the Lava installation "
-                                  "(`make venv`)") from exc
-            finally:
-                # a finished run is stopped; an interrupted one (error, timeout, Ctrl-C, SIGTERM) has processes
-                # blocked mid-step, which stop() cannot reach: terminate them
-                _shutdown(g.entry, force=not completed)
-                _close_pipes(ports)
+
+        def keep(l: int, k: int, rep: np.ndarray) -> None:
+            first[l][k] = rep[0]
+            counts[l][k] = rep[1]
+
+        run_and_receive(self.name, g.entry, lv["RunSteps"](num_steps=T, blocking=False), cfg,
+                        lambda: [lif.report.external_pipe_csp_recv_port for lif in g.lifs], K, T, timeout, keep,
+                        "compiled network (docs/compiled-format.md)")
         return first, counts
+
+
+def run_and_receive(name: str, entry, condition, run_cfg, report_ports: Callable[[], list], n_samples: int,
+                    n_steps: int, timeout: float, on_report: Callable[[int, int, np.ndarray], None],
+                    what: str) -> None:
+    """Run a built Lava network and hand every report to ``on_report(layer, sample, report)``: one report per
+    layer and sample, in sample order, read from the pipes ``report_ports()`` gives once the run has started.
+
+    While it waits: a deadline of ``timeout`` seconds and, when no data comes for a while, a check that every Lava
+    process is alive (TargetError naming the sample). Lava's own failures become a TargetError naming ``what`` to
+    check. The forked processes die with this one (PDEATHSIG); a finished run is stopped, an interrupted one
+    (error, timeout, Ctrl-C, SIGTERM) has processes blocked mid-step, which stop() cannot reach: they are
+    terminated."""
+    deadline = time.monotonic() + timeout
+    completed = False
+    ports: list = []
+    with _CHILDREN.active():  # its OS processes die with this one, even if this one is killed
+        try:
+            entry.run(condition=condition, run_cfg=run_cfg)
+            ports = report_ports()
+            for k in range(n_samples):
+                for l, port in enumerate(ports):
+                    waited = 0.0
+                    while not port.probe():
+                        if time.monotonic() > deadline:
+                            raise TargetError(
+                                f"{name}: the Lava run of {n_samples} samples ({n_steps} steps) did not finish "
+                                f"within {timeout:g} s (stuck in sample {k}); fix: pass a larger timeout_s or a "
+                                "smaller chunk_size, and check that no other heavy job is starving the machine")
+                        time.sleep(_POLL_S)
+                        waited += _POLL_S
+                        if waited >= _ALIVE_CHECK_S:  # no data for a while: are all Lava processes alive?
+                            waited = 0.0
+                            _check_alive(name, entry, k)
+                    on_report(l, k, np.asarray(port.recv()))
+            entry.wait()
+            completed = True
+        except TargetError:
+            raise
+        except Exception as exc:  # Lava's own failures (compilation, runtime) as a user-facing error
+            raise TargetError(f"{name}: Lava failed ({type(exc).__name__}: {exc}); fix: check the {what} and "
+                              "the Lava installation (`make venv`)") from exc
+        finally:
+            _shutdown(entry, force=not completed)
+            _close_pipes(ports)
 
 
 def _close_pipes(ports) -> None:

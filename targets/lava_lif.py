@@ -24,7 +24,7 @@ import numpy as np
 
 from hw_sim.lif import check_steps_input, compiled_steps_of
 from targets.base import RunResult, steps_result
-from targets.lava import _CHILDREN, _check_alive, _close_pipes, _shutdown
+from targets.lava import run_and_receive
 from toolchain.compiled_steps import CompiledSteps
 from toolchain.errors import TargetError
 
@@ -120,39 +120,13 @@ class _LavaLifTarget:
         timeout = self.timeout_s if self.timeout_s is not None else 60.0 + 0.02 * n_steps * L
         cfg = lv["Loihi2SimCfg"](select_tag="fixed_pt" if self.fixed else "floating_pt")
         out = [np.zeros((K, T, cl.n_out), dtype=np.uint8) for cl in cs.layers]
-        deadline = time.monotonic() + timeout
-        completed = False
-        ports: list = []
-        with _CHILDREN.active():  # its OS processes die with this one, even if this one is killed
-            try:
-                entry.run(condition=lv["RunSteps"](num_steps=n_steps, blocking=False), run_cfg=cfg)
-                ports = [sink.report.external_pipe_csp_recv_port for sink in sinks]
-                for k in range(K):  # one (T, n) report per layer and sample, sent at the sample's last step
-                    for l, port in enumerate(ports):
-                        waited = 0.0
-                        while not port.probe():
-                            if time.monotonic() > deadline:
-                                raise TargetError(
-                                    f"{self.name}: the Lava run of {K} samples ({n_steps} steps) did not finish "
-                                    f"within {timeout:g} s (stuck in sample {k}); fix: pass a larger timeout_s or a "
-                                    "smaller chunk_size, and check that no other heavy job is starving the machine")
-                            time.sleep(_POLL_S)
-                            waited += _POLL_S
-                            if waited >= _ALIVE_CHECK_S:
-                                waited = 0.0
-                                _check_alive(self.name, entry, k)
-                        out[l][k] = np.asarray(port.recv()) != 0
-                entry.wait()
-                completed = True
-            except TargetError:
-                raise
-            except Exception as exc:  # Lava's own failures (compilation, runtime) as a user-facing error
-                raise TargetError(f"{self.name}: Lava failed ({type(exc).__name__}: {exc}); fix: check the "
-                                  "compiled steps graph (docs/compiler.md) and the Lava installation "
-                                  "(`make venv`)") from exc
-            finally:
-                _shutdown(entry, force=not completed)
-                _close_pipes(ports)
+
+        def keep(l: int, k: int, rep: np.ndarray) -> None:  # one (T, n) report per layer and sample
+            out[l][k] = rep != 0
+
+        run_and_receive(self.name, entry, lv["RunSteps"](num_steps=n_steps, blocking=False), cfg,
+                        lambda: [sink.report.external_pipe_csp_recv_port for sink in sinks], K, n_steps, timeout,
+                        keep, "compiled steps graph (docs/compiler.md)")
         return out
 
 
