@@ -155,26 +155,35 @@ def check_range_options(range_mode: str, margin: float, calibration_times) -> No
                            "--calibration-samples N (images of the model's training set)")
 
 
-def training_input_times(net: TemporalNetwork, dataset: str | None, samples: int,
-                         data_dir: str | None = None) -> tuple[np.ndarray, str]:
-    """Latency-coded input times of the first ``samples`` training images of ``dataset`` (default: the dataset
-    recorded in the model's metadata) and a description of where they came from."""
+def calibration_images(metadata: dict, dataset: str | None, samples: int, n_in: int,
+                       data_dir: str | None = None) -> tuple[np.ndarray, str]:
+    """The first ``samples`` training images (N, n_in) float64 in [0, 1] of ``dataset`` (default: the model's
+    metadata 'dataset') for calibration, and where they came from; CompileError naming the fix otherwise."""
     from models.datasets import load_dataset
-    from models.encoding import latency_encode
 
     if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
         raise CompileError(f"calibration_samples={samples!r} must be a positive integer; fix: e.g. "
                            f"{DEFAULT_CALIBRATION_SAMPLES}")
-    name = dataset or net.metadata.get("dataset")
+    name = dataset or metadata.get("dataset")
     if not name:
         raise CompileError("the model does not record its training dataset, so calibration does not know which "
                            "images to use; fix: pass --calibration-dataset mnist (or fashion-mnist)")
+    ds = load_dataset(name, "train", data_dir=data_dir, limit=int(samples))
+    images = np.asarray(ds.images, np.float64).reshape(ds.images.shape[0], -1)
+    if images.shape[1] != n_in:
+        raise CompileError(f"{name} images have {images.shape[1]} pixels but the model has {n_in} inputs; fix: pass "
+                           "the dataset the model was trained on (--calibration-dataset)")
+    return images, f"{name} train[:{images.shape[0]}] ({ds.source})"
+
+
+def training_input_times(net: TemporalNetwork, dataset: str | None, samples: int,
+                         data_dir: str | None = None) -> tuple[np.ndarray, str]:
+    """Latency-coded input times of the first ``samples`` training images of ``dataset`` (default: the dataset
+    recorded in the model's metadata) and a description of where they came from."""
+    from models.encoding import latency_encode
+
     if net.encoding != "latency":
         raise CompileError(f"calibration supports latency-coded models, this one uses {net.encoding!r}; fix: use "
                            "--range worst-case")
-    ds = load_dataset(name, "train", data_dir=data_dir, limit=int(samples))
-    if ds.images.shape[1] != net.layers[0].n_in:
-        raise CompileError(f"{name} images have {ds.images.shape[1]} pixels but the model has "
-                           f"{net.layers[0].n_in} inputs; fix: pass the dataset the model was trained on "
-                           "(--calibration-dataset)")
-    return latency_encode(np.asarray(ds.images, np.float64)), f"{name} train[:{ds.images.shape[0]}] ({ds.source})"
+    images, source = calibration_images(net.metadata, dataset, samples, net.layers[0].n_in, data_dir)
+    return latency_encode(images), source

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from toolchain.calibration import DEFAULT_CALIBRATION_SAMPLES, DEFAULT_RANGE_MARGIN, RANGE_MODES, check_range_options
+from toolchain.calibration import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_RANGE_MARGIN, RANGE_MODES, calibration_images,
+                                   check_range_options)
 from toolchain.errors import CompileError
 from toolchain.ir import Graph
 from toolchain.lif_reference import simulate
@@ -71,26 +72,12 @@ def training_input_spikes(graph: Graph, dataset: str | None, samples: int, steps
     """Bernoulli trains (samples, steps, n_in) of the first ``samples`` training images of ``dataset`` (default: the
     graph's metadata 'dataset') at spike probability ``p_scale`` per step at pixel 1 (default: metadata 'p_scale'),
     from numpy.random.default_rng(seed); and a description of their source."""
-    from models.datasets import load_dataset
     from models.rate_encoding import bernoulli_encode
 
-    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
-        raise CompileError(f"calibration_samples={samples!r} must be a positive integer; fix: e.g. "
-                           f"{DEFAULT_CALIBRATION_SAMPLES}")
-    name = dataset or graph.metadata.get("dataset")
-    if not name:
-        raise CompileError("the model does not record its training dataset, so calibration does not know which "
-                           "images to use; fix: pass --calibration-dataset mnist (or fashion-mnist)")
+    images, source = calibration_images(graph.metadata, dataset, samples, graph.nodes[graph.input_name].n, data_dir)
     p = graph.metadata.get("p_scale") if p_scale is None else p_scale
     if p is None:
         raise CompileError("the model does not record p_scale (spike probability per step at pixel 1), which "
                            "calibration needs to encode images; fix: pass --p-scale (e.g. 0.3 for MNIST)")
-    ds = load_dataset(name, "train", data_dir=data_dir, limit=int(samples))
-    images = np.asarray(ds.images, np.float64).reshape(ds.images.shape[0], -1)
-    n_in = graph.nodes[graph.input_name].n
-    if images.shape[1] != n_in:
-        raise CompileError(f"{name} images have {images.shape[1]} pixels but the model has {n_in} inputs; fix: pass "
-                           "the dataset the model was trained on (--calibration-dataset)")
     x = bernoulli_encode(images, int(steps), float(p), np.random.default_rng(int(seed)))
-    return x, (f"{name} train[:{images.shape[0]}] ({ds.source}), Bernoulli p_scale {float(p):g}, T {int(steps)}, "
-               f"seed {int(seed)}")
+    return x, f"{source}, Bernoulli p_scale {float(p):g}, T {int(steps)}, seed {int(seed)}"
