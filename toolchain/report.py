@@ -296,9 +296,21 @@ def _energy_md(rep: VerifyReport) -> list[str]:
 # ---- plots -------------------------------------------------------------------------------------------------------
 
 def _save_fig(fig, path: Path) -> None:
+    """Write ``fig`` to ``path`` as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def _no_ticks(axes) -> None:
+    """Image grids: no ticks on any of the (rows of) axes."""
+    for row in axes:
+        for ax in row:
+            ax.set_xticks([])
+            ax.set_yticks([])
 
 
 _MARKERS = ("x", "+", "1", "^", "s", "d", "v")
@@ -332,7 +344,6 @@ def plot_dt_hist(rep: VerifyReport, path: Path) -> None:
             ax.set_ylabel("spikes (log)", fontsize=8)
     fig.tight_layout()
     _save_fig(fig, path)
-    plt.close(fig)
 
 
 def _neuron_index(n: int, neurons: Sequence[int] | None) -> np.ndarray:
@@ -383,7 +394,6 @@ def plot_raster(rep: VerifyReport, path: Path, sample: int = 0, neurons: Sequenc
         ax.legend(fontsize=7)
     fig.tight_layout()
     _save_fig(fig, path)
-    plt.close(fig)
 
 
 def per_image_mse(t_out: np.ndarray, images01: np.ndarray, latency: float) -> np.ndarray:
@@ -426,13 +436,9 @@ def plot_reconstructions(rep: VerifyReport, path: Path, n: int = 6, first: int =
             err.set_title(f"MSE {mse[c]:.4f}", fontsize=6)
         axes[1 + 2 * m][0].set_ylabel(name, fontsize=8)
         axes[2 + 2 * m][0].set_ylabel(f"{name}\nerror", fontsize=7)
-    for row in axes:
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    _no_ticks(axes)
     fig.tight_layout()
     _save_fig(fig, path)
-    plt.close(fig)
     return True
 
 

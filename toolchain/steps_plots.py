@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from toolchain.report import DEFAULT_RASTER_NEURONS, _save_fig
+from toolchain.report import _MARKERS, DEFAULT_RASTER_NEURONS, _no_ticks, _save_fig
 from toolchain.spike_metrics import zscore_mse
 
 RASTER_PNG = "raster.png"
 COUNT_MAPS_PNG = "count_maps.png"
-_MARKERS = ("x", "+", "1", "^", "s", "d", "v")
 
 
 def _pyplot():
@@ -77,7 +76,6 @@ def plot_steps_raster(path: Path, inputs: np.ndarray, reference: Sequence[np.nda
             ax.text(0.5, 0.5, "no spikes", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
     _save_fig(fig, path)
-    plt.close(fig)
 
 
 def plot_count_maps(path: Path, images: np.ndarray, reference_out: np.ndarray,
@@ -103,13 +101,9 @@ def plot_count_maps(path: Path, images: np.ndarray, reference_out: np.ndarray,
             axes[r][c].imshow(counts[c].reshape(side, side), cmap="gray", vmin=0)
             axes[r][c].set_title(f"z-MSE {zscore_mse(counts[c:c + 1], img[c:c + 1]):.3f}", fontsize=6)
         axes[r][0].set_ylabel(f"{name}\ncounts", fontsize=7)
-    for row in axes:
-        for ax in row:
-            ax.set_xticks([])
-            ax.set_yticks([])
+    _no_ticks(axes)
     fig.tight_layout()
     _save_fig(fig, path)
-    plt.close(fig)
     return True
 
 
