@@ -214,20 +214,25 @@ def _compile_kwargs(args) -> dict:
     if args.horizon_margin is not None:
         kw["horizon_margin"] = args.horizon_margin
     mode = getattr(args, "range_mode", None)
-    calib = {k: getattr(args, a, None) for k, a in (("calibration_samples", "calibration_samples"),
-                                                    ("calibration_dataset", "calibration_dataset"),
-                                                    ("range_margin", "range_margin"))}
-    if mode != "calibrated" and any(v is not None for v in calib.values()):
-        from toolchain.errors import CompileError
-
-        flags = ", ".join("--" + k.replace("_", "-") for k, v in calib.items() if v is not None)
-        raise CompileError(f"{flags} only apply to calibrated ranges; fix: add --range calibrated or drop them")
     if mode is not None:
         kw["range_mode"] = mode
-    kw.update({k: v for k, v in calib.items() if v is not None})
+    kw.update(calibration_flags(args))
     if mode == "calibrated" and getattr(args, "data_dir", None):
         kw["data_dir"] = args.data_dir
     return kw
+
+
+def calibration_flags(args) -> dict:
+    """The calibration options given (--calibration-samples, --calibration-dataset, --range-margin) by keyword;
+    CompileError when any is given without --range calibrated (both model families)."""
+    calib = {k: getattr(args, k, None) for k in ("calibration_samples", "calibration_dataset", "range_margin")}
+    given = {k: v for k, v in calib.items() if v is not None}
+    if given and getattr(args, "range_mode", None) != "calibrated":
+        from toolchain.errors import CompileError
+
+        flags = ", ".join("--" + k.replace("_", "-") for k in given)
+        raise CompileError(f"{flags} only apply to calibrated ranges; fix: add --range calibrated or drop them")
+    return given
 
 
 def load_model(path: str, args) -> "object":

@@ -122,13 +122,11 @@ def _range_options(graph, t: int, args) -> dict:
     refused."""
     from toolchain.steps_calibration import DEFAULT_CALIBRATION_SAMPLES, training_input_spikes
 
+    from toolchain.cli_deploy import calibration_flags
+
     mode = getattr(args, "range_mode", None) or "worst-case"
-    extra = [f for d, f in (("calibration_samples", "--calibration-samples"),
-                            ("calibration_dataset", "--calibration-dataset"), ("range_margin", "--range-margin"))
-             if getattr(args, d, None) is not None]
+    calibration_flags(args)  # refuses calibration options without --range calibrated
     if mode != "calibrated":
-        if extra:
-            raise CompileError(f"{', '.join(extra)} only apply with --range calibrated; add it or drop them")
         return {"range_mode": mode}
     kw: dict = {"range_mode": mode}
     if getattr(args, "range_margin", None) is not None:
