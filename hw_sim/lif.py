@@ -1,23 +1,38 @@
 """Bit-accurate emulation of a CompiledSteps (Dense -> LIF chain) as ``lava-fixed`` runs it on Lava 0.10's stock
 ``PyDenseModelBitAcc`` and ``PyLifResetModelBitAcc`` (toolchain/compiled_steps.py states the integer equations).
 
-A numba kernel, layer by layer, samples split over threads (GIL-free); synaptic sums are event-driven (only the
-inputs that spiked in a step are added), u and v follow Lava's integer code. Results are aligned to the float
-model (toolchain/lif_reference.py): the Dense delay and the source step are not simulated, since they only shift
-each layer's train by a constant number of steps (targets/lava_lif.py shifts Lava's results back by the same
-amount).
+One numba kernel runs every layer of a sample step by step (samples split over threads, GIL-free):
+
+* synaptic sums are event-driven: each step a layer adds only the weight rows of the inputs that spiked (lists of
+  active inputs, found by scanning the input 8 bytes at a time and built by each layer for the next one), four
+  rows per pass over the accumulator;
+* the sums run on the weight mantissas in units of the grid step (8-bit: m / 2, 9-bit: m) and are shifted by the
+  exponent afterwards, which equals Lava's sum of ``m << weight_exp`` (or ``>> 1``, exact on even mantissas).
+  They run on 16-bit lanes (SIMD) when ``active inputs x max |mantissa| <= 2**15 - 1`` makes the exact sum fit
+  (wrapping partial sums then still give it), else on 32-bit lanes;
+* the LIF update (u wrap at 24 bits, truncating decay of v, saturation, strict threshold, reset to zero) runs
+  branch-free on 32-bit lanes: ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep + ((|v| & 4095)
+  keep) >> 12`` so that no product leaves 32 bits (64-bit lanes on the rare path whose sum exceeds 16 bits).
+
+Results are aligned to the float model (toolchain/lif_reference.py): the Dense delay and the source step are not
+simulated, since they only shift each layer's train by a constant number of steps (targets/lava_lif.py shifts
+Lava's results back by the same amount). ``run_lif_reference`` is the plain, obviously-Lava per-layer loop kept
+as the test oracle of the fast kernel.
 """
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numba
+from numba.cpython.unsafe.numbers import trailing_zeros
 import numpy as np
 
 from hw_sim.emulator import default_threads
 from toolchain.compiled_steps import CompiledSteps, validate_compiled_steps
 from toolchain.errors import ArtifactError, TargetError
-from toolchain.quantize import A_IN_MAX, DECAY_BITS, DECAY_UNITY, STATE_SHIFT, UV_MAX, effective_weights
+from toolchain.quantize import (A_IN_MAX, DECAY_BITS, DECAY_UNITY, MANTISSA, STATE_SHIFT, UV_MAX,
+                                effective_weights)
 
 
 def compiled_steps_of(net, inputs, target: str) -> CompiledSteps:
@@ -44,39 +59,277 @@ def compiled_steps_of(net, inputs, target: str) -> CompiledSteps:
 
 
 def check_steps_input(cs: CompiledSteps, spikes_in: np.ndarray, target: str) -> np.ndarray:
-    """(N, T, n_in) 0/1 spike trains with 1 <= T <= cs.max_steps -> uint8; TargetError naming the problem."""
+    """(N, T, n_in) 0/1 spike trains with 1 <= T <= cs.max_steps -> uint8 (no copy for uint8 or bool input);
+    TargetError naming the problem."""
     x = np.asarray(spikes_in)
     if x.ndim != 3 or x.shape[2] != cs.n_in or x.shape[0] < 1 or x.shape[1] < 1:
         raise TargetError(f"{target}: input spike trains must have shape (samples, steps, {cs.n_in}), got "
                           f"{x.shape}; fix: pass one (steps, {cs.n_in}) 0/1 array per sample")
-    if x.dtype.kind not in "biuf" or not np.all((x == 0) | (x == 1)):
+    if x.dtype == np.bool_:
+        ok = True
+    elif x.dtype == np.uint8:
+        ok = int(x.max()) <= 1
+    else:
+        ok = x.dtype.kind in "biuf" and bool(np.all((x == 0) | (x == 1)))
+    if not ok:
         raise TargetError(f"{target}: input spike trains must hold only 0 and 1; fix: encode the inputs as spike "
                           "trains (one spike per channel and step at most)")
     if x.shape[1] > cs.max_steps:
         raise TargetError(f"{target}: samples have {x.shape[1]} steps but the network was compiled (and its ranges "
                           f"checked) for at most {cs.max_steps}; fix: recompile with max_steps={x.shape[1]}")
-    return x.astype(np.uint8)
+    return x.view(np.uint8) if x.dtype == np.bool_ else x.astype(np.uint8, copy=False)
 
 
 _LIM = UV_MAX + 1  # Lava's max_uv_val = 2**23
 _A_MAX = A_IN_MAX  # 16-bit synaptic input (hardware; Lava's simulation does not limit it)
+_I16 = (1 << 15) - 1
 RANGE_EVENTS = ("a_in_over_16bit", "u_wrapped", "v_saturated_low", "v_saturated_high")
 
 
+@dataclass(frozen=True)
+class LifRun:
+    """A run of hw_sim's LIF emulation: ``trains`` [(N, T, n) uint8] per layer; ``first`` [(N, n) float64] step of
+    each neuron's first spike (inf: none); ``events`` per layer: range events in neuron-steps (RANGE_EVENTS);
+    ``threads`` used."""
+
+    trains: list[np.ndarray]
+    first: list[np.ndarray]
+    events: list[dict[str, int]]
+    threads: int
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scan_words(words, idx):  # pragma: no cover  (compiled)
+    """Indices of the 1 bytes of a row given as uint64 words (8 bytes each) -> idx; returns their number."""
+    c = 0
+    for w in range(words.shape[0]):
+        word = words[w]
+        while word:
+            idx[c] = 8 * w + (trailing_zeros(word) >> 3)
+            c += 1
+            word &= word - np.uint64(1)
+    return c
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _scan_bytes(row, n, idx):  # pragma: no cover  (compiled)
+    c = 0
+    for i in range(n):
+        idx[c] = i
+        c += row[i]
+    return c
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _accumulate(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
+    """acc[:n_out] = sum of the rows w[idx[:n_ev]] (four rows per pass: one load and store of acc per four)."""
+    for j in range(n_out):
+        acc[j] = 0
+    e = 0
+    while e + 4 <= n_ev:
+        r0 = w[idx[e]]
+        r1 = w[idx[e + 1]]
+        r2 = w[idx[e + 2]]
+        r3 = w[idx[e + 3]]
+        for j in range(n_out):
+            acc[j] += (r0[j] + r1[j]) + (r2[j] + r3[j])
+        e += 4
+    while e < n_ev:
+        r0 = w[idx[e]]
+        for j in range(n_out):
+            acc[j] += r0[j]
+        e += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _update16(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma: no cover  (compiled)
+    """LIF step of n_out neurons from 16-bit sums acc (a_in = acc << shift) on 32-bit lanes (every intermediate
+    is cast back to int32: numba would widen int32 arithmetic to int64 and halve the SIMD width)."""
+    i32 = np.int32
+    e0 = i32(0)
+    e1 = i32(0)
+    e2 = i32(0)
+    e3 = i32(0)
+    sh = i32(shift & 15)                # masked: LLVM then knows the shift fits 32-bit lanes (shift <= 8)
+    kp = i32(keep)
+    t32 = i32(t)
+    for j in range(n_out):
+        a = i32(i32(acc[j]) << sh)                                    # |a| <= 2**23
+        e0 = i32(e0 + i32((a > i32(_A_MAX)) | (a < i32(-_A_MAX))))
+        u = i32(a << i32(STATE_SHIFT))                                # du = 4095: u = a << 6, |u| <= 2**29
+        hi = u > i32(_LIM)
+        lo = u <= i32(-_LIM)
+        u = i32(u - i32(2 * _LIM)) if hi else (i32(u + i32(2 * _LIM)) if lo else u)
+        e1 = i32(e1 + i32(hi | lo))
+        vj = v[j]
+        av = i32(abs(vj))                                             # < 2**23
+        d = i32(i32(i32(av >> i32(DECAY_BITS)) * kp)
+                + i32(i32(i32(av & i32(DECAY_UNITY - 1)) * kp) >> i32(DECAY_BITS)))
+        d = i32(-d) if vj < i32(0) else d                             # trunc0(v keep / 4096)
+        vv = i32(d + u)
+        sl = vv < i32(-_LIM + 1)
+        sg = vv > i32(_LIM - 1)
+        vv = i32(-_LIM + 1) if sl else (i32(_LIM - 1) if sg else vv)
+        e2 = i32(e2 + i32(sl))
+        e3 = i32(e3 + i32(sg))
+        s = vv > thr[j]
+        out_row[j] = s
+        v[j] = i32(0) if s else vv
+        first[j] = min(first[j], i32(t32 + i32(i32(1) - i32(s)) * i32(1 << 30)))   # branch-free first spike
+    ev[0] += e0
+    ev[1] += e1
+    ev[2] += e2
+    ev[3] += e3
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _update32(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma: no cover  (compiled)
+    """LIF step from 32-bit sums (the rare path), int64 arithmetic as the reference kernel."""
+    for j in range(n_out):
+        a = np.int64(acc[j]) << shift
+        if a > _A_MAX or a < -_A_MAX:
+            ev[0] += 1
+        u = a << STATE_SHIFT
+        if u > _LIM:
+            u -= 2 * _LIM
+            ev[1] += 1
+        elif u <= -_LIM:
+            u += 2 * _LIM
+            ev[1] += 1
+        x = np.int64(v[j]) * keep
+        d = (x >> DECAY_BITS) if x >= 0 else -((-x) >> DECAY_BITS)
+        vv = d + u
+        if vv < -_LIM + 1:
+            vv = -_LIM + 1
+            ev[2] += 1
+        elif vv > _LIM - 1:
+            vv = _LIM - 1
+            ev[3] += 1
+        s = vv > thr[j]
+        out_row[j] = s
+        v[j] = 0 if s else vv
+        if s and first[j] > t:
+            first[j] = t
+
+
 @numba.njit(cache=True, nogil=True)
-def _lif_layer(src, w_t, dv, thr, lo, hi, out, ev):  # pragma: no cover  (compiled)
-    """Samples lo .. hi - 1 of one layer: src (N, T, n_in) uint8, w_t (n_in, n_out) int64 effective weights,
-    dv 12-bit decay, thr (n_out,) = vth << 6; writes out (N, T, n_out) uint8 and adds to ev (N, 4) int64 the
-    range events of each sample (neuron-steps): |a_in| beyond 16 bits, u wrapped, v saturated low, v saturated
-    high. Event-driven sums (only active inputs)."""
+def _run_layer(src, words, lo, hi, w16, w32, out, shift, keep, qmax, thr, times, ev):  # pragma: no cover
+    """Samples lo .. hi - 1 of one layer. Input: ``words`` (N, T, W) uint64 (8 input bytes per word, zero padded;
+    the first layer) when W > 0, else ``src`` (N, T, n_in) uint8 (the previous layer's trains). w16 / w32:
+    (n_in, n_out) mantissas in grid units; out (N, T, n_out) uint8, written; shift: a_in = sum << shift; keep:
+    4096 - dv; qmax: largest |mantissa| in grid units; thr (n_out,) int32 = vth << 6; times (N, n_out) float64:
+    step of each neuron's first spike (inf: none), written; ev (N, 4) int32 range events, added to. The layer's parameters are
+    scalars of this call, loop-invariant for LLVM (loaded per step inside a loop over layers they cost ~50 %)."""
+    t_steps = out.shape[1]
+    n_out = out.shape[2]
+    use_words = words.shape[2] > 0
+    n_in = 8 * words.shape[2] if use_words else src.shape[2]
+    idx = np.zeros(n_in + 8, np.int64)
+    acc16 = np.zeros(n_out, np.int16)
+    acc32 = np.zeros(n_out, np.int32)
+    v = np.zeros(n_out, np.int32)
+    fk = np.zeros(n_out, np.int32)
+    for k in range(lo, hi):
+        v[:] = 0
+        fk[:] = t_steps
+        evk = ev[k]
+        for t in range(t_steps):
+            n_ev = _scan_words(words[k, t], idx) if use_words else _scan_bytes(src[k, t], n_in, idx)
+            row = out[k, t]
+            if n_ev * qmax <= _I16:
+                _accumulate(w16, idx, n_ev, acc16, n_out)
+                _update16(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
+            else:
+                _accumulate(w32, idx, n_ev, acc32, n_out)
+                _update32(acc32, n_out, shift, keep, thr, v, row, fk, t, evk)
+        tk = times[k]
+        for j in range(n_out):
+            tk[j] = np.inf if fk[j] >= t_steps else np.float64(fk[j])
+
+
+def _pack(cs: CompiledSteps) -> list[tuple]:
+    """Per layer: (w16, w32, shift, keep, qmax, thr) kernel arguments (see _run_layer)."""
+    layers = []
+    for cl in cs.layers:
+        step = MANTISSA[cl.num_weight_bits][2]
+        q = np.ascontiguousarray((np.asarray(cl.weights, dtype=np.int64) // step).T)   # exact: multiples of step
+        layers.append((q.astype(np.int16), q.astype(np.int32),
+                       np.int64(cl.weight_exp + step.bit_length() - 1),                 # >= 0 on both grids
+                       np.int64(DECAY_UNITY - cl.dv), np.int64(np.abs(q).max(initial=0)),
+                       np.asarray(cl.vth, dtype=np.int32) << STATE_SHIFT))              # <= (2**17 - 1) << 6
+    return layers
+
+
+def _words(x: np.ndarray) -> np.ndarray:
+    """(N, T, n) uint8 -> (N, T, ceil(n / 8)) uint64 view (a zero-padded copy when n is not a multiple of 8)."""
+    n = x.shape[2]
+    if n % 8 or not x.flags.c_contiguous:
+        pad = np.zeros(x.shape[:2] + (-(-n // 8) * 8,), dtype=np.uint8)
+        pad[:, :, :n] = x
+        x = pad
+    return x.view(np.uint64)
+
+
+def simulate_lif(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None = None) -> LifRun:
+    """Run ``cs`` (a CompiledSteps, or a steps Graph compiled here with compile_graph's defaults for the inputs'
+    T) on (N, T, n_in) 0/1 trains; samples on ``threads`` threads (default hw_sim.emulator.default_threads(),
+    i.e. $SNNC_THREADS or the usable CPUs), each thread running its samples through every layer.
+    TargetError for bad input, before anything runs."""
+    cs = compiled_steps_of(cs, spikes_in, "hw_sim")
+    x = check_steps_input(cs, spikes_in, "hw_sim")
+    n, t_steps = x.shape[:2]
+    n_threads = max(1, min(int(threads or default_threads()), n))
+    layers = _pack(cs)
+    outs = [np.empty((n, t_steps, cl.n_out), dtype=np.uint8) for cl in cs.layers]
+    times = [np.empty((n, cl.n_out), dtype=np.float64) for cl in cs.layers]
+    evs = [np.zeros((n, len(RANGE_EVENTS)), dtype=np.int32) for _ in cs.layers]
+    xw = _words(x)
+    no_words = np.zeros((1, 1, 0), dtype=np.uint64)
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64).tolist()
+
+    def part(lo: int, hi: int) -> None:
+        src, words = x, xw
+        for (w16, w32, shift, keep, qmax, thr), out, tms, ev in zip(layers, outs, times, evs):
+            _run_layer(src, words, lo, hi, w16, w32, out, shift, keep, qmax, thr, tms, ev)
+            src, words = out, no_words
+
+    if n_threads == 1:
+        part(0, n)
+    else:
+        with ThreadPoolExecutor(max_workers=n_threads) as pool:
+            list(pool.map(lambda b: part(*b), zip(bounds[:-1], bounds[1:])))
+    events = [{key: int(c) for key, c in zip(RANGE_EVENTS, ev.sum(axis=0, dtype=np.int64))} for ev in evs]
+    return LifRun(outs, times, events, n_threads)
+
+
+def run_lif_fixed(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
+    """Spike trains [(N, T, n) uint8] of every layer, aligned to the float model's steps (cs: a CompiledSteps,
+    or a steps Graph compiled here with compile_graph's defaults for the inputs' T). Samples run on
+    ``threads`` threads (default: hw_sim.emulator.default_threads(), i.e. $SNNC_THREADS or the usable CPUs)."""
+    return simulate_lif(cs, spikes_in, threads).trains
+
+
+def run_lif_fixed_events(cs: CompiledSteps, spikes_in: np.ndarray,
+                         threads: int | None = None) -> tuple[list[np.ndarray], list[dict[str, int]]]:
+    """:func:`run_lif_fixed` plus, per layer, the range events counted in neuron-steps (``RANGE_EVENTS``):
+    synaptic inputs beyond 16 bits, wrapped currents u, voltages saturated low / high. A worst-case compiled
+    network has none but saturation high (harmless: only in a step that spikes); a calibrated one has them when
+    an input exceeds what the calibration saw (lava-fixed does the same arithmetic, so spikes still match it)."""
+    run = simulate_lif(cs, spikes_in, threads)
+    return run.trains, run.events
+
+
+@numba.njit(cache=True, nogil=True)
+def _reference_layer(src, w_t, dv, thr, out, ev):  # pragma: no cover  (compiled)
+    """The plain per-layer loop (test oracle): src (N, T, n_in) uint8, w_t (n_in, n_out) int64 effective weights
+    (mantissa * 2**weight_exp), thr = vth << 6; writes out and adds range events to ev (N, 4)."""
     n_in, n_out = w_t.shape
-    t_steps = src.shape[1]
     a = np.zeros(n_out, np.int64)
     v = np.zeros(n_out, np.int64)
     keep = DECAY_UNITY - dv
-    for k in range(lo, hi):
+    for k in range(src.shape[0]):
         v[:] = 0
-        for t in range(t_steps):
+        for t in range(src.shape[1]):
             a[:] = 0
             for i in range(n_in):
                 if src[k, t, i]:
@@ -85,14 +338,14 @@ def _lif_layer(src, w_t, dv, thr, lo, hi, out, ev):  # pragma: no cover  (compil
             for j in range(n_out):
                 if a[j] > _A_MAX or a[j] < -_A_MAX:
                     ev[k, 0] += 1
-                u = a[j] << STATE_SHIFT                  # du = 4095: u is this step's input
-                if u > _LIM:                             # 24-bit wrap, as Lava does it
+                u = a[j] << STATE_SHIFT
+                if u > _LIM:
                     u -= 2 * _LIM
                     ev[k, 1] += 1
                 elif u <= -_LIM:
                     u += 2 * _LIM
                     ev[k, 1] += 1
-                x = v[j] * keep                          # trunc0(v (4096 - dv) / 4096)
+                x = v[j] * keep
                 d = (x >> DECAY_BITS) if x >= 0 else -((-x) >> DECAY_BITS)
                 vv = d + u
                 if vv < -_LIM + 1:
@@ -107,37 +360,17 @@ def _lif_layer(src, w_t, dv, thr, lo, hi, out, ev):  # pragma: no cover  (compil
                 v[j] = vv
 
 
-def run_lif_fixed(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None = None) -> list[np.ndarray]:
-    """Spike trains [(N, T, n) uint8] of every layer, aligned to the float model's steps (cs: a CompiledSteps,
-    or a steps Graph compiled here with compile_graph's defaults for the inputs' T). Samples run on
-    ``threads`` threads (default: hw_sim.emulator.default_threads(), i.e. $SNNC_THREADS or the usable CPUs)."""
-    return run_lif_fixed_events(cs, spikes_in, threads)[0]
-
-
-def run_lif_fixed_events(cs: CompiledSteps, spikes_in: np.ndarray,
-                         threads: int | None = None) -> tuple[list[np.ndarray], list[dict[str, int]]]:
-    """:func:`run_lif_fixed` plus, per layer, the range events counted in neuron-steps (``RANGE_EVENTS``):
-    synaptic inputs beyond 16 bits, wrapped currents u, voltages saturated low / high. A worst-case compiled
-    network has none but saturation high (harmless: only in a step that spikes); a calibrated one has them when
-    an input exceeds what the calibration saw (lava-fixed does the same arithmetic, so spikes still match it)."""
+def run_lif_reference(cs: CompiledSteps, spikes_in: np.ndarray) -> tuple[list[np.ndarray], list[dict[str, int]]]:
+    """The test oracle of :func:`simulate_lif`: Lava's integer equations written as a plain loop per layer (int64
+    throughout, one thread). Same results, several times slower."""
     cs = compiled_steps_of(cs, spikes_in, "hw_sim")
-    x = np.ascontiguousarray(check_steps_input(cs, spikes_in, "hw_sim"))
-    n, t_steps = x.shape[:2]
-    n_threads = max(1, min(int(threads or default_threads()), n))
-    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
-    src, out, events = x, [], []
+    src = np.ascontiguousarray(check_steps_input(cs, spikes_in, "hw_sim"))
+    out, events = [], []
     for cl in cs.layers:
-        w_t = np.ascontiguousarray(effective_weights(cl.weights, cl.weight_exp).T)
-        s_out = np.zeros((n, t_steps, cl.n_out), dtype=np.uint8)
-        thr = np.ascontiguousarray(cl.vth, dtype=np.int64) << STATE_SHIFT
-        ev = np.zeros((n, len(RANGE_EVENTS)), dtype=np.int64)
-        args = [(src, w_t, np.int64(cl.dv), thr, np.int64(lo), np.int64(hi), s_out, ev)
-                for lo, hi in zip(bounds[:-1], bounds[1:])]
-        if n_threads == 1:
-            _lif_layer(*args[0])
-        else:
-            with ThreadPoolExecutor(max_workers=n_threads) as pool:
-                list(pool.map(lambda a: _lif_layer(*a), args))
+        s_out = np.zeros(src.shape[:2] + (cl.n_out,), dtype=np.uint8)
+        ev = np.zeros((src.shape[0], len(RANGE_EVENTS)), dtype=np.int64)
+        _reference_layer(src, np.ascontiguousarray(effective_weights(cl.weights, cl.weight_exp).T),
+                         np.int64(cl.dv), np.asarray(cl.vth, dtype=np.int64) << STATE_SHIFT, s_out, ev)
         out.append(s_out)
         events.append({key: int(c) for key, c in zip(RANGE_EVENTS, ev.sum(axis=0))})
         src = s_out

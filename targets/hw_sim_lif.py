@@ -7,9 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from hw_sim.emulator import default_threads
-from hw_sim.lif import compiled_steps_of, run_lif_fixed_events
-from targets.base import RunResult, steps_result
+from hw_sim.lif import compiled_steps_of, simulate_lif
+from targets.base import RunResult
 
 
 class HwSimLifTarget:
@@ -22,9 +21,11 @@ class HwSimLifTarget:
         self.threads = threads
 
     def run(self, net: Any, inputs: np.ndarray) -> RunResult:
+        """``RunResult.trains`` [(N, T, n) uint8] per layer and their first-spike steps in ``times`` (computed by
+        the kernel, equal to targets.base.first_spike_steps of the trains); ``info['range_events']`` per layer."""
         t0 = time.perf_counter()
         cs = compiled_steps_of(net, inputs, self.name)
-        trains, events = run_lif_fixed_events(cs, inputs, self.threads)
-        return steps_result(self.name, trains, time.perf_counter() - t0,
-                            {"precision": "fixed_pt", "populations": cs.names, "range_events": events,
-                             "threads": self.threads or default_threads()})
+        run = simulate_lif(cs, inputs, self.threads)
+        return RunResult(self.name, run.first, None, time.perf_counter() - t0,
+                         {"precision": "fixed_pt", "populations": cs.names, "range_events": run.events,
+                          "threads": run.threads}, run.trains)
