@@ -25,7 +25,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
-from numba.cpython.unsafe.numbers import trailing_zeros
 import numpy as np
 
 from hw_sim.emulator import default_threads
@@ -98,16 +97,42 @@ class LifRun:
     threads: int
 
 
+def _byte_tables() -> tuple[np.ndarray, np.ndarray]:
+    """For a word of 8 bytes, each 0 or 1: ``(word * _GATHER) >> 56`` is an 8-bit code (distinct for each of the
+    256 patterns); _POSITIONS[code] lists the positions of its 1 bytes (padded with 0) and _COUNTS[code] their
+    number. Built by enumerating the patterns, so the code need not be a plain bit mask."""
+    positions, counts = np.zeros((256, 8), np.int64), np.zeros(256, np.int64)
+    for pattern in range(256):
+        ones = [b for b in range(8) if pattern >> b & 1]
+        word = sum(1 << (8 * b) for b in ones)
+        code = ((word * _GATHER) & (2**64 - 1)) >> 56
+        assert counts[code] == 0 and (code or not ones), "gather code collision"
+        positions[code, :len(ones)] = ones
+        counts[code] = len(ones)
+    return positions, counts
+
+
+_GATHER = 0x0102040810204080
+_POSITIONS, _COUNTS = _byte_tables()
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _scan_words(words, idx):  # pragma: no cover  (compiled)
-    """Indices of the 1 bytes of a row given as uint64 words (8 bytes each) -> idx; returns their number."""
-    c = 0
+def _scan_words(words, idx, nonzero):  # pragma: no cover  (compiled)
+    """Indices of the 1 bytes of a row given as uint64 words (8 bytes of 0/1 each) -> idx (room for 8 more);
+    returns their number. Branch-free: the nonzero words are listed first, then each expands through the
+    _POSITIONS table (an unpredictable branch per word would cost more than the work)."""
+    m = 0
     for w in range(words.shape[0]):
-        word = words[w]
-        while word:
-            idx[c] = 8 * w + (trailing_zeros(word) >> 3)
-            c += 1
-            word &= word - np.uint64(1)
+        nonzero[m] = w
+        m += words[w] != 0
+    c = 0
+    for i in range(m):
+        w = nonzero[i]
+        code = (words[w] * np.uint64(_GATHER)) >> np.uint64(56)
+        base = 8 * w
+        for b in range(8):
+            idx[c + b] = base + _POSITIONS[code, b]
+        c += _COUNTS[code]
     return c
 
 
@@ -122,7 +147,20 @@ def _scan_bytes(row, n, idx):  # pragma: no cover  (compiled)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _accumulate(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
-    """acc[:n_out] = sum of the rows w[idx[:n_ev]] (four rows per pass: one load and store of acc per four)."""
+    """acc[:n_out] = sum of the rows w[idx[:n_ev]] (int32 acc: the rare path of sums beyond 16 bits)."""
+    for j in range(n_out):
+        acc[j] = 0
+    for e in range(n_ev):
+        r = w[idx[e]]
+        for j in range(n_out):
+            acc[j] += r[j]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _accumulate16(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
+    """acc[:n_out] (int16) = sum of the rows w[idx[:n_ev]] (int8 or int16 rows), wrapping; four rows per pass
+    (one load and store of acc per four rows). Every intermediate is cast to int16, else numba widens to int64."""
+    i16 = np.int16
     for j in range(n_out):
         acc[j] = 0
     e = 0
@@ -132,13 +170,24 @@ def _accumulate(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
         r2 = w[idx[e + 2]]
         r3 = w[idx[e + 3]]
         for j in range(n_out):
-            acc[j] += (r0[j] + r1[j]) + (r2[j] + r3[j])
+            acc[j] = i16(acc[j] + i16(i16(i16(r0[j]) + i16(r1[j])) + i16(i16(r2[j]) + i16(r3[j]))))
         e += 4
     while e < n_ev:
         r0 = w[idx[e]]
         for j in range(n_out):
-            acc[j] += r0[j]
+            acc[j] = i16(acc[j] + i16(r0[j]))
         e += 1
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _max_abs16(acc, n_out):  # pragma: no cover  (compiled)
+    """max |acc[:n_out]| (int16 acc) as int64 (a SIMD min/max reduction)."""
+    hi = np.int16(0)
+    lo = np.int16(0)
+    for j in range(n_out):
+        hi = max(hi, acc[j])
+        lo = min(lo, acc[j])
+    return max(np.int64(hi), -np.int64(lo))
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -183,6 +232,39 @@ def _update16(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _update16_quiet(acc, n_out, shift, keep, thr, v, out_row, first, t):  # pragma: no cover  (compiled)
+    """_update16 for a step whose bound (active inputs x max|mantissa| << shift) rules out |a_in| beyond 16 bits,
+    a wrap of u and a saturation of v high (the caller checks it): no range checks in the loop; v is kept
+    unclipped and a second pass (only when some v fell below -(2**23 - 1)) saturates it low and returns the
+    count. Spikes are unaffected: a clipped-low v cannot exceed vth >= 0."""
+    i32 = np.int32
+    sh = i32((shift + STATE_SHIFT) & 31)
+    kp = i32(keep)
+    t32 = i32(t)
+    low = i32(0)
+    for j in range(n_out):
+        u = i32(i32(acc[j]) << sh)                                    # a_in << 6, |u| <= 2**21
+        vj = v[j]
+        av = i32(abs(vj))
+        d = i32(i32(i32(av >> i32(DECAY_BITS)) * kp)
+                + i32(i32(i32(av & i32(DECAY_UNITY - 1)) * kp) >> i32(DECAY_BITS)))
+        d = i32(-d) if vj < i32(0) else d
+        vv = i32(d + u)
+        low = min(low, vv)
+        s = vv > thr[j]
+        out_row[j] = s
+        v[j] = i32(0) if s else vv
+        first[j] = min(first[j], i32(t32 + i32(i32(1) - i32(s)) * i32(1 << 30)))
+    n_low = 0
+    if low < i32(-_LIM + 1):
+        for j in range(n_out):
+            if v[j] < -_LIM + 1:
+                v[j] = -_LIM + 1
+                n_low += 1
+    return n_low
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _update32(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma: no cover  (compiled)
     """LIF step from 32-bit sums (the rare path), int64 arithmetic as the reference kernel."""
     for j in range(n_out):
@@ -213,10 +295,10 @@ def _update32(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma
 
 
 @numba.njit(cache=True, nogil=True)
-def _run_layer(src, words, lo, hi, w16, w32, out, shift, keep, qmax, thr, times, ev):  # pragma: no cover
+def _run_layer(src, words, lo, hi, w_small, w32, out, shift, keep, qmax, thr, times, ev):  # pragma: no cover
     """Samples lo .. hi - 1 of one layer. Input: ``words`` (N, T, W) uint64 (8 input bytes per word, zero padded;
-    the first layer) when W > 0, else ``src`` (N, T, n_in) uint8 (the previous layer's trains). w16 / w32:
-    (n_in, n_out) mantissas in grid units; out (N, T, n_out) uint8, written; shift: a_in = sum << shift; keep:
+    the first layer) when W > 0, else ``src`` (N, T, n_in) uint8 (the previous layer's trains). w_small / w32:
+    (n_in, n_out) mantissas in grid units, int8 (8-bit weights: half the bytes to load) or int16, and int32; out (N, T, n_out) uint8, written; shift: a_in = sum << shift; keep:
     4096 - dv; qmax: largest |mantissa| in grid units; thr (n_out,) int32 = vth << 6; times (N, n_out) float64:
     step of each neuron's first spike (inf: none), written; ev (N, 4) int32 range events, added to. The layer's parameters are
     scalars of this call, loop-invariant for LLVM (loaded per step inside a loop over layers they cost ~50 %)."""
@@ -225,20 +307,27 @@ def _run_layer(src, words, lo, hi, w16, w32, out, shift, keep, qmax, thr, times,
     use_words = words.shape[2] > 0
     n_in = 8 * words.shape[2] if use_words else src.shape[2]
     idx = np.zeros(n_in + 8, np.int64)
+    nonzero = np.zeros(words.shape[2], np.int64)
     acc16 = np.zeros(n_out, np.int16)
     acc32 = np.zeros(n_out, np.int32)
     v = np.zeros(n_out, np.int32)
     fk = np.zeros(n_out, np.int32)
+    thr_max = np.int64(thr.max()) if n_out else np.int64(0)
     for k in range(lo, hi):
         v[:] = 0
         fk[:] = t_steps
         evk = ev[k]
         for t in range(t_steps):
-            n_ev = _scan_words(words[k, t], idx) if use_words else _scan_bytes(src[k, t], n_in, idx)
+            n_ev = _scan_words(words[k, t], idx, nonzero) if use_words else _scan_bytes(src[k, t], n_in, idx)
             row = out[k, t]
-            if n_ev * qmax <= _I16:
-                _accumulate(w16, idx, n_ev, acc16, n_out)
-                _update16(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
+            bound = n_ev * qmax                       # |sum| in grid units
+            if bound <= _I16:
+                _accumulate16(w_small, idx, n_ev, acc16, n_out)
+                big = _max_abs16(acc16, n_out)
+                if big << shift <= _A_MAX and thr_max + (big << (shift + STATE_SHIFT)) <= _LIM - 1:
+                    evk[2] += _update16_quiet(acc16, n_out, shift, keep, thr, v, row, fk, t)
+                else:
+                    _update16(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
             else:
                 _accumulate(w32, idx, n_ev, acc32, n_out)
                 _update32(acc32, n_out, shift, keep, thr, v, row, fk, t, evk)
@@ -248,12 +337,13 @@ def _run_layer(src, words, lo, hi, w16, w32, out, shift, keep, qmax, thr, times,
 
 
 def _pack(cs: CompiledSteps) -> list[tuple]:
-    """Per layer: (w16, w32, shift, keep, qmax, thr) kernel arguments (see _run_layer)."""
+    """Per layer: (w_small, w32, shift, keep, qmax, thr) kernel arguments (see _run_layer)."""
     layers = []
     for cl in cs.layers:
         step = MANTISSA[cl.num_weight_bits][2]
         q = np.ascontiguousarray((np.asarray(cl.weights, dtype=np.int64) // step).T)   # exact: multiples of step
-        layers.append((q.astype(np.int16), q.astype(np.int32),
+        small = np.int8 if q.size == 0 or (q.min() >= -128 and q.max() <= 127) else np.int16
+        layers.append((q.astype(small), q.astype(np.int32),
                        np.int64(cl.weight_exp + step.bit_length() - 1),                 # >= 0 on both grids
                        np.int64(DECAY_UNITY - cl.dv), np.int64(np.abs(q).max(initial=0)),
                        np.asarray(cl.vth, dtype=np.int32) << STATE_SHIFT))              # <= (2**17 - 1) << 6
@@ -289,8 +379,8 @@ def simulate_lif(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None =
 
     def part(lo: int, hi: int) -> None:
         src, words = x, xw
-        for (w16, w32, shift, keep, qmax, thr), out, tms, ev in zip(layers, outs, times, evs):
-            _run_layer(src, words, lo, hi, w16, w32, out, shift, keep, qmax, thr, tms, ev)
+        for (w_small, w32, shift, keep, qmax, thr), out, tms, ev in zip(layers, outs, times, evs):
+            _run_layer(src, words, lo, hi, w_small, w32, out, shift, keep, qmax, thr, tms, ev)
             src, words = out, no_words
 
     if n_threads == 1:
