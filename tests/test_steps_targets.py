@@ -166,3 +166,83 @@ def test_brian2_lif_refuses_bad_options_by_name():
         Brian2LifTarget(codegen="cpp")
     with pytest.raises(TargetError, match="max_synapses"):
         Brian2LifTarget(max_synapses=0)
+
+
+# ---- hw_sim-lif's fast kernel (hw_sim/lif.py) against its plain reference loop and against real Lava ----------
+
+def hand_compiled(seed: int, sizes, bits: int, exps, dvs, vth_range=(200, 131071), negative: bool = False):
+    """A CompiledSteps with random integer fields (compile_graph's float fields, then mantissas, exponents, decays
+    and thresholds replaced), reaching ranges the compiler would refuse: sums beyond 16 bits, u wraps, v
+    saturation at both ends. negative: every weight <= 0."""
+    import dataclasses
+
+    from toolchain.quantize import MANTISSA
+    from toolchain.steps_compiler import compile_graph
+
+    rng = np.random.default_rng(seed)
+    cs = compile_graph(random_graph(seed, sizes=sizes, leak=0.9), 64)
+    lo, hi, step = MANTISSA[bits]
+    layers = []
+    for cl, e, dv in zip(cs.layers, exps, dvs):
+        w = step * rng.integers(lo // step, hi // step + 1, cl.weights.shape)
+        w[rng.random(w.shape) < 0.5] //= 16                                   # mostly small, some large
+        w -= w % step
+        w = -np.abs(w) if negative else w
+        layers.append(dataclasses.replace(cl, weights=w.astype(np.int32), weight_exp=e, num_weight_bits=bits,
+                                          dv=dv, vth=rng.integers(*vth_range, cl.n_out).astype(np.int64)))
+    return dataclasses.replace(cs, layers=tuple(layers))
+
+
+FAST_CASES = {
+    # name: (sizes, bits, weight_exp per layer, dv per layer, p of the input, vth range)
+    "8bit-int8-rows-three-layers": ((37, 29, 13, 21), 8, (-1, 0, 2), (410, 0, 1000), 0.3, (200, 5000)),
+    "9bit-int16-rows": ((40, 17, 33), 9, (0, 1), (300, 4095), 0.4, (100, 3000)),
+    "wide-input-32bit-sums": ((300, 12, 9), 8, (7, 3), (0, 200), 0.95, (1000, 131071)),
+    "saturation-low-on-quiet-steps": ((16, 8), 8, (3,), (0,), 0.5, (1000, 100000)),
+}
+
+
+@pytest.mark.parametrize("case", list(FAST_CASES), ids=list(FAST_CASES))
+def test_hw_sim_fast_kernel_equals_the_reference_loop(case):
+    """Every path of the fused kernel (int8 / int16 rows, 32-bit sums, quiet and checked LIF updates, u wrap, v
+    saturation, inputs not a multiple of 8 wide, bool input, 1 and 3 threads) against run_lif_reference (Lava's
+    integer equations as a plain loop): trains, first-spike steps and range events."""
+    from hw_sim.lif import run_lif_reference, simulate_lif
+    from targets.base import first_spike_steps
+
+    sizes, bits, exps, dvs, p, vth = FAST_CASES[case]
+    cs = hand_compiled(len(case), sizes, bits, exps, dvs, vth, negative=case.startswith("saturation"))
+    x = bernoulli(7, 9, 23, sizes[0], p=p)
+    ref, ref_events = run_lif_reference(cs, x)
+    for threads, xin in ((1, x), (3, x.astype(bool))):
+        run = simulate_lif(cs, xin, threads=threads)
+        assert run.threads == threads
+        for l, (a, b, f) in enumerate(zip(ref, run.trains, run.first)):
+            assert np.array_equal(a, b), f"layer {l}: {int((a != b).sum())} entries differ"
+            np.testing.assert_array_equal(f, first_spike_steps(a))
+        assert run.events == ref_events
+    assert case.startswith("saturation") or sum(int(t.sum()) for t in ref) > 20     # not vacuous
+    if case == "wide-input-32bit-sums":
+        assert x[:, :, :].sum(axis=2).max() * 128 > 2**15 - 1          # the 32-bit path ran
+        assert ref_events[0]["a_in_over_16bit"] > 0 and ref_events[0]["u_wrapped"] > 0
+    if case == "saturation-low-on-quiet-steps":
+        assert ref_events[0]["v_saturated_low"] > 0 and ref_events[0]["a_in_over_16bit"] == 0
+
+
+def test_hw_sim_fast_kernel_is_lava_fixed_bit_for_bit_on_every_path():
+    """Real Lava (stock Dense + LIFReset, fixed point) against hw_sim-lif through the registry on a hand-built
+    network that takes the int8 rows, the 32-bit sums (300 inputs at p = 0.95), the checked update (u wraps) and
+    the quiet one."""
+    from hw_sim.lif import run_lif_reference
+
+    cs = hand_compiled(3, (300, 12, 9), 8, (7, 2), (0, 410), (100, 3000))
+    x = bernoulli(8, 3, 12, 300, p=0.95)
+    x[1] = bernoulli(9, 1, 12, 300, p=0.05)[0]                       # a sparse sample: quiet steps
+    lava = get_target("lava-fixed-lif").run(cs, x)
+    hw = get_target("hw_sim-lif", threads=2).run(cs, x)
+    for a, b, ta, tb in zip(lava.trains, hw.trains, lava.times, hw.times):
+        assert np.array_equal(a, b)
+        np.testing.assert_array_equal(ta, tb)
+    assert all(t.sum() > 0 for t in hw.trains)
+    events = hw.info["range_events"]
+    assert events[0]["u_wrapped"] > 0 and events == run_lif_reference(cs, x)[1]
