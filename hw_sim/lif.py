@@ -8,7 +8,8 @@ One numba kernel runs every layer of a sample step by step (samples split over t
   rows per pass over the accumulator;
 * the sums run on the weight mantissas in units of the grid step (8-bit: m / 2, 9-bit: m) and are shifted by the
   exponent afterwards, which equals Lava's sum of ``m << weight_exp`` (or ``>> 1``, exact on even mantissas).
-  They run on 16-bit lanes (SIMD) when ``active inputs x max |mantissa| <= 2**15 - 1`` makes the exact sum fit
+  A layer with a second Dense block (fine_weights) runs on the sum of both blocks' integer weights, which is
+  what Lava's LIF receives (its a_in port adds the two Dense outputs). They run on 16-bit lanes (SIMD) when ``active inputs x max |mantissa| <= 2**15 - 1`` makes the exact sum fit
   (wrapping partial sums then still give it), else on 32-bit lanes;
 * the LIF update (u wrap at 24 bits, truncating decay of v, saturation, strict threshold, reset to zero) runs
   branch-free on 32-bit lanes: ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep + ((|v| & 4095)
@@ -30,8 +31,7 @@ import numpy as np
 from hw_sim.emulator import default_threads
 from toolchain.compiled_steps import CompiledSteps, validate_compiled_steps
 from toolchain.errors import ArtifactError, TargetError
-from toolchain.quantize import (A_IN_MAX, DECAY_BITS, DECAY_UNITY, MANTISSA, STATE_SHIFT, UV_MAX,
-                                effective_weights)
+from toolchain.quantize import A_IN_MAX, DECAY_BITS, DECAY_UNITY, MANTISSA, STATE_SHIFT, UV_MAX
 
 
 def compiled_steps_of(net, inputs, target: str) -> CompiledSteps:
@@ -146,14 +146,25 @@ def _scan_bytes(row, n, idx):  # pragma: no cover  (compiled)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _accumulate(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
-    """acc[:n_out] = sum of the rows w[idx[:n_ev]] (int32 acc: the rare path of sums beyond 16 bits)."""
+def _accumulate32(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
+    """acc[:n_out] (int32) = sum of the int32 rows w[idx[:n_ev]], four rows per pass (sums beyond 16 bits)."""
+    i32 = np.int32
     for j in range(n_out):
         acc[j] = 0
-    for e in range(n_ev):
-        r = w[idx[e]]
+    e = 0
+    while e + 4 <= n_ev:
+        r0 = w[idx[e]]
+        r1 = w[idx[e + 1]]
+        r2 = w[idx[e + 2]]
+        r3 = w[idx[e + 3]]
         for j in range(n_out):
-            acc[j] += r[j]
+            acc[j] = i32(acc[j] + i32(i32(r0[j] + r1[j]) + i32(r2[j] + r3[j])))
+        e += 4
+    while e < n_ev:
+        r0 = w[idx[e]]
+        for j in range(n_out):
+            acc[j] = i32(acc[j] + r0[j])
+        e += 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -180,10 +191,10 @@ def _accumulate16(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _max_abs16(acc, n_out):  # pragma: no cover  (compiled)
-    """max |acc[:n_out]| (int16 acc) as int64 (a SIMD min/max reduction)."""
-    hi = np.int16(0)
-    lo = np.int16(0)
+def _max_abs(acc, n_out):  # pragma: no cover  (compiled)
+    """max |acc[:n_out]| (int16 or int32 acc) as int64 (a SIMD min/max reduction)."""
+    hi = acc.dtype.type(0)
+    lo = acc.dtype.type(0)
     for j in range(n_out):
         hi = max(hi, acc[j])
         lo = min(lo, acc[j])
@@ -299,7 +310,7 @@ def _run_layer(src, words, lo, hi, w_small, w32, out, shift, keep, qmax, thr, ti
     """Samples lo .. hi - 1 of one layer. Input: ``words`` (N, T, W) uint64 (8 input bytes per word, zero padded;
     the first layer) when W > 0, else ``src`` (N, T, n_in) uint8 (the previous layer's trains). w_small / w32:
     (n_in, n_out) mantissas in grid units, int8 (8-bit weights: half the bytes to load) or int16, and int32; out (N, T, n_out) uint8, written; shift: a_in = sum << shift; keep:
-    4096 - dv; qmax: largest |mantissa| in grid units; thr (n_out,) int32 = vth << 6; times (N, n_out) float64:
+    4096 - dv; qmax (n_in,): largest |mantissa| of each input's row, grid units; thr (n_out,) int32 = vth << 6; times (N, n_out) float64:
     step of each neuron's first spike (inf: none), written; ev (N, 4) int32 range events, added to. The layer's parameters are
     scalars of this call, loop-invariant for LLVM (loaded per step inside a loop over layers they cost ~50 %)."""
     t_steps = out.shape[1]
@@ -320,17 +331,25 @@ def _run_layer(src, words, lo, hi, w_small, w32, out, shift, keep, qmax, thr, ti
         for t in range(t_steps):
             n_ev = _scan_words(words[k, t], idx, nonzero) if use_words else _scan_bytes(src[k, t], n_in, idx)
             row = out[k, t]
-            bound = n_ev * qmax                       # |sum| in grid units
+            bound = 0                                 # bound of |sum| in grid units: the active rows' max |q|
+            for e in range(n_ev):
+                bound += qmax[idx[e]]
             if bound <= _I16:
                 _accumulate16(w_small, idx, n_ev, acc16, n_out)
-                big = _max_abs16(acc16, n_out)
+                big = _max_abs(acc16, n_out)
                 if big << shift <= _A_MAX and thr_max + (big << (shift + STATE_SHIFT)) <= _LIM - 1:
                     evk[2] += _update16_quiet(acc16, n_out, shift, keep, thr, v, row, fk, t)
                 else:
                     _update16(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
             else:
-                _accumulate(w32, idx, n_ev, acc32, n_out)
-                _update32(acc32, n_out, shift, keep, thr, v, row, fk, t, evk)
+                _accumulate32(w32, idx, n_ev, acc32, n_out)
+                big = _max_abs(acc32, n_out)
+                if big << shift <= _A_MAX and thr_max + (big << (shift + STATE_SHIFT)) <= _LIM - 1:
+                    evk[2] += _update16_quiet(acc32, n_out, shift, keep, thr, v, row, fk, t)
+                elif big << shift <= _LIM:            # a_in fits the int32 lanes of _update16
+                    _update16(acc32, n_out, shift, keep, thr, v, row, fk, t, evk)
+                else:
+                    _update32(acc32, n_out, shift, keep, thr, v, row, fk, t, evk)
         tk = times[k]
         for j in range(n_out):
             tk[j] = np.inf if fk[j] >= t_steps else np.float64(fk[j])
@@ -341,11 +360,13 @@ def _pack(cs: CompiledSteps) -> list[tuple]:
     layers = []
     for cl in cs.layers:
         step = MANTISSA[cl.num_weight_bits][2]
-        q = np.ascontiguousarray((np.asarray(cl.weights, dtype=np.int64) // step).T)   # exact: multiples of step
+        low_exp = cl.weight_exp if cl.fine_weights is None else cl.fine_exp
+        unit = low_exp + step.bit_length() - 1          # effective weights are multiples of 2**unit (unit >= 0)
+        q = np.ascontiguousarray((cl.effective >> unit).T)                              # exact
         small = np.int8 if q.size == 0 or (q.min() >= -128 and q.max() <= 127) else np.int16
         layers.append((q.astype(small), q.astype(np.int32),
-                       np.int64(cl.weight_exp + step.bit_length() - 1),                 # >= 0 on both grids
-                       np.int64(DECAY_UNITY - cl.dv), np.int64(np.abs(q).max(initial=0)),
+                       np.int64(unit),
+                       np.int64(DECAY_UNITY - cl.dv), np.abs(q).max(axis=1, initial=0).astype(np.int64),
                        np.asarray(cl.vth, dtype=np.int32) << STATE_SHIFT))              # <= (2**17 - 1) << 6
     return layers
 
@@ -459,7 +480,7 @@ def run_lif_reference(cs: CompiledSteps, spikes_in: np.ndarray) -> tuple[list[np
     for cl in cs.layers:
         s_out = np.zeros(src.shape[:2] + (cl.n_out,), dtype=np.uint8)
         ev = np.zeros((src.shape[0], len(RANGE_EVENTS)), dtype=np.int64)
-        _reference_layer(src, np.ascontiguousarray(effective_weights(cl.weights, cl.weight_exp).T),
+        _reference_layer(src, np.ascontiguousarray(cl.effective.T),
                          np.int64(cl.dv), np.asarray(cl.vth, dtype=np.int64) << STATE_SHIFT, s_out, ev)
         out.append(s_out)
         events.append({key: int(c) for key, c in zip(RANGE_EVENTS, ev.sum(axis=0))})

@@ -105,6 +105,12 @@ class _LavaLifTarget:
                                      vth=float(cl.vth_float), reset_interval=W, reset_offset=2 + l)
             prev.s_out.connect(dense.s_in)
             dense.a_out.connect(lif.a_in)
+            if self.fixed and cl.fine_weights is not None:   # second weight block: Lava adds both into a_in
+                fine = lv["Dense"](weights=np.ascontiguousarray(cl.fine_weights, dtype=np.int32),
+                                   weight_exp=int(cl.fine_exp), num_weight_bits=int(cl.num_weight_bits),
+                                   sign_mode=lv["SignMode"].MIXED)
+                prev.s_out.connect(fine.s_in)
+                fine.a_out.connect(lif.a_in)
             sink = lv["WindowSink"](shape=(cl.n_out,), window=W, steps=T, phase=T + 1 + l)
             lif.s_out.connect(sink.s_in)
             sink.report.flag_external_pipe(buffer_size=max(1, min(K, 64)))

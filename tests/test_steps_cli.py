@@ -104,7 +104,8 @@ def test_verify_maps_alpha_names_passes_and_writes_the_report_folder(model, tmp_
 
 def test_verify_exits_1_when_quantization_breaks_a_gate(tmp_path, capsys):
     """Each hidden neuron has one large weight (on pixel 0, never lit in MNIST) and many small ones that the 8-bit
-    mantissa rounds to zero: the float model's hidden layer spikes, the fixed-point one hardly does."""
+    mantissa rounds to zero (one weight block: the default second block of residuals would resolve them): the
+    float model's hidden layer spikes, the fixed-point one hardly does."""
     g = lif_graph()
     w0 = np.full((20, 784), 0.012)
     w0[:, 0] = 4.0
@@ -112,7 +113,7 @@ def test_verify_exits_1_when_quantization_breaks_a_gate(tmp_path, capsys):
     save_graph(g, tmp_path / "bad.onnx")
     out_dir = tmp_path / "rep"
     rc, out, err = run_cli(capsys, "verify", tmp_path / "bad.onnx", "--targets", "hw_sim", "--limit", 3,
-                           "--out", out_dir, "--quiet")
+                           "--out", out_dir, "--quiet", "--weight-blocks", "1")
     assert rc == 1, out + err
     assert "verdict: FAIL" in out and "gate failed: hw_sim-lif: min_matched_1_step [layer0]" in out
     assert json.loads((out_dir / "report.json").read_text())["passed"] is False

@@ -189,7 +189,8 @@ def hand_compiled(seed: int, sizes, bits: int, exps, dvs, vth_range=(200, 131071
         w -= w % step
         w = -np.abs(w) if negative else w
         layers.append(dataclasses.replace(cl, weights=w.astype(np.int32), weight_exp=e, num_weight_bits=bits,
-                                          dv=dv, vth=rng.integers(*vth_range, cl.n_out).astype(np.int64)))
+                                          dv=dv, vth=rng.integers(*vth_range, cl.n_out).astype(np.int64),
+                                          fine_weights=None))
     return dataclasses.replace(cs, layers=tuple(layers))
 
 
@@ -198,6 +199,7 @@ FAST_CASES = {
     "8bit-int8-rows-three-layers": ((37, 29, 13, 21), 8, (-1, 0, 2), (410, 0, 1000), 0.3, (200, 5000)),
     "9bit-int16-rows": ((40, 17, 33), 9, (0, 1), (300, 4095), 0.4, (100, 3000)),
     "wide-input-32bit-sums": ((300, 12, 9), 8, (7, 3), (0, 200), 0.95, (1000, 131071)),
+    "wide-input-32bit-sums-quiet-update": ((300, 12, 9), 8, (-1, 0), (0, 200), 0.95, (100, 3000)),
     "saturation-low-on-quiet-steps": ((16, 8), 8, (3,), (0,), 0.5, (1000, 100000)),
 }
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from toolchain.atomic import check_output_path
-from toolchain.errors import ArtifactError, DataError
+from toolchain.errors import ArtifactError, CompileError, DataError
 
 DEFAULT_LIMIT = 100
 DATASETS = ("mnist", "fashion-mnist")
@@ -110,6 +110,9 @@ def _compile_args(p: argparse.ArgumentParser) -> None:
                    help="parallel axons a large pulse weight may be split over (default 8; 1 = none)")
     p.add_argument("--weight-bits", type=int, choices=(8, 9), default=None,
                    help="synaptic weight bits: 8 (Loihi 2, Lava's default; default) or 9 (Loihi 1)")
+    p.add_argument("--weight-blocks", type=int, choices=(1, 2), default=None,
+                   help="LIF models: Dense blocks per layer: 2 (default) adds a block of rounding residuals at the "
+                        "smallest exponent (a finer grid for up to twice the synapses; docs/compiler.md), 1 = one")
     p.add_argument("--compensate-tau", action="store_true",
                    help="stretch the grid so the 12-bit decay realises tau exactly (docs/compiler.md)")
     p.add_argument("--range", dest="range_mode", choices=("worst-case", "calibrated"), default=None,
@@ -205,6 +208,9 @@ def _compile_kwargs(args) -> dict:
         kw["vth"] = args.vth
     if args.compensate_tau:
         kw["compensate_tau"] = True
+    if getattr(args, "weight_blocks", None) is not None:
+        raise CompileError("--weight-blocks is for LIF (steps) models; alpha models split large pulse weights "
+                           "over parallel axons instead (--max-pulse-copies); fix: drop --weight-blocks")
     if args.weight_bits is not None:
         kw["weight_bits"] = args.weight_bits
     if args.threshold is not None:
@@ -228,8 +234,6 @@ def calibration_flags(args) -> dict:
     calib = {k: getattr(args, k, None) for k in ("calibration_samples", "calibration_dataset", "range_margin")}
     given = {k: v for k, v in calib.items() if v is not None}
     if given and getattr(args, "range_mode", None) != "calibrated":
-        from toolchain.errors import CompileError
-
         flags = ", ".join("--" + k.replace("_", "-") for k in given)
         raise CompileError(f"{flags} only apply to calibrated ranges; fix: add --range calibrated or drop them")
     return given

@@ -40,7 +40,7 @@ ALPHA_ONLY_COMPILE = {"steps_per_unit": "--steps-per-unit", "vth": "--vth", "hor
 # compile options shared by both families (dest -> flag); a compiled npz takes none of them
 STEPS_COMPILE = {"weight_bits": "--weight-bits", "threshold": "--threshold", "range_mode": "--range",
                  "calibration_samples": "--calibration-samples", "calibration_dataset": "--calibration-dataset",
-                 "range_margin": "--range-margin"}
+                 "range_margin": "--range-margin", "weight_blocks": "--weight-blocks"}
 
 
 # ---- which family ------------------------------------------------------------------------------------------------
@@ -109,6 +109,8 @@ def compile_steps_model(path: str | Path, args) -> Any:
         kw["weight_bits"] = args.weight_bits
     if getattr(args, "threshold", None) is not None:
         kw["threshold"] = args.threshold
+    if getattr(args, "weight_blocks", None) is not None:
+        kw["weight_blocks"] = args.weight_blocks
     kw.update(_range_options(graph, t, args))
     cs = compile_graph(graph, t, source_hash=model_hash(path), **kw)
     return replace(cs, manifest={**cs.manifest, "source_metadata": dict(graph.metadata),

@@ -5,6 +5,7 @@ and ``lava.proc.lif.LIF`` / ``LIFReset`` processes, in both precisions (schema a
 Per layer k (population ``name`` fed by synapse ``synapse``), fixed point (``lava-fixed``, hw_sim):
 
     a[t]  = (sum_i weights[j, i] s_i[t-1]) * 2**weight_exp           (Dense: one step of delay)
+            [+ (sum_i fine_weights[j, i] s_i[t-1]) * 2**fine_exp]     (optional second Dense into the same LIF)
     u[t]  = a[t] << 6                                                 (du = 4095: u is this step's input)
     v[t]  = clip(trunc0(v[t-1] (4096 - dv) / 4096) + u[t], -(2**23 - 1), 2**23 - 1)
     s[t]  = v[t] > vth << 6;  v[t] = 0 where s[t]
@@ -26,7 +27,7 @@ import numpy as np
 
 from toolchain.errors import ArtifactError
 from toolchain.ir import LIF, Dense, Graph, Input
-from toolchain.quantize import DECAY_MAX, MANTISSA, VTH_MAX, WEIGHT_EXP_MAX, weight_exp_min
+from toolchain.quantize import DECAY_MAX, MANTISSA, VTH_MAX, WEIGHT_EXP_MAX, effective_weights, weight_exp_min
 
 FORMAT = "snnc-compiled-steps"
 FORMAT_VERSION = 1
@@ -55,6 +56,17 @@ class CompiledStepsLayer:
     strict: bool
     clamp: bool
     dt_ms: float = 1.0
+    fine_weights: np.ndarray | None = None   # (n_out, n_in) int32 mantissas of a second Dense block, or None
+    fine_exp: int = 0                        # its weight exponent (< weight_exp)
+
+    @property
+    def effective(self) -> np.ndarray:
+        """(n_out, n_in) int64 integer weights the Dense block(s) realise: weights * 2**weight_exp, plus
+        fine_weights * 2**fine_exp when the layer has a second block (Lava sums both Dense outputs into a_in)."""
+        eff = effective_weights(self.weights, self.weight_exp)
+        if self.fine_weights is not None:
+            eff = eff + effective_weights(self.fine_weights, self.fine_exp)
+        return eff
 
     @property
     def n_in(self) -> int:
@@ -143,6 +155,17 @@ def validate_compiled_steps(cs: CompiledSteps, where: str = "compiled steps grap
         if not weight_exp_min(cl.num_weight_bits) <= cl.weight_exp <= WEIGHT_EXP_MAX:
             raise _bad(at, f"weight_exp={cl.weight_exp} is outside [{weight_exp_min(cl.num_weight_bits)}, "
                            f"{WEIGHT_EXP_MAX}]")
+        if cl.fine_weights is not None:
+            f = np.asarray(cl.fine_weights)
+            if f.shape != w.shape or f.dtype.kind not in "iu":
+                raise _bad(at, f"fine_weights must be an integer array of the weights' shape {w.shape}, got "
+                               f"{f.shape} {f.dtype}")
+            if f.size and (f.min() < lo or f.max() > hi or np.any(f % step)):
+                raise _bad(at, f"fine_weights must be multiples of {step} in [{lo}, {hi}]")
+            if isinstance(cl.fine_exp, bool) or not isinstance(cl.fine_exp, (int, np.integer)) \
+                    or not weight_exp_min(cl.num_weight_bits) <= cl.fine_exp < cl.weight_exp:
+                raise _bad(at, f"fine_exp={cl.fine_exp!r} must be an integer in "
+                               f"[{weight_exp_min(cl.num_weight_bits)}, weight_exp - 1 = {cl.weight_exp - 1}]")
         for name, v, top in (("du", cl.du, DECAY_MAX), ("dv", cl.dv, DECAY_MAX)):
             if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= top):
                 raise _bad(at, f"{name}={v!r} is outside the integer range [0, {top}]")

@@ -2,7 +2,8 @@
 
 The npz holds ``meta`` (a JSON string: format, version, max_steps, manifest and every scalar field per layer) and
 per layer k ``layer{k}.weights`` (int32), ``layer{k}.weights_float`` (float64), ``layer{k}.vth`` and
-``layer{k}.scale`` (int64, one per neuron). Loading checks keys, types and
+``layer{k}.scale`` (int64, one per neuron); a layer with a second Dense block also ``layer{k}.fine_weights``
+(int32) and the scalar ``fine_exp``. Loading checks keys, types and
 every field's hardware range (toolchain.compiled_steps.validate_compiled_steps); malformed files raise
 ArtifactError. Writes are atomic; ``load_compiled_steps(save_compiled_steps(x))`` reproduces every field.
 """
@@ -51,6 +52,9 @@ def save_compiled_steps(cs: CompiledSteps, path: str | os.PathLike) -> None:
         layers.append({f: _plain(getattr(cl, f)) for f in _SCALARS})
         for f, (dt, _, _) in _ARRAYS.items():
             arrays[f"layer{k}.{f}"] = np.asarray(getattr(cl, f), dtype=dt)
+        if cl.fine_weights is not None:
+            layers[-1]["fine_exp"] = int(cl.fine_exp)
+            arrays[f"layer{k}.fine_weights"] = np.asarray(cl.fine_weights, dtype=np.int32)
     try:
         meta = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "max_steps": int(cs.max_steps),
                            "manifest": cs.manifest, "layers": layers, "input_name": cs.input_name})
@@ -123,11 +127,12 @@ def load_compiled_steps(path: str | os.PathLike) -> CompiledSteps:
             or not isinstance(meta.get("input_name"), str):
         raise _bad(path, "max_steps (int), manifest (dict), layers (non-empty list) and input_name (str) are "
                    "required")
-    layers = []
+    layers, fine_keys = [], set()
     for k, lm in enumerate(meta["layers"]):
-        if not isinstance(lm, dict) or set(lm) != set(_SCALARS):
+        if not isinstance(lm, dict) or set(lm) - {"fine_exp"} != set(_SCALARS):
             got = sorted(lm) if isinstance(lm, dict) else type(lm).__name__
-            raise _bad(path, f"layer {k} must have exactly the fields {sorted(_SCALARS)}, got {got}")
+            raise _bad(path, f"layer {k} must have exactly the fields {sorted(_SCALARS)} (and fine_exp with a "
+                             f"second weight block), got {got}")
         for f, t in _SCALARS.items():
             v = lm[f]
             if not isinstance(v, t) or (t is int and isinstance(v, bool)):
@@ -138,8 +143,15 @@ def load_compiled_steps(path: str | os.PathLike) -> CompiledSteps:
             if key not in data or data[key].ndim != ndim or data[key].dtype.kind not in kinds:
                 raise _bad(path, f"missing or malformed array {key!r}")
             arrs[f] = data[key].astype(dt)
+        if "fine_exp" in lm:
+            key = f"layer{k}.fine_weights"
+            if not isinstance(lm["fine_exp"], int) or isinstance(lm["fine_exp"], bool) or key not in data \
+                    or data[key].ndim != 2 or data[key].dtype.kind not in "iu":
+                raise _bad(path, f"layer {k}: fine_exp needs an integer and the array {key!r}")
+            arrs["fine_weights"] = data[key].astype(np.int32)
+            fine_keys.add(key)
         layers.append(CompiledStepsLayer(**lm, **arrs))
-    extra = set(data) - {"meta"} - {f"layer{k}.{f}" for k in range(len(layers)) for f in _ARRAYS}
+    extra = set(data) - {"meta"} - fine_keys - {f"layer{k}.{f}" for k in range(len(layers)) for f in _ARRAYS}
     if extra:
         raise _bad(path, f"unexpected entries {sorted(extra)}")
     _check_ranges(path, meta["manifest"], len(layers))

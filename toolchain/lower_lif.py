@@ -36,7 +36,7 @@ import numpy as np
 from toolchain.compiled_steps import CompiledStepsLayer
 from toolchain.errors import CompileError
 from toolchain.ir import LIF, Dense
-from toolchain.lower_dense import DenseQuant, lower_dense
+from toolchain.lower_dense import DenseQuant, add_residual_block, lower_dense
 from toolchain.quantize import (
     A_IN_MAX, DECAY_MAX, DECAY_UNITY, MANTISSA, STATE_SHIFT, UV_MAX, VTH_AUTO_MAX, VTH_MAX, VTH_MIN,
     WEIGHT_EXP_MAX, leak_decay_code, weight_exp_min,
@@ -120,7 +120,7 @@ _CALIBRATED_FIX = ("compile with data-calibrated ranges (range_mode='calibrated'
 
 def lower_lif_layer(syn_name: str, dense: Dense, pop_name: str, node: LIF, max_steps: int, bits: int,
                     scale: int | None = None, threshold: str = "neuron", cal=None,
-                    measured=None) -> tuple[CompiledStepsLayer, dict]:
+                    measured=None, blocks: int = 1) -> tuple[CompiledStepsLayer, dict]:
     """Lower one Dense -> LIF pair; returns the layer and its manifest entry. scale: integer units per threshold
     for every neuron (None = automatic: one per neuron, or the layer's smallest with threshold="layer").
     cal: calibrated maxima per neuron with the margin applied (attributes a_in, v_neg in threshold units; None =
@@ -129,10 +129,12 @@ def lower_lif_layer(syn_name: str, dense: Dense, pop_name: str, node: LIF, max_s
     dv = lif_decay(pop_name, node)
     per = dense.weight / node.v_th
     if scale is None:
-        q, scales = _auto_scale(f"{syn_name} -> {pop_name}", per, dv, max_steps, bits, threshold == "layer", cal)
+        q, scales = _auto_scale(f"{syn_name} -> {pop_name}", per, dv, max_steps, bits, threshold == "layer", cal,
+                                blocks)
     else:
         scales = np.full(node.n, int(scale), dtype=np.int64)
         q = lower_dense(syn_name, per, scales, bits, f"pass a smaller scale (e.g. {VTH_MIN}) or {_WEIGHT_FIX}")
+        q = add_residual_block(q, per, scales, bits) if blocks == 2 else q
         bad = _violation(range_rows(q.effective, scales, dv, max_steps, cal))
         if bad:
             what, value, limit, j = bad
@@ -151,13 +153,15 @@ def lower_lif_layer(syn_name: str, dense: Dense, pop_name: str, node: LIF, max_s
         num_weight_bits=bits, du=DU_NO_MEMORY, dv=dv, vth=vth.astype(np.int64), scale=scales.astype(np.int64),
         weights_float=np.array(dense.weight, dtype=np.float64), du_float=1.0, dv_float=dv_float,
         vth_float=float(node.v_th if node.strict else np.nextafter(node.v_th, 0.0)), leak=node.leak,
-        v_th=node.v_th, strict=node.strict, clamp=node.clamp, dt_ms=node.dt_ms)
+        v_th=node.v_th, strict=node.strict, clamp=node.clamp, dt_ms=node.dt_ms,
+        fine_weights=None if q.fine is None else q.fine.astype(np.int32), fine_exp=q.fine_exp)
     rows = worst_case_rows(q.effective, dv, max_steps)
     _, hi, _ = MANTISSA[bits]
     row_max = np.abs(q.mantissas).max(axis=1, initial=0)
     manifest = {
         "name": pop_name, "synapse": syn_name, "threshold": "given" if scale is not None else threshold,
         "scale_min": int(scales.min()), "scale_max": int(scales.max()), "weight_exp": q.exp,
+        "fine_exp": None if q.fine is None else q.fine_exp,
         "dv": dv, "leak": node.leak, "leak_eff": 1.0 - dv / DECAY_UNITY,
         "float_leak_exact": bool(1.0 - dv_float == node.leak),
         "mantissa_used": float(row_max.max(initial=0) / hi),
@@ -207,7 +211,7 @@ def _best_exp(big: np.ndarray, caps: np.ndarray, bits: int) -> int:
 
 
 def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
-                one_per_layer: bool, cal=None) -> tuple[DenseQuant, np.ndarray]:
+                one_per_layer: bool, cal=None, blocks: int = 1) -> tuple[DenseQuant, np.ndarray]:
     """Scales (n_out,) and one weight exponent with the finest weight grid relative to each threshold that the
     worst-case ranges allow.
 
@@ -235,6 +239,7 @@ def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
         if scales.min() < VTH_MIN:
             break
         q = lower_dense(name, per, scales, bits, fix, exp=exp)
+        q = add_residual_block(q, per, scales, bits) if blocks == 2 else q
         over = (q.mantissas.min(axis=1, initial=0) < lo) | (q.mantissas.max(axis=1, initial=0) > hi)
         if over.any():
             scales = np.where(over, scales - 1, scales)

@@ -13,7 +13,7 @@ from toolchain.compiled_steps import MAX_STEPS, CompiledSteps, validate_compiled
 from toolchain.errors import CompileError
 from toolchain.ir import LIF, Dense, Graph, lif_chain
 from toolchain.lower_lif import THRESHOLD_MODES, lower_lif_layer
-from toolchain.quantize import MANTISSA, VTH_MAX, VTH_MIN, WEIGHT_BITS, effective_weights
+from toolchain.quantize import MANTISSA, VTH_MAX, VTH_MIN, WEIGHT_BITS
 from toolchain.steps_calibration import DEFAULT_RANGE_MARGIN, check_range_options, measure_steps_ranges
 
 
@@ -28,7 +28,7 @@ class _Margin:
 def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
                   threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                   calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
-                  calibration_source: str = "") -> CompiledSteps:
+                  calibration_source: str = "", weight_blocks: int = 2) -> CompiledSteps:
     """Lower a feed-forward steps graph for samples of up to ``max_steps`` steps (the worst-case range checks of
     leak-free layers grow with it). weight_bits: 8 (Loihi 2 / Lava default) or 9; scale: integer units per
     threshold for every neuron (None = automatic); threshold: "neuron" (default: each neuron's weights scaled to
@@ -36,7 +36,10 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
     range_mode: "worst-case" (default, safe: no input can wrap u or saturate v) or "calibrated": the ranges the
     float model reaches on ``calibration_spikes`` ((N, T, n_in) 0/1 trains, e.g. Bernoulli-coded training
     images; toolchain/steps_calibration.py) times (1 + ``range_margin``) bound the scales instead; inputs beyond
-    the calibration may then saturate (hw_sim counts the events). calibration_source: recorded in the manifest."""
+    the calibration may then saturate (hw_sim counts the events). calibration_source: recorded in the manifest.
+    weight_blocks: 2 (default: where a layer's exponent is above the smallest, a second Dense block holds each
+    weight's rounding residual at the smallest exponent and feeds the same LIF: a finer weight grid, e.g. about
+    10 bits from two 8-bit blocks, for up to twice the synapses; docs/compiler.md) or 1 (one Dense per layer)."""
     if not isinstance(graph, Graph):
         raise CompileError(f"compile_graph needs a toolchain.ir.Graph, got {type(graph).__name__}; fix: build one "
                            "with toolchain.ir.lif_chain or load an artifact")
@@ -53,6 +56,9 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
         raise CompileError(f"scale={scale!r} must be an integer in [{VTH_MIN}, {VTH_MAX}] (integer units per "
                            "threshold, 17-bit); fix: leave it unset for the automatic choice")
     check_range_options(range_mode, range_margin, calibration_spikes)
+    if weight_blocks not in (1, 2) or isinstance(weight_blocks, bool):
+        raise CompileError(f"weight_blocks={weight_blocks!r} must be 1 or 2 (Dense blocks per layer); fix: use 2 for "
+                           "a finer weight grid from a second block of rounding residuals, else 1")
     if threshold not in THRESHOLD_MODES:
         raise CompileError(f"threshold={threshold!r} is not one of {THRESHOLD_MODES}; fix: use 'neuron' (default)")
     try:
@@ -87,10 +93,11 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
         layer, entry = lower_lif_layer(syn_name, graph.nodes[syn_name], pop_name, graph.nodes[pop_name],
                                        int(max_steps), int(weight_bits), None if scale is None else int(scale),
                                        threshold, None if meas is None else _Margin(meas, float(range_margin)),
-                                       meas)
+                                       meas, int(weight_blocks))
         layers.append(layer)
         entries.append(entry)
     manifest = {"kind": "steps", "max_steps": int(max_steps), "weight_bits": int(weight_bits), "threshold": threshold,
+                "weight_blocks": int(weight_blocks),
                 "source_hash": source_hash, "range_mode": range_mode, "calibration": calibration, "layers": entries,
                 "notes": ["layer k lags the float model by k + 2 Lava steps (source + one per Dense); targets "
                           "shift results back", "clamp of V at v_th does not change spikes with reset to zero"]}
@@ -104,7 +111,7 @@ def deployed_graph(cs: CompiledSteps) -> Graph:
     step (measured: 0.03 % / 0.2 % of the hidden / output spikes of benchmarks/lif_targets.py's net): it
     separates quantization error from the mapping."""
     validate_compiled_steps(cs)
-    weights = [effective_weights(cl.weights, cl.weight_exp) / np.maximum(cl.vth, 1)[:, None] for cl in cs.layers]
+    weights = [cl.effective / np.maximum(cl.vth, 1)[:, None] for cl in cs.layers]
     neurons = [LIF(cl.n_out, leak=cl.leak_eff, v_th=1.0, strict=True) for cl in cs.layers]
     graph = lif_chain(weights, neurons, {"deployed_from": "CompiledSteps"})
     names = {f"fc{k}": cl.synapse for k, cl in enumerate(cs.layers)} | {f"layer{k}": cl.name
