@@ -13,16 +13,25 @@ from toolchain.compiled_steps import MAX_STEPS, CompiledSteps, validate_compiled
 from toolchain.errors import CompileError
 from toolchain.ir import LIF, Dense, Graph, lif_chain
 from toolchain.lower_lif import THRESHOLD_MODES, lower_lif_layer
-from toolchain.quantize import MANTISSA, VTH_MAX, VTH_MIN, WEIGHT_BITS
+from toolchain.quantize import MANTISSA, STATE_SHIFT, UV_MAX, VTH_MAX, VTH_MIN, WEIGHT_BITS
 from toolchain.steps_calibration import DEFAULT_RANGE_MARGIN, check_range_options, measure_steps_ranges
 
 
+V_FLOOR_THRESHOLDS = UV_MAX / ((1 << STATE_SHIFT) * VTH_MIN)   # ~512: v's 24-bit floor at the smallest scale
+
+
 class _Margin:
-    """Measured maxima x (1 + margin): what the calibrated range checks bound (threshold units)."""
+    """Measured maxima x (1 + margin): what the calibrated range checks bound (threshold units). A neuron whose
+    negative potential would force its scale below VTH_MIN (the 24-bit v floor, -(2**23 - 1), reached at fewer
+    than v_neg thresholds) is not refused: its bound is capped at V_FLOOR_THRESHOLDS, so it keeps scale VTH_MIN
+    and its v saturates at -(2**23 - 1) = -512 thresholds below that depth, as Lava's (and Loihi's) v does
+    (hw_sim counts the saturations; ``floored``: those neurons)."""
 
     def __init__(self, measured, margin: float) -> None:
         self.a_in = measured.a_in * (1.0 + margin)
-        self.v_neg = measured.v_neg * (1.0 + margin)
+        v_neg = measured.v_neg * (1.0 + margin)
+        self.floored = v_neg > V_FLOOR_THRESHOLDS
+        self.v_neg = np.minimum(v_neg, V_FLOOR_THRESHOLDS)
 
 
 def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
@@ -36,7 +45,9 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
     range_mode: "worst-case" (default, safe: no input can wrap u or saturate v) or "calibrated": the ranges the
     float model reaches on ``calibration_spikes`` ((N, T, n_in) 0/1 trains, e.g. Bernoulli-coded training
     images; toolchain/steps_calibration.py) times (1 + ``range_margin``) bound the scales instead; inputs beyond
-    the calibration may then saturate (hw_sim counts the events). calibration_source: recorded in the manifest.
+    the calibration may then saturate (hw_sim counts the events). A neuron whose calibrated negative potential is
+    deeper than v's 24-bit floor at the smallest scale (~512 thresholds) keeps scale VTH_MIN and saturates there
+    (manifest ``v_floor_neurons``) instead of refusing the model; |a_in| beyond 16 bits is still refused. calibration_source: recorded in the manifest.
     weight_blocks: 2 (default: where a layer's exponent is above the smallest, a second Dense block holds each
     weight's rounding residual at the smallest exponent and feeds the same LIF: a finer weight grid, e.g. about
     10 bits from two 8-bit blocks, for up to twice the synapses; docs/compiler.md) or 1 (one Dense per layer)."""
@@ -90,10 +101,13 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
                                      "negative v, pre-reset v; the bound is the maximum x (1 + margin)"}
     layers, entries = [], []
     for (syn_name, pop_name), meas in zip(pairs, measured):
+        cal = None if meas is None else _Margin(meas, float(range_margin))
         layer, entry = lower_lif_layer(syn_name, graph.nodes[syn_name], pop_name, graph.nodes[pop_name],
                                        int(max_steps), int(weight_bits), None if scale is None else int(scale),
-                                       threshold, None if meas is None else _Margin(meas, float(range_margin)),
-                                       meas, int(weight_blocks))
+                                       threshold, cal, meas, int(weight_blocks))
+        if cal is not None:
+            entry["v_floor_neurons"] = int(cal.floored.sum())
+            entry["v_floor_thresholds"] = float(UV_MAX / ((1 << STATE_SHIFT) * np.maximum(layer.scale, 1)).min())
         layers.append(layer)
         entries.append(entry)
     manifest = {"kind": "steps", "max_steps": int(max_steps), "weight_bits": int(weight_bits), "threshold": threshold,
