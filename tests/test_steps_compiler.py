@@ -322,3 +322,87 @@ def test_calibrated_mode_needs_valid_calibration_inputs():
                          range_margin=-1.0)
     with pytest.raises(CompileError, match="range_mode='sometimes'"):
         compile_graph_ok(g, 20, range_mode="sometimes")
+
+
+def test_second_weight_block_holds_the_rounding_residuals():
+    """weight_blocks=2 (default): where the layer's exponent is above the smallest, a second block at the smallest
+    exponent holds each weight's residual: the grid is 2**(exp - fine_exp) times finer, hw_sim runs the sum of both
+    blocks (its reference loop agrees), the deployed float graph is that sum, and the file keeps both blocks."""
+    from hw_sim.lif import run_lif_reference, simulate_lif
+
+    g = wide_net()
+    xc = spikes(n=40, t=20, n_in=100, p=0.05, seed=2)
+    one = compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=xc, weight_blocks=1)
+    two = compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=xc)
+    assert two.manifest["weight_blocks"] == 2 and one.manifest["weight_blocks"] == 1
+    refined = 0
+    for a, b, ea, eb in zip(one.layers, two.layers, one.manifest["layers"], two.manifest["layers"]):
+        assert a.fine_weights is None and np.array_equal(a.weights, b.weights) and a.weight_exp == b.weight_exp
+        if b.weight_exp == -1:                            # already the finest 8-bit grid: no second block
+            assert b.fine_weights is None and eb["fine_exp"] is None
+            continue
+        refined += 1
+        assert b.fine_exp == -1 and eb["fine_exp"] == -1 and np.abs(b.fine_weights).max() > 0
+        step = 2.0 ** (b.weight_exp + 1)                  # the coarse grid in integer units (8 bits: even mantissas)
+        assert np.abs(effective_weights(b.fine_weights, b.fine_exp)).max() <= step / 2
+        assert eb["max_weight_error"] <= ea["max_weight_error"] / 2
+        np.testing.assert_array_equal(b.effective, effective_weights(b.weights, b.weight_exp)
+                                      + effective_weights(b.fine_weights, b.fine_exp))
+    assert refined >= 1
+    x = spikes(n=30, t=20, n_in=100, p=0.05, seed=9)
+    run = simulate_lif(two, x, threads=1)
+    assert all(np.array_equal(a, b) for a, b in zip(run.trains, run_lif_reference(two, x)[0]))
+    dep = deployed_graph(two)
+    np.testing.assert_allclose(dep.nodes["fc0"].weight, two.layers[0].effective / two.layers[0].vth[:, None])
+    ref = simulate(g, x).spikes
+    assert matched_fraction(ref[1], run.trains[1], 1) >= matched_fraction(ref[1], run_lif_fixed(one, x, 1)[1], 1)
+    with pytest.raises(CompileError, match="weight_blocks=3 must be 1 or 2"):
+        compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=xc, weight_blocks=3)
+
+
+def test_second_weight_block_is_saved_loaded_and_validated(tmp_path):
+    import dataclasses
+
+    cs = compile_graph_ok(wide_net(), 20, range_mode="calibrated", calibration_spikes=spikes(n=40, t=20, n_in=100,
+                                                                                             p=0.05, seed=2))
+    k = next(i for i, cl in enumerate(cs.layers) if cl.fine_weights is not None)
+    p = tmp_path / "two.npz"
+    save_compiled_steps(cs, p)
+    back = load_compiled_steps(p).layers[k]
+    assert back.fine_exp == cs.layers[k].fine_exp and np.array_equal(back.fine_weights, cs.layers[k].fine_weights)
+    cl = cs.layers[k]
+    for bad, words in ((dict(fine_exp=cl.weight_exp), "fine_exp="),
+                       (dict(fine_weights=cl.fine_weights[:, :3]), "fine_weights must be an integer array"),
+                       (dict(fine_weights=cl.fine_weights + 1), "fine_weights must be multiples of 2")):
+        layers = list(cs.layers)
+        layers[k] = dataclasses.replace(cl, **bad)
+        with pytest.raises(ArtifactError, match=words):
+            save_compiled_steps(CompiledSteps(tuple(layers), cs.max_steps, cs.manifest, cs.input_name), p)
+
+
+def test_negative_potential_below_the_v_floor_saturates_instead_of_refusing():
+    """A neuron driven far below its threshold (calibrated v_neg beyond ~512 thresholds, deeper than v's 24-bit
+    floor at the smallest scale) compiles with scale 256 and saturates at -(2**23 - 1) as Lava's v does; hw_sim
+    counts the saturations and still equals the reference loop. An input beyond 16 bits at that scale is still
+    refused by name."""
+    from hw_sim.lif import run_lif_reference, simulate_lif
+
+    w = np.full((3, 40), 0.05)
+    w[0, :20] = -5.0                       # neuron 0: inhibited by half of the inputs, without leak
+    g = lif_chain([w, np.full((2, 3), 0.6)], [LIF(3, 1.0), LIF(2, 0.9)])
+    xc = spikes(n=20, t=20, n_in=40, p=0.3, seed=3)
+    with pytest.raises(CompileError, match="worst-case"):
+        compile_graph_ok(g, 20)
+    cs = compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=xc)
+    entry = cs.manifest["layers"][0]
+    assert entry["v_floor_neurons"] == 1 and cs.layers[0].scale[0] == 256
+    assert entry["v_floor_thresholds"] == pytest.approx((2**23 - 1) / (64 * 256))
+    run = simulate_lif(cs, xc, threads=1)
+    ref, events = run_lif_reference(cs, xc)
+    assert run.events == events and events[0]["v_saturated_low"] > 0
+    assert all(np.array_equal(a, b) for a, b in zip(run.trains, ref))
+    w = w.copy()
+    w[0, :20] = -100.0                     # |a_in| per step beyond 16 bits even at scale 256: refused
+    with pytest.raises(CompileError, match=r"synaptic input per step \|a_in\| \(16-bit\)"):
+        compile_graph_ok(lif_chain([w, np.full((2, 3), 0.6)], [LIF(3, 1.0), LIF(2, 0.9)]), 20,
+                         range_mode="calibrated", calibration_spikes=xc)

@@ -248,3 +248,21 @@ def test_hw_sim_fast_kernel_is_lava_fixed_bit_for_bit_on_every_path():
     assert all(t.sum() > 0 for t in hw.trains)
     events = hw.info["range_events"]
     assert events[0]["u_wrapped"] > 0 and events == run_lif_reference(cs, x)[1]
+
+
+def test_lava_fixed_runs_the_second_weight_block_like_hw_sim():
+    """A layer compiled with two Dense blocks (coarse weights + rounding residuals, weight_blocks=2): Lava gets a
+    second stock Dense into the same LIF and its spikes equal hw_sim-lif's."""
+    from test_steps_compiler import wide_net
+
+    from toolchain.steps_compiler import compile_graph
+
+    g = wide_net()
+    xc = bernoulli(2, 40, 20, 100, p=0.05)
+    cs = compile_graph(g, 20, range_mode="calibrated", calibration_spikes=xc)
+    assert any(cl.fine_weights is not None for cl in cs.layers)
+    x = bernoulli(9, 4, 20, 100, p=0.05)
+    lava = get_target("lava-fixed-lif").run(cs, x)
+    hw = get_target("hw_sim-lif").run(cs, x)
+    assert all(np.array_equal(a, b) for a, b in zip(lava.trains, hw.trains))
+    assert all(t.sum() > 0 for t in hw.trains)
