@@ -43,7 +43,7 @@ def compiled_steps_of(net, inputs, target: str) -> CompiledSteps:
         from toolchain.errors import CompileError
         from toolchain.steps_compiler import compile_graph
 
-        shape = np.shape(inputs)
+        shape = np.shape(_as_array(inputs, target))
         if len(shape) != 3:
             raise TargetError(f"{target}: input spike trains must have shape (samples, steps, channels), got "
                               f"{shape}; fix: pass one (steps, channels) 0/1 array per sample")
@@ -57,10 +57,20 @@ def compiled_steps_of(net, inputs, target: str) -> CompiledSteps:
         raise TargetError(str(exc)) from None
 
 
+def _as_array(spikes_in, target: str) -> np.ndarray:
+    """np.asarray of the inputs; TargetError for ragged nested sequences (samples or steps of different lengths)."""
+    try:
+        return np.asarray(spikes_in)
+    except ValueError as exc:
+        raise TargetError(f"{target}: input spike trains must form one (samples, steps, channels) array, but the "
+                          f"nested sequences differ in length ({exc}); fix: give every sample the same number of "
+                          "steps and channels") from None
+
+
 def check_steps_input(cs: CompiledSteps, spikes_in: np.ndarray, target: str) -> np.ndarray:
     """(N, T, n_in) 0/1 spike trains with 1 <= T <= cs.max_steps -> uint8 (no copy for uint8 or bool input);
     TargetError naming the problem."""
-    x = np.asarray(spikes_in)
+    x = _as_array(spikes_in, target)
     if x.ndim != 3 or x.shape[2] != cs.n_in or x.shape[0] < 1 or x.shape[1] < 1:
         raise TargetError(f"{target}: input spike trains must have shape (samples, steps, {cs.n_in}), got "
                           f"{x.shape}; fix: pass one (steps, {cs.n_in}) 0/1 array per sample")
@@ -381,13 +391,14 @@ def _words(x: np.ndarray) -> np.ndarray:
     return x.view(np.uint64)
 
 
-def simulate_lif(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None = None) -> LifRun:
+def simulate_lif(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None = None,
+                 target: str = "hw_sim-lif") -> LifRun:
     """Run ``cs`` (a CompiledSteps, or a steps Graph compiled here with compile_graph's defaults for the inputs'
     T) on (N, T, n_in) 0/1 trains; samples on ``threads`` threads (default hw_sim.emulator.default_threads(),
     i.e. $SNNC_THREADS or the usable CPUs), each thread running its samples through every layer.
-    TargetError for bad input, before anything runs."""
-    cs = compiled_steps_of(cs, spikes_in, "hw_sim")
-    x = check_steps_input(cs, spikes_in, "hw_sim")
+    TargetError for bad input (naming ``target``), before anything runs."""
+    cs = compiled_steps_of(cs, spikes_in, target)
+    x = check_steps_input(cs, spikes_in, target)
     n, t_steps = x.shape[:2]
     n_threads = max(1, min(int(threads or default_threads()), n))
     layers = _pack(cs)

@@ -25,7 +25,7 @@ class HwSimLifTarget:
         the kernel, equal to targets.base.first_spike_steps of the trains); ``info['range_events']`` per layer."""
         t0 = time.perf_counter()
         cs = compiled_steps_of(net, inputs, self.name)
-        run = simulate_lif(cs, inputs, self.threads)
+        run = simulate_lif(cs, inputs, self.threads, self.name)
         return RunResult(self.name, run.first, None, time.perf_counter() - t0,
                          {"precision": "fixed_pt", "populations": cs.names, "range_events": run.events,
                           "threads": run.threads}, run.trains)

@@ -266,3 +266,28 @@ def test_lava_fixed_runs_the_second_weight_block_like_hw_sim():
     hw = get_target("hw_sim-lif").run(cs, x)
     assert all(np.array_equal(a, b) for a, b in zip(lava.trains, hw.trains))
     assert all(t.sum() > 0 for t in hw.trains)
+
+
+@pytest.mark.parametrize("name", ["hw_sim-lif", "lava-fixed-lif"])
+def test_fixed_point_lif_targets_refuse_bad_input_by_name_before_running(name):
+    """Ragged nested inputs, values other than 0/1 in any dtype, a population without a lowering (Readout) and a
+    network of the wrong family: a TargetError naming the target and the fix, before any Lava process starts."""
+    from toolchain.steps_compiler import compile_graph
+
+    g = random_graph(0, leak=0.9)
+    cs = compile_graph(g, 10)
+    target = get_target(name)
+    with pytest.raises(TargetError, match=f"{name}: .*same number of steps"):
+        target.run(cs, [np.zeros((10, 20)), np.zeros((9, 20))])
+    for bad in (np.full((1, 10, 20), np.nan), np.full((1, 10, 20), -1, np.int8),
+                np.full((1, 10, 20), 256, np.uint16), np.full((1, 10, 20), 2, np.uint8)):
+        with pytest.raises(TargetError, match=f"{name}: input spike trains must hold only 0 and 1"):
+            target.run(cs, bad)
+    rng = np.random.default_rng(1)
+    readout = lif_chain([rng.uniform(-0.3, 0.6, (6, 20)), rng.uniform(-1, 1, (4, 6))], [LIF(6, 0.9), Readout(4, 0.9)])
+    with pytest.raises(TargetError, match="Readout, which has no lowering"):
+        target.run(readout, np.zeros((1, 10, 20), np.uint8))
+    with pytest.raises(TargetError, match="expected a CompiledSteps"):
+        target.run(object(), np.zeros((1, 10, 20), np.uint8))
+    res = target.run(cs, np.ones((2, 10, 20), dtype=bool))                          # bool trains are fine
+    assert [t.shape for t in res.trains] == [(2, 10, 12), (2, 10, 20)]
