@@ -21,7 +21,8 @@ threshold 1, clamp, as Roy et al. 2019's MNIST network; T = 15, p_scale 0.3) com
 ``lava-fixed-lif`` on the model's Bernoulli inputs (its recorded T and p_scale; seed ``--seed``):
 
     .venv/bin/python benchmarks/hw_sim_speed.py --model random-lif [--lava-samples 200] [--samples 10000]
-        [--threads N] [--weight-bits 8|9] [--range worst-case|calibrated [--calibration-samples 200]]
+        [--threads N] [--weight-bits 8|9] [--weight-blocks 1|2] [--range worst-case|calibrated
+        [--calibration-samples 200]]
 
 * lava-fixed-lif runs ``--lava-samples`` images (default 200 for LIF models, so that Lava's start-up is amortised)
   in one chunk, and 1 image on its own (after a first, untimed run that pays the one-off imports):
@@ -113,15 +114,15 @@ def lif_main(args) -> None:
 
         xc, source = training_input_spikes(graph, args.dataset, args.calibration_samples, steps, None)
         cs = compile_graph(graph, steps, weight_bits=args.weight_bits, range_mode="calibrated",
-                           calibration_spikes=xc, calibration_source=source)
+                           calibration_spikes=xc, calibration_source=source, weight_blocks=args.weight_blocks)
     else:
-        cs = compile_graph(graph, steps, weight_bits=args.weight_bits)
+        cs = compile_graph(graph, steps, weight_bits=args.weight_bits, weight_blocks=args.weight_blocks)
     n = max(args.samples, args.lava_samples)
     images = np.asarray(load_dataset(args.dataset, "test", limit=n).images, dtype=np.float64).reshape(-1, 784)
     x = bernoulli_encode(images, steps, p_scale, np.random.default_rng(args.seed))
     n_hw, n_lava = min(args.samples, x.shape[0]), min(args.lava_samples, x.shape[0])
     out = {"model": desc, "family": "steps", "dataset": args.dataset, "steps": steps, "p_scale": p_scale,
-           "weight_bits": args.weight_bits, "range": args.range,
+           "weight_bits": args.weight_bits, "range": args.range, "weight_blocks": args.weight_blocks,
            "sizes": [cs.n_in] + [cl.n_out for cl in cs.layers], "cpus": os.cpu_count(), "seed": args.seed}
 
     hw = get_target("hw_sim-lif", threads=args.threads)
@@ -178,6 +179,8 @@ def main() -> None:
                     help="also time `snnc verify --targets hw_sim` on 10,000 images end to end")
     ap.add_argument("--seed", type=int, default=0, help="LIF models: seed of the Bernoulli inputs (default 0)")
     ap.add_argument("--weight-bits", type=int, default=8, choices=(8, 9), help="LIF models: weight bits (default 8)")
+    ap.add_argument("--weight-blocks", type=int, default=2, choices=(1, 2),
+                    help="LIF models: Dense blocks per layer (default 2, the compiler's default)")
     ap.add_argument("--range", default="worst-case", choices=("worst-case", "calibrated"),
                     help="LIF models: range mode of the compiler (trained full-MNIST models need 'calibrated')")
     ap.add_argument("--calibration-samples", type=int, default=200,

@@ -157,7 +157,8 @@ def _scan_bytes(row, n, idx):  # pragma: no cover  (compiled)
 
 @numba.njit(cache=True, nogil=True, inline="always")
 def _accumulate32(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
-    """acc[:n_out] (int32) = sum of the int32 rows w[idx[:n_ev]], four rows per pass (sums beyond 16 bits)."""
+    """acc[:n_out] (int32) = sum of the (int8 or int16) rows w[idx[:n_ev]], four rows per pass: the path of sums
+    that may exceed 16 bits."""
     i32 = np.int32
     for j in range(n_out):
         acc[j] = 0
@@ -168,12 +169,12 @@ def _accumulate32(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
         r2 = w[idx[e + 2]]
         r3 = w[idx[e + 3]]
         for j in range(n_out):
-            acc[j] = i32(acc[j] + i32(i32(r0[j] + r1[j]) + i32(r2[j] + r3[j])))
+            acc[j] = i32(acc[j] + i32(i32(i32(r0[j]) + i32(r1[j])) + i32(i32(r2[j]) + i32(r3[j]))))
         e += 4
     while e < n_ev:
         r0 = w[idx[e]]
         for j in range(n_out):
-            acc[j] = i32(acc[j] + r0[j])
+            acc[j] = i32(acc[j] + i32(r0[j]))
         e += 1
 
 
@@ -316,10 +317,10 @@ def _update32(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma
 
 
 @numba.njit(cache=True, nogil=True)
-def _run_layer(src, words, lo, hi, w_small, w32, out, shift, keep, qmax, thr, times, ev):  # pragma: no cover
+def _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, times, ev):  # pragma: no cover
     """Samples lo .. hi - 1 of one layer. Input: ``words`` (N, T, W) uint64 (8 input bytes per word, zero padded;
-    the first layer) when W > 0, else ``src`` (N, T, n_in) uint8 (the previous layer's trains). w_small / w32:
-    (n_in, n_out) mantissas in grid units, int8 (8-bit weights: half the bytes to load) or int16, and int32; out (N, T, n_out) uint8, written; shift: a_in = sum << shift; keep:
+    the first layer) when W > 0, else ``src`` (N, T, n_in) uint8 (the previous layer's trains). w_small:
+    (n_in, n_out) integer weights in grid units, int8 where they fit (half the bytes to load), else int16; out (N, T, n_out) uint8, written; shift: a_in = sum << shift; keep:
     4096 - dv; qmax (n_in,): largest |mantissa| of each input's row, grid units; thr (n_out,) int32 = vth << 6; times (N, n_out) float64:
     step of each neuron's first spike (inf: none), written; ev (N, 4) int32 range events, added to. The layer's parameters are
     scalars of this call, loop-invariant for LLVM (loaded per step inside a loop over layers they cost ~50 %)."""
@@ -352,7 +353,7 @@ def _run_layer(src, words, lo, hi, w_small, w32, out, shift, keep, qmax, thr, ti
                 else:
                     _update16(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
             else:
-                _accumulate32(w32, idx, n_ev, acc32, n_out)
+                _accumulate32(w_small, idx, n_ev, acc32, n_out)
                 big = _max_abs(acc32, n_out)
                 if big << shift <= _A_MAX and thr_max + (big << (shift + STATE_SHIFT)) <= _LIM - 1:
                     evk[2] += _update16_quiet(acc32, n_out, shift, keep, thr, v, row, fk, t)
@@ -366,7 +367,8 @@ def _run_layer(src, words, lo, hi, w_small, w32, out, shift, keep, qmax, thr, ti
 
 
 def _pack(cs: CompiledSteps) -> list[tuple]:
-    """Per layer: (w_small, w32, shift, keep, qmax, thr) kernel arguments (see _run_layer)."""
+    """Per layer: (w_small, shift, keep, qmax, thr) kernel arguments (see _run_layer). The weights in grid units
+    fit 16 bits: |mantissa| <= 256 at one block; with two, at most 254 * 2**7 + 2**7 / 2 fine units."""
     layers = []
     for cl in cs.layers:
         step = MANTISSA[cl.num_weight_bits][2]
@@ -374,7 +376,8 @@ def _pack(cs: CompiledSteps) -> list[tuple]:
         unit = low_exp + step.bit_length() - 1          # effective weights are multiples of 2**unit (unit >= 0)
         q = np.ascontiguousarray((cl.effective >> unit).T)                              # exact
         small = np.int8 if q.size == 0 or (q.min() >= -128 and q.max() <= 127) else np.int16
-        layers.append((q.astype(small), q.astype(np.int32),
+        assert q.size == 0 or np.abs(q).max() <= 32767, "weights beyond 16 bits in grid units"
+        layers.append((q.astype(small),
                        np.int64(unit),
                        np.int64(DECAY_UNITY - cl.dv), np.abs(q).max(axis=1, initial=0).astype(np.int64),
                        np.asarray(cl.vth, dtype=np.int32) << STATE_SHIFT))              # <= (2**17 - 1) << 6
@@ -411,8 +414,8 @@ def simulate_lif(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None =
 
     def part(lo: int, hi: int) -> None:
         src, words = x, xw
-        for (w_small, w32, shift, keep, qmax, thr), out, tms, ev in zip(layers, outs, times, evs):
-            _run_layer(src, words, lo, hi, w_small, w32, out, shift, keep, qmax, thr, tms, ev)
+        for (w_small, shift, keep, qmax, thr), out, tms, ev in zip(layers, outs, times, evs):
+            _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, tms, ev)
             src, words = out, no_words
 
     if n_threads == 1:
