@@ -184,3 +184,24 @@ def run_conv_fixed(cc: CompiledConv, spikes_in: np.ndarray, threads: int | None 
         events.append({key: int(c) for key, c in zip(RANGE_EVENTS, ev.sum(axis=0))})
         src = s_out
     return trains, pots, events
+
+
+def conv_net_of(net, inputs, target: str) -> CompiledConv | None:
+    """The CompiledConv behind ``net`` for the steps targets' dispatch: ``net`` itself, or a steps Graph with
+    convolutions / a Readout compiled with compile_conv_graph's defaults for the inputs' T; None for anything
+    else (Dense chains and CompiledSteps stay with hw_sim/lif.py and targets/lava_lif.py)."""
+    from toolchain.conv_compiler import compile_conv_graph, needs_conv_compiler
+    from toolchain.errors import CompileError
+
+    if isinstance(net, CompiledConv):
+        return net
+    if needs_conv_compiler(net):
+        shape = np.shape(inputs)
+        if len(shape) != 3:
+            raise TargetError(f"{target}: input spike trains must have shape (samples, steps, channels), got "
+                              f"{shape}; fix: pass one (steps, channels) 0/1 array per sample")
+        try:
+            return compile_conv_graph(net, int(shape[1]))
+        except CompileError as exc:
+            raise TargetError(f"{target}: {exc}") from None
+    return None

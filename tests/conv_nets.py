@@ -39,3 +39,21 @@ def input_trains(rng: np.random.Generator, n: int = 3, steps: int = 12, p: float
     """(n, steps, 144) Bernoulli 0/1 trains of random 12 x 12 images (blobs of brightness)."""
     img = np.clip(rng.normal(0.3, 0.4, (n, 144)), 0, 1)
     return (rng.random((n, steps, 144)) < p * img[:, None, :]).astype(np.uint8)
+
+
+def mnist_conv_autoencoder(rng: np.random.Generator, c: int = 2, latent: int = 8, steps: int = 10) -> Graph:
+    """A tiny 28 x 28 conv autoencoder for the CLI tests: conv 1->c k5 stride 2 (c x 12 x 12), flatten, Dense to
+    the latent LIF, Dense back, ConvTranspose2d c->1 k5 stride 2 (output_padding 1) into a Readout of 784."""
+    n = lambda s, *shape: rng.normal(0, s, shape)  # noqa: E731
+    m = c * 144
+    nodes = {
+        "input": Input(784),
+        "conv0": Conv2d(n(0.5, c, 1, 5, 5), (1, 28, 28), stride=2), "lif0": LIF(m, 0.95),
+        "flat": Flatten((c, 12, 12)), "enc": Dense(n(0.3, latent, m)), "latent": LIF(latent, 0.95),
+        "dec": Dense(n(1.0, m, latent)), "lif1": LIF(m, 0.95),
+        "up": ConvTranspose2d(n(0.3, c, 1, 5, 5), (c, 12, 12), stride=2, output_padding=1),
+        "out": Readout(784, 0.99),
+    }
+    order = list(nodes)
+    return Graph(nodes, tuple(zip(order[:-1], order[1:])), "steps",
+                 {"family": "conv", "p_scale": 0.5, "steps": steps, "encoding": "bernoulli", "dataset": "mnist"})
