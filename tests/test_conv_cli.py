@@ -55,13 +55,18 @@ def test_deploy_on_lava_fixed(model, tmp_path, capsys):
 
 
 def test_bad_conv_models_refused_before_running(model, tmp_path, capsys):
-    rc, _, err = run_cli(capsys, "compile", model, "--range", "calibrated", "--out", tmp_path / "x.npz")
-    assert rc == 2 and "--range calibrated is not available" in err
+    rc, _, err = run_cli(capsys, "compile", model, "--range-margin", "0.2", "--out", tmp_path / "x.npz")
+    assert rc == 2 and "--range calibrated" in err
     assert not list(tmp_path.iterdir())
+    rc, text, _ = run_cli(capsys, "compile", model, "--range", "calibrated", "--calibration-samples", "3", "--out",
+                          tmp_path / "cal.npz")
+    assert rc == 0 and "ranges: calibrated on 3 samples" in text
+    assert load_compiled_any(tmp_path / "cal.npz").manifest["range_mode"] == "calibrated"
     g = mnist_conv_autoencoder(np.random.default_rng(1))
     nodes = dict(g.nodes, latent=Readout(8, 0.9))
     bad = tmp_path / "readout-mid.onnx"
     save_graph(Graph(nodes, g.edges, "steps", g.metadata), bad)
     rc, _, err = run_cli(capsys, "verify", bad, "--targets", "hw_sim", "--limit", "2", "--out", tmp_path / "v")
     assert rc == 2 and "Readout 'latent' feeds further nodes" in err
-    assert not (tmp_path / "v").exists()
+    assert not (tmp_path / "v").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["cal.npz",
+                                                                                          "readout-mid.onnx"]

@@ -134,10 +134,30 @@ def test_bad_graphs_refused():
     big_w = dict(base, c0=Conv2d(np.full((2, 1, 3, 3), 1e4), (1, 8, 8)))
     with pytest.raises(CompileError, match="16-bit limit"):
         compile_conv_graph(_graph(big_w), 10)
-    with pytest.raises(CompileError, match="not available for convolutional graphs"):
+    with pytest.raises(CompileError, match="needs calibration inputs"):
         compile_conv_graph(_graph(base), 10, range_mode="calibrated")
+    with pytest.raises(CompileError, match=r"must be \(samples, steps, 64\) trains"):
+        compile_conv_graph(_graph(base), 10, range_mode="calibrated", calibration_spikes=np.ones((2, 3, 5)))
     with pytest.raises(CompileError, match="max_steps"):
         compile_conv_graph(_graph(base), 0)
+
+
+def test_calibrated_ranges_allow_larger_scales_and_stay_bit_exact(net):
+    """Calibrated ranges (per channel for convolutions) give scales >= the worst-case ones; inputs beyond the
+    calibration may saturate, and hw_sim counts it."""
+    g, worst = net
+    rng = np.random.default_rng(7)
+    xc = input_trains(rng, n=4)
+    cal = compile_conv_graph(g, 12, range_mode="calibrated", calibration_spikes=xc, range_margin=0.5)
+    assert cal.manifest["range_mode"] == "calibrated" and cal.manifest["calibration"]["samples"] == 4
+    for a, b, e in zip(worst.layers, cal.layers, cal.manifest["layers"]):
+        assert b.scale.max() >= a.scale.max() and e["calibrated"]["a_in"] <= A_IN_MAX
+        if b.kind != "dense":
+            per = b.scale.reshape(b.out_shape[0], -1)
+            assert np.all(per == per[:, :1])
+    assert any(b.scale.max() > a.scale.max() for a, b in zip(worst.layers, cal.layers))
+    trains, _, events = run_conv_fixed(cal, xc, threads=1)
+    assert all(e["a_in_over_16bit"] == 0 for e in events)     # the calibration inputs themselves stay in range
 
 
 def test_validate_refuses_unshared_conv_scale(net):

@@ -112,17 +112,9 @@ def compile_steps_model(path: str | Path, args) -> Any:
         kw["threshold"] = args.threshold
     from toolchain.conv_compiler import compile_conv_graph, needs_conv_compiler
 
-    if needs_conv_compiler(graph):      # convolutions / Readout (issue [F]): worst-case ranges only
-        if (getattr(args, "range_mode", None) or "worst-case") != "worst-case":
-            raise CompileError(f"{path} is a convolutional model; --range calibrated is not available for it yet: "
-                               "drop --range and the calibration options (worst-case ranges are used)")
-        from toolchain.cli_deploy import calibration_flags
-
-        calibration_flags(args)
-        cs = compile_conv_graph(graph, t, source_hash=model_hash(path), **kw)
-    else:
-        kw.update(_range_options(graph, t, args))
-        cs = compile_graph(graph, t, source_hash=model_hash(path), **kw)
+    kw.update(_range_options(graph, t, args))
+    compiler = compile_conv_graph if needs_conv_compiler(graph) else compile_graph   # convolutions: issue [F]
+    cs = compiler(graph, t, source_hash=model_hash(path), **kw)
     return replace(cs, manifest={**cs.manifest, "source_metadata": dict(graph.metadata),
                                  "model": str(path)})
 

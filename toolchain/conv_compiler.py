@@ -17,6 +17,7 @@ from toolchain.ir import LIF, Conv2d, ConvTranspose2d, Dense, Flatten, Graph, Re
 from toolchain.lower_conv import check_expressible, lava_mapping, lower_conv_layer
 from toolchain.lower_lif import THRESHOLD_MODES, lower_lif_layer
 from toolchain.quantize import MANTISSA, VTH_MAX, VTH_MIN, WEIGHT_BITS
+from toolchain.steps_calibration import DEFAULT_RANGE_MARGIN, check_range_options
 
 _CONV_KINDS = (Conv2d, ConvTranspose2d, Flatten, Readout)
 
@@ -81,16 +82,53 @@ def _from_steps_layer(sl, flatten: str, in_shape: tuple) -> CompiledConvLayer:
         leak=sl.leak, v_th=sl.v_th, strict=sl.strict, clamp=sl.clamp, dt_ms=sl.dt_ms)
 
 
+class _Margin:
+    """Measured maxima x (1 + margin), threshold units (what the calibrated checks bound)."""
+
+    def __init__(self, measured, margin: float) -> None:
+        self.a_in = measured.a_in * (1.0 + margin)
+        self.v_neg = measured.v_neg * (1.0 + margin)
+
+
+def measure_conv_ranges(graph: Graph, spikes_in: np.ndarray, chunk: int = 8) -> list:
+    """Per population (chain order) the maxima the float model reaches on (N, T, n_in) 0/1 trains, threshold
+    units, as toolchain.steps_calibration.StepsRanges (a_in: |synaptic input| per step, v_neg, v_pos, rate), in
+    chunks of ``chunk`` samples (memory: chunk x T x widest population float64)."""
+    from toolchain.lif_reference import simulate, synapse_current
+    from toolchain.steps_calibration import StepsRanges
+
+    x = np.asarray(spikes_in)
+    pairs = graph.chain()
+    acc = None
+    for lo in range(0, x.shape[0], chunk):
+        part = x[lo:lo + chunk]
+        tr = simulate(graph, part)
+        src = part.astype(np.float64)
+        rows = []
+        for (syn_name, pop_name), s, v in zip(pairs, tr.spikes, tr.potentials):
+            pop = graph.nodes[pop_name]
+            v_th = getattr(pop, "v_th", 1.0)
+            a = np.abs(synapse_current(graph.nodes[syn_name], src)).max(axis=(0, 1)) / v_th
+            rows.append((a, np.maximum(-v.min(axis=(0, 1)), 0.0) / v_th, v.max(axis=(0, 1)) / v_th,
+                         s.sum(axis=(0, 1), dtype=np.float64)))
+            src = s.astype(np.float64)
+        acc = rows if acc is None else [tuple(np.maximum(p, q) if i < 3 else p + q for i, (p, q) in
+                                              enumerate(zip(old, new))) for old, new in zip(acc, rows)]
+    steps = float(x.shape[0] * x.shape[1])
+    return [StepsRanges(a, vn, vp, n / steps) for a, vn, vp, n in acc]
+
+
 def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
                        threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
-                       **unsupported) -> CompiledConv:
-    """Lower a convolutional steps graph for samples of up to ``max_steps`` steps (worst-case ranges).
+                       calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
+                       calibration_source: str = "") -> CompiledConv:
+    """Lower a convolutional steps graph for samples of up to ``max_steps`` steps.
     weight_bits: 8 or 9; scale: integer units per threshold for every neuron (None = automatic: per neuron for
     Dense layers, per output channel for convolutions); threshold: 'neuron' or 'layer' (one scale per layer).
-    range_mode: only 'worst-case' (calibrated ranges are not implemented for convolutions yet)."""
-    if range_mode != "worst-case" or unsupported.get("calibration_spikes") is not None:
-        raise CompileError(f"range mode {range_mode!r} is not available for convolutional graphs yet (only "
-                           "worst-case ranges); fix: drop --range calibrated / calibration options")
+    range_mode: 'worst-case' (default: no input can overflow) or 'calibrated': the ranges the float model reaches
+    on ``calibration_spikes`` ((N, T, n_in) 0/1 trains) times (1 + ``range_margin``) bound the scales (per output
+    channel for convolutions); inputs beyond them may saturate (hw_sim counts range events)."""
+    check_range_options(range_mode, range_margin, calibration_spikes)
     if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or not 1 <= max_steps <= MAX_STEPS:
         raise CompileError(f"max_steps={max_steps!r} must be an integer in [1, {MAX_STEPS}]; fix: pass the number "
                            "of steps per sample, e.g. max_steps=100")
@@ -102,22 +140,38 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
     if threshold not in THRESHOLD_MODES:
         raise CompileError(f"threshold={threshold!r} is not one of {THRESHOLD_MODES}; fix: use 'neuron' (default)")
     triples = check_conv_graph(graph)
+    measured, calibration = [None] * len(triples), None
+    if range_mode == "calibrated":
+        xc = np.asarray(calibration_spikes)
+        n_in = graph.nodes[graph.input_name].n
+        if xc.ndim != 3 or xc.shape[0] < 1 or xc.shape[1] < 1 or xc.shape[2] != n_in \
+                or xc.dtype.kind not in "biuf" or not np.all((xc == 0) | (xc == 1)):
+            raise CompileError(f"calibration_spikes must be (samples, steps, {n_in}) trains of 0 and 1, got shape "
+                               f"{xc.shape} {xc.dtype}; fix: pass Bernoulli-encoded training images")
+        measured = measure_conv_ranges(graph, xc)
+        calibration = {"samples": int(xc.shape[0]), "steps": int(xc.shape[1]), "margin": float(range_margin),
+                       "source": calibration_source,
+                       "quantities": "per neuron over every sample and step, threshold units: |a_in| per step, "
+                                     "negative v, pre-reset v; convolutions use each channel's maximum; the bound is "
+                                     "the maximum x (1 + margin)"}
     layers, entries = [], []
-    for flatten, syn_name, pop_name in triples:
+    for (flatten, syn_name, pop_name), meas in zip(triples, measured):
+        cal = None if meas is None else _Margin(meas, float(range_margin))
         syn, pop = graph.nodes[syn_name], graph.nodes[pop_name]
         in_shape = tuple(graph.nodes[flatten].input_shape) if flatten else None
         if isinstance(syn, Dense) and isinstance(pop, LIF):
             sl, entry = lower_lif_layer(syn_name, syn, pop_name, pop, int(max_steps), int(weight_bits),
-                                        None if scale is None else int(scale), threshold)
+                                        None if scale is None else int(scale), threshold, cal, meas)
             layer = _from_steps_layer(sl, flatten, in_shape or (syn.n_in, 1, 1))
             entry = dict(entry, kind="dense", population="lif", lava="Dense")
         else:
             layer, entry = lower_conv_layer(syn_name, syn, pop_name, pop, int(max_steps), int(weight_bits),
-                                            None if scale is None else int(scale), threshold, flatten, in_shape)
+                                            None if scale is None else int(scale), threshold, flatten, in_shape,
+                                            cal)
         layers.append(layer)
         entries.append(entry)
     manifest = {"kind": "conv", "max_steps": int(max_steps), "weight_bits": int(weight_bits),
-                "threshold": threshold, "source_hash": source_hash, "range_mode": "worst-case", "calibration": None,
+                "threshold": threshold, "source_hash": source_hash, "range_mode": range_mode, "calibration": calibration,
                 "layers": entries, "source_metadata": dict(graph.metadata),
                 "notes": ["population k lags the float model by k + 2 Lava steps (source + one per connection); "
                           "targets shift results back",

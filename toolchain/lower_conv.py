@@ -59,12 +59,22 @@ def check_expressible(name: str, node: Conv2d | ConvTranspose2d) -> None:
                                f"process stores (int8); fix: use a {what} <= {LAVA_INT8_MAX}")
 
 
+def _rows(per_or_eff: np.ndarray, scales, dv: int, max_steps: int, cal) -> dict:
+    """Range magnitudes per row: worst case of the (integer or per-unit) weights, or calibrated maxima (``cal``:
+    (a_in, v_neg) per row in threshold units, margin included) times the scales."""
+    if cal is None:
+        return worst_case_rows(per_or_eff, dv, max_steps)
+    s = np.asarray(scales, dtype=np.float64)
+    return {"a_in": s * cal[0], "v_neg": s * cal[1] * 64.0}
+
+
 def _choose(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int, one: bool,
-            scale: int | None) -> tuple[np.ndarray, int, np.ndarray]:
-    """Mantissas (rows x taps), exponent and integer scales per row with the finest grid the worst-case ranges
-    allow: per row the scale is capped by |a_in| <= 2**15 - 1, the negative-v bound and 2**16; every exponent is
-    tried and the one with the smallest worst relative grid step (2**e / (scale * max|w|)) kept."""
-    rows = worst_case_rows(per, dv, max_steps)          # magnitudes per unit scale
+            scale: int | None, cal=None) -> tuple[np.ndarray, int, np.ndarray]:
+    """Mantissas (rows x taps), exponent and integer scales per row with the finest grid the ranges allow
+    (worst case, or ``cal``: calibrated (a_in, v_neg) per row): per row the scale is capped by |a_in| <= 2**15 - 1,
+    the negative-v bound and 2**16; every exponent is tried and the one with the smallest worst relative grid step
+    (2**e / (scale * max|w|)) kept."""
+    rows = _rows(per, 1.0, dv, max_steps, cal)           # magnitudes per unit scale
     big = np.abs(per).max(axis=1, initial=0.0)
     lo, hi, step = MANTISSA[bits]
     with np.errstate(divide="ignore"):
@@ -85,7 +95,7 @@ def _choose(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int, one:
         for _ in range(200):        # rounding may push a row past the mantissa or a range: lower it a little
             m = mantissa_round(per * sc[:, None] / 2.0**e, bits)
             eff = effective_weights(m, e)
-            r = worst_case_rows(eff, dv, max_steps)
+            r = _rows(eff, sc, dv, max_steps, cal)
             over = (m.min(axis=1, initial=0) < lo) | (m.max(axis=1, initial=0) > hi) | (r["a_in"] > A_IN_MAX) \
                 | (r["v_neg"] > UV_MAX)
             if not over.any() or scale is not None:
@@ -100,18 +110,23 @@ def _choose(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int, one:
             best = (key, m, e, sc)
     if best is None:
         what = f"scale={scale}" if scale is not None else f"the smallest useful scale {VTH_MIN}"
-        raise CompileError(f"{name}: the worst-case synaptic input (every input active in every one of {max_steps} "
-                           f"steps) exceeds the 16-bit limit {A_IN_MAX} or the 24-bit voltage even at {what}; fix: "
-                           f"{_WEIGHT_FIX}, or compile for fewer steps")
+        basis = (f"worst-case synaptic input (every input active in every one of {max_steps} steps)" if cal is None
+                 else "calibrated synaptic input (margin included)")
+        raise CompileError(f"{name}: the {basis} exceeds the 16-bit limit {A_IN_MAX} or the 24-bit voltage even at "
+                           f"{what}; fix: {_WEIGHT_FIX}"
+                           + (", or compile for fewer steps, or with data-calibrated ranges (--range calibrated)"
+                              if cal is None else ", or a smaller --range-margin"))
     _, m, e, sc = best
     return m, int(e), sc
 
 
 def lower_conv_layer(syn_name: str, node, pop_name: str, pop: LIF | Readout, max_steps: int, bits: int,
                      scale: int | None, threshold: str, flatten: str = "",
-                     in_shape: tuple | None = None) -> tuple[CompiledConvLayer, dict]:
+                     in_shape: tuple | None = None, cal=None) -> tuple[CompiledConvLayer, dict]:
     """Lower one synapse (Conv2d, ConvTranspose2d, or Dense feeding a Readout) and its population.
-    in_shape: the (C, H, W) a Dense reads (its Flatten's map), default (n_in, 1, 1)."""
+    in_shape: the (C, H, W) a Dense reads (its Flatten's map), default (n_in, 1, 1). cal: calibrated maxima per
+    neuron with the margin applied (attributes a_in, v_neg, threshold units; None = worst-case ranges); a
+    convolution takes each channel's maximum over its map."""
     if isinstance(node, (Conv2d, ConvTranspose2d)):
         check_expressible(syn_name, node)
         per_rows = kernel_rows(node)
@@ -131,8 +146,16 @@ def lower_conv_layer(syn_name: str, node, pop_name: str, pop: LIF | Readout, max
     else:
         dv = lif_decay(pop_name, pop)
         v_th, strict, clamp, dt_ms, leak = pop.v_th, pop.strict, pop.clamp, pop.dt_ms, pop.leak
+    cal_rows = None
+    if cal is not None:
+        a_in, v_neg = np.asarray(cal.a_in, dtype=np.float64), np.asarray(cal.v_neg, dtype=np.float64)
+        if isinstance(pop, Readout):
+            v_neg = np.zeros_like(v_neg)
+        if kind != "dense":
+            a_in, v_neg = a_in.reshape(out_shape[0], -1).max(axis=1), v_neg.reshape(out_shape[0], -1).max(axis=1)
+        cal_rows = (a_in, v_neg)
     m_rows, exp, sc_rows = _choose(f"{syn_name} -> {pop_name}", per_rows / v_th, dv, max_steps, bits,
-                                   threshold == "layer", scale)
+                                   threshold == "layer", scale, cal_rows)
     per_neuron = int(np.prod(out_shape[1:]))
     scales = np.repeat(sc_rows, per_neuron) if kind != "dense" else sc_rows
     if isinstance(pop, Readout):
@@ -162,6 +185,11 @@ def lower_conv_layer(syn_name: str, node, pop_name: str, pop: LIF | Readout, max
              "max_weight_error": float(np.abs(eff - per_rows / v_th).max(initial=0.0)),
              "worst_case": {k: float(v.max(initial=0.0)) for k, v in rows.items()},
              "clamp_dropped": bool(clamp), "lava": lava_mapping(layer)}
+    if cal_rows is not None:
+        crow = _rows(None, sc_rows, dv, max_steps, cal_rows)
+        entry["calibrated"] = {"a_in": float(crow["a_in"].max(initial=0.0)), "u": float(crow["a_in"].max(initial=0.0)
+                                                                                        * 64),
+                               "v_neg": float(crow["v_neg"].max(initial=0.0))}
     return layer, entry
 
 
