@@ -34,7 +34,7 @@ def tap_table(cl: CompiledConvLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray
     w = cl.effective
     if cl.kind == "dense":
         return (np.array([0, 1], np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
-                np.ascontiguousarray(w.T[:, None, :]))
+                _narrow(w.T[:, None, :]))
     _, h, wd = cl.in_shape
     _, ho, wo = cl.out_shape
     kh, kw = w.shape[2:]
@@ -56,18 +56,27 @@ def tap_table(cl: CompiledConvLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray
     tap = (i * kw + j)[ok][order]
     ptr = np.zeros(h * wd + 1, np.int64)
     np.add.at(ptr, pix + 1, 1)
-    return np.cumsum(ptr), opix.astype(np.int64), tap.astype(np.int64), np.ascontiguousarray(wtap, dtype=np.int64)
+    return np.cumsum(ptr), opix.astype(np.int64), tap.astype(np.int64), _narrow(wtap)
+
+
+def _narrow(wtap: np.ndarray) -> np.ndarray:
+    """int32 weights (twice the SIMD width of int64) when no neuron's sum can leave int32: the sum over a neuron's
+    inputs of |w| is at most the sum over all (input channel, tap) of max_o |w| times the pixels, bounded here by
+    sum |w| over everything; int64 otherwise."""
+    w = np.ascontiguousarray(wtap, dtype=np.int64)
+    return w.astype(np.int32) if int(np.abs(w).sum()) < (1 << 31) - 1 else w
 
 
 @numba.njit(cache=True, nogil=True)
 def _layer(src, c_in, hw_in, ptr, opix, tap, wtap, c_out, hw_out, wrap24, readout, dv, thr, lo, hi, out, cur,
            ev):  # pragma: no cover  (compiled)
-    """Samples lo .. hi - 1 of one layer. src (N, T, c_in hw_in) uint8 (C order); out (N, T, c_out hw_out) uint8
-    spikes (LIF) or cur (N, T, n) int64 synaptic inputs (readout); ev (N, 4) range events."""
+    """Samples lo .. hi - 1 of one layer. src (N, T, c_in hw_in) uint8 (C order); thr (hw_out c_out,) = vth << 6
+    in (pixel, channel) order; out (N, T, c_out hw_out) uint8 spikes (LIF) or cur (N, T, n) int64 synaptic inputs
+    (readout); ev (N, 4) range events."""
     t_steps = src.shape[1]
     n = c_out * hw_out
-    a = np.zeros(n, np.int64)      # (pixel, channel) layout: contiguous over channels
-    v = np.zeros(n, np.int64)      # torch order
+    a = np.zeros(n, wtap.dtype)    # (pixel, channel) layout: contiguous over channels (int32 when it cannot overflow)
+    v = np.zeros(n, np.int64)      # (pixel, channel) layout, like thr
     keep = DECAY_UNITY - dv
     for k in range(lo, hi):
         v[:] = 0
@@ -84,12 +93,12 @@ def _layer(src, c_in, hw_in, ptr, opix, tap, wtap, c_out, hw_out, wrap24, readou
                                 a[off + o] += wtap[ci, tp, o]
             for q in range(hw_out):
                 for o in range(c_out):
-                    x = a[q * c_out + o]
-                    if wrap24:                          # Lava Conv: utils.signed_clamp(x, 24)
+                    i = q * c_out + o                   # a, v, thr: (pixel, channel) layout
+                    x = np.int64(a[i])
+                    if wrap24 and (x >= _LIM or x < -_LIM):   # Lava Conv: utils.signed_clamp(x, 24)
                         x = ((x + _LIM) % (2 * _LIM)) - _LIM
-                    j = o * hw_out + q
                     if readout:
-                        cur[k, t, j] = x
+                        cur[k, t, o * hw_out + q] = x
                         continue
                     if x > A_IN_MAX or x < -A_IN_MAX:
                         ev[k, 0] += 1
@@ -100,7 +109,7 @@ def _layer(src, c_in, hw_in, ptr, opix, tap, wtap, c_out, hw_out, wrap24, readou
                     elif u <= -_LIM:
                         u += 2 * _LIM
                         ev[k, 1] += 1
-                    y = v[j] * keep                     # trunc0(v (4096 - dv) / 4096)
+                    y = v[i] * keep                     # trunc0(v (4096 - dv) / 4096)
                     d = (y >> DECAY_BITS) if y >= 0 else -((-y) >> DECAY_BITS)
                     vv = d + u
                     if vv < -_LIM + 1:
@@ -109,10 +118,10 @@ def _layer(src, c_in, hw_in, ptr, opix, tap, wtap, c_out, hw_out, wrap24, readou
                     elif vv > _LIM - 1:
                         vv = _LIM - 1
                         ev[k, 3] += 1
-                    if vv > thr[j]:
-                        out[k, t, j] = 1
+                    if vv > thr[i]:
+                        out[k, t, o * hw_out + q] = 1
                         vv = 0
-                    v[j] = vv
+                    v[i] = vv
 
 
 def readout_trace(currents: np.ndarray, scale: np.ndarray, leak: float) -> np.ndarray:
@@ -169,7 +178,7 @@ def run_conv_fixed(cc: CompiledConv, spikes_in: np.ndarray, threads: int | None 
         readout = cl.population == "readout"
         s_out = np.zeros((n, t_steps, cl.n_out), dtype=np.uint8)
         cur = np.zeros((n, t_steps, cl.n_out) if readout else (1, 1, 1), dtype=np.int64)
-        thr = np.ascontiguousarray(cl.vth, dtype=np.int64) << STATE_SHIFT
+        thr = np.ascontiguousarray((cl.vth.astype(np.int64) << STATE_SHIFT).reshape(c_out, ho * wo).T.reshape(-1))
         ev = np.zeros((n, len(RANGE_EVENTS)), dtype=np.int64)
         args = [(src, np.int64(c_in), np.int64(h * w), ptr, opix, tap, wtap, np.int64(c_out), np.int64(ho * wo),
                  lava_mapping(cl) == "Conv", readout, np.int64(cl.dv), thr, np.int64(lo), np.int64(hi), s_out, cur,
