@@ -199,6 +199,16 @@ def steps_compile_summary(cs) -> str:
         lines.append("ranges: worst-case (every input in every step; safe for any input)")
     for w in m.get("warnings", []):
         lines.append(f"warning: {w}")
+    from toolchain.compiled_conv import CompiledConv
+
+    if isinstance(cs, CompiledConv):     # issue [F]: cores and design rules of the conv network
+        from hw_sim.conv_resources import conv_partition
+
+        res, _ = conv_partition(cs, strict=False)
+        lines.append(f"resources ({res.chip.name}, shared convolution kernels): {res.cores} cores, "
+                     f"{res.synaptic_memory_bits / 8192:.1f} KiB synaptic memory"
+                     + ("" if not res.violations else f"; {len(res.violations)} design-rule violation(s):"))
+        lines += [f"  DRC: {v}" for v in res.violations]
     if m.get("source_hash"):
         lines.append(f"source sha256 {m['source_hash']}")
     return "\n".join(lines)
