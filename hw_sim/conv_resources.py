@@ -235,3 +235,67 @@ def format_conv_storage(stores: list[ConvStorage]) -> str:
         lines.append(f"{s.name:<11} {s.kind:<15} {s.kernel_weights:>8}  {s.cores:>5}  {f'{s.tile[0]} x {s.tile[1]}':>16}"
                      f"  {s.shared_bits / 8192:>10.1f}  {s.expanded_bits / 8192:>12.1f}  {s.expanded_nonzero:>11}")
     return "\n".join(lines)
+
+
+def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
+    """``snnc resources`` of a steps model (a compiled npz of either steps format, or a steps ONNX artifact, compiled
+    here with worst-case ranges; Dense LIF chains included): the partition in both storage models, and the energy
+    estimate from hw_sim's activity on the first ``args.samples`` images of the model's dataset (Bernoulli
+    p_scale x pixel, T steps, numpy.random.default_rng(0))."""
+    from hw_sim.resources import format_resource_table
+    from toolchain.errors import ArtifactError, CompileError, DataError
+
+    if str(path).endswith(".npz"):
+        from toolchain.compiled_conv_io import load_compiled_any
+        from toolchain.conv_compiler import as_compiled_conv
+
+        cc = as_compiled_conv(load_compiled_any(path))
+    else:
+        from toolchain.artifact_graph import load_graph
+        from toolchain.conv_compiler import compile_conv_graph
+
+        g = load_graph(path)
+        t = int(g.metadata.get("steps") or 0)
+        if t < 1:
+            raise DataError(f"{path} does not record its steps per sample; fix: compile it (snnc compile --time-steps "
+                            "T) and pass the compiled.npz")
+        try:
+            cc = compile_conv_graph(g, t)
+            cc = type(cc)(cc.layers, cc.max_steps, {**cc.manifest, "source_metadata": dict(g.metadata)},
+                          cc.input_name)
+        except CompileError as exc:
+            raise ArtifactError(f"{exc}; `snnc resources` compiles ONNX conv models with worst-case ranges: compile "
+                                "it yourself (snnc compile --range calibrated) and pass the compiled.npz") from None
+    shared, stores = conv_partition(cc, chip, strict=False, storage="shared")
+    expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded")
+    sizes = [cc.n_in] + [cl.n_out for cl in cc.layers]
+    out = {"model": str(path), "basis": "compiled conv network", "network": "-".join(map(str, sizes)),
+           "resources": shared.to_dict(), "resources_expanded": expanded.to_dict(),
+           "storage": [vars(s).copy() for s in stores]}
+    text = [f"conv network {out['network']} (shared convolution kernels)", "", format_resource_table(shared), "",
+            "synaptic storage: shared kernels vs expanded synapses", format_conv_storage(stores),
+            f"expanded storage: {expanded.cores} cores, {expanded.synaptic_memory_bits / 8192:.1f} KiB"
+            + "".join(f"\n  DRC: {v}" for v in expanded.violations)]
+    if args.samples > 0:
+        from hw_sim.conv import run_conv_fixed
+        from hw_sim.energy import format_energy_table
+        from models.datasets import load_dataset
+        from models.rate_encoding import bernoulli_encode
+
+        meta = cc.manifest.get("source_metadata") or {}
+        name = args.dataset or meta.get("dataset")
+        p_scale, t = meta.get("p_scale"), int(meta.get("steps") or cc.max_steps)
+        if not name or p_scale is None:
+            raise DataError("the model does not record its dataset and p_scale; fix: pass --dataset, or --samples 0")
+        ds = load_dataset(name, args.split, data_dir=args.data_dir, limit=args.samples)
+        img = np.asarray(ds.images, np.float64).reshape(ds.images.shape[0], -1)
+        if img.shape[1] != cc.n_in:
+            raise DataError(f"{name} images have {img.shape[1]} pixels but the model has {cc.n_in} inputs; fix: pass "
+                            "the dataset the model was trained on or --samples 0")
+        x = bernoulli_encode(img, t, float(p_scale), np.random.default_rng(0))
+        trains, _, _ = run_conv_fixed(cc, x)
+        rep = conv_energy(cc, x, trains, chip)
+        out["energy"] = rep.to_dict()
+        text += ["", f"energy per inference, hw_sim activity on {name} {args.split}[:{img.shape[0]}] (T = {t}):",
+                 format_energy_table(rep)]
+    return out, "\n".join(text)

@@ -70,3 +70,12 @@ def test_bad_conv_models_refused_before_running(model, tmp_path, capsys):
     assert rc == 2 and "Readout 'latent' feeds further nodes" in err
     assert not (tmp_path / "v").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["cal.npz",
                                                                                           "readout-mid.onnx"]
+
+
+def test_resources_of_a_conv_model(model, tmp_path, capsys):
+    rc, text, _ = run_cli(capsys, "resources", model, "--samples", "2")
+    assert rc == 0 and "shared kernels vs expanded synapses" in text and "energy per inference, hw_sim" in text
+    rc, text, _ = run_cli(capsys, "resources", model, "--samples", "0", "--json")
+    rep = json.loads(text)
+    assert rep["resources"]["fits"] and rep["resources"]["cores"] >= 4
+    assert rep["resources_expanded"]["synaptic_memory_bytes"] > rep["resources"]["synaptic_memory_bytes"]

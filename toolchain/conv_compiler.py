@@ -118,6 +118,15 @@ def measure_conv_ranges(graph: Graph, spikes_in: np.ndarray, chunk: int = 8) -> 
     return [StepsRanges(a, vn, vp, n / steps) for a, vn, vp, n in acc]
 
 
+def as_compiled_conv(net) -> CompiledConv:
+    """A CompiledConv itself, or a CompiledSteps (Dense -> LIF chain) as the equivalent CompiledConv (the same
+    integers; used by the conv resource model)."""
+    if isinstance(net, CompiledConv):
+        return net
+    layers = tuple(_from_steps_layer(cl, "", (cl.n_in, 1, 1)) for cl in net.layers)
+    return validate_compiled_conv(CompiledConv(layers, net.max_steps, dict(net.manifest), net.input_name))
+
+
 def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
                        threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                        calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
