@@ -306,6 +306,16 @@ def steps_names(text: str, flag: str) -> list[str]:
     return out
 
 
+def refuse_conv_targets(cs, names: list[str]) -> None:
+    """TargetError before anything runs when a convolutional model (CompiledConv) meets a target without a
+    convolution backend (brian2-lif runs Dense chains only)."""
+    from toolchain.compiled_conv import CompiledConv
+
+    if isinstance(cs, CompiledConv) and "brian2-lif" in names:
+        raise TargetError("brian2-lif runs Dense LIF chains only, and this model has convolutions (or a Readout); "
+                          "verify it on exact (float), lava-float, lava-fixed and hw_sim")
+
+
 def steps_targets(names: list[str], args) -> dict[str, Any]:
     """Instantiate every target (bad options fail here, before anything runs). ``--brian2-codegen`` and
     ``-o NAME.KEY=VALUE`` apply to the steps counterpart of NAME."""
@@ -343,6 +353,7 @@ def cmd_run(args) -> int:
     (name,) = _one_target(args.target, "run")
     target = steps_targets([name], args)[name]
     cs = load_compiled_steps(p)
+    refuse_conv_targets(cs, [name])
     images, x, ctx = steps_inputs(cs, args)
     default = p.with_name(f"{p.stem}.{name}.{ctx['dataset']}.spikes.npz")
     out = check_output_path(Path(args.out) if args.out else default, "file")
@@ -440,6 +451,7 @@ def verify_and_report(cs, names: list[str], args, out: Path, model_path: Path,
     from toolchain.steps_plots import steps_plot_writers
     from toolchain.verify_trains import DEFAULT_MARGIN, verify_steps
 
+    refuse_conv_targets(cs, names)
     targets = steps_targets(names, args)
     images, x, ctx = steps_inputs(cs, args)
     margin = args.margin if getattr(args, "margin", None) is not None else DEFAULT_MARGIN
