@@ -158,6 +158,24 @@ def test_calibrated_ranges_allow_larger_scales_and_stay_bit_exact(net):
     assert any(b.scale.max() > a.scale.max() for a, b in zip(worst.layers, cal.layers))
     trains, _, events = run_conv_fixed(cal, xc, threads=1)
     assert all(e["a_in_over_16bit"] == 0 for e in events)     # the calibration inputs themselves stay in range
+    assert cal.manifest["layers"][0]["measured"]["a_in_max"] > 0
+
+
+def test_calibrated_file_round_trip_and_its_range_check(net, tmp_path):
+    import json
+
+    g, _ = net
+    cal = compile_conv_graph(g, 12, range_mode="calibrated", calibration_spikes=input_trains(np.random.default_rng(8)))
+    save_compiled_conv(cal, tmp_path / "cal.npz")
+    assert load_compiled_conv(tmp_path / "cal.npz").manifest == json.loads(json.dumps(cal.manifest))
+    with np.load(tmp_path / "cal.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    meta = json.loads(str(arrays["meta"]))
+    meta["manifest"]["layers"][1]["calibrated"]["a_in"] = 1e6
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ArtifactError, match="not a valid compiled conv graph: manifest layer 1 calibrated a_in"):
+        load_compiled_conv(tmp_path / "bad.npz")
 
 
 def test_validate_refuses_unshared_conv_scale(net):

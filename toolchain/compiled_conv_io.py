@@ -3,8 +3,9 @@ family-blind ``save_compiled_any`` / ``load_compiled_any`` the steps CLI uses fo
 
 The npz holds ``meta`` (JSON: format, version, max_steps, input_name, manifest, every scalar and shape field per
 layer) and per layer k ``layer{k}.weights`` (int32, the IR layout), ``layer{k}.weights_float`` (float64),
-``layer{k}.vth`` and ``layer{k}.scale`` (int64 per neuron). Loading checks keys, types, and every field's range
-(toolchain.compiled_conv.validate_compiled_conv); malformed files raise ArtifactError. Writes are atomic.
+``layer{k}.vth`` and ``layer{k}.scale`` (int64 per neuron). Loading checks keys, types, every field's range
+(toolchain.compiled_conv.validate_compiled_conv) and, for calibrated files, the manifest's calibrated ranges (as
+toolchain/compiled_steps_io.py does); malformed files raise ArtifactError. Writes are atomic.
 """
 from __future__ import annotations
 
@@ -125,6 +126,12 @@ def load_compiled_conv(path: str | os.PathLike) -> CompiledConv:
     extra = set(data) - {"meta"} - {f"layer{k}.{f}" for k in range(len(layers)) for f in _ARRAYS}
     if extra:
         raise _bad(path, f"unexpected entries {sorted(extra)}")
+    from toolchain.compiled_steps_io import _check_ranges   # the same manifest range checks as Dense chains
+
+    try:
+        _check_ranges(path, meta["manifest"], len(layers))
+    except ArtifactError as exc:
+        raise ArtifactError(str(exc).replace("compiled steps graph", "compiled conv graph")) from None
     cc = CompiledConv(tuple(layers), meta["max_steps"], meta["manifest"], meta["input_name"])
     try:
         return validate_compiled_conv(cc, str(path))

@@ -177,6 +177,11 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
             layer, entry = lower_conv_layer(syn_name, syn, pop_name, pop, int(max_steps), int(weight_bits),
                                             None if scale is None else int(scale), threshold, flatten, in_shape,
                                             cal)
+            if meas is not None:
+                entry["measured"] = {
+                    "a_in_max": float(meas.a_in.max(initial=0.0)), "v_neg_max": float(meas.v_neg.max(initial=0.0)),
+                    "v_pos_max": float(meas.v_pos.max(initial=0.0)), "spikes_per_step": float(meas.rate.sum()),
+                    "silent_neurons": int((meas.rate == 0).sum())}
         layers.append(layer)
         entries.append(entry)
     manifest = {"kind": "conv", "max_steps": int(max_steps), "weight_bits": int(weight_bits),
