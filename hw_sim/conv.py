@@ -95,23 +95,26 @@ def _layer(src, c_in, hw_in, ptr, opix, tap, wtap, c_out, hw_out, wrap24, readou
                 for o in range(c_out):
                     i = q * c_out + o                   # a, v, thr: (pixel, channel) layout
                     x = np.int64(a[i])
-                    if wrap24 and (x >= _LIM or x < -_LIM):   # Lava Conv: utils.signed_clamp(x, 24)
-                        x = ((x + _LIM) % (2 * _LIM)) - _LIM
-                    if readout:
-                        cur[k, t, o * hw_out + q] = x
-                        continue
-                    if x > A_IN_MAX or x < -A_IN_MAX:
-                        ev[k, 0] += 1
-                    u = x << STATE_SHIFT                # du = 4095: u is this step's input
-                    if u > _LIM:                        # 24-bit wrap, as Lava's LIF does it
-                        u -= 2 * _LIM
-                        ev[k, 1] += 1
-                    elif u <= -_LIM:
-                        u += 2 * _LIM
-                        ev[k, 1] += 1
-                    y = v[i] * keep                     # trunc0(v (4096 - dv) / 4096)
-                    d = (y >> DECAY_BITS) if y >= 0 else -((-y) >> DECAY_BITS)
-                    vv = d + u
+                    y = v[i] * keep                     # trunc0(v (4096 - dv) / 4096), branch-free
+                    d = (y + ((y >> 63) & (DECAY_UNITY - 1))) >> DECAY_BITS
+                    if -A_IN_MAX <= x <= A_IN_MAX and not readout:   # common path: nothing can wrap
+                        vv = d + (x << STATE_SHIFT)
+                    else:
+                        if wrap24 and (x >= _LIM or x < -_LIM):   # Lava Conv: utils.signed_clamp(x, 24)
+                            x = ((x + _LIM) % (2 * _LIM)) - _LIM
+                        if readout:
+                            cur[k, t, o * hw_out + q] = x
+                            continue
+                        if x > A_IN_MAX or x < -A_IN_MAX:
+                            ev[k, 0] += 1
+                        u = x << STATE_SHIFT            # du = 4095: u is this step's input
+                        if u > _LIM:                    # 24-bit wrap, as Lava's LIF does it
+                            u -= 2 * _LIM
+                            ev[k, 1] += 1
+                        elif u <= -_LIM:
+                            u += 2 * _LIM
+                            ev[k, 1] += 1
+                        vv = d + u
                     if vv < -_LIM + 1:
                         vv = -_LIM + 1
                         ev[k, 2] += 1

@@ -47,3 +47,21 @@ def test_a_steps_graph_with_convolutions_is_compiled_by_the_targets():
     assert all(np.array_equal(p, q) for p, q in zip(a.trains, b.trains))
     with pytest.raises(TargetError, match="only 0 and 1"):
         get_target("lava-fixed-lif").run(g, x * 2)
+
+
+def test_hw_sim_matches_lava_where_the_conv_sum_wraps_and_the_input_overflows():
+    """Calibrated on silent inputs, then driven by dense ones: the Conv's 24-bit sum wraps, a_in leaves 16 bits,
+    u wraps and v saturates; hw_sim still equals lava-fixed bit for bit and counts the events."""
+    from toolchain.ir import LIF, Conv2d, ConvTranspose2d, Graph, Input, Readout
+
+    nodes = {"input": Input(16 * 64), "c": Conv2d(np.ones((2, 16, 5, 5)), (16, 8, 8)), "l": LIF(32, 0.9),
+             "t": ConvTranspose2d(np.full((2, 1, 3, 3), -0.5), (2, 4, 4)), "out": Readout(36, 0.9)}
+    order = list(nodes)
+    g = Graph(nodes, tuple(zip(order[:-1], order[1:])), "steps")
+    cc = compile_conv_graph(g, 6, range_mode="calibrated", calibration_spikes=np.zeros((1, 6, 1024), np.uint8))
+    x = (np.random.default_rng(4).random((2, 6, 1024)) < 0.9).astype(np.uint8)
+    trains, pots, events = run_conv_fixed(cc, x, threads=1)
+    assert events[0]["a_in_over_16bit"] > 0 and events[0]["u_wrapped"] > 0
+    fixed = get_target("lava-fixed-lif").run(cc, x)
+    assert all(np.array_equal(a, b) for a, b in zip(trains, fixed.trains))
+    np.testing.assert_array_equal(pots[-1], fixed.potentials[-1])
