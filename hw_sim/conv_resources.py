@@ -269,10 +269,10 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
     shared, stores = conv_partition(cc, chip, strict=False, storage="shared")
     expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded")
     sizes = [cc.n_in] + [cl.n_out for cl in cc.layers]
-    out = {"model": str(path), "basis": "compiled conv network", "network": "-".join(map(str, sizes)),
+    out = {"model": str(path), "basis": "compiled steps network (hw_sim/conv_resources.py)", "network": "-".join(map(str, sizes)),
            "resources": shared.to_dict(), "resources_expanded": expanded.to_dict(),
            "storage": [vars(s).copy() for s in stores]}
-    text = [f"conv network {out['network']} (shared convolution kernels)", "", format_resource_table(shared), "",
+    text = [f"steps network {out['network']} (convolutions: shared kernels)", "", format_resource_table(shared), "",
             "synaptic storage: shared kernels vs expanded synapses", format_conv_storage(stores),
             f"expanded storage: {expanded.cores} cores, {expanded.synaptic_memory_bits / 8192:.1f} KiB"
             + "".join(f"\n  DRC: {v}" for v in expanded.violations)]
