@@ -269,7 +269,8 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
     shared, stores = conv_partition(cc, chip, strict=False, storage="shared")
     expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded")
     sizes = [cc.n_in] + [cl.n_out for cl in cc.layers]
-    out = {"model": str(path), "basis": "compiled steps network (hw_sim/conv_resources.py)", "network": "-".join(map(str, sizes)),
+    out = {"model": str(path), "basis": "compiled steps network (hw_sim/conv_resources.py)",
+           "network": "-".join(map(str, sizes)),
            "resources": shared.to_dict(), "resources_expanded": expanded.to_dict(),
            "storage": [vars(s).copy() for s in stores]}
     text = [f"steps network {out['network']} (convolutions: shared kernels)", "", format_resource_table(shared), "",
