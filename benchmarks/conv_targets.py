@@ -16,9 +16,9 @@ training images, margin 0.5; the random FC 12800 -> 100 layer does not fit the w
 Timings: lava-fixed on ``--lava-samples`` images (build and start of the Lava processes included), hw_sim on the
 same images (numba compiled beforehand) and on ``--samples`` images; ratio = lava-fixed seconds per image / hw_sim
 seconds per image (wall), and the same ratio in CPU seconds (Lava's forked processes counted once reaped:
-less sensitive to a busy machine). Agreement: lava-fixed = hw_sim bit for bit (spikes and Readout); per population of hw_sim, the
-float model's spikes matched within 0 and +-1 steps; the Readout's reconstruction MSE (max_t A / (T p_scale)
-against the image) for float and hw_sim. Last line: JSON.
+less sensitive to a busy machine). Agreement: lava-fixed = hw_sim bit for bit (spikes and Readout); per population
+of hw_sim, the float model's spikes matched within 0 and +-1 steps; the Readout's reconstruction MSE
+(max_t A / (T p_scale) against the image) for float and hw_sim. Last line: JSON.
 """
 from __future__ import annotations
 
@@ -120,7 +120,8 @@ def main() -> None:
            "lava_samples": nl, "threads": a.threads or default_threads(), "compile_s": round(compile_s, 3),
            "lava_mapping": [e["lava"] for e in cc.manifest["layers"]],
            "scales": [[e["scale_min"], e["scale_max"]] for e in cc.manifest["layers"]],
-           "lava_fixed_s_per_sample": lava_wall / nl, "lava_fixed_cpu_s_per_sample": lava_cpu / nl, "hw_sim_s_per_sample_on_lava_set": hw_lava_wall / max(nl, 1),
+           "lava_fixed_s_per_sample": lava_wall / nl, "lava_fixed_cpu_s_per_sample": lava_cpu / nl,
+           "hw_sim_s_per_sample_on_lava_set": hw_lava_wall / max(nl, 1),
            "hw_sim_s_per_sample": hw_wall / n, "hw_sim_cpu_s_per_sample": hw_cpu / n,
            "float_s_per_sample": float_wall / n,
            "ratio_hw_sim_vs_lava_fixed": (lava_wall / nl) / (hw_wall / n),

@@ -232,7 +232,8 @@ def format_conv_storage(stores: list[ConvStorage]) -> str:
     """Plain-text table: per layer the shared and expanded storage (KiB) and the tile per core."""
     lines = ["layer       kind            kernel w  cores  tile (rows x ch)  shared KiB  expanded KiB  nonzero syn"]
     for s in stores:
-        lines.append(f"{s.name:<11} {s.kind:<15} {s.kernel_weights:>8}  {s.cores:>5}  {f'{s.tile[0]} x {s.tile[1]}':>16}"
+        tile = f"{s.tile[0]} x {s.tile[1]}"
+        lines.append(f"{s.name:<11} {s.kind:<15} {s.kernel_weights:>8}  {s.cores:>5}  {tile:>16}"
                      f"  {s.shared_bits / 8192:>10.1f}  {s.expanded_bits / 8192:>12.1f}  {s.expanded_nonzero:>11}")
     return "\n".join(lines)
 

@@ -185,7 +185,8 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
         layers.append(layer)
         entries.append(entry)
     manifest = {"kind": "conv", "max_steps": int(max_steps), "weight_bits": int(weight_bits),
-                "threshold": threshold, "source_hash": source_hash, "range_mode": range_mode, "calibration": calibration,
+                "threshold": threshold, "source_hash": source_hash, "range_mode": range_mode,
+                "calibration": calibration,
                 "layers": entries, "source_metadata": dict(graph.metadata),
                 "notes": ["population k lags the float model by k + 2 Lava steps (source + one per connection); "
                           "targets shift results back",
