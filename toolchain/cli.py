@@ -5,6 +5,8 @@
     toolchain/cli_deploy.py  compile, run, verify, deploy
     hw_sim/cli_device.py     device serve
     toolchain/cli_demo.py    demo
+    experiments/cli_sweep.py sweep run|worker|status (experiments/ sits above models/ and toolchain/; it is
+                             imported here only by name, like the rooms above)
 
 Heavy imports (torch, lava, brian2) happen inside the command functions, so ``snnc --help`` is fast.
 """
@@ -26,6 +28,7 @@ COMMAND_MODULES = (
     "hw_sim.cli_device",
     "hw_sim.cli_resources",
     "toolchain.cli_demo",
+    "experiments.cli_sweep",
 )
 
 EXAMPLES = """examples:
