@@ -99,6 +99,9 @@ def run_sweep(spec_path: str | Path, *, workers: int = 1, storage: str | None = 
         finally:
             stop_workers(procs)
         log(f"{workers} worker(s) finished in {time.perf_counter() - t0:.1f} s")
+        broken = [f"pid {p.pid}: exit {p.returncode}" for p in procs if p.returncode not in (0, 1)]
+        if broken:
+            log(f"worker(s) stopped with an error ({'; '.join(broken)}); their messages are above")
     study, spec, _ = load_sweep(storage, spec.name)
     p = progress(study, spec, out)
     log(format_status(spec, p))

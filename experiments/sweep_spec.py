@@ -196,9 +196,10 @@ def _search_dim(name: str, dist: Any) -> dict:
     where = f"[search] {name}"
     if not isinstance(dist, dict):
         raise SpecError(f"{where} must be a table: {{low = 1e-4, high = 1e-2, log = true}} or {{choices = [...]}}")
-    unknown = set(dist) - {"low", "high", "log", "step", "choices"}
+    unknown = set(dist) - {"low", "high", "log", "step", "int", "choices"}
     if unknown:
-        raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use low/high/log/step or choices")
+        raise SpecError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; use low/high/log/step/int or "
+                        f"choices")
     if "choices" in dist:
         if set(dist) != {"choices"} or not isinstance(dist["choices"], list) or not dist["choices"]:
             raise SpecError(f"{where}: choices must be a non-empty list and stand alone")
@@ -219,7 +220,11 @@ def _search_dim(name: str, dist: Any) -> dict:
         if log or isinstance(dist["step"], bool) or not dist["step"] > 0:
             raise SpecError(f"{where}: step must be > 0 and cannot be combined with log")
         out["step"] = dist["step"]
-    out["int"] = isinstance(lo, int) and isinstance(hi, int) and isinstance(out.get("step", 1), int)
+    whole = isinstance(lo, int) and isinstance(hi, int) and isinstance(out.get("step", 1), int)
+    is_int = dist.get("int", whole)
+    if not isinstance(is_int, bool) or (is_int and not whole):
+        raise SpecError(f"{where}: int = true needs whole-number low, high and step")
+    out["int"] = is_int
     return out
 
 

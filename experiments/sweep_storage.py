@@ -91,7 +91,7 @@ def open_storage(storage: str, *, heartbeat_interval: int | None = None, grace_p
     callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retry) if heartbeat_interval else None
     if is_url(storage):
         try:
-            return optuna.storages.RDBStorage(storage, heartbeat_interval=heartbeat_interval,
+            return optuna.storages.RDBStorage(database_url(storage), heartbeat_interval=heartbeat_interval,
                                               grace_period=grace_period, heartbeat_stale_trial_callback=callback,
                                               engine_kwargs={"pool_pre_ping": True})
         except Exception as exc:  # sqlalchemy / driver errors: bad URL, server down, missing driver
@@ -114,6 +114,18 @@ def open_storage(storage: str, *, heartbeat_interval: int | None = None, grace_p
     except Exception as exc:  # a corrupt journal
         raise StorageError(f"the sweep journal {path} cannot be read ({type(exc).__name__}: {exc}); fix: point "
                            f"--storage at a sweep journal or a new file") from None
+
+
+def database_url(url: str) -> str:
+    """``url`` with a driver SQLAlchemy can load: a bare ``postgresql://`` (SQLAlchemy 2.1 reads it as psycopg 3)
+    becomes ``postgresql+psycopg2://`` when psycopg 3 is not installed (snnc depends on psycopg2-binary)."""
+    scheme, sep, rest = url.partition("://")
+    if scheme in ("postgresql", "postgres"):
+        import importlib.util
+
+        if importlib.util.find_spec("psycopg") is None:
+            return f"postgresql+psycopg2://{rest}"
+    return url
 
 
 def _redact(url: str) -> str:
