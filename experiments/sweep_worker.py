@@ -178,7 +178,7 @@ def make_objective(study, spec: SweepSpec, runner: TrialRunner, log: Callable[[s
         trial.set_user_attr("config_hash", h)
         trial.set_user_attr("config", cfg.as_dict())
         trial.set_user_attr("worker", worker_id())
-        label = cfg.label(("trainer",) + spec.params)
+        label = cfg.label(tuple(dict.fromkeys(("trainer",) + spec.params)))
         done = read_finished(runner.out, h)
         if done is not None:
             trial.set_user_attr("reused", "trial folder")
