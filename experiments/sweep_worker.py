@@ -167,25 +167,32 @@ class TrialRunner:
             atomic_write_text(self.out / LOGS_DIR / f"trial-{number}-{h}.log", text)
 
 
-def make_objective(study, spec: SweepSpec, runner: TrialRunner, log: Callable[[str], None]):
-    """The Optuna objective: the config's value, reused when the config is already finished."""
-    import optuna
-    from optuna.trial import TrialState
+class Objective:
+    """The Optuna objective: the config's value, reused when the config is already finished. Remembers the trial
+    it was running when the worker was interrupted (``interrupted``: the trial's storage id)."""
 
-    def objective(trial) -> float:
+    def __init__(self, study, spec: SweepSpec, runner: TrialRunner, log: Callable[[str], None]):
+        self.study, self.spec, self.runner, self.log = study, spec, runner, log
+        self.interrupted: int | None = None
+
+    def __call__(self, trial) -> float:
+        import optuna
+        from optuna.trial import TrialState
+
+        spec, log = self.spec, self.log
         cfg = spec.config(suggest(trial, spec))
         h = cfg.hash
         trial.set_user_attr("config_hash", h)
         trial.set_user_attr("config", cfg.as_dict())
         trial.set_user_attr("worker", worker_id())
         label = cfg.label(tuple(dict.fromkeys(("trainer",) + spec.params)))
-        done = read_finished(runner.out, h)
+        done = read_finished(self.runner.out, h)
         if done is not None:
             trial.set_user_attr("reused", "trial folder")
             log(f"{worker_id()}: trial {trial.number} [{label}] already finished ({h}): {spec.metric} "
                 f"{done['value']:.6g}")
             return float(done["value"])
-        for t in study.get_trials(deepcopy=False):
+        for t in self.study.get_trials(deepcopy=False):
             if t.number == trial.number or t.user_attrs.get("config_hash") != h:
                 continue
             if t.state == TrialState.COMPLETE:
@@ -195,9 +202,10 @@ def make_objective(study, spec: SweepSpec, runner: TrialRunner, log: Callable[[s
                 raise optuna.TrialPruned(f"duplicate of trial {t.number}, which runs this config")
         log(f"{worker_id()}: trial {trial.number} [{label}] training ({h})")
         try:
-            rec = runner.train(cfg, trial.number)
+            rec = self.runner.train(cfg, trial.number)
         except KeyboardInterrupt:
-            trial.set_user_attr("error", "worker interrupted")
+            self.interrupted = trial._trial_id
+            trial.set_user_attr("error", "worker interrupted (Ctrl-C or SIGTERM)")
             trial.set_user_attr("interrupted", True)
             raise
         except Exception as exc:
@@ -208,24 +216,20 @@ def make_objective(study, spec: SweepSpec, runner: TrialRunner, log: Callable[[s
             f"({rec['wall_s']:.1f} s)")
         return rec["value"]
 
-    return objective
+    def retry_interrupted(self) -> None:
+        """Queue a retry of the trial this worker was running when it was interrupted, as Optuna's retry callback
+        does for a stale trial (counted against ``max_retry``)."""
+        import copy
 
+        from optuna.trial import TrialState
 
-def _retry_interrupted(study) -> None:
-    """Queue a retry of the trial this worker was running when it was interrupted (as a stale trial's)."""
-    import copy
-
-    from optuna.trial import TrialState
-
-    callback = study._storage.get_heartbeat_stale_trial_callback()
-    if callback is None:
-        return
-    me = worker_id()
-    for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
-        if t.user_attrs.get("worker") == me and t.user_attrs.get("interrupted") and \
-                not t.user_attrs.get("retry_queued"):
-            study._storage.set_trial_user_attr(t._trial_id, "retry_queued", True)
-            callback(study, copy.deepcopy(t))
+        callback = self.study._storage.get_heartbeat_stale_trial_callback()
+        if callback is None or self.interrupted is None:
+            return
+        t = self.study._storage.get_trial(self.interrupted)
+        self.interrupted = None
+        if t.state == TrialState.FAIL:
+            callback(self.study, copy.deepcopy(t))
 
 
 def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, threads: int = 1,
@@ -241,7 +245,7 @@ def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, 
     out = Path(out) if out is not None else out0
     ensure_output_folder(out / TRIALS_DIR)
     runner = TrialRunner(spec, out, threads, log)
-    objective = make_objective(study, spec, runner, log)
+    objective = Objective(study, spec, runner, log)
     poll_s = float(poll_s if poll_s is not None else min(5.0, spec.heartbeat_interval))
     ran = 0
     log(f"{worker_id()}: worker on sweep {spec.name} ({storage}), {threads} thread(s), trials in {out}")
@@ -257,7 +261,7 @@ def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, 
         try:
             study.optimize(objective, n_trials=1, catch=(Exception,))
         except KeyboardInterrupt:
-            _retry_interrupted(study)
+            objective.retry_interrupted()
             raise
         ran += 1
     log(f"{worker_id()}: {ran} trial(s) here; sweep {spec.name}: {p.counts()}")

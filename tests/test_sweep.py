@@ -236,3 +236,27 @@ def test_fig3_runner_trains_the_grid_and_writes_csv_markdown_and_figure(tmp_path
     assert (out / "fig3.md").read_text() == md
     assert main(["experiments", "fig3", "--collect-only", "--out", str(tmp_path / "none")]) == 2
     assert "cannot read the sweep spec" in capsys.readouterr().err
+
+
+def test_sigterm_fails_the_running_trial_and_queues_its_retry_at_once(tmp_path):
+    out = tmp_path / "sweep"
+    spec = tmp_path / "grid.toml"
+    spec.write_text(GRID.format(name="term", limit=100).replace("grace_period = 4", "grace_period = 600"))
+    assert _snnc("sweep", "run", str(spec), "--workers", "0", "--out", str(out)).returncode == 0
+    storage = str(out / "sweep.journal")
+    w = _start("sweep", "worker", "--storage", storage, "--study", "term", log=tmp_path / "w.log")
+    try:
+        deadline = time.monotonic() + 180
+        while not list((out / "trials").glob(f".staging-*-{w.pid}-*")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(w.pid, signal.SIGTERM)  # like a preempted Slurm job
+        assert w.wait(timeout=60) == 143, (tmp_path / "w.log").read_text()
+    finally:
+        _stop([w])
+    trials, _ = _trials(storage, "term")
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    assert len(failed) == 1 and failed[0].user_attrs.get("interrupted")
+    queued = [t for t in trials if t.state.name == "WAITING"]
+    assert len(queued) == 1 and queued[0].system_attrs["failed_trial"] == failed[0].number  # no grace period
+    assert not list((out / "trials").glob(".staging-*"))
+    assert len(list((out / "logs").glob("trial-*.log"))) == 1
