@@ -85,6 +85,10 @@ def run_sweep(spec_path: str | Path, *, workers: int = 1, storage: str | None = 
     study = create_study(spec, storage, out)
     p = progress(study, spec, out)
     log(f"sweep {spec.name}: {p.total} trials ({spec.sampler}), {p.counts()}; storage {storage}; trials in {out}")
+    again = requeue_failed(study, spec, p)
+    if again:
+        log(f"queued {again} failed config(s) again (a re-run retries what failed)")
+        p = progress(study, spec, out)
     if workers == 0:
         log(f"no local workers; start workers with: snnc sweep worker --storage {storage} --study {spec.name}")
         return 0
@@ -106,6 +110,22 @@ def run_sweep(spec_path: str | Path, *, workers: int = 1, storage: str | None = 
     p = progress(study, spec, out)
     log(format_status(spec, p))
     return 0 if p.finished and p.n_failed == 0 else 1
+
+
+def requeue_failed(study, spec: SweepSpec, p: Progress) -> int:
+    """Queue one new trial for every grid config that failed for good (a re-run of the spec retries them after
+    the cause was fixed); returns how many. Searches are not re-queued (they draw new trials)."""
+    if spec.sampler != "grid":
+        return 0
+    n = 0
+    for row in p.rows:
+        if row.state == "failed" and row.config is not None:
+            args = {"trainer": row.config.trainer, **dict(row.config.args)}
+            params = {k: args[k] for k in spec.params}
+            study.enqueue_trial(params, user_attrs={"config_hash": row.hash, "config": row.config.as_dict()},
+                                skip_if_exists=False)
+            n += 1
+    return n
 
 
 def format_status(spec: SweepSpec, p: Progress) -> str:

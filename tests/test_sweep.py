@@ -197,6 +197,12 @@ def test_failing_config_is_reported_and_leaves_its_log_only(tmp_path):
     assert recs[0]["config"]["args"]["hidden"] == 4
     logs = list((out / "logs").iterdir())
     assert len(logs) == 1 and "--hidden 0" in logs[0].read_text()
+    # a re-run retries the failed config only (here it fails again), the finished one is not trained again
+    r2 = _snnc("sweep", "run", str(spec), "--out", str(out))
+    assert r2.returncode == 1 and "queued 1 failed config(s) again" in r2.stdout
+    trials, _ = _trials(str(out / "sweep.journal"), "bad")
+    assert sorted(t.state.name for t in trials) == ["COMPLETE", "FAIL", "FAIL"]
+    assert len(list((out / "logs").iterdir())) == 2
 
 
 def test_tpe_search_runs_n_trials_and_reports_the_best(tmp_path):
