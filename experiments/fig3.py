@@ -98,7 +98,7 @@ def _csv_text(rows: list[dict]) -> str:
 def _markdown(rows: list[dict], missing: list[str], spec: SweepSpec) -> str:
     noises = sorted({r["noise"] for r in rows})
     lines = ["# Fig. 3: test MSE per pixel vs input noise (latency 1)", ""]
-    sources = sorted({f"{r['data_source']}, {r['n_train']} training images" for r in rows})
+    sources = sorted({f"{r['dataset']} {r['data_source']} ({r['n_train']} training images)" for r in rows})
     epochs = sorted({r["epochs"] for r in rows})
     lines.append(f"{len(rows)} trials, {', '.join(map(str, epochs))} epoch(s), data: {'; '.join(sources)}; "
                  f"best-on-validation epoch tested; summed trial time {sum(r['trial_wall_s'] for r in rows):.0f} s.")

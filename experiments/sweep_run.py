@@ -147,7 +147,8 @@ def format_status(spec: SweepSpec, p: Progress) -> str:
         done = [r for r in p.rows if r.value is not None]
         if done:
             best = (min if spec.direction == "minimize" else max)(done, key=lambda r: r.value)
-            lines.append(f"best: {best.hash} {spec.metric} {best.value:.6g} ({best.config.label() if best.config else ''})")
+            what = best.config.label() if best.config else ""
+            lines.append(f"best: {best.hash} {spec.metric} {best.value:.6g} ({what})")
     return "\n".join(lines)
 
 

@@ -183,8 +183,8 @@ def progress(study, spec: SweepSpec, out: str | Path) -> Progress:
     def state_of(h: str, ts: list) -> ConfigState:
         states = {t.state for t in ts}
         done = [t for t in ts if t.state == TrialState.COMPLETE]
-        row = ConfigState(None, h, "pending", trials=[t.number for t in ts],
-                          workers=sorted({t.user_attrs.get("worker", "?") for t in ts if t.state != TrialState.WAITING}))
+        workers = sorted({t.user_attrs.get("worker", "?") for t in ts if t.state != TrialState.WAITING})
+        row = ConfigState(None, h, "pending", trials=[t.number for t in ts], workers=workers)
         if done:
             row.state, row.value = "done", done[-1].value
         elif TrialState.RUNNING in states:
