@@ -8,9 +8,11 @@ times are those of the worker processes (``RUSAGE_CHILDREN``). On 2 idle cores t
 processes on the machine lower it (the output gives the load average before each run).
 
 The last line printed is one JSON object (``speedup``, wall and CPU seconds per worker count, trials per second,
-mean trial wall time from the trials' trial.json). About 2 minutes with the defaults on a quiet 2-core machine.
+mean trial wall time from the trials' trial.json). A few minutes with the defaults on a quiet 2-core machine. Each
+worker process first spends ~2 CPU seconds importing torch/numba/optuna (measured), so short trials understate
+the scaling: with 8 trials of ~1 CPU second (``--epochs 2``) that start-up is a third of the work.
 
-    python benchmarks/sweep_scaling.py [--trials 8] [--epochs 2] [--limit-train 1800] [--keep DIR]
+    python benchmarks/sweep_scaling.py [--trials 8] [--epochs 10] [--limit-train 1800] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ def run(spec: Path, out: Path, workers: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--trials", type=int, default=8, help="trials in the grid (even, 2..10; default 8)")
-    ap.add_argument("--epochs", type=int, default=2, help="epochs per trial (default 2)")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs per trial (default 10: long enough that each "
+                                                           "worker's start-up, ~2 CPU seconds, stays small)")
     ap.add_argument("--limit-train", type=int, default=1800, help="training images per trial (default 1800)")
     ap.add_argument("--limit-eval", type=int, default=500, help="validation and test images (default 500)")
     ap.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from experiments.sweep_spec import SweepSpec, load_spec
 from experiments.sweep_state import Progress, create_study, load_sweep, progress
-from experiments.sweep_storage import default_storage
+from experiments.sweep_storage import default_storage, redact
 from experiments.sweep_worker import thread_env
 from toolchain.atomic import ensure_output_folder
 from toolchain.errors import SnncError
@@ -84,13 +84,15 @@ def run_sweep(spec_path: str | Path, *, workers: int = 1, storage: str | None = 
     storage = storage or default_storage(out)
     study = create_study(spec, storage, out)
     p = progress(study, spec, out)
-    log(f"sweep {spec.name}: {p.total} trials ({spec.sampler}), {p.counts()}; storage {storage}; trials in {out}")
+    log(f"sweep {spec.name}: {p.total} trials ({spec.sampler}), {p.counts()}; storage {redact(storage)}; "
+        f"trials in {out}")
     again = requeue_failed(study, spec, p)
     if again:
         log(f"queued {again} failed config(s) again (a re-run retries what failed)")
         p = progress(study, spec, out)
     if workers == 0:
-        log(f"no local workers; start workers with: snnc sweep worker --storage {storage} --study {spec.name}")
+        log(f"no local workers; start workers with: snnc sweep worker --storage {redact(storage)} --study "
+            f"{spec.name}")
         return 0
     if p.finished:
         log("nothing to do: every trial of this sweep has finished")

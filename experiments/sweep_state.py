@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from experiments.sweep_spec import SpecError, SweepSpec, TrialConfig, spec_from_dict
-from experiments.sweep_storage import StorageError, open_storage
+from experiments.sweep_storage import StorageError, open_storage, redact
 from toolchain.errors import SnncError
 
 SPEC_ATTR = "snnc_spec"
@@ -96,8 +96,8 @@ def create_study(spec: SweepSpec, storage_url: str, out: str | Path):
         study = optuna.create_study(study_name=spec.name, storage=storage, direction=spec.direction,
                                     load_if_exists=True)
     except Exception as exc:
-        raise StorageError(f"cannot create the study {spec.name!r} in {storage_url} ({type(exc).__name__}: {exc}); "
-                           f"fix: check the storage") from None
+        raise StorageError(f"cannot create the study {spec.name!r} in {redact(storage_url)} "
+                           f"({type(exc).__name__}: {exc}); fix: check the storage") from None
     if study.direction.name.lower() != spec.direction:
         raise SpecError(f"study {spec.name!r} already exists with direction {study.direction.name.lower()}, the "
                         f"spec says {spec.direction}; rename the sweep (name = ...) or fix direction")
@@ -115,15 +115,17 @@ def load_sweep(storage_url: str, study_name: str, *, heartbeat: bool = False):
     try:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
     except Exception as exc:
-        raise StorageError(f"cannot list the studies in {storage_url} ({type(exc).__name__}: {exc})") from None
+        raise StorageError(f"cannot list the studies in {redact(storage_url)} ({type(exc).__name__}: {exc}); fix: "
+                           f"check the storage") from None
     if study_name not in names:
-        raise SnncError(f"no sweep named {study_name!r} in {storage_url} (it has: {', '.join(names) or 'none'}); "
-                        f"create it with `snnc sweep run SPEC --storage {storage_url}` first")
+        raise SnncError(f"no sweep named {study_name!r} in {redact(storage_url)} (it has: "
+                        f"{', '.join(names) or 'none'}); create it with `snnc sweep run SPEC --storage "
+                        f"{redact(storage_url)}` first")
     study = optuna.load_study(study_name=study_name, storage=storage)
     attrs = study.user_attrs
     if SPEC_ATTR not in attrs:
-        raise SnncError(f"study {study_name!r} in {storage_url} was not made by `snnc sweep run` (no spec in it); "
-                        f"pick another --study")
+        raise SnncError(f"study {study_name!r} in {redact(storage_url)} was not made by `snnc sweep run` (no spec "
+                        f"in it); pick another --study")
     spec = spec_from_dict(attrs[SPEC_ATTR], origin=f"study {study_name}")
     if heartbeat:
         storage = open_storage(storage_url, heartbeat_interval=spec.heartbeat_interval,

@@ -28,7 +28,7 @@ class StorageError(SnncError):
 def _quiet_optuna() -> None:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported by the worker itself
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     warnings.filterwarnings("ignore", category=FutureWarning, module="optuna")
 
@@ -95,7 +95,7 @@ def open_storage(storage: str, *, heartbeat_interval: int | None = None, grace_p
                                               grace_period=grace_period, heartbeat_stale_trial_callback=callback,
                                               engine_kwargs={"pool_pre_ping": True})
         except Exception as exc:  # sqlalchemy / driver errors: bad URL, server down, missing driver
-            raise StorageError(f"cannot open the sweep storage {_redact(storage)} ({type(exc).__name__}: "
+            raise StorageError(f"cannot open the sweep storage {redact(storage)} ({type(exc).__name__}: "
                                f"{str(exc).splitlines()[0] if str(exc) else exc}); fix: check the URL, that the "
                                f"database server runs and accepts this user") from None
     from optuna.storages.journal import JournalFileBackend
@@ -128,8 +128,10 @@ def database_url(url: str) -> str:
     return url
 
 
-def _redact(url: str) -> str:
-    """The URL without its password."""
+def redact(url: str) -> str:
+    """The storage for messages: a URL without its password (a path as it is)."""
+    if not is_url(url):
+        return url
     try:
         from sqlalchemy.engine import make_url
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from experiments.sweep_spec import SweepSpec, TrialConfig, parse_trainer_argv, trainer_parsers
 from experiments.sweep_state import (LOGS_DIR, TRIAL_JSON, TRIALS_DIR, clean_stale_staging, load_sweep, progress,
                                      read_finished, staging_dir, trial_dir, worker_id)
+from experiments.sweep_storage import redact
 from toolchain.atomic import atomic_write_text, ensure_output_folder
 from toolchain.errors import SnncError
 
@@ -248,7 +249,7 @@ def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, 
     objective = Objective(study, spec, runner, log)
     poll_s = float(poll_s if poll_s is not None else min(5.0, spec.heartbeat_interval))
     ran = 0
-    log(f"{worker_id()}: worker on sweep {spec.name} ({storage}), {threads} thread(s), trials in {out}")
+    log(f"{worker_id()}: worker on sweep {spec.name} ({redact(storage)}), {threads} thread(s), trials in {out}")
     while True:
         optuna.storages.fail_stale_trials(study)
         clean_stale_staging(out)
