@@ -1,5 +1,6 @@
 """``hw_sim-lif``: hw_sim's bit-accurate LIF emulation (hw_sim/lif.py) behind the target interface; the steps
-counterpart of ``hw_sim``, spike for spike equal to ``lava-fixed-lif``."""
+counterpart of ``hw_sim``, spike for spike equal to ``lava-fixed-lif``. Convolutional graphs (CompiledConv, or a
+steps Graph with convolutions) run on hw_sim/conv.py."""
 from __future__ import annotations
 
 import time
@@ -7,8 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from hw_sim.emulator import default_threads
+from hw_sim.conv import conv_net_of, run_conv_fixed
 from hw_sim.lif import compiled_steps_of, simulate_lif
-from targets.base import RunResult
+from targets.base import RunResult, steps_result
 
 
 class HwSimLifTarget:
@@ -21,11 +24,15 @@ class HwSimLifTarget:
         self.threads = threads
 
     def run(self, net: Any, inputs: np.ndarray) -> RunResult:
-        """``RunResult.trains`` [(N, T, n) uint8] per layer and their first-spike steps in ``times`` (computed by
-        the kernel, equal to targets.base.first_spike_steps of the trains); ``info['range_events']`` per layer."""
         t0 = time.perf_counter()
+        cc = conv_net_of(net, inputs, self.name)
+        if cc is not None:
+            trains, pots, events = run_conv_fixed(cc, inputs, self.threads)
+            return steps_result(self.name, trains, time.perf_counter() - t0,
+                                {"precision": "fixed_pt", "populations": cc.names, "range_events": events,
+                                 "threads": self.threads or default_threads()}, pots)
         cs = compiled_steps_of(net, inputs, self.name)
-        run = simulate_lif(cs, inputs, self.threads, self.name)
+        run = simulate_lif(cs, inputs, self.threads, self.name)    # first-spike steps come from the kernel
         return RunResult(self.name, run.first, None, time.perf_counter() - t0,
                          {"precision": "fixed_pt", "populations": cs.names, "range_events": run.events,
                           "threads": run.threads}, run.trains)

@@ -1,11 +1,11 @@
 """ONNX artifact format version 2: any IR :class:`toolchain.ir.Graph` as an ONNX file (docs/artifact-format.md).
 
-One custom op per IR node kind in the domain ``ai.snnc`` (version 2): ``Dense``, ``AlphaOnce``, ``LIF``,
-``Readout``; the IR ``Input`` node is the graph input, named after the node. Every node's output value carries the
+One custom op per IR node kind in the domain ``ai.snnc`` (version 2): ``Dense``, ``Conv2d``, ``ConvTranspose2d``,
+``Flatten``, ``AlphaOnce``, ``LIF``, ``Readout``; the IR ``Input`` node is the graph input, named after the node. Every node's output value carries the
 node's name, so the ONNX wiring is the IR's edges. Parameters are float64 initializers ``<node>.weight``,
 ``<node>.pulse_times``, ``<node>.pulse_weights``; float scalars (tau, theta, leak, v_th, dt_ms) are TENSOR
 attributes holding a float64 scalar (an ONNX FLOAT attribute is float32 and would lose bits); sizes and flags are
-INT attributes, ``reset`` a STRING. Model ``metadata_props``: ``snnc.format_version`` = "2", ``snnc.time`` =
+INT attributes, shapes and (h, w) pairs (input_shape, stride, padding, output_padding) INTS, ``reset`` a STRING. Model ``metadata_props``: ``snnc.format_version`` = "2", ``snnc.time`` =
 steps|continuous, ``snnc.meta.<key>`` = JSON of every ``Graph.metadata`` entry.
 
 ``load_graph(save_graph(g))`` equals ``g`` bitwise (:func:`toolchain.ir_equal.same_graph`). ``load_graph`` also
@@ -26,7 +26,7 @@ from toolchain.artifact import (DOMAIN, FORMAT_VERSION, GRAPH_FORMAT_VERSION, ON
                                 read_model)
 from toolchain.atomic import atomic_write_bytes
 from toolchain.errors import ArtifactError
-from toolchain.ir import LIF, AlphaOnce, Dense, Graph, Input, Node, Readout
+from toolchain.ir import LIF, AlphaOnce, Conv2d, ConvTranspose2d, Dense, Flatten, Graph, Input, Node, Readout
 from toolchain.ir_alpha import graph_from_temporal
 from toolchain.validate import validate_graph
 
@@ -39,8 +39,18 @@ _SCHEMA: dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], tupl
     "AlphaOnce": (("tau", "theta"), ("n",), (), (("pulse_times", 1), ("pulse_weights", 2))),
     "LIF": (("leak", "v_th", "dt_ms"), ("n", "clamp", "strict"), ("reset",), ()),
     "Readout": (("leak",), ("n",), (), ()),
+    "Conv2d": ((), (), (), (("weight", 4),)),
+    "ConvTranspose2d": ((), (), (), (("weight", 4),)),
+    "Flatten": ((), (), (), ()),
 }
-_OP_OF = {Dense: "Dense", AlphaOnce: "AlphaOnce", LIF: "LIF", Readout: "Readout"}
+# op type -> INTS attributes (shapes and (h, w) pairs)
+_INTS: dict[str, tuple[str, ...]] = {
+    "Conv2d": ("input_shape", "stride", "padding"),
+    "ConvTranspose2d": ("input_shape", "stride", "padding", "output_padding"),
+    "Flatten": ("input_shape",),
+}
+_OP_OF = {Dense: "Dense", Conv2d: "Conv2d", ConvTranspose2d: "ConvTranspose2d", Flatten: "Flatten",
+          AlphaOnce: "AlphaOnce", LIF: "LIF", Readout: "Readout"}
 
 
 def _f64_attr(name: str, value: float) -> onnx.TensorProto:
@@ -51,11 +61,12 @@ def _node_proto(name: str, node: Node, sources: list[str]) -> tuple[onnx.NodePro
     op = _OP_OF.get(type(node))
     if op is None:
         raise ArtifactError(f"node {name!r} has kind {type(node).__name__}, which format 2 cannot store; "
-                            f"use Dense, AlphaOnce, LIF or Readout nodes")
+                            f"use {', '.join(_SCHEMA)} nodes")
     floats, ints, strings, params = _SCHEMA[op]
     attrs: dict = {a: _f64_attr(a, getattr(node, a)) for a in floats}
     attrs.update({a: int(getattr(node, a)) for a in ints})
     attrs.update({a: str(getattr(node, a)) for a in strings})
+    attrs.update({a: [int(x) for x in getattr(node, a)] for a in _INTS.get(op, ())})
     inits = [numpy_helper.from_array(np.ascontiguousarray(getattr(node, p), dtype=np.float64), name=f"{name}.{p}")
              for p, _ in params]
     proto = helper.make_node(op, [*sources, *(t.name for t in inits)], [name], name=name, domain=DOMAIN, **attrs)
@@ -118,7 +129,8 @@ def save_graph(graph: Graph, path: str | os.PathLike) -> None:
 def _attrs(node: onnx.NodeProto, op: str, where: str) -> dict:
     floats, ints, strings, _ = _SCHEMA[op]
     want = {**{a: onnx.AttributeProto.TENSOR for a in floats}, **{a: onnx.AttributeProto.INT for a in ints},
-            **{a: onnx.AttributeProto.STRING for a in strings}}
+            **{a: onnx.AttributeProto.STRING for a in strings},
+            **{a: onnx.AttributeProto.INTS for a in _INTS.get(op, ())}}
     out: dict = {}
     for attr in node.attribute:
         if attr.name not in want:
@@ -150,6 +162,8 @@ def _attrs(node: onnx.NodeProto, op: str, where: str) -> dict:
             out[attr.name] = value
         elif kind == onnx.AttributeProto.INT:
             out[attr.name] = int(attr.i)
+        elif kind == onnx.AttributeProto.INTS:
+            out[attr.name] = tuple(int(x) for x in attr.ints)
         else:
             out[attr.name] = attr.s.decode("utf-8", errors="replace")
     missing = sorted(set(want) - set(out))
@@ -169,6 +183,13 @@ def _make_node(op: str, attrs: dict, arrays: dict) -> Node:
     if op == "LIF":
         return LIF(attrs["n"], leak=attrs["leak"], v_th=attrs["v_th"], reset=attrs["reset"],
                    clamp=bool(attrs["clamp"]), strict=bool(attrs["strict"]), dt_ms=attrs["dt_ms"])
+    if op == "Conv2d":
+        return Conv2d(arrays["weight"], attrs["input_shape"], attrs["stride"], attrs["padding"])
+    if op == "ConvTranspose2d":
+        return ConvTranspose2d(arrays["weight"], attrs["input_shape"], attrs["stride"], attrs["padding"],
+                               attrs["output_padding"])
+    if op == "Flatten":
+        return Flatten(attrs["input_shape"])
     return Readout(attrs["n"], leak=attrs["leak"])
 
 
@@ -229,7 +250,8 @@ def graph_from_proto(model: onnx.ModelProto, source: str = "model") -> Graph:
         n_src = len(node.input) - len(params)
         sources, tensor_names = list(node.input[:max(n_src, 0)]), list(node.input[max(n_src, 0):])
         expected = [f"{name}.{p}" for p, _ in params]
-        if n_src < 1 or tensor_names != expected or (node.op_type == "Dense" and n_src != 1):
+        one_source = node.op_type in ("Dense", *_INTS)  # synapses and views read exactly one node
+        if n_src < 1 or tensor_names != expected or (one_source and n_src != 1):
             raise ArtifactError(f"{where}: inputs are {list(node.input)}, expected "
                                 f"{['<source>', *expected]}; {_FIX}")
         for s in sources:

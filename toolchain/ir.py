@@ -3,7 +3,8 @@
 A network is a :class:`Graph`: named nodes and directed edges. There are two kinds of node:
 
 - *synapse* nodes map the spikes of their source population to input current of their target population
-  (:class:`Dense`; ``Conv2d``, ``ConvTranspose2d`` and ``Flatten`` join in issue [F]);
+  (:class:`Dense`, :class:`Conv2d`, :class:`ConvTranspose2d`);
+- *view* nodes (:class:`Flatten`) change only how a population's spikes are indexed, never their values;
 - *population* nodes hold neuron state and emit spikes (:class:`AlphaOnce`, :class:`LIF`) or expose potentials
   (:class:`Readout`).
 
@@ -197,10 +198,176 @@ class Readout:
         return self.n
 
 
-Node = Union[Input, Dense, AlphaOnce, LIF, Readout]
-SYNAPSES = (Dense,)
+def _int_pair(name: str, v, lo: int) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        v = (v, v)
+    try:
+        a, b = v
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}") from None
+    out = []
+    for x in (a, b):
+        if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < lo:
+            raise ValueError(f"{name} must hold integers >= {lo}, got {v!r}")
+        out.append(int(x))
+    return out[0], out[1]
+
+
+def _shape3(name: str, v) -> tuple[int, int, int]:
+    try:
+        dims = tuple(v)
+    except TypeError:
+        raise ValueError(f"{name} must be (channels, height, width), got {v!r}") from None
+    if len(dims) != 3:
+        raise ValueError(f"{name} must be (channels, height, width), got {v!r}")
+    return tuple(_positive_int(name, d) for d in dims)  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Conv2d:
+    """2-D convolution synapses (PyTorch's cross-correlation, no bias, dilation 1, groups 1).
+
+    Populations are flat vectors; a (C, H, W) map is flattened in C order (channel-major, as PyTorch's
+    ``flatten``). With s the source spikes viewed as (C_in, H, W) and zero outside the map:
+
+        I[o, y, x] = sum_{c, i, j} weight[o, c, i, j] * s[c, y * stride_h + i - pad_h, x * stride_w + j - pad_w]
+
+    weight:      (C_out, C_in, kH, kW), dimensionless (threshold units per input spike)
+    input_shape: (C_in, H, W) of the source population
+    stride, padding: (h, w) pairs, steps of pixels; output (C_out, H_out, W_out) with
+                 H_out = (H + 2 pad_h - kH) // stride_h + 1 (likewise W_out)
+    Steps graphs only: the current of step t is computed from the spikes of step t.
+    """
+
+    weight: np.ndarray
+    input_shape: tuple[int, int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", _f64("Conv2d.weight", self.weight, 4))
+        object.__setattr__(self, "input_shape", _shape3("Conv2d.input_shape", self.input_shape))
+        object.__setattr__(self, "stride", _int_pair("Conv2d.stride", self.stride, 1))
+        object.__setattr__(self, "padding", _int_pair("Conv2d.padding", self.padding, 0))
+        if self.weight.shape[1] != self.input_shape[0]:
+            raise ValueError(f"Conv2d.weight has {self.weight.shape[1]} input channels but input_shape "
+                             f"{self.input_shape} has {self.input_shape[0]}")
+        if min(self.weight.shape) < 1:
+            raise ValueError(f"Conv2d.weight has an empty dimension: {self.weight.shape}")
+        h, w = self.output_shape[1:]
+        if h < 1 or w < 1:
+            raise ValueError(f"Conv2d with kernel {self.weight.shape[2:]}, stride {self.stride}, padding "
+                             f"{self.padding} on input {self.input_shape} gives an empty output ({h} x {w})")
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        _, h, w = self.input_shape
+        kh, kw = self.weight.shape[2:]
+        return (int(self.weight.shape[0]), (h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
+                (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.output_shape))
+
+
+@dataclass(frozen=True)
+class ConvTranspose2d:
+    """2-D transposed convolution synapses (PyTorch's ``ConvTranspose2d``: no bias, dilation 1, groups 1).
+
+    Each source spike s[c, y, x] (source viewed as (C_in, H, W), flattened in C order) adds its kernel to the
+    output map at stride offsets:
+
+        I[o, y * stride_h + i - pad_h, x * stride_w + j - pad_w] += weight[c, o, i, j] * s[c, y, x]
+
+    (targets outside the output map are dropped). It is the transpose of the Conv2d with the same weight, stride
+    and padding.
+
+    weight:         (C_in, C_out, kH, kW), dimensionless
+    input_shape:    (C_in, H, W)
+    stride, padding, output_padding: (h, w) pairs; output_padding < stride;
+                    H_out = (H - 1) stride_h - 2 pad_h + kH + output_padding_h (likewise W_out)
+    """
+
+    weight: np.ndarray
+    input_shape: tuple[int, int, int]
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    output_padding: tuple[int, int] = (0, 0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight", _f64("ConvTranspose2d.weight", self.weight, 4))
+        object.__setattr__(self, "input_shape", _shape3("ConvTranspose2d.input_shape", self.input_shape))
+        object.__setattr__(self, "stride", _int_pair("ConvTranspose2d.stride", self.stride, 1))
+        object.__setattr__(self, "padding", _int_pair("ConvTranspose2d.padding", self.padding, 0))
+        object.__setattr__(self, "output_padding", _int_pair("ConvTranspose2d.output_padding",
+                                                             self.output_padding, 0))
+        if self.weight.shape[0] != self.input_shape[0]:
+            raise ValueError(f"ConvTranspose2d.weight has {self.weight.shape[0]} input channels but input_shape "
+                             f"{self.input_shape} has {self.input_shape[0]}")
+        if min(self.weight.shape) < 1:
+            raise ValueError(f"ConvTranspose2d.weight has an empty dimension: {self.weight.shape}")
+        if any(op >= s for op, s in zip(self.output_padding, self.stride)):
+            raise ValueError(f"ConvTranspose2d.output_padding {self.output_padding} must be smaller than the "
+                             f"stride {self.stride}")
+        h, w = self.output_shape[1:]
+        if h < 1 or w < 1:
+            raise ValueError(f"ConvTranspose2d with kernel {self.weight.shape[2:]}, stride {self.stride}, padding "
+                             f"{self.padding} on input {self.input_shape} gives an empty output ({h} x {w})")
+
+    @property
+    def output_shape(self) -> tuple[int, int, int]:
+        _, h, w = self.input_shape
+        kh, kw = self.weight.shape[2:]
+        return (int(self.weight.shape[1]),
+                (h - 1) * self.stride[0] - 2 * self.padding[0] + kh + self.output_padding[0],
+                (w - 1) * self.stride[1] - 2 * self.padding[1] + kw + self.output_padding[1])
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.output_shape))
+
+
+@dataclass(frozen=True)
+class Flatten:
+    """A view: the source population's (C, H, W) map read as a flat vector of C*H*W channels in C order.
+
+    s_out[c * H * W + y * W + x] = s_in[c, y, x]; values and time are untouched (identity on the flat vectors
+    populations hold). It sits between a population and a synapse (as NIR's Flatten between a convolution's
+    neurons and an Affine), and states the shape the flat vector comes from.
+
+    input_shape: (C, H, W)
+    """
+
+    input_shape: tuple[int, int, int]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "input_shape", _shape3("Flatten.input_shape", self.input_shape))
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def n_out(self) -> int:
+        return self.n_in
+
+
+Node = Union[Input, Dense, Conv2d, ConvTranspose2d, Flatten, AlphaOnce, LIF, Readout]
+SYNAPSES = (Dense, Conv2d, ConvTranspose2d)
+VIEWS = (Flatten,)
 POPULATIONS = (AlphaOnce, LIF, Readout)
-_TIME_OF = {AlphaOnce: "continuous", LIF: "steps", Readout: "steps"}
+_CONVS = (Conv2d, ConvTranspose2d)
+_TIME_OF = {AlphaOnce: "continuous", LIF: "steps", Readout: "steps", Conv2d: "steps", ConvTranspose2d: "steps",
+            Flatten: "steps"}
 
 
 @dataclass(frozen=True)
@@ -210,8 +377,10 @@ class Graph:
     time:     "steps" (LIF family) or "continuous" (alpha family), the same for every population node
     metadata: plain JSON-able facts (dataset, encoding, training settings, ...)
 
-    Well-formed graphs alternate Input/population -> synapse -> population; every synapse has one source and one
-    target. :meth:`order` returns the node names in topological order.
+    Well-formed graphs alternate Input/population -> [view ->] synapse -> population; every synapse and view has
+    one source and one target. A convolution's ``input_shape`` must equal the map its source population holds
+    (the output shape of the convolution feeding it, or the Flatten/Input size). :meth:`order` returns the node
+    names in topological order.
     """
 
     nodes: dict[str, Node]
@@ -236,17 +405,34 @@ class Graph:
             if kind is not None and kind != self.time:
                 raise ValueError(f"node {name!r} ({type(node).__name__}) runs in {kind} time but the graph is "
                                  f"{self.time}")
-            if isinstance(node, SYNAPSES):
+            if isinstance(node, SYNAPSES + VIEWS):
                 src, dst = self.sources(name), self.targets(name)
                 if len(src) != 1 or len(dst) != 1:
-                    raise ValueError(f"synapse node {name!r} needs one source and one target, got {src} -> {dst}")
+                    raise ValueError(f"{type(node).__name__} node {name!r} needs one source and one target, got "
+                                     f"{src} -> {dst}")
                 if self.nodes[src[0]].n_out != node.n_in:
-                    raise ValueError(f"synapse {name!r} expects {node.n_in} inputs but {src[0]!r} has "
+                    raise ValueError(f"{type(node).__name__} {name!r} expects {node.n_in} inputs but {src[0]!r} has "
                                      f"{self.nodes[src[0]].n_out}")
-                if self.nodes[dst[0]].n_out != node.n_out:
+                if isinstance(node, VIEWS):
+                    if not isinstance(self.nodes[dst[0]], SYNAPSES):
+                        raise ValueError(f"view {name!r} feeds {dst[0]!r} ({type(self.nodes[dst[0]]).__name__}); "
+                                         f"a view feeds a synapse node")
+                elif self.nodes[dst[0]].n_out != node.n_out:
                     raise ValueError(f"synapse {name!r} has {node.n_out} outputs but {dst[0]!r} has "
                                      f"{self.nodes[dst[0]].n_out} neurons")
+                if isinstance(node, _CONVS + VIEWS):
+                    shape = self.map_shape(src[0])
+                    if shape is not None and shape != node.input_shape:
+                        raise ValueError(f"{name!r} expects a {node.input_shape} (C, H, W) map but {src[0]!r} "
+                                         f"holds a {shape} map; shapes do not chain")
         self.order()  # raises on cycles
+
+    def map_shape(self, name: str) -> tuple[int, int, int] | None:
+        """The (C, H, W) map a population holds when a convolution feeds it (else None: a flat vector)."""
+        src = self.sources(name)
+        if isinstance(self.nodes[name], POPULATIONS) and len(src) == 1 and isinstance(self.nodes[src[0]], _CONVS):
+            return self.nodes[src[0]].output_shape
+        return None
 
     def sources(self, name: str) -> list[str]:
         return [a for a, b in self.edges if b == name]
@@ -280,8 +466,16 @@ class Graph:
         """Population node names (the layers whose spikes or potentials targets report), in order."""
         return [k for k in self.order() if isinstance(self.nodes[k], POPULATIONS)]
 
+    def synapse_source(self, synapse: str) -> str:
+        """The Input or population whose spikes feed ``synapse`` (through any view nodes)."""
+        src = self.sources(synapse)[0]
+        while isinstance(self.nodes[src], VIEWS):
+            src = self.sources(src)[0]
+        return src
+
     def chain(self) -> list[tuple[str, str]]:
-        """For a feed-forward chain: [(synapse, population), ...] from the input to the last layer."""
+        """For a feed-forward chain: [(synapse, population), ...] from the input to the last layer (view nodes
+        such as Flatten sit between and are identities on the flat vectors, so they are not listed)."""
         pairs = []
         for k in self.populations():
             src = self.sources(k)

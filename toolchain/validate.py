@@ -29,7 +29,8 @@ import numpy as np
 from models.encoding import ENCODINGS
 from models.network import TemporalNetwork
 from toolchain.errors import ArtifactError
-from toolchain.ir import LIF, POPULATIONS, SYNAPSES, AlphaOnce, Dense, Graph, Input, Readout
+from toolchain.ir import (LIF, POPULATIONS, SYNAPSES, VIEWS, AlphaOnce, Conv2d, ConvTranspose2d, Dense, Flatten, Graph,
+                          Input, Readout)
 
 TAU_MIN, TAU_MAX = 1e-6, 1e6  # 1 / time unit
 THETA_MIN, THETA_MAX = 1e-6, 1e6  # threshold, same units as the weights
@@ -114,19 +115,30 @@ def _check_structure(graph: Graph, source: str) -> None:
             if len(src) != 1 or len(dst) != 1:
                 raise ArtifactError(f"{source}: synapse {name!r} ({kind}) needs one source and one target, got "
                                     f"{src} -> {dst}; {_FIX_GRAPH}")
-            if not isinstance(graph.nodes[src[0]], (Input,) + POPULATIONS):
+            if not isinstance(graph.nodes[src[0]], (Input,) + POPULATIONS + VIEWS):
                 raise ArtifactError(f"{source}: synapse {name!r} is fed by {src[0]!r} "
-                                    f"({type(graph.nodes[src[0]]).__name__}); a synapse reads an Input or a "
-                                    f"population; {_FIX_GRAPH}")
+                                    f"({type(graph.nodes[src[0]]).__name__}); a synapse reads an Input, a "
+                                    f"population or a view (Flatten); {_FIX_GRAPH}")
             if not isinstance(graph.nodes[dst[0]], POPULATIONS):
                 raise ArtifactError(f"{source}: synapse {name!r} feeds {dst[0]!r} "
                                     f"({type(graph.nodes[dst[0]]).__name__}); a synapse feeds a population; "
                                     f"{_FIX_GRAPH}")
             n_src, n_dst = graph.nodes[src[0]].n_out, graph.nodes[dst[0]].n_out
             if (node.n_in, node.n_out) != (n_src, n_dst):
-                raise ArtifactError(f"{source}: {name}.weight has shape {node.weight.shape}, expected "
-                                    f"({n_dst}, {n_src}) to connect {src[0]!r} ({n_src}) to {dst[0]!r} ({n_dst}); "
-                                    f"{_FIX_GRAPH}")
+                raise ArtifactError(f"{source}: {name} ({kind}) maps {node.n_in} inputs to {node.n_out} outputs "
+                                    f"(weight shape {node.weight.shape}), but it connects {src[0]!r} ({n_src}) to "
+                                    f"{dst[0]!r} ({n_dst}); {_FIX_GRAPH}")
+        elif isinstance(node, VIEWS):
+            if len(src) != 1 or len(dst) != 1:
+                raise ArtifactError(f"{source}: view {name!r} ({kind}) needs one source and one target, got "
+                                    f"{src} -> {dst}; {_FIX_GRAPH}")
+            if not isinstance(graph.nodes[src[0]], (Input,) + POPULATIONS) or \
+                    not isinstance(graph.nodes[dst[0]], SYNAPSES):
+                raise ArtifactError(f"{source}: view {name!r} ({kind}) must sit between a population (or the Input) "
+                                    f"and a synapse, got {src[0]!r} -> {dst[0]!r}; {_FIX_GRAPH}")
+            if graph.nodes[src[0]].n_out != node.n_in:
+                raise ArtifactError(f"{source}: {name} flattens a {node.input_shape} map ({node.n_in} values) but "
+                                    f"{src[0]!r} has {graph.nodes[src[0]].n_out}; {_FIX_GRAPH}")
         else:
             if not src:
                 raise ArtifactError(f"{source}: population {name!r} ({kind}) has no incoming synapse; {_FIX_GRAPH}")
@@ -140,7 +152,7 @@ def _check_structure(graph: Graph, source: str) -> None:
 def validate_graph(graph: Graph, source: str = "model") -> Graph:
     """Check every node of an IR ``graph`` against the documented ranges; return ``graph`` or raise ArtifactError.
 
-    Steps (LIF) graphs: Dense weights finite, ``|w| <= WEIGHT_ABS_MAX``; LIF leak in (0, 1] (per step), v_th in
+    Steps (LIF) graphs: Dense, Conv2d and ConvTranspose2d weights finite, ``|w| <= WEIGHT_ABS_MAX``; LIF leak in (0, 1] (per step), v_th in
     [THETA_MIN, THETA_MAX], dt_ms in [DT_MS_MIN, DT_MS_MAX] ms; Readout leak in (0, 1]. Continuous (alpha) graphs
     are converted to a TemporalNetwork and checked with :func:`validate_network` (the same message as v1 files).
     ``source`` names the file (or object) in the message."""
@@ -158,6 +170,10 @@ def validate_graph(graph: Graph, source: str = "model") -> Graph:
                 raise ArtifactError(f"{source}: {name}.weight has shape {node.weight.shape}; a Dense node needs "
                                     f"at least one input and one output; {_FIX_GRAPH}")
             _check_array(source, f"{name}.weight", node.weight, -WEIGHT_ABS_MAX, WEIGHT_ABS_MAX, _FIX_GRAPH)
+        elif isinstance(node, (Conv2d, ConvTranspose2d)):
+            _check_array(source, f"{name}.weight", node.weight, -WEIGHT_ABS_MAX, WEIGHT_ABS_MAX, _FIX_GRAPH)
+        elif isinstance(node, Flatten):
+            pass
         elif isinstance(node, LIF):
             _check_scalar(source, f"{name}.leak", node.leak, 0.0, 1.0, lo_open=True, fix=_FIX_GRAPH)
             _check_scalar(source, f"{name}.v_th", node.v_th, THETA_MIN, THETA_MAX, fix=_FIX_GRAPH)
@@ -173,7 +189,7 @@ def validate_graph(graph: Graph, source: str = "model") -> Graph:
                                     f"{graph.time}; {_FIX_GRAPH}")
         else:
             raise ArtifactError(f"{source}: node {name!r} has unknown kind {type(node).__name__}; {_FIX_GRAPH}")
-        if isinstance(node, (LIF, Readout)) and graph.time != "steps":
+        if isinstance(node, (LIF, Readout, Conv2d, ConvTranspose2d, Flatten)) and graph.time != "steps":
             raise ArtifactError(f"{source}: {name} ({type(node).__name__}) runs in steps but the graph is "
                                 f"{graph.time}; {_FIX_GRAPH}")
     if graph.time == "continuous":
