@@ -270,8 +270,8 @@ def test_lava_fixed_runs_the_second_weight_block_like_hw_sim():
 
 @pytest.mark.parametrize("name", ["hw_sim-lif", "lava-fixed-lif"])
 def test_fixed_point_lif_targets_refuse_bad_input_by_name_before_running(name):
-    """Ragged nested inputs, values other than 0/1 in any dtype, a population without a lowering (Readout) and a
-    network of the wrong family: a TargetError naming the target and the fix, before any Lava process starts."""
+    """Ragged nested inputs, values other than 0/1 in any dtype, a LIF the stock process cannot run (reset by
+    subtraction) and a network of the wrong family: a TargetError naming the target and the fix, before any Lava process starts."""
     from toolchain.steps_compiler import compile_graph
 
     g = random_graph(0, leak=0.9)
@@ -283,10 +283,9 @@ def test_fixed_point_lif_targets_refuse_bad_input_by_name_before_running(name):
                 np.full((1, 10, 20), 256, np.uint16), np.full((1, 10, 20), 2, np.uint8)):
         with pytest.raises(TargetError, match=f"{name}: input spike trains must hold only 0 and 1"):
             target.run(cs, bad)
-    rng = np.random.default_rng(1)
-    readout = lif_chain([rng.uniform(-0.3, 0.6, (6, 20)), rng.uniform(-1, 1, (4, 6))], [LIF(6, 0.9), Readout(4, 0.9)])
-    with pytest.raises(TargetError, match="Readout, which has no lowering"):
-        target.run(readout, np.zeros((1, 10, 20), np.uint8))
+    subtract = random_graph(1, leak=0.9, reset="subtract")          # stock LIF resets to zero only
+    with pytest.raises(TargetError, match=f"{name}: .*reset 'subtract' cannot run on Lava's stock LIF"):
+        target.run(subtract, np.zeros((1, 10, 20), np.uint8))
     with pytest.raises(TargetError, match="expected a CompiledSteps"):
         target.run(object(), np.zeros((1, 10, 20), np.uint8))
     res = target.run(cs, np.ones((2, 10, 20), dtype=bool))                          # bool trains are fine
