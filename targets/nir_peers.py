@@ -1,0 +1,216 @@
+"""``snntorch-nir`` and ``norse-nir``: run a steps graph in snnTorch or Norse through *their own* NIR importers.
+
+The graph is exported with :func:`toolchain.nir_export.graph_to_nir`, written to an in-memory NIR HDF5 file and
+read back with ``nir.read`` (the file format is part of the path), then handed to ``snntorch.import_nir.
+import_from_nir`` or ``norse.torch.from_nir``; the module they build runs the input spike trains step by step, and
+forward hooks on the population modules record their spikes. Step t of every train is model step t (neither
+importer adds a delay), so ``RunResult.trains`` compare spike by spike with the float model (toolchain/
+lif_reference.py).
+
+Conventions each peer needs (measured, docs/nir.md):
+
+- snnTorch 1.0.0 assumes dt = 1e-4 s whatever the file says; we export with dt = 1e-4 s, so its beta = 1 - dt/tau
+  is our leak and its input scale r dt / tau is 1. Its LIF nodes become ``snn.Leaky`` (reset to zero, threshold
+  test v > v_th). Reset by subtraction is not reproduced (the importer hard-codes reset to zero).
+- Norse 1.1.0's ``from_nir`` ignores ``r`` on LIF nodes (its LIFBox integrates dt/tau (I - v): a potential scaled
+  by 1 - leak), so for Norse we export LIF populations in the CubaLIF form (tau_syn = dt, r = tau/dt), which it
+  reads with r, at its default dt = 1e-3 s.
+- Both run NIR's Flatten (start_dim counted without the batch dimension) as ``torch.nn.Flatten(start_dim, ...)``
+  (batch counted), so graphs with a Flatten run one sample at a time without a batch dimension, where the two
+  conventions agree; other graphs run batched.
+- Neither importer reads NIR's LI or I nodes: graphs with a Readout population are refused.
+
+``precision``: "float64" (default; modules and inputs in double, so that only conventions, not float32 rounding,
+can make spikes differ; Norse keeps its parameters in float32, promoted when used) or "float32" (the importers'
+own dtype).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from targets.base import RunResult, check_input_trains, steps_graph, steps_result
+from toolchain.errors import TargetError
+from toolchain.ir import LIF, Graph, Readout
+
+
+class _NirPeer:
+    """Shared driver: export, read back, import with the peer, run step by step, record population spikes."""
+
+    name = "nir-peer"
+    dt_s = 1e-3
+    lif_form = "lif"
+    package = ""
+
+    def __init__(self, precision: str = "float64", dt_s: float | None = None, lif_form: str | None = None) -> None:
+        if precision not in ("float64", "float32"):
+            raise TargetError(f"{self.name}: precision must be 'float64' or 'float32', got {precision!r}")
+        self.precision = precision
+        if dt_s is not None:       # options to reproduce the convention mismatches of docs/nir.md
+            dt = float(dt_s)
+            if not (np.isfinite(dt) and dt > 0):
+                raise TargetError(f"{self.name}: dt_s must be a positive number of seconds, got {dt_s!r}")
+            self.dt_s = dt
+        if lif_form is not None:
+            if lif_form not in ("lif", "cuba"):
+                raise TargetError(f"{self.name}: lif_form must be 'lif' or 'cuba', got {lif_form!r}")
+            self.lif_form = lif_form
+
+    # -- peer specific -------------------------------------------------------------------------------------------
+    def _import(self, ng):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _step(self, module, x, state):  # pragma: no cover - overridden
+        raise NotImplementedError
+
+    def _reset(self, module) -> None:
+        """Clear hidden state kept inside the modules (snnTorch); Norse passes state explicitly."""
+
+    # -- shared ----------------------------------------------------------------------------------------------------
+    def _check(self, graph: Graph) -> None:
+        for name, node in graph.nodes.items():
+            if isinstance(node, Readout):
+                raise TargetError(f"{self.name}: population {name!r} is a Readout (NIR LI/I node), which the "
+                                  f"{self.package} NIR importer does not read; run graphs of spiking LIF "
+                                  "populations on this target")
+            if isinstance(node, LIF) and node.reset == "subtract":
+                logging.getLogger(__name__).warning(
+                    "%s: %s resets by subtraction; the %s importer resets to zero", self.name, name, self.package)
+
+    def _module(self, graph: Graph):
+        import nir
+        import torch
+
+        from toolchain.nir_export import graph_to_nir
+
+        buf = io.BytesIO()
+        nir.write(buf, graph_to_nir(graph, self.dt_s, self.lif_form))
+        buf.seek(0)
+        ng = nir.read(buf)
+        with contextlib.redirect_stdout(io.StringIO()):        # snnTorch prints progress lines
+            module = self._import(ng)
+        if self.precision == "float64":
+            module = module.double()
+            # snnTorch's spike function returns float32 ((v > 0).float()); spikes are 0/1, exact in any dtype, so
+            # synapses cast their input to their own (double) weights
+            for sub in module.modules():
+                if isinstance(getattr(sub, "weight", None), torch.Tensor) and sub is not module:
+                    sub.register_forward_pre_hook(lambda mod, args: (args[0].to(mod.weight.dtype),) + args[1:])
+        return module.eval()
+
+    def run(self, net: Any, inputs: np.ndarray) -> RunResult:
+        import torch
+
+        graph = steps_graph(net)
+        x = check_input_trains(graph, inputs)
+        self._check(graph)
+        t0 = time.perf_counter()
+        module = self._module(graph)
+        from toolchain.nir_export import _nir_shape
+
+        pops = graph.populations()
+        in_shape = _nir_shape(graph, graph.input_name)
+        batched = not self._has_flatten(graph)
+        dtype = torch.float64 if self.precision == "float64" else torch.float32
+        n, t_steps = x.shape[0], x.shape[1]
+        rec: dict[str, list] = {p: [] for p in pops}
+        hooks = []
+        for p in pops:
+            try:
+                sub = module.get_submodule(p)
+            except AttributeError:
+                raise TargetError(f"{self.name}: the {self.package} module has no submodule {p!r} (population "
+                                  "names must be Python identifiers to survive the import)") from None
+            hooks.append(sub.register_forward_hook(
+                lambda mod, args, out, p=p: rec[p].append((out[0] if isinstance(out, tuple) else out).detach())))
+        out = {p: np.zeros((n, t_steps, graph.nodes[p].n_out), dtype=np.uint8) for p in pops}
+        xt = torch.as_tensor(x, dtype=dtype)
+        try:
+            with torch.no_grad():
+                groups = [slice(0, n)] if batched else [slice(s, s + 1) for s in range(n)]
+                for sl in groups:
+                    self._reset(module)
+                    state = None
+                    for t in range(t_steps):
+                        step_in = xt[sl, t].reshape((sl.stop - sl.start,) + in_shape)
+                        if not batched:
+                            step_in = step_in[0]
+                        state = self._step(module, step_in, state)
+                    for p in pops:
+                        z = torch.stack(rec[p], dim=0).reshape(t_steps, sl.stop - sl.start, -1)
+                        out[p][sl] = (z.transpose(0, 1).numpy() != 0)
+                        rec[p].clear()
+        except (RuntimeError, ValueError, TypeError) as exc:
+            raise TargetError(f"{self.name}: the {self.package} module failed ({type(exc).__name__}: {exc})") from None
+        finally:
+            for h in hooks:
+                h.remove()
+        return steps_result(self.name, [out[p] for p in pops], time.perf_counter() - t0,
+                            {"package": self.package, "version": _version(self.package), "dt_s": self.dt_s,
+                             "lif_form": self.lif_form, "precision": self.precision, "batched": batched,
+                             "populations": pops})
+
+    @staticmethod
+    def _has_flatten(graph: Graph) -> bool:
+        from toolchain.nir_export import graph_to_nir
+
+        return any(type(v).__name__ == "Flatten" for v in graph_to_nir(graph).nodes.values())
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+class SnntorchNirTarget(_NirPeer):
+    """snnTorch 1.0's ``import_from_nir`` (dt fixed at 1e-4 s by the importer)."""
+
+    name = "snntorch-nir"
+    dt_s = 1e-4
+    lif_form = "lif"
+    package = "snntorch"
+
+    def _import(self, ng):
+        try:
+            from snntorch.import_nir import import_from_nir
+        except ImportError as exc:
+            raise TargetError(f"snntorch-nir needs snntorch (pip install snntorch): {exc}") from None
+        return import_from_nir(ng)
+
+    def _reset(self, module) -> None:
+        for sub in module.modules():
+            if hasattr(sub, "reset_mem") and hasattr(sub, "mem"):
+                sub.reset_mem()
+
+    def _step(self, module, x, state):
+        module(x)
+        return None
+
+
+class NorseNirTarget(_NirPeer):
+    """Norse 1.1's ``norse.torch.from_nir`` at dt = 1e-3 s, LIF populations in the CubaLIF form (see module doc)."""
+
+    name = "norse-nir"
+    dt_s = 1e-3
+    lif_form = "cuba"
+    package = "norse"
+
+    def _import(self, ng):
+        try:
+            from norse.torch import from_nir
+        except ImportError as exc:
+            raise TargetError(f"norse-nir needs norse (pip install norse): {exc}") from None
+        return from_nir(ng, dt=self.dt_s)
+
+    def _step(self, module, x, state):
+        _, state = module(x, state)
+        return state
