@@ -30,6 +30,7 @@ import contextlib
 import io
 import logging
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -92,8 +93,9 @@ class _NirPeer:
         nir.write(buf, graph_to_nir(graph, self.dt_s, self.lif_form))
         buf.seek(0)
         ng = nir.read(buf)
-        with contextlib.redirect_stdout(io.StringIO()):        # snnTorch prints progress lines
-            module = self._import(ng)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)   # Norse 1.1 calls the deprecated nirtorch.load
+            module = self._import(ng)                             # (snnTorch prints progress lines)
         if self.precision == "float64":
             module = module.double()
             # snnTorch's spike function returns float32 ((v > 0).float()); spikes are 0/1, exact in any dtype, so

@@ -1,0 +1,165 @@
+"""Cross-simulator check (issue [I] section 1): our steps models exported to NIR, loaded into snnTorch and Norse
+through their own NIR importers (targets/nir_peers.py), run on the same input spike trains and compared spike by
+spike with the float model; ``snnc verify --nir-peers``."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("nir")
+pytest.importorskip("snntorch")
+pytest.importorskip("norse")
+
+from targets.registry import get_target  # noqa: E402
+from toolchain.cli import main  # noqa: E402
+from toolchain.errors import TargetError  # noqa: E402
+from toolchain.ir import LIF, Conv2d, Dense, Flatten, Graph, Input, Readout, lif_chain  # noqa: E402
+from toolchain.lif_reference import simulate  # noqa: E402
+
+PEERS = ("snntorch-nir", "norse-nir")
+
+
+def small_graph(seed: int = 0) -> Graph:
+    rng = np.random.default_rng(seed)
+    return lif_chain([rng.normal(0.1, 0.5, (20, 16)), rng.normal(0.1, 0.5, (8, 20))],
+                     [LIF(20, 0.9, clamp=True), LIF(8, 0.8)])
+
+
+def conv_graph(seed: int = 1) -> Graph:
+    rng = np.random.default_rng(seed)
+    nodes = {"input": Input(72), "c0": Conv2d(rng.normal(0.2, 1, (3, 2, 3, 3)), (2, 6, 6), stride=1, padding=1),
+             "p0": LIF(108, 0.9), "fl": Flatten((3, 6, 6)), "fc": Dense(rng.normal(0.05, 0.3, (5, 108))),
+             "p1": LIF(5, 0.9)}
+    edges = [("input", "c0"), ("c0", "p0"), ("p0", "fl"), ("fl", "fc"), ("fc", "p1")]
+    return Graph(nodes, tuple(edges), "steps")
+
+
+def trains_in(seed: int, n: int, t: int, d: int) -> np.ndarray:
+    return (np.random.default_rng(seed).random((n, t, d)) < 0.3).astype(np.uint8)
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("peer", PEERS)
+def test_peers_reproduce_the_float_model_spike_by_spike(peer, precision):
+    g = small_graph()
+    x = trains_in(2, 6, 30, 16)
+    ref = simulate(g, x)
+    res = get_target(peer, precision=precision).run(g, x)
+    assert res.target == peer and res.info["precision"] == precision and res.info["batched"]
+    assert sum(int(s.sum()) for s in ref.spikes) > 300
+    for want, got in zip(ref.spikes, res.trains):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_convention_mismatches_are_caught():
+    """What happens without the documented conventions: snnTorch reads every file as dt = 1e-4 s (a file written
+    for 1 ms gives beta = 0.99 and a 10x threshold), Norse drops r on LIF nodes (a potential scaled by 1 - leak)."""
+    from toolchain.spike_metrics import match_spikes
+
+    g = small_graph()
+    x = trains_in(3, 6, 30, 16)
+    ref = simulate(g, x)
+    for peer, opts in (("snntorch-nir", {"dt_s": 1e-3}), ("norse-nir", {"lif_form": "lif"})):
+        res = get_target(peer, **opts).run(g, x)
+        m = match_spikes(ref.spikes[0], res.trains[0], k=1)
+        assert m.fraction < 0.5, (peer, m)
+    # snnTorch also reads the CubaLIF form exactly
+    res = get_target("snntorch-nir", lif_form="cuba").run(g, x)
+    for want, got in zip(ref.spikes, res.trains):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_conv_graphs_run_in_both_peers_one_sample_at_a_time():
+    g = conv_graph()
+    x = trains_in(4, 3, 20, 72)
+    a = get_target("snntorch-nir").run(g, x)
+    b = get_target("norse-nir").run(g, x)
+    assert not a.info["batched"] and not b.info["batched"]     # NIR Flatten vs torch.nn.Flatten: no batch dim
+    assert sum(int(s.sum()) for s in a.trains) > 100
+    for p, q in zip(a.trains, b.trains):
+        np.testing.assert_array_equal(p, q)
+    try:
+        ref = simulate(g, x)
+    except ValueError as exc:
+        pytest.skip(f"the float model does not run convolutions yet ({exc})")
+    for want, got in zip(ref.spikes, a.trains):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_peers_refuse_what_their_importers_cannot_run():
+    rng = np.random.default_rng(5)
+    g = lif_chain([rng.normal(0, 1, (4, 3)), rng.normal(0, 1, (2, 4))], [LIF(4, 0.9), Readout(2, 0.9)])
+    x = trains_in(0, 1, 5, 3)
+    for peer in PEERS:
+        with pytest.raises(TargetError, match="Readout"):
+            get_target(peer).run(g, x)
+        with pytest.raises(TargetError, match="precision"):
+            get_target(peer, precision="float16")
+        with pytest.raises(TargetError, match="steps"):
+            get_target(peer).run(Graph({"input": Input(2)} | {"fc": Dense(np.ones((1, 2)))} | {
+                "a": __import__("toolchain.ir", fromlist=["AlphaOnce"]).AlphaOnce(1, 1.0, 1.0, np.zeros(0),
+                                                                                   np.zeros((1, 0)))},
+                (("input", "fc"), ("fc", "a")), "continuous"), x)
+
+
+def test_nir_modules_import_lazily():
+    code = ("import sys, targets.registry, targets.nir_peers, toolchain.nir_export, toolchain.nir_import, "
+            "toolchain.cli_nir; bad = [m for m in ('torch', 'nir', 'snntorch', 'norse') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- snnc verify --nir-peers -------------------------------------------------------------------------------------
+
+META = {"dataset": "mnist", "encoding": "bernoulli", "p_scale": 0.3, "steps": 10, "family": "rate-lif"}
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    rc = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_verify_nir_peers_compares_both_packages_with_the_float_model(tmp_path, capsys):
+    import json
+
+    from toolchain.artifact_graph import save_graph
+
+    rng = np.random.default_rng(0)
+    g = lif_chain([rng.uniform(-0.1, 0.15, (20, 784)), rng.uniform(-0.3, 0.4, (784, 20))],
+                  [LIF(20, 0.9, clamp=True), LIF(784, 0.9, clamp=True)], META)
+    save_graph(g, tmp_path / "lif.onnx")
+    out = tmp_path / "rep"
+    rc, so, err = run_cli(capsys, "verify", tmp_path / "lif.onnx", "--targets", "float", "--nir-peers",
+                          "snntorch,norse", "--limit", 4, "--out", out, "--quiet")
+    assert rc == 0, so + err
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["targets"] == ["float", "snntorch-nir", "norse-nir"] and rep["passed"]
+    per = {t["target"]: t for t in rep["verification"]["targets"]}
+    for peer in PEERS:
+        assert [pop["layer"] for pop in per[peer]["layers"]] == ["layer0", "layer1"]
+        for pop in per[peer]["layers"]:
+            assert pop["n_reference"] > 0 and pop["n_target"] == pop["n_reference"]
+            assert pop["differing_trains"] == 0
+    rc, so, err = run_cli(capsys, "verify", tmp_path / "lif.onnx", "--targets", "float", "--nir-peers", "brian2",
+                          "--out", tmp_path / "r2")
+    assert rc == 2 and "unknown NIR peer 'brian2'" in err and not (tmp_path / "r2").exists()
+
+
+def test_verify_nir_peers_refuses_alpha_models(tmp_path, capsys):
+    from models.network import AlphaLayer, TemporalNetwork
+    from toolchain.artifact import save_onnx
+
+    rng = np.random.default_rng(1)
+    net = TemporalNetwork((AlphaLayer(rng.normal(0.5, 0.6, (4, 784)), np.linspace(0.1, 0.6, 2),
+                                      rng.normal(0.4, 0.3, (4, 2))),
+                           AlphaLayer(rng.normal(0.5, 0.6, (784, 4)), np.linspace(0.1, 0.6, 2),
+                                      rng.normal(0.4, 0.3, (784, 2)))), tau=2.0, theta=1.0, latency=1.0)
+    save_onnx(net, tmp_path / "alpha.onnx")
+    rc, so, err = run_cli(capsys, "verify", tmp_path / "alpha.onnx", "--targets", "exact", "--nir-peers", "norse",
+                          "--out", tmp_path / "r")
+    assert rc == 2 and "--nir-peers runs steps (LIF) models" in err
