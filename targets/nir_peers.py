@@ -84,6 +84,7 @@ class _NirPeer:
                     "%s: %s resets by subtraction; the %s importer resets to zero", self.name, name, self.package)
 
     def _module(self, graph: Graph):
+        """(the peer's torch module, the NIR graph it was built from)."""
         import nir
         import torch
 
@@ -103,7 +104,7 @@ class _NirPeer:
             for sub in module.modules():
                 if isinstance(getattr(sub, "weight", None), torch.Tensor) and sub is not module:
                     sub.register_forward_pre_hook(lambda mod, args: (args[0].to(mod.weight.dtype),) + args[1:])
-        return module.eval()
+        return module.eval(), ng
 
     def run(self, net: Any, inputs: np.ndarray) -> RunResult:
         import torch
@@ -112,22 +113,22 @@ class _NirPeer:
         x = check_input_trains(graph, inputs)
         self._check(graph)
         t0 = time.perf_counter()
-        module = self._module(graph)
-        from toolchain.nir_export import _nir_shape
+        module, ng = self._module(graph)
+        from toolchain.nir_export import nir_shape
 
         pops = graph.populations()
-        in_shape = _nir_shape(graph, graph.input_name)
-        batched = not self._has_flatten(graph)
+        in_shape = nir_shape(graph, graph.input_name)
+        batched = not any(type(v).__name__ == "Flatten" for v in ng.nodes.values())
         dtype = torch.float64 if self.precision == "float64" else torch.float32
         n, t_steps = x.shape[0], x.shape[1]
         rec: dict[str, list] = {p: [] for p in pops}
         hooks = []
         for p in pops:
             try:
-                sub = module.get_submodule(p)
+                sub = module.get_submodule(_torch_name(p))
             except AttributeError:
-                raise TargetError(f"{self.name}: the {self.package} module has no submodule {p!r} (population "
-                                  "names must be Python identifiers to survive the import)") from None
+                raise TargetError(f"{self.name}: the {self.package} module has no submodule for population {p!r} "
+                                  f"(looked for {_torch_name(p)!r}); report this as an snnc bug") from None
             hooks.append(sub.register_forward_hook(
                 lambda mod, args, out, p=p: rec[p].append((out[0] if isinstance(out, tuple) else out).detach())))
         out = {p: np.zeros((n, t_steps, graph.nodes[p].n_out), dtype=np.uint8) for p in pops}
@@ -157,11 +158,13 @@ class _NirPeer:
                              "lif_form": self.lif_form, "precision": self.precision, "batched": batched,
                              "populations": pops})
 
-    @staticmethod
-    def _has_flatten(graph: Graph) -> bool:
-        from toolchain.nir_export import graph_to_nir
 
-        return any(type(v).__name__ == "Flatten" for v in graph_to_nir(graph).nodes.values())
+def _torch_name(name: str) -> str:
+    """The submodule name nirtorch gives NIR node ``name`` (dots -> underscores, Python keywords prefixed)."""
+    import keyword
+
+    name = name.replace(".", "_")
+    return "nir_node_" + name if keyword.iskeyword(name) else name
 
 
 def _version(package: str) -> str:

@@ -324,3 +324,36 @@ def test_cli_bad_files_exit_2_and_leave_no_output(tmp_path, capsys):
     rc, out, err = run_cli(capsys, "export", "nir", tmp_path / "x.nir", "-o", tmp_path / "y.nir")
     assert rc == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_the_alpha_neuron_as_cuba_lif_has_the_alpha_kernel():
+    """NIR's CubaLIF equations with tau_syn = tau_mem = 1/tau, r = 1/tau**2, w_in = 1, integrated finely after one
+    input spike of weight w (a Dirac impulse), give V(t) = w t exp(-tau t): the alpha kernel of AlphaOnce."""
+    node = graph_to_nir(alpha_graph()).nodes["layer0"]
+    tau_syn, tau_mem, r = float(node.tau_syn[0]), float(node.tau_mem[0]), float(node.r[0])
+    tau, w, h = 1.5, 0.7, 1e-4
+    i_syn, v, t = w * float(node.w_in[0]) / tau_syn, 0.0, 0.0
+    for check in (0.3, 0.6667, 1.5, 3.0):
+        while t < check - h / 2:              # midpoint (RK2) steps
+            di = -i_syn / tau_syn
+            dv = (-v + r * i_syn) / tau_mem
+            i_mid, v_mid = i_syn + 0.5 * h * di, v + 0.5 * h * dv
+            i_syn += h * (-i_mid / tau_syn)
+            v += h * (-v_mid + r * i_mid) / tau_mem
+            t += h
+        assert v == pytest.approx(w * t * np.exp(-tau * t), rel=1e-6)
+
+
+def test_cli_import_records_the_input_settings_of_steps_models(tmp_path, capsys):
+    from toolchain.artifact_graph import load_graph
+
+    nir.write(tmp_path / "ext.nir", snntorch_style_graph())
+    rc, out, err = run_cli(capsys, "import", "nir", tmp_path / "ext.nir", "-o", tmp_path / "ext.onnx", "--dt",
+                           "1e-4", "--dataset", "mnist", "--time-steps", "12", "--p-scale", "0.3")
+    assert rc == 0, err
+    meta = load_graph(tmp_path / "ext.onnx").metadata
+    assert meta["dataset"] == "mnist" and meta["steps"] == 12 and meta["p_scale"] == 0.3
+    assert meta["encoding"] == "bernoulli"
+    write_nir(alpha_graph(), tmp_path / "a.nir")
+    rc, out, err = run_cli(capsys, "import", "nir", tmp_path / "a.nir", "-o", tmp_path / "a.onnx", "--time-steps", 5)
+    assert rc == 2 and "steps (LIF) models" in err and not (tmp_path / "a.onnx").exists()

@@ -1,7 +1,7 @@
 """``snnc export nir`` / ``snnc import nir`` and ``snnc verify --nir-peers`` (issue [I], docs/nir.md).
 
     snnc export nir MODEL.onnx -o model.nir [--dt SECONDS] [--lif-form lif|cuba]
-    snnc import nir model.nir -o model.onnx [--dt SECONDS]
+    snnc import nir model.nir -o model.onnx [--dt SECONDS] [--dataset D --time-steps T --p-scale P]
     snnc verify MODEL.onnx --targets float --nir-peers snntorch,norse
 
 ``export`` writes any snnc model (steps or alpha family) as a NIR HDF5 file (toolchain/nir_export.py): ``--dt`` is
@@ -16,6 +16,7 @@ compared spike by spike with the float model under the float-kind gates of docs/
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from toolchain.atomic import check_output_path
@@ -31,6 +32,26 @@ def _dt(value: str) -> float:
         raise argparse.ArgumentTypeError(f"--dt takes seconds as a number, got {value!r}") from None
     if not (v > 0 and v < float("inf")):
         raise argparse.ArgumentTypeError(f"--dt must be a positive number of seconds, got {value!r}")
+    return v
+
+
+def _positive_int(value: str) -> int:
+    try:
+        v = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value!r}")
+    return v
+
+
+def _probability(value: str) -> float:
+    try:
+        v = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {value!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1], got {value!r}")
     return v
 
 
@@ -74,6 +95,13 @@ def cmd_import(args) -> int:
     src = Path(args.nir_file)
     out = check_output_path(Path(args.out) if args.out else src.with_suffix(".onnx"), "file", "-o")
     graph = load_nir(src, args.dt)
+    extra = {k: v for k, v in (("dataset", args.dataset), ("steps", args.time_steps), ("p_scale", args.p_scale))
+             if v is not None}
+    if extra:
+        if graph.time != "steps":
+            raise ArtifactError("--dataset, --time-steps and --p-scale describe the inputs of steps (LIF) models; "
+                                f"{src} holds a {graph.time} graph: drop them")
+        graph = replace(graph, metadata={**graph.metadata, "encoding": "bernoulli", **extra})
     save_graph(graph, out)
     pops = ", ".join(f"{k} ({type(graph.nodes[k]).__name__} {graph.nodes[k].n_out})" for k in graph.populations())
     print(f"wrote {out} ({graph.time} graph: {pops})")
@@ -121,6 +149,11 @@ def register(subparsers) -> None:
     q.add_argument("-o", "--out", default=None, help="output model.onnx (default: <file>.onnx)")
     q.add_argument("--dt", type=_dt, default=None,
                    help="step in seconds of the discretisation (default: the dt the file states; snnTorch: 1e-4)")
+    q.add_argument("--dataset", choices=("mnist", "fashion-mnist"), default=None,
+                   help="record the dataset the model reads (steps models; compile/verify/deploy use it)")
+    q.add_argument("--time-steps", type=_positive_int, default=None, help="record the steps T per sample")
+    q.add_argument("--p-scale", type=_probability, default=None,
+                   help="record the Bernoulli spike probability per step at pixel 1")
     q.set_defaults(func=cmd_import)
 
     verify = subparsers.choices.get("verify")

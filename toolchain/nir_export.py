@@ -86,7 +86,7 @@ def _full(shape: tuple[int, ...], value: float) -> np.ndarray:
     return np.full(shape, float(value), dtype=np.float64)
 
 
-def _nir_shape(graph: Graph, name: str) -> tuple[int, ...]:
+def nir_shape(graph: Graph, name: str) -> tuple[int, ...]:
     """The shape of the tensor an Input or population holds in NIR: the (C, H, W) map of a population fed by a
     Conv2d, the map the Input's first convolution (or Flatten) reads, else (n,). (A ConvTranspose2d is written as
     a Linear, so its population is flat in NIR.)"""
@@ -144,7 +144,7 @@ def _flat_source(nir, graph: Graph, name: str, nodes: dict, edges: list) -> str:
     prev = graph.sources(name)[0]
     if isinstance(graph.nodes[prev], Flatten):
         return prev
-    shape = _nir_shape(graph, prev)
+    shape = nir_shape(graph, prev)
     if len(shape) == 1:
         return prev
     fl = f"{name}_flatten"
@@ -180,7 +180,7 @@ def graph_to_nir(graph: Graph, dt_s: float | None = None, lif_form: LifForm = "l
         node = graph.nodes[name]
         src = graph.sources(name)
         if isinstance(node, Input):
-            nodes[name] = nir.Input(np.array(_nir_shape(graph, name)))
+            nodes[name] = nir.Input(np.array(nir_shape(graph, name)))
         elif isinstance(node, Dense):
             prev = _flat_source(nir, graph, name, nodes, edges)
             nodes[name] = nir.Linear(weight=np.array(node.weight))
@@ -194,7 +194,7 @@ def graph_to_nir(graph: Graph, dt_s: float | None = None, lif_form: LifForm = "l
             edges.append((prev, name))
         elif isinstance(node, Conv2d):
             prev = src[0]
-            if _nir_shape(graph, prev) != tuple(node.input_shape):
+            if nir_shape(graph, prev) != tuple(node.input_shape):
                 raise ArtifactError(f"Conv2d {name!r} reads {prev!r}, a flat population (fed by a dense or "
                                     f"transposed-convolution synapse); NIR has no reshape node, so this graph cannot "
                                     f"be written as NIR (a convolution must read the Input or a convolution's "
@@ -207,10 +207,10 @@ def graph_to_nir(graph: Graph, dt_s: float | None = None, lif_form: LifForm = "l
             nodes[name] = nir.Flatten(input_type={"input": np.array(node.input_shape)}, start_dim=0, end_dim=-1)
             edges.append((src[0], name))
         elif isinstance(node, LIF):
-            nodes[name] = _lif_node(nir, node, _nir_shape(graph, name), dt, lif_form)
+            nodes[name] = _lif_node(nir, node, nir_shape(graph, name), dt, lif_form)
             edges.append((src[0], name))
         elif isinstance(node, Readout):
-            nodes[name] = _readout_node(nir, node, _nir_shape(graph, name), dt)
+            nodes[name] = _readout_node(nir, node, nir_shape(graph, name), dt)
             edges.append((src[0], name))
         elif isinstance(node, AlphaOnce):
             nodes[name] = _alpha_node(nir, node)
@@ -220,7 +220,7 @@ def graph_to_nir(graph: Graph, dt_s: float | None = None, lif_form: LifForm = "l
     for name in graph.populations():
         if not graph.targets(name):
             out = f"output_{name}"
-            nodes[out] = nir.Output(np.array(_nir_shape(graph, name)))
+            nodes[out] = nir.Output(np.array(nir_shape(graph, name)))
             edges.append((name, out))
     meta = _snnc_meta(format=NIR_FORMAT, time=graph.time, dt_s=dt, lif_form=lif_form,
                       time_unit_s=1.0 if graph.time == "continuous" else None, metadata=graph.metadata)
