@@ -18,7 +18,9 @@ Conventions each peer needs (measured, docs/nir.md):
 - Both run NIR's Flatten (start_dim counted without the batch dimension) as ``torch.nn.Flatten(start_dim, ...)``
   (batch counted), so graphs with a Flatten run one sample at a time without a batch dimension, where the two
   conventions agree; other graphs run batched.
-- Neither importer reads NIR's LI or I nodes: graphs with a Readout population are refused.
+- Neither importer reads NIR's LI or I nodes: a Readout population runs in the peer as a neuron with threshold
+  +inf (its Euler step, never spiking, as a Readout never spikes); its potentials are not compared, only the
+  spiking populations are (``info["readouts_never_spiking"]`` names them).
 
 ``precision``: "float64" (default; modules and inputs in double, so that only conventions, not float32 rounding,
 can make spikes differ; Norse keeps its parameters in float32, promoted when used) or "float32" (the importers'
@@ -37,7 +39,7 @@ import numpy as np
 
 from targets.base import RunResult, check_input_trains, steps_graph, steps_result
 from toolchain.errors import TargetError
-from toolchain.ir import LIF, Graph, Readout
+from toolchain.ir import LIF, Graph
 
 
 class _NirPeer:
@@ -75,13 +77,33 @@ class _NirPeer:
     # -- shared ----------------------------------------------------------------------------------------------------
     def _check(self, graph: Graph) -> None:
         for name, node in graph.nodes.items():
-            if isinstance(node, Readout):
-                raise TargetError(f"{self.name}: population {name!r} is a Readout (NIR LI/I node), which the "
-                                  f"{self.package} NIR importer does not read; run graphs of spiking LIF "
-                                  "populations on this target")
-            if isinstance(node, LIF) and node.reset == "subtract":
+            if isinstance(node, LIF) and node.reset == "subtract" and not node.clamp:
                 logging.getLogger(__name__).warning(
                     "%s: %s resets by subtraction; the %s importer resets to zero", self.name, name, self.package)
+
+    def _never_spiking(self, ng) -> list[str]:
+        """Replace the LI / I nodes of Readout populations (which neither importer reads) by neurons with threshold
+        +inf: the peer runs them, they never spike (as a Readout never does), their potentials are not compared.
+        Returns the node names replaced."""
+        import nir
+
+        done = []
+        for name, node in list(ng.nodes.items()):
+            if isinstance(node, nir.LI):
+                inf, zero = np.full(node.tau.shape, np.inf), np.zeros(node.tau.shape)
+                if self.lif_form == "cuba":
+                    ng.nodes[name] = nir.CubaLIF(tau_syn=np.full(node.tau.shape, self.dt_s), tau_mem=node.tau,
+                                                 r=node.r, v_leak=zero, v_threshold=inf, v_reset=zero.copy(),
+                                                 w_in=np.ones(node.tau.shape))
+                else:
+                    ng.nodes[name] = nir.LIF(tau=node.tau, r=node.r, v_leak=zero, v_threshold=inf,
+                                             v_reset=zero.copy())
+                done.append(name)
+            elif isinstance(node, nir.I):
+                ng.nodes[name] = nir.IF(r=np.ones(node.r.shape), v_threshold=np.full(node.r.shape, np.inf),
+                                        v_reset=np.zeros(node.r.shape))
+                done.append(name)
+        return done
 
     def _module(self, graph: Graph):
         """(the peer's torch module, the NIR graph it was built from)."""
@@ -94,6 +116,7 @@ class _NirPeer:
         nir.write(buf, graph_to_nir(graph, self.dt_s, self.lif_form))
         buf.seek(0)
         ng = nir.read(buf)
+        self._readouts = self._never_spiking(ng)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)   # Norse 1.1 calls the deprecated nirtorch.load
             module = self._import(ng)                             # (snnTorch prints progress lines)
@@ -156,7 +179,7 @@ class _NirPeer:
         return steps_result(self.name, [out[p] for p in pops], time.perf_counter() - t0,
                             {"package": self.package, "version": _version(self.package), "dt_s": self.dt_s,
                              "lif_form": self.lif_form, "precision": self.precision, "batched": batched,
-                             "populations": pops})
+                             "populations": pops, "readouts_never_spiking": self._readouts})
 
 
 def _torch_name(name: str) -> str:

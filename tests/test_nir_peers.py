@@ -89,20 +89,34 @@ def test_conv_graphs_run_in_both_peers_one_sample_at_a_time():
         np.testing.assert_array_equal(got, want)
 
 
-def test_peers_refuse_what_their_importers_cannot_run():
+def test_readout_populations_run_as_never_spiking_neurons():
     rng = np.random.default_rng(5)
-    g = lif_chain([rng.normal(0, 1, (4, 3)), rng.normal(0, 1, (2, 4))], [LIF(4, 0.9), Readout(2, 0.9)])
-    x = trains_in(0, 1, 5, 3)
+    g = lif_chain([rng.normal(0.3, 0.5, (12, 10)), rng.normal(0.1, 0.5, (6, 12)), rng.normal(0, 1, (3, 6))],
+                  [LIF(12, 0.9), LIF(6, 0.9), Readout(3, 0.9)])
+    x = trains_in(0, 4, 20, 10)
+    ref = simulate(g, x)
+    assert ref.spikes[1].sum() > 20
     for peer in PEERS:
-        with pytest.raises(TargetError, match="Readout"):
-            get_target(peer).run(g, x)
+        res = get_target(peer).run(g, x)
+        assert res.info["readouts_never_spiking"] == ["layer2"]
+        for want, got in zip(ref.spikes, res.trains):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_peers_refuse_bad_options_and_alpha_graphs():
+    from toolchain.ir import AlphaOnce
+
+    x = trains_in(0, 1, 5, 2)
+    alpha = Graph({"input": Input(2), "fc": Dense(np.ones((1, 2))), "a": AlphaOnce(1, 1.0, 1.0, np.zeros(0),
+                                                                                    np.zeros((1, 0)))},
+                  (("input", "fc"), ("fc", "a")), "continuous")
+    for peer in PEERS:
         with pytest.raises(TargetError, match="precision"):
             get_target(peer, precision="float16")
+        with pytest.raises(TargetError, match="lif_form"):
+            get_target(peer, lif_form="izhikevich")
         with pytest.raises(TargetError, match="steps"):
-            get_target(peer).run(Graph({"input": Input(2)} | {"fc": Dense(np.ones((1, 2)))} | {
-                "a": __import__("toolchain.ir", fromlist=["AlphaOnce"]).AlphaOnce(1, 1.0, 1.0, np.zeros(0),
-                                                                                   np.zeros((1, 0)))},
-                (("input", "fc"), ("fc", "a")), "continuous"), x)
+            get_target(peer).run(alpha, x)
 
 
 def test_nir_modules_import_lazily():
