@@ -15,9 +15,10 @@ Conventions each peer needs (measured, docs/nir.md):
 - Norse 1.1.0's ``from_nir`` ignores ``r`` on LIF nodes (its LIFBox integrates dt/tau (I - v): a potential scaled
   by 1 - leak), so for Norse we export LIF populations in the CubaLIF form (tau_syn = dt, r = tau/dt), which it
   reads with r, at its default dt = 1e-3 s.
-- Both run NIR's Flatten (start_dim counted without the batch dimension) as ``torch.nn.Flatten(start_dim, ...)``
-  (batch counted), so graphs with a Flatten run one sample at a time without a batch dimension, where the two
-  conventions agree; other graphs run batched.
+- Conv graphs are written in the "maps" layout (every synapse a NIR Conv2d, no Flatten; toolchain/nir_export.py)
+  and run batched. In the "flat" layout (``conv_layout="flat"``) they hold Flatten nodes, which both importers run
+  as ``torch.nn.Flatten(start_dim, ...)`` with NIR's start_dim (counted without the batch dimension) as torch's
+  (counted with it); such graphs run one sample at a time without a batch dimension, where the two agree.
 - Neither importer reads NIR's LI or I nodes: a Readout population runs in the peer as a neuron with threshold
   +inf (its Euler step, never spiking, as a Readout never spikes); its potentials are not compared, only the
   spiking populations are (``info["readouts_never_spiking"]`` names them).
@@ -50,7 +51,8 @@ class _NirPeer:
     lif_form = "lif"
     package = ""
 
-    def __init__(self, precision: str = "float64", dt_s: float | None = None, lif_form: str | None = None) -> None:
+    def __init__(self, precision: str = "float64", dt_s: float | None = None, lif_form: str | None = None,
+                 conv_layout: str | None = None) -> None:
         if precision not in ("float64", "float32"):
             raise TargetError(f"{self.name}: precision must be 'float64' or 'float32', got {precision!r}")
         self.precision = precision
@@ -63,6 +65,9 @@ class _NirPeer:
             if lif_form not in ("lif", "cuba"):
                 raise TargetError(f"{self.name}: lif_form must be 'lif' or 'cuba', got {lif_form!r}")
             self.lif_form = lif_form
+        if conv_layout not in (None, "maps", "flat"):
+            raise TargetError(f"{self.name}: conv_layout must be 'maps' or 'flat', got {conv_layout!r}")
+        self.conv_layout = conv_layout
 
     # -- peer specific -------------------------------------------------------------------------------------------
     def _import(self, ng):  # pragma: no cover - overridden
@@ -113,7 +118,7 @@ class _NirPeer:
         from toolchain.nir_export import graph_to_nir
 
         buf = io.BytesIO()
-        nir.write(buf, graph_to_nir(graph, self.dt_s, self.lif_form))
+        nir.write(buf, graph_to_nir(graph, self.dt_s, self.lif_form, self.conv_layout))
         buf.seek(0)
         ng = nir.read(buf)
         self._readouts = self._never_spiking(ng)

@@ -54,15 +54,16 @@ def spikes(rng, n: int, t: int, d: int, p: float = 0.3) -> np.ndarray:
 
 # ---- round trips -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("make", [chain_graph, conv_graph, alpha_graph])
+@pytest.mark.parametrize("make, layout", [(chain_graph, None), (conv_graph, "maps"), (conv_graph, "flat"),
+                                          (alpha_graph, None)])
 @pytest.mark.parametrize("dt_s, form", [(None, "lif"), (1e-4, "lif"), (1e-3, "cuba")])
-def test_export_then_import_gives_the_identical_graph(make, dt_s, form, tmp_path):
+def test_export_then_import_gives_the_identical_graph(make, layout, dt_s, form, tmp_path):
     g = make()
     if form == "cuba" and any(isinstance(v, LIF) and v.leak == 1.0 for v in g.nodes.values()):
         with pytest.raises(ArtifactError, match="no CubaLIF form"):
-            write_nir(g, tmp_path / "m.nir", dt_s, form)
+            write_nir(g, tmp_path / "m.nir", dt_s, form, layout)
         return
-    write_nir(g, tmp_path / "m.nir", dt_s, form)
+    write_nir(g, tmp_path / "m.nir", dt_s, form, layout)
     assert graph_differences(g, load_nir(tmp_path / "m.nir")) == []
 
 
@@ -75,11 +76,15 @@ def test_exported_node_kinds_follow_the_documented_table():
     np.testing.assert_allclose(lif.tau, 1e-3 / 0.1)          # tau = dt / (1 - leak)
     np.testing.assert_allclose(lif.r, 10.0)                  # r = tau / dt
     np.testing.assert_allclose(ng.nodes["layer2"].r, 1e3)    # IF: r = 1 / dt
-    conv = graph_to_nir(conv_graph())
+    conv = graph_to_nir(conv_graph(), conv_layout="flat")
     kinds = {k: type(v).__name__ for k, v in conv.nodes.items()}
     assert kinds["c0"] == "Conv2d" and kinds["fl"] == "Flatten" and kinds["ct"] == "Linear"
     assert tuple(conv.nodes["input"].input_type["input"]) == (2, 6, 6)
     assert tuple(conv.nodes["p0"].tau.shape) == (3, 6, 6)    # populations of a convolution keep its map
+    maps = graph_to_nir(conv_graph())                       # default for conv graphs: every synapse a Conv2d
+    kinds = {k: type(v).__name__ for k, v in maps.nodes.items()}
+    assert "fl" not in kinds and {kinds[k] for k in ("c0", "c1", "fc", "ct")} == {"Conv2d"}
+    assert tuple(maps.nodes["p2"].tau.shape) == (5, 1, 1)
     alpha = graph_to_nir(alpha_graph())
     h = alpha.nodes["layer0"]
     assert type(h).__name__ == "CubaLIF" and np.all(h.tau_syn == h.tau_mem) and np.allclose(h.r, 1 / 1.5 ** 2)
@@ -279,13 +284,49 @@ def test_two_inputs_and_direct_population_links_are_refused():
         nir_to_graph(ng, 1e-4)
 
 
-def test_a_convolution_reading_a_flat_population_cannot_be_exported():
+def test_layouts_for_graphs_nir_cannot_reshape():
+    """A convolution reading a dense layer's population needs a reshape, which NIR lacks: the "flat" layout refuses
+    it; the "maps" layout writes the dense synapse as a Conv2d from a (n, 1, 1) map, but a dense synapse between
+    two spatial maps has no such form."""
     rng = np.random.default_rng(7)
     nodes = {"input": Input(8), "fc": Dense(rng.normal(0, 1, (18, 8))), "p0": LIF(18, 0.9),
              "c": Conv2d(rng.normal(0, 1, (1, 2, 2, 2)), (2, 3, 3)), "p1": LIF(4, 0.9)}
     g = Graph(nodes, (("input", "fc"), ("fc", "p0"), ("p0", "c"), ("c", "p1")), "steps")
     with pytest.raises(ArtifactError, match="NIR has no reshape node"):
+        graph_to_nir(g, conv_layout="flat")
+    ng = graph_to_nir(g)
+    assert type(ng.nodes["fc"]).__name__ == "Conv2d" and tuple(ng.nodes["p0"].tau.shape) == (2, 3, 3)
+    assert graph_differences(g, nir_to_graph(ng)) == []
+    nodes = {"input": Input(18), "c0": Conv2d(rng.normal(0, 1, (2, 2, 1, 1)), (2, 3, 3)), "p0": LIF(18, 0.9),
+             "fc": Dense(rng.normal(0, 1, (18, 18))), "p1": LIF(18, 0.9),
+             "c1": Conv2d(rng.normal(0, 1, (1, 2, 2, 2)), (2, 3, 3)), "p2": LIF(4, 0.9)}
+    order = list(nodes)
+    g = Graph(nodes, tuple(zip(order[:-1], order[1:])), "steps")
+    with pytest.raises(ArtifactError, match="no single NIR Conv2d form"):
         graph_to_nir(g)
+
+
+def test_maps_layout_synapses_compute_what_the_ir_says():
+    """Every snnc synapse in the "maps" layout is a NIR Conv2d whose output (torch's conv2d) is the synapse's
+    current: dense to (n, 1, 1), dense from (n, 1, 1) to a map, stride-1 transposed convolution flipped."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from toolchain.nir_export import dense_as_conv, flip_convt
+
+    rng = np.random.default_rng(8)
+    m = rng.normal(0, 1, (12, 18))
+    x = rng.normal(0, 1, 18)
+    for src, dst in (((2, 3, 3), (12, 1, 1)), ((18, 1, 1), (3, 2, 2))):
+        k, pad = dense_as_conv(m, src, dst)
+        y = F.conv2d(torch.tensor(x.reshape((1,) + src)), torch.tensor(k), padding=pad)
+        assert tuple(y.shape[1:]) == dst
+        np.testing.assert_allclose(y.numpy().reshape(-1), m @ x, rtol=1e-12, atol=1e-12)
+    ct = ConvTranspose2d(rng.normal(0, 1, (3, 2, 3, 2)), (3, 4, 5), padding=(1, 0))
+    a = torch.tensor(rng.normal(0, 1, (1, 3, 4, 5)))
+    want = F.conv_transpose2d(a, torch.tensor(ct.weight), padding=ct.padding)
+    got = F.conv2d(a, torch.tensor(flip_convt(ct.weight)), padding=(3 - 1 - 1, 2 - 1 - 0))
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-12, atol=1e-12)
 
 
 # ---- CLI ---------------------------------------------------------------------------------------------------------

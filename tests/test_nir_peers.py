@@ -16,7 +16,7 @@ pytest.importorskip("norse")
 from targets.registry import get_target  # noqa: E402
 from toolchain.cli import main  # noqa: E402
 from toolchain.errors import TargetError  # noqa: E402
-from toolchain.ir import LIF, Conv2d, Dense, Flatten, Graph, Input, Readout, lif_chain  # noqa: E402
+from toolchain.ir import LIF, Conv2d, ConvTranspose2d, Dense, Flatten, Graph, Input, Readout, lif_chain  # noqa: E402
 from toolchain.lif_reference import simulate  # noqa: E402
 
 PEERS = ("snntorch-nir", "norse-nir")
@@ -72,21 +72,94 @@ def test_convention_mismatches_are_caught():
         np.testing.assert_array_equal(got, want)
 
 
-def test_conv_graphs_run_in_both_peers_one_sample_at_a_time():
-    g = conv_graph()
-    x = trains_in(4, 3, 20, 72)
-    a = get_target("snntorch-nir").run(g, x)
-    b = get_target("norse-nir").run(g, x)
-    assert not a.info["batched"] and not b.info["batched"]     # NIR Flatten vs torch.nn.Flatten: no batch dim
-    assert sum(int(s.sum()) for s in a.trains) > 100
-    for p, q in zip(a.trains, b.trains):
-        np.testing.assert_array_equal(p, q)
+def autoencoder_graph(seed: int = 0) -> Graph:
+    """A small Hübotter-style convolutional autoencoder: conv, conv, flatten, dense latent, dense, two stride-1
+    transposed convolutions, readout."""
+    rng = np.random.default_rng(seed)
+    nodes = {"input": Input(64), "c0": Conv2d(rng.normal(0.3, 0.5, (2, 1, 3, 3)), (1, 8, 8)), "p0": LIF(72, 0.9),
+             "c1": Conv2d(rng.normal(0.2, 0.5, (3, 2, 3, 3)), (2, 6, 6)), "p1": LIF(48, 0.9),
+             "fl": Flatten((3, 4, 4)), "fc0": Dense(rng.normal(0.1, 0.4, (5, 48))), "lat": LIF(5, 0.9),
+             "fc1": Dense(rng.normal(0.3, 0.6, (48, 5))), "p2": LIF(48, 0.9),
+             "ct0": ConvTranspose2d(rng.normal(0.2, 0.5, (3, 2, 3, 3)), (3, 4, 4)), "p3": LIF(72, 0.9),
+             "ct1": ConvTranspose2d(rng.normal(0.2, 0.5, (2, 1, 3, 3)), (2, 6, 6), padding=1), "p4": LIF(36, 0.8),
+             "ct2": ConvTranspose2d(rng.normal(0.3, 0.5, (1, 1, 2, 2)), (1, 6, 6), stride=2, padding=2),
+             "out": Readout(64, 0.99)}
+    order = list(nodes)
+    return Graph(nodes, tuple(zip(order[:-1], order[1:])), "steps")
+
+
+def torch_reference(graph: Graph, x: np.ndarray) -> list[np.ndarray]:
+    """The IR's equations (toolchain/ir.py docstrings) in float64 with torch's reference convolutions: the
+    float model of a conv graph until toolchain/lif_reference.py runs convolutions."""
+    import torch
+    import torch.nn.functional as F
+
+    out, s = {}, {graph.input_name: torch.tensor(x, dtype=torch.float64)}
+    n, t_steps = x.shape[:2]
+    for name in graph.order():
+        node = graph.nodes[name]
+        src = graph.sources(name)
+        if isinstance(node, Flatten):
+            s[name] = s[src[0]]
+        elif isinstance(node, Dense):
+            s[name] = s[src[0]] @ torch.tensor(node.weight).T
+        elif isinstance(node, (Conv2d, ConvTranspose2d)):
+            a = s[src[0]].reshape((n * t_steps,) + node.input_shape)
+            w = torch.tensor(node.weight)
+            c = F.conv2d(a, w, stride=node.stride, padding=node.padding) if isinstance(node, Conv2d) else \
+                F.conv_transpose2d(a, w, stride=node.stride, padding=node.padding,
+                                   output_padding=node.output_padding)
+            s[name] = c.reshape(n, t_steps, -1)
+        elif isinstance(node, (LIF, Readout)):
+            cur, v = s[src[0]], torch.zeros(n, node.n, dtype=torch.float64)
+            z = torch.zeros(n, t_steps, node.n, dtype=torch.float64)
+            for t in range(t_steps):
+                if isinstance(node, Readout):
+                    v = node.leak * (v + cur[:, t])
+                    continue
+                v = node.leak * v + cur[:, t]
+                if node.clamp:
+                    v = torch.clamp(v, max=node.v_th)
+                fired = v > node.v_th if node.strict else v >= node.v_th
+                z[:, t] = fired.double()
+                v = torch.where(fired, torch.zeros_like(v) if node.reset == "zero" else v - node.v_th, v)
+            s[name] = z
+            out[name] = z.numpy().astype(np.uint8)
+    return [out[p] for p in graph.populations()]
+
+
+def test_conv_autoencoders_run_batched_in_both_peers_and_match_the_float_model():
+    """Layout "maps" (every synapse a NIR Conv2d, no Flatten): snnTorch and Norse run batches and reproduce the IR's
+    equations spike by spike, dense layers and stride-1 and stride-2 transposed convolutions included."""
+    g = autoencoder_graph()
+    x = trains_in(4, 5, 20, 64)
+    want = torch_reference(g, x)
+    assert all(int(w.sum()) > 20 for w in want[:-1])
+    for peer in PEERS:
+        res = get_target(peer).run(g, x)
+        assert res.info["batched"] and res.info["readouts_never_spiking"] == ["out"]
+        for p, w, got in zip(g.populations(), want, res.trains):
+            np.testing.assert_array_equal(got, w, err_msg=f"{peer} {p}")
     try:
         ref = simulate(g, x)
     except ValueError as exc:
         pytest.skip(f"the float model does not run convolutions yet ({exc})")
-    for want, got in zip(ref.spikes, a.trains):
-        np.testing.assert_array_equal(got, want)
+    for w, r in zip(want, ref.spikes):
+        np.testing.assert_array_equal(r, w)
+
+
+def test_conv_graphs_in_the_flat_layout_run_one_sample_at_a_time():
+    from targets.nir_peers import NorseNirTarget, SnntorchNirTarget
+
+    g = conv_graph()
+    x = trains_in(4, 3, 20, 72)
+    want = torch_reference(g, x)
+    for cls in (SnntorchNirTarget, NorseNirTarget):
+        t = cls(conv_layout="flat")
+        res = t.run(g, x)
+        assert not res.info["batched"]        # NIR Flatten vs torch.nn.Flatten: no batch dimension
+        for w, got in zip(want, res.trains):
+            np.testing.assert_array_equal(got, w)
 
 
 def test_readout_populations_run_as_never_spiking_neurons():

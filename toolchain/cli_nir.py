@@ -1,13 +1,13 @@
 """``snnc export nir`` / ``snnc import nir`` and ``snnc verify --nir-peers`` (issue [I], docs/nir.md).
 
-    snnc export nir MODEL.onnx -o model.nir [--dt SECONDS] [--lif-form lif|cuba]
+    snnc export nir MODEL.onnx -o model.nir [--dt SECONDS] [--lif-form lif|cuba] [--conv-layout maps|flat]
     snnc import nir model.nir -o model.onnx [--dt SECONDS] [--dataset D --time-steps T --p-scale P]
     snnc verify MODEL.onnx --targets float --nir-peers snntorch,norse
 
 ``export`` writes any snnc model (steps or alpha family) as a NIR HDF5 file (toolchain/nir_export.py): ``--dt`` is
 the step in seconds the time constants are written for (default: the model's dt_ms; snnTorch 1.0 reads every file
 as if dt were 1e-4 s), ``--lif-form cuba`` writes LIF populations as CubaLIF with tau_syn = dt (for importers that
-ignore r on LIF nodes, e.g. Norse 1.1). ``import`` turns a NIR graph (ours or made elsewhere) into an snnc ONNX
+ignore r on LIF nodes, e.g. Norse 1.1), ``--conv-layout`` chooses how graphs with convolutions are written. ``import`` turns a NIR graph (ours or made elsewhere) into an snnc ONNX
 artifact (format 2) that compiles, deploys and verifies like our own models; ``--dt`` is needed for files that do
 not state it (files from snnTorch: 1e-4). ``--nir-peers`` adds the targets snntorch-nir / norse-nir (targets/
 nir_peers.py) to a steps model's verification: each runs the model through that package's own NIR importer and is
@@ -82,7 +82,7 @@ def cmd_export(args) -> int:
     if out.resolve() == model.resolve():
         raise ArtifactError(f"-o {out} would overwrite the model itself; fix: choose another output name")
     graph = load_graph(model)
-    write_nir(graph, out, args.dt, args.lif_form)
+    write_nir(graph, out, args.dt, args.lif_form, args.conv_layout)
     kinds = sorted({type(v).__name__ for v in graph.nodes.values()})
     print(f"wrote {out} ({graph.time} graph, {len(graph.nodes)} nodes: {', '.join(kinds)})")
     return 0
@@ -138,6 +138,9 @@ def register(subparsers) -> None:
                    help="step in seconds the time constants are written for (default: the model's dt_ms)")
     q.add_argument("--lif-form", choices=("lif", "cuba"), default="lif",
                    help="LIF populations as NIR LIF (default) or CubaLIF with tau_syn = dt")
+    q.add_argument("--conv-layout", choices=("maps", "flat"), default=None,
+                   help="graphs with convolutions: every synapse a NIR Conv2d on (C, H, W) maps (maps, default) or "
+                        "Linear nodes behind Flatten nodes (flat)")
     q.set_defaults(func=cmd_export)
 
     p = subparsers.add_parser("import", help="import a model from an interchange format (nir)", description=__doc__,

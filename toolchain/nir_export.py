@@ -139,6 +139,118 @@ def _alpha_node(nir, node: AlphaOnce):
                        w_in=_full(shape, 1.0), metadata=_snnc_meta(**facts))
 
 
+
+# ---- layout "maps": every tensor a (C, H, W) map, every synapse a NIR Conv2d ------------------------------------
+
+ConvLayout = Literal["maps", "flat"]
+
+
+def convt_as_conv(node: ConvTranspose2d) -> bool:
+    """True when the transposed convolution is one Conv2d: stride 1, no output padding, padding <= kernel - 1
+    (then it is the Conv2d with the flipped, channel-swapped kernel and padding kernel - 1 - padding)."""
+    kh, kw = node.weight.shape[2:]
+    return node.stride == (1, 1) and node.output_padding == (0, 0) and node.padding[0] <= kh - 1 and \
+        node.padding[1] <= kw - 1
+
+
+def _conv_consumer_shape(graph: Graph, name: str) -> tuple[int, int, int] | None:
+    """The (C, H, W) map the convolutions reading population/Input ``name`` need (None: no such reader)."""
+    want = set()
+    for t in graph.targets(name):
+        node = graph.nodes[t]
+        if isinstance(node, Conv2d) or (isinstance(node, ConvTranspose2d) and convt_as_conv(node)):
+            want.add(tuple(node.input_shape))
+    if len(want) > 1:
+        raise ArtifactError(f"{name!r} is read by convolutions expecting different maps {sorted(want)}")
+    return want.pop() if want else None
+
+
+def map_shapes(graph: Graph) -> dict[str, tuple[int, int, int]]:
+    """Layout "maps": the (C, H, W) map each Input and population holds in NIR. A convolution's population keeps
+    its map; any other holds the map the convolutions reading it need, else (n, 1, 1)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for name in graph.order():
+        node = graph.nodes[name]
+        if not isinstance(node, (Input,) + (LIF, Readout, AlphaOnce)):
+            continue
+        src = graph.sources(name)
+        syn = graph.nodes[src[0]] if src else None
+        if isinstance(syn, Conv2d) or (isinstance(syn, ConvTranspose2d) and convt_as_conv(syn)):
+            out[name] = tuple(syn.output_shape)
+        else:
+            n = node.n if isinstance(node, Input) else node.n_out
+            out[name] = _conv_consumer_shape(graph, name) or (n, 1, 1)
+    return out
+
+
+def dense_as_conv(m: np.ndarray, src: tuple[int, int, int], dst: tuple[int, int, int]) -> tuple[np.ndarray, tuple]:
+    """A dense (n_dst, n_src) matrix between C-order maps as one Conv2d: (kernel, padding). From any map to
+    (n, 1, 1): the kernel covers the whole source; from (n, 1, 1) to any (C, H, W): kernel (H, W) flipped, padding
+    (H - 1, W - 1). Entries are moved, not computed (bitwise). ArtifactError between two spatial maps."""
+    if dst[1:] == (1, 1):
+        return m.reshape((dst[0],) + tuple(src)), (0, 0)
+    if src[1:] == (1, 1):
+        c, h, w = dst
+        k = m.reshape(c, h, w, src[0]).transpose(0, 3, 1, 2)[:, :, ::-1, ::-1]
+        return np.ascontiguousarray(k), (h - 1, w - 1)
+    raise ArtifactError(f"a dense synapse from a {src} map to a {dst} map has no single NIR Conv2d form; export "
+                        "with conv_layout='flat'")
+
+
+def conv_as_dense(k: np.ndarray, padding: tuple[int, int], src: tuple[int, int, int],
+                  dst: tuple[int, int, int]) -> np.ndarray:
+    """Inverse of :func:`dense_as_conv` (bitwise)."""
+    if tuple(padding) == (0, 0) and dst[1:] == (1, 1):
+        return k.reshape(dst[0], -1).copy()
+    c, h, w = dst
+    return np.ascontiguousarray(k[:, :, ::-1, ::-1].transpose(0, 2, 3, 1).reshape(c * h * w, src[0]))
+
+
+def flip_convt(weight: np.ndarray) -> np.ndarray:
+    """ConvTranspose2d kernel (C_in, C_out, kH, kW) <-> the equivalent Conv2d kernel (C_out, C_in, kH, kW),
+    flipped in space (its own inverse)."""
+    return np.ascontiguousarray(weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
+def _conv_node(nir, weight: np.ndarray, input_shape: tuple[int, int, int], stride, padding, facts: dict | None):
+    return nir.Conv2d(input_shape=tuple(input_shape[1:]), weight=np.array(weight), stride=tuple(stride),
+                      padding=tuple(padding), dilation=(1, 1), groups=1, bias=np.zeros(weight.shape[0]),
+                      metadata=_snnc_meta(**facts) if facts else {})
+
+
+def _maps_synapse(nir, graph: Graph, name: str, shapes: dict, flat_alias: dict):
+    """(source NIR node name, NIR Conv2d) of synapse ``name`` in layout "maps"."""
+    node = graph.nodes[name]
+    prev = graph.sources(name)[0]
+    facts: dict = {}
+    if isinstance(graph.nodes[prev], Flatten):
+        facts["flatten"] = [prev, list(graph.nodes[prev].input_shape)]
+        prev = flat_alias[prev]
+    src = shapes[prev]
+    dst = shapes[graph.targets(name)[0]]
+    if isinstance(node, Conv2d) or (isinstance(node, ConvTranspose2d) and convt_as_conv(node)):
+        if src != tuple(node.input_shape):
+            raise ArtifactError(f"{type(node).__name__} {name!r} reads {prev!r}, which holds a {src} map in NIR, "
+                                f"not {node.input_shape}: NIR has no reshape node")
+        if isinstance(node, Conv2d):
+            return prev, _conv_node(nir, node.weight, src, node.stride, node.padding, facts)
+        kh, kw = node.weight.shape[2:]
+        facts.update(kind="ConvTranspose2d", form="flipped", padding=list(node.padding))
+        return prev, _conv_node(nir, flip_convt(node.weight), src, (1, 1),
+                                (kh - 1 - node.padding[0], kw - 1 - node.padding[1]), facts)
+    if isinstance(node, Dense):
+        m = node.weight
+        facts["kind"] = "Dense"
+    else:
+        m = conv_transpose_matrix(node)
+        facts.update(kind="ConvTranspose2d", form="dense", input_shape=list(node.input_shape),
+                     stride=list(node.stride), padding=list(node.padding), output_padding=list(node.output_padding),
+                     weight=node.weight.tolist())
+    k, pad = dense_as_conv(m, src, dst)
+    facts["dense_form"] = "from-map" if pad == (0, 0) and dst[1:] == (1, 1) else "to-map"
+    return prev, _conv_node(nir, k, src, (1, 1), pad, facts)
+
+
 def _flat_source(nir, graph: Graph, name: str, nodes: dict, edges: list) -> str:
     """The NIR node a Linear reads: its source, behind an inserted Flatten when that source holds a map in NIR."""
     prev = graph.sources(name)[0]
@@ -154,7 +266,8 @@ def _flat_source(nir, graph: Graph, name: str, nodes: dict, edges: list) -> str:
     return fl
 
 
-def graph_to_nir(graph: Graph, dt_s: float | None = None, lif_form: LifForm = "lif"):
+def graph_to_nir(graph: Graph, dt_s: float | None = None, lif_form: LifForm = "lif",
+                 conv_layout: ConvLayout | None = None):
     """Convert a snnc :class:`Graph` into a ``nir.NIRGraph`` (node names kept; Output nodes ``output_<pop>`` added
     for populations nothing reads).
 
@@ -163,11 +276,22 @@ def graph_to_nir(graph: Graph, dt_s: float | None = None, lif_form: LifForm = "l
               graphs ignore it: one model time unit is written as one second.
     lif_form: "lif" (NIR LIF, the faithful node) or "cuba" (CubaLIF with tau_syn = dt: the same Euler step, for
               importers that drop ``r`` on LIF nodes, such as Norse 1.1's).
+    conv_layout: graphs with convolutions: "maps" (default for them) writes every tensor as a (C, H, W) map and
+              every synapse as a NIR Conv2d (a dense one as a kernel over the whole map, a stride-1 transposed
+              convolution as the flipped Conv2d), so no Flatten and no reshape is needed and torch importers run
+              batches; "flat" (default without convolutions) writes Linear nodes behind Flatten nodes and a
+              transposed convolution as its dense matrix.
     Raises ArtifactError for what NIR cannot express (e.g. a convolution reading a flat population)."""
     import nir
 
     if lif_form not in ("lif", "cuba"):
         raise ArtifactError(f"lif_form must be 'lif' or 'cuba', got {lif_form!r}")
+    has_conv = any(isinstance(v, (Conv2d, ConvTranspose2d)) for v in graph.nodes.values())
+    layout = conv_layout or ("maps" if has_conv else "flat")
+    if layout not in ("maps", "flat"):
+        raise ArtifactError(f"conv_layout must be 'maps' or 'flat', got {conv_layout!r}")
+    if layout == "maps" and graph.time == "steps":
+        return _graph_to_nir_maps(nir, graph, dt_s, lif_form)
     if graph.time == "steps":
         dt = default_dt_s(graph) if dt_s is None else float(dt_s)
         if not (np.isfinite(dt) and dt > 0):
@@ -230,12 +354,50 @@ def graph_to_nir(graph: Graph, dt_s: float | None = None, lif_form: LifForm = "l
         raise ArtifactError(f"NIR rejected the converted graph: {exc}") from None
 
 
-def write_nir(graph: Graph, path: str | os.PathLike, dt_s: float | None = None, lif_form: LifForm = "lif") -> None:
+def _graph_to_nir_maps(nir, graph: Graph, dt_s: float | None, lif_form: LifForm):
+    dt = default_dt_s(graph) if dt_s is None else float(dt_s)
+    if not (np.isfinite(dt) and dt > 0):
+        raise ArtifactError(f"--dt must be a positive number of seconds, got {dt_s!r}")
+    shapes = map_shapes(graph)
+    nodes: dict = {}
+    edges: list[tuple[str, str]] = []
+    flat_alias: dict[str, str] = {}
+    for name in graph.order():
+        node = graph.nodes[name]
+        if isinstance(node, Input):
+            nodes[name] = nir.Input(np.array(shapes[name]))
+        elif isinstance(node, Flatten):
+            flat_alias[name] = graph.sources(name)[0]         # a view: the next synapse reads the map itself
+        elif isinstance(node, (Dense, Conv2d, ConvTranspose2d)):
+            prev, nodes[name] = _maps_synapse(nir, graph, name, shapes, flat_alias)
+            edges.append((prev, name))
+        elif isinstance(node, LIF):
+            nodes[name] = _lif_node(nir, node, shapes[name], dt, lif_form)
+            edges.append((graph.sources(name)[0], name))
+        elif isinstance(node, Readout):
+            nodes[name] = _readout_node(nir, node, shapes[name], dt)
+            edges.append((graph.sources(name)[0], name))
+        else:
+            raise ArtifactError(f"node {name!r} ({type(node).__name__}) has no NIR form in a steps graph")
+    for name in graph.populations():
+        if not graph.targets(name):
+            nodes[f"output_{name}"] = nir.Output(np.array(shapes[name]))
+            edges.append((name, f"output_{name}"))
+    meta = _snnc_meta(format=NIR_FORMAT, time=graph.time, dt_s=dt, lif_form=lif_form, conv_layout="maps",
+                      time_unit_s=None, metadata=graph.metadata)
+    try:
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+    except (ValueError, AssertionError) as exc:
+        raise ArtifactError(f"NIR rejected the converted graph: {exc}") from None
+
+
+def write_nir(graph: Graph, path: str | os.PathLike, dt_s: float | None = None, lif_form: LifForm = "lif",
+              conv_layout: ConvLayout | None = None) -> None:
     """Convert ``graph`` (:func:`graph_to_nir`) and write it as a NIR HDF5 file, atomically."""
     import nir
 
     from toolchain.atomic import atomic_path
 
-    ng = graph_to_nir(graph, dt_s, lif_form)
+    ng = graph_to_nir(graph, dt_s, lif_form, conv_layout)
     with atomic_path(path) as tmp:
         nir.write(tmp, ng)

@@ -29,7 +29,8 @@ import numpy as np
 
 from toolchain.errors import ArtifactError
 from toolchain.ir import (LIF, AlphaOnce, Conv2d, ConvTranspose2d, Dense, Flatten, Graph, Input, Readout)
-from toolchain.nir_export import INSERTED_FLATTEN, SNNC_KEY, conv_transpose_matrix
+from toolchain.nir_export import (INSERTED_FLATTEN, SNNC_KEY, conv_as_dense, conv_transpose_matrix,
+                                  flip_convt)
 
 SUPPORTED = ("Input", "Output", "Linear", "Affine", "Conv2d", "Flatten", "LIF", "IF", "CubaLIF", "LI", "I")
 SCALE_TOL = 1e-6      # |g - 1| below this is taken as g = 1 (snnTorch's importer uses np.allclose likewise)
@@ -231,6 +232,26 @@ def _neuron(source: str, name: str, node, dt: float | None, time_kind: str):
     raise _err(source, f"node {name!r} is a NIR {kind} node, which snnc cannot import")  # pragma: no cover
 
 
+def _restore_conv(conv: Conv2d, facts: dict):
+    """The snnc synapse a NIR Conv2d of our "maps" layout stands for (toolchain/nir_export.py), moved back bitwise;
+    the Conv2d itself when it carries no such facts (or they do not fit)."""
+    kind = facts.get("kind")
+    try:
+        if kind == "Dense":
+            return Dense(conv_as_dense(conv.weight, conv.padding, conv.input_shape, conv.output_shape))
+        if kind == "ConvTranspose2d" and facts.get("form") == "flipped":
+            ct = ConvTranspose2d(flip_convt(conv.weight), conv.input_shape, (1, 1), tuple(facts["padding"]))
+            return ct if ct.output_shape == conv.output_shape else conv
+        if kind == "ConvTranspose2d" and facts.get("form") == "dense":
+            m = conv_as_dense(conv.weight, conv.padding, conv.input_shape, conv.output_shape)
+            ct = ConvTranspose2d(np.asarray(facts["weight"], dtype=np.float64), tuple(facts["input_shape"]),
+                                 tuple(facts["stride"]), tuple(facts["padding"]), tuple(facts["output_padding"]))
+            return ct if np.array_equal(conv_transpose_matrix(ct), m) else Dense(m)
+    except (KeyError, TypeError, ValueError):
+        return conv
+    return conv
+
+
 def nir_to_graph(ng, dt_s: float | None = None, source: str = "NIR graph") -> Graph:
     """Convert a ``nir.NIRGraph`` into a validated snnc :class:`Graph`.
 
@@ -340,7 +361,16 @@ def nir_to_graph(ng, dt_s: float | None = None, source: str = "NIR graph") -> Gr
                 conv = Conv2d(w, src_shape, stride, pad)
             except ValueError as exc:
                 raise _err(source, f"Conv2d {k!r}: {exc}") from None
-            nodes[k], shape[k] = conv, conv.output_shape
+            nodes[k], shape[k] = _restore_conv(conv, _facts(node)), conv.output_shape
+            fl = _facts(node).get("flatten")
+            if isinstance(fl, list) and len(fl) == 2 and isinstance(fl[0], str) and fl[0] not in nn and \
+                    isinstance(nodes[k], (Dense, ConvTranspose2d)):
+                try:                                   # the Flatten view the "maps" layout left out
+                    nodes[fl[0]] = Flatten(tuple(fl[1]))
+                    out_edges.append((s, fl[0]))
+                    s = fl[0]
+                except (TypeError, ValueError):
+                    pass
             out_edges.append((s, k))
         else:                                   # neuron populations
             s = one_source(k)
