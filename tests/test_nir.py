@@ -10,7 +10,7 @@ nir = pytest.importorskip("nir")
 
 from toolchain.cli import main  # noqa: E402
 from toolchain.errors import ArtifactError  # noqa: E402
-from toolchain.ir import (LIF, AlphaOnce, Conv2d, ConvTranspose2d, Dense, Flatten, Graph, Input,  # noqa: E402
+from toolchain.ir import (LIF, Conv2d, ConvTranspose2d, Dense, Flatten, Graph, Input,  # noqa: E402
                           Readout, lif_chain)
 from toolchain.ir_equal import graph_differences  # noqa: E402
 from toolchain.lif_reference import simulate  # noqa: E402

@@ -24,6 +24,10 @@ AlphaOnce    CubaLIF(tau_syn = tau_mem = 1 / tau, r = 1 / tau**2, w_in 1) V(t) =
                                                                           the pulses only in metadata
 ============ ============================================================ =====================================
 
+That is the "flat" layout. Graphs with convolutions are written in the "maps" layout by default (every tensor a
+(C, H, W) map, every synapse one NIR Conv2d: :func:`map_shapes`, :func:`dense_as_conv`, :func:`flip_convt`),
+since NIR has no reshape node and a transposed convolution's dense matrix can be huge.
+
 Everything NIR cannot say (reset by subtraction, the clamp, the ``>=`` threshold test, once-spiking, pulses, the
 exact float values of leak and thresholds, the graph's metadata) is written as one JSON string per node under
 ``metadata["snnc"]`` (and on the graph), so that :mod:`toolchain.nir_import` rebuilds the identical graph; other
