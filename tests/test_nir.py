@@ -364,6 +364,11 @@ def test_cli_bad_files_exit_2_and_leave_no_output(tmp_path, capsys):
     assert rc == 2 and "not a NIR file" in err
     rc, out, err = run_cli(capsys, "export", "nir", tmp_path / "x.nir", "-o", tmp_path / "y.nir")
     assert rc == 2
+    rc, out, err = run_cli(capsys, "import", "nir", tmp_path / "x.nir", "-o", tmp_path / "x.nir")
+    assert rc == 2 and "overwrite the NIR file" in err
+    with pytest.raises(SystemExit) as exc:
+        main(["export", "nir", str(tmp_path / "x.nir"), "--dt=-1"])
+    assert exc.value.code == 2 and "positive number of seconds" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 

@@ -94,6 +94,8 @@ def cmd_import(args) -> int:
 
     src = Path(args.nir_file)
     out = check_output_path(Path(args.out) if args.out else src.with_suffix(".onnx"), "file", "-o")
+    if out.resolve() == src.resolve():
+        raise ArtifactError(f"-o {out} would overwrite the NIR file itself; fix: choose another output name")
     graph = load_nir(src, args.dt)
     extra = {k: v for k, v in (("dataset", args.dataset), ("steps", args.time_steps), ("p_scale", args.p_scale))
              if v is not None}
