@@ -43,6 +43,9 @@ from toolchain.errors import TargetError
 from toolchain.ir import LIF, Graph
 
 
+BATCH = 500       # samples per batched run (bounds the memory of the recorded spikes)
+
+
 class _NirPeer:
     """Shared driver: export, read back, import with the peer, run step by step, record population spikes."""
 
@@ -142,10 +145,8 @@ class _NirPeer:
         self._check(graph)
         t0 = time.perf_counter()
         module, ng = self._module(graph)
-        from toolchain.nir_export import nir_shape
-
         pops = graph.populations()
-        in_shape = nir_shape(graph, graph.input_name)
+        in_shape = tuple(int(d) for d in np.asarray(ng.nodes[graph.input_name].input_type["input"]).reshape(-1))
         batched = not any(type(v).__name__ == "Flatten" for v in ng.nodes.values())
         dtype = torch.float64 if self.precision == "float64" else torch.float32
         n, t_steps = x.shape[0], x.shape[1]
@@ -163,7 +164,8 @@ class _NirPeer:
         xt = torch.as_tensor(x, dtype=dtype)
         try:
             with torch.no_grad():
-                groups = [slice(0, n)] if batched else [slice(s, s + 1) for s in range(n)]
+                size = BATCH if batched else 1
+                groups = [slice(s, min(s + size, n)) for s in range(0, n, size)]
                 for sl in groups:
                     self._reset(module)
                     state = None

@@ -306,3 +306,18 @@ def test_a_network_exported_by_snntorch_imports_and_runs_like_snntorch(tmp_path)
         assert sum(int(s.sum()) for s in theirs) > 1000
         same = all(np.array_equal(a, b) for a, b in zip(ours, theirs))
         assert same is identical, reset
+
+
+def test_maps_layout_input_read_by_a_dense_layer_runs_in_the_peers():
+    """In the "maps" layout an Input read by a dense synapse is a (n, 1, 1) map; the peers feed it that shape."""
+    rng = np.random.default_rng(9)
+    nodes = {"input": Input(8), "fc": Dense(rng.normal(0.3, 0.6, (18, 8))), "p0": LIF(18, 0.9),
+             "c": Conv2d(rng.normal(0.3, 0.6, (2, 2, 2, 2)), (2, 3, 3)), "p1": LIF(8, 0.9)}
+    g = Graph(nodes, (("input", "fc"), ("fc", "p0"), ("p0", "c"), ("c", "p1")), "steps")
+    x = trains_in(6, 4, 15, 8)
+    want = torch_reference(g, x)
+    assert all(int(w.sum()) > 10 for w in want)
+    for peer in PEERS:
+        res = get_target(peer).run(g, x)
+        for w, got in zip(want, res.trains):
+            np.testing.assert_array_equal(got, w)
