@@ -19,9 +19,10 @@ Conventions each peer needs (measured, docs/nir.md):
   and run batched. In the "flat" layout (``conv_layout="flat"``) they hold Flatten nodes, which both importers run
   as ``torch.nn.Flatten(start_dim, ...)`` with NIR's start_dim (counted without the batch dimension) as torch's
   (counted with it); such graphs run one sample at a time without a batch dimension, where the two agree.
-- Neither importer reads NIR's LI or I nodes: a Readout population runs in the peer as a neuron with threshold
-  +inf (its Euler step, never spiking, as a Readout never spikes); its potentials are not compared, only the
-  spiking populations are (``info["readouts_never_spiking"]`` names them).
+- Neither importer reads NIR's LI or I nodes: a Readout population (leak < 1) runs in the peer as a neuron with
+  threshold +inf and the same Euler step (never spiking, as a Readout never spikes); its potential, converted to
+  NIR units (snnTorch: times r dt / tau, which its importer folds into the threshold), is the trace A reported in
+  ``RunResult.potentials`` (``info["readouts_never_spiking"]`` names them). Readouts without leak are refused.
 
 ``precision``: "float64" (default; modules and inputs in double, so that only conventions, not float32 rounding,
 can make spikes differ; Norse keeps its parameters in float32, promoted when used) or "float32" (the importers'
@@ -82,6 +83,11 @@ class _NirPeer:
     def _reset(self, module) -> None:
         """Clear hidden state kept inside the modules (snnTorch); Norse passes state explicitly."""
 
+    def _potential(self, sub, out, node) -> Any:
+        """The potential (NIR units) of a never-spiking Readout module after a step (``out``: its forward
+        output, ``node``: the NIR node the peer imported)."""
+        raise NotImplementedError  # pragma: no cover - overridden
+
     # -- shared ----------------------------------------------------------------------------------------------------
     def _check(self, graph: Graph) -> None:
         for name, node in graph.nodes.items():
@@ -90,9 +96,9 @@ class _NirPeer:
                     "%s: %s resets by subtraction; the %s importer resets to zero", self.name, name, self.package)
 
     def _never_spiking(self, ng) -> list[str]:
-        """Replace the LI / I nodes of Readout populations (which neither importer reads) by neurons with threshold
-        +inf: the peer runs them, they never spike (as a Readout never does), their potentials are not compared.
-        Returns the node names replaced."""
+        """Replace the LI nodes of Readout populations (which neither importer reads) by neurons with threshold
+        +inf and the same Euler step: the peer runs them, they never spike (as a Readout never does), and their
+        potential is the Readout's trace A (recorded into ``RunResult.potentials``). Returns the names replaced."""
         import nir
 
         done = []
@@ -108,9 +114,9 @@ class _NirPeer:
                                              v_reset=zero.copy())
                 done.append(name)
             elif isinstance(node, nir.I):
-                ng.nodes[name] = nir.IF(r=np.ones(node.r.shape), v_threshold=np.full(node.r.shape, np.inf),
-                                        v_reset=np.zeros(node.r.shape))
-                done.append(name)
+                raise TargetError(f"{self.name}: Readout {name!r} has no leak (NIR I node); the {self.package} "
+                                  "importer has no exact form for it (its IF is leaky or unscaled): run readouts "
+                                  "with leak < 1 on this target")
         return done
 
     def _module(self, graph: Graph):
@@ -123,7 +129,7 @@ class _NirPeer:
         buf = io.BytesIO()
         nir.write(buf, graph_to_nir(graph, self.dt_s, self.lif_form, self.conv_layout))
         buf.seek(0)
-        ng = nir.read(buf)
+        ng = nir.read(buf, type_check=False)   # nir 1.0.8 mistypes non-square kernels (toolchain/nir_export.py)
         self._readouts = self._never_spiking(ng)
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)   # Norse 1.1 calls the deprecated nirtorch.load
@@ -151,6 +157,7 @@ class _NirPeer:
         dtype = torch.float64 if self.precision == "float64" else torch.float32
         n, t_steps = x.shape[0], x.shape[1]
         rec: dict[str, list] = {p: [] for p in pops}
+        pot: dict[str, list] = {p: [] for p in self._readouts}
         hooks = []
         for p in pops:
             try:
@@ -160,7 +167,11 @@ class _NirPeer:
                                   f"(looked for {_torch_name(p)!r}); report this as an snnc bug") from None
             hooks.append(sub.register_forward_hook(
                 lambda mod, args, out, p=p: rec[p].append((out[0] if isinstance(out, tuple) else out).detach())))
+            if p in pot:
+                hooks.append(sub.register_forward_hook(
+                    lambda mod, args, out, p=p: pot[p].append(self._potential(mod, out, ng.nodes[p]).detach())))
         out = {p: np.zeros((n, t_steps, graph.nodes[p].n_out), dtype=np.uint8) for p in pops}
+        pots = {p: np.zeros((n, t_steps, graph.nodes[p].n_out)) for p in pot}
         xt = torch.as_tensor(x, dtype=dtype)
         try:
             with torch.no_grad():
@@ -178,6 +189,10 @@ class _NirPeer:
                         z = torch.stack(rec[p], dim=0).reshape(t_steps, sl.stop - sl.start, -1)
                         out[p][sl] = (z.transpose(0, 1).numpy() != 0)
                         rec[p].clear()
+                    for p in pot:
+                        v = torch.stack(pot[p], dim=0).reshape(t_steps, sl.stop - sl.start, -1)
+                        pots[p][sl] = v.transpose(0, 1).double().numpy()
+                        pot[p].clear()
         except (RuntimeError, ValueError, TypeError) as exc:
             raise TargetError(f"{self.name}: the {self.package} module failed ({type(exc).__name__}: {exc})") from None
         finally:
@@ -186,7 +201,8 @@ class _NirPeer:
         return steps_result(self.name, [out[p] for p in pops], time.perf_counter() - t0,
                             {"package": self.package, "version": _version(self.package), "dt_s": self.dt_s,
                              "lif_form": self.lif_form, "precision": self.precision, "batched": batched,
-                             "populations": pops, "readouts_never_spiking": self._readouts})
+                             "populations": pops, "readouts_never_spiking": self._readouts},
+                            [pots.get(p) for p in pops] if pots else None)
 
 
 def _torch_name(name: str) -> str:
@@ -230,6 +246,11 @@ class SnntorchNirTarget(_NirPeer):
         module(x)
         return None
 
+    def _potential(self, sub, out, node):
+        # snn.Leaky integrates the unscaled input and divides the threshold by w_scale = r dt / tau instead:
+        # the NIR potential is w_scale * mem
+        return sub.mem * float(np.unique(node.r * self.dt_s / node.tau)[0])
+
 
 class NorseNirTarget(_NirPeer):
     """Norse 1.1's ``norse.torch.from_nir`` at dt = 1e-3 s, LIF populations in the CubaLIF form (see module doc)."""
@@ -249,3 +270,7 @@ class NorseNirTarget(_NirPeer):
     def _step(self, module, x, state):
         _, state = module(x, state)
         return state
+
+    def _potential(self, sub, out, node):
+        st = out[1]                      # CubaLIF wrapper: (synapse state, LIF box state); LIFBoxCell: its state
+        return (st[1] if isinstance(st, tuple) and not hasattr(st, "v") else st).v

@@ -162,7 +162,7 @@ def test_conv_graphs_in_the_flat_layout_run_one_sample_at_a_time():
             np.testing.assert_array_equal(got, w)
 
 
-def test_readout_populations_run_as_never_spiking_neurons():
+def test_readout_populations_run_as_never_spiking_neurons_whose_potential_is_the_trace():
     rng = np.random.default_rng(5)
     g = lif_chain([rng.normal(0.3, 0.5, (12, 10)), rng.normal(0.1, 0.5, (6, 12)), rng.normal(0, 1, (3, 6))],
                   [LIF(12, 0.9), LIF(6, 0.9), Readout(3, 0.9)])
@@ -174,6 +174,32 @@ def test_readout_populations_run_as_never_spiking_neurons():
         assert res.info["readouts_never_spiking"] == ["layer2"]
         for want, got in zip(ref.spikes, res.trains):
             np.testing.assert_array_equal(got, want)
+        assert res.potentials[0] is None and res.potentials[1] is None
+        # both importers hold leak and time constants in float32 (also in double runs): A agrees to ~1e-5
+        np.testing.assert_allclose(res.potentials[2], ref.potentials[2], rtol=1e-4, atol=1e-6)
+    g1 = lif_chain([rng.normal(0, 1, (4, 10)), rng.normal(0, 1, (2, 4))], [LIF(4, 0.9), Readout(2, 1.0)])
+    for peer in PEERS:
+        with pytest.raises(TargetError, match="no leak"):
+            get_target(peer).run(g1, x)
+
+
+@pytest.mark.parametrize("strided", [True, False])
+def test_the_projects_conv_autoencoders_match_the_float_model_in_both_peers(strided):
+    """tests/conv_nets.py's Hübotter-shaped autoencoder (strided and stride-1 variants, non-square kernels in the
+    maps layout) in snnTorch and Norse: spikes identical to toolchain/lif_reference.py, the Readout's trace equal."""
+    from conv_nets import conv_autoencoder, input_trains
+
+    rng = np.random.default_rng(0)
+    g = conv_autoencoder(rng, strided=strided)
+    x = input_trains(rng, n=4)
+    ref = simulate(g, x)
+    assert sum(int(s.sum()) for s in ref.spikes) > 500
+    for peer in PEERS:
+        res = get_target(peer).run(g, x)
+        assert res.info["batched"]
+        for p, want, got in zip(ref.names, ref.spikes, res.trains):
+            np.testing.assert_array_equal(got, want, err_msg=f"{peer} {p}")
+        np.testing.assert_allclose(res.potentials[-1], ref.potentials[-1], rtol=1e-4, atol=1e-6)
 
 
 def test_peers_refuse_bad_options_and_alpha_graphs():
@@ -235,6 +261,25 @@ def test_verify_nir_peers_compares_both_packages_with_the_float_model(tmp_path, 
     rc, so, err = run_cli(capsys, "verify", tmp_path / "lif.onnx", "--targets", "float", "--nir-peers", "brian2",
                           "--out", tmp_path / "r2")
     assert rc == 2 and "unknown NIR peer 'brian2'" in err and not (tmp_path / "r2").exists()
+
+
+def test_verify_nir_peers_on_a_conv_model_with_a_readout(tmp_path, capsys):
+    import json
+
+    from conv_nets import mnist_conv_autoencoder
+
+    from toolchain.artifact_graph import save_graph
+
+    save_graph(mnist_conv_autoencoder(np.random.default_rng(0)), tmp_path / "conv.onnx")
+    rc, so, err = run_cli(capsys, "verify", tmp_path / "conv.onnx", "--targets", "float", "--nir-peers",
+                          "snntorch,norse", "--limit", 3, "--out", tmp_path / "rep", "--quiet")
+    assert rc == 0, so + err
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    per = {t["target"]: t for t in rep["verification"]["targets"]}
+    for peer in PEERS:
+        assert all(pop["differing_trains"] == 0 for pop in per[peer]["layers"])
+        assert per[peer]["metrics"]["mse_readout"] == pytest.approx(per["float"]["metrics"]["mse_readout"],
+                                                                     rel=1e-5)
 
 
 def test_verify_nir_peers_refuses_alpha_models(tmp_path, capsys):

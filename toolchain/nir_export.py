@@ -217,9 +217,22 @@ def flip_convt(weight: np.ndarray) -> np.ndarray:
 
 
 def _conv_node(nir, weight: np.ndarray, input_shape: tuple[int, int, int], stride, padding, facts: dict | None):
-    return nir.Conv2d(input_shape=tuple(input_shape[1:]), weight=np.array(weight), stride=tuple(stride),
+    node = nir.Conv2d(input_shape=tuple(input_shape[1:]), weight=np.array(weight), stride=tuple(stride),
                       padding=tuple(padding), dilation=(1, 1), groups=1, bias=np.zeros(weight.shape[0]),
                       metadata=_snnc_meta(**facts) if facts else {})
+    return _fix_conv_type(node, input_shape, weight.shape, stride, padding)
+
+
+def _fix_conv_type(node, input_shape, wshape, stride, padding):
+    """nir 1.0.8's Conv2d computes its output type with kernel height for both dimensions (``weight.shape[2]``);
+    set the true (C_out, H_out, W_out) so that graphs with non-square kernels type-check when built. (Reading such
+    a file back with ``nir.read``'s default type check re-creates the wrong type: read it with
+    ``type_check=False``, as :func:`toolchain.nir_import.read_nir` does.)"""
+    h, w = input_shape[1:]
+    kh, kw = wshape[2:]
+    out = (int(wshape[0]), (h + 2 * padding[0] - kh) // stride[0] + 1, (w + 2 * padding[1] - kw) // stride[1] + 1)
+    node.output_type = {"output": np.array(out)}
+    return node
 
 
 def _maps_synapse(nir, graph: Graph, name: str, shapes: dict, flat_alias: dict):
@@ -327,9 +340,7 @@ def graph_to_nir(graph: Graph, dt_s: float | None = None, lif_form: LifForm = "l
                                     f"transposed-convolution synapse); NIR has no reshape node, so this graph cannot "
                                     f"be written as NIR (a convolution must read the Input or a convolution's "
                                     f"population)")
-            nodes[name] = nir.Conv2d(input_shape=tuple(node.input_shape[1:]), weight=np.array(node.weight),
-                                     stride=tuple(node.stride), padding=tuple(node.padding), dilation=(1, 1),
-                                     groups=1, bias=np.zeros(node.weight.shape[0]))
+            nodes[name] = _conv_node(nir, node.weight, node.input_shape, node.stride, node.padding, None)
             edges.append((prev, name))
         elif isinstance(node, Flatten):
             nodes[name] = nir.Flatten(input_type={"input": np.array(node.input_shape)}, start_dim=0, end_dim=-1)
