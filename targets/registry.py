@@ -27,6 +27,9 @@ TARGETS: dict[str, str] = {
     "lava-float-lif": "targets.lava_lif:LavaLifFloatTarget",
     "lava-fixed-lif": "targets.lava_lif:LavaLifFixedTarget",
     "hw_sim-lif": "targets.hw_sim_lif:HwSimLifTarget",
+    # steps graphs run in snnTorch / Norse through their NIR importers (issue [I])
+    "snntorch-nir": "targets.nir_peers:SnntorchNirTarget",
+    "norse-nir": "targets.nir_peers:NorseNirTarget",
 }
 
 # alpha name -> the target that runs the same role on a steps graph

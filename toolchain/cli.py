@@ -27,6 +27,7 @@ COMMAND_MODULES = (
     "models.cli_train",
     "models.cli_eval",
     "toolchain.cli_deploy",
+    "toolchain.cli_nir",       # after cli_deploy: adds --nir-peers to verify
     "hw_sim.cli_device",
     "hw_sim.cli_resources",
     "toolchain.cli_demo",

@@ -485,7 +485,10 @@ def quiet(args) -> bool:
 
 def cmd_verify(args) -> int:
     """``snnc verify`` of a steps model."""
+    from toolchain.cli_nir import peer_names
+
     names = steps_names(args.targets, "--targets")
+    names += [n for n in peer_names(getattr(args, "nir_peers", None)) if n not in names]
     default = Path("runs") / f"verify-{Path(args.model).stem}"
     out = check_output_path(Path(args.out) if args.out else default, "folder")
     cs = load_steps_model(args.model, args)
