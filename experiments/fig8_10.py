@@ -79,7 +79,8 @@ def collect_fig8_10(spec, runs: str | Path, out: str | Path, settings: TrainSett
             add("fig8", lat, f"{name}_spike_fraction", np.isfinite(
                 {"inputs": x, "hidden": hid, "outputs": t_out}[name]).mean())
             if v.size:
-                ax.hist(np.clip(v, 0, bins[-1]), bins=bins, alpha=0.5, density=True, label=name)
+                ax.hist(np.clip(v, 0, bins[-1]), bins=bins, alpha=0.5, density=True, label=name,
+                        color={"inputs": "tab:blue", "hidden": "tab:orange", "outputs": "tab:green"}[name])
         for li, (layer, colour) in enumerate(zip(net.layers, ("tab:red", "tab:purple"))):
             add("fig8", lat, f"{LAYERS[li]}_pulse_mean_time", layer.pulse_times.mean())
             for k, pt in enumerate(layer.pulse_times):
@@ -101,7 +102,12 @@ def collect_fig8_10(spec, runs: str | Path, out: str | Path, settings: TrainSett
         add("fig9", lat, "output_spike_time", ts if np.isfinite(ts) else None)
         add("fig9", lat, "min_potential_before_spike", (v_reg + v_pul)[before].min())
         add("fig9", lat, "min_regular_part_before_spike", v_reg[before].min())
-        add("fig9", lat, "pulse_part_at_spike", v_pul[before][-1])
+        t_ref = np.array([ts if np.isfinite(ts) else t[-1]])
+        reg_at = float(potential(t_ref, hid[0], dec.weights[j], net.tau)[0])
+        pul_at = float(potential(t_ref, dec.pulse_times, dec.pulse_weights[j], net.tau)[0])
+        add("fig9", lat, "regular_part_at_spike", reg_at)
+        add("fig9", lat, "pulse_part_at_spike", pul_at)
+        add("fig9", lat, "potential_at_spike", reg_at + pul_at)
         ax = f9.add_subplot(1, len(lats), c + 1)
         ax.plot(t, v_reg + v_pul, "k", label="V")
         ax.plot(t, v_reg, "tab:blue", lw=0.8, label="from hidden")
@@ -145,22 +151,25 @@ def collect_fig8_10(spec, runs: str | Path, out: str | Path, settings: TrainSett
         inhib = [val.get((hi_l, f"{n}_regular_weight_mean")) for n in LAYERS]
         excit = [val.get((hi_l, f"{n}_pulse_weight_mean")) for n in LAYERS]
         hid_med, out_med = val.get((hi_l, "hidden_median_time")), val.get((hi_l, "outputs_median_time"))
-        md += ["", "Paper's claims and ours:",
-               f"- At latency {hi_l:g} the pulses move late: mean pulse time later than at latency {lo_l:g} in "
+        md += ["", "Paper's claims, and Ours:",
+               f"- Paper: at latency {hi_l:g} the pulses move late. Ours: mean pulse time later than at latency {lo_l:g} in "
                f"{sum(bool(x) for x in late)}/2 layers (encoder {val.get((lo_l, 'encoder_pulse_mean_time')):.3f} -> "
                f"{val.get((hi_l, 'encoder_pulse_mean_time')):.3f}, decoder {val.get((lo_l, 'decoder_pulse_mean_time')):.3f}"
                f" -> {val.get((hi_l, 'decoder_pulse_mean_time')):.3f} time units).",
-               "- Hidden spikes stay early: median hidden spike time "
+               "- Paper: hidden spikes stay early. Ours: median hidden spike time "
                + (f"{hid_med:.3f} vs median output time {out_med:.3f} at latency {hi_l:g}."
                   if hid_med is not None and out_med is not None else "not measurable (no spikes)."),
-               f"- Regular weights turn inhibitory at latency {hi_l:g}: mean regular weight < 0 in "
+               f"- Paper: regular weights turn inhibitory at latency {hi_l:g}, pulses are excitatory. Ours: mean "
+               f"regular weight < 0 in "
                f"{sum(w is not None and w < 0 for w in inhib)}/2 layers ({', '.join(f'{w:.3g}' for w in inhib)}); "
                f"pulse weights excitatory (mean > 0) in {sum(w is not None and w > 0 for w in excit)}/2 layers "
                f"({', '.join(f'{w:.3g}' for w in excit)}).",
-               f"- Fig. 9, latency {hi_l:g}: the potential first dips to "
-               f"{val.get((hi_l, 'min_potential_before_spike')):.3g} (regular part "
-               f"{val.get((hi_l, 'min_regular_part_before_spike')):.3g}) before the pulses (part at the spike: "
-               f"{val.get((hi_l, 'pulse_part_at_spike')):.3g}) drive it to theta = {nets[hi_l].theta:.3g}."]
+               f"- Paper (Fig. 9, latency {hi_l:g}): an initial negative response, then the pulses drive the "
+               f"output spike. Ours: minimum of the part from hidden "
+               f"spikes before the output spike {val.get((hi_l, 'min_regular_part_before_spike')):.3g}; theta = {nets[hi_l].theta:.3g} (at the spike: hidden part "
+               f"{val.get((hi_l, 'regular_part_at_spike')):.3g}, pulse part {val.get((hi_l, 'pulse_part_at_spike')):.3g})"
+               + (": consistent." if val.get((hi_l, "min_regular_part_before_spike")) < 0
+                  < val.get((hi_l, "pulse_part_at_spike")) else ": not seen in this model.")]
     paths = write_outputs(out, {"fig8.png": png_bytes(f8), "fig9.png": png_bytes(f9), "fig10.png": png_bytes(f10),
                                 "fig8_10.csv": csv_text(rows, FIELDS), "fig8_10.md": "\n".join(md) + "\n"})
     return {"rows": rows, "paths": paths}
