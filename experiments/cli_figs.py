@@ -33,7 +33,8 @@ def register_figures(sub) -> None:
     for fig, help_text in FIGURES.items():
         stem = fig.replace("-", "_")
         p = sub.add_parser(fig, help=help_text, description=f"{fig} of Comsa et al. 2021: {help_text}.",
-                           epilog=EPILOG.format(fig=fig, stem=stem), formatter_class=argparse.RawDescriptionHelpFormatter)
+                           epilog=EPILOG.format(fig=fig, stem=stem),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--epochs", type=int, default=100, help="epochs per model (paper: 100)")
         p.add_argument("--limit-train", type=int, default=None, help="first N training images (default: all)")
         p.add_argument("--limit-eval", type=int, default=None,

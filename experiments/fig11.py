@@ -58,12 +58,13 @@ def collect_fig11(spec, runs: str | Path, out: str | Path, settings: TrainSettin
     runs = Path(runs)
     ref_spec = figure_spec("fig3ref", settings, {"trainer": ["ann"], "dataset": ["mnist"],
                                                  "noise": spec.grid["noise"], "hidden": [32]})
-    rows = []
+    rows, sources = [], set()
     for eta in spec.grid["noise"]:
         p = {"dataset": "mnist", "noise": eta, "hidden": 32}
         for model, trainer in (("snn", "temporal"), ("ann relu-sigmoid", "ann")):
             trial = require(runs, spec, {"trainer": trainer, **p})
             m = json.loads((trial / "metrics.json").read_text())
+            sources.add(str(m.get("data_source")))
             rows.append({"model": model, "inverted": True, "noise": float(eta), "test_mse": m["test_mse"],
                          "val_mse": m.get("val_mse"), "best_epoch": m.get("best_epoch"),
                          "source": f"trials/{trial.name}"})
@@ -90,7 +91,7 @@ def collect_fig11(spec, runs: str | Path, out: str | Path, settings: TrainSettin
     mse = {(r["model"], r["noise"]): r["test_mse"] for r in rows}
     wins = [(eta, all(mse[("snn", eta)] < mse[(m, eta)] for m in MODELS[1:3])) for eta in spec.grid["noise"]]
     md = ["# Fig. 11: inverted-brightness MNIST, SNN (latency 1) vs ANNs (hidden 32)", "",
-          settings_line(settings, "as trained", runs), "", *md_table(rows, FIELDS), "",
+          settings_line(settings, "/".join(sorted(sources)), runs), "", *md_table(rows, FIELDS), "",
           f"Paper's claim: {CLAIM}.",
           f"Ours: the SNN has the lowest test MSE of the inverted-image models at {sum(w for _, w in wins)}/"
           f"{len(wins)} noise levels" + (f" (not at noise {', '.join(f'{e:g}' for e, w in wins if not w)})."

@@ -66,13 +66,14 @@ def collect_fig6(spec, runs: str | Path, out: str | Path, settings: TrainSetting
     datasets = spec.grid["dataset"]
     fig = new_figure(1.0 * 2 * steps + 0.6, 1.0 * steps * len(datasets) + 0.6)
     subfigs = fig.subfigures(len(datasets), 2, squeeze=False)
-    rows, summary = [], []
+    rows, summary, sources = [], [], set()
     inner = np.ones(steps * steps, bool)
     inner[[0, steps - 1, steps * (steps - 1), steps * steps - 1]] = False
     for i, ds in enumerate(datasets):
         trial = require(runs, spec, {"trainer": "temporal", "dataset": ds, "noise": 0.0, "hidden": 32})
         net = load_snn(trial)
         test = load_split(ds, "test", settings.limit_eval)
+        sources.add(test.source)
         ref = load_split(ds, "train", N_REFERENCE).images.astype(np.float64)
         idx = corners(test.labels)
         imgs = test.images[idx].astype(np.float64)
@@ -97,7 +98,7 @@ def collect_fig6(spec, runs: str | Path, out: str | Path, settings: TrainSetting
                 ax.set_yticks([])
             sf.suptitle(f"{ds}: {space} space", fontsize=9)
     md = ["# Fig. 6: interpolation in embedding space vs pixel space (SNN hidden 32, latency 1, noise 0)", "",
-          settings_line(settings, "as trained", runs), "",
+          settings_line(settings, "/".join(sorted(sources)), runs), "",
           *md_table(summary, ("dataset", "space", "inner_nearest_train_mse", "corner_nearest_train_mse",
                                "inner_over_corner", "corners")),
           "", "nearest_train_mse: MSE per pixel of a grid image to its nearest of the first "

@@ -151,25 +151,26 @@ def collect_fig8_10(spec, runs: str | Path, out: str | Path, settings: TrainSett
         inhib = [val.get((hi_l, f"{n}_regular_weight_mean")) for n in LAYERS]
         excit = [val.get((hi_l, f"{n}_pulse_weight_mean")) for n in LAYERS]
         hid_med, out_med = val.get((hi_l, "hidden_median_time")), val.get((hi_l, "outputs_median_time"))
+        def g(lat, q):
+            return val.get((lat, q))
+
+        reg_min, pul_at = g(hi_l, "min_regular_part_before_spike"), g(hi_l, "pulse_part_at_spike")
         md += ["", "Paper's claims, and Ours:",
-               f"- Paper: at latency {hi_l:g} the pulses move late. Ours: mean pulse time later than at latency {lo_l:g} in "
-               f"{sum(bool(x) for x in late)}/2 layers (encoder {val.get((lo_l, 'encoder_pulse_mean_time')):.3f} -> "
-               f"{val.get((hi_l, 'encoder_pulse_mean_time')):.3f}, decoder {val.get((lo_l, 'decoder_pulse_mean_time')):.3f}"
-               f" -> {val.get((hi_l, 'decoder_pulse_mean_time')):.3f} time units).",
+               f"- Paper: at latency {hi_l:g} the pulses move late. Ours: mean pulse time later than at latency "
+               f"{lo_l:g} in {sum(bool(x) for x in late)}/2 layers (encoder {g(lo_l, 'encoder_pulse_mean_time'):.3f}"
+               f" -> {g(hi_l, 'encoder_pulse_mean_time'):.3f}, decoder {g(lo_l, 'decoder_pulse_mean_time'):.3f}"
+               f" -> {g(hi_l, 'decoder_pulse_mean_time'):.3f} time units).",
                "- Paper: hidden spikes stay early. Ours: median hidden spike time "
                + (f"{hid_med:.3f} vs median output time {out_med:.3f} at latency {hi_l:g}."
                   if hid_med is not None and out_med is not None else "not measurable (no spikes)."),
                f"- Paper: regular weights turn inhibitory at latency {hi_l:g}, pulses are excitatory. Ours: mean "
-               f"regular weight < 0 in "
-               f"{sum(w is not None and w < 0 for w in inhib)}/2 layers ({', '.join(f'{w:.3g}' for w in inhib)}); "
-               f"pulse weights excitatory (mean > 0) in {sum(w is not None and w > 0 for w in excit)}/2 layers "
-               f"({', '.join(f'{w:.3g}' for w in excit)}).",
+               f"regular weight < 0 in {sum(w is not None and w < 0 for w in inhib)}/2 layers "
+               f"({', '.join(f'{w:.3g}' for w in inhib)}); pulse weights excitatory (mean > 0) in "
+               f"{sum(w is not None and w > 0 for w in excit)}/2 layers ({', '.join(f'{w:.3g}' for w in excit)}).",
                f"- Paper (Fig. 9, latency {hi_l:g}): an initial negative response, then the pulses drive the "
-               f"output spike. Ours: minimum of the part from hidden "
-               f"spikes before the output spike {val.get((hi_l, 'min_regular_part_before_spike')):.3g}; theta = {nets[hi_l].theta:.3g} (at the spike: hidden part "
-               f"{val.get((hi_l, 'regular_part_at_spike')):.3g}, pulse part {val.get((hi_l, 'pulse_part_at_spike')):.3g})"
-               + (": consistent." if val.get((hi_l, "min_regular_part_before_spike")) < 0
-                  < val.get((hi_l, "pulse_part_at_spike")) else ": not seen in this model.")]
+               f"output spike. Ours: minimum of the part from hidden spikes before the output spike {reg_min:.3g}; "
+               f"theta = {nets[hi_l].theta:.3g} (at the spike: hidden part {g(hi_l, 'regular_part_at_spike'):.3g}, "
+               f"pulse part {pul_at:.3g})" + (": consistent." if reg_min < 0 < pul_at else ": not seen in this model.")]
     paths = write_outputs(out, {"fig8.png": png_bytes(f8), "fig9.png": png_bytes(f9), "fig10.png": png_bytes(f10),
                                 "fig8_10.csv": csv_text(rows, FIELDS), "fig8_10.md": "\n".join(md) + "\n"})
     return {"rows": rows, "paths": paths}
