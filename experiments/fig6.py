@@ -109,7 +109,7 @@ def collect_fig6(spec, runs: str | Path, out: str | Path, settings: TrainSetting
           "grid's own corners (1 = as close as the corners; it discounts the reconstruction error of the "
           "embedding grid's decoded corners); grid_spread: mean over pixels of the standard deviation across the "
           f"grid's images (below {MIN_SPREAD:g} the decoded images barely differ and the ratio says nothing). "
-          "MSE favours blurry averages, so this is a rough measure: look at the figure.", "", f"Paper's claim: {CLAIM}."]
+          "MSE favours blurry averages, so this is a rough measure: see the figure.", "", f"Paper's claim: {CLAIM}."]
     for ds in datasets:
         e = next(s for s in summary if s["dataset"] == ds and s["space"] == "embedding")
         p = next(s for s in summary if s["dataset"] == ds and s["space"] == "pixel")
