@@ -46,7 +46,7 @@ def _datasets(text: str) -> tuple[str, ...]:
 
 
 def register(subparsers) -> None:
-    """Add ``experiments fig3``."""
+    """Add ``experiments fig3`` (and, from experiments/cli_figs.py, fig4 ... fig11 and ``report experiments``)."""
     ex = subparsers.add_parser("experiments", help="the paper's experiments (sweeps + tables and figures)",
                                description="Experiments of Comsa et al. 2021 as commands.")
     sub = ex.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
@@ -69,6 +69,10 @@ def register(subparsers) -> None:
     f.add_argument("--collect-only", action="store_true", help="only write the tables and figure from the "
                                                                "trials finished so far")
     f.set_defaults(func=_fig3)
+    from experiments.cli_figs import register_figures, register_report
+
+    register_figures(sub)
+    register_report(subparsers)
 
 
 def _fig3(args: argparse.Namespace) -> int:
