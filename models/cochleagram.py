@@ -132,7 +132,7 @@ def features_of_clips(clips, spec: FeatureSpec) -> FeatureSet:
     """Compute the cochleagrams of fsdd.Clip objects (cut to the window)."""
     vals, lens, n_cut = [], [], 0
     for c in clips:
-        co = cochleagram(c.samples, spec, c.rate)
+        co = cochleagram(c.samples, spec, c.rate)   # normalised over the whole clip, then cut (the authors' order)
         n_cut += int(co.shape[0] > spec.frames)
         co = fit_frames(co, spec.frames)
         vals.append(co.astype(np.float16))

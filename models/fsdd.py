@@ -94,6 +94,20 @@ def clip_names(split: str) -> list[tuple[str, int, str, int]]:
     return [(f"{d}_{s}_{i}.wav", d, s, i) for d in DIGITS for s in SPEAKERS for i in idx]
 
 
+def select(names: list, limit: int | None) -> list:
+    """Every k-th entry so that about ``limit`` remain (all digits kept): the subset that ``--limit-*`` uses."""
+    if limit is not None and int(limit) < 1:
+        raise DataError(f"limit must be a positive number of clips, got {limit}")
+    if limit is None or limit >= len(names):
+        return list(names)
+    return list(names[:: max(1, len(names) // int(limit))][: int(limit)])
+
+
+def split_labels(split: str, limit: int | None = None) -> np.ndarray:
+    """Digit labels of a split's clips in load order (no file is read)."""
+    return np.array([d for _, d, _, _ in select(clip_names(split), limit)], np.int64)
+
+
 def read_wav(path: str | os.PathLike, *, rate: int | None = SAMPLE_RATE, max_seconds: float | None = None,
              cut: bool = False) -> tuple[np.ndarray, int]:
     """Samples (float64 in [-1, 1)) and sample rate of a mono 16-bit PCM wav, after every check of the module.
@@ -157,13 +171,9 @@ def load_fsdd(split: str, data_dir: str | os.PathLike | None = None, *, limit: i
 
     ``limit``: keep every k-th clip so that about ``limit`` remain, all digits kept (for fast runs).
     ``max_seconds``/``cut``: see :func:`read_wav` (the dataset loader cuts by default, as the authors did)."""
-    if limit is not None and int(limit) < 1:
-        raise DataError(f"limit must be a positive number of clips, got {limit}")
+    names = select(clip_names(split), limit)
     folder = fsdd_root(data_dir)
     sums = read_md5sums(folder) if check_md5 else {}
-    names = clip_names(split)
-    if limit is not None and limit < len(names):
-        names = names[:: max(1, len(names) // int(limit))][: int(limit)]
     clips = []
     for fname, d, s, i in names:
         path = folder / "recordings" / fname

@@ -5,6 +5,7 @@
     toolchain/cli_deploy.py  compile, run, verify, deploy
     hw_sim/cli_device.py     device serve
     toolchain/cli_demo.py    demo
+    models/cli_audio.py      audio2image (train audio: via models/cli_train.py)
 
 Heavy imports (torch, lava, brian2) happen inside the command functions, so ``snnc --help`` is fast.
 """
@@ -26,6 +27,7 @@ COMMAND_MODULES = (
     "hw_sim.cli_device",
     "hw_sim.cli_resources",
     "toolchain.cli_demo",
+    "models.cli_audio",
 )
 
 EXAMPLES = """examples:
