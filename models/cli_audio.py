@@ -38,8 +38,9 @@ def add_train_audio(sub) -> None:
                                    "map) with the event-driven online rule, decode the FSDD test clips through the "
                                    "image model's decoder and score them.",
                        epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image-model", required=True,
-                   help="the image autoencoder: a `snnc train rate` run folder or its model.onnx")
+    p.add_argument("--image-model", default=None,
+                   help="the image autoencoder: a `snnc train rate` run folder or its model.onnx (required for the "
+                        "SNN; the ANN baseline trains its own)")
     p.add_argument("--pairing", choices=("A", "B"), default="A",
                    help="A: every clip of a digit paired with one image of it; B: each clip with its own image")
     p.add_argument("--audio-rate", type=int, default=12500, choices=(12500, 8000),
@@ -78,6 +79,9 @@ def train_audio_cli(args: argparse.Namespace) -> int:
                       batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window,
                       limit_train=args.limit_train, limit_test=args.limit_test,
                       **({"lr": args.lr} if args.lr is not None and args.ann is None else {}))
+    if args.ann is None and args.image_model is None:
+        raise SnncError("snnc train audio needs --image-model (a `snnc train rate --preset mnist-196` run): its hidden "
+                        "spike maps are the targets and its decoder draws the digits")
     if args.ann is not None:
         from models.audio_ann import train_audio_ann
 
@@ -95,8 +99,8 @@ def train_audio_cli(args: argparse.Namespace) -> int:
 def is_audiocoder(model: str | Path) -> bool:
     """True for an audiocoder run folder or file (``snnc eval`` dispatches those here)."""
     p = Path(model)
-    return (p.is_dir() and (p / "audiocoder.npz").is_file()) or (p.is_file() and p.name.endswith(".npz")
-                                                                 and p.name.startswith("audiocoder"))
+    return (p.is_dir() and any((p / n).is_file() for n in ("audiocoder.npz", "audiocoder-ann.npz"))) or \
+        (p.is_file() and p.name.endswith(".npz") and p.name.startswith("audiocoder"))
 
 
 def evaluate_audio(model: str | Path, *, data_dir: str | None = None, cache_dir: str | Path | None = None,
@@ -114,28 +118,41 @@ def evaluate_audio(model: str | Path, *, data_dir: str | None = None, cache_dir:
     from toolchain.atomic import atomic_path, check_output_path
 
     path = Path(model)
-    mpath = path / "audiocoder.npz" if path.is_dir() else path
+    mpath = path
+    if path.is_dir():
+        mpath = path / "audiocoder.npz" if (path / "audiocoder.npz").is_file() else path / "audiocoder-ann.npz"
     png_path = check_output_path(png if png else mpath.with_name(f"{mpath.stem}_eval_test.png"), "file", "--png")
     if json_path is not None:
         json_path = check_output_path(json_path, "file", "--json")
-    ac = load_audiocoder(mpath)
-    cfg = ac.meta.get("config", {})
-    spec = FeatureSpec(**ac.meta["spec"])
-    if spec.n_inputs != ac.n_in:
-        raise SnncError(f"{mpath}: {ac.n_in} inputs but its feature settings give {spec.n_inputs}; retrain it")
+    if mpath.name.startswith("audiocoder-ann"):
+        from models.audio_ann import ann_generate, load_ann
+
+        w1, w2, dec, meta = load_ann(mpath)
+        kind, sizes = f"ann-{meta['optimizer']}", [w1.shape[1], w1.shape[0], w2.shape[0], dec.shape[0]]
+    else:
+        ac = load_audiocoder(mpath)
+        meta, kind, sizes = ac.meta, "audiocoder", [ac.n_in, ac.hidden, ac.n_code, ac.dec_w.shape[0]]
+    cfg = meta.get("config", {})
+    spec = FeatureSpec(**meta["spec"])
+    if spec.n_inputs != sizes[0]:
+        raise SnncError(f"{mpath}: {sizes[0]} inputs but its feature settings give {spec.n_inputs}; retrain it")
     test = load_features("test", spec, data_dir=data_dir, cache_dir=cache_dir, limit=limit)
     mnist = load_dataset("mnist", "train", data_dir=data_dir)
-    pairing = pair(ac.meta["pairing"], split_labels("train", cfg.get("limit_train")), mnist.images, mnist.labels,
+    pairing = pair(meta["pairing"], split_labels("train", cfg.get("limit_train")), mnist.images, mnist.labels,
                    int(cfg.get("seed", 0)))
-    gen, codes = generate(ac, test, seed)
+    if kind == "audiocoder":
+        gen, codes = generate(ac, test, seed)
+        spikes = float(codes.sum(1).mean())
+    else:
+        gen, spikes = ann_generate(w1, w2, dec, test), None
     sc = score(gen, test.labels, pairing)
-    result = {"model": str(mpath), "kind": "audiocoder", "pairing": ac.meta["pairing"], "test_mse": sc["mse"],
+    result = {"model": str(mpath), "kind": kind, "pairing": meta["pairing"], "test_mse": sc["mse"],
               "test_mse_per_digit": sc["mse_per_digit"], "test_class_accuracy": sc["class_accuracy"],
-              "n_test": len(test), "seed": seed, "sizes": [ac.n_in, ac.hidden, ac.n_code, ac.dec_w.shape[0]],
-              "code_spikes_per_clip": float(codes.sum(1).mean()), "png": str(png_path)}
+              "n_test": len(test), "seed": seed, "sizes": sizes, "code_spikes_per_clip": spikes,
+              "png": str(png_path)}
     with contextlib.ExitStack() as stack:
         stack.enter_context(atomic_path(png_path)).write_bytes(
-            grid_png_bytes(gen, test.labels, title=f"audiocoder ({ac.meta['pairing']}) test: MSE {sc['mse']:.4f}"))
+            grid_png_bytes(gen, test.labels, title=f"{kind} ({meta['pairing']}) test: MSE {sc['mse']:.4f}"))
         if json_path is not None:
             result["json"] = str(json_path)
             stack.enter_context(atomic_path(json_path)).write_text(json.dumps(result, indent=2) + "\n")
@@ -145,7 +162,7 @@ def evaluate_audio(model: str | Path, *, data_dir: str | None = None, cache_dir:
 def eval_audio_cli(args: argparse.Namespace) -> int:
     r = evaluate_audio(args.model, data_dir=args.data_dir, limit=args.limit, seed=args.seed + 2, png=args.png,
                        json_path=args.json)
-    print(f"model: {r['model']} (audiocoder {'-'.join(map(str, r['sizes']))}, dataset {r['pairing']})")
+    print(f"model: {r['model']} ({r['kind']} {'-'.join(map(str, r['sizes']))}, dataset {r['pairing']})")
     print(f"test MSE {r['test_mse']:.4f} (z-scored, {r['n_test']} FSDD test clips); generated digit nearest to its "
           f"class image in {100 * r['test_class_accuracy']:.1f} % of clips")
     print(f"generated digits: {r['png']}")

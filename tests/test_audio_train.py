@@ -126,6 +126,14 @@ def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch):
     stereo = write_wav(tmp_path / "st.wav", np.repeat(speech_like(0.03), 2), channels=2)
     assert main(["audio2image", str(stereo), "--model", str(out), "--out", str(tmp_path / "f.png")]) == 2
     assert "stereo" in capsys.readouterr().err
+    # the ANN baseline on the same features (its own AE-ANN), scored and evaluated the same way
+    ann = tmp_path / "ann"
+    assert main(["train", "audio", "--ann", "adam", "--pairing", "B", "--out", str(ann), "--feature-cache",
+                 str(cache), *SMALL]) == 0
+    ma = json.loads((ann / "metrics.json").read_text())
+    assert ma["kind"] == "ann-adam" and np.isfinite(ma["test_mse"]) and ma["ae_ann_val_mse"] < 0.9
+    assert main(["eval", str(ann), "--json", str(tmp_path / "eva.json")]) == 0
+    assert json.loads((tmp_path / "eva.json").read_text())["test_mse"] == pytest.approx(ma["test_mse"], rel=1e-6)
     assert not [p for p in tmp_path.rglob("*") if ".snnc-tmp" in p.name]
 
 
