@@ -38,6 +38,7 @@ class AudioConfig:
     pairing: str = "A"
     rate: int = 12500
     frames: int = 1500
+    decimation: int = 10
     hidden: int = 2048
     steps: int = 30
     p_scale: float = 0.02
@@ -57,7 +58,7 @@ class AudioConfig:
         if self.pairing not in ("A", "B"):
             raise SnncError(f"--pairing must be A (one image per digit) or B (one image per clip), got "
                             f"{self.pairing!r}")
-        FeatureSpec(self.rate, self.frames)
+        FeatureSpec(self.rate, self.frames, self.decimation)
         check_steps(self.steps)
         check_p_scale(self.p_scale)
         for name in ("hidden", "epochs", "batch_size", "trace_window"):
@@ -72,7 +73,7 @@ class AudioConfig:
 
     @property
     def spec(self) -> FeatureSpec:
-        return FeatureSpec(self.rate, self.frames)
+        return FeatureSpec(self.rate, self.frames, self.decimation)
 
     def resolved_t_h(self) -> int:
         return int(self.t_h) if self.t_h is not None else DEFAULT_T_H[self.pairing]

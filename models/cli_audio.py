@@ -47,6 +47,9 @@ def add_train_audio(sub) -> None:
                    help="feature sample rate in Hz: 12500 (39 channels, the paper) or 8000 (32 channels)")
     p.add_argument("--frames", type=int, default=1500, help="cochleagram frames per clip (1 frame = 10 samples; "
                                                             "default 1500 = 1.2 s at 12.5 kHz)")
+    p.add_argument("--decimation", type=int, default=10,
+                   help="samples per cochleagram frame (default 10; e.g. 80 at 8 kHz: 100 frames/s, a deployable "
+                        "front end of 32 x 120 = 3,840 inputs with --frames 120)")
     p.add_argument("--hidden", type=int, default=2048, help="hidden LIF neurons (default 2048)")
     p.add_argument("--steps", type=int, default=30, help="time steps T per clip (default 30)")
     p.add_argument("--p-scale", type=float, default=0.02, help="spike probability per step at feature 1 (0.02)")
@@ -74,7 +77,8 @@ def add_train_audio(sub) -> None:
 def train_audio_cli(args: argparse.Namespace) -> int:
     from models.audio_trainer import AudioConfig, train_audio
 
-    cfg = AudioConfig(pairing=args.pairing, rate=args.audio_rate, frames=args.frames, hidden=args.hidden,
+    cfg = AudioConfig(pairing=args.pairing, rate=args.audio_rate, frames=args.frames, decimation=args.decimation,
+                      hidden=args.hidden,
                       steps=args.steps, p_scale=args.p_scale, epochs=args.epochs, seed=args.seed,
                       batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window,
                       limit_train=args.limit_train, limit_test=args.limit_test,
@@ -133,6 +137,7 @@ def evaluate_audio(model: str | Path, *, data_dir: str | None = None, cache_dir:
         ac = load_audiocoder(mpath)
         meta, kind, sizes = ac.meta, "audiocoder", [ac.n_in, ac.hidden, ac.n_code, ac.dec_w.shape[0]]
     cfg = meta.get("config", {})
+    limit = cfg.get("limit_test") if limit is None else limit   # default: the clips the training run scored
     spec = FeatureSpec(**meta["spec"])
     if spec.n_inputs != sizes[0]:
         raise SnncError(f"{mpath}: {sizes[0]} inputs but its feature settings give {spec.n_inputs}; retrain it")

@@ -47,6 +47,10 @@ class FeatureSpec:
         if isinstance(self.frames, bool) or not isinstance(self.frames, (int, np.integer)) or not \
                 1 <= self.frames <= 100_000:
             raise SnncError(f"--frames must be an integer between 1 and 100000, got {self.frames!r}")
+        if isinstance(self.decimation, bool) or not isinstance(self.decimation, (int, np.integer)) or not \
+                1 <= self.decimation <= 1000:
+            raise SnncError(f"--decimation must be an integer between 1 and 1000 (samples per frame), got "
+                            f"{self.decimation!r}")
 
     @property
     def channels(self) -> int:

@@ -107,6 +107,14 @@ def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch):
     assert (out / "generated.png").stat().st_size > 1000
     ac = load_audiocoder(out)
     assert ac.w1t.shape == (40 * 32, 24) and ac.n_code == 20
+    # a strongly driven audiocoder in the same file format: eval decodes real spikes through the decoder
+    rng = np.random.default_rng(3)
+    loud = AudioCoder(np.abs(rng.normal(0.5, 0.3, ac.w1t.shape)).astype(np.float32),
+                      rng.normal(0.3, 0.5, ac.w2.shape).astype(np.float32), ac.dec_w, ac.dec_leak, ac.dec_v_th, ac.meta)
+    save_audiocoder(loud, tmp_path / "loud" / "audiocoder.npz")
+    assert main(["eval", str(tmp_path / "loud"), "--json", str(tmp_path / "loud.json")]) == 0
+    lj = json.loads((tmp_path / "loud.json").read_text())
+    assert lj["code_spikes_per_clip"] > 10 and lj["n_test"] == 20 and 0 < lj["test_mse"] < 2.5
     # eval reproduces the training score (same clips, same input seed)
     rc = main(["eval", str(out), "--json", str(tmp_path / "ev.json")])
     assert rc == 0
