@@ -52,7 +52,6 @@ def main(argv: list[str] | None = None) -> int:
     numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
     spec = FeatureSpec(args.audio_rate)
     fs = load_features("train", spec, data_dir=args.data_dir, cache_dir=args.feature_cache)
-    sparse = [fs.sparse(n) for n in range(len(fs))]
     steps, n_code = 30, 196
     res, cpu_res, ev = {}, {}, {}
     for window in (int(w) for w in args.windows.split(",")):
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = rng.choice(len(fs), BATCH, replace=False)
             tgt = (rng.random((steps, BATCH, n_code)) < 0.41).astype(np.uint8)
             t0, c0 = time.perf_counter(), time.process_time()
-            spikes = [encode_clip(*sparse[n], steps, 0.02, rng) for n in rows]
+            spikes = [encode_clip(*fs.sparse(n), steps, 0.02, rng) for n in rows]
             r = online_batch_sparse(w1t, w2, spikes, tgt, rule, window)
             if b >= args.warmup:
                 walls.append(time.perf_counter() - t0)

@@ -181,7 +181,6 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
     rng = np.random.default_rng(cfg.seed)
     w1t, w2 = init_weights(n_in, cfg.hidden, n_code, cfg.init, rng)
     rule = OnlineRule(lr=cfg.lr, n_shrink=float(n_in))
-    sparse = [train.sparse(n) for n in range(len(train))]
     n_batches = len(train) // cfg.batch_size
     history = []
     for epoch in range(cfg.epochs):
@@ -192,7 +191,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
                    mininterval=0.5, leave=False)
         for b in range(n_batches):
             rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            spikes = [encode_clip(*sparse[n], cfg.steps, cfg.p_scale, rng) for n in rows]
+            spikes = [encode_clip(*train.sparse(n), cfg.steps, cfg.p_scale, rng) for n in rows]
             r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.trace_window)
             loss_sum += r["loss"]
             events += r["events"]
