@@ -60,9 +60,9 @@ def check_deployable(n_in: int, hidden: int, n_code: int = 196, chip: str = "loi
 
 
 def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int = 7, weight_bits: int = 8,
-                 calibration_clips: int = 50):
+                 calibration_clips: int = 50, range_mode: str = "calibrated"):
     """Compile the joint graph (8-bit weights, ranges calibrated on ``calibration_clips`` clips of ``features``'
-    tail) and verify ``targets`` on the first ``n_clips`` clips against the float reference. Returns the
+    tail, or ``range_mode`` "worst-case") and verify ``targets`` on the first ``n_clips`` clips against the float reference. Returns the
     StepsVerifyReport; raises DRCError first when the network does not fit one chip."""
     from models.audio_model import encode_clip
     from toolchain.steps_compiler import compile_graph
@@ -81,7 +81,8 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
 
     n = len(features)
     calib = trains(range(max(0, n - calibration_clips), n))
-    cs = compile_graph(graph, ac.steps, weight_bits=weight_bits, range_mode="calibrated", calibration_spikes=calib,
-                       calibration_source=f"{calibration_clips} FSDD clips")
+    cs = compile_graph(graph, ac.steps, weight_bits=weight_bits, range_mode=range_mode,
+                       calibration_spikes=calib if range_mode == "calibrated" else None,
+                       calibration_source=f"{calibration_clips} FSDD clips" if range_mode == "calibrated" else "")
     x = trains(range(min(n_clips, n)))
     return verify_steps(cs, x, None, targets), cs
