@@ -203,6 +203,10 @@ def evaluate(model: str | Path, dataset: str | None = None, *, split: str = "tes
 
 
 def _run(args: argparse.Namespace) -> int:
+    from models.cli_audio import eval_audio_cli, is_audiocoder
+
+    if is_audiocoder(args.model):  # an audiocoder run (snnc train audio): scored on the FSDD test clips
+        return eval_audio_cli(args)
     result = evaluate(args.model, args.dataset, split=args.split, data_dir=args.data_dir, limit=args.limit,
                       noise=args.noise, noise_mean=args.noise_mean, seed=args.seed, png=args.png,
                       json_path=args.json)
@@ -235,7 +239,8 @@ def register(subparsers) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("model", help="model.onnx (temporal or rate LIF), ann.pt, or a run folder holding one of them")
+    p.add_argument("model", help="model.onnx (temporal or rate LIF), ann.pt, audiocoder.npz (snnc train audio), or a "
+                                 "run folder holding one of them")
     p.add_argument("--dataset", default=None, choices=DATASETS,
                    help="dataset to score on (default: the one the model was trained on, from its metadata)")
     p.add_argument("--split", default="test", choices=("train", "val", "test"),

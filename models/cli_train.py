@@ -108,6 +108,10 @@ def register(subparsers) -> None:
         add_ann_args(a)
         a.set_defaults(func=train_ann_cli)
 
+    from models.cli_audio import add_train_audio  # audio to image (issue [G])
+
+    add_train_audio(sub)
+
 
 def _missing_ann(reason: str) -> int:
     from toolchain.errors import SnncError

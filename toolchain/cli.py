@@ -1,12 +1,15 @@
 """The ``snnc`` command. Each room registers its own subcommands (``register(subparsers)``):
 
-    models/cli_train.py      train temporal|ann
+    models/cli_train.py      train temporal|ann|rate|conv|audio
     models/cli_eval.py       eval
-    toolchain/cli_deploy.py  compile, run, verify, deploy
+    toolchain/cli_deploy.py  compile, run, verify, deploy (steps models through toolchain/cli_steps.py)
+    toolchain/cli_nir.py     export nir, import nir, verify --nir-peers
     hw_sim/cli_device.py     device serve
+    hw_sim/cli_resources.py  resources
     toolchain/cli_demo.py    demo
+    models/cli_audio.py      audio2image
     experiments/cli_sweep.py        sweep run|worker|status
-    experiments/cli_experiments.py  experiments fig3
+    experiments/cli_experiments.py  experiments fig3 .. fig11, report experiments
     (experiments/ sits above models/ and toolchain/ and may import both; it is imported here only by name, when
     the parser is built, like every room above; nothing else imports it)
 
@@ -33,6 +36,7 @@ COMMAND_MODULES = (
     "toolchain.cli_demo",
     "experiments.cli_sweep",
     "experiments.cli_experiments",
+    "models.cli_audio",
 )
 
 EXAMPLES = """examples:

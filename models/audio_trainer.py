@@ -1,0 +1,267 @@
+"""Trainer of the spiking audiocoder (``snnc train audio``): spoken digits -> the image autoencoder's hidden spike
+map (Roy, Panda & Roy 2019, section 4.2; FSDD instead of TI-46).
+
+Data: FSDD training clips (index 5-49, 2,700) as Lyon cochleagrams (models/cochleagram.py, cached), paired with
+MNIST training images (models/audio_pairs.py, dataset A or B); the image model (``snnc train rate --preset
+mnist-196``) gives the targets and the decoder. Every epoch: a fresh permutation, batches of ``batch_size`` clips,
+Bernoulli inputs (p = p_scale * feature) drawn per batch, the event-driven online rule (models/audio_online.py).
+At the end the test clips (index 0-4, 300) are decoded through the image model's decoder and scored
+(models/audio_metrics.py); outputs: ``audiocoder.npz``, ``metrics.json``, ``generated.png`` (5 test clips per digit).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from models.cochleagram import FeatureSpec
+from toolchain.atomic import atomic_write_text
+from toolchain.errors import SnncError
+
+MODEL_NAME = "audiocoder.npz"
+METRICS_NAME = "metrics.json"
+PNG_NAME = "generated.png"
+OUTPUT_NAMES = (MODEL_NAME, METRICS_NAME, PNG_NAME)
+DEFAULT_T_H = {"A": 15, "B": 10}   # Table 1 footnotes: A with T_h 15, B with T_h 10
+
+
+@dataclass(frozen=True)
+class AudioConfig:
+    """One audiocoder run (defaults: the paper's; lr is Adam's step size per time step)."""
+
+    pairing: str = "A"
+    rate: int = 12500
+    frames: int = 1500
+    decimation: int = 10
+    hidden: int = 2048
+    steps: int = 30
+    p_scale: float = 0.02
+    lr: float = 5e-5
+    batch_size: int = 50
+    epochs: int = 1
+    seed: int = 0
+    init: float = 0.01
+    t_h: int | None = None
+    trace_window: int = 1
+    limit_train: int | None = None
+    limit_test: int | None = None
+
+    def __post_init__(self) -> None:
+        from models.rate_encoding import check_p_scale, check_steps
+
+        if self.pairing not in ("A", "B"):
+            raise SnncError(f"--pairing must be A (one image per digit) or B (one image per clip), got "
+                            f"{self.pairing!r}")
+        FeatureSpec(self.rate, self.frames, self.decimation)
+        check_steps(self.steps)
+        check_p_scale(self.p_scale)
+        for name in ("hidden", "epochs", "batch_size", "trace_window"):
+            if int(getattr(self, name)) < 1:
+                raise SnncError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0) or not (math.isfinite(self.init) and self.init > 0):
+            raise SnncError(f"lr and init must be finite and > 0, got lr={self.lr}, init={self.init}")
+        for name in ("limit_train", "limit_test"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise SnncError(f"--{name.replace('_', '-')} must be a positive number of clips, got {v}")
+
+    @property
+    def spec(self) -> FeatureSpec:
+        return FeatureSpec(self.rate, self.frames, self.decimation)
+
+    def resolved_t_h(self) -> int:
+        return int(self.t_h) if self.t_h is not None else DEFAULT_T_H[self.pairing]
+
+
+def init_weights(n_in: int, hidden: int, n_code: int, init: float, rng: np.random.Generator):
+    """U(-init, init) float32 weights: w1t (n_in, hidden) built in row blocks (no float64 copy of 120 M weights),
+    w2 (n_code, hidden)."""
+    w1t = np.empty((n_in, hidden), np.float32)
+    for r in range(0, n_in, 4096):
+        blk = rng.random((min(4096, n_in - r), hidden), dtype=np.float32)
+        w1t[r:r + blk.shape[0]] = (blk * np.float32(2 * init) - np.float32(init))
+    w2 = (rng.random((n_code, hidden), dtype=np.float32) * np.float32(2 * init) - np.float32(init))
+    return w1t, w2
+
+
+def load_image_model(path: str | Path):
+    """The image autoencoder (a rate LIF steps graph, ``snnc train rate``)."""
+    from toolchain.artifact_graph import load_graph
+    from toolchain.errors import ArtifactError
+
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.onnx"
+    if not p.is_file():
+        raise SnncError(f"image model {p} does not exist; train one with `snnc train rate --preset mnist-196 --out "
+                        f"DIR` and pass --image-model DIR")
+    g = load_graph(p)
+    if g.time != "steps":
+        raise ArtifactError(f"{p} is not a rate-coded LIF autoencoder (snnc train rate); the audiocoder needs its "
+                            f"hidden spike maps and decoder")
+    return g, p
+
+
+def train_audio(cfg: AudioConfig, out: str | Path, image_model: str | Path, *, data_dir: str | None = None,
+                cache_dir: str | Path | None = None, force: bool = False, threads: int | None = None,
+                progress: bool = True, log: Callable[[str], None] = print) -> dict:
+    """Train, test and write the outputs into ``out`` (refused when it holds a run, unless ``force``).
+    ``threads``: numba threads of the training kernel (default: unchanged). Returns the metrics dict."""
+    import numba
+
+    from models.temporal_trainer import check_output_folder, remove_stale_temp_files
+
+    out = Path(out)
+    check_output_folder(out, OUTPUT_NAMES, resume=False, force=force, can_resume=False)
+    remove_stale_temp_files(out, OUTPUT_NAMES)
+    if threads is not None and not 1 <= threads <= 256:
+        raise SnncError(f"--threads must be between 1 and 256, got {threads}")
+    n_numba = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        return _train(cfg, out, image_model, data_dir, cache_dir, progress, log)
+    finally:
+        numba.set_num_threads(n_numba)
+
+
+def prepare(cfg: AudioConfig, image_model, data_dir, cache_dir, log=print) -> dict:
+    """Features, pairing, targets and decoder of a run (shared by the SNN trainer, the ANN baseline and eval)."""
+    from models.audio_model import check_decoder, decoder_of
+    from models.audio_pairs import hidden_targets, pair
+    from models.cochleagram import load_features
+    from models.datasets import load_dataset
+
+    graph, gpath = load_image_model(image_model)
+    dec_w, dec_leak, dec_vth = decoder_of(graph)
+    n_code = dec_w.shape[1]
+    check_decoder(n_code, dec_w)
+    img_steps = int(graph.metadata.get("steps", 15))
+    if not 1 <= cfg.resolved_t_h() <= img_steps:
+        raise SnncError(f"--t-h must lie in 1..{img_steps} (the image model's steps), got {cfg.resolved_t_h()}")
+    t0 = time.process_time()
+    train = load_features("train", cfg.spec, data_dir=data_dir, cache_dir=cache_dir, limit=cfg.limit_train, log=log)
+    test = load_features("test", cfg.spec, data_dir=data_dir, cache_dir=cache_dir, limit=cfg.limit_test, log=log)
+    log(f"features: {len(train)} training and {len(test)} test clips, {cfg.spec.channels} channels x "
+        f"{cfg.spec.frames} frames ({cfg.spec.n_inputs} inputs; {train.n_cut + test.n_cut} clips cut to the "
+        f"{cfg.spec.window_seconds:.2f} s window; CPU {time.process_time() - t0:.1f} s)")
+    mnist = load_dataset("mnist", "train", data_dir=data_dir)
+    pairing = pair(cfg.pairing, train.labels, mnist.images, mnist.labels, cfg.seed)
+    uniq, inv = np.unique(pairing.image_ids, return_inverse=True)
+    hid = hidden_targets(graph, mnist.images[uniq], cfg.resolved_t_h(), cfg.seed + 3)[inv.reshape(-1)]
+    return {"graph": graph, "graph_path": gpath, "dec": (dec_w, dec_leak, dec_vth), "train": train, "test": test,
+            "pairing": pairing, "hid": hid, "mnist_source": mnist.source}
+
+
+def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progress: bool,
+           log: Callable[[str], None]) -> dict:
+    from tqdm import tqdm
+
+    from models.audio_metrics import per_clip_paired, score
+    from models.audio_model import AudioCoder, encode_clip, generate, save_audiocoder
+    from models.audio_online import online_batch_sparse
+    from models.audio_pairs import cycled
+    from models.rate_online import OnlineRule
+    from toolchain.artifact import model_hash
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else out / "cache"
+    d = prepare(cfg, image_model, data_dir, cache_dir, log)
+    train, test, pairing, hid = d["train"], d["test"], d["pairing"], d["hid"]
+    dec_w, dec_leak, dec_vth = d["dec"]
+    n_in, n_code = cfg.spec.n_inputs, dec_w.shape[1]
+    if len(train) < cfg.batch_size:
+        raise SnncError(f"{len(train)} training clips is fewer than one batch of {cfg.batch_size}; raise "
+                        f"--limit-train or lower --batch-size")
+    rng = np.random.default_rng(cfg.seed)
+    w1t, w2 = init_weights(n_in, cfg.hidden, n_code, cfg.init, rng)
+    rule = OnlineRule(lr=cfg.lr, n_shrink=float(n_in))
+    n_batches = len(train) // cfg.batch_size
+    history = []
+    for epoch in range(cfg.epochs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        perm = rng.permutation(len(train))
+        loss_sum, events, out_sp = 0.0, 0, 0.0
+        bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress,
+                   mininterval=0.5, leave=False)
+        for b in range(n_batches):
+            rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            spikes = [encode_clip(*train.sparse(n), cfg.steps, cfg.p_scale, rng) for n in rows]
+            r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.trace_window)
+            loss_sum += r["loss"]
+            events += r["events"]
+            out_sp += float(r["out_spikes"].sum())
+            bar.update(1)
+        bar.close()
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        if not (np.all(np.isfinite(w2)) and np.all(np.isfinite(w1t[:1000]))):
+            raise SnncError("training diverged (non-finite weights); lower --lr")
+        n_seen = n_batches * cfg.batch_size
+        history.append({"epoch": epoch + 1, "train_loss": loss_sum / n_batches, "seconds": wall, "cpu_seconds": cpu,
+                        "input_spikes_per_step": events / (n_seen * cfg.steps),
+                        "code_spikes_per_clip": out_sp / n_seen})
+        log(f"epoch {epoch + 1}/{cfg.epochs}: loss/sample {loss_sum / n_batches:.2f}, {events / (n_seen * cfg.steps):.1f} "
+            f"input spikes per step, {out_sp / n_seen:.1f} code spikes per clip ({wall:.1f} s, CPU {cpu:.1f} s)")
+    meta = {"family": "audiocoder", "spec": dataclasses.asdict(cfg.spec), "steps": cfg.steps, "p_scale": cfg.p_scale,
+            "leak": rule.leak, "v_th": rule.v_th, "pairing": cfg.pairing, "t_h": cfg.resolved_t_h(),
+            "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
+            "image_model_sha256": model_hash(d["graph_path"])}
+    ac = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, meta)
+    gen, codes = generate(ac, test, cfg.seed + 2)
+    sc = score(gen, test.labels, pairing)
+    n_tr = min(len(train), 300)
+    tr_rows = np.linspace(0, len(train) - 1, n_tr).astype(np.int64)
+    gen_tr, _ = generate(ac, train.subset(tr_rows), cfg.seed + 4)
+    train_mse = float(per_clip_paired(gen_tr, pairing.images[tr_rows]).mean())
+    metrics = {"pairing": cfg.pairing, "test_mse": sc["mse"], "test_mse_per_digit": sc["mse_per_digit"],
+               "test_class_accuracy": sc["class_accuracy"], "train_paired_mse": train_mse, "n_train": len(train),
+               "n_test": len(test), "test_code_spikes_per_clip": float(codes.sum(1).mean()),
+               "test_image_spikes_per_clip": float(gen.sum(1).mean()), "history": history,
+               "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
+               "mnist_source": d["mnist_source"], "features": dataclasses.asdict(cfg.spec),
+               "clips_cut": int(train.n_cut + test.n_cut)}
+    save_grid(gen, test.labels, out / PNG_NAME, title=f"audiocoder ({cfg.pairing}), test clips: decoder spike counts")
+    save_audiocoder(ac, out / MODEL_NAME)
+    atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+    log(f"test MSE {sc['mse']:.4f} (z-scored, dataset {cfg.pairing}), generated digit nearest to the spoken digit's "
+        f"class image in {100 * sc['class_accuracy']:.1f} % of test clips; train (paired) MSE {train_mse:.4f}")
+    return metrics
+
+
+def save_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, per_class: int = 5,
+              title: str | None = None) -> None:
+    """Write :func:`grid_png_bytes` atomically."""
+    from toolchain.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, grid_png_bytes(images, labels, per_class, title))
+
+
+def grid_png_bytes(images: np.ndarray, labels: np.ndarray, per_class: int = 5, title: str | None = None) -> bytes:
+    """PNG grid: one row per digit 0-9, ``per_class`` generated images each (each scaled to its own maximum)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    mosaic = np.ones((10 * 30, per_class * 30)) * 0.25
+    for d in range(10):
+        rows = np.flatnonzero(labels == d)[:per_class]
+        for k, r in enumerate(rows):
+            im = images[r]
+            mosaic[d * 30 + 1:d * 30 + 29, k * 30 + 1:k * 30 + 29] = (im / max(im.max(), 1e-12)).reshape(28, 28)
+    fig = Figure(figsize=(per_class * 0.6 + 0.6, 6.4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0.12, 0.02, 0.86, 0.9 if title else 0.96))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks(np.arange(10) * 30 + 14.5, [str(d) for d in range(10)])
+    if title:
+        fig.suptitle(title, fontsize=7)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    return buf.getvalue()

@@ -1,0 +1,222 @@
+"""Audio to image (Roy et al. 2019, issue [G]) on the command line:
+
+    snnc train audio --image-model RUN --pairing A|B --out DIR     train the spiking audiocoder (or --ann)
+    snnc eval DIR                                                   score an audiocoder on the FSDD test clips
+    snnc audio2image CLIP.wav --model DIR --out digit.png           draw the digit a recording says
+
+``train audio`` is registered by models/cli_train.py (add_train_audio), ``eval`` of audiocoders is dispatched by
+models/cli_eval.py (is_audiocoder), ``audio2image`` by toolchain/cli.py (register).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from toolchain.errors import SnncError
+
+TRAIN_EXAMPLES = """examples:
+  snnc train rate --preset mnist-196 --out runs/ae196                       # the image model, once
+  snnc train audio --image-model runs/ae196 --pairing A --epochs 2 --out runs/audioA
+  snnc train audio --image-model runs/ae196 --pairing B --t-h 10 --out runs/audioB
+  snnc train audio --image-model runs/ae196 --audio-rate 8000 --frames 500 --hidden 512 --out runs/audio-small
+  snnc train audio --ann adam --image-model runs/ae196 --pairing A --out runs/audioA-ann
+
+reads FSDD from $SNNC_DATA/fsdd (or --data-dir) and MNIST beside it; writes <out>/audiocoder.npz (or
+audiocoder-ann.npz), <out>/metrics.json and <out>/generated.png (5 test clips per digit); features are cached in
+--feature-cache (default <out>/cache).
+"""
+
+
+def add_train_audio(sub) -> None:
+    """Add ``snnc train audio`` to the ``train`` subcommands."""
+    p = sub.add_parser("audio", help="spiking audiocoder: spoken digits -> MNIST digits (Roy et al. 2019)",
+                       description="Train the audiocoder (cochleagram -> H -> the image autoencoder's hidden spike "
+                                   "map) with the event-driven online rule, decode the FSDD test clips through the "
+                                   "image model's decoder and score them.",
+                       epilog=TRAIN_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--image-model", default=None,
+                   help="the image autoencoder: a `snnc train rate` run folder or its model.onnx (required for the "
+                        "SNN; the ANN baseline trains its own)")
+    p.add_argument("--pairing", choices=("A", "B"), default="A",
+                   help="A: every clip of a digit paired with one image of it; B: each clip with its own image")
+    p.add_argument("--audio-rate", type=int, default=12500, choices=(12500, 8000),
+                   help="feature sample rate in Hz: 12500 (39 channels, the paper) or 8000 (32 channels)")
+    p.add_argument("--frames", type=int, default=1500, help="cochleagram frames per clip (1 frame = 10 samples; "
+                                                            "default 1500 = 1.2 s at 12.5 kHz)")
+    p.add_argument("--decimation", type=int, default=10,
+                   help="samples per cochleagram frame (default 10; e.g. 80 at 8 kHz: 100 frames/s, a deployable "
+                        "front end of 32 x 120 = 3,840 inputs with --frames 120)")
+    p.add_argument("--hidden", type=int, default=2048, help="hidden LIF neurons (default 2048)")
+    p.add_argument("--steps", type=int, default=30, help="time steps T per clip (default 30)")
+    p.add_argument("--p-scale", type=float, default=0.02, help="spike probability per step at feature 1 (0.02)")
+    p.add_argument("--t-h", type=int, default=None, help="steps of the hidden spike map used as target (A 15, B 10)")
+    p.add_argument("--trace-window", type=int, default=1,
+                   help="steps an input spike stays in the eligibility trace (1: fastest; --steps: the exact trace "
+                        "of the online rule, ~4x slower); see docs/audio.md")
+    p.add_argument("--lr", type=float, default=None, help="Adam step size (SNN 5e-5 per step; ANN 1e-4)")
+    p.add_argument("--batch-size", type=int, default=50, help="clips per batch (default 50)")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the 2,700 training clips (paper: 20)")
+    p.add_argument("--limit-train", type=int, default=None, help="use about N training clips (every k-th)")
+    p.add_argument("--limit-test", type=int, default=None, help="score about N test clips (every k-th)")
+    p.add_argument("--ann", choices=("sgd", "adam"), default=None,
+                   help="train the ANN audiocoder baseline instead (with SGD or Adam) against an ANN image model")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, pairing B and input spikes")
+    p.add_argument("--data-dir", default=None, help="folder holding fsdd/ and mnist/ (default $SNNC_DATA)")
+    p.add_argument("--feature-cache", default=None, help="cochleagram cache folder (default <out>/cache)")
+    p.add_argument("--threads", type=int, default=None, help="numba threads of the training kernel")
+    p.add_argument("--force", action="store_true", help="replace a trained run already in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--out", default="runs/audio", help="output folder (default runs/audio)")
+    p.set_defaults(func=train_audio_cli)
+
+
+def train_audio_cli(args: argparse.Namespace) -> int:
+    from models.audio_trainer import AudioConfig, train_audio
+
+    cfg = AudioConfig(pairing=args.pairing, rate=args.audio_rate, frames=args.frames, decimation=args.decimation,
+                      hidden=args.hidden,
+                      steps=args.steps, p_scale=args.p_scale, epochs=args.epochs, seed=args.seed,
+                      batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window,
+                      limit_train=args.limit_train, limit_test=args.limit_test,
+                      **({"lr": args.lr} if args.lr is not None and args.ann is None else {}))
+    if args.ann is None and args.image_model is None:
+        raise SnncError("snnc train audio needs --image-model (a `snnc train rate --preset mnist-196` run): its hidden "
+                        "spike maps are the targets and its decoder draws the digits")
+    if args.ann is not None:
+        from models.audio_ann import train_audio_ann
+
+        m = train_audio_ann(cfg, args.out, args.image_model, optimizer=args.ann, lr=args.lr, data_dir=args.data_dir,
+                            cache_dir=args.feature_cache, force=args.force, progress=not args.no_progress)
+    else:
+        print(f"training audiocoder {cfg.spec.n_inputs}-{cfg.hidden}-code, dataset {cfg.pairing}, T={cfg.steps}, "
+              f"T_h={cfg.resolved_t_h()}, lr {cfg.lr:g}, batch {cfg.batch_size}, trace window {cfg.trace_window}")
+        m = train_audio(cfg, args.out, args.image_model, data_dir=args.data_dir, cache_dir=args.feature_cache,
+                        force=args.force, threads=args.threads, progress=not args.no_progress)
+    print(f"test MSE {m['test_mse']:.4f} (dataset {m['pairing']}, z-scored)")
+    return 0
+
+
+def is_audiocoder(model: str | Path) -> bool:
+    """True for an audiocoder run folder or file (``snnc eval`` dispatches those here)."""
+    p = Path(model)
+    return (p.is_dir() and any((p / n).is_file() for n in ("audiocoder.npz", "audiocoder-ann.npz"))) or \
+        (p.is_file() and p.name.endswith(".npz") and p.name.startswith("audiocoder"))
+
+
+def evaluate_audio(model: str | Path, *, data_dir: str | None = None, cache_dir: str | Path | None = None,
+                   limit: int | None = None, seed: int = 2, png: str | Path | None = None,
+                   json_path: str | Path | None = None) -> dict:
+    """Score an audiocoder on the FSDD test clips (its pairing's score, models/audio_metrics.py); writes the grid
+    of generated digits (``png``, default beside the model) and optionally the metrics JSON, as one set."""
+    from models.audio_metrics import score
+    from models.audio_model import generate, load_audiocoder
+    from models.audio_pairs import pair
+    from models.cochleagram import FeatureSpec, load_features
+    from models.datasets import load_dataset
+    from models.fsdd import split_labels
+    from models.audio_trainer import grid_png_bytes
+    from toolchain.atomic import atomic_path, check_output_path
+
+    path = Path(model)
+    mpath = path
+    if path.is_dir():
+        mpath = path / "audiocoder.npz" if (path / "audiocoder.npz").is_file() else path / "audiocoder-ann.npz"
+    png_path = check_output_path(png if png else mpath.with_name(f"{mpath.stem}_eval_test.png"), "file", "--png")
+    if json_path is not None:
+        json_path = check_output_path(json_path, "file", "--json")
+    if mpath.name.startswith("audiocoder-ann"):
+        from models.audio_ann import ann_generate, load_ann
+
+        w1, w2, dec, meta = load_ann(mpath)
+        kind, sizes = f"ann-{meta['optimizer']}", [w1.shape[1], w1.shape[0], w2.shape[0], dec.shape[0]]
+    else:
+        ac = load_audiocoder(mpath)
+        meta, kind, sizes = ac.meta, "audiocoder", [ac.n_in, ac.hidden, ac.n_code, ac.dec_w.shape[0]]
+    cfg = meta.get("config", {})
+    limit = cfg.get("limit_test") if limit is None else limit   # default: the clips the training run scored
+    spec = FeatureSpec(**meta["spec"])
+    if spec.n_inputs != sizes[0]:
+        raise SnncError(f"{mpath}: {sizes[0]} inputs but its feature settings give {spec.n_inputs}; retrain it")
+    test = load_features("test", spec, data_dir=data_dir, cache_dir=cache_dir, limit=limit)
+    mnist = load_dataset("mnist", "train", data_dir=data_dir)
+    pairing = pair(meta["pairing"], split_labels("train", cfg.get("limit_train")), mnist.images, mnist.labels,
+                   int(cfg.get("seed", 0)))
+    if kind == "audiocoder":
+        gen, codes = generate(ac, test, seed)
+        spikes = float(codes.sum(1).mean())
+    else:
+        gen, spikes = ann_generate(w1, w2, dec, test), None
+    sc = score(gen, test.labels, pairing)
+    result = {"model": str(mpath), "kind": kind, "pairing": meta["pairing"], "test_mse": sc["mse"],
+              "test_mse_per_digit": sc["mse_per_digit"], "test_class_accuracy": sc["class_accuracy"],
+              "n_test": len(test), "seed": seed, "sizes": sizes, "code_spikes_per_clip": spikes,
+              "png": str(png_path)}
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(atomic_path(png_path)).write_bytes(
+            grid_png_bytes(gen, test.labels, title=f"{kind} ({meta['pairing']}) test: MSE {sc['mse']:.4f}"))
+        if json_path is not None:
+            result["json"] = str(json_path)
+            stack.enter_context(atomic_path(json_path)).write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def eval_audio_cli(args: argparse.Namespace) -> int:
+    r = evaluate_audio(args.model, data_dir=args.data_dir, limit=args.limit, seed=args.seed + 2, png=args.png,
+                       json_path=args.json)
+    print(f"model: {r['model']} ({r['kind']} {'-'.join(map(str, r['sizes']))}, dataset {r['pairing']})")
+    print(f"test MSE {r['test_mse']:.4f} (z-scored, {r['n_test']} FSDD test clips); generated digit nearest to its "
+          f"class image in {100 * r['test_class_accuracy']:.1f} % of clips")
+    print(f"generated digits: {r['png']}")
+    return 0
+
+
+def audio_to_image(clip: str | Path, model: str | Path, out: str | Path, *, seed: int = 0, cut: bool = False) -> dict:
+    """Generate the digit image (28 x 28 PNG, decoder spike counts scaled to their maximum) for one wav file."""
+    from models.audio_model import encode_clip, load_audiocoder, run_clip
+    from models.cochleagram import FeatureSpec, clip_features
+    from toolchain.atomic import atomic_write_bytes, check_output_path
+
+    out = check_output_path(out, "file", "--out")
+    ac = load_audiocoder(model)
+    spec = FeatureSpec(**ac.meta["spec"])
+    x = clip_features(clip, spec, cut=cut)
+    idx = np.flatnonzero(x).astype(np.int64)
+    code, img = run_clip(ac, encode_clip(idx, x[idx], ac.steps, ac.p_scale, np.random.default_rng(seed)))
+    atomic_write_bytes(out, _png_bytes(img))
+    return {"image": img, "code_spikes": int(code.sum()), "out": str(out)}
+
+
+def _png_bytes(img: np.ndarray, scale: int = 8) -> bytes:
+    import io
+
+    from matplotlib.image import imsave
+
+    a = (img / max(float(img.max()), 1e-12)).reshape(28, 28)
+    a = np.kron(a, np.ones((scale, scale)))
+    buf = io.BytesIO()
+    imsave(buf, a, cmap="gray", vmin=0.0, vmax=1.0, format="png")
+    return buf.getvalue()
+
+
+def _audio2image(args: argparse.Namespace) -> int:
+    r = audio_to_image(args.clip, args.model, args.out, seed=args.seed, cut=args.cut)
+    print(f"{args.clip}: {r['code_spikes']} code spikes, {int(r['image'].sum())} image spikes -> {r['out']}")
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``snnc audio2image`` to the snnc command."""
+    p = subparsers.add_parser("audio2image", help="draw the digit a spoken-digit recording says (audiocoder)",
+                              description="Run a wav recording (8 kHz mono 16-bit PCM) through a trained audiocoder "
+                                          "and the image autoencoder's decoder; write the generated digit as PNG.")
+    p.add_argument("clip", help="wav file: mono 16-bit PCM at 8000 Hz (or the model's feature rate)")
+    p.add_argument("--model", required=True, help="audiocoder run folder (snnc train audio) or its audiocoder.npz")
+    p.add_argument("--out", default="digit.png", help="output PNG (default digit.png)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the Bernoulli input spikes")
+    p.add_argument("--cut", action="store_true", help="cut a clip longer than the model's window instead of "
+                                                      "refusing it")
+    p.set_defaults(func=_audio2image)

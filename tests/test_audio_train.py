@@ -1,0 +1,157 @@
+"""Audiocoder: the event-driven online rule (exact against the dense rule, lazy rows), the model file, and the
+CLI end to end on a small front end (train audio, eval, audio2image, bad inputs)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.audio_model import AudioCoder, load_audiocoder, save_audiocoder
+from models.audio_online import online_batch_sparse
+from models.rate_online import OnlineRule, online_batch
+from toolchain.cli import main
+from toolchain.errors import ArtifactError
+
+from test_audio_data import SHARED, needs_fsdd, speech_like, write_wav
+
+
+def _batch(n=40, h=30, t=12, b=5, p=0.3, seed=0):
+    rng = np.random.default_rng(seed)
+    w1 = rng.uniform(-0.5, 0.5, (h, n)).astype(np.float32)
+    w2 = rng.uniform(-0.5, 0.5, (n, h)).astype(np.float32)
+    x = (rng.random((t, b, n)) < p).astype(np.uint8)
+    return w1, w2, x
+
+
+def test_full_window_equals_dense_online_rule():
+    """window = T: the sparse kernel is the dense rule of models/rate_online.py (target = input)."""
+    w1, w2, x = _batch()
+    rule = OnlineRule(lr=1e-2, n_shrink=40.0)
+    tw1, tw2 = torch.tensor(w1), torch.tensor(w2)
+    ref = online_batch(tw1, tw2, torch.from_numpy(x), rule)
+    w1t, w2s = np.ascontiguousarray(w1.T), w2.copy()
+    spikes = [[np.flatnonzero(x[t, b]) for t in range(x.shape[0])] for b in range(x.shape[1])]
+    got = online_batch_sparse(w1t, w2s, spikes, x, rule, window=x.shape[0])
+    assert got["loss"] == pytest.approx(ref["loss"], rel=1e-5)
+    np.testing.assert_allclose(w1t.T, tw1.numpy(), atol=5e-6)
+    np.testing.assert_allclose(w2s, tw2.numpy(), atol=5e-6)
+    np.testing.assert_array_equal(got["out_spikes"], ref["out_spikes"].numpy())
+
+
+def test_lazy_rows_and_short_window():
+    """Inputs that never spike keep their weights; a short window changes the update (it is not the dense rule)."""
+    w1, w2, x = _batch(p=0.2)
+    x[:, :, :10] = 0  # inputs 0-9 silent
+    spikes = [[np.flatnonzero(x[t, b]) for t in range(x.shape[0])] for b in range(x.shape[1])]
+    rule = OnlineRule(lr=1e-2, n_shrink=40.0)
+    a, a2 = np.ascontiguousarray(w1.T), w2.copy()
+    online_batch_sparse(a, a2, spikes, x, rule, window=1)
+    np.testing.assert_array_equal(a[:10], w1.T[:10])
+    assert np.abs(a[10:] - w1.T[10:]).max() > 1e-3
+    b, b2 = np.ascontiguousarray(w1.T), w2.copy()
+    online_batch_sparse(b, b2, spikes, x, rule, window=x.shape[0])
+    assert np.abs(a - b).max() > 1e-4
+
+
+def test_audiocoder_file_round_trip_and_decoder_mismatch(tmp_path):
+    rng = np.random.default_rng(1)
+    meta = {"spec": {"rate": 8000, "frames": 10, "decimation": 10, "ear_q": 8, "step_factor": 0.5}, "steps": 5,
+            "p_scale": 0.02, "pairing": "A"}
+    ac = AudioCoder(rng.random((320, 8), dtype=np.float32), rng.random((6, 8), dtype=np.float32),
+                    rng.random((784, 6)), 0.9, 1.0, meta)
+    save_audiocoder(ac, tmp_path / "audiocoder.npz")
+    back = load_audiocoder(tmp_path)
+    np.testing.assert_array_equal(back.w1t, ac.w1t) and np.testing.assert_array_equal(back.dec_w, ac.dec_w)
+    bad = AudioCoder(ac.w1t, ac.w2, rng.random((784, 7)), 0.9, 1.0, meta)
+    save_audiocoder(bad, tmp_path / "bad" / "audiocoder.npz")
+    with pytest.raises(ArtifactError, match="decoder takes 7 hidden neurons but the audiocoder produces 6"):
+        load_audiocoder(tmp_path / "bad")
+    (tmp_path / "junk.npz").write_bytes(b"nope")
+    with pytest.raises(ArtifactError, match="not a readable audiocoder"):
+        load_audiocoder(tmp_path / "junk.npz")
+
+
+def _image_model(path: Path, hidden: int = 20, seed: int = 0) -> Path:
+    """A random (untrained) rate autoencoder 784-hidden-784 whose hidden layer spikes on MNIST digits."""
+    from models.rate_model import make_graph
+    from toolchain.artifact_graph import save_graph
+
+    rng = np.random.default_rng(seed)
+    g = make_graph(rng.normal(0.02, 0.1, (hidden, 784)), rng.normal(0.05, 0.3, (784, hidden)),
+                   {"family": "rate-lif", "dataset": "mnist", "steps": 15, "p_scale": 0.3})
+    path.mkdir(parents=True, exist_ok=True)
+    save_graph(g, path / "model.onnx")
+    return path
+
+
+SMALL = ["--audio-rate", "8000", "--frames", "40", "--hidden", "24", "--steps", "8", "--limit-train", "60",
+         "--limit-test", "20", "--batch-size", "20", "--lr", "1e-3", "--no-progress"]
+
+
+@needs_fsdd
+def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SNNC_DATA", str(SHARED))
+    img = _image_model(tmp_path / "ae")
+    out = tmp_path / "run"
+    cache = tmp_path / "cache"
+    rc = main(["train", "audio", "--image-model", str(img), "--pairing", "B", "--out", str(out),
+               "--feature-cache", str(cache), *SMALL])
+    assert rc == 0, capsys.readouterr().err
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["n_train"] == 60 and m["n_test"] == 20 and np.isfinite(m["test_mse"]) and m["pairing"] == "B"
+    assert (out / "generated.png").stat().st_size > 1000
+    ac = load_audiocoder(out)
+    assert ac.w1t.shape == (40 * 32, 24) and ac.n_code == 20
+    # a strongly driven audiocoder in the same file format: eval decodes real spikes through the decoder
+    rng = np.random.default_rng(3)
+    loud = AudioCoder(np.abs(rng.normal(0.5, 0.3, ac.w1t.shape)).astype(np.float32),
+                      rng.normal(0.3, 0.5, ac.w2.shape).astype(np.float32), ac.dec_w, ac.dec_leak, ac.dec_v_th, ac.meta)
+    save_audiocoder(loud, tmp_path / "loud" / "audiocoder.npz")
+    assert main(["eval", str(tmp_path / "loud"), "--json", str(tmp_path / "loud.json")]) == 0
+    lj = json.loads((tmp_path / "loud.json").read_text())
+    assert lj["code_spikes_per_clip"] > 10 and lj["n_test"] == 20 and 0 < lj["test_mse"] < 2.5
+    # eval reproduces the training score (same clips, same input seed)
+    rc = main(["eval", str(out), "--json", str(tmp_path / "ev.json")])
+    assert rc == 0
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert ev["test_mse"] == pytest.approx(m["test_mse"], rel=1e-12)
+    # a second run into the same folder is refused and leaves the first intact
+    before = (out / "audiocoder.npz").read_bytes()
+    assert main(["train", "audio", "--image-model", str(img), "--out", str(out), *SMALL]) == 2
+    assert "already holds a trained run" in capsys.readouterr().err
+    assert (out / "audiocoder.npz").read_bytes() == before
+    # audio2image on a recording, and a clip longer than the window (40 frames = 50 ms at 8 kHz)
+    clip = SHARED / "fsdd" / "recordings" / "3_theo_0.wav"
+    assert main(["audio2image", str(clip), "--model", str(out), "--out", str(tmp_path / "d.png"), "--cut"]) == 0
+    assert (tmp_path / "d.png").read_bytes()[:4] == b"\x89PNG"
+    assert main(["audio2image", str(clip), "--model", str(out), "--out", str(tmp_path / "e.png")]) == 2
+    assert "longer than" in capsys.readouterr().err and not (tmp_path / "e.png").exists()
+    stereo = write_wav(tmp_path / "st.wav", np.repeat(speech_like(0.03), 2), channels=2)
+    assert main(["audio2image", str(stereo), "--model", str(out), "--out", str(tmp_path / "f.png")]) == 2
+    assert "stereo" in capsys.readouterr().err
+    # the ANN baseline on the same features (its own AE-ANN), scored and evaluated the same way
+    ann = tmp_path / "ann"
+    assert main(["train", "audio", "--ann", "adam", "--pairing", "B", "--out", str(ann), "--feature-cache",
+                 str(cache), *SMALL]) == 0
+    ma = json.loads((ann / "metrics.json").read_text())
+    assert ma["kind"] == "ann-adam" and np.isfinite(ma["test_mse"]) and ma["ae_ann_val_mse"] < 0.9
+    assert main(["eval", str(ann), "--json", str(tmp_path / "eva.json")]) == 0
+    assert json.loads((tmp_path / "eva.json").read_text())["test_mse"] == pytest.approx(ma["test_mse"], rel=1e-6)
+    assert not [p for p in tmp_path.rglob("*") if ".snnc-tmp" in p.name]
+
+
+@needs_fsdd
+def test_train_audio_bad_image_model(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SNNC_DATA", str(SHARED))
+    assert main(["train", "audio", "--image-model", str(tmp_path / "none"), "--out", str(tmp_path / "r"),
+                 *SMALL]) == 2
+    assert "snnc train rate" in capsys.readouterr().err
+    assert main(["train", "audio", "--image-model", str(_image_model(tmp_path / "ae")), "--out",
+                 str(tmp_path / "r"), "--t-h", "40", *SMALL]) == 2
+    assert "--t-h must lie in 1..15" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "audiocoder.npz").exists()
