@@ -88,14 +88,14 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     m1, s1 = np.zeros_like(w1t), np.zeros_like(w1t)
     m2, s2 = np.zeros_like(w2n), np.zeros_like(w2n)
     v1 = np.zeros((b, h), npdt)
-    sig1, a1, delta = np.zeros_like(v1), np.zeros_like(v1), np.zeros_like(v1)
+    e1, a1, delta = np.zeros_like(v1), np.zeros_like(v1), np.zeros_like(v1)
     tr2, tr2p = np.zeros_like(v1), np.zeros_like(v1)
     v2 = np.zeros((b, n_out), npdt)
     err, out_counts, cur2 = np.zeros_like(v2), np.zeros_like(v2), np.zeros_like(v2)
     tr1, tr1p = np.zeros((b, cols.size), npdt), np.zeros((b, cols.size), npdt)
     g1t = np.zeros_like(w1t)
     hid_n, sq_n = np.zeros(b, npdt), np.zeros(b, npdt)
-    a1_t, cur2_t, w2_t = torch.from_numpy(a1), torch.from_numpy(cur2), torch.from_numpy(w2n)
+    e1_t, a1_t, cur2_t, w2_t = torch.from_numpy(e1), torch.from_numpy(a1), torch.from_numpy(cur2), torch.from_numpy(w2n)
     tr1_t, delta_t, g1t_t = torch.from_numpy(tr1), torch.from_numpy(delta), torch.from_numpy(g1t)
     r = rule
     leak, v_th, one, zero, inv_shrink = c(r.leak), c(r.v_th), c(1.0), c(0.0), c(1.0 / r.n_shrink)
@@ -103,13 +103,14 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     tiny = c(np.finfo(npdt).tiny)
     loss, hid = 0.0, 0.0
     for t in range(t_steps):
-        K.layer1_step(ptr, idx, t * b, w1t, xa_f[t], v1, sig1, a1, tr1, tr1p, hid_n, leak, v_th, one, zero,
+        K.layer1_step(ptr, idx, t * b, w1t, xa_f[t], v1, e1, a1, tr1, tr1p, hid_n, leak, v_th, one, zero,
                       inv_shrink)
         hid += float(hid_n.sum())
+        e1_t.exp_()                                       # e^(V1 - v_th)
         torch.mm(a1_t, w2_t.T, out=cur2_t)
         K.layer2_step(cur2, x_f[t], a1, v2, tr2, tr2p, err, out_counts, sq_n, leak, v_th, one, zero, inv_shrink)
         loss += 0.5 * float(sq_n.sum()) / b
-        K.hidden_error(err, w2n, sig1, delta, zero, tiny)       # uses w2 before this step's update
+        K.hidden_error(err, w2n, e1, delta, one, zero, tiny)       # uses w2 before this step's update
         torch.mm(tr1_t.T, delta_t, out=g1t_t)             # g1^T * B, (n_active, H)
         consts = K.adam_consts(npdt, r.lr, r.beta1, r.beta2, t + 1, r.eps)
         K._adam(w1t, g1t, m1, s1, g_scale, *consts)
