@@ -155,11 +155,12 @@ class BpttLearner:
         self.opt = torch.optim.Adam([self.w1, self.w2], lr=lr, betas=betas, eps=eps)
 
     def train_batch(self, x) -> dict:
-        """x: (T, B, n_in) torch 0/1 spikes. One Adam step; returns {"loss", "out_spikes" (B, n_out) counts}."""
+        """x: (T, B, n_in) torch 0/1 spikes. One Adam step (gradient by :func:`bptt_grads`); returns {"loss",
+        "out_spikes" (B, n_out) counts, "hidden_density"}."""
         r = bptt_grads(self.w1, self.w2, x, self.leak, self.v_th)
         self.w1.grad, self.w2.grad = r["g1"], r["g2"]
         self.opt.step()
-        return {"loss": r["loss"], "out_spikes": r["out_spikes"]}
+        return {"loss": r["loss"], "out_spikes": r["out_spikes"], "hidden_density": r["hidden_density"]}
 
     def numpy(self) -> tuple[np.ndarray, np.ndarray]:
         return self.w1.detach().numpy().astype(np.float64), self.w2.detach().numpy().astype(np.float64)
