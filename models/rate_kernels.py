@@ -148,9 +148,10 @@ def layer2_step(cur2, xt, a1, v2, tr2, tr2p, err, out_counts, sq_err, leak, v_th
 @numba.njit(**_JIT)
 def hidden_error(err, w2, e1, delta, one, zero, tiny):  # pragma: no cover - compiled
     """delta = ((-err) @ w2) * s'(V1 - v_th), s' = e1 / (1 + e1)^2 with e1 = e^(V1 - v_th), summing only the rows
-    of w2 whose output has a non-zero error. Subnormal results (|delta| < tiny, the smallest normal number of the dtype: s' underflows for V < -86 in float32) are
-    flushed to 0: they change no weight by more than lr * 1e-31 (Adam's eps is 1e-7), and subnormal operands
-    make the gradient product ~10x slower (measured: 13 ms instead of 1.2 ms per step for the 1024 network)."""
+    of w2 whose output has a non-zero error. Subnormal results (|delta| < tiny, the smallest normal number of the
+    dtype: s' underflows for V < -86 in float32) are flushed to 0: they change no weight by more than lr * 1e-31
+    (Adam's eps is 1e-7), and subnormal operands make the gradient product ~10x slower (measured: 13 ms instead of
+    1 ms per step for the 1024 network)."""
     b, n_out = err.shape
     h = w2.shape[1]
     for n in prange(b):

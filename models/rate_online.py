@@ -19,9 +19,11 @@ x[t] (B, n_in) in {0, 1} (units: potentials and weights in threshold units, V_th
 
 Sparsity: the columns of W1 whose pixel never spikes in the batch get a zero gradient at every step, so their Adam
 moments stay 0 and their update is exactly 0; only the active columns are computed (bitwise the same result).
-The output layer's current sums only the hidden neurons that spiked in the step when they are fewer than half.
-The Adam update is one fused numba pass (models/rate_kernels.py); tensors live on the CPU; numba's thread count
-applies to it, torch's to the matrix products.
+Per step (models/rate_kernels.py, numba, in the weights' dtype): the input current sums one row of W1^T per input
+spike; (-E) W2 sums only the rows of W2 whose output has a masked error; g2 is computed from those sparse errors
+inside the fused Adam pass over W2; a1 W2^T and tr1^T delta are BLAS (torch). Subnormal hidden errors are
+flushed to 0 (see ``hidden_error``). Results equal the dense torch version (tests/reference_rate.py) to float
+rounding. Tensors live on the CPU; numba's thread count applies to the kernels, torch's to the products.
 """
 from __future__ import annotations
 
@@ -63,6 +65,32 @@ def sigmoid_derivative(u):
     return e / (1.0 + e) ** 2
 
 
+def check_batch(w1, w2, x) -> None:
+    """Refuse what the kernels cannot train (DataError naming the fix): weights that are not float32/float64 CPU
+    tensors of one dtype without autograd, shapes that do not chain (w1 (H, n_in), w2 (n_out, H), x (T, B, n_in)
+    with n_out = n_in), or spikes other than 0/1."""
+    import torch
+
+    from toolchain.errors import DataError
+
+    for name, w in (("w1", w1), ("w2", w2)):
+        if not isinstance(w, torch.Tensor) or w.dtype not in (torch.float32, torch.float64) or w.device.type != "cpu":
+            raise DataError(f"{name} must be a float32 or float64 CPU torch tensor; convert it with "
+                            f"torch.as_tensor({name}, dtype=torch.float32)")
+        if w.requires_grad:
+            raise DataError(f"{name} requires grad; pass {name}.detach() (the rule updates it in place)")
+    if w1.dtype != w2.dtype:
+        raise DataError(f"w1 and w2 must have one dtype, got {w1.dtype} and {w2.dtype}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or w1.dim() != 2 or w2.dim() != 2:
+        raise DataError("x must be a (T, B, n_in) torch tensor of spikes, w1 (H, n_in) and w2 (n_out, H)")
+    h, n_in = w1.shape
+    if w2.shape != (n_in, h) or x.shape[2] != n_in:
+        raise DataError(f"shapes do not chain: w1 {tuple(w1.shape)}, w2 {tuple(w2.shape)} (expected "
+                        f"{(n_in, h)}), x {tuple(x.shape)} (expected (T, B, {n_in}))")
+    if x.numel() and not bool(((x == 0) | (x == 1)).all()):
+        raise DataError("input spikes must be 0 or 1 (encode images with models.rate_encoding.bernoulli_encode)")
+
+
 def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     """Train on one batch in place: w1 (H, n_in), w2 (n_out, H) torch tensors (float32 or float64), x (T, B, n_in)
     spikes (any torch dtype, 0/1); CPU tensors. Returns {"loss": sum over steps of 0.5 sum E^2 / B,
@@ -71,6 +99,7 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
 
     from models import rate_kernels as K
 
+    check_batch(w1, w2, x)
     t_steps, b, n_in = x.shape
     dt = w1.dtype
     npdt = np.float32 if dt == torch.float32 else np.float64
@@ -95,7 +124,8 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     tr1, tr1p = np.zeros((b, cols.size), npdt), np.zeros((b, cols.size), npdt)
     g1t = np.zeros_like(w1t)
     hid_n, sq_n = np.zeros(b, npdt), np.zeros(b, npdt)
-    e1_t, a1_t, cur2_t, w2_t = torch.from_numpy(e1), torch.from_numpy(a1), torch.from_numpy(cur2), torch.from_numpy(w2n)
+    e1_t, a1_t = torch.from_numpy(e1), torch.from_numpy(a1)
+    cur2_t, w2_t = torch.from_numpy(cur2), torch.from_numpy(w2n)
     tr1_t, delta_t, g1t_t = torch.from_numpy(tr1), torch.from_numpy(delta), torch.from_numpy(g1t)
     r = rule
     leak, v_th, one, zero, inv_shrink = c(r.leak), c(r.v_th), c(1.0), c(0.0), c(1.0 / r.n_shrink)
@@ -112,9 +142,9 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
         loss += 0.5 * float(sq_n.sum()) / b
         K.hidden_error(err, w2n, e1, delta, one, zero, tiny)       # uses w2 before this step's update
         torch.mm(tr1_t.T, delta_t, out=g1t_t)             # g1^T * B, (n_active, H)
-        consts = K.adam_consts(npdt, r.lr, r.beta1, r.beta2, t + 1, r.eps)
-        K._adam(w1t, g1t, m1, s1, g_scale, *consts)
-        K.adam_output_layer(w2n, m2, s2, err, tr2, g_scale, *consts, zero)
+        K.adam_update(w1t, g1t, m1, s1, r.lr, r.beta1, r.beta2, t + 1, r.eps, g_scale=1.0 / b)
+        K.adam_output_layer(w2n, m2, s2, err, tr2, g_scale,
+                            *K.adam_consts(npdt, r.lr, r.beta1, r.beta2, t + 1, r.eps), zero)
     w1.numpy()[:, cols] = w1t.T
     if w2c.data_ptr() != w2.data_ptr():
         w2.copy_(w2c)

@@ -386,3 +386,20 @@ def test_online_float32_on_fashion_sized_batch_matches_reference():
         d = np.abs(new_w.numpy() - ref_w.numpy())
         assert d.max() < 2e-5 and np.mean(d > 1e-6) < 1e-4
     assert float((b2 - torch.tensor(w2, dtype=torch.float32)).abs().max()) > 1e-3
+
+
+def test_online_batch_refuses_bad_inputs():
+    from toolchain.errors import DataError
+
+    w1, w2 = torch.zeros((4, 6)), torch.zeros((6, 4))
+    x = torch.zeros((3, 2, 6), dtype=torch.uint8)
+    cases = [((w1.half(), w2.half(), x), "float32 or float64"),
+             ((w1.requires_grad_(True), w2, x), "detach"),
+             ((torch.zeros((4, 6)), w2.double(), x), "one dtype"),
+             ((torch.zeros((4, 6)), torch.zeros((5, 4)), x), "do not chain"),
+             ((torch.zeros((4, 6)), w2, torch.zeros((3, 2, 5))), "do not chain"),
+             ((torch.zeros((4, 6)), w2, torch.full((3, 2, 6), 2.0)), "0 or 1"),
+             ((torch.zeros((4, 6)), w2, torch.zeros((2, 6))), r"\(T, B, n_in\)")]
+    for args, msg in cases:
+        with pytest.raises(DataError, match=msg):
+            online_batch(*args)
