@@ -262,7 +262,9 @@ def test_speed_benchmark_cycles_the_bundled_subset(monkeypatch, capsys):
     assert mod.main(["--networks", "mnist-196", "--batches", "1", "--warmup", "18", "--threads", "1",
                      "--modes", "online"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert json.loads(lines[0])["data_source"] == "bundled"
+    row = json.loads(lines[0])
+    assert row["data_source"] == "bundled" and 0 < row["hidden_spike_density"] < 1
+    assert lines[-2].startswith("extrapolated: 1 timed batches")
     assert json.loads(lines[-1])["seconds_per_epoch"]["mnist-196"]["online"] > 0
 
 
