@@ -116,10 +116,17 @@ def gather_rows(nspk, spk, src, out, zero):  # pragma: no cover - compiled
         o = out[r]
         for j in range(n):
             o[j] = zero
-        for p in range(nspk[r]):
-            s = src[spk[r, p]]
+        p, p_end = 0, nspk[r]
+        while p + 4 <= p_end:                       # four rows per pass over o: less memory traffic
+            sa, sb, sc, sd = src[spk[r, p]], src[spk[r, p + 1]], src[spk[r, p + 2]], src[spk[r, p + 3]]
             for j in range(n):
-                o[j] += s[j]
+                o[j] += (sa[j] + sb[j]) + (sc[j] + sd[j])
+            p += 4
+        while p < p_end:
+            sa = src[spk[r, p]]
+            for j in range(n):
+                o[j] += sa[j]
+            p += 1
 
 
 @numba.njit(**_JIT)

@@ -199,12 +199,27 @@ def adam_output_layer(w2, m2, s2, err, tr2, g_scale, lr_bc1, b1, c1, b2, c2, inv
     b = err.shape[0]
     for j in prange(n_out):
         g = np.zeros(h, w2.dtype)
+        ns = np.empty(b, np.int64)                    # samples with an error at output j, four per pass over g
+        nn = 0
         for n in range(b):
+            if err[n, j] != zero:
+                ns[nn] = n
+                nn += 1
+        q = 0
+        while q + 4 <= nn:
+            na, nb, nc, nd = ns[q], ns[q + 1], ns[q + 2], ns[q + 3]
+            ea, eb, ec, ed = err[na, j], err[nb, j], err[nc, j], err[nd, j]
+            ta, tb, tc, td = tr2[na], tr2[nb], tr2[nc], tr2[nd]
+            for i in range(h):
+                g[i] -= (ea * ta[i] + eb * tb[i]) + (ec * tc[i] + ed * td[i])
+            q += 4
+        while q < nn:
+            n = ns[q]
             e = err[n, j]
-            if e != zero:
-                ne = -e
-                for i in range(h):
-                    g[i] += ne * tr2[n, i]
+            tn = tr2[n]
+            for i in range(h):
+                g[i] -= e * tn[i]
+            q += 1
         for i in range(h):
             gi = g[i] * g_scale
             mi = b1 * m2[j, i] + c1 * gi
