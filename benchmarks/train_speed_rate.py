@@ -9,7 +9,9 @@ time (process_time) are both reported: CPU time / threads is the figure to compa
 
     SNNC_DATA=/path/to/datasets python benchmarks/train_speed_rate.py [--threads 2] [--batches 10]
 
-Last line: JSON with ``seconds_per_epoch`` {network: {mode: wall seconds}} and ``cpu_seconds_per_epoch``.
+Last line: JSON with ``seconds_per_epoch`` {network: {mode: wall seconds}} and ``cpu_seconds_per_epoch``; each
+row also gives ``hidden_spike_density`` (hidden spikes per neuron and step: the cost of the sparse paths depends
+on it, and it grows during training).
 Reference (issue [E], quiet machine): snnTorch 1.0 BPTT 208 s (1024) / 17 s (196); dense numpy online ~5 min
 (1024). Targets for the 1024 network: online <= 60 s, BPTT <= 40 s.
 """
@@ -17,10 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+# torch's OpenMP threads (its own libgomp) spin after every product and keep numba's threads off the cores: with 2
+# threads on the shared 2-core machine that made the online rule 48x slower (MNIST 196: 2,308 s wall per epoch vs
+# 48 s). libgomp reads this once, when torch loads, so it is set before any import of torch; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -76,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 ap.error(f"unknown mode {mode!r}; use online and/or bptt")
             perm = rng.permutation(max(n, (args.warmup + args.batches) * batch)) % n  # cycles a small split
-            times, cpus, hid = [], [], 0.0
+            times, cpus, dens = [], [], []
             for b in range(args.warmup + args.batches):
                 t0, c0 = time.perf_counter(), time.process_time()
                 idx = perm[b * batch:(b + 1) * batch]
@@ -86,19 +94,24 @@ def main(argv: list[str] | None = None) -> int:
                 if b >= args.warmup:
                     times.append(time.perf_counter() - t0)
                     cpus.append(time.process_time() - c0)
-                    hid += float(r.get("hid_spikes", 0.0)) if mode == "online" else 0.0
+                    dens.append(float(r["hid_spikes"]) / (batch * steps * hidden) if mode == "online"
+                                else float(r["hidden_density"]))
             scale = EPOCH_IMAGES / (batch * len(times))
             row = {"network": net, "mode": mode, "hidden": hidden, "steps": steps, "batch": batch,
                    "threads": args.threads, "timed_batches": len(times), "warmup_batches": args.warmup,
                    "data_source": ds.source, "n_train_images": n,
                    "seconds_per_epoch": round(sum(times) * scale, 2),
                    "seconds_per_epoch_median_batch": round(float(np.median(times)) * EPOCH_IMAGES / batch, 2),
-                   "cpu_seconds_per_epoch": round(sum(cpus) * scale, 2)}
+                   "cpu_seconds_per_epoch": round(sum(cpus) * scale, 2),
+                   "hidden_spike_density": round(float(np.mean(dens)), 4)}
             print(json.dumps(row), flush=True)
             rows.append(row)
             res.setdefault(net, {})[mode] = row["seconds_per_epoch"]
             cpu_res.setdefault(net, {})[mode] = row["cpu_seconds_per_epoch"]
+    print(f"extrapolated: {args.batches} timed batches of {batch} (after {args.warmup} untimed) scaled to "
+          f"{EPOCH_IMAGES:,} images; wall and CPU (process) seconds, {args.threads} thread(s)", flush=True)
     print(json.dumps({"seconds_per_epoch": res, "cpu_seconds_per_epoch": cpu_res, "threads": args.threads,
+                      "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                       "extrapolated_from_batches": args.batches, "epoch_images": EPOCH_IMAGES,
                       "torch": torch.__version__, "machine": platform.processor() or platform.machine()}))
     return 0

@@ -5,6 +5,7 @@ Heavy imports (torch, numba kernels) happen inside the command functions so that
 from __future__ import annotations
 
 import argparse
+import os
 
 from models.presets import DEFAULT_PRESET, add_preset_args
 
@@ -127,6 +128,9 @@ def train_ann_cli(args: argparse.Namespace) -> int:
 
 def train_rate_cli(args: argparse.Namespace) -> int:
     """Run ``snnc train rate`` from parsed arguments; prints progress and both test metrics."""
+    # torch's OpenMP threads must not spin between the numba kernels' parallel regions (48x slower with 2 threads,
+    # docs/training.md); libgomp reads this when torch loads, which is below. An explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from models.rate_trainer import resolve_config, train_rate
     from toolchain.errors import SnncError
 

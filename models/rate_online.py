@@ -19,9 +19,11 @@ x[t] (B, n_in) in {0, 1} (units: potentials and weights in threshold units, V_th
 
 Sparsity: the columns of W1 whose pixel never spikes in the batch get a zero gradient at every step, so their Adam
 moments stay 0 and their update is exactly 0; only the active columns are computed (bitwise the same result).
-The output layer's current sums only the hidden neurons that spiked in the step when they are fewer than half.
-The Adam update is one fused numba pass (models/rate_kernels.py); tensors live on the CPU; numba's thread count
-applies to it, torch's to the matrix products.
+Per step (models/rate_kernels.py, numba, in the weights' dtype): the input current sums one row of W1^T per input
+spike; (-E) W2 sums only the rows of W2 whose output has a masked error; g2 is computed from those sparse errors
+inside the fused Adam pass over W2; a1 W2^T and tr1^T delta are BLAS (torch). Subnormal hidden errors are
+flushed to 0 (see ``hidden_error``). Results equal the dense torch version (tests/reference_rate.py) to float
+rounding. Tensors live on the CPU; numba's thread count applies to the kernels, torch's to the products.
 """
 from __future__ import annotations
 
@@ -63,56 +65,87 @@ def sigmoid_derivative(u):
     return e / (1.0 + e) ** 2
 
 
+def check_batch(w1, w2, x) -> None:
+    """Refuse what the kernels cannot train (DataError naming the fix): weights that are not float32/float64 CPU
+    tensors of one dtype without autograd, shapes that do not chain (w1 (H, n_in), w2 (n_out, H), x (T, B, n_in)
+    with n_out = n_in), or spikes other than 0/1."""
+    import torch
+
+    from toolchain.errors import DataError
+
+    for name, w in (("w1", w1), ("w2", w2)):
+        if not isinstance(w, torch.Tensor) or w.dtype not in (torch.float32, torch.float64) or w.device.type != "cpu":
+            raise DataError(f"{name} must be a float32 or float64 CPU torch tensor; convert it with "
+                            f"torch.as_tensor({name}, dtype=torch.float32)")
+        if w.requires_grad:
+            raise DataError(f"{name} requires grad; pass {name}.detach() (the rule updates it in place)")
+    if w1.dtype != w2.dtype:
+        raise DataError(f"w1 and w2 must have one dtype, got {w1.dtype} and {w2.dtype}")
+    if not isinstance(x, torch.Tensor) or x.dim() != 3 or w1.dim() != 2 or w2.dim() != 2:
+        raise DataError("x must be a (T, B, n_in) torch tensor of spikes, w1 (H, n_in) and w2 (n_out, H)")
+    h, n_in = w1.shape
+    if w2.shape != (n_in, h) or x.shape[2] != n_in:
+        raise DataError(f"shapes do not chain: w1 {tuple(w1.shape)}, w2 {tuple(w2.shape)} (expected "
+                        f"{(n_in, h)}), x {tuple(x.shape)} (expected (T, B, {n_in}))")
+    if x.numel() and not bool(((x == 0) | (x == 1)).all()):
+        raise DataError("input spikes must be 0 or 1 (encode images with models.rate_encoding.bernoulli_encode)")
+
+
 def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     """Train on one batch in place: w1 (H, n_in), w2 (n_out, H) torch tensors (float32 or float64), x (T, B, n_in)
     spikes (any torch dtype, 0/1); CPU tensors. Returns {"loss": sum over steps of 0.5 sum E^2 / B,
     "out_spikes": (B, n_out) output spike counts, "hid_spikes": hidden spikes summed over batch and steps}."""
     import torch
 
-    from models.rate_kernels import adam_update
+    from models import rate_kernels as K
 
-    t_steps, b, _ = x.shape
+    check_batch(w1, w2, x)
+    t_steps, b, n_in = x.shape
     dt = w1.dtype
-    cols = torch.nonzero(x.reshape(-1, x.shape[2]).any(dim=0)).flatten()
-    xa = x[:, :, cols].to(dt)                       # (T, B, n_active)
-    w1a = w1[:, cols].contiguous()                  # (H, n_active): the columns that can change in this batch
+    npdt = np.float32 if dt == torch.float32 else np.float64
+    c = np.dtype(npdt).type
     h, n_out = w1.shape[0], w2.shape[0]
-    m1, s1 = torch.zeros_like(w1a), torch.zeros_like(w1a)
-    m2, s2 = torch.zeros_like(w2), torch.zeros_like(w2)
-    v1 = torch.zeros((b, h), dtype=dt)
-    v2 = torch.zeros((b, n_out), dtype=dt)
-    tr1p = torch.zeros((b, cols.numel()), dtype=dt)
-    tr2p = torch.zeros((b, h), dtype=dt)
-    x_full = x.to(dt)
-    out_counts = torch.zeros((b, n_out), dtype=dt)
-    loss, hid = 0.0, 0.0
+    x_np = x.numpy() if x.dtype == torch.uint8 else (x != 0).to(torch.uint8).numpy()
+    cols = np.flatnonzero(x_np.any(axis=(0, 1)))           # input pixels that spike in this batch
+    xa = np.ascontiguousarray(x_np[:, :, cols])            # (T, B, n_active)
+    ptr, idx = K.spike_lists(xa)
+    xa_f = xa.astype(npdt)
+    x_f = x_np.astype(npdt)
+    w1t = np.ascontiguousarray(w1.numpy()[:, cols].T)      # (n_active, H): the rows that can change
+    w2c = w2.contiguous()
+    w2n = w2c.numpy()
+    m1, s1 = np.zeros_like(w1t), np.zeros_like(w1t)
+    m2, s2 = np.zeros_like(w2n), np.zeros_like(w2n)
+    v1 = np.zeros((b, h), npdt)
+    e1, a1, delta = np.zeros_like(v1), np.zeros_like(v1), np.zeros_like(v1)
+    tr2, tr2p = np.zeros_like(v1), np.zeros_like(v1)
+    v2 = np.zeros((b, n_out), npdt)
+    err, out_counts, cur2 = np.zeros_like(v2), np.zeros_like(v2), np.zeros_like(v2)
+    tr1, tr1p = np.zeros((b, cols.size), npdt), np.zeros((b, cols.size), npdt)
+    g1t = np.zeros_like(w1t)
+    hid_n, sq_n = np.zeros(b, npdt), np.zeros(b, npdt)
+    e1_t, a1_t = torch.from_numpy(e1), torch.from_numpy(a1)
+    cur2_t, w2_t = torch.from_numpy(cur2), torch.from_numpy(w2n)
+    tr1_t, delta_t, g1t_t = torch.from_numpy(tr1), torch.from_numpy(delta), torch.from_numpy(g1t)
     r = rule
+    leak, v_th, one, zero, inv_shrink = c(r.leak), c(r.v_th), c(1.0), c(0.0), c(1.0 / r.n_shrink)
+    g_scale = c(1.0 / b)
+    tiny = c(np.finfo(npdt).tiny)
+    loss, hid = 0.0, 0.0
     for t in range(t_steps):
-        xt = xa[t]
-        v1 = torch.clamp(r.leak * v1 + xt @ w1a.T, max=r.v_th)
-        sig1 = sigmoid_derivative(v1 - r.v_th)
-        tr1 = r.leak * tr1p + xt
-        a1 = (v1 >= r.v_th).to(dt)
-        v1 = v1 * (1.0 - a1)
-        tr1p = tr1 * (1.0 - a1.sum(dim=1, keepdim=True) / r.n_shrink)
-        hcols = torch.nonzero(a1.any(dim=0)).flatten()   # hidden neurons that spiked in this step (sparse)
-        cur2 = a1[:, hcols] @ w2[:, hcols].T if hcols.numel() < h // 2 else a1 @ w2.T
-        v2 = torch.clamp(r.leak * v2 + cur2, max=r.v_th)
-        tr2 = r.leak * tr2p + a1
-        a2 = (v2 >= r.v_th).to(dt)
-        v2pre = v2
-        v2 = v2 * (1.0 - a2)
-        tr2p = tr2 * (1.0 - a2.sum(dim=1, keepdim=True) / r.n_shrink)
-        xf = x_full[t]
-        err = (r.v_th * xf - v2pre) * (xf != a2).to(dt)
-        loss += 0.5 * float((err * err).sum()) / b
-        out_counts += a2
-        hid += float(a1.sum())
-        neg = -err
-        g2 = neg.T @ tr2 / b
-        g1 = ((neg @ w2) * sig1).T @ tr1 / b
-        for w, g, m, s in ((w1a, g1, m1, s1), (w2, g2, m2, s2)):
-            adam_update(w.numpy(), g.contiguous().numpy(), m.numpy(), s.numpy(), r.lr, r.beta1, r.beta2, t + 1,
-                        r.eps)
-    w1[:, cols] = w1a
-    return {"loss": loss, "out_spikes": out_counts, "hid_spikes": hid}
+        K.layer1_step(ptr, idx, t * b, w1t, xa_f[t], v1, e1, a1, tr1, tr1p, hid_n, leak, v_th, one, zero,
+                      inv_shrink)
+        hid += float(hid_n.sum())
+        e1_t.exp_()                                       # e^(V1 - v_th)
+        torch.mm(a1_t, w2_t.T, out=cur2_t)
+        K.layer2_step(cur2, x_f[t], a1, v2, tr2, tr2p, err, out_counts, sq_n, leak, v_th, one, zero, inv_shrink)
+        loss += 0.5 * float(sq_n.sum()) / b
+        K.hidden_error(err, w2n, e1, delta, one, zero, tiny)       # uses w2 before this step's update
+        torch.mm(tr1_t.T, delta_t, out=g1t_t)             # g1^T * B, (n_active, H)
+        K.adam_update(w1t, g1t, m1, s1, r.lr, r.beta1, r.beta2, t + 1, r.eps, g_scale=1.0 / b)
+        K.adam_output_layer(w2n, m2, s2, err, tr2, g_scale,
+                            *K.adam_consts(npdt, r.lr, r.beta1, r.beta2, t + 1, r.eps), zero)
+    w1.numpy()[:, cols] = w1t.T
+    if w2c.data_ptr() != w2.data_ptr():
+        w2.copy_(w2c)
+    return {"loss": loss, "out_spikes": torch.from_numpy(out_counts), "hid_spikes": hid}
