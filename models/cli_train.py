@@ -73,6 +73,10 @@ def add_conv_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reg", choices=tuple(REG_PRESETS), default="none",
                    help="regulariser weights preset of the SNN (docs/conv.md; default none)")
     for name in RegWeights.__dataclass_fields__:
+        if name == "layers":
+            p.add_argument("--reg-layers", dest="layers", choices=("all", "latent"), default=None,
+                           help="spiking layers the lambda/beta terms cover (replaces the --reg preset's value)")
+            continue
         p.add_argument(f"--{name.replace('_', '-')}", type=float, default=None,
                        help=f"regulariser weight {name} (replaces the --reg preset's value)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")

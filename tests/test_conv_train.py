@@ -211,6 +211,10 @@ def test_regulariser_terms_by_hand():
     assert one(gamma_example=1) == pytest.approx(1.5 ** 2)
     assert one(gamma_neuron=1) == pytest.approx(0.25 + 1)
     assert one(gamma_count=1) == pytest.approx(1.5)
+    assert one(beta1=1, layers="latent") == pytest.approx(1.5)  # the per-layer terms on the latent layer only
+    assert one(gamma_count=1, layers="latent") == pytest.approx(1.5)
+    with pytest.raises(SnncError, match="'all' or 'latent'"):
+        RegWeights(layers="decoder")
     assert resolve_weights("dense", {"beta1": 0.0}).beta1 == 0.0
     with pytest.raises(SnncError, match="unknown regulariser preset"):
         resolve_weights("loose", {})
