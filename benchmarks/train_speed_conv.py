@@ -5,8 +5,7 @@ seeded network (the code's init) runs ``--warmup`` untimed batches, then ``--bat
 (Bernoulli encoding, forward, regularisers of the "dense" preset, backward, clipping, Adam step), scaled to the
 preset's batches per epoch. Wall and CPU time (process_time) are both reported: on a busy machine CPU time /
 threads is the figure to compare. ``--compare`` also times the same batch with a per-step autograd LIF (what a
-straightforward torch implementation records: a graph node per elementwise op and step) and reports the peak
-memory of both.
+straightforward torch implementation records: a graph node per elementwise op and step).
 
     SNNC_DATA=/path/to/datasets python benchmarks/train_speed_conv.py [--threads 2] [--batches 3] [--compare]
 
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -118,11 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             model = SpikingConvAE(arch, init_weights(arch, np.random.default_rng(0)))
             if kind == "per_step_autograd":
                 model._lif = _autograd_lif_factory()
-            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
             wall, cpu = _time_batches(model, images, steps, args.warmup, args.batches,
                                       torch.Generator().manual_seed(0))
-            cmp[kind] = {"wall_s_per_batch": wall, "cpu_s_per_batch": cpu,
-                         "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024}
+            cmp[kind] = {"wall_s_per_batch": wall, "cpu_s_per_batch": cpu}
             print(f"{kind} (T={steps}): {wall:.2f} s/batch wall, {cpu:.2f} s CPU", flush=True)
         out["compare"] = cmp
     print(json.dumps(out))

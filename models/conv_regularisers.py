@@ -55,8 +55,8 @@ class RegWeights:
 
 PRESETS: dict[str, RegWeights] = {
     "none": RegWeights(),
-    "sparse": RegWeights(lambda1=0.01, lambda2=0.1, beta1=0.01, beta2=0.1, gamma_count=0.1),
-    "dense": RegWeights(lambda2=0.1, beta1=0.05, beta2=0.5, gamma_neuron=0.01),
+    "sparse": RegWeights(lambda1=0.1, beta1=0.1, beta2=0.1, gamma_count=0.1, layers="latent"),
+    "dense": RegWeights(beta1=0.1, beta2=0.1, layers="latent"),
 }
 
 
