@@ -245,7 +245,7 @@ def test_potential_regulariser_revives_dead_latent_neurons():
             loss = ((o["image"] - img) ** 2).sum() / 8 + regulariser_loss(o["spikes"], o["final"], weights)
             loss.backward()
             opt.step()
-        return u0, float(o["final"]["latent"].mean()), active
+        return u0, float(o["final"]["latent"].detach().mean()), active
 
     u0, u_none, act_none = train(RegWeights())
     assert u0 < -10 and act_none == 0.0 and u_none < u0  # dead from the start, and sinking
