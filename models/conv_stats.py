@@ -43,6 +43,7 @@ def stats_png_bytes(history: list[dict], title: str = "") -> bytes:
         ax_dead.plot(epochs, [h["layers"][name]["dead"] for h in history], marker="o", label=name)
         ax_burst.plot(epochs, [h["layers"][name]["bursting"] for h in history], marker="o", label=name)
     for ax, what in ((ax_dead, "dead (never spike)"), (ax_burst, "bursting")):
+        ax.set_xticks(epochs)
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"fraction {what}")
         ax.set_ylim(-0.02, 1.02)
