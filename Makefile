@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 LAVA   := lava-nc==0.10.0
+NORSE  := norse==1.1.0
 export SNNC_DATA ?=
 
 .PHONY: venv demo test bench clean
@@ -16,6 +17,8 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(PY) -m pip install -q -r requirements.lock
 	# lava-nc 0.10.0 declares Requires-Python <3.11 but runs on 3.11 with the shim in toolchain/lava_compat.py
 	$(PY) -m pip install -q --no-deps --ignore-requires-python $(LAVA)
+	# norse 1.1.0 declares torchvision (unused by its NIR importer; it would pull another torch build)
+	$(PY) -m pip install -q --no-deps $(NORSE)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
 

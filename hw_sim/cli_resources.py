@@ -6,7 +6,8 @@ Works from the ONNX network directly, so it answers for any size, also a model t
 partition rules are hw_sim/resources.py's; design-rule violations are listed, not fatal). Energy per inference
 comes from the activity of the exact float model on the first ``--samples`` test images of the model's dataset
 (hw_sim/energy.py, Loihi 1 per-operation figures). A compiled.npz is accepted too (its pulse copies and integer
-weights are then used for the partition).
+weights are then used for the partition). Steps (LIF) models, convolutional or not, go to
+hw_sim/conv_resources.py (shared-kernel and expanded storage; energy from hw_sim's activity on Bernoulli inputs).
 """
 from __future__ import annotations
 
@@ -49,6 +50,12 @@ def resources_report(path: str | Path, args) -> tuple[dict, str]:
     if args.samples < 0:
         raise DataError(f"--samples must be >= 0 (0 = resources only), got {args.samples}")
     chip = get_chip(args.chip)
+    from toolchain.cli_steps import is_steps_model
+
+    if is_steps_model(p):        # steps models (issue [F]: conv; Dense LIF chains through the same model)
+        from hw_sim.conv_resources import conv_resources_report
+
+        return conv_resources_report(p, args, chip)
     if p.suffix == ".npz":
         from toolchain.compiled_io import load_compiled
 

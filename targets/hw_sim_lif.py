@@ -1,5 +1,6 @@
 """``hw_sim-lif``: hw_sim's bit-accurate LIF emulation (hw_sim/lif.py) behind the target interface; the steps
-counterpart of ``hw_sim``, spike for spike equal to ``lava-fixed-lif``."""
+counterpart of ``hw_sim``, spike for spike equal to ``lava-fixed-lif``. Convolutional graphs (CompiledConv, or a
+steps Graph with convolutions) run on hw_sim/conv.py."""
 from __future__ import annotations
 
 import time
@@ -8,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from hw_sim.emulator import default_threads
+from hw_sim.conv import conv_net_of, run_conv_fixed
 from hw_sim.lif import compiled_steps_of, run_lif_fixed_events
 from targets.base import RunResult, steps_result
 
@@ -23,6 +25,12 @@ class HwSimLifTarget:
 
     def run(self, net: Any, inputs: np.ndarray) -> RunResult:
         t0 = time.perf_counter()
+        cc = conv_net_of(net, inputs, self.name)
+        if cc is not None:
+            trains, pots, events = run_conv_fixed(cc, inputs, self.threads)
+            return steps_result(self.name, trains, time.perf_counter() - t0,
+                                {"precision": "fixed_pt", "populations": cc.names, "range_events": events,
+                                 "threads": self.threads or default_threads()}, pots)
         cs = compiled_steps_of(net, inputs, self.name)
         trains, events = run_lif_fixed_events(cs, inputs, self.threads)
         return steps_result(self.name, trains, time.perf_counter() - t0,

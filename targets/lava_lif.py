@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from hw_sim.conv import conv_net_of
 from hw_sim.lif import check_steps_input, compiled_steps_of
 from targets.base import RunResult, steps_result
 from targets.lava import run_and_receive
@@ -66,6 +67,11 @@ class _LavaLifTarget:
         """Spike trains of every layer for every sample: ``RunResult.trains`` [(N, T, n) uint8] in graph order,
         aligned to the float model (targets/base.py). net: a CompiledSteps, or a steps Graph (compiled here with
         the defaults of toolchain.steps_compiler.compile_graph for the inputs' T); inputs: (N, T, n_in) 0/1."""
+        cc = conv_net_of(net, inputs, self.name)
+        if cc is not None:   # convolutional graphs: Lava Conv / Sparse processes (targets/lava_conv.py)
+            from targets.lava_conv import LavaConvTarget
+
+            return LavaConvTarget(self.fixed, self.name, self.chunk_size, self.timeout_s).run(cc, inputs)
         t0 = time.perf_counter()
         cs = compiled_steps_of(net, inputs, self.name)
         x = check_steps_input(cs, inputs, self.name)

@@ -5,6 +5,10 @@
     toolchain/cli_deploy.py  compile, run, verify, deploy
     hw_sim/cli_device.py     device serve
     toolchain/cli_demo.py    demo
+    experiments/cli_sweep.py        sweep run|worker|status
+    experiments/cli_experiments.py  experiments fig3
+    (experiments/ sits above models/ and toolchain/ and may import both; it is imported here only by name, when
+    the parser is built, like every room above; nothing else imports it)
 
 Heavy imports (torch, lava, brian2) happen inside the command functions, so ``snnc --help`` is fast.
 """
@@ -26,6 +30,8 @@ COMMAND_MODULES = (
     "hw_sim.cli_device",
     "hw_sim.cli_resources",
     "toolchain.cli_demo",
+    "experiments.cli_sweep",
+    "experiments.cli_experiments",
 )
 
 EXAMPLES = """examples:

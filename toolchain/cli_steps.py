@@ -53,12 +53,13 @@ def is_steps_model(path: str | Path) -> bool:
         if not p.is_file():
             return False
         if p.suffix == ".npz":
+            from toolchain.compiled_conv import FORMAT as CONV_FORMAT
             from toolchain.compiled_steps import FORMAT
 
             with np.load(p, allow_pickle=False) as z:
                 if "meta" not in z.files:
                     return False
-                return json.loads(str(z["meta"])).get("format") == FORMAT
+                return json.loads(str(z["meta"])).get("format") in (FORMAT, CONV_FORMAT)
         import onnx
 
         model = onnx.load(str(p), load_external_data=False)
@@ -109,8 +110,11 @@ def compile_steps_model(path: str | Path, args) -> Any:
         kw["weight_bits"] = args.weight_bits
     if getattr(args, "threshold", None) is not None:
         kw["threshold"] = args.threshold
+    from toolchain.conv_compiler import compile_conv_graph, needs_conv_compiler
+
     kw.update(_range_options(graph, t, args))
-    cs = compile_graph(graph, t, source_hash=model_hash(path), **kw)
+    compiler = compile_conv_graph if needs_conv_compiler(graph) else compile_graph   # convolutions: issue [F]
+    cs = compiler(graph, t, source_hash=model_hash(path), **kw)
     return replace(cs, manifest={**cs.manifest, "source_metadata": dict(graph.metadata),
                                  "model": str(path)})
 
@@ -141,8 +145,8 @@ def _range_options(graph, t: int, args) -> dict:
 
 
 def load_steps_model(path: str | Path, args) -> Any:
-    """A steps ONNX model (compiled now) or a compiled steps npz -> CompiledSteps."""
-    from toolchain.compiled_steps_io import load_compiled_steps
+    """A steps ONNX model (compiled now) or a compiled steps npz -> CompiledSteps (or CompiledConv)."""
+    from toolchain.compiled_conv_io import load_compiled_any as load_compiled_steps
 
     p = Path(path)
     if p.suffix == ".npz":
@@ -176,6 +180,10 @@ def steps_compile_summary(cs) -> str:
                      f"{f'{int(cl.vth.min())}..{int(cl.vth.max())}':<15}  {cl.weight_exp:>4}  {cl.num_weight_bits:>4}  "
                      f"{wmax:>10}  {'-' if used is None else f'{100 * used:.1f} %':>13}  "
                      f"{'-' if err is None else f'{err:.3g}'}")
+        if e.get("kind") in ("conv", "conv_transpose") or e.get("population") == "readout":
+            lines.append(f"note: {cl.name}: {e.get('kind')} synapse on Lava {e.get('lava')}, "
+                         f"{'off-chip Readout' if e.get('population') == 'readout' else 'LIF'}, "
+                         f"map {'x'.join(map(str, getattr(cl, 'out_shape', ())))}")
         if e.get("clamp_dropped"):
             lines.append(f"note: {cl.name}: the clamp of V at v_th is dropped (no effect on spikes with reset to zero)")
     cal = m.get("calibration") or {}
@@ -191,6 +199,16 @@ def steps_compile_summary(cs) -> str:
         lines.append("ranges: worst-case (every input in every step; safe for any input)")
     for w in m.get("warnings", []):
         lines.append(f"warning: {w}")
+    from toolchain.compiled_conv import CompiledConv
+
+    if isinstance(cs, CompiledConv):     # issue [F]: cores and design rules of the conv network
+        from hw_sim.conv_resources import conv_partition
+
+        res, _ = conv_partition(cs, strict=False)
+        lines.append(f"resources ({res.chip.name}, shared convolution kernels): {res.cores} cores, "
+                     f"{res.synaptic_memory_bits / 8192:.1f} KiB synaptic memory"
+                     + ("" if not res.violations else f"; {len(res.violations)} design-rule violation(s):"))
+        lines += [f"  DRC: {v}" for v in res.violations]
     if m.get("source_hash"):
         lines.append(f"source sha256 {m['source_hash']}")
     return "\n".join(lines)
@@ -198,7 +216,7 @@ def steps_compile_summary(cs) -> str:
 
 def cmd_compile(args) -> int:
     """``snnc compile`` of a steps model: writes the compiled steps npz and prints the summary."""
-    from toolchain.compiled_steps_io import save_compiled_steps
+    from toolchain.compiled_conv_io import save_compiled_any as save_compiled_steps
 
     model = Path(args.model)
     out = check_output_path(Path(args.out) if args.out else model.with_name(model.stem + ".compiled.npz"), "file")
@@ -288,6 +306,16 @@ def steps_names(text: str, flag: str) -> list[str]:
     return out
 
 
+def refuse_conv_targets(cs, names: list[str]) -> None:
+    """TargetError before anything runs when a convolutional model (CompiledConv) meets a target without a
+    convolution backend (brian2-lif runs Dense chains only)."""
+    from toolchain.compiled_conv import CompiledConv
+
+    if isinstance(cs, CompiledConv) and "brian2-lif" in names:
+        raise TargetError("brian2-lif runs Dense LIF chains only, and this model has convolutions (or a Readout); "
+                          "verify it on exact (float), lava-float, lava-fixed and hw_sim")
+
+
 def steps_targets(names: list[str], args) -> dict[str, Any]:
     """Instantiate every target (bad options fail here, before anything runs). ``--brian2-codegen`` and
     ``-o NAME.KEY=VALUE`` apply to the steps counterpart of NAME."""
@@ -316,7 +344,7 @@ def steps_targets(names: list[str], args) -> dict[str, Any]:
 def cmd_run(args) -> int:
     """``snnc run`` of a compiled steps npz: per-layer spike trains and the reconstruction metrics in one npz."""
     from toolchain.atomic import atomic_path
-    from toolchain.compiled_steps_io import load_compiled_steps
+    from toolchain.compiled_conv_io import load_compiled_any as load_compiled_steps
     from toolchain.verify_trains import recon_metrics
 
     p = Path(args.compiled)
@@ -325,13 +353,15 @@ def cmd_run(args) -> int:
     (name,) = _one_target(args.target, "run")
     target = steps_targets([name], args)[name]
     cs = load_compiled_steps(p)
+    refuse_conv_targets(cs, [name])
     images, x, ctx = steps_inputs(cs, args)
     default = p.with_name(f"{p.stem}.{name}.{ctx['dataset']}.spikes.npz")
     out = check_output_path(Path(args.out) if args.out else default, "file")
     res = target.run(cs, x)
     trains = [np.asarray(t, dtype=np.uint8) for t in res.trains]
-    metrics = recon_metrics(cs.graph, x, trains, images)
+    metrics = recon_metrics(cs.graph, x, trains, images, res.potentials)
     arrays = {"input.trains": x} | {f"layer{k}.trains": t for k, t in enumerate(trains)}
+    arrays |= {f"layer{k}.potentials": np.asarray(p) for k, p in enumerate(res.potentials or []) if p is not None}
     meta = {"target": name, "family": "steps", "populations": cs.names, **ctx, "metrics": metrics,
             "wall_s": res.wall_s, "info": {k: v for k, v in res.info.items()
                                            if isinstance(v, (str, int, float, bool, list))},
@@ -421,6 +451,7 @@ def verify_and_report(cs, names: list[str], args, out: Path, model_path: Path,
     from toolchain.steps_plots import steps_plot_writers
     from toolchain.verify_trains import DEFAULT_MARGIN, verify_steps
 
+    refuse_conv_targets(cs, names)
     targets = steps_targets(names, args)
     images, x, ctx = steps_inputs(cs, args)
     margin = args.margin if getattr(args, "margin", None) is not None else DEFAULT_MARGIN
@@ -458,7 +489,7 @@ def cmd_verify(args) -> int:
 
 def cmd_deploy(args) -> int:
     """``snnc deploy`` of a steps model: compile (unless given compiled), run one target, verify, report."""
-    from toolchain.compiled_steps_io import save_compiled_steps
+    from toolchain.compiled_conv_io import save_compiled_any as save_compiled_steps
 
     (name,) = _one_target(args.target, "deploy")
     model = Path(args.model)

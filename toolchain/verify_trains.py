@@ -35,7 +35,8 @@ import numpy as np
 
 from targets.base import RunResult, check_input_trains, steps_graph
 from toolchain.errors import DataError, TargetError
-from toolchain.ir import LIF, Graph
+from toolchain.ir import LIF, Dense, Graph, Readout
+from toolchain.lif_reference import synapse_current
 from toolchain.spike_metrics import count_agreement, match_spikes, zscore_mse
 
 DEFAULT_MARGIN = 1e-6       # relative distance of the float potential to v_th that counts as near threshold
@@ -187,12 +188,15 @@ def classify_flips(graph: Graph, spikes_in: np.ndarray, ref_trains: list[np.ndar
     out = []
     up_first = np.full(spikes_in.shape[0], np.inf)       # the input trains are the same for every target
     for (syn, pop_name), ref, v_rec, tgt in zip(graph.chain(), ref_trains, ref_potentials, trains):
-        pop, w = graph.nodes[pop_name], graph.nodes[syn].weight
+        pop, node = graph.nodes[pop_name], graph.nodes[syn]
         s, j, t0 = _first_diff(ref, tgt)
         cls = np.full(s.size, 2, np.int8)
         if s.size and isinstance(pop, LIF):
             src = spikes_in if not out else ref_trains[len(out) - 1]
-            current = np.einsum("ij,ij->i", src[s, t0, :].astype(np.float64), w[j, :])
+            if isinstance(node, Dense):
+                current = np.einsum("ij,ij->i", src[s, t0, :].astype(np.float64), node.weight[j, :])
+            else:                                        # convolutions: the whole map, then neuron j
+                current = synapse_current(node, src[s, t0, :])[np.arange(s.size), j]
             prev = np.where(t0 > 0, v_rec[s, np.maximum(t0 - 1, 0), j], 0.0)
             fired = (t0 > 0) & (ref[s, np.maximum(t0 - 1, 0), j] != 0)
             reset = 0.0 if pop.reset == "zero" else prev - pop.v_th
@@ -226,11 +230,27 @@ def layer_stats(name: str, ref: np.ndarray, tgt: np.ndarray, flips: dict[str, np
         matched0_flips_aside=kept.fraction)
 
 
+def readout_images(graph: Graph, potentials: np.ndarray) -> np.ndarray:
+    """Reconstructed images of a final Readout (Hübotter et al.'s code): max over steps of A, divided by
+    T p_scale (the expected input spike count at pixel 1; ``graph.metadata['p_scale']``, 1 when absent)."""
+    a = np.asarray(potentials, dtype=np.float64)
+    p = float(graph.metadata.get("p_scale", 1.0) or 1.0)
+    return a.max(axis=1) / (a.shape[1] * p)
+
+
 def recon_metrics(graph: Graph, spikes_in: np.ndarray, trains: list[np.ndarray],
-                  images: np.ndarray | None) -> dict[str, float]:
-    """mse_image and spike_mse of the output population's spike-count map (empty without images)."""
+                  images: np.ndarray | None, potentials: list | None = None) -> dict[str, float]:
+    """mse_image and spike_mse of the output population's spike-count map (empty without images); for a graph
+    whose last population is a Readout, ``mse_readout``: the per-pixel MSE of :func:`readout_images` of the
+    last population's potentials (``potentials[-1]``) against the images (pixel units)."""
     if images is None:
         return {}
+    if isinstance(graph.nodes[graph.populations()[-1]], Readout):
+        if potentials is None or potentials[-1] is None:
+            raise TargetError("the last population is a Readout but the target returned no potentials for it; "
+                              "a steps target must return the Readout's trace A in RunResult.potentials")
+        rec = readout_images(graph, potentials[-1])
+        return {"mse_readout": float(np.mean((rec - np.asarray(images, dtype=np.float64).reshape(rec.shape)) ** 2))}
     out = trains[-1].sum(axis=1, dtype=np.int64)                          # (N, n_out) spike counts over T
     metrics = {"mse_image": zscore_mse(out, images)}
     if spikes_in.shape[2] == out.shape[1]:
@@ -291,7 +311,7 @@ def verify_steps(net: Any, spikes_in: np.ndarray, images: np.ndarray | None = No
     tol = sorted({0, 1, int(tolerance)})
     pops = [p for _, p in graph.chain()]
     reference = FloatStepsTarget().run(graph, x)
-    ref_metrics = recon_metrics(graph, x, reference.trains, img)
+    ref_metrics = recon_metrics(graph, x, reference.trains, img, reference.potentials)
 
     if isinstance(targets, Mapping):
         runs = list(targets.items())
@@ -304,17 +324,19 @@ def verify_steps(net: Any, spikes_in: np.ndarray, images: np.ndarray | None = No
                 runs.append((t, get_target(t, **dict((target_options or {}).get(t, {})))))
             else:
                 runs.append((t.name, t))
-    reports, trains_by_name = [], {}
+    reports, trains_by_name, readout_by_name = [], {}, {}
     for name, item in runs:
         res = item if isinstance(item, RunResult) else item.run(net, x)
         tr = _trains_of(name, res, reference.trains, pops)
         trains_by_name[name] = tr
+        if res.potentials is not None and isinstance(graph.nodes[pops[-1]], Readout):
+            readout_by_name[name] = res.potentials[-1]
         kind = (kinds or {}).get(name, target_kind(name))
         if kind not in ("float", "fixed"):
             raise TargetError(f"target kind {kind!r} for {name!r} is unknown; use 'float' or 'fixed'")
         flips = classify_flips(graph, x, reference.trains, reference.potentials, tr, margin)
         stats = [layer_stats(p, a, b, f, tol) for p, a, b, f in zip(pops, reference.trains, tr, flips)]
-        metrics = recon_metrics(graph, x, tr, img)
+        metrics = recon_metrics(graph, x, tr, img, res.potentials)
         rel = {m: _rel(v, ref_metrics[m]) for m, v in metrics.items()}
         reports.append(TargetTrainReport(name, kind, stats, metrics, rel, _gates(kind, stats, rel, tolerance),
                                          float(res.wall_s), dict(res.info)))
@@ -324,6 +346,8 @@ def verify_steps(net: Any, spikes_in: np.ndarray, images: np.ndarray | None = No
     for a in fixed:
         for b in sims:
             same = sum(int(np.sum(p != q)) for p, q in zip(trains_by_name[a], trains_by_name[b]))
+            if readout_by_name.get(a) is not None and readout_by_name.get(b) is not None:   # bit-identical A
+                same += int(np.sum(np.asarray(readout_by_name[a]) != np.asarray(readout_by_name[b])))
             cross.append(Gate(f"{a} = {b}", float(same), 0.0, "max", same == 0, None,
                               f"{same} (sample, step, neuron) entries differ"))
     return StepsVerifyReport(int(tolerance), float(margin), int(x.shape[0]), int(x.shape[1]), pops, ref_metrics,

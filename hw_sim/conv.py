@@ -1,0 +1,219 @@
+"""Bit-accurate emulation of a CompiledConv (toolchain/compiled_conv.py) as ``lava-fixed`` runs it on Lava 0.10's
+``PyConvModelFixed`` / ``PySparseModelBitAcc`` / ``PyDenseModelBitAcc`` and the stock LIF (``PyLifResetModelBitAcc``).
+
+Every synapse kind is one event-driven kernel over a *tap table*: for each input pixel, the (output pixel, kernel
+tap) pairs it reaches (Conv2d: output pixels whose window covers it; ConvTranspose2d: its stride offsets; Dense:
+one pixel, one tap), and weights arranged (C_in, taps, C_out) so that a spike adds one contiguous row per pair.
+Only inputs that spiked are visited. The integer arithmetic is Lava's: the synaptic sum of effective weights,
+wrapped to 24 bits for layers Lava runs as Conv (``utils.signed_clamp``), then the LIF update of hw_sim/lif.py
+(u = a << 6 wrapping at 24 bits, v decayed by trunc0(v (4096 - dv) / 4096) and saturated, spike if v > vth << 6,
+reset to 0). A Readout integrates its integer input off-chip in float64, ``A = leak (A + a / scale)``, as
+targets/lava_conv.py's sink does. Results are aligned to the float model (no connection delays simulated).
+Samples run in parallel threads (numba releases the GIL).
+"""
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+from hw_sim.emulator import default_threads
+from toolchain.compiled_conv import CompiledConv, CompiledConvLayer, validate_compiled_conv
+from toolchain.errors import ArtifactError, TargetError
+from toolchain.lower_conv import lava_mapping
+from toolchain.quantize import A_IN_MAX, DECAY_BITS, DECAY_UNITY, STATE_SHIFT, UV_MAX
+
+RANGE_EVENTS = ("a_in_over_16bit", "u_wrapped", "v_saturated_low", "v_saturated_high")
+_LIM = UV_MAX + 1  # 2**23
+
+
+def tap_table(cl: CompiledConvLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ptr, opix, tap, wtap): CSR over input pixels of the (output pixel, tap) pairs each one reaches, and the
+    effective weights as (C_in, taps, C_out) int64."""
+    w = cl.effective
+    if cl.kind == "dense":
+        return (np.array([0, 1], np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
+                _narrow(w.T[:, None, :]))
+    _, h, wd = cl.in_shape
+    _, ho, wo = cl.out_shape
+    kh, kw = w.shape[2:]
+    (sh, sw), (ph, pw) = cl.stride, cl.padding
+    y, x, i, j = np.meshgrid(np.arange(h), np.arange(wd), np.arange(kh), np.arange(kw), indexing="ij")
+    if cl.kind == "conv":          # output (oy, ox) with oy * sh + i - ph = y
+        ny, nx = y + ph - i, x + pw - j
+        ok = (ny >= 0) & (nx >= 0) & (ny % sh == 0) & (nx % sw == 0)
+        oy, ox = ny // sh, nx // sw
+        wtap = w.transpose(1, 2, 3, 0).reshape(w.shape[1], kh * kw, w.shape[0])       # (C_in, taps, C_out)
+    else:                          # ConvTranspose2d: output (y * sh + i - ph, x * sw + j - pw)
+        oy, ox = y * sh + i - ph, x * sw + j - pw
+        ok = np.ones(oy.shape, bool)
+        wtap = w.transpose(0, 2, 3, 1).reshape(w.shape[0], kh * kw, w.shape[1])
+    ok &= (oy >= 0) & (oy < ho) & (ox >= 0) & (ox < wo)
+    pix = (y * wd + x)[ok]
+    order = np.argsort(pix, kind="stable")
+    opix = (oy * wo + ox)[ok][order]
+    tap = (i * kw + j)[ok][order]
+    ptr = np.zeros(h * wd + 1, np.int64)
+    np.add.at(ptr, pix + 1, 1)
+    return np.cumsum(ptr), opix.astype(np.int64), tap.astype(np.int64), _narrow(wtap)
+
+
+def _narrow(wtap: np.ndarray) -> np.ndarray:
+    """int32 weights (twice the SIMD width of int64) when no neuron's sum can leave int32: the sum over a neuron's
+    inputs of |w| is at most the sum over all (input channel, tap) of max_o |w| times the pixels, bounded here by
+    sum |w| over everything; int64 otherwise."""
+    w = np.ascontiguousarray(wtap, dtype=np.int64)
+    return w.astype(np.int32) if int(np.abs(w).sum()) < (1 << 31) - 1 else w
+
+
+@numba.njit(cache=True, nogil=True)
+def _layer(src, c_in, hw_in, ptr, opix, tap, wtap, c_out, hw_out, wrap24, readout, dv, thr, lo, hi, out, cur,
+           ev):  # pragma: no cover  (compiled)
+    """Samples lo .. hi - 1 of one layer. src (N, T, c_in hw_in) uint8 (C order); thr (hw_out c_out,) = vth << 6
+    in (pixel, channel) order; out (N, T, c_out hw_out) uint8 spikes (LIF) or cur (N, T, n) int64 synaptic inputs
+    (readout); ev (N, 4) range events."""
+    t_steps = src.shape[1]
+    n = c_out * hw_out
+    a = np.zeros(n, wtap.dtype)    # (pixel, channel) layout: contiguous over channels (int32 when it cannot overflow)
+    v = np.zeros(n, np.int64)      # (pixel, channel) layout, like thr
+    keep = DECAY_UNITY - dv
+    for k in range(lo, hi):
+        v[:] = 0
+        for t in range(t_steps):
+            a[:] = 0
+            for ci in range(c_in):
+                base = ci * hw_in
+                for p in range(hw_in):
+                    if src[k, t, base + p]:
+                        for e in range(ptr[p], ptr[p + 1]):
+                            off = opix[e] * c_out
+                            tp = tap[e]
+                            for o in range(c_out):
+                                a[off + o] += wtap[ci, tp, o]
+            for q in range(hw_out):
+                for o in range(c_out):
+                    i = q * c_out + o                   # a, v, thr: (pixel, channel) layout
+                    x = np.int64(a[i])
+                    y = v[i] * keep                     # trunc0(v (4096 - dv) / 4096), branch-free
+                    d = (y + ((y >> 63) & (DECAY_UNITY - 1))) >> DECAY_BITS
+                    if -A_IN_MAX <= x <= A_IN_MAX and not readout:   # common path: nothing can wrap
+                        vv = d + (x << STATE_SHIFT)
+                    else:
+                        if wrap24 and (x >= _LIM or x < -_LIM):   # Lava Conv: utils.signed_clamp(x, 24)
+                            x = ((x + _LIM) % (2 * _LIM)) - _LIM
+                        if readout:
+                            cur[k, t, o * hw_out + q] = x
+                            continue
+                        if x > A_IN_MAX or x < -A_IN_MAX:
+                            ev[k, 0] += 1
+                        u = x << STATE_SHIFT            # du = 4095: u is this step's input
+                        if u > _LIM:                    # 24-bit wrap, as Lava's LIF does it
+                            u -= 2 * _LIM
+                            ev[k, 1] += 1
+                        elif u <= -_LIM:
+                            u += 2 * _LIM
+                            ev[k, 1] += 1
+                        vv = d + u
+                    if vv < -_LIM + 1:
+                        vv = -_LIM + 1
+                        ev[k, 2] += 1
+                    elif vv > _LIM - 1:
+                        vv = _LIM - 1
+                        ev[k, 3] += 1
+                    if vv > thr[i]:
+                        out[k, t, o * hw_out + q] = 1
+                        vv = 0
+                    v[i] = vv
+
+
+def readout_trace(currents: np.ndarray, scale: np.ndarray, leak: float) -> np.ndarray:
+    """Off-chip Readout of integer synaptic inputs (N, T, n): A[t] = leak (A[t-1] + a[t] / scale), float64 (the
+    same elementwise operations targets/lava_conv_procs' ReadoutSink performs, so both agree bit for bit)."""
+    cur = np.asarray(currents)
+    a = np.zeros((cur.shape[0], cur.shape[2]))
+    out = np.empty(cur.shape, dtype=np.float64)
+    s = np.asarray(scale, dtype=np.float64)
+    for t in range(cur.shape[1]):
+        a = leak * (a + cur[:, t] / s)
+        out[:, t] = a
+    return out
+
+
+def compiled_conv_of(net, target: str) -> CompiledConv:
+    """``net`` when it is a valid CompiledConv; a steps Graph is compiled with the defaults elsewhere."""
+    try:
+        return validate_compiled_conv(net, f"{target} input")
+    except ArtifactError as exc:
+        raise TargetError(str(exc)) from None
+
+
+def check_conv_input(cc: CompiledConv, spikes_in: np.ndarray, target: str) -> np.ndarray:
+    """(N, T, n_in) 0/1 trains with 1 <= T <= cc.max_steps -> uint8; TargetError naming the problem."""
+    x = np.asarray(spikes_in)
+    if x.ndim != 3 or x.shape[2] != cc.n_in or x.shape[0] < 1 or x.shape[1] < 1:
+        raise TargetError(f"{target}: input spike trains must have shape (samples, steps, {cc.n_in}), got "
+                          f"{x.shape}; fix: pass one (steps, {cc.n_in}) 0/1 array per sample")
+    if x.dtype.kind not in "biuf" or not np.all((x == 0) | (x == 1)):
+        raise TargetError(f"{target}: input spike trains must hold only 0 and 1; fix: encode the inputs as spike "
+                          "trains (one spike per channel and step at most)")
+    if x.shape[1] > cc.max_steps:
+        raise TargetError(f"{target}: samples have {x.shape[1]} steps but the network was compiled (and its ranges "
+                          f"checked) for at most {cc.max_steps}; fix: recompile with max_steps={x.shape[1]}")
+    return x.astype(np.uint8)
+
+
+def run_conv_fixed(cc: CompiledConv, spikes_in: np.ndarray, threads: int | None = None
+                   ) -> tuple[list[np.ndarray], list[np.ndarray | None], list[dict[str, int]]]:
+    """Spike trains [(N, T, n) uint8] of every population (a Readout's are zero), potentials [None for LIF
+    populations, (N, T, n) float64 A for a Readout] and range events per layer (neuron-steps, ``RANGE_EVENTS``),
+    aligned to the float model's steps. Samples run on ``threads`` threads (default $SNNC_THREADS / the CPUs)."""
+    cc = compiled_conv_of(cc, "hw_sim")
+    x = np.ascontiguousarray(check_conv_input(cc, spikes_in, "hw_sim"))
+    n, t_steps = x.shape[:2]
+    n_threads = max(1, min(int(threads or default_threads()), n))
+    bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
+    src, trains, pots, events = x, [], [], []
+    for cl in cc.layers:
+        ptr, opix, tap, wtap = tap_table(cl)
+        c_in, h, w = cl.in_shape if cl.kind != "dense" else (cl.n_in, 1, 1)
+        c_out, ho, wo = cl.out_shape
+        readout = cl.population == "readout"
+        s_out = np.zeros((n, t_steps, cl.n_out), dtype=np.uint8)
+        cur = np.zeros((n, t_steps, cl.n_out) if readout else (1, 1, 1), dtype=np.int64)
+        thr = np.ascontiguousarray((cl.vth.astype(np.int64) << STATE_SHIFT).reshape(c_out, ho * wo).T.reshape(-1))
+        ev = np.zeros((n, len(RANGE_EVENTS)), dtype=np.int64)
+        args = [(src, np.int64(c_in), np.int64(h * w), ptr, opix, tap, wtap, np.int64(c_out), np.int64(ho * wo),
+                 lava_mapping(cl) == "Conv", readout, np.int64(cl.dv), thr, np.int64(lo), np.int64(hi), s_out, cur,
+                 ev) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        if n_threads == 1:
+            _layer(*args[0])
+        else:
+            with ThreadPoolExecutor(max_workers=n_threads) as pool:
+                list(pool.map(lambda a: _layer(*a), args))
+        trains.append(s_out)
+        pots.append(readout_trace(cur, cl.scale, cl.leak) if readout else None)
+        events.append({key: int(c) for key, c in zip(RANGE_EVENTS, ev.sum(axis=0))})
+        src = s_out
+    return trains, pots, events
+
+
+def conv_net_of(net, inputs, target: str) -> CompiledConv | None:
+    """The CompiledConv behind ``net`` for the steps targets' dispatch: ``net`` itself, or a steps Graph with
+    convolutions / a Readout compiled with compile_conv_graph's defaults for the inputs' T; None for anything
+    else (Dense chains and CompiledSteps stay with hw_sim/lif.py and targets/lava_lif.py)."""
+    from toolchain.conv_compiler import compile_conv_graph, needs_conv_compiler
+    from toolchain.errors import CompileError
+
+    if isinstance(net, CompiledConv):
+        return net
+    if needs_conv_compiler(net):
+        shape = np.shape(inputs)
+        if len(shape) != 3:
+            raise TargetError(f"{target}: input spike trains must have shape (samples, steps, channels), got "
+                              f"{shape}; fix: pass one (steps, channels) 0/1 array per sample")
+        try:
+            return compile_conv_graph(net, int(shape[1]))
+        except CompileError as exc:
+            raise TargetError(f"{target}: {exc}") from None
+    return None

@@ -1,0 +1,303 @@
+"""Resources and energy of a convolutional CompiledConv on a Loihi-like chip (issue [F]); an addition to
+hw_sim/resources.py and hw_sim/energy.py, whose chip specs, design rules and estimate it reuses.
+
+How convolutional connectivity is stored (``storage``):
+
+- ``shared`` (default): each core holding part of a convolution layer stores the kernel slice of its output
+  channels once (C_out_core x C_in x kH x kW weights at the weight bits) and addresses it by the spike's position.
+  ASSUMED from Intel's Loihi 2 technology brief (2021), which lists convolutional connectivity with shared
+  weights among its synaptic compression features; per-core costs of the index tables are unpublished and not
+  counted.
+- ``expanded``: every (input, output) synapse of the layer stored as a sparse synapse (no zero weights, as the
+  Dense-style storage of hw_sim/resources.py but without the zeros outside each receptive field): what a chip
+  without weight sharing (Loihi 1) needs.
+
+Partition of a convolution: each core holds ``rows`` consecutive output rows of ``channels`` output channels
+(whole rows, all columns); its input axons are the C_in x W_in x (input rows reaching those output rows) source
+neurons. The largest tile that fits the core's neurons, input axons and synaptic memory is chosen (rows first,
+then fewer channels). Dense layers are placed as hw_sim/resources.py does (every core sees all inputs). A final
+Readout runs on cores as non-spiking compartments whose potentials are probed (ASSUMED; Lava runs it off-chip).
+Output axons per core: its neurons x the destination cores one spike reaches (all cores of a Dense destination;
+at most 2 row tiles x the channel groups of a convolution destination, ASSUMED tiles at least a kernel high; 1 to
+the host). Every rule that fails is a DRCError naming the layer, the resource, the excess and the fix.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from hw_sim.conv import tap_table
+from hw_sim.energy import LOIHI1_COSTS, NEURON_CONSTANT_BITS, LAYER_CONSTANT_BITS, ActivityCounters, OpCosts
+from hw_sim.resources import (
+    LOIHI2, VTH_BITS, ChipSpec, LayerResources, ResourceReport, check_core_count, check_fan_out, check_weight_bits,
+)
+from toolchain.compiled_conv import CompiledConv, CompiledConvLayer
+from toolchain.errors import DRCError
+
+STORAGE = ("shared", "expanded")
+
+
+@dataclass(frozen=True)
+class ConvStorage:
+    """Synaptic storage of one layer: ``kernel_weights`` (one copy of the shared kernel), ``cores``,
+    ``shared_bits`` (kernel slice per core, all cores; Dense layers: every synapse, zeros included),
+    ``expanded_synapses`` / ``expanded_nonzero`` and ``expanded_bits`` (every non-zero synapse at the weight bits);
+    ``tile``: (rows, channels) per core (Dense: (neurons per core, 1))."""
+
+    name: str
+    kind: str
+    kernel_weights: int
+    cores: int
+    shared_bits: int
+    expanded_synapses: int
+    expanded_nonzero: int
+    expanded_bits: int
+    tile: tuple[int, int]
+
+
+def fanout_nonzero(cl: CompiledConvLayer) -> np.ndarray:
+    """(n_in,) non-zero synapses a spike of each source neuron (C order) reaches."""
+    ptr, _, tap, wtap = tap_table(cl)
+    nnz = (wtap != 0).sum(axis=2).astype(np.int64)          # (C_in, taps)
+    cs = np.concatenate([np.zeros((nnz.shape[0], 1), np.int64), np.cumsum(nnz[:, tap], axis=1)], axis=1)
+    return (cs[:, ptr[1:]] - cs[:, ptr[:-1]]).reshape(-1)
+
+
+def _rows_in(cl: CompiledConvLayer, rows: int) -> int:
+    """Input rows a tile of ``rows`` consecutive output rows reads."""
+    kh = cl.weights.shape[2]
+    sh = cl.stride[0]
+    h_in = cl.in_shape[1]
+    need = (rows - 1) * sh + kh if cl.kind == "conv" else (rows + kh - 2) // sh + 1
+    return min(h_in, need)
+
+
+def _conv_tile(cl: CompiledConvLayer, chip: ChipSpec, storage: str, name: str,
+               neuron_cap: int | None = None) -> tuple[int, int, int, int, int]:
+    """(rows, channels, fan_in, bits per core, neurons per core) of the largest tile that fits (at most
+    ``neuron_cap`` neurons: the output-axon bound); DRCError otherwise."""
+    cap = chip.neurons_per_core if neuron_cap is None else max(1, min(chip.neurons_per_core, neuron_cap))
+    c_out, h_out, w_out = cl.out_shape
+    c_in, _, w_in = cl.in_shape
+    kh, kw = cl.weights.shape[2:]
+    bits = int(cl.num_weight_bits)
+    last = None
+    for ch in range(c_out, 0, -1):
+        for rows in range(h_out, 0, -1):
+            neurons = rows * w_out * ch
+            fan_in = c_in * w_in * _rows_in(cl, rows)
+            mem = (ch * c_in * kh * kw * bits) if storage == "shared" else neurons * c_in * kh * kw * bits
+            if neurons <= cap and fan_in <= chip.max_fan_in_axons \
+                    and mem <= chip.synaptic_memory_bits:
+                return rows, ch, fan_in, mem, neurons
+            last = (neurons, fan_in, mem)
+    neurons, fan_in, mem = last
+    what = []
+    if neurons > cap:
+        what.append(f"{neurons} neurons (one output row of one channel) exceed {cap} per core (neurons or output "
+                    "axons)")
+    if fan_in > chip.max_fan_in_axons:
+        what.append(f"{fan_in} input axons (C_in x W_in x receptive rows) exceed {chip.max_fan_in_axons} per core "
+                    f"by {fan_in - chip.max_fan_in_axons}")
+    if mem > chip.synaptic_memory_bits:
+        what.append(f"{mem} bits of {storage} synaptic memory exceed {chip.synaptic_memory_bits} per core")
+    raise DRCError(f"layer {name!r}: even the smallest tile (one output row of one channel) does not fit a "
+                   f"{chip.name} core: {'; '.join(what)}; fix: use fewer input channels, a narrower map or a smaller "
+                   f"kernel")
+
+
+def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = True,
+                   storage: str = "shared") -> tuple[ResourceReport, list[ConvStorage]]:
+    """Core partition of a CompiledConv (module docstring) and the storage of every layer in both models.
+    strict=False records design-rule violations in the report instead of raising."""
+    if storage not in STORAGE:
+        raise DRCError(f"storage={storage!r} is not one of {STORAGE}; fix: use 'shared' (Loihi 2 convolutional "
+                       "connectivity) or 'expanded'")
+    violations: list[str] = []
+
+    def rule(check, *args):
+        try:
+            return check(*args)
+        except DRCError as exc:
+            if strict:
+                raise
+            violations.append(str(exc))
+            return None
+
+    n = len(cc.layers)
+    placed: list = [None] * n          # (fan_in, cores, per_core, groups, tile, mem per core)
+    for i in range(n - 1, -1, -1):      # last layer first: each layer's destination is placed before it
+        cl = cc.layers[i]
+        if i + 1 < n:
+            nxt, (_, n_cores, _, n_groups, _, _) = cc.layers[i + 1], placed[i + 1]
+            reach = n_cores if nxt.kind == "dense" else min(n_cores, 2 * n_groups)
+        else:
+            reach = 1
+        axon_cap = max(1, chip.max_fan_out_axons // reach)
+        bits = int(cl.num_weight_bits)
+        if cl.kind == "dense":
+            fan_in = cl.n_in
+            if fan_in > chip.max_fan_in_axons:
+                rule(_raise, f"layer {cl.name!r}: fan-in of {fan_in} input axons exceeds {chip.name}'s "
+                             f"{chip.max_fan_in_axons} per core by {fan_in - chip.max_fan_in_axons} (every core of a "
+                             "Dense layer receives all its inputs); fix: shrink the layer feeding it (fewer channels "
+                             "or a smaller map before the Flatten) or split the layer's fan-in")
+            per_core = max(1, min(chip.neurons_per_core, axon_cap, chip.synaptic_memory_bits // max(1, fan_in * bits)))
+            cores = math.ceil(cl.n_out / per_core)
+            per_core = math.ceil(cl.n_out / cores)
+            placed[i] = (fan_in, cores, per_core, 1, (per_core, 1), per_core * fan_in * bits)
+        else:
+            fit = rule(_conv_tile, cl, chip, storage, cl.name, axon_cap)
+            rows, ch, fan_in, mem, per_core = fit if fit else (1, 1, 0, 0, cl.out_shape[2])
+            groups = math.ceil(cl.out_shape[0] / ch)
+            placed[i] = (fan_in, math.ceil(cl.out_shape[1] / rows) * groups, per_core, groups, (rows, ch), mem)
+    stores = []
+    for cl, (fan_in, cores, per_core, groups, tile, mem) in zip(cc.layers, placed):
+        rule(check_weight_bits, _Spec(cl), chip)
+        bits = int(cl.num_weight_bits)
+        nonzero = int(fanout_nonzero(cl).sum())
+        if cl.kind == "dense":
+            expanded, shared_bits = cl.n_in * cl.n_out, cl.n_in * cl.n_out * bits
+        else:
+            kh, kw = cl.weights.shape[2:]
+            expanded = len(tap_table(cl)[1]) * cl.in_shape[0] * cl.out_shape[0]   # (pixel, out pixel, tap) x channels
+            shared_bits = cores * tile[1] * cl.in_shape[0] * kh * kw * bits
+        stores.append(ConvStorage(cl.name, cl.kind, int(np.asarray(cl.weights).size), cores, int(shared_bits),
+                                  int(expanded), nonzero, nonzero * bits, tile))
+    layers = []
+    for i, (cl, (fan_in, cores, per_core, groups, tile, _)) in enumerate(zip(cc.layers, placed)):
+        if i + 1 < n:
+            nxt, (_, n_cores, _, n_groups, _, _) = cc.layers[i + 1], placed[i + 1]
+            reach = n_cores if nxt.kind == "dense" else min(n_cores, 2 * n_groups)
+            fan_out = nxt.n_out
+        else:
+            reach, fan_out = 1, 1
+        out_axons = per_core * reach
+        rule(check_fan_out, cl.name, out_axons, chip)
+        st = stores[i]      # Dense: every synapse stored (zeros too, as hw_sim/resources.py); conv: per ``storage``
+        mem = st.expanded_bits if (cl.kind != "dense" and storage == "expanded") else st.shared_bits
+        layers.append(LayerResources(
+            name=cl.name, neurons=cl.n_out, fan_in=fan_in, fan_out=fan_out, synapses=st.expanded_synapses,
+            nonzero_synapses=st.expanded_nonzero, weight_bits=int(cl.num_weight_bits), synaptic_memory_bits=int(mem),
+            cores=cores, neurons_per_core=per_core, out_axons_per_core=out_axons,
+            neuron_config_bits=cl.n_out * VTH_BITS))
+    report = ResourceReport(chip, tuple(layers))
+    rule(check_core_count, report.cores, chip)
+    return ResourceReport(chip, tuple(layers), tuple(violations)), stores
+
+
+class _Spec:
+    def __init__(self, cl: CompiledConvLayer) -> None:
+        self.name, self.num_weight_bits = cl.name, cl.num_weight_bits
+
+
+def _raise(msg: str) -> None:
+    raise DRCError(msg)
+
+
+def conv_counters(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarray]) -> ActivityCounters:
+    """Activity per sample and layer from a run: synaptic ops = source spikes x the non-zero synapses each reaches,
+    neuron updates = neurons x steps, spikes (a Readout emits none)."""
+    x = np.asarray(spikes_in)
+    n, t = x.shape[:2]
+    src = x
+    syn, upd, spk = [], [], []
+    for cl, tr in zip(cc.layers, trains):
+        syn.append(src.sum(axis=1, dtype=np.int64) @ fanout_nonzero(cl))
+        upd.append(np.full(n, cl.n_out * t, np.int64))
+        spk.append(np.asarray(tr).sum(axis=(1, 2), dtype=np.int64))
+        src = tr
+    return ActivityCounters(np.stack(syn, 1), np.stack(upd, 1), np.stack(spk, 1), np.full(n, t, np.int64))
+
+
+def conv_energy(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarray], chip: ChipSpec = LOIHI2,
+                costs: OpCosts = LOIHI1_COSTS, storage: str = "shared"):
+    """hw_sim/energy.py's estimate (NeuroBench metrics, energy and latency per sample) for a conv network run,
+    partitioned with ``storage``; design-rule violations are recorded, not raised."""
+    from hw_sim.energy import _estimate
+
+    res, stores = conv_partition(cc, chip, strict=False, storage=storage)
+    bits = sum(r.synaptic_memory_bits for r in res.layers) + len(cc.layers) * LAYER_CONSTANT_BITS \
+        + sum(cl.n_out for cl in cc.layers) * NEURON_CONSTANT_BITS
+    total = sum(s.expanded_synapses for s in stores)
+    nonzero = sum(s.expanded_nonzero for s in stores)
+    static = {"footprint": bits / 8.0, "connection_sparsity": 1.0 - nonzero / total if total else 0.0,
+              "storage": storage}
+    return _estimate(res, static, conv_counters(cc, spikes_in, trains), chip, costs)
+
+
+def format_conv_storage(stores: list[ConvStorage]) -> str:
+    """Plain-text table: per layer the shared and expanded storage (KiB) and the tile per core."""
+    lines = ["layer       kind            kernel w  cores  tile (rows x ch)  shared KiB  expanded KiB  nonzero syn"]
+    for s in stores:
+        tile = f"{s.tile[0]} x {s.tile[1]}"
+        lines.append(f"{s.name:<11} {s.kind:<15} {s.kernel_weights:>8}  {s.cores:>5}  {tile:>16}"
+                     f"  {s.shared_bits / 8192:>10.1f}  {s.expanded_bits / 8192:>12.1f}  {s.expanded_nonzero:>11}")
+    return "\n".join(lines)
+
+
+def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
+    """``snnc resources`` of a steps model (a compiled npz of either steps format, or a steps ONNX artifact, compiled
+    here with worst-case ranges; Dense LIF chains included): the partition in both storage models, and the energy
+    estimate from hw_sim's activity on the first ``args.samples`` images of the model's dataset (Bernoulli
+    p_scale x pixel, T steps, numpy.random.default_rng(0))."""
+    from hw_sim.resources import format_resource_table
+    from toolchain.errors import ArtifactError, CompileError, DataError
+
+    if str(path).endswith(".npz"):
+        from toolchain.compiled_conv_io import load_compiled_any
+        from toolchain.conv_compiler import as_compiled_conv
+
+        cc = as_compiled_conv(load_compiled_any(path))
+    else:
+        from toolchain.artifact_graph import load_graph
+        from toolchain.conv_compiler import compile_conv_graph
+
+        g = load_graph(path)
+        t = int(g.metadata.get("steps") or 0)
+        if t < 1:
+            raise DataError(f"{path} does not record its steps per sample; fix: compile it (snnc compile --time-steps "
+                            "T) and pass the compiled.npz")
+        try:
+            cc = compile_conv_graph(g, t)
+            cc = type(cc)(cc.layers, cc.max_steps, {**cc.manifest, "source_metadata": dict(g.metadata)},
+                          cc.input_name)
+        except CompileError as exc:
+            raise ArtifactError(f"{exc}; `snnc resources` compiles ONNX conv models with worst-case ranges: compile "
+                                "it yourself (snnc compile --range calibrated) and pass the compiled.npz") from None
+    shared, stores = conv_partition(cc, chip, strict=False, storage="shared")
+    expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded")
+    sizes = [cc.n_in] + [cl.n_out for cl in cc.layers]
+    out = {"model": str(path), "basis": "compiled steps network (hw_sim/conv_resources.py)",
+           "network": "-".join(map(str, sizes)),
+           "resources": shared.to_dict(), "resources_expanded": expanded.to_dict(),
+           "storage": [vars(s).copy() for s in stores]}
+    text = [f"steps network {out['network']} (convolutions: shared kernels)", "", format_resource_table(shared), "",
+            "synaptic storage: shared kernels vs expanded synapses", format_conv_storage(stores),
+            f"expanded storage: {expanded.cores} cores, {expanded.synaptic_memory_bits / 8192:.1f} KiB"
+            + "".join(f"\n  DRC: {v}" for v in expanded.violations)]
+    if args.samples > 0:
+        from hw_sim.conv import run_conv_fixed
+        from hw_sim.energy import format_energy_table
+        from models.datasets import load_dataset
+        from models.rate_encoding import bernoulli_encode
+
+        meta = cc.manifest.get("source_metadata") or {}
+        name = args.dataset or meta.get("dataset")
+        p_scale, t = meta.get("p_scale"), int(meta.get("steps") or cc.max_steps)
+        if not name or p_scale is None:
+            raise DataError("the model does not record its dataset and p_scale; fix: pass --dataset, or --samples 0")
+        ds = load_dataset(name, args.split, data_dir=args.data_dir, limit=args.samples)
+        img = np.asarray(ds.images, np.float64).reshape(ds.images.shape[0], -1)
+        if img.shape[1] != cc.n_in:
+            raise DataError(f"{name} images have {img.shape[1]} pixels but the model has {cc.n_in} inputs; fix: pass "
+                            "the dataset the model was trained on or --samples 0")
+        x = bernoulli_encode(img, t, float(p_scale), np.random.default_rng(0))
+        trains, _, _ = run_conv_fixed(cc, x)
+        rep = conv_energy(cc, x, trains, chip)
+        out["energy"] = rep.to_dict()
+        text += ["", f"energy per inference, hw_sim activity on {name} {args.split}[:{img.shape[0]}] (T = {t}):",
+                 format_energy_table(rep)]
+    return out, "\n".join(text)

@@ -1,0 +1,199 @@
+"""Compiler entry for convolutional steps graphs (issue [F]): Conv2d / ConvTranspose2d / Flatten / Dense synapses
+feeding LIF populations, the last population optionally a Readout, lowered for Lava 0.10 (toolchain/lower_conv.py)
+into a :class:`toolchain.compiled_conv.CompiledConv`.
+
+Dense -> LIF pairs are lowered exactly as the Dense chain compiler does (toolchain/lower_lif.py: one scale per
+neuron); convolutions get one scale per output channel; a Readout is an off-chip trace of its integer input.
+Everything that cannot run is refused with a CompileError before anything is quantized (docs/conv-deploy.md,
+"Bad input").
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from toolchain.compiled_conv import MAX_STEPS, CompiledConv, CompiledConvLayer, validate_compiled_conv
+from toolchain.errors import CompileError
+from toolchain.ir import LIF, Conv2d, ConvTranspose2d, Dense, Flatten, Graph, Readout
+from toolchain.lower_conv import check_expressible, lava_mapping, lower_conv_layer
+from toolchain.lower_lif import THRESHOLD_MODES, lower_lif_layer
+from toolchain.quantize import MANTISSA, VTH_MAX, VTH_MIN, WEIGHT_BITS
+from toolchain.steps_calibration import DEFAULT_RANGE_MARGIN, check_range_options
+
+_CONV_KINDS = (Conv2d, ConvTranspose2d, Flatten, Readout)
+
+
+def needs_conv_compiler(graph: Graph) -> bool:
+    """True for steps graphs holding node kinds the Dense-chain compiler (toolchain/steps_compiler.py) does not
+    lower: Conv2d, ConvTranspose2d, Flatten or Readout."""
+    return isinstance(graph, Graph) and graph.time == "steps" and any(isinstance(n, _CONV_KINDS)
+                                                                      for n in graph.nodes.values())
+
+
+def check_conv_graph(graph: Graph) -> list[tuple[str, str, str]]:
+    """The (flatten, synapse, population) triples of a deployable graph; CompileError naming the node and the fix
+    for anything the mapping cannot express."""
+    if not isinstance(graph, Graph):
+        raise CompileError(f"compile_conv_graph needs a toolchain.ir.Graph, got {type(graph).__name__}")
+    if graph.time != "steps":
+        raise CompileError(f"compile_conv_graph lowers steps graphs; this graph's time is {graph.time!r}; fix: "
+                           "compile alpha models with toolchain.compiler.compile_network")
+    try:
+        pairs = graph.chain()
+    except ValueError as exc:
+        raise CompileError(f"the graph is not a feed-forward chain ({exc}); fix: connect input -> synapse -> "
+                           "population -> ... with one synapse per population") from exc
+    out = []
+    for k, (syn_name, pop_name) in enumerate(pairs):
+        syn, pop = graph.nodes[syn_name], graph.nodes[pop_name]
+        src = graph.sources(syn_name)[0]
+        flatten = src if isinstance(graph.nodes[src], Flatten) else ""
+        if flatten and isinstance(graph.nodes[graph.sources(flatten)[0]], Flatten):
+            raise CompileError(f"{flatten!r} follows another Flatten; fix: use one Flatten view between a "
+                               "population and a Dense node")
+        if flatten and not isinstance(syn, Dense):
+            raise CompileError(f"Flatten {flatten!r} feeds {type(syn).__name__} {syn_name!r}; fix: feed a Flatten "
+                               "into a Dense node only (convolutions read the (C, H, W) map directly)")
+        if not isinstance(syn, (Dense, Conv2d, ConvTranspose2d)):
+            raise CompileError(f"node {syn_name!r} is a {type(syn).__name__}, which has no lowering; fix: use "
+                               "Dense, Conv2d or ConvTranspose2d synapses")
+        if isinstance(syn, (Conv2d, ConvTranspose2d)):
+            check_expressible(syn_name, syn)
+        if isinstance(pop, Readout):
+            if k != len(pairs) - 1 or graph.targets(pop_name):
+                raise CompileError(f"Readout {pop_name!r} feeds further nodes; fix: make the Readout the last "
+                                   "population (its potentials are read off-chip)")
+        elif not isinstance(pop, LIF):
+            raise CompileError(f"node {pop_name!r} is a {type(pop).__name__}, which has no lowering onto Lava's "
+                               "stock LIF; fix: use LIF populations (and a Readout last)")
+        elif pop.reset != "zero":
+            raise CompileError(f"{pop_name}: LIF reset {pop.reset!r} cannot run on Lava's stock LIF, which resets v "
+                               "to 0; fix: train with reset='zero'")
+        out.append((flatten, syn_name, pop_name))
+    return out
+
+
+def _from_steps_layer(sl, flatten: str, in_shape: tuple) -> CompiledConvLayer:
+    """A Dense -> LIF layer of toolchain/lower_lif.py as a CompiledConvLayer (kind 'dense')."""
+    return CompiledConvLayer(
+        name=sl.name, synapse=sl.synapse, kind="dense", population="lif", flatten=flatten, weights=sl.weights,
+        weight_exp=sl.weight_exp, num_weight_bits=sl.num_weight_bits, in_shape=in_shape, out_shape=(sl.n_out, 1, 1),
+        stride=(1, 1), padding=(0, 0), output_padding=(0, 0), du=sl.du, dv=sl.dv, vth=sl.vth, scale=sl.scale,
+        weights_float=sl.weights_float, du_float=sl.du_float, dv_float=sl.dv_float, vth_float=sl.vth_float,
+        leak=sl.leak, v_th=sl.v_th, strict=sl.strict, clamp=sl.clamp, dt_ms=sl.dt_ms)
+
+
+class _Margin:
+    """Measured maxima x (1 + margin), threshold units (what the calibrated checks bound)."""
+
+    def __init__(self, measured, margin: float) -> None:
+        self.a_in = measured.a_in * (1.0 + margin)
+        self.v_neg = measured.v_neg * (1.0 + margin)
+
+
+def measure_conv_ranges(graph: Graph, spikes_in: np.ndarray, chunk: int = 8) -> list:
+    """Per population (chain order) the maxima the float model reaches on (N, T, n_in) 0/1 trains, threshold
+    units, as toolchain.steps_calibration.StepsRanges (a_in: |synaptic input| per step, v_neg, v_pos, rate), in
+    chunks of ``chunk`` samples (memory: chunk x T x widest population float64)."""
+    from toolchain.lif_reference import simulate, synapse_current
+    from toolchain.steps_calibration import StepsRanges
+
+    x = np.asarray(spikes_in)
+    pairs = graph.chain()
+    acc = None
+    for lo in range(0, x.shape[0], chunk):
+        part = x[lo:lo + chunk]
+        tr = simulate(graph, part)
+        src = part.astype(np.float64)
+        rows = []
+        for (syn_name, pop_name), s, v in zip(pairs, tr.spikes, tr.potentials):
+            pop = graph.nodes[pop_name]
+            v_th = getattr(pop, "v_th", 1.0)
+            a = np.abs(synapse_current(graph.nodes[syn_name], src)).max(axis=(0, 1)) / v_th
+            rows.append((a, np.maximum(-v.min(axis=(0, 1)), 0.0) / v_th, v.max(axis=(0, 1)) / v_th,
+                         s.sum(axis=(0, 1), dtype=np.float64)))
+            src = s.astype(np.float64)
+        acc = rows if acc is None else [tuple(np.maximum(p, q) if i < 3 else p + q for i, (p, q) in
+                                              enumerate(zip(old, new))) for old, new in zip(acc, rows)]
+    steps = float(x.shape[0] * x.shape[1])
+    return [StepsRanges(a, vn, vp, n / steps) for a, vn, vp, n in acc]
+
+
+def as_compiled_conv(net) -> CompiledConv:
+    """A CompiledConv itself, or a CompiledSteps (Dense -> LIF chain) as the equivalent CompiledConv (the same
+    integers; used by the conv resource model)."""
+    if isinstance(net, CompiledConv):
+        return net
+    layers = tuple(_from_steps_layer(cl, "", (cl.n_in, 1, 1)) for cl in net.layers)
+    return validate_compiled_conv(CompiledConv(layers, net.max_steps, dict(net.manifest), net.input_name))
+
+
+def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
+                       threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
+                       calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
+                       calibration_source: str = "") -> CompiledConv:
+    """Lower a convolutional steps graph for samples of up to ``max_steps`` steps.
+    weight_bits: 8 or 9; scale: integer units per threshold for every neuron (None = automatic: per neuron for
+    Dense layers, per output channel for convolutions); threshold: 'neuron' or 'layer' (one scale per layer).
+    range_mode: 'worst-case' (default: no input can overflow) or 'calibrated': the ranges the float model reaches
+    on ``calibration_spikes`` ((N, T, n_in) 0/1 trains) times (1 + ``range_margin``) bound the scales (per output
+    channel for convolutions); inputs beyond them may saturate (hw_sim counts range events)."""
+    check_range_options(range_mode, range_margin, calibration_spikes)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or not 1 <= max_steps <= MAX_STEPS:
+        raise CompileError(f"max_steps={max_steps!r} must be an integer in [1, {MAX_STEPS}]; fix: pass the number "
+                           "of steps per sample, e.g. max_steps=100")
+    if weight_bits not in MANTISSA:
+        raise CompileError(f"weight_bits={weight_bits!r} is not supported; fix: use 8 (default) or 9")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, np.integer))
+                              or not VTH_MIN <= scale <= VTH_MAX):
+        raise CompileError(f"scale={scale!r} must be an integer in [{VTH_MIN}, {VTH_MAX}]; fix: leave it unset")
+    if threshold not in THRESHOLD_MODES:
+        raise CompileError(f"threshold={threshold!r} is not one of {THRESHOLD_MODES}; fix: use 'neuron' (default)")
+    triples = check_conv_graph(graph)
+    measured, calibration = [None] * len(triples), None
+    if range_mode == "calibrated":
+        xc = np.asarray(calibration_spikes)
+        n_in = graph.nodes[graph.input_name].n
+        if xc.ndim != 3 or xc.shape[0] < 1 or xc.shape[1] < 1 or xc.shape[2] != n_in \
+                or xc.dtype.kind not in "biuf" or not np.all((xc == 0) | (xc == 1)):
+            raise CompileError(f"calibration_spikes must be (samples, steps, {n_in}) trains of 0 and 1, got shape "
+                               f"{xc.shape} {xc.dtype}; fix: pass Bernoulli-encoded training images")
+        measured = measure_conv_ranges(graph, xc)
+        calibration = {"samples": int(xc.shape[0]), "steps": int(xc.shape[1]), "margin": float(range_margin),
+                       "source": calibration_source,
+                       "quantities": "per neuron over every sample and step, threshold units: |a_in| per step, "
+                                     "negative v, pre-reset v; convolutions use each channel's maximum; the bound is "
+                                     "the maximum x (1 + margin)"}
+    layers, entries = [], []
+    for (flatten, syn_name, pop_name), meas in zip(triples, measured):
+        cal = None if meas is None else _Margin(meas, float(range_margin))
+        syn, pop = graph.nodes[syn_name], graph.nodes[pop_name]
+        in_shape = tuple(graph.nodes[flatten].input_shape) if flatten else None
+        if isinstance(syn, Dense) and isinstance(pop, LIF):
+            sl, entry = lower_lif_layer(syn_name, syn, pop_name, pop, int(max_steps), int(weight_bits),
+                                        None if scale is None else int(scale), threshold, cal, meas)
+            layer = _from_steps_layer(sl, flatten, in_shape or (syn.n_in, 1, 1))
+            entry = dict(entry, kind="dense", population="lif", lava="Dense")
+        else:
+            layer, entry = lower_conv_layer(syn_name, syn, pop_name, pop, int(max_steps), int(weight_bits),
+                                            None if scale is None else int(scale), threshold, flatten, in_shape,
+                                            cal)
+            if meas is not None:
+                entry["measured"] = {
+                    "a_in_max": float(meas.a_in.max(initial=0.0)), "v_neg_max": float(meas.v_neg.max(initial=0.0)),
+                    "v_pos_max": float(meas.v_pos.max(initial=0.0)), "spikes_per_step": float(meas.rate.sum()),
+                    "silent_neurons": int((meas.rate == 0).sum())}
+        layers.append(layer)
+        entries.append(entry)
+    manifest = {"kind": "conv", "max_steps": int(max_steps), "weight_bits": int(weight_bits),
+                "threshold": threshold, "source_hash": source_hash, "range_mode": range_mode,
+                "calibration": calibration,
+                "layers": entries, "source_metadata": dict(graph.metadata),
+                "notes": ["population k lags the float model by k + 2 Lava steps (source + one per connection); "
+                          "targets shift results back",
+                          "convolutions: one scale per output channel (shared weights); Lava Conv gets the effective "
+                          "integer weights (it ignores weight_exp)",
+                          "a Readout is integrated off-chip from its integer synaptic input: A = leak (A + a / scale)"]}
+    return validate_compiled_conv(CompiledConv(tuple(layers), int(max_steps), manifest, graph.input_name))
+
+
+__all__ = ["compile_conv_graph", "needs_conv_compiler", "check_conv_graph", "lava_mapping"]
