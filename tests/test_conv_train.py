@@ -127,7 +127,7 @@ def test_torch_forward_is_the_graph_of_the_ir_docstrings():
 
 
 def test_forward_equals_toolchain_reference_simulate():
-    """The trained model is exactly the graph toolchain.lif_reference.simulate runs (conv-deploy's extension)."""
+    """The trained model is exactly the graph toolchain.lif_reference.simulate runs (the deployment's reference)."""
     from toolchain.lif_reference import simulate
 
     arch = SMALL
@@ -135,12 +135,7 @@ def test_forward_equals_toolchain_reference_simulate():
     graph = make_graph(arch, w, {"steps": 10, "p_scale": 0.5})
     gen = torch.Generator().manual_seed(4)
     x = bernoulli_spikes(torch.rand(4, arch.side ** 2, generator=gen, dtype=torch.float64), 10, 0.5, gen)
-    try:
-        trace = simulate(graph, x.numpy().transpose(1, 0, 2))
-    except ValueError as exc:
-        if "Dense synapses only" in str(exc):
-            pytest.skip("toolchain.lif_reference.simulate does not run conv nodes yet (conv-deploy, issue [F] 3)")
-        raise
+    trace = simulate(graph, x.numpy().transpose(1, 0, 2))
     with torch.no_grad():
         out = SpikingConvAE(arch, w, dtype=torch.float64, p_scale=0.5)(x)
     for name, s in zip(trace.names, trace.spikes):
