@@ -51,6 +51,11 @@ def add_conv_args(p: argparse.ArgumentParser) -> None:
 
     add_common_args(p, default_out="runs/conv")
     p.set_defaults(epochs=None)
+    preset_help = {"epochs": "passes over the training images (preset: cpu 2, paper 10)",
+                   "limit_train": "use the first N training images (preset: cpu 5,000, paper all)",
+                   "limit_eval": "use the first N validation and test images (preset: cpu 1,000, paper all)"}
+    for action in p._actions:
+        action.help = preset_help.get(action.dest, action.help)
     p.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
                    help="cpu: T=20, first 5,000 training images, 2 epochs, 1,000 val/test images; paper: T=100, "
                         "all images, 10 epochs (both: batch 40, Adam lr 5e-4, clip 50; default cpu)")
