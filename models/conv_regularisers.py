@@ -16,7 +16,7 @@ each sum divided by the batch size B. ``layers`` says which spiking populations 
 cover: "all" (the paper) or "latent" (only the latent population; measured: beta1 = 0.01 on all five layers
 silences the decoder within 50 batches, the terms pull every final potential towards 0, below threshold, and
 the big conv/dense layers outweigh the reconstruction error). The paper's own weights are not public; ``PRESETS`` holds ours ("none",
-"sparse", "dense"), chosen on short MNIST runs (docs/conv.md).
+"sparse", "dense"); "dense" is measured on the cpu preset (docs/conv.md), "sparse" is not measured yet.
 """
 from __future__ import annotations
 
