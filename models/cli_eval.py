@@ -63,6 +63,8 @@ def _load_model(path: Path):
         graph = load_graph(path)
     except ArtifactError:
         graph = None  # load_onnx below says what is wrong, as it always has
+    if graph is not None and graph.time == "steps" and graph.metadata.get("family") == "conv-lif":
+        return "conv", graph  # snnc train conv
     if graph is not None and graph.time == "steps":  # a rate-coded LIF model (snnc train rate)
         return "rate", graph
     net = load_onnx(path)
@@ -135,6 +137,29 @@ def _eval_rate(path: Path, graph, images: np.ndarray, noise: float | None, noise
             "input_spikes_per_image": m["input_spikes_per_image"], "reconstructions": counts / peak}
 
 
+def _eval_conv(path: Path, graph, images: np.ndarray, noise: float | None, noise_mean: float | None,
+               seed: int) -> dict:
+    """Conv LIF autoencoder (models/conv_model.py): Bernoulli inputs with the recorded T and p_scale; ``mse`` per
+    pixel and ``sse`` (sum of squared errors per image, the paper's figure), pixels in [0, 1]; latent activity."""
+    from models.conv_model import reconstruct
+    from models.conv_stats import layer_stats
+
+    if noise is not None or noise_mean is not None:
+        raise SnncError("--noise and --noise-mean apply to temporal models; a conv model's inputs are Bernoulli "
+                        "spike trains (drop them)")
+    meta = graph.metadata
+    try:
+        steps, p_scale = int(meta["steps"]), float(meta["p_scale"])
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError(f"{path} does not record steps and p_scale in its metadata; train it again") from None
+    rec, counts = reconstruct(graph, images, steps=steps, p_scale=p_scale, seed=seed)
+    sse = float(((rec - images) ** 2).sum(axis=1).mean())
+    sizes = [graph.nodes[graph.input_name].n] + [graph.nodes[k].n for k in graph.populations()]
+    return {"kind": "conv", "sizes": sizes, "steps": steps, "p_scale": p_scale, "noise": 0.0, "noise_mean": 0.0,
+            "mse": sse / images.shape[1], "sse": sse, "layers": layer_stats(counts, steps),
+            "reconstructions": np.clip(rec, 0.0, 1.0)}
+
+
 def _eval_ann(path: Path, loaded, images: np.ndarray, noise: float | None, noise_mean: float | None,
               seed: int) -> dict:
     import dataclasses
@@ -183,14 +208,15 @@ def evaluate(model: str | Path, dataset: str | None = None, *, split: str = "tes
     data = load_dataset(dataset, split, data_dir=data_dir, limit=limit)
     if data.images.shape[1] != N_PIXELS:
         raise SnncError(f"{dataset} images have {data.images.shape[1]} pixels, expected {N_PIXELS}")
-    run = {"ann": _eval_ann, "rate": _eval_rate}.get(kind, _eval_temporal)
+    run = {"ann": _eval_ann, "rate": _eval_rate, "conv": _eval_conv}.get(kind, _eval_temporal)
     result = run(path, loaded, data.images.astype(np.float64), noise, noise_mean, seed)
     rec = result.pop("reconstructions")
     png_bytes = reconstruction_png_bytes(
         data.images, rec,
         title=f"{result['kind']} {'-'.join(map(str, result['sizes']))} on {dataset} {split}: "
               f"MSE {result['mse']:.5f} " + (f"Spike-MSE {result['spike_mse']:.4f} (z-scored; output spike counts)"
-                                             if result["kind"] == "rate" else f"(noise {result['noise']:g})"),
+                                             if result["kind"] == "rate" else f"SSE/image {result['sse']:.3f}"
+                                             if result["kind"] == "conv" else f"(noise {result['noise']:g})"),
     )
     result.update(model=str(path), dataset=dataset, split=split, data_source=data.source, n_images=len(data),
                   seed=seed, png=str(png_path))
@@ -212,7 +238,7 @@ def _run(args: argparse.Namespace) -> int:
                       json_path=args.json)
     print(f"model: {result['model']} ({result['kind']} {'-'.join(map(str, result['sizes']))})")
     print(f"data: {result['dataset']} {result['split']} ({result['data_source']}, {result['n_images']} images), "
-          + ("Bernoulli inputs" if result["kind"] == "rate" else
+          + ("Bernoulli inputs" if result["kind"] in ("rate", "conv") else
              f"noise {result['noise']:g} (mean {result['noise_mean']:g})") + f", seed {result['seed']}")
     if result["kind"] == "temporal":
         hidden = result["hidden_spike_fraction"]
@@ -223,6 +249,11 @@ def _run(args: argparse.Namespace) -> int:
               f"{result['input_spikes_per_image']:.1f}, output {result['output_spikes_per_image']:.1f}")
         print(f"{result['split']} Spike-MSE {result['spike_mse']:.4f}, MSE {result['mse']:.4f} (z-scored per image; "
               f"reconstruction = output spike counts)")
+    elif result["kind"] == "conv":
+        print(f"T = {result['steps']} steps, p_scale {result['p_scale']:g}; latent neurons active "
+              f"{100 * result['layers']['latent']['active']:.1f} %")
+        print(f"{result['split']} MSE per pixel: {result['mse']:.6f}, sum of squared errors per image "
+              f"{result['sse']:.4f}")
     else:
         print(f"{result['split']} MSE per pixel: {result['mse']:.6f}")
     print(f"reconstructions: {result['png']}")

@@ -34,6 +34,86 @@ or --force.
 """
 
 
+CONV_EXAMPLES = """examples:
+  snnc train conv --preset cpu --reg dense --out runs/conv-dense        # T=20, 5,000 images, 2 epochs
+  snnc train conv --preset cpu --reg none --out runs/conv-none          # shows the dead latent neurons
+  snnc train conv --preset cpu --model ae --out runs/conv-ae            # deterministic baseline, same shape
+  snnc train conv --preset paper --reg dense --threads 2 --out runs/conv-paper   # T=100, all data, 10 epochs
+
+writes <out>/checkpoint.pt (every epoch), <out>/metrics.json (SSE per image, MSE per pixel; SNN: dead/bursting
+fractions per layer every epoch), <out>/reconstructions.png and, for the SNN, <out>/model.onnx (the IR graph,
+artifact format 2) and <out>/stats.png; a folder that already holds a run needs --resume or --force.
+"""
+
+
+def add_conv_args(p: argparse.ArgumentParser) -> None:
+    """Options of ``snnc train conv`` (None = the preset's value)."""
+    from models.conv_regularisers import PRESETS as REG_PRESETS, RegWeights
+
+    add_common_args(p, default_out="runs/conv")
+    p.set_defaults(epochs=None)
+    preset_help = {"epochs": "passes over the training images (preset: cpu 2, paper 10)",
+                   "limit_train": "use the first N training images (preset: cpu 5,000, paper all)",
+                   "limit_eval": "use the first N validation and test images (preset: cpu 1,000, paper all)"}
+    for action in p._actions:
+        action.help = preset_help.get(action.dest, action.help)
+    p.add_argument("--preset", choices=("cpu", "paper"), default="cpu",
+                   help="cpu: T=20, first 5,000 training images, 2 epochs, 1,000 val/test images; paper: T=100, "
+                        "all images, 10 epochs (both: batch 40, Adam lr 5e-4, clip 50; default cpu)")
+    p.add_argument("--model", choices=("snn", "ae", "vae"), default="snn",
+                   help="snn: spiking conv AE; ae / vae: non-spiking baselines of the same shape (default snn)")
+    p.add_argument("--steps", type=int, default=None, help="time steps T per image (preset: cpu 20, paper 100)")
+    p.add_argument("--p-scale", type=float, default=None,
+                   help="input spike probability per step at pixel 1 (default 0.2, the code's)")
+    p.add_argument("--c1", type=int, default=None, help="channels of the first conv layer (default 16)")
+    p.add_argument("--c2", type=int, default=None, help="channels of the second conv layer (default 32)")
+    p.add_argument("--latent", type=int, default=None, help="latent neurons (default 100)")
+    p.add_argument("--lr", type=float, default=None, help="Adam step size (default 5e-4)")
+    p.add_argument("--batch-size", type=int, default=None, help="images per batch (default 40)")
+    p.add_argument("--clip", type=float, default=None, help="gradient values clipped at +-this (default 50)")
+    p.add_argument("--slope", type=float, default=None,
+                   help="surrogate slope: dS/dV = 1 / (1 + slope |V - 1|)^2 (default 5)")
+    p.add_argument("--vae-beta", type=float, default=None, help="weight of the VAE's KL term (default 1)")
+    p.add_argument("--burst-rate", type=float, default=None,
+                   help="a neuron above this many spikes per step is counted as bursting (default 0.5)")
+    p.add_argument("--reg", choices=tuple(REG_PRESETS), default="none",
+                   help="regulariser weights preset of the SNN (docs/conv.md; default none)")
+    for name in RegWeights.__dataclass_fields__:
+        if name == "layers":
+            p.add_argument("--reg-layers", dest="layers", choices=("all", "latent"), default=None,
+                           help="spiking layers the lambda/beta terms cover (replaces the --reg preset's value)")
+            continue
+        p.add_argument(f"--{name.replace('_', '-')}", type=float, default=None,
+                       help=f"regulariser weight {name} (replaces the --reg preset's value)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_conv_cli(args: argparse.Namespace) -> int:
+    """Run ``snnc train conv`` from parsed arguments; prints progress and the test error."""
+    from models.conv_regularisers import RegWeights
+    from models.conv_trainer import resolve_config, train_conv
+    from toolchain.errors import SnncError
+
+    if args.weight_decay:
+        raise SnncError("--weight-decay is not part of the conv trainer (the code uses Adam without it); drop it")
+    overrides = {k: getattr(args, k) for k in RegWeights.__dataclass_fields__}
+    cfg = resolve_config(preset=args.preset, reg_preset=args.reg, reg_overrides=overrides, c1=args.c1, c2=args.c2,
+                         latent=args.latent, model=args.model, dataset=args.dataset, steps=args.steps,
+                         p_scale=args.p_scale, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
+                         clip=args.clip, slope=args.slope, vae_beta=args.vae_beta, burst_rate=args.burst_rate,
+                         seed=args.seed, limit_train=args.limit_train, limit_eval=args.limit_eval)
+    print(f"training conv {cfg.model} on {cfg.dataset}: T={cfg.steps}, channels {cfg.arch.c1}/{cfg.arch.c2}, latent "
+          f"{cfg.arch.latent}, regularisers {cfg.reg_preset if cfg.model == 'snn' else 'n/a'}, batch "
+          f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs, train images {cfg.limit_train or 'all'}")
+    m = train_conv(cfg, args.out, data_dir=args.data_dir, resume=args.resume, force=args.force,
+                   threads=args.threads, progress=not args.no_progress)
+    print(f"test SSE/image {m['test_sse_per_image']:.3f}, MSE/pixel {m['test_mse']:.5f}")
+    print(f"outputs: {args.out}")
+    return 0
+
+
 def add_common_args(p: argparse.ArgumentParser, *, default_out: str) -> None:
     """Options that every trainer has, with the same names, meanings and units (temporal and ann)."""
     p.add_argument("--dataset", choices=DATASET_CHOICES, default="mnist", help="dataset to train on (default mnist)")
@@ -97,6 +177,15 @@ def register(subparsers) -> None:
     r.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     r.set_defaults(func=train_rate_cli)
+
+    c = sub.add_parser("conv", help="deep convolutional spiking autoencoder (Hübotter et al. 2021) or its AE/VAE "
+                                    "baselines",
+                       description="Train the convolutional LIF autoencoder of Hübotter, Lanillos & Tomczak 2021 "
+                                   "(surrogate-gradient BPTT, regularisers against dead and bursting neurons) or a "
+                                   "deterministic AE / VAE of the same shape.", epilog=CONV_EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_conv_args(c)
+    c.set_defaults(func=train_conv_cli)
 
     a = sub.add_parser("ann", help="ANN baseline autoencoder (784-h-784, same optimiser settings)",
                        description="Train the ANN baseline autoencoder with the optimiser settings of a preset.")
