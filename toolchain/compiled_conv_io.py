@@ -18,6 +18,7 @@ import numpy as np
 from toolchain.atomic import atomic_path
 from toolchain.compiled_conv import FORMAT, FORMAT_VERSION, CompiledConv, CompiledConvLayer, validate_compiled_conv
 from toolchain.errors import ArtifactError
+from toolchain.compiled_steps_io import _plain
 
 _SCALARS = {"name": str, "synapse": str, "kind": str, "population": str, "flatten": str, "weight_exp": int,
             "num_weight_bits": int, "du": int, "dv": int, "du_float": (int, float), "dv_float": (int, float),
@@ -27,16 +28,6 @@ _SHAPES = {"in_shape": 3, "out_shape": 3, "stride": 2, "padding": 2, "output_pad
 _ARRAYS = {"weights": (np.int32, "iu"), "weights_float": (np.float64, "f"), "vth": (np.int64, "iu"),
            "scale": (np.int64, "iu")}
 _FIX = "recompile the graph with toolchain.conv_compiler.compile_conv_graph (snnc compile)"
-
-
-def _plain(v):
-    if isinstance(v, np.bool_):
-        return bool(v)
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.floating):
-        return float(v)
-    return v
 
 
 def save_compiled_conv(cc: CompiledConv, path: str | os.PathLike) -> None:

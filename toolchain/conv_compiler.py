@@ -92,30 +92,11 @@ class _Margin:
 
 def measure_conv_ranges(graph: Graph, spikes_in: np.ndarray, chunk: int = 8) -> list:
     """Per population (chain order) the maxima the float model reaches on (N, T, n_in) 0/1 trains, threshold
-    units, as toolchain.steps_calibration.StepsRanges (a_in: |synaptic input| per step, v_neg, v_pos, rate), in
-    chunks of ``chunk`` samples (memory: chunk x T x widest population float64)."""
-    from toolchain.lif_reference import simulate, synapse_current
-    from toolchain.steps_calibration import StepsRanges
+    units: toolchain.steps_calibration.measure_steps_ranges in chunks of ``chunk`` samples (memory: chunk x T x
+    widest population float64; conv maps are wide)."""
+    from toolchain.steps_calibration import measure_steps_ranges
 
-    x = np.asarray(spikes_in)
-    pairs = graph.chain()
-    acc = None
-    for lo in range(0, x.shape[0], chunk):
-        part = x[lo:lo + chunk]
-        tr = simulate(graph, part)
-        src = part.astype(np.float64)
-        rows = []
-        for (syn_name, pop_name), s, v in zip(pairs, tr.spikes, tr.potentials):
-            pop = graph.nodes[pop_name]
-            v_th = getattr(pop, "v_th", 1.0)
-            a = np.abs(synapse_current(graph.nodes[syn_name], src)).max(axis=(0, 1)) / v_th
-            rows.append((a, np.maximum(-v.min(axis=(0, 1)), 0.0) / v_th, v.max(axis=(0, 1)) / v_th,
-                         s.sum(axis=(0, 1), dtype=np.float64)))
-            src = s.astype(np.float64)
-        acc = rows if acc is None else [tuple(np.maximum(p, q) if i < 3 else p + q for i, (p, q) in
-                                              enumerate(zip(old, new))) for old, new in zip(acc, rows)]
-    steps = float(x.shape[0] * x.shape[1])
-    return [StepsRanges(a, vn, vp, n / steps) for a, vn, vp, n in acc]
+    return measure_steps_ranges(graph, spikes_in, chunk)
 
 
 def as_compiled_conv(net) -> CompiledConv:

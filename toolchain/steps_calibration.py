@@ -24,7 +24,7 @@ from toolchain.calibration import (DEFAULT_CALIBRATION_SAMPLES, DEFAULT_RANGE_MA
                                    check_range_options)
 from toolchain.errors import CompileError
 from toolchain.ir import Graph
-from toolchain.lif_reference import simulate
+from toolchain.lif_reference import simulate, synapse_current
 
 __all__ = ["DEFAULT_CALIBRATION_SAMPLES", "DEFAULT_RANGE_MARGIN", "RANGE_MODES", "StepsRanges",
            "check_range_options", "measure_steps_ranges", "training_input_spikes"]
@@ -56,9 +56,9 @@ def measure_steps_ranges(graph: Graph, spikes_in: np.ndarray, chunk: int = 256) 
         src = part.astype(np.float64)
         rows = []
         for (syn_name, pop_name), s, v in zip(pairs, tr.spikes, tr.potentials):
-            pop = graph.nodes[pop_name]
-            a = np.abs(src @ graph.nodes[syn_name].weight.T).max(axis=(0, 1)) / pop.v_th
-            rows.append((a, np.maximum(-v.min(axis=(0, 1)), 0.0) / pop.v_th, v.max(axis=(0, 1)) / pop.v_th,
+            v_th = getattr(graph.nodes[pop_name], "v_th", 1.0)  # a Readout has none: its units are the current's
+            a = np.abs(synapse_current(graph.nodes[syn_name], src)).max(axis=(0, 1)) / v_th
+            rows.append((a, np.maximum(-v.min(axis=(0, 1)), 0.0) / v_th, v.max(axis=(0, 1)) / v_th,
                          s.sum(axis=(0, 1), dtype=np.float64)))
             src = s.astype(np.float64)
         acc = rows if acc is None else [tuple(np.maximum(p, q) if i < 3 else p + q for i, (p, q) in
