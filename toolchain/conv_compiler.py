@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from toolchain.compiled_conv import MAX_STEPS, CompiledConv, CompiledConvLayer, validate_compiled_conv
+from toolchain.compiled_conv import CompiledConv, CompiledConvLayer, validate_compiled_conv
 from toolchain.errors import CompileError
 from toolchain.ir import LIF, Conv2d, ConvTranspose2d, Dense, Flatten, Graph, Readout
 from toolchain.lower_conv import check_expressible, lava_mapping, lower_conv_layer
-from toolchain.lower_lif import THRESHOLD_MODES, lower_lif_layer
-from toolchain.quantize import MANTISSA, VTH_MAX, VTH_MIN, WEIGHT_BITS
-from toolchain.steps_calibration import DEFAULT_RANGE_MARGIN, check_range_options
+from toolchain.lower_lif import lower_lif_layer
+from toolchain.quantize import WEIGHT_BITS
+from toolchain.steps_calibration import DEFAULT_RANGE_MARGIN, check_range_options, measure_steps_ranges
+from toolchain.steps_compiler import calibration_trains, check_lowering_options
 
 _CONV_KINDS = (Conv2d, ConvTranspose2d, Flatten, Readout)
 
@@ -90,15 +91,6 @@ class _Margin:
         self.v_neg = measured.v_neg * (1.0 + margin)
 
 
-def measure_conv_ranges(graph: Graph, spikes_in: np.ndarray, chunk: int = 8) -> list:
-    """Per population (chain order) the maxima the float model reaches on (N, T, n_in) 0/1 trains, threshold
-    units: toolchain.steps_calibration.measure_steps_ranges in chunks of ``chunk`` samples (memory: chunk x T x
-    widest population float64; conv maps are wide)."""
-    from toolchain.steps_calibration import measure_steps_ranges
-
-    return measure_steps_ranges(graph, spikes_in, chunk)
-
-
 def as_compiled_conv(net) -> CompiledConv:
     """A CompiledConv itself, or a CompiledSteps (Dense -> LIF chain) as the equivalent CompiledConv (the same
     integers; used by the conv resource model)."""
@@ -119,26 +111,12 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
     on ``calibration_spikes`` ((N, T, n_in) 0/1 trains) times (1 + ``range_margin``) bound the scales (per output
     channel for convolutions); inputs beyond them may saturate (hw_sim counts range events)."""
     check_range_options(range_mode, range_margin, calibration_spikes)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or not 1 <= max_steps <= MAX_STEPS:
-        raise CompileError(f"max_steps={max_steps!r} must be an integer in [1, {MAX_STEPS}]; fix: pass the number "
-                           "of steps per sample, e.g. max_steps=100")
-    if weight_bits not in MANTISSA:
-        raise CompileError(f"weight_bits={weight_bits!r} is not supported; fix: use 8 (default) or 9")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, np.integer))
-                              or not VTH_MIN <= scale <= VTH_MAX):
-        raise CompileError(f"scale={scale!r} must be an integer in [{VTH_MIN}, {VTH_MAX}]; fix: leave it unset")
-    if threshold not in THRESHOLD_MODES:
-        raise CompileError(f"threshold={threshold!r} is not one of {THRESHOLD_MODES}; fix: use 'neuron' (default)")
+    check_lowering_options(max_steps, weight_bits, scale, threshold, example_steps=100)
     triples = check_conv_graph(graph)
     measured, calibration = [None] * len(triples), None
     if range_mode == "calibrated":
-        xc = np.asarray(calibration_spikes)
-        n_in = graph.nodes[graph.input_name].n
-        if xc.ndim != 3 or xc.shape[0] < 1 or xc.shape[1] < 1 or xc.shape[2] != n_in \
-                or xc.dtype.kind not in "biuf" or not np.all((xc == 0) | (xc == 1)):
-            raise CompileError(f"calibration_spikes must be (samples, steps, {n_in}) trains of 0 and 1, got shape "
-                               f"{xc.shape} {xc.dtype}; fix: pass Bernoulli-encoded training images")
-        measured = measure_conv_ranges(graph, xc)
+        xc = calibration_trains(calibration_spikes, graph.nodes[graph.input_name].n)
+        measured = measure_steps_ranges(graph, xc, chunk=8)   # conv maps are wide: 8 samples per chunk
         calibration = {"samples": int(xc.shape[0]), "steps": int(xc.shape[1]), "margin": float(range_margin),
                        "source": calibration_source,
                        "quantities": "per neuron over every sample and step, threshold units: |a_in| per step, "

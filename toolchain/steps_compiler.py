@@ -34,6 +34,34 @@ class _Margin:
         self.v_neg = np.minimum(v_neg, V_FLOOR_THRESHOLDS)
 
 
+def check_lowering_options(max_steps, weight_bits, scale, threshold, example_steps: int) -> None:
+    """CompileError unless max_steps is an integer in [1, MAX_STEPS], weight_bits one of MANTISSA's, scale None or
+    an integer in [VTH_MIN, VTH_MAX] and threshold one of THRESHOLD_MODES (the options every steps lowering takes;
+    ``example_steps`` is the max_steps the message suggests)."""
+    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or not 1 <= max_steps <= MAX_STEPS:
+        raise CompileError(f"max_steps={max_steps!r} must be an integer in [1, {MAX_STEPS}]; fix: pass the number "
+                           f"of steps per sample, e.g. max_steps={example_steps}")
+    if weight_bits not in MANTISSA:
+        raise CompileError(f"weight_bits={weight_bits!r} is not supported; fix: use 8 (default) or 9")
+    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, np.integer))
+                              or not VTH_MIN <= scale <= VTH_MAX):
+        raise CompileError(f"scale={scale!r} must be an integer in [{VTH_MIN}, {VTH_MAX}] (integer units per "
+                           "threshold, 17-bit); fix: leave it unset for the automatic choice")
+    if threshold not in THRESHOLD_MODES:
+        raise CompileError(f"threshold={threshold!r} is not one of {THRESHOLD_MODES}; fix: use 'neuron' (default)")
+
+
+def calibration_trains(calibration_spikes, n_in: int) -> np.ndarray:
+    """``calibration_spikes`` as an array, checked to be (samples >= 1, steps >= 1, n_in) trains of 0 and 1;
+    CompileError otherwise."""
+    xc = np.asarray(calibration_spikes)
+    if xc.ndim != 3 or xc.shape[0] < 1 or xc.shape[1] < 1 or xc.shape[2] != n_in \
+            or xc.dtype.kind not in "biuf" or not np.all((xc == 0) | (xc == 1)):
+        raise CompileError(f"calibration_spikes must be (samples, steps, {n_in}) trains of 0 and 1, got shape "
+                           f"{xc.shape} {xc.dtype}; fix: pass Bernoulli-encoded training images")
+    return xc
+
+
 def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
                   threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                   calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
@@ -57,21 +85,11 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
     if graph.time != "steps":
         raise CompileError(f"compile_graph lowers steps graphs (LIF family); this graph's time is {graph.time!r}; "
                            "fix: compile alpha models with toolchain.compiler.compile_network")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer)) or not 1 <= max_steps <= MAX_STEPS:
-        raise CompileError(f"max_steps={max_steps!r} must be an integer in [1, {MAX_STEPS}]; fix: pass the number "
-                           "of steps per sample, e.g. max_steps=15")
-    if weight_bits not in MANTISSA:
-        raise CompileError(f"weight_bits={weight_bits!r} is not supported; fix: use 8 (default) or 9")
-    if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, np.integer))
-                              or not VTH_MIN <= scale <= VTH_MAX):
-        raise CompileError(f"scale={scale!r} must be an integer in [{VTH_MIN}, {VTH_MAX}] (integer units per "
-                           "threshold, 17-bit); fix: leave it unset for the automatic choice")
+    check_lowering_options(max_steps, weight_bits, scale, threshold, example_steps=15)
     check_range_options(range_mode, range_margin, calibration_spikes)
     if weight_blocks not in (1, 2) or isinstance(weight_blocks, bool):
         raise CompileError(f"weight_blocks={weight_blocks!r} must be 1 or 2 (Dense blocks per layer); fix: use 2 for "
                            "a finer weight grid from a second block of rounding residuals, else 1")
-    if threshold not in THRESHOLD_MODES:
-        raise CompileError(f"threshold={threshold!r} is not one of {THRESHOLD_MODES}; fix: use 'neuron' (default)")
     try:
         pairs = graph.chain()
     except ValueError as exc:
@@ -88,12 +106,7 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
     measured = [None] * len(pairs)
     calibration = None
     if range_mode == "calibrated":
-        xc = np.asarray(calibration_spikes)
-        n_in = graph.nodes[graph.input_name].n
-        if xc.ndim != 3 or xc.shape[0] < 1 or xc.shape[1] < 1 or xc.shape[2] != n_in \
-                or xc.dtype.kind not in "biuf" or not np.all((xc == 0) | (xc == 1)):
-            raise CompileError(f"calibration_spikes must be (samples, steps, {n_in}) trains of 0 and 1, got shape "
-                               f"{xc.shape} {xc.dtype}; fix: pass Bernoulli-encoded training images")
+        xc = calibration_trains(calibration_spikes, graph.nodes[graph.input_name].n)
         measured = measure_steps_ranges(graph, xc)
         calibration = {"samples": int(xc.shape[0]), "steps": int(xc.shape[1]), "margin": float(range_margin),
                        "source": calibration_source,
