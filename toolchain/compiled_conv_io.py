@@ -15,10 +15,9 @@ import zipfile
 
 import numpy as np
 
-from toolchain.atomic import atomic_path
 from toolchain.compiled_conv import FORMAT, FORMAT_VERSION, CompiledConv, CompiledConvLayer, validate_compiled_conv
 from toolchain.errors import ArtifactError
-from toolchain.compiled_steps_io import _plain
+from toolchain.compiled_steps_io import _plain, write_compiled_npz
 
 _SCALARS = {"name": str, "synapse": str, "kind": str, "population": str, "flatten": str, "weight_exp": int,
             "num_weight_bits": int, "du": int, "dv": int, "du_float": (int, float), "dv_float": (int, float),
@@ -41,16 +40,8 @@ def save_compiled_conv(cc: CompiledConv, path: str | os.PathLike) -> None:
         layers.append(entry)
         for f, (dt, _) in _ARRAYS.items():
             arrays[f"layer{k}.{f}"] = np.asarray(getattr(cl, f), dtype=dt)
-    try:
-        meta = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "max_steps": int(cc.max_steps),
-                           "manifest": cc.manifest, "layers": layers, "input_name": cc.input_name})
-    except (TypeError, ValueError) as exc:
-        raise ArtifactError(f"the manifest is not JSON-serialisable ({exc}); fix: keep plain numbers, strings, "
-                            "lists and dicts in it") from exc
-    arrays["meta"] = np.array(meta)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+    write_compiled_npz(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "max_steps": int(cc.max_steps),
+                              "manifest": cc.manifest, "layers": layers, "input_name": cc.input_name}, arrays)
 
 
 def _bad(path, what: str) -> ArtifactError:

@@ -55,16 +55,21 @@ def save_compiled_steps(cs: CompiledSteps, path: str | os.PathLike) -> None:
         if cl.fine_weights is not None:
             layers[-1]["fine_exp"] = int(cl.fine_exp)
             arrays[f"layer{k}.fine_weights"] = np.asarray(cl.fine_weights, dtype=np.int32)
+    write_compiled_npz(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "max_steps": int(cs.max_steps),
+                              "manifest": cs.manifest, "layers": layers, "input_name": cs.input_name}, arrays)
+
+
+def write_compiled_npz(path: str | os.PathLike, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` plus ``meta`` (as JSON in the 'meta' entry) to ``path`` as one npz, atomically; the format of
+    every compiled steps file (Dense chains and conv graphs). ArtifactError when meta is not JSON-serialisable."""
     try:
-        meta = json.dumps({"format": FORMAT, "format_version": FORMAT_VERSION, "max_steps": int(cs.max_steps),
-                           "manifest": cs.manifest, "layers": layers, "input_name": cs.input_name})
+        text = json.dumps(meta)
     except (TypeError, ValueError) as exc:
         raise ArtifactError(f"the manifest is not JSON-serialisable ({exc}); fix: keep plain numbers, strings, "
                             "lists and dicts in it") from exc
-    arrays["meta"] = np.array(meta)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays, meta=np.array(text))
 
 
 def _bad(path, what: str) -> ArtifactError:
