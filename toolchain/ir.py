@@ -223,8 +223,41 @@ def _shape3(name: str, v) -> tuple[int, int, int]:
     return tuple(_positive_int(name, d) for d in dims)  # type: ignore[return-value]
 
 
+class _MapSynapse:
+    """Sizes shared by the convolution nodes: flat C-order maps in and out."""
+
+    @property
+    def n_in(self) -> int:
+        return int(np.prod(self.input_shape))
+
+    @property
+    def n_out(self) -> int:
+        return int(np.prod(self.output_shape))
+
+
+def _check_conv(node, kind: str, in_axis: int) -> None:
+    """Normalise and check a convolution node in place: weight 4-D finite, input_shape (C, H, W), stride >= 1,
+    padding >= 0, weight.shape[in_axis] = C_in, no empty dimension, a non-empty output map."""
+    object.__setattr__(node, "weight", _f64(f"{kind}.weight", node.weight, 4))
+    object.__setattr__(node, "input_shape", _shape3(f"{kind}.input_shape", node.input_shape))
+    object.__setattr__(node, "stride", _int_pair(f"{kind}.stride", node.stride, 1))
+    object.__setattr__(node, "padding", _int_pair(f"{kind}.padding", node.padding, 0))
+    if node.weight.shape[in_axis] != node.input_shape[0]:
+        raise ValueError(f"{kind}.weight has {node.weight.shape[in_axis]} input channels but input_shape "
+                         f"{node.input_shape} has {node.input_shape[0]}")
+    if min(node.weight.shape) < 1:
+        raise ValueError(f"{kind}.weight has an empty dimension: {node.weight.shape}")
+
+
+def _check_output(node, kind: str) -> None:
+    h, w = node.output_shape[1:]
+    if h < 1 or w < 1:
+        raise ValueError(f"{kind} with kernel {node.weight.shape[2:]}, stride {node.stride}, padding "
+                         f"{node.padding} on input {node.input_shape} gives an empty output ({h} x {w})")
+
+
 @dataclass(frozen=True)
-class Conv2d:
+class Conv2d(_MapSynapse):
     """2-D convolution synapses (PyTorch's cross-correlation, no bias, dilation 1, groups 1).
 
     Populations are flat vectors; a (C, H, W) map is flattened in C order (channel-major, as PyTorch's
@@ -245,19 +278,8 @@ class Conv2d:
     padding: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "weight", _f64("Conv2d.weight", self.weight, 4))
-        object.__setattr__(self, "input_shape", _shape3("Conv2d.input_shape", self.input_shape))
-        object.__setattr__(self, "stride", _int_pair("Conv2d.stride", self.stride, 1))
-        object.__setattr__(self, "padding", _int_pair("Conv2d.padding", self.padding, 0))
-        if self.weight.shape[1] != self.input_shape[0]:
-            raise ValueError(f"Conv2d.weight has {self.weight.shape[1]} input channels but input_shape "
-                             f"{self.input_shape} has {self.input_shape[0]}")
-        if min(self.weight.shape) < 1:
-            raise ValueError(f"Conv2d.weight has an empty dimension: {self.weight.shape}")
-        h, w = self.output_shape[1:]
-        if h < 1 or w < 1:
-            raise ValueError(f"Conv2d with kernel {self.weight.shape[2:]}, stride {self.stride}, padding "
-                             f"{self.padding} on input {self.input_shape} gives an empty output ({h} x {w})")
+        _check_conv(self, "Conv2d", in_axis=1)
+        _check_output(self, "Conv2d")
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -266,17 +288,9 @@ class Conv2d:
         return (int(self.weight.shape[0]), (h + 2 * self.padding[0] - kh) // self.stride[0] + 1,
                 (w + 2 * self.padding[1] - kw) // self.stride[1] + 1)
 
-    @property
-    def n_in(self) -> int:
-        return int(np.prod(self.input_shape))
-
-    @property
-    def n_out(self) -> int:
-        return int(np.prod(self.output_shape))
-
 
 @dataclass(frozen=True)
-class ConvTranspose2d:
+class ConvTranspose2d(_MapSynapse):
     """2-D transposed convolution synapses (PyTorch's ``ConvTranspose2d``: no bias, dilation 1, groups 1).
 
     Each source spike s[c, y, x] (source viewed as (C_in, H, W), flattened in C order) adds its kernel to the
@@ -300,24 +314,13 @@ class ConvTranspose2d:
     output_padding: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "weight", _f64("ConvTranspose2d.weight", self.weight, 4))
-        object.__setattr__(self, "input_shape", _shape3("ConvTranspose2d.input_shape", self.input_shape))
-        object.__setattr__(self, "stride", _int_pair("ConvTranspose2d.stride", self.stride, 1))
-        object.__setattr__(self, "padding", _int_pair("ConvTranspose2d.padding", self.padding, 0))
+        _check_conv(self, "ConvTranspose2d", in_axis=0)
         object.__setattr__(self, "output_padding", _int_pair("ConvTranspose2d.output_padding",
                                                              self.output_padding, 0))
-        if self.weight.shape[0] != self.input_shape[0]:
-            raise ValueError(f"ConvTranspose2d.weight has {self.weight.shape[0]} input channels but input_shape "
-                             f"{self.input_shape} has {self.input_shape[0]}")
-        if min(self.weight.shape) < 1:
-            raise ValueError(f"ConvTranspose2d.weight has an empty dimension: {self.weight.shape}")
         if any(op >= s for op, s in zip(self.output_padding, self.stride)):
             raise ValueError(f"ConvTranspose2d.output_padding {self.output_padding} must be smaller than the "
                              f"stride {self.stride}")
-        h, w = self.output_shape[1:]
-        if h < 1 or w < 1:
-            raise ValueError(f"ConvTranspose2d with kernel {self.weight.shape[2:]}, stride {self.stride}, padding "
-                             f"{self.padding} on input {self.input_shape} gives an empty output ({h} x {w})")
+        _check_output(self, "ConvTranspose2d")
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
@@ -326,14 +329,6 @@ class ConvTranspose2d:
         return (int(self.weight.shape[1]),
                 (h - 1) * self.stride[0] - 2 * self.padding[0] + kh + self.output_padding[0],
                 (w - 1) * self.stride[1] - 2 * self.padding[1] + kw + self.output_padding[1])
-
-    @property
-    def n_in(self) -> int:
-        return int(np.prod(self.input_shape))
-
-    @property
-    def n_out(self) -> int:
-        return int(np.prod(self.output_shape))
 
 
 @dataclass(frozen=True)
