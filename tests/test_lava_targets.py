@@ -239,13 +239,25 @@ def test_bad_options():
 def test_ctrl_c_stops_the_run_and_cleans_up():
     cn = compile_network(_net())
     before = _child_pids()
-    timer = threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    stop = threading.Event()
+
+    def interrupt_once_running() -> None:
+        # SIGINT only once Lava's runtime processes exist (plus a second), not at a fixed time: on a loaded machine
+        # a fixed 2 s could land inside Lava's start-up, where the interpreter's own handler swap races the signal
+        deadline = time.monotonic() + 60.0
+        while not stop.is_set() and time.monotonic() < deadline and not (_child_pids() - before):
+            time.sleep(0.05)
+        if not stop.wait(1.0):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    watcher = threading.Thread(target=interrupt_once_running, daemon=True)
+    watcher.start()
     try:
         with pytest.raises(KeyboardInterrupt):
             get_target("lava-fixed", chunk_size=400).run(cn, _inputs(n=400))
     finally:
-        timer.cancel()
+        stop.set()
+        watcher.join()
     assert _child_pids() <= before
     assert not multiprocessing.active_children()
 
