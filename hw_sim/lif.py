@@ -254,16 +254,18 @@ def _update16(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _update16_quiet(acc, n_out, shift, keep, thr, v, out_row, first, t):  # pragma: no cover  (compiled)
-    """_update16 for a step whose bound (active inputs x max|mantissa| << shift) rules out |a_in| beyond 16 bits,
-    a wrap of u and a saturation of v high (the caller checks it): no range checks in the loop; v is kept
-    unclipped and a second pass (only when some v fell below -(2**23 - 1)) saturates it low and returns the
-    count. Spikes are unaffected: a clipped-low v cannot exceed vth >= 0."""
+def _update16_quiet(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma: no cover  (compiled)
+    """_update16 for a step whose sums rule out |a_in| beyond 16 bits and so a wrap of u (the caller checks
+    ``max |acc| << shift <= A_IN_MAX``): v's saturation high is counted (ev[3]) but not clipped, since a v above
+    2**23 - 1 > vth << 6 spikes and resets to 0 either way; v is kept unclipped low and a second pass (only when
+    some v fell below -(2**23 - 1)) saturates it and counts it (ev[2]). Spikes are unaffected: a clipped-low v
+    cannot exceed vth >= 0."""
     i32 = np.int32
     sh = i32((shift + STATE_SHIFT) & 31)
     kp = i32(keep)
     t32 = i32(t)
     low = i32(0)
+    high = i32(0)
     for j in range(n_out):
         u = i32(i32(acc[j]) << sh)                                    # a_in << 6, |u| <= 2**21
         vj = v[j]
@@ -273,17 +275,17 @@ def _update16_quiet(acc, n_out, shift, keep, thr, v, out_row, first, t):  # prag
         d = i32(-d) if vj < i32(0) else d
         vv = i32(d + u)
         low = min(low, vv)
+        high = i32(high + i32(vv > i32(_LIM - 1)))
         s = vv > thr[j]
         out_row[j] = s
         v[j] = i32(0) if s else vv
         first[j] = min(first[j], i32(t32 + i32(i32(1) - i32(s)) * i32(1 << 30)))
-    n_low = 0
+    ev[3] += high
     if low < i32(-_LIM + 1):
         for j in range(n_out):
             if v[j] < -_LIM + 1:
                 v[j] = -_LIM + 1
-                n_low += 1
-    return n_low
+                ev[2] += 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -331,10 +333,10 @@ def _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, times, 
     idx = np.zeros(n_in + 8, np.int64)
     nonzero = np.zeros(words.shape[2], np.int64)
     acc16 = np.zeros(n_out, np.int16)
+    acc16b = np.zeros(n_out, np.int16)
     acc32 = np.zeros(n_out, np.int32)
     v = np.zeros(n_out, np.int32)
     fk = np.zeros(n_out, np.int32)
-    thr_max = np.int64(thr.max()) if n_out else np.int64(0)
     for k in range(lo, hi):
         v[:] = 0
         fk[:] = t_steps
@@ -345,18 +347,32 @@ def _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, times, 
             bound = 0                                 # bound of |sum| in grid units: the active rows' max |q|
             for e in range(n_ev):
                 bound += qmax[idx[e]]
-            if bound <= _I16:
+            if bound << shift <= _A_MAX:                # the common step: no sum can leave 16 bits
+                _accumulate16(w_small, idx, n_ev, acc16, n_out)
+                _update16_quiet(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
+            elif bound <= _I16:
                 _accumulate16(w_small, idx, n_ev, acc16, n_out)
                 big = _max_abs(acc16, n_out)
-                if big << shift <= _A_MAX and thr_max + (big << (shift + STATE_SHIFT)) <= _LIM - 1:
-                    evk[2] += _update16_quiet(acc16, n_out, shift, keep, thr, v, row, fk, t)
+                if big << shift <= _A_MAX:
+                    _update16_quiet(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
                 else:
                     _update16(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
             else:
-                _accumulate32(w_small, idx, n_ev, acc32, n_out)
+                m = 0                                 # the longest prefix of events whose bound fits 16 bits
+                part = 0
+                while m < n_ev and part + qmax[idx[m]] <= _I16:
+                    part += qmax[idx[m]]
+                    m += 1
+                if bound - part <= _I16:              # two exact 16-bit partial sums (half the bytes of int32)
+                    _accumulate16(w_small, idx, m, acc16, n_out)
+                    _accumulate16(w_small, idx[m:], n_ev - m, acc16b, n_out)
+                    for j in range(n_out):
+                        acc32[j] = np.int32(np.int32(acc16[j]) + np.int32(acc16b[j]))
+                else:
+                    _accumulate32(w_small, idx, n_ev, acc32, n_out)
                 big = _max_abs(acc32, n_out)
-                if big << shift <= _A_MAX and thr_max + (big << (shift + STATE_SHIFT)) <= _LIM - 1:
-                    evk[2] += _update16_quiet(acc32, n_out, shift, keep, thr, v, row, fk, t)
+                if big << shift <= _A_MAX:
+                    _update16_quiet(acc32, n_out, shift, keep, thr, v, row, fk, t, evk)
                 elif big << shift <= _LIM:            # a_in fits the int32 lanes of _update16
                     _update16(acc32, n_out, shift, keep, thr, v, row, fk, t, evk)
                 else:
