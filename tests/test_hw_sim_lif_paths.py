@@ -36,23 +36,27 @@ def _paths(cs, trains_in) -> list[set[str]]:
     return out
 
 
-@pytest.fixture(scope="module")
-def dense_run():
-    """A 160-60-50 net with two weight blocks, calibrated on sparse inputs and run on inputs from sparse to
-    dense: sums from small to far beyond the calibration (u wraps, v saturates)."""
+@pytest.fixture(scope="module", params=[1, 2])
+def dense_run(request):
+    """A 160-60-50 net with one weight block (int8 rows, shift 5) or two (int16 rows), calibrated on sparse inputs
+    and run on inputs from sparse to dense: sums from small to far beyond the calibration (a_in beyond 16 bits,
+    v saturated low)."""
     rng = np.random.default_rng(7)
     g = lif_chain([rng.normal(0.02, 0.3, (60, 160)), rng.normal(0.05, 0.4, (50, 60))],
                   [LIF(60, 0.9), LIF(50, 0.8, clamp=True)], {})
     xc = (rng.random((20, 12, 160)) < 0.03).astype(np.uint8)
-    cs = compile_graph(g, 12, range_mode="calibrated", calibration_spikes=xc, weight_blocks=2)
+    cs = compile_graph(g, 12, range_mode="calibrated", calibration_spikes=xc, weight_blocks=request.param)
     p = np.repeat([0.01, 0.05, 0.2, 0.5, 0.9, 1.0], 4)[:, None, None]
     x = (rng.random((len(p), 12, 160)) < p).astype(np.uint8)
     return cs, x
 
 
+PATHS = {1: {"fast", "one16"}, 2: {"fast", "two16", "int32"}}
+
+
 def test_every_summation_path_equals_the_reference(dense_run):
     cs, x = dense_run
-    assert any(cl.fine_weights is not None for cl in cs.layers)           # the merged two-block weights
+    blocks = 2 if any(cl.fine_weights is not None for cl in cs.layers) else 1   # two: the merged weights
     run = simulate_lif(cs, x, threads=2)
     trains, events = run_lif_reference(cs, x)
     for a, b in zip(run.trains, trains):
@@ -62,8 +66,27 @@ def test_every_summation_path_equals_the_reference(dense_run):
         t = np.where(tr.any(axis=1), tr.argmax(axis=1), np.inf)
         np.testing.assert_array_equal(first, t)
     paths = _paths(cs, [x] + run.trains[:-1])
-    assert set().union(*paths) >= {"fast", "two16", "int32"}, paths    # the test reaches every path
-    assert sum(e["u_wrapped"] + e["v_saturated_high"] + e["v_saturated_low"] for e in events) > 0
+    assert set().union(*paths) >= PATHS[blocks], paths                  # the test reaches every path
+    assert sum(e["a_in_over_16bit"] for e in events) > 0 and sum(e["v_saturated_low"] for e in events) > 0
+
+
+def test_saturation_high_in_the_fast_update_is_counted_and_spikes(dense_run):
+    """No leak and the largest threshold: v climbs to just below vth << 6 = 2**23 - 64, and the next input pushes
+    it past 2**23 - 1 in steps whose sums are small (the fast update): Lava clips v there and spikes; the fast
+    update counts the event without clipping (the spike resets v either way)."""
+    from dataclasses import replace
+
+    from toolchain.quantize import VTH_MAX
+
+    cs, x = dense_run
+    top = replace(cs.layers[1], dv=0, vth=np.full(cs.layers[1].n_out, VTH_MAX, np.int64))
+    cs = replace(cs, layers=(cs.layers[0], top))
+    run = simulate_lif(cs, x, threads=1)
+    trains, events = run_lif_reference(cs, x)
+    for a, b in zip(run.trains, trains):
+        np.testing.assert_array_equal(a, b)
+    assert run.events == events and events[1]["v_saturated_high"] > 0 and trains[1].sum() > 0
+    assert "fast" in _paths(cs, [x] + run.trains[:-1])[1]
 
 
 @pytest.mark.parametrize("threads", [1, 3])
