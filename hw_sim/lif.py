@@ -9,10 +9,12 @@ One numba kernel runs every layer of a sample step by step (samples split over t
 * the sums run on the weight mantissas in units of the grid step (8-bit: m / 2, 9-bit: m) and are shifted by the
   exponent afterwards, which equals Lava's sum of ``m << weight_exp`` (or ``>> 1``, exact on even mantissas).
   A layer with a second Dense block (fine_weights) runs on the sum of both blocks' integer weights, which is
-  what Lava's LIF receives (its a_in port adds the two Dense outputs). They run on 16-bit lanes (SIMD) when ``active inputs x max |mantissa| <= 2**15 - 1`` makes the exact sum fit
-  (wrapping partial sums then still give it), else on 32-bit lanes;
+  what Lava's LIF receives (its a_in port adds the two Dense outputs; each Dense sums its integer weights and
+  then shifts the sum, exactly). They run on 16-bit lanes (SIMD) when ``active inputs x max |mantissa| <=
+  2**15 - 1`` makes the exact sum fit (wrapping partial sums then still give it), as two exact 16-bit partial
+  sums added in 32 bits when the events split into two such groups, else on 32-bit lanes;
 * the LIF update (u wrap at 24 bits, truncating decay of v, saturation, strict threshold, reset to zero) runs
-  branch-free on 32-bit lanes: ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep + ((|v| & 4095)
+  branch-free on 32-bit lanes, without per-neuron range checks when the step's sums cannot exceed 16 bits: ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep + ((|v| & 4095)
   keep) >> 12`` so that no product leaves 32 bits (64-bit lanes on the rare path whose sum exceeds 16 bits).
 
 Results are aligned to the float model (toolchain/lif_reference.py): the Dense delay and the source step are not
