@@ -20,6 +20,12 @@ Readout runs on cores as non-spiking compartments whose potentials are probed (A
 Output axons per core: its neurons x the destination cores one spike reaches (all cores of a Dense destination;
 at most 2 row tiles x the channel groups of a convolution destination, ASSUMED tiles at least a kernel high; 1 to
 the host). Every rule that fails is a DRCError naming the layer, the resource, the excess and the fix.
+
+A Dense layer compiled with two weight blocks (``snnc compile --weight-blocks 2``: a coarse and a fine Dense process
+feeding one LIF, ``CompiledStepsLayer.fine_weights``) stores both: twice the synapses and synaptic memory (so fewer
+neurons per core), the second block's non-zero synapses and the synaptic operations each spike causes in it
+(``fine``: per layer the second block's mantissas or None, hw_sim/resources.py ``second_blocks``). ASSUMED: both
+blocks sit on the core of their neurons and share its input axons (fan-in unchanged).
 """
 from __future__ import annotations
 
@@ -109,12 +115,14 @@ def _conv_tile(cl: CompiledConvLayer, chip: ChipSpec, storage: str, name: str,
 
 
 def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = True,
-                   storage: str = "shared") -> tuple[ResourceReport, list[ConvStorage]]:
+                   storage: str = "shared", fine: tuple | None = None) -> tuple[ResourceReport, list[ConvStorage]]:
     """Core partition of a CompiledConv (module docstring) and the storage of every layer in both models.
-    strict=False records design-rule violations in the report instead of raising."""
+    strict=False records design-rule violations in the report instead of raising; fine: second weight blocks of
+    Dense layers (module docstring; None = one block everywhere)."""
     if storage not in STORAGE:
         raise DRCError(f"storage={storage!r} is not one of {STORAGE}; fix: use 'shared' (Loihi 2 convolutional "
                        "connectivity) or 'expanded'")
+    blocks = weight_blocks(cc, fine)
     violations: list[str] = []
 
     def rule(check, *args):
@@ -144,22 +152,24 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
                              f"{chip.max_fan_in_axons} per core by {fan_in - chip.max_fan_in_axons} (every core of a "
                              "Dense layer receives all its inputs); fix: shrink the layer feeding it (fewer channels "
                              "or a smaller map before the Flatten) or split the layer's fan-in")
-            per_core = max(1, min(chip.neurons_per_core, axon_cap, chip.synaptic_memory_bits // max(1, fan_in * bits)))
+            row = fan_in * bits * blocks[i]              # one neuron's synapses, every block
+            per_core = max(1, min(chip.neurons_per_core, axon_cap, chip.synaptic_memory_bits // max(1, row)))
             cores = math.ceil(cl.n_out / per_core)
             per_core = math.ceil(cl.n_out / cores)
-            placed[i] = (fan_in, cores, per_core, 1, (per_core, 1), per_core * fan_in * bits)
+            placed[i] = (fan_in, cores, per_core, 1, (per_core, 1), per_core * row)
         else:
             fit = rule(_conv_tile, cl, chip, storage, cl.name, axon_cap)
             rows, ch, fan_in, mem, per_core = fit if fit else (1, 1, 0, 0, cl.out_shape[2])
             groups = math.ceil(cl.out_shape[0] / ch)
             placed[i] = (fan_in, math.ceil(cl.out_shape[1] / rows) * groups, per_core, groups, (rows, ch), mem)
     stores = []
-    for cl, (fan_in, cores, per_core, groups, tile, mem) in zip(cc.layers, placed):
+    for i, (cl, (fan_in, cores, per_core, groups, tile, mem)) in enumerate(zip(cc.layers, placed)):
         rule(check_weight_bits, _Spec(cl), chip)
         bits = int(cl.num_weight_bits)
-        nonzero = int(fanout_nonzero(cl).sum())
+        nonzero = int(fanout_nonzero(cl).sum()) + (0 if blocks[i] == 1 else int(np.count_nonzero(fine[i])))
         if cl.kind == "dense":
-            expanded, shared_bits = cl.n_in * cl.n_out, cl.n_in * cl.n_out * bits
+            expanded = cl.n_in * cl.n_out * blocks[i]
+            shared_bits = expanded * bits
         else:
             kh, kw = cl.weights.shape[2:]
             expanded = len(tap_table(cl)[1]) * cl.in_shape[0] * cl.out_shape[0]   # (pixel, out pixel, tap) x channels
@@ -188,6 +198,24 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
     return ResourceReport(chip, tuple(layers), tuple(violations)), stores
 
 
+def weight_blocks(cc: CompiledConv, fine: tuple | None) -> list[int]:
+    """Dense blocks per layer (1, or 2 where ``fine`` holds a second block); DRCError when ``fine`` does not match
+    the network (a block per layer, (n_out, n_in) mantissas, Dense layers only)."""
+    if fine is None:
+        return [1] * len(cc.layers)
+    if len(fine) != len(cc.layers):
+        raise DRCError(f"fine holds {len(fine)} entries for {len(cc.layers)} layers; fix: pass "
+                       "hw_sim.resources.second_blocks(compiled) of the same network")
+    out = []
+    for cl, f in zip(cc.layers, fine):
+        if f is not None and (cl.kind != "dense" or np.shape(f) != (cl.n_out, cl.n_in)):
+            raise DRCError(f"layer {cl.name!r}: a second weight block of shape {np.shape(f)} does not fit this "
+                           f"{cl.kind} layer (Dense layers only, shape ({cl.n_out}, {cl.n_in})); fix: pass "
+                           "hw_sim.resources.second_blocks(compiled) of the same network")
+        out.append(1 if f is None else 2)
+    return out
+
+
 class _Spec:
     def __init__(self, cl: CompiledConvLayer) -> None:
         self.name, self.num_weight_bits = cl.name, cl.num_weight_bits
@@ -197,15 +225,21 @@ def _raise(msg: str) -> None:
     raise DRCError(msg)
 
 
-def conv_counters(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarray]) -> ActivityCounters:
-    """Activity per sample and layer from a run: synaptic ops = source spikes x the non-zero synapses each reaches,
-    neuron updates = neurons x steps, spikes (a Readout emits none)."""
+def conv_counters(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarray],
+                  fine: tuple | None = None) -> ActivityCounters:
+    """Activity per sample and layer from a run: synaptic ops = source spikes x the non-zero synapses each reaches
+    (in both blocks of a two-block Dense layer, ``fine`` as conv_partition's), neuron updates = neurons x steps,
+    spikes (a Readout emits none)."""
     x = np.asarray(spikes_in)
     n, t = x.shape[:2]
     src = x
     syn, upd, spk = [], [], []
-    for cl, tr in zip(cc.layers, trains):
-        syn.append(src.sum(axis=1, dtype=np.int64) @ fanout_nonzero(cl))
+    blocks = weight_blocks(cc, fine)
+    for i, (cl, tr) in enumerate(zip(cc.layers, trains)):
+        reach = fanout_nonzero(cl)
+        if blocks[i] == 2:
+            reach = reach + (np.asarray(fine[i]) != 0).sum(axis=0, dtype=np.int64)
+        syn.append(src.sum(axis=1, dtype=np.int64) @ reach)
         upd.append(np.full(n, cl.n_out * t, np.int64))
         spk.append(np.asarray(tr).sum(axis=(1, 2), dtype=np.int64))
         src = tr
@@ -213,19 +247,20 @@ def conv_counters(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarr
 
 
 def conv_energy(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarray], chip: ChipSpec = LOIHI2,
-                costs: OpCosts = LOIHI1_COSTS, storage: str = "shared"):
+                costs: OpCosts = LOIHI1_COSTS, storage: str = "shared", fine: tuple | None = None):
     """hw_sim/energy.py's estimate (NeuroBench metrics, energy and latency per sample) for a conv network run,
-    partitioned with ``storage``; design-rule violations are recorded, not raised."""
+    partitioned with ``storage`` (``fine``: second weight blocks, as conv_partition's); design-rule violations are
+    recorded, not raised."""
     from hw_sim.energy import _estimate
 
-    res, stores = conv_partition(cc, chip, strict=False, storage=storage)
+    res, stores = conv_partition(cc, chip, strict=False, storage=storage, fine=fine)
     bits = sum(r.synaptic_memory_bits for r in res.layers) + len(cc.layers) * LAYER_CONSTANT_BITS \
         + sum(cl.n_out for cl in cc.layers) * NEURON_CONSTANT_BITS
     total = sum(s.expanded_synapses for s in stores)
     nonzero = sum(s.expanded_nonzero for s in stores)
     static = {"footprint": bits / 8.0, "connection_sparsity": 1.0 - nonzero / total if total else 0.0,
               "storage": storage}
-    return _estimate(res, static, conv_counters(cc, spikes_in, trains), chip, costs)
+    return _estimate(res, static, conv_counters(cc, spikes_in, trains, fine), chip, costs)
 
 
 def format_conv_storage(stores: list[ConvStorage]) -> str:
@@ -246,11 +281,17 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
     from hw_sim.resources import format_resource_table
     from toolchain.errors import ArtifactError, CompileError, DataError
 
+    from hw_sim.resources import second_blocks
+
+    fine, steps = None, None
     if str(path).endswith(".npz"):
         from toolchain.compiled_conv_io import load_compiled_any
         from toolchain.conv_compiler import as_compiled_conv
 
-        cc = as_compiled_conv(load_compiled_any(path))
+        loaded = load_compiled_any(path)
+        fine = second_blocks(loaded)       # as_compiled_conv keeps one block: count the second here
+        steps = None if isinstance(loaded, CompiledConv) else loaded
+        cc = as_compiled_conv(loaded)
     else:
         from toolchain.artifact_graph import load_graph
         from toolchain.conv_compiler import compile_conv_graph
@@ -267,14 +308,16 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
         except CompileError as exc:
             raise ArtifactError(f"{exc}; `snnc resources` compiles ONNX conv models with worst-case ranges: compile "
                                 "it yourself (snnc compile --range calibrated) and pass the compiled.npz") from None
-    shared, stores = conv_partition(cc, chip, strict=False, storage="shared")
-    expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded")
+    shared, stores = conv_partition(cc, chip, strict=False, storage="shared", fine=fine)
+    expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded", fine=fine)
     sizes = [cc.n_in] + [cl.n_out for cl in cc.layers]
+    blocks = weight_blocks(cc, fine)
     out = {"model": str(path), "basis": "compiled steps network (hw_sim/conv_resources.py)",
-           "network": "-".join(map(str, sizes)),
+           "network": "-".join(map(str, sizes)), "weight_blocks": blocks,
            "resources": shared.to_dict(), "resources_expanded": expanded.to_dict(),
            "storage": [vars(s).copy() for s in stores]}
-    text = [f"steps network {out['network']} (convolutions: shared kernels)", "", format_resource_table(shared), "",
+    text = [f"steps network {out['network']} (convolutions: shared kernels; Dense weight blocks per layer "
+            f"{blocks}: a second block doubles the layer's synapses)", "", format_resource_table(shared), "",
             "synaptic storage: shared kernels vs expanded synapses", format_conv_storage(stores),
             f"expanded storage: {expanded.cores} cores, {expanded.synaptic_memory_bits / 8192:.1f} KiB"
             + "".join(f"\n  DRC: {v}" for v in expanded.violations)]
@@ -295,8 +338,13 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
             raise DataError(f"{name} images have {img.shape[1]} pixels but the model has {cc.n_in} inputs; fix: pass "
                             "the dataset the model was trained on or --samples 0")
         x = bernoulli_encode(img, t, float(p_scale), np.random.default_rng(0))
-        trains, _, _ = run_conv_fixed(cc, x)
-        rep = conv_energy(cc, x, trains, chip)
+        if steps is not None:     # a Dense chain runs as compiled, both weight blocks (as_compiled_conv keeps one)
+            from hw_sim.lif import simulate_lif
+
+            trains = simulate_lif(steps, x).trains
+        else:
+            trains, _, _ = run_conv_fixed(cc, x)
+        rep = conv_energy(cc, x, trains, chip, fine=fine)
         out["energy"] = rep.to_dict()
         text += ["", f"energy per inference, hw_sim activity on {name} {args.split}[:{img.shape[0]}] (T = {t}):",
                  format_energy_table(rep)]

@@ -9,10 +9,12 @@ One numba kernel runs every layer of a sample step by step (samples split over t
 * the sums run on the weight mantissas in units of the grid step (8-bit: m / 2, 9-bit: m) and are shifted by the
   exponent afterwards, which equals Lava's sum of ``m << weight_exp`` (or ``>> 1``, exact on even mantissas).
   A layer with a second Dense block (fine_weights) runs on the sum of both blocks' integer weights, which is
-  what Lava's LIF receives (its a_in port adds the two Dense outputs). They run on 16-bit lanes (SIMD) when ``active inputs x max |mantissa| <= 2**15 - 1`` makes the exact sum fit
-  (wrapping partial sums then still give it), else on 32-bit lanes;
+  what Lava's LIF receives (its a_in port adds the two Dense outputs; each Dense sums its integer weights and
+  then shifts the sum, exactly). They run on 16-bit lanes (SIMD) when ``active inputs x max |mantissa| <=
+  2**15 - 1`` makes the exact sum fit (wrapping partial sums then still give it), as two exact 16-bit partial
+  sums added in 32 bits when the events split into two such groups, else on 32-bit lanes;
 * the LIF update (u wrap at 24 bits, truncating decay of v, saturation, strict threshold, reset to zero) runs
-  branch-free on 32-bit lanes: ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep + ((|v| & 4095)
+  branch-free on 32-bit lanes, without per-neuron range checks when the step's sums cannot exceed 16 bits: ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep + ((|v| & 4095)
   keep) >> 12`` so that no product leaves 32 bits (64-bit lanes on the rare path whose sum exceeds 16 bits).
 
 Results are aligned to the float model (toolchain/lif_reference.py): the Dense delay and the source step are not
@@ -254,16 +256,18 @@ def _update16(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _update16_quiet(acc, n_out, shift, keep, thr, v, out_row, first, t):  # pragma: no cover  (compiled)
-    """_update16 for a step whose bound (active inputs x max|mantissa| << shift) rules out |a_in| beyond 16 bits,
-    a wrap of u and a saturation of v high (the caller checks it): no range checks in the loop; v is kept
-    unclipped and a second pass (only when some v fell below -(2**23 - 1)) saturates it low and returns the
-    count. Spikes are unaffected: a clipped-low v cannot exceed vth >= 0."""
+def _update16_quiet(acc, n_out, shift, keep, thr, v, out_row, first, t, ev):  # pragma: no cover  (compiled)
+    """_update16 for a step whose sums rule out |a_in| beyond 16 bits and so a wrap of u (the caller checks
+    ``max |acc| << shift <= A_IN_MAX``): v's saturation high is counted (ev[3]) but not clipped, since a v above
+    2**23 - 1 > vth << 6 spikes and resets to 0 either way; v is kept unclipped low and a second pass (only when
+    some v fell below -(2**23 - 1)) saturates it and counts it (ev[2]). Spikes are unaffected: a clipped-low v
+    cannot exceed vth >= 0."""
     i32 = np.int32
     sh = i32((shift + STATE_SHIFT) & 31)
     kp = i32(keep)
     t32 = i32(t)
     low = i32(0)
+    high = i32(0)
     for j in range(n_out):
         u = i32(i32(acc[j]) << sh)                                    # a_in << 6, |u| <= 2**21
         vj = v[j]
@@ -273,17 +277,17 @@ def _update16_quiet(acc, n_out, shift, keep, thr, v, out_row, first, t):  # prag
         d = i32(-d) if vj < i32(0) else d
         vv = i32(d + u)
         low = min(low, vv)
+        high = i32(high + i32(vv > i32(_LIM - 1)))
         s = vv > thr[j]
         out_row[j] = s
         v[j] = i32(0) if s else vv
         first[j] = min(first[j], i32(t32 + i32(i32(1) - i32(s)) * i32(1 << 30)))
-    n_low = 0
+    ev[3] += high
     if low < i32(-_LIM + 1):
         for j in range(n_out):
             if v[j] < -_LIM + 1:
                 v[j] = -_LIM + 1
-                n_low += 1
-    return n_low
+                ev[2] += 1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -331,10 +335,10 @@ def _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, times, 
     idx = np.zeros(n_in + 8, np.int64)
     nonzero = np.zeros(words.shape[2], np.int64)
     acc16 = np.zeros(n_out, np.int16)
+    acc16b = np.zeros(n_out, np.int16)
     acc32 = np.zeros(n_out, np.int32)
     v = np.zeros(n_out, np.int32)
     fk = np.zeros(n_out, np.int32)
-    thr_max = np.int64(thr.max()) if n_out else np.int64(0)
     for k in range(lo, hi):
         v[:] = 0
         fk[:] = t_steps
@@ -345,18 +349,32 @@ def _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, times, 
             bound = 0                                 # bound of |sum| in grid units: the active rows' max |q|
             for e in range(n_ev):
                 bound += qmax[idx[e]]
-            if bound <= _I16:
+            if bound << shift <= _A_MAX:                # the common step: no sum can leave 16 bits
+                _accumulate16(w_small, idx, n_ev, acc16, n_out)
+                _update16_quiet(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
+            elif bound <= _I16:
                 _accumulate16(w_small, idx, n_ev, acc16, n_out)
                 big = _max_abs(acc16, n_out)
-                if big << shift <= _A_MAX and thr_max + (big << (shift + STATE_SHIFT)) <= _LIM - 1:
-                    evk[2] += _update16_quiet(acc16, n_out, shift, keep, thr, v, row, fk, t)
+                if big << shift <= _A_MAX:
+                    _update16_quiet(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
                 else:
                     _update16(acc16, n_out, shift, keep, thr, v, row, fk, t, evk)
             else:
-                _accumulate32(w_small, idx, n_ev, acc32, n_out)
+                m = 0                                 # the longest prefix of events whose bound fits 16 bits
+                part = 0
+                while m < n_ev and part + qmax[idx[m]] <= _I16:
+                    part += qmax[idx[m]]
+                    m += 1
+                if bound - part <= _I16:              # two exact 16-bit partial sums (half the bytes of int32)
+                    _accumulate16(w_small, idx, m, acc16, n_out)
+                    _accumulate16(w_small, idx[m:], n_ev - m, acc16b, n_out)
+                    for j in range(n_out):
+                        acc32[j] = np.int32(np.int32(acc16[j]) + np.int32(acc16b[j]))
+                else:
+                    _accumulate32(w_small, idx, n_ev, acc32, n_out)
                 big = _max_abs(acc32, n_out)
-                if big << shift <= _A_MAX and thr_max + (big << (shift + STATE_SHIFT)) <= _LIM - 1:
-                    evk[2] += _update16_quiet(acc32, n_out, shift, keep, thr, v, row, fk, t)
+                if big << shift <= _A_MAX:
+                    _update16_quiet(acc32, n_out, shift, keep, thr, v, row, fk, t, evk)
                 elif big << shift <= _LIM:            # a_in fits the int32 lanes of _update16
                     _update16(acc32, n_out, shift, keep, thr, v, row, fk, t, evk)
                 else:
