@@ -5,7 +5,9 @@ Every synapse kind is one event-driven kernel over a *tap table*: for each input
 tap) pairs it reaches (Conv2d: output pixels whose window covers it; ConvTranspose2d: its stride offsets; Dense:
 one pixel, one tap), and weights arranged (C_in, taps, C_out) so that a spike adds one contiguous row per pair.
 Only inputs that spiked are visited. The integer arithmetic is Lava's: the synaptic sum of effective weights,
-wrapped to 24 bits for layers Lava runs as Conv (``utils.signed_clamp``), then the LIF update of hw_sim/lif.py
+wrapped to 24 bits for layers Lava runs as Conv (``utils.signed_clamp``; a layer with a second weight block runs on
+the sum of both blocks' integers, which is exact: the compiler keeps two blocks only where neither block's sum can
+leave 24 bits, so neither Conv process wraps), then the LIF update of hw_sim/lif.py
 (u = a << 6 wrapping at 24 bits, v decayed by trunc0(v (4096 - dv) / 4096) and saturated, spike if v > vth << 6,
 reset to 0). A Readout integrates its integer input off-chip in float64, ``A = leak (A + a / scale)``, as
 targets/lava_conv.py's sink does. Results are aligned to the float model (no connection delays simulated).
@@ -184,7 +186,7 @@ def run_conv_fixed(cc: CompiledConv, spikes_in: np.ndarray, threads: int | None 
         thr = np.ascontiguousarray((cl.vth.astype(np.int64) << STATE_SHIFT).reshape(c_out, ho * wo).T.reshape(-1))
         ev = np.zeros((n, len(RANGE_EVENTS)), dtype=np.int64)
         args = [(src, np.int64(c_in), np.int64(h * w), ptr, opix, tap, wtap, np.int64(c_out), np.int64(ho * wo),
-                 lava_mapping(cl) == "Conv", readout, np.int64(cl.dv), thr, np.int64(lo), np.int64(hi), s_out, cur,
+                 lava_mapping(cl) == "Conv" and cl.blocks == 1, readout, np.int64(cl.dv), thr, np.int64(lo), np.int64(hi), s_out, cur,
                  ev) for lo, hi in zip(bounds[:-1], bounds[1:])]
         if n_threads == 1:
             _layer(*args[0])

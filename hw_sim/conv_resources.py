@@ -24,7 +24,7 @@ the host). Every rule that fails is a DRCError naming the layer, the resource, t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -41,7 +41,8 @@ STORAGE = ("shared", "expanded")
 
 @dataclass(frozen=True)
 class ConvStorage:
-    """Synaptic storage of one layer: ``kernel_weights`` (one copy of the shared kernel), ``cores``,
+    """Synaptic storage of one layer (every weight block counted: a second block of rounding residuals is a second
+    kernel / synapse set): ``kernel_weights`` (one copy of the shared kernel per block), ``cores``,
     ``shared_bits`` (kernel slice per core, all cores; Dense layers: every synapse, zeros included),
     ``expanded_synapses`` / ``expanded_nonzero`` and ``expanded_bits`` (every non-zero synapse at the weight bits);
     ``tile``: (rows, channels) per core (Dense: (neurons per core, 1))."""
@@ -57,12 +58,24 @@ class ConvStorage:
     tile: tuple[int, int]
 
 
+def weight_blocks(cl: CompiledConvLayer) -> list[CompiledConvLayer]:
+    """The layer as one single-block layer per weight block (a second block of rounding residuals is a second
+    synapse set of the same geometry: its synapses are stored and its synaptic operations counted as well)."""
+    if cl.fine_weights is None:
+        return [cl]
+    return [replace(cl, fine_weights=None),
+            replace(cl, weights=np.asarray(cl.fine_weights), weight_exp=int(cl.fine_exp), fine_weights=None)]
+
+
 def fanout_nonzero(cl: CompiledConvLayer) -> np.ndarray:
-    """(n_in,) non-zero synapses a spike of each source neuron (C order) reaches."""
-    ptr, _, tap, wtap = tap_table(cl)
-    nnz = (wtap != 0).sum(axis=2).astype(np.int64)          # (C_in, taps)
-    cs = np.concatenate([np.zeros((nnz.shape[0], 1), np.int64), np.cumsum(nnz[:, tap], axis=1)], axis=1)
-    return (cs[:, ptr[1:]] - cs[:, ptr[:-1]]).reshape(-1)
+    """(n_in,) non-zero synapses a spike of each source neuron (C order) reaches, summed over the weight blocks."""
+    total = 0
+    for b in weight_blocks(cl):
+        ptr, _, tap, wtap = tap_table(b)
+        nnz = (wtap != 0).sum(axis=2).astype(np.int64)          # (C_in, taps)
+        cs = np.concatenate([np.zeros((nnz.shape[0], 1), np.int64), np.cumsum(nnz[:, tap], axis=1)], axis=1)
+        total = total + (cs[:, ptr[1:]] - cs[:, ptr[:-1]]).reshape(-1)
+    return total
 
 
 def _rows_in(cl: CompiledConvLayer, rows: int) -> int:
@@ -82,7 +95,7 @@ def _conv_tile(cl: CompiledConvLayer, chip: ChipSpec, storage: str, name: str,
     c_out, h_out, w_out = cl.out_shape
     c_in, _, w_in = cl.in_shape
     kh, kw = cl.weights.shape[2:]
-    bits = int(cl.num_weight_bits)
+    bits = int(cl.num_weight_bits) * cl.blocks      # a second weight block stores a second kernel
     last = None
     for ch in range(c_out, 0, -1):
         for rows in range(h_out, 0, -1):
@@ -136,7 +149,7 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
         else:
             reach = 1
         axon_cap = max(1, chip.max_fan_out_axons // reach)
-        bits = int(cl.num_weight_bits)
+        bits = int(cl.num_weight_bits) * cl.blocks
         if cl.kind == "dense":
             fan_in = cl.n_in
             if fan_in > chip.max_fan_in_axons:
@@ -156,15 +169,15 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
     stores = []
     for cl, (fan_in, cores, per_core, groups, tile, mem) in zip(cc.layers, placed):
         rule(check_weight_bits, _Spec(cl), chip)
-        bits = int(cl.num_weight_bits)
+        bits, nb = int(cl.num_weight_bits), cl.blocks      # every block is a synapse set of its own
         nonzero = int(fanout_nonzero(cl).sum())
         if cl.kind == "dense":
-            expanded, shared_bits = cl.n_in * cl.n_out, cl.n_in * cl.n_out * bits
+            expanded, shared_bits = cl.n_in * cl.n_out * nb, cl.n_in * cl.n_out * bits * nb
         else:
             kh, kw = cl.weights.shape[2:]
-            expanded = len(tap_table(cl)[1]) * cl.in_shape[0] * cl.out_shape[0]   # (pixel, out pixel, tap) x channels
-            shared_bits = cores * tile[1] * cl.in_shape[0] * kh * kw * bits
-        stores.append(ConvStorage(cl.name, cl.kind, int(np.asarray(cl.weights).size), cores, int(shared_bits),
+            expanded = len(tap_table(cl)[1]) * cl.in_shape[0] * cl.out_shape[0] * nb  # (pixel, out pixel, tap) x ch
+            shared_bits = cores * tile[1] * cl.in_shape[0] * kh * kw * bits * nb
+        stores.append(ConvStorage(cl.name, cl.kind, int(np.asarray(cl.weights).size) * nb, cores, int(shared_bits),
                                   int(expanded), nonzero, nonzero * bits, tile))
     layers = []
     for i, (cl, (fan_in, cores, per_core, groups, tile, _)) in enumerate(zip(cc.layers, placed)):

@@ -89,38 +89,48 @@ class LavaConvTarget:
                     pots[l][start:stop] = p
             runs += 1
         info = {"precision": "fixed_pt" if self.fixed else "floating_pt", "lava": "0.10.0", "runs": runs,
+                "blocks": [cl.blocks if self.fixed else 1 for cl in cc.layers],
                 "chunk_size": self.chunk_size, "window": t_steps + len(cc.layers), "populations": cc.names,
                 "mapping": [lava_mapping(cl) for cl in cc.layers]}
         return steps_result(self.name, out, time.perf_counter() - t0, info, pots)
 
-    def _synapse(self, lv: dict, cc: CompiledConv, l: int, src_port, shapes: list):
-        """Build layer l's connection process; returns (its input port, its output port reshaped to the
-        population's Lava shape)."""
+    def _synapse(self, lv: dict, cc: CompiledConv, l: int, src_port, shapes: list) -> list:
+        """Build layer l's connection processes (one per weight block: a second block of rounding residuals is a
+        second process of the same kind and geometry, and Lava sums both into the population's input); returns
+        their output ports, reshaped to the population's Lava shape."""
         cl = cc.layers[l]
         src, dst = shapes[l], shapes[l + 1]
-        w = cl.effective if self.fixed else cl.weights_float
         mapping = lava_mapping(cl)
         dst_shape = _lava_shape(dst, cl.n_out)
-        if mapping == "Conv":
-            kernel, padding, stride = lava_conv_weights(w, cl)
-            proc = lv["Conv"](weight=kernel.astype(np.int32) if self.fixed else kernel.astype(np.float64),
-                              input_shape=_lava_shape(src, cl.n_in), padding=padding, stride=stride)
-            src_port.connect(proc.s_in)
-            return proc.a_out
-        if mapping == "Sparse":
-            m = conv_transpose_matrix(np.asarray(cl.weights if self.fixed else w), cl)
-            kw = dict(weight_exp=int(cl.weight_exp), num_weight_bits=int(cl.num_weight_bits),
-                      sign_mode=lv["SignMode"].MIXED) if self.fixed else {}
-            proc = lv["Sparse"](weights=m.astype(np.int32) if self.fixed else m.astype(np.float64), **kw)
+        if self.fixed:     # (IR-layout integers or mantissas, exponent) per block
+            blocks = [(cl.weights, cl.weight_exp)] + ([(cl.fine_weights, cl.fine_exp)] if cl.blocks == 2 else [])
         else:
-            mat = lava_dense_weights(cl.weights if self.fixed else w, src, dst)
-            if self.fixed:
-                proc = lv["Dense"](weights=np.ascontiguousarray(mat, dtype=np.int32), weight_exp=int(cl.weight_exp),
-                                   num_weight_bits=int(cl.num_weight_bits), sign_mode=lv["SignMode"].MIXED)
+            blocks = [(cl.weights_float, 0)]
+        ports = []
+        for m, e in blocks:
+            if mapping == "Conv":       # Lava's Conv ignores weight_exp: it gets the effective integers
+                w = (np.asarray(m, np.int64) << e if e >= 0 else np.asarray(m, np.int64) >> -e) if self.fixed else m
+                kernel, padding, stride = lava_conv_weights(np.asarray(w), cl)
+                proc = lv["Conv"](weight=kernel.astype(np.int32) if self.fixed else kernel.astype(np.float64),
+                                  input_shape=_lava_shape(src, cl.n_in), padding=padding, stride=stride)
+                src_port.connect(proc.s_in)
+                ports.append(proc.a_out)
+                continue
+            if mapping == "Sparse":
+                mat = conv_transpose_matrix(np.asarray(m), cl)
+                kw = dict(weight_exp=int(e), num_weight_bits=int(cl.num_weight_bits),
+                          sign_mode=lv["SignMode"].MIXED) if self.fixed else {}
+                proc = lv["Sparse"](weights=mat.astype(np.int32) if self.fixed else mat.astype(np.float64), **kw)
             else:
-                proc = lv["Dense"](weights=np.ascontiguousarray(mat, dtype=np.float64))
-        (src_port.flatten() if src is not None else src_port).connect(proc.s_in)
-        return proc.a_out.reshape(dst_shape) if dst is not None else proc.a_out
+                mat = lava_dense_weights(m, src, dst)
+                if self.fixed:
+                    proc = lv["Dense"](weights=np.ascontiguousarray(mat, dtype=np.int32), weight_exp=int(e),
+                                       num_weight_bits=int(cl.num_weight_bits), sign_mode=lv["SignMode"].MIXED)
+                else:
+                    proc = lv["Dense"](weights=np.ascontiguousarray(mat, dtype=np.float64))
+            (src_port.flatten() if src is not None else src_port).connect(proc.s_in)
+            ports.append(proc.a_out.reshape(dst_shape) if dst is not None else proc.a_out)
+        return ports
 
     def _build(self, lv: dict, cc: CompiledConv, x: np.ndarray):
         K, T, _ = x.shape
@@ -135,13 +145,14 @@ class LavaConvTarget:
         src = lv["RingBuffer"](data=np.ascontiguousarray(data, dtype=np.int32 if self.fixed else np.float64))
         port, sinks = src.s_out, []
         for l, cl in enumerate(cc.layers):
-            a_out = self._synapse(lv, cc, l, port, shapes)
+            a_outs = self._synapse(lv, cc, l, port, shapes)
             shape = _lava_shape(shapes[l + 1], cl.n_out)
             if cl.population == "readout":
                 scale = lava_scale_per_neuron(cl.scale, shapes[l + 1]).reshape(shape) if self.fixed else 1.0
                 sink = lv["ReadoutSink"](shape=shape, window=W, steps=T, phase=T + 1 + l, reset=2 + l, leak=cl.leak,
                                          scale=scale)
-                a_out.connect(sink.a_in)
+                for a_out in a_outs:
+                    a_out.connect(sink.a_in)
             else:
                 if self.fixed:
                     vth = lava_scale_per_neuron(cl.vth, shapes[l + 1]).reshape(shape).astype(np.int32)
@@ -151,7 +162,8 @@ class LavaConvTarget:
                 else:
                     lif = lv["LIFReset"](shape=shape, du=float(cl.du_float), dv=float(cl.dv_float),
                                          vth=float(cl.vth_float), reset_interval=W, reset_offset=2 + l)
-                a_out.connect(lif.a_in)
+                for a_out in a_outs:
+                    a_out.connect(lif.a_in)
                 sink = lv["WindowSink"](shape=shape, window=W, steps=T, phase=T + 1 + l)
                 lif.s_out.connect(sink.s_in)
                 port = lif.s_out
