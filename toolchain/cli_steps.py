@@ -112,10 +112,7 @@ def compile_steps_model(path: str | Path, args) -> Any:
         kw["threshold"] = args.threshold
     from toolchain.conv_compiler import compile_conv_graph, needs_conv_compiler
 
-    if getattr(args, "weight_blocks", None) is not None:
-        if needs_conv_compiler(graph):
-            raise CompileError("--weight-blocks applies to Dense LIF chains; convolutional models compile with one "
-                               "weight block per layer; fix: drop --weight-blocks")
+    if getattr(args, "weight_blocks", None) is not None:   # Dense chains and conv graphs (docs/conv-deploy.md)
         kw["weight_blocks"] = args.weight_blocks
     kw.update(_range_options(graph, t, args))
     compiler = compile_conv_graph if needs_conv_compiler(graph) else compile_graph   # convolutions: issue [F]
