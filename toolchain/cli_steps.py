@@ -308,14 +308,17 @@ def steps_names(text: str, flag: str) -> list[str]:
     return out
 
 
-def refuse_conv_targets(cs, names: list[str]) -> None:
-    """TargetError before anything runs when a convolutional model (CompiledConv) meets a target without a
-    convolution backend (brian2-lif runs Dense chains only)."""
+def refuse_conv_targets(cs, names: list[str], targets: dict | None = None) -> None:
+    """TargetError before anything runs when a convolutional model (CompiledConv) is too large for brian2-lif,
+    which runs conv graphs with every synapse expanded (targets/brian2_conv.py, ``max_synapses``)."""
     from toolchain.compiled_conv import CompiledConv
 
     if isinstance(cs, CompiledConv) and "brian2-lif" in names:
-        raise TargetError("brian2-lif runs Dense LIF chains only, and this model has convolutions (or a Readout); "
-                          "verify it on exact (float), lava-float, lava-fixed and hw_sim")
+        from targets.brian2_conv import DEFAULT_MAX_SYNAPSES, Brian2ConvTarget
+
+        t = (targets or {}).get("brian2-lif")
+        Brian2ConvTarget(max_synapses=getattr(t, "max_synapses", DEFAULT_MAX_SYNAPSES),
+                         name="brian2-lif").check_size(cs.graph)
 
 
 def steps_targets(names: list[str], args) -> dict[str, Any]:
@@ -355,7 +358,7 @@ def cmd_run(args) -> int:
     (name,) = _one_target(args.target, "run")
     target = steps_targets([name], args)[name]
     cs = load_compiled_steps(p)
-    refuse_conv_targets(cs, [name])
+    refuse_conv_targets(cs, [name], {name: target})
     images, x, ctx = steps_inputs(cs, args)
     default = p.with_name(f"{p.stem}.{name}.{ctx['dataset']}.spikes.npz")
     out = check_output_path(Path(args.out) if args.out else default, "file")
@@ -453,8 +456,8 @@ def verify_and_report(cs, names: list[str], args, out: Path, model_path: Path,
     from toolchain.steps_plots import steps_plot_writers
     from toolchain.verify_trains import DEFAULT_MARGIN, verify_steps
 
-    refuse_conv_targets(cs, names)
     targets = steps_targets(names, args)
+    refuse_conv_targets(cs, names, targets)
     images, x, ctx = steps_inputs(cs, args)
     margin = args.margin if getattr(args, "margin", None) is not None else DEFAULT_MARGIN
     if not quiet(args):
