@@ -45,7 +45,8 @@ class ConvStorage:
     kernel / synapse set): ``kernel_weights`` (one copy of the shared kernel per block), ``cores``,
     ``shared_bits`` (kernel slice per core, all cores; Dense layers: every synapse, zeros included),
     ``expanded_synapses`` / ``expanded_nonzero`` and ``expanded_bits`` (every non-zero synapse at the weight bits);
-    ``tile``: (rows, channels) per core (Dense: (neurons per core, 1))."""
+    ``tile``: (rows, channels) per core (Dense: (neurons per core, 1)); ``split``: the relay partition of a Dense
+    fan-in beyond a core's axons (conv_partition's split_fan_in), else None."""
 
     name: str
     kind: str
@@ -56,6 +57,57 @@ class ConvStorage:
     expanded_nonzero: int
     expanded_bits: int
     tile: tuple[int, int]
+    split: FanInSplit | None = None     # a Dense fan-in split into relay groups (conv_partition's split_fan_in)
+
+
+RELAY_MESSAGE_BITS = 24    # graded spike payload of a relay (Lava 0.10's GradedVec: 24-bit precision)
+RELAY_WEIGHT_BITS = 8      # the summing stage's identity weights (mantissa 2 at exponent -1)
+
+
+@dataclass(frozen=True)
+class FanInSplit:
+    """A Dense layer whose fan-in exceeds a core's input axons, split into ``groups`` partial sums (issue [F]: the
+    latent layer's 12,800 inputs): group g's ``group_fan_in`` inputs feed ``n_out`` relay compartments that emit
+    their integer partial sum every step as a graded spike (Lava 0.10: GradedVec with vth 0, 24-bit payload);
+    the layer's LIF neurons receive the ``groups`` relays of their index through a graded Dense with identity
+    weights and sum them exactly (integer addition). Costs: ``relay_cores`` + ``sum_cores`` cores instead of the
+    layer's, and one more step of delay for this population and every later one (the relay stage)."""
+
+    groups: int
+    group_fan_in: int
+    relay_per_core: int
+    relay_cores: int
+    sum_per_core: int
+    sum_cores: int
+    relay_bits: int            # synaptic memory of the relay groups (all cores)
+    sum_bits: int              # identity weights of the summing stage (all cores)
+    extra_steps: int = 1
+
+    @property
+    def cores(self) -> int:
+        return self.relay_cores + self.sum_cores
+
+
+def fan_in_split(cl: CompiledConvLayer, chip: ChipSpec, axon_cap: int) -> FanInSplit:
+    """The smallest number of groups whose relay cores fit the chip's input axons and synaptic memory (every weight
+    block stored), and the summing stage's cores (``axon_cap``: output-axon bound of the layer's neurons)."""
+    bits = int(cl.num_weight_bits) * cl.blocks
+    groups = math.ceil(cl.n_in / chip.max_fan_in_axons)
+    while True:
+        g_in = math.ceil(cl.n_in / groups)
+        relay_pc = min(chip.neurons_per_core, chip.max_fan_out_axons, chip.synaptic_memory_bits // max(1, g_in * bits))
+        sum_pc = min(chip.neurons_per_core, axon_cap, chip.max_fan_in_axons // groups,
+                     chip.synaptic_memory_bits // (groups * RELAY_WEIGHT_BITS))
+        if relay_pc >= 1 and sum_pc >= 1:
+            break
+        if groups >= cl.n_in:
+            raise DRCError(f"layer {cl.name!r}: its fan-in of {cl.n_in} cannot be split over {chip.name} cores; fix: "
+                           "shrink the layer feeding it")
+        groups += 1
+    relay_cores = groups * math.ceil(cl.n_out / relay_pc)
+    sum_cores = math.ceil(cl.n_out / sum_pc)
+    return FanInSplit(groups, g_in, relay_pc, relay_cores, sum_pc, sum_cores, cl.n_in * cl.n_out * bits,
+                      groups * cl.n_out * RELAY_WEIGHT_BITS)
 
 
 def weight_blocks(cl: CompiledConvLayer) -> list[CompiledConvLayer]:
@@ -121,10 +173,13 @@ def _conv_tile(cl: CompiledConvLayer, chip: ChipSpec, storage: str, name: str,
                    f"kernel")
 
 
-def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = True,
-                   storage: str = "shared") -> tuple[ResourceReport, list[ConvStorage]]:
+def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = True, storage: str = "shared",
+                   split_fan_in: bool = False) -> tuple[ResourceReport, list[ConvStorage]]:
     """Core partition of a CompiledConv (module docstring) and the storage of every layer in both models.
-    strict=False records design-rule violations in the report instead of raising."""
+    strict=False records design-rule violations in the report instead of raising. split_fan_in: place a Dense
+    layer whose fan-in exceeds a core's input axons as relay groups plus a summing stage (:class:`FanInSplit`,
+    ``ConvStorage.split``) instead of reporting the violation; the targets do not deploy that split yet (it adds
+    one step of delay from that layer on), so the default reports the violation with the split's cost as the fix."""
     if storage not in STORAGE:
         raise DRCError(f"storage={storage!r} is not one of {STORAGE}; fix: use 'shared' (Loihi 2 convolutional "
                        "connectivity) or 'expanded'")
@@ -141,22 +196,33 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
 
     n = len(cc.layers)
     placed: list = [None] * n          # (fan_in, cores, per_core, groups, tile, mem per core)
+    splits: dict[int, FanInSplit] = {}
     for i in range(n - 1, -1, -1):      # last layer first: each layer's destination is placed before it
         cl = cc.layers[i]
-        if i + 1 < n:
-            nxt, (_, n_cores, _, n_groups, _, _) = cc.layers[i + 1], placed[i + 1]
-            reach = n_cores if nxt.kind == "dense" else min(n_cores, 2 * n_groups)
-        else:
-            reach = 1
+        reach = _reach(cc, placed, splits, i)
         axon_cap = max(1, chip.max_fan_out_axons // reach)
         bits = int(cl.num_weight_bits) * cl.blocks
         if cl.kind == "dense":
             fan_in = cl.n_in
             if fan_in > chip.max_fan_in_axons:
+                sp = fan_in_split(cl, chip, axon_cap)
+                if split_fan_in:
+                    splits[i] = sp
+                    fan_in = max(sp.group_fan_in, sp.groups * sp.sum_per_core)
+                    placed[i] = (fan_in, sp.cores, sp.sum_per_core, 1, (sp.sum_per_core, 1),
+                                 max(sp.relay_per_core * sp.group_fan_in * bits,
+                                     sp.sum_per_core * sp.groups * RELAY_WEIGHT_BITS))
+                    continue
                 rule(_raise, f"layer {cl.name!r}: fan-in of {fan_in} input axons exceeds {chip.name}'s "
                              f"{chip.max_fan_in_axons} per core by {fan_in - chip.max_fan_in_axons} (every core of a "
-                             "Dense layer receives all its inputs); fix: shrink the layer feeding it (fewer channels "
-                             "or a smaller map before the Flatten) or split the layer's fan-in")
+                             "Dense layer receives all its inputs, and a neuron's dendritic sum cannot span cores); "
+                             "fix: shrink the layer feeding it (fewer channels or a smaller map before the Flatten) "
+                             f"or split the layer's fan-in into {sp.groups} groups of {sp.group_fan_in} inputs whose "
+                             f"{cl.n_out} partial sums are relayed as {RELAY_MESSAGE_BITS}-bit graded spikes (Lava "
+                             "GradedVec, vth 0) and summed exactly by the layer's neurons through an identity graded "
+                             f"Dense: {sp.relay_cores} relay + {sp.sum_cores} summing cores and one more step of "
+                             "delay from this layer on (counted by conv_partition(..., split_fan_in=True) and "
+                             "`snnc resources`; not deployed by the Lava target yet)")
             per_core = max(1, min(chip.neurons_per_core, axon_cap, chip.synaptic_memory_bits // max(1, fan_in * bits)))
             cores = math.ceil(cl.n_out / per_core)
             per_core = math.ceil(cl.n_out / cores)
@@ -167,26 +233,24 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
             groups = math.ceil(cl.out_shape[0] / ch)
             placed[i] = (fan_in, math.ceil(cl.out_shape[1] / rows) * groups, per_core, groups, (rows, ch), mem)
     stores = []
-    for cl, (fan_in, cores, per_core, groups, tile, mem) in zip(cc.layers, placed):
+    for i, (cl, (fan_in, cores, per_core, groups, tile, mem)) in enumerate(zip(cc.layers, placed)):
         rule(check_weight_bits, _Spec(cl), chip)
         bits, nb = int(cl.num_weight_bits), cl.blocks      # every block is a synapse set of its own
         nonzero = int(fanout_nonzero(cl).sum())
         if cl.kind == "dense":
             expanded, shared_bits = cl.n_in * cl.n_out * nb, cl.n_in * cl.n_out * bits * nb
+            if i in splits:
+                shared_bits += splits[i].sum_bits
         else:
             kh, kw = cl.weights.shape[2:]
             expanded = len(tap_table(cl)[1]) * cl.in_shape[0] * cl.out_shape[0] * nb  # (pixel, out pixel, tap) x ch
             shared_bits = cores * tile[1] * cl.in_shape[0] * kh * kw * bits * nb
         stores.append(ConvStorage(cl.name, cl.kind, int(np.asarray(cl.weights).size) * nb, cores, int(shared_bits),
-                                  int(expanded), nonzero, nonzero * bits, tile))
+                                  int(expanded), nonzero, nonzero * bits, tile, splits.get(i)))
     layers = []
     for i, (cl, (fan_in, cores, per_core, groups, tile, _)) in enumerate(zip(cc.layers, placed)):
-        if i + 1 < n:
-            nxt, (_, n_cores, _, n_groups, _, _) = cc.layers[i + 1], placed[i + 1]
-            reach = n_cores if nxt.kind == "dense" else min(n_cores, 2 * n_groups)
-            fan_out = nxt.n_out
-        else:
-            reach, fan_out = 1, 1
+        reach = _reach(cc, placed, splits, i)
+        fan_out = cc.layers[i + 1].n_out if i + 1 < n else 1
         out_axons = per_core * reach
         rule(check_fan_out, cl.name, out_axons, chip)
         st = stores[i]      # Dense: every synapse stored (zeros too, as hw_sim/resources.py); conv: per ``storage``
@@ -199,6 +263,18 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
     report = ResourceReport(chip, tuple(layers))
     rule(check_core_count, report.cores, chip)
     return ResourceReport(chip, tuple(layers), tuple(violations)), stores
+
+
+def _reach(cc: CompiledConv, placed: list, splits: dict, i: int) -> int:
+    """Destination cores one spike of layer i reaches: every core of a Dense destination (only the relay cores of
+    its own group when that layer's fan-in is split), at most 2 row tiles x the channel groups of a convolution,
+    1 (the host) for the last layer."""
+    if i + 1 >= len(cc.layers):
+        return 1
+    nxt, (_, n_cores, _, n_groups, _, _) = cc.layers[i + 1], placed[i + 1]
+    if i + 1 in splits:
+        return splits[i + 1].relay_cores // splits[i + 1].groups
+    return n_cores if nxt.kind == "dense" else min(n_cores, 2 * n_groups)
 
 
 class _Spec:
@@ -241,6 +317,11 @@ def conv_energy(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarray
     return _estimate(res, static, conv_counters(cc, spikes_in, trains), chip, costs)
 
 
+def _storage_dict(s: ConvStorage) -> dict:
+    d = {k: v for k, v in vars(s).items() if k != "split"}
+    return d | ({"split": vars(s.split).copy()} if s.split is not None else {})
+
+
 def format_conv_storage(stores: list[ConvStorage]) -> str:
     """Plain-text table: per layer the shared and expanded storage (KiB) and the tile per core."""
     lines = ["layer       kind            kernel w  cores  tile (rows x ch)  shared KiB  expanded KiB  nonzero syn"]
@@ -248,6 +329,11 @@ def format_conv_storage(stores: list[ConvStorage]) -> str:
         tile = f"{s.tile[0]} x {s.tile[1]}"
         lines.append(f"{s.name:<11} {s.kind:<15} {s.kernel_weights:>8}  {s.cores:>5}  {tile:>16}"
                      f"  {s.shared_bits / 8192:>10.1f}  {s.expanded_bits / 8192:>12.1f}  {s.expanded_nonzero:>11}")
+        if s.split is not None:
+            sp = s.split
+            lines.append(f"  {s.name}: fan-in split into {sp.groups} groups of {sp.group_fan_in} inputs: "
+                         f"{sp.relay_cores} relay cores ({sp.relay_per_core} partial sums per core) + {sp.sum_cores} "
+                         f"summing cores, +{sp.extra_steps} step of delay from this layer on")
     return "\n".join(lines)
 
 
@@ -282,15 +368,24 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
                                 "it yourself (snnc compile --range calibrated) and pass the compiled.npz") from None
     shared, stores = conv_partition(cc, chip, strict=False, storage="shared")
     expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded")
+    split, split_stores = conv_partition(cc, chip, strict=False, storage="shared", split_fan_in=True)
     sizes = [cc.n_in] + [cl.n_out for cl in cc.layers]
     out = {"model": str(path), "basis": "compiled steps network (hw_sim/conv_resources.py)",
            "network": "-".join(map(str, sizes)),
            "resources": shared.to_dict(), "resources_expanded": expanded.to_dict(),
-           "storage": [vars(s).copy() for s in stores]}
+           "storage": [_storage_dict(s) for s in stores]}
+    if any(s.split is not None for s in split_stores):
+        out["resources_split_fan_in"] = split.to_dict()
+        out["split_fan_in"] = {s.name: vars(s.split).copy() for s in split_stores if s.split is not None}
     text = [f"steps network {out['network']} (convolutions: shared kernels)", "", format_resource_table(shared), "",
             "synaptic storage: shared kernels vs expanded synapses", format_conv_storage(stores),
             f"expanded storage: {expanded.cores} cores, {expanded.synaptic_memory_bits / 8192:.1f} KiB"
             + "".join(f"\n  DRC: {v}" for v in expanded.violations)]
+    if "split_fan_in" in out:
+        text += ["", "with the fan-in split into relay groups (not deployed by the Lava target yet; +1 step of delay "
+                 "from the split layer on):", format_conv_storage([s for s in split_stores if s.split is not None]),
+                 f"shared kernels, fan-in split: {split.cores} cores, {split.synaptic_memory_bits / 8192:.1f} KiB"
+                 + "".join(f"\n  DRC: {v}" for v in split.violations)]
     if args.samples > 0:
         from hw_sim.conv import run_conv_fixed
         from hw_sim.energy import format_energy_table

@@ -129,3 +129,48 @@ def test_cli_compiles_conv_models_with_either_block_count(tmp_path):
                      "--out", str(tmp_path / f"c{b}.npz")]) == 0
         cc = load_compiled_conv(tmp_path / f"c{b}.npz")
         assert cc.manifest["weight_blocks"] == b and max(cl.blocks for cl in cc.layers) == b
+
+
+def _paper_one_block():
+    from test_conv_resources import paper_shape
+
+    return compile_conv_graph(paper_shape(np.random.default_rng(1)), 20, weight_blocks=1)
+
+
+def test_the_latent_fan_in_error_names_the_relay_split_and_the_split_fits():
+    """The paper's FC 12,800 -> 100 exceeds 4,096 input axons per core: the DRC error states the concrete fix
+    (4 groups of 3,200 inputs relayed as graded partial sums, its cores and its extra step); with
+    split_fan_in=True the partition places it and the whole network fits one chip."""
+    from toolchain.errors import DRCError
+
+    cc = _paper_one_block()
+    with pytest.raises(DRCError, match=r"split the layer's fan-in into 4 groups of 3200 inputs whose 100 partial sums "
+                                       r"are relayed as 24-bit graded spikes .* 12 relay \+ 1 summing cores and one "
+                                       r"more step of delay"):
+        conv_partition(cc, LOIHI2)
+    rep, stores = conv_partition(cc, LOIHI2, split_fan_in=True)      # strict: no violation left
+    by = {s.name: s for s in stores}
+    sp = by["latent"].split
+    assert (sp.groups, sp.group_fan_in, sp.relay_cores, sp.sum_cores, sp.extra_steps) == (4, 3200, 12, 1, 1)
+    assert sp.relay_per_core * sp.group_fan_in * 8 <= LOIHI2.synaptic_memory_bits
+    assert all(s.split is None for s in stores if s.name != "latent")
+    assert rep.cores <= LOIHI2.cores_per_chip and not rep.violations
+    for r in rep.layers:
+        assert r.fan_in <= LOIHI2.max_fan_in_axons and r.out_axons_per_core <= LOIHI2.max_fan_out_axons
+    lat = {r.name: r for r in rep.layers}["latent"]
+    assert lat.cores == 13 and lat.synaptic_memory_bits == 12800 * 100 * 8 + 4 * 100 * 8
+
+
+def test_snnc_resources_shows_the_split(tmp_path, capsys):
+    import json
+
+    from toolchain.cli import main
+
+    save_compiled_conv(_paper_one_block(), tmp_path / "paper.npz")
+    assert main(["resources", str(tmp_path / "paper.npz"), "--samples", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "DRC: layer 'latent': fan-in of 12800" in text
+    assert "with the fan-in split into relay groups" in text and "latent: fan-in split into 4 groups" in text
+    assert main(["resources", str(tmp_path / "paper.npz"), "--samples", "0", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["split_fan_in"]["latent"]["groups"] == 4 and not d["resources_split_fan_in"]["violations"]
