@@ -89,10 +89,11 @@ class FanInSplit:
 
 
 def fan_in_split(cl: CompiledConvLayer, chip: ChipSpec, axon_cap: int) -> FanInSplit:
-    """The smallest number of groups whose relay cores fit the chip's input axons and synaptic memory (every weight
-    block stored), and the summing stage's cores (``axon_cap``: output-axon bound of the layer's neurons)."""
+    """The layer's compiled groups (``fan_in_groups`` > 1), else the smallest number of groups, raised until the
+    relay cores fit the chip's input axons and synaptic memory (every weight block stored), and the summing stage's
+    cores (``axon_cap``: output-axon bound of the layer's neurons)."""
     bits = int(cl.num_weight_bits) * cl.blocks
-    groups = math.ceil(cl.n_in / chip.max_fan_in_axons)
+    groups = max(cl.fan_in_groups, math.ceil(cl.n_in / chip.max_fan_in_axons))
     while True:
         g_in = math.ceil(cl.n_in / groups)
         relay_pc = min(chip.neurons_per_core, chip.max_fan_out_axons, chip.synaptic_memory_bits // max(1, g_in * bits))
@@ -178,8 +179,9 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
     """Core partition of a CompiledConv (module docstring) and the storage of every layer in both models.
     strict=False records design-rule violations in the report instead of raising. split_fan_in: place a Dense
     layer whose fan-in exceeds a core's input axons as relay groups plus a summing stage (:class:`FanInSplit`,
-    ``ConvStorage.split``) instead of reporting the violation; the targets do not deploy that split yet (it adds
-    one step of delay from that layer on), so the default reports the violation with the split's cost as the fix."""
+    ``ConvStorage.split``) instead of reporting the violation. Layers compiled split (``fan_in_groups`` > 1, the
+    compiler's default for fan-ins beyond 4,096: lava-fixed deploys them with relays, one step later) are always
+    placed so; an unsplit one (compiled with max_fan_in=None) is a violation whose message names the split."""
     if storage not in STORAGE:
         raise DRCError(f"storage={storage!r} is not one of {STORAGE}; fix: use 'shared' (Loihi 2 convolutional "
                        "connectivity) or 'expanded'")
@@ -204,9 +206,9 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
         bits = int(cl.num_weight_bits) * cl.blocks
         if cl.kind == "dense":
             fan_in = cl.n_in
-            if fan_in > chip.max_fan_in_axons:
+            if fan_in > chip.max_fan_in_axons or cl.fan_in_groups > 1:
                 sp = fan_in_split(cl, chip, axon_cap)
-                if split_fan_in:
+                if split_fan_in or cl.fan_in_groups > 1:
                     splits[i] = sp
                     fan_in = max(sp.group_fan_in, sp.groups * sp.sum_per_core)
                     placed[i] = (fan_in, sp.cores, sp.sum_per_core, 1, (sp.sum_per_core, 1),
@@ -221,8 +223,8 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
                              f"{cl.n_out} partial sums are relayed as {RELAY_MESSAGE_BITS}-bit graded spikes (Lava "
                              "GradedVec, vth 0) and summed exactly by the layer's neurons through an identity graded "
                              f"Dense: {sp.relay_cores} relay + {sp.sum_cores} summing cores and one more step of "
-                             "delay from this layer on (counted by conv_partition(..., split_fan_in=True) and "
-                             "`snnc resources`; not deployed by the Lava target yet)")
+                             "delay from this layer on (compile_conv_graph's default max_fan_in='chip' deploys it; "
+                             "counted by conv_partition(..., split_fan_in=True) and `snnc resources`)")
             per_core = max(1, min(chip.neurons_per_core, axon_cap, chip.synaptic_memory_bits // max(1, fan_in * bits)))
             cores = math.ceil(cl.n_out / per_core)
             per_core = math.ceil(cl.n_out / cores)
@@ -374,7 +376,8 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
            "network": "-".join(map(str, sizes)),
            "resources": shared.to_dict(), "resources_expanded": expanded.to_dict(),
            "storage": [_storage_dict(s) for s in stores]}
-    if any(s.split is not None for s in split_stores):
+    unsplit = {cl.name for cl in cc.layers if cl.fan_in_groups == 1}
+    if any(s.split is not None and s.name in unsplit for s in split_stores):
         out["resources_split_fan_in"] = split.to_dict()
         out["split_fan_in"] = {s.name: vars(s.split).copy() for s in split_stores if s.split is not None}
     text = [f"steps network {out['network']} (convolutions: shared kernels)", "", format_resource_table(shared), "",
@@ -382,8 +385,9 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
             f"expanded storage: {expanded.cores} cores, {expanded.synaptic_memory_bits / 8192:.1f} KiB"
             + "".join(f"\n  DRC: {v}" for v in expanded.violations)]
     if "split_fan_in" in out:
-        text += ["", "with the fan-in split into relay groups (not deployed by the Lava target yet; +1 step of delay "
-                 "from the split layer on):", format_conv_storage([s for s in split_stores if s.split is not None]),
+        text += ["", "with the fan-in split into relay groups (compile with the default max_fan_in to deploy it; +1 "
+                 "step of delay from the split layer on):",
+                 format_conv_storage([s for s in split_stores if s.split is not None]),
                  f"shared kernels, fan-in split: {split.cores} cores, {split.synaptic_memory_bits / 8192:.1f} KiB"
                  + "".join(f"\n  DRC: {v}" for v in split.violations)]
     if args.samples > 0:

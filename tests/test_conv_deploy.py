@@ -134,7 +134,7 @@ def test_cli_compiles_conv_models_with_either_block_count(tmp_path):
 def _paper_one_block():
     from test_conv_resources import paper_shape
 
-    return compile_conv_graph(paper_shape(np.random.default_rng(1)), 20, weight_blocks=1)
+    return compile_conv_graph(paper_shape(np.random.default_rng(1)), 20, weight_blocks=1, max_fan_in=None)
 
 
 def test_the_latent_fan_in_error_names_the_relay_split_and_the_split_fits():
@@ -174,3 +174,46 @@ def test_snnc_resources_shows_the_split(tmp_path, capsys):
     assert main(["resources", str(tmp_path / "paper.npz"), "--samples", "0", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["split_fan_in"]["latent"]["groups"] == 4 and not d["resources_split_fan_in"]["violations"]
+
+
+def test_the_compiler_splits_the_paper_latent_by_default_and_the_partition_fits():
+    from test_conv_resources import paper_shape
+
+    from toolchain.compiled_conv_io import load_compiled_any
+
+    cc = compile_conv_graph(paper_shape(np.random.default_rng(1)), 20, weight_blocks=1)
+    assert [cl.fan_in_groups for cl in cc.layers] == [1, 1, 4, 1, 1, 1]
+    assert [cc.lag_steps(k) for k in range(6)] == [2, 3, 5, 6, 7, 8]
+    assert "GradedVec relays" in cc.manifest["layers"][2]["lava"]
+    rep, stores = conv_partition(cc, LOIHI2)                 # strict: the compiled split fits
+    assert rep.cores == 55 and {s.name: s for s in stores}["latent"].split.groups == 4
+
+
+def test_lava_fixed_runs_a_split_fan_in_bit_exactly_one_step_later(tmp_path):
+    """Real Lava: the latent Dense split into groups (max_fan_in=4: 19 groups; the decoder's 2), each group's
+    partial sums relayed by a GradedVec and summed through an identity graded Dense, equals hw_sim's unsplit
+    integer run bit for bit with the extra step of delay accounted for; the split survives the compiled format."""
+    rng = np.random.default_rng(3)
+    g = conv_autoencoder(rng, strided=True, scale=0.6)
+    x = input_trains(rng, n=3, steps=12, p=0.6)
+    cc = compile_conv_graph(g, 12, max_fan_in=4)
+    assert [cl.fan_in_groups for cl in cc.layers] == [1, 1, 19, 2, 1, 1]
+    save_compiled_conv(cc, tmp_path / "s.npz")
+    back = load_compiled_conv(tmp_path / "s.npz")
+    assert [cl.fan_in_groups for cl in back.layers] == [1, 1, 19, 2, 1, 1]
+    trains, pots, _ = run_conv_fixed(back, x, threads=1)
+    plain, _, _ = run_conv_fixed(compile_conv_graph(g, 12, max_fan_in=None), x, threads=1)
+    assert all(np.array_equal(a, b) for a, b in zip(trains, plain))       # the split changes no integer
+    fixed = get_target("lava-fixed-lif").run(back, x)
+    assert fixed.info["relay_stages"] == 2 and fixed.info["window"] == 12 + 6 + 2
+    for name, a, b in zip(cc.names, trains, fixed.trains):
+        assert np.array_equal(a, b), name
+    np.testing.assert_array_equal(pots[-1], fixed.potentials[-1])
+    assert int(trains[2].sum()) > 20 and int(trains[3].sum()) > 100       # the relayed layers are active
+
+
+def test_bad_max_fan_in_is_refused():
+    g = conv_autoencoder(np.random.default_rng(1))
+    for bad in (0, -3, True, "4096", 2.5):
+        with pytest.raises(CompileError, match="max_fan_in=.* must be an integer >= 1"):
+            compile_conv_graph(g, 12, max_fan_in=bad)

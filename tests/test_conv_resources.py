@@ -36,7 +36,7 @@ def test_fanout_counts_the_synapses_each_spike_reaches():
 
 
 def test_paper_shape_partition_and_the_latent_fan_in_rule():
-    cc = compile_conv_graph(paper_shape(np.random.default_rng(1)), 20, weight_blocks=1)
+    cc = compile_conv_graph(paper_shape(np.random.default_rng(1)), 20, weight_blocks=1, max_fan_in=None)  # unsplit
     with pytest.raises(DRCError, match="layer 'latent': fan-in of 12800 input axons exceeds"):
         conv_partition(cc, LOIHI2)
     shared, stores = conv_partition(cc, LOIHI2, strict=False)

@@ -20,7 +20,9 @@ weight sharing); ``vth`` and ``scale`` are stored per neuron (channel values rep
 Float (``lava-float``): the IR's float weights, du = 1, dv = 1 - leak, vth_float as in toolchain/compiled_steps.py.
 
 Population k lags the float model (toolchain/lif_reference.py) by k + 2 Lava steps (the source's step plus one per
-connection process); targets shift results back (``lag_steps``).
+connection process), plus one per relay stage before it: a Dense layer with ``fan_in_groups`` k > 1 (a fan-in beyond
+a core's input axons) runs as k partial sums relayed as graded spikes and summed exactly by the population, one
+step later (targets/lava_conv.py); targets shift results back (``lag_steps``).
 """
 from __future__ import annotations
 
@@ -77,6 +79,7 @@ class CompiledConvLayer:
     dt_ms: float = 1.0
     fine_weights: np.ndarray | None = None   # int32 mantissas of a second block (IR layout), or None
     fine_exp: int = 0                        # its weight exponent (< weight_exp)
+    fan_in_groups: int = 1                   # Dense only: inputs split into this many relayed partial sums
 
     @property
     def n_in(self) -> int:
@@ -160,9 +163,14 @@ class CompiledConv:
     def names(self) -> list[str]:
         return [cl.name for cl in self.layers]
 
+    def relay_stages(self, k: int) -> int:
+        """Relay stages (layers with fan_in_groups > 1) up to and including layer k: one step of delay each."""
+        return sum(1 for cl in self.layers[:k + 1] if cl.fan_in_groups > 1)
+
     def lag_steps(self, k: int) -> int:
-        """Lava time steps between an input column and population k's response (RingBuffer + k + 1 connections)."""
-        return k + 2
+        """Lava (fixed-point) time steps between an input column and population k's response: RingBuffer + k + 1
+        connections + one per relay stage of a split fan-in (:meth:`relay_stages`)."""
+        return k + 2 + self.relay_stages(k)
 
 
 def _shift(m: np.ndarray, e: int) -> np.ndarray:
@@ -255,6 +263,11 @@ def validate_compiled_conv(cc: CompiledConv, where: str = "compiled conv graph")
                 raise _bad(at, f"{name} must be an integer array of shape ({cl.n_out},), got {a.shape} {a.dtype}")
             if a.size and (a.min() < 0 or a.max() > top):
                 raise _bad(at, f"{name} values in [{a.min()}, {a.max()}] are outside [0, {top}]")
+        g = cl.fan_in_groups
+        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or not 1 <= g <= cl.n_in \
+                or (g > 1 and cl.kind != "dense"):
+            raise _bad(at, f"fan_in_groups={g!r} must be an integer in [1, n_in={cl.n_in}], and 1 unless the synapse is "
+                           "Dense")
         if cl.kind != "dense":
             c_out, h, wd = cl.out_shape
             per_channel = np.asarray(cl.scale).reshape(c_out, h * wd)

@@ -4,7 +4,8 @@ family-blind ``save_compiled_any`` / ``load_compiled_any`` the steps CLI uses fo
 The npz holds ``meta`` (JSON: format, version, max_steps, input_name, manifest, every scalar and shape field per
 layer) and per layer k ``layer{k}.weights`` (int32, the IR layout), ``layer{k}.weights_float`` (float64),
 ``layer{k}.vth`` and ``layer{k}.scale`` (int64 per neuron), and for a layer with a second weight block
-``layer{k}.fine_weights`` (int32) with the layer field ``fine_exp`` (files without them: one block). Loading
+``layer{k}.fine_weights`` (int32) with the layer field ``fine_exp`` (files without them: one block); a Dense layer
+whose fan-in is split holds the field ``fan_in_groups`` (absent: 1). Loading
 checks keys, types, every field's range
 (toolchain.compiled_conv.validate_compiled_conv) and, for calibrated files, the manifest's calibrated ranges (as
 toolchain/compiled_steps_io.py does); malformed files raise ArtifactError. Writes are atomic.
@@ -41,6 +42,8 @@ def save_compiled_conv(cc: CompiledConv, path: str | os.PathLike) -> None:
         entry.update({f: [int(v) for v in getattr(cl, f)] for f in _SHAPES})
         for f, (dt, _) in _ARRAYS.items():
             arrays[f"layer{k}.{f}"] = np.asarray(getattr(cl, f), dtype=dt)
+        if cl.fan_in_groups > 1:
+            entry["fan_in_groups"] = int(cl.fan_in_groups)
         if cl.fine_weights is not None:
             entry["fine_exp"] = int(cl.fine_exp)
             arrays[f"layer{k}.fine_weights"] = np.asarray(cl.fine_weights, dtype=np.int32)
@@ -88,7 +91,7 @@ def load_compiled_conv(path: str | os.PathLike) -> CompiledConv:
                    "required")
     layers, fine_keys = [], set()
     for k, lm in enumerate(meta["layers"]):
-        if not isinstance(lm, dict) or set(lm) - {"fine_exp"} != set(_SCALARS) | set(_SHAPES):
+        if not isinstance(lm, dict) or set(lm) - {"fine_exp", "fan_in_groups"} != set(_SCALARS) | set(_SHAPES):
             got = sorted(lm) if isinstance(lm, dict) else type(lm).__name__
             raise _bad(path, f"layer {k} must have exactly the fields {sorted(set(_SCALARS) | set(_SHAPES))}, got "
                        f"{got}")
@@ -116,6 +119,11 @@ def load_compiled_conv(path: str | os.PathLike) -> CompiledConv:
                 raise _bad(path, f"layer {k} has fine_exp={fe!r} but no integer array {key!r}")
             arrs.update(fine_weights=data[key].astype(np.int32), fine_exp=fe)
             fine_keys.add(key)
+        if "fan_in_groups" in lm:   # a Dense fan-in split into relayed partial sums
+            fg = lm["fan_in_groups"]
+            if not isinstance(fg, int) or isinstance(fg, bool):
+                raise _bad(path, f"layer {k} field fan_in_groups={fg!r} must be an integer")
+            arrs["fan_in_groups"] = fg
         layers.append(CompiledConvLayer(**{f: lm[f] for f in _SCALARS}, **shapes, **arrs))
     extra = set(data) - {"meta"} - fine_keys - {f"layer{k}.{f}" for k in range(len(layers)) for f in _ARRAYS}
     if extra:

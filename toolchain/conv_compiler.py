@@ -9,6 +9,8 @@ Everything that cannot run is refused with a CompileError before anything is qua
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from toolchain.compiled_conv import CompiledConv, CompiledConvLayer, validate_compiled_conv
@@ -104,7 +106,8 @@ def as_compiled_conv(net) -> CompiledConv:
 def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
                        threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                        calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
-                       calibration_source: str = "", weight_blocks: int = 2) -> CompiledConv:
+                       calibration_source: str = "", weight_blocks: int = 2,
+                       max_fan_in: int | None | str = "chip") -> CompiledConv:
     """Lower a convolutional steps graph for samples of up to ``max_steps`` steps.
     weight_bits: 8 or 9; scale: integer units per threshold for every neuron (None = automatic: per neuron for
     Dense layers, per output channel for convolutions); threshold: 'neuron' or 'layer' (one scale per layer).
@@ -115,8 +118,20 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
     the same kind and geometry (Conv, Sparse or Dense) holds each weight's rounding residual at the smallest
     exponent and feeds the same population (a finer grid: about 10 bits from two 8-bit blocks, for up to twice
     the synapses; a convolution keeps one block where a block's sum over a channel's taps could leave 24 bits);
-    1 = one block per layer (docs/conv-deploy.md)."""
+    1 = one block per layer (docs/conv-deploy.md).
+    max_fan_in: a Dense layer with more inputs is split into ceil(n_in / max_fan_in) groups whose partial sums are
+    relayed as graded spikes and summed exactly by the population, one step later (``fan_in_groups``; a neuron's
+    dendritic sum cannot span cores); "chip" (default) = the input axons of a core of hw_sim.resources.LOIHI2
+    (4,096: the paper's latent layer, 12,800 inputs, becomes 4 groups), None = never split."""
     check_range_options(range_mode, range_margin, calibration_spikes)
+    if isinstance(max_fan_in, str) and max_fan_in == "chip":
+        from hw_sim.resources import LOIHI2
+
+        max_fan_in = LOIHI2.max_fan_in_axons
+    if max_fan_in is not None and (isinstance(max_fan_in, bool) or not isinstance(max_fan_in, (int, np.integer))
+                                   or max_fan_in < 1):
+        raise CompileError(f"max_fan_in={max_fan_in!r} must be an integer >= 1 (input axons per core), 'chip' or None; "
+                           "fix: leave it at 'chip' (4,096) or pass None to keep every Dense layer unsplit")
     if weight_blocks not in (1, 2) or isinstance(weight_blocks, bool):
         raise CompileError(f"weight_blocks={weight_blocks!r} must be 1 or 2 (connection processes per layer); fix: "
                            "use 2 for a finer weight grid from a second block of rounding residuals, else 1")
@@ -151,6 +166,11 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
                     "a_in_max": float(meas.a_in.max(initial=0.0)), "v_neg_max": float(meas.v_neg.max(initial=0.0)),
                     "v_pos_max": float(meas.v_pos.max(initial=0.0)), "spikes_per_step": float(meas.rate.sum()),
                     "silent_neurons": int((meas.rate == 0).sum())}
+        if layer.kind == "dense" and max_fan_in is not None and layer.n_in > max_fan_in:
+            groups = -(-layer.n_in // int(max_fan_in))
+            layer = replace(layer, fan_in_groups=groups)
+            entry = dict(entry, fan_in_groups=groups,
+                         lava=f"Dense x {groups} input groups -> GradedVec relays -> graded Dense (+1 step)")
         layers.append(layer)
         entries.append(entry)
     manifest = {"kind": "conv", "max_steps": int(max_steps), "weight_bits": int(weight_bits),
@@ -158,8 +178,8 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
                 "threshold": threshold, "source_hash": source_hash, "range_mode": range_mode,
                 "calibration": calibration,
                 "layers": entries, "source_metadata": dict(graph.metadata),
-                "notes": ["population k lags the float model by k + 2 Lava steps (source + one per connection); "
-                          "targets shift results back",
+                "notes": ["population k lags the float model by k + 2 Lava steps (source + one per connection) plus "
+                          "one per relay stage (a Dense fan-in split into groups) up to it; targets shift results back",
                           "convolutions: one scale per output channel (shared weights); Lava Conv gets the effective "
                           "integer weights (it ignores weight_exp)",
                           "a Readout is integrated off-chip from its integer synaptic input: A = leak (A + a / scale)"]}
