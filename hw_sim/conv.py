@@ -4,13 +4,18 @@
 Every synapse kind is one event-driven kernel over a *tap table*: for each input pixel, the (output pixel, kernel
 tap) pairs it reaches (Conv2d: output pixels whose window covers it; ConvTranspose2d: its stride offsets; Dense:
 one pixel, one tap), and weights arranged (C_in, taps, C_out) so that a spike adds one contiguous row per pair.
-Only inputs that spiked are visited. The integer arithmetic is Lava's: the synaptic sum of effective weights,
+Only inputs that spiked are visited; where several channels spike at one pixel in a step, their kernels are summed
+first (contiguous, vectorized) and scattered once. Every map population is held in the (pixel, channel) layout
+(channels of a pixel contiguous; Dense weights touching a map permuted to it) and turned back into PyTorch's C
+order only for the results. A step whose synaptic inputs all fit 16 bits takes a branch-free LIF update that numba
+vectorizes; otherwise the per-neuron path with every wrap and saturation below. The integer arithmetic is Lava's: the synaptic sum of effective weights,
 wrapped to 24 bits for layers Lava runs as Conv (``utils.signed_clamp``; a layer with a second weight block runs on
 the sum of both blocks' integers, which is exact: the compiler keeps two blocks only where neither block's sum can
 leave 24 bits, so neither Conv process wraps), then the LIF update of hw_sim/lif.py
 (u = a << 6 wrapping at 24 bits, v decayed by trunc0(v (4096 - dv) / 4096) and saturated, spike if v > vth << 6,
 reset to 0). A Readout integrates its integer input off-chip in float64, ``A = leak (A + a / scale)``, as
-targets/lava_conv.py's sink does. Results are aligned to the float model (no connection delays simulated).
+targets/lava_conv.py's sink does. Results are aligned to the float model (no connection delays simulated; a Dense
+fan-in split into relayed groups, ``fan_in_groups``, sums the same integers and runs unsplit here).
 Samples run in parallel threads (numba releases the GIL).
 """
 from __future__ import annotations
