@@ -8,7 +8,8 @@ Only inputs that spiked are visited; where several channels spike at one pixel i
 first (contiguous, vectorized) and scattered once. Every map population is held in the (pixel, channel) layout
 (channels of a pixel contiguous; Dense weights touching a map permuted to it) and turned back into PyTorch's C
 order only for the results. A step whose synaptic inputs all fit 16 bits takes a branch-free LIF update that numba
-vectorizes; otherwise the per-neuron path with every wrap and saturation below. The integer arithmetic is Lava's: the synaptic sum of effective weights,
+vectorizes; otherwise the per-neuron path with every wrap and saturation below. The integer arithmetic is Lava's:
+the synaptic sum of effective weights,
 wrapped to 24 bits for layers Lava runs as Conv (``utils.signed_clamp``; a layer with a second weight block runs on
 the sum of both blocks' integers, which is exact: the compiler keeps two blocks only where neither block's sum can
 leave 24 bits, so neither Conv process wraps), then the LIF update of hw_sim/lif.py

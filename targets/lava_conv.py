@@ -8,7 +8,8 @@ steps (R relay stages); input column s of sample k is played at step kW + s + 1;
 kW + s + lag_l with lag_l = 2 + l + (relay stages up to l) (one step of delay per connection process, one more per
 relay of a split fan-in, fixed point only: ``CompiledConv.lag_steps``) and is zeroed by LIFReset at kW + lag_l; a
 ``WindowSink`` per LIF population and a ``ReadoutSink`` (targets/lava_conv_procs) for a final Readout report sample
-k's T steps shifted back by lag_l, so every train is aligned to the float model. Map populations are (W, H, C) processes (Lava's Conv order); Dense
+k's T steps shifted back by lag_l, so every train is aligned to the float model. Map populations are (W, H, C)
+processes (Lava's Conv order); Dense
 weights touching them are permuted, reports are converted back to PyTorch's C-order (C, H, W) flat vectors
 (toolchain/lower_conv.py).
 """
@@ -46,7 +47,8 @@ def _import_lava() -> dict:
     from lava.proc.sparse.process import Sparse
     from lava.utils.weightutils import SignMode
 
-    return dict(RunSteps=RunSteps, Loihi2SimCfg=Loihi2SimCfg, Conv=Conv, Dense=Dense, Sparse=Sparse, GradedVec=GradedVec,
+    return dict(RunSteps=RunSteps, Loihi2SimCfg=Loihi2SimCfg, Conv=Conv, Dense=Dense, Sparse=Sparse,
+                GradedVec=GradedVec,
                 RingBuffer=RingBuffer, LIFReset=LIFReset, WindowSink=WindowSink, ReadoutSink=ReadoutSink,
                 SignMode=SignMode)
 
@@ -92,7 +94,8 @@ class LavaConvTarget:
             runs += 1
         info = {"precision": "fixed_pt" if self.fixed else "floating_pt", "lava": "0.10.0", "runs": runs,
                 "blocks": [cl.blocks if self.fixed else 1 for cl in cc.layers],
-                "chunk_size": self.chunk_size, "window": t_steps + len(cc.layers) + self._relays(cc, len(cc.layers) - 1),
+                "chunk_size": self.chunk_size,
+                "window": t_steps + len(cc.layers) + self._relays(cc, len(cc.layers) - 1),
                 "relay_stages": self._relays(cc, len(cc.layers) - 1),
                 "populations": cc.names,
                 "mapping": [lava_mapping(cl) for cl in cc.layers]}

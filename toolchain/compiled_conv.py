@@ -266,8 +266,8 @@ def validate_compiled_conv(cc: CompiledConv, where: str = "compiled conv graph")
         g = cl.fan_in_groups
         if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or not 1 <= g <= cl.n_in \
                 or (g > 1 and cl.kind != "dense"):
-            raise _bad(at, f"fan_in_groups={g!r} must be an integer in [1, n_in={cl.n_in}], and 1 unless the synapse is "
-                           "Dense")
+            raise _bad(at, f"fan_in_groups={g!r} must be an integer in [1, n_in={cl.n_in}], and 1 unless the synapse "
+                           "is Dense")
         if cl.kind != "dense":
             c_out, h, wd = cl.out_shape
             per_channel = np.asarray(cl.scale).reshape(c_out, h * wd)
