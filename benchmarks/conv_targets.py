@@ -4,6 +4,7 @@ agreement with the float model (issue [F] section 3).
     .venv/bin/python benchmarks/conv_targets.py [--model conv.onnx] [--steps 100] [--lava-samples 2]
                                                 [--samples 20] [--lava-float] [--threads 0]
                                                 [--range calibrated] [--weight-bits 8]
+                                                [--weight-blocks 1|2] [--max-fan-in chip|none|N]
 
 Without --model: a seeded random untrained network of the paper's shape: 1x28x28 -> Conv 16 k5 -> Conv 32 k5 ->
 Flatten -> FC 12800 -> 100 (latent) -> FC 100 -> 12800 -> ConvT 32 -> 16 k5 -> ConvT 16 -> 1 k5 -> Readout
@@ -72,6 +73,10 @@ def main() -> None:
     ap.add_argument("--range", dest="range_mode", choices=("worst-case", "calibrated"), default="calibrated")
     ap.add_argument("--calibration-samples", type=int, default=10)
     ap.add_argument("--weight-bits", type=int, default=8, choices=(8, 9))
+    ap.add_argument("--weight-blocks", type=int, default=2, choices=(1, 2),
+                    help="connection processes per layer (2: a second block of rounding residuals; the default)")
+    ap.add_argument("--max-fan-in", default="chip",
+                    help="split Dense fan-ins beyond this into relayed groups: 'chip' (4,096, default), 'none', or N")
     a = ap.parse_args()
     from models.datasets import load_dataset
     from targets.lava_conv import LavaConvTarget
@@ -94,7 +99,11 @@ def main() -> None:
                            dtype=np.float64).reshape(a.calibration_samples, -1)
         kw = dict(range_mode="calibrated", calibration_spikes=(rng.random((a.calibration_samples, a.steps, 784))
                                                                < p * train[:, None, :]).astype(np.uint8))
-    cc = compile_conv_graph(g, a.steps, weight_bits=a.weight_bits, **kw)
+    mfi = {"chip": "chip", "none": None}.get(a.max_fan_in.lower(), None)
+    if a.max_fan_in.lower() not in ("chip", "none"):
+        mfi = int(a.max_fan_in)
+    cc = compile_conv_graph(g, a.steps, weight_bits=a.weight_bits, weight_blocks=a.weight_blocks, max_fan_in=mfi,
+                            **kw)
     compile_s = time.perf_counter() - t0
     nl = a.lava_samples
     run_conv_fixed(cc, x[:1, :2], threads=1)                       # numba compilation outside the timing
@@ -116,7 +125,8 @@ def main() -> None:
     ref = simulate(g, x)
     float_wall = time.perf_counter() - t0
     out = {"net": "random paper shape" if not a.model else a.model, "steps": a.steps, "samples": n,
-           "range_mode": a.range_mode, "weight_bits": a.weight_bits,
+           "range_mode": a.range_mode, "weight_bits": a.weight_bits, "weight_blocks": a.weight_blocks,
+           "blocks_used": [cl.blocks for cl in cc.layers], "fan_in_groups": [cl.fan_in_groups for cl in cc.layers],
            "lava_samples": nl, "threads": a.threads or default_threads(), "compile_s": round(compile_s, 3),
            "lava_mapping": [e["lava"] for e in cc.manifest["layers"]],
            "scales": [[e["scale_min"], e["scale_max"]] for e in cc.manifest["layers"]],

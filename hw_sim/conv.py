@@ -4,11 +4,19 @@
 Every synapse kind is one event-driven kernel over a *tap table*: for each input pixel, the (output pixel, kernel
 tap) pairs it reaches (Conv2d: output pixels whose window covers it; ConvTranspose2d: its stride offsets; Dense:
 one pixel, one tap), and weights arranged (C_in, taps, C_out) so that a spike adds one contiguous row per pair.
-Only inputs that spiked are visited. The integer arithmetic is Lava's: the synaptic sum of effective weights,
-wrapped to 24 bits for layers Lava runs as Conv (``utils.signed_clamp``), then the LIF update of hw_sim/lif.py
+Only inputs that spiked are visited; where several channels spike at one pixel in a step, their kernels are summed
+first (contiguous, vectorized) and scattered once. Every map population is held in the (pixel, channel) layout
+(channels of a pixel contiguous; Dense weights touching a map permuted to it) and turned back into PyTorch's C
+order only for the results. A step whose synaptic inputs all fit 16 bits takes a branch-free LIF update that numba
+vectorizes; otherwise the per-neuron path with every wrap and saturation below. The integer arithmetic is Lava's:
+the synaptic sum of effective weights,
+wrapped to 24 bits for layers Lava runs as Conv (``utils.signed_clamp``; a layer with a second weight block runs on
+the sum of both blocks' integers, which is exact: the compiler keeps two blocks only where neither block's sum can
+leave 24 bits, so neither Conv process wraps), then the LIF update of hw_sim/lif.py
 (u = a << 6 wrapping at 24 bits, v decayed by trunc0(v (4096 - dv) / 4096) and saturated, spike if v > vth << 6,
 reset to 0). A Readout integrates its integer input off-chip in float64, ``A = leak (A + a / scale)``, as
-targets/lava_conv.py's sink does. Results are aligned to the float model (no connection delays simulated).
+targets/lava_conv.py's sink does. Results are aligned to the float model (no connection delays simulated; a Dense
+fan-in split into relayed groups, ``fan_in_groups``, sums the same integers and runs unsplit here).
 Samples run in parallel threads (numba releases the GIL).
 """
 from __future__ import annotations
@@ -21,7 +29,7 @@ import numpy as np
 from hw_sim.emulator import default_threads
 from toolchain.compiled_conv import CompiledConv, CompiledConvLayer, validate_compiled_conv
 from toolchain.errors import ArtifactError, TargetError
-from toolchain.lower_conv import lava_mapping
+from toolchain.lower_conv import lava_mapping, lava_shapes
 from toolchain.quantize import A_IN_MAX, DECAY_BITS, DECAY_UNITY, STATE_SHIFT, UV_MAX
 
 RANGE_EVENTS = ("a_in_over_16bit", "u_wrapped", "v_saturated_low", "v_saturated_high")
@@ -29,9 +37,11 @@ _LIM = UV_MAX + 1  # 2**23
 
 
 def tap_table(cl: CompiledConvLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(ptr, opix, tap, wtap): CSR over input pixels of the (output pixel, tap) pairs each one reaches, and the
-    effective weights as (C_in, taps, C_out) int64."""
-    w = cl.effective
+    """(ptr, opix, tap, wtap): CSR over input pixels of the (output pixel, tap) pairs each one reaches, sorted by
+    tap within a pixel, and the effective weights as (C_in, taps, C_out) (int32 where no sum can leave it, else
+    int64). Taps are numbered so that consecutive taps of a kernel row reach consecutive output pixels (a Conv2d's
+    kernel columns are stored mirrored)."""
+    w = _effective32(cl)
     if cl.kind == "dense":
         return (np.array([0, 1], np.int64), np.zeros(1, np.int64), np.zeros(1, np.int64),
                 _narrow(w.T[:, None, :]))
@@ -44,14 +54,15 @@ def tap_table(cl: CompiledConvLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray
         ny, nx = y + ph - i, x + pw - j
         ok = (ny >= 0) & (nx >= 0) & (ny % sh == 0) & (nx % sw == 0)
         oy, ox = ny // sh, nx // sw
-        wtap = w.transpose(1, 2, 3, 0).reshape(w.shape[1], kh * kw, w.shape[0])       # (C_in, taps, C_out)
+        wtap = w[:, :, :, ::-1].transpose(1, 2, 3, 0).reshape(w.shape[1], kh * kw, w.shape[0])  # (C_in, taps, C_out)
+        j = kw - 1 - j             # mirrored column: ox grows with the tap number
     else:                          # ConvTranspose2d: output (y * sh + i - ph, x * sw + j - pw)
         oy, ox = y * sh + i - ph, x * sw + j - pw
         ok = np.ones(oy.shape, bool)
         wtap = w.transpose(0, 2, 3, 1).reshape(w.shape[0], kh * kw, w.shape[1])
     ok &= (oy >= 0) & (oy < ho) & (ox >= 0) & (ox < wo)
     pix = (y * wd + x)[ok]
-    order = np.argsort(pix, kind="stable")
+    order = np.lexsort(((i * kw + j)[ok], pix))
     opix = (oy * wo + ox)[ok][order]
     tap = (i * kw + j)[ok][order]
     ptr = np.zeros(h * wd + 1, np.int64)
@@ -59,72 +70,171 @@ def tap_table(cl: CompiledConvLayer) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return np.cumsum(ptr), opix.astype(np.int64), tap.astype(np.int64), _narrow(wtap)
 
 
+def _effective32(cl: CompiledConvLayer) -> np.ndarray:
+    """cl.effective as int32 (exact: |mantissa| <= 256 at exponent <= 7 plus a fine block stays below 2**16)."""
+    out = None
+    for m, e in [(cl.weights, cl.weight_exp)] + ([(cl.fine_weights, cl.fine_exp)] if cl.blocks == 2 else []):
+        b = np.asarray(m, dtype=np.int32)
+        b = b << e if e >= 0 else b >> -e
+        out = b if out is None else out + b
+    return out
+
+
 def _narrow(wtap: np.ndarray) -> np.ndarray:
     """int32 weights (twice the SIMD width of int64) when no neuron's sum can leave int32: the sum over a neuron's
     inputs of |w| is at most the sum over all (input channel, tap) of max_o |w| times the pixels, bounded here by
     sum |w| over everything; int64 otherwise."""
-    w = np.ascontiguousarray(wtap, dtype=np.int64)
-    return w.astype(np.int32) if int(np.abs(w).sum()) < (1 << 31) - 1 else w
+    w = np.ascontiguousarray(wtap)
+    if int(np.abs(w).sum(dtype=np.int64)) < (1 << 31) - 1:
+        return w.astype(np.int32, copy=False)
+    return w.astype(np.int64)
 
 
 @numba.njit(cache=True, nogil=True)
 def _layer(src, c_in, hw_in, ptr, opix, tap, wtap, c_out, hw_out, wrap24, readout, dv, thr, lo, hi, out, cur,
            ev):  # pragma: no cover  (compiled)
-    """Samples lo .. hi - 1 of one layer. src (N, T, c_in hw_in) uint8 (C order); thr (hw_out c_out,) = vth << 6
-    in (pixel, channel) order; out (N, T, c_out hw_out) uint8 spikes (LIF) or cur (N, T, n) int64 synaptic inputs
-    (readout); ev (N, 4) range events."""
+    """Samples lo .. hi - 1 of one layer, every population in the (pixel, channel) layout (index q c + o: the
+    channels of a pixel contiguous). src (N, T, hw_in c_in) uint8; thr (hw_out c_out,) = vth << 6; out
+    (N, T, hw_out c_out) uint8 spikes (LIF) or cur (N, T, n) int64 synaptic inputs (readout); ev (N, 4) range
+    events. ptr, opix, tap, wtap: :func:`tap_table`. A step whose inputs all lie within 16 bits takes the
+    branch-free (vectorized) update."""
     t_steps = src.shape[1]
     n = c_out * hw_out
-    a = np.zeros(n, wtap.dtype)    # (pixel, channel) layout: contiguous over channels (int32 when it cannot overflow)
-    v = np.zeros(n, np.int64)      # (pixel, channel) layout, like thr
+    a = np.zeros(n, wtap.dtype)    # int32 when no sum can overflow it
+    n_tap = wtap.shape[1]
+    wflat = wtap.reshape(c_in, n_tap * c_out)
+    z = np.zeros(n_tap * c_out, wtap.dtype)
+    v = np.zeros(n, np.int64)
     keep = DECAY_UNITY - dv
     for k in range(lo, hi):
         v[:] = 0
         for t in range(t_steps):
             a[:] = 0
-            for ci in range(c_in):
-                base = ci * hw_in
-                for p in range(hw_in):
-                    if src[k, t, base + p]:
-                        for e in range(ptr[p], ptr[p + 1]):
-                            off = opix[e] * c_out
-                            tp = tap[e]
-                            for o in range(c_out):
-                                a[off + o] += wtap[ci, tp, o]
-            for q in range(hw_out):
-                for o in range(c_out):
-                    i = q * c_out + o                   # a, v, thr: (pixel, channel) layout
-                    x = np.int64(a[i])
-                    y = v[i] * keep                     # trunc0(v (4096 - dv) / 4096), branch-free
+            row = src[k, t]
+            for p in range(hw_in):
+                base = p * c_in
+                cnt = 0
+                for ci in range(c_in):
+                    cnt += row[base + ci]
+                if cnt == 0:
+                    continue
+                if cnt == 1 or hw_in == 1:            # add each (output pixel, tap) row directly
+                    for ci in range(c_in):
+                        if row[base + ci]:
+                            for e in range(ptr[p], ptr[p + 1]):
+                                off = opix[e] * c_out
+                                w = wtap[ci, tap[e]]
+                                for o in range(c_out):
+                                    a[off + o] += w[o]
+                else:                                 # several channels: sum their kernels first (contiguous)
+                    z[:] = 0
+                    for ci in range(c_in):
+                        if row[base + ci]:
+                            w = wflat[ci]
+                            for r in range(n_tap * c_out):
+                                z[r] += w[r]
+                    for e in range(ptr[p], ptr[p + 1]):
+                        off = opix[e] * c_out
+                        zo = tap[e] * c_out
+                        for o in range(c_out):
+                            a[off + o] += z[zo + o]
+            big = 0
+            for i in range(n):
+                big = max(big, abs(np.int64(a[i])))
+            if big <= A_IN_MAX and not readout:     # common path: nothing can wrap; branch-free, vectorized
+                n_lo = 0
+                n_hi = 0
+                o_row = out[k, t]
+                for i in range(n):
+                    y = v[i] * keep                 # trunc0(v (4096 - dv) / 4096)
                     d = (y + ((y >> 63) & (DECAY_UNITY - 1))) >> DECAY_BITS
-                    if -A_IN_MAX <= x <= A_IN_MAX and not readout:   # common path: nothing can wrap
-                        vv = d + (x << STATE_SHIFT)
-                    else:
-                        if wrap24 and (x >= _LIM or x < -_LIM):   # Lava Conv: utils.signed_clamp(x, 24)
-                            x = ((x + _LIM) % (2 * _LIM)) - _LIM
-                        if readout:
-                            cur[k, t, o * hw_out + q] = x
-                            continue
-                        if x > A_IN_MAX or x < -A_IN_MAX:
-                            ev[k, 0] += 1
-                        u = x << STATE_SHIFT            # du = 4095: u is this step's input
-                        if u > _LIM:                    # 24-bit wrap, as Lava's LIF does it
-                            u -= 2 * _LIM
-                            ev[k, 1] += 1
-                        elif u <= -_LIM:
-                            u += 2 * _LIM
-                            ev[k, 1] += 1
-                        vv = d + u
-                    if vv < -_LIM + 1:
-                        vv = -_LIM + 1
-                        ev[k, 2] += 1
-                    elif vv > _LIM - 1:
-                        vv = _LIM - 1
-                        ev[k, 3] += 1
-                    if vv > thr[i]:
-                        out[k, t, o * hw_out + q] = 1
-                        vv = 0
-                    v[i] = vv
+                    vv = d + (np.int64(a[i]) << STATE_SHIFT)
+                    n_lo += vv < -_LIM + 1
+                    n_hi += vv > _LIM - 1
+                    vv = min(max(vv, -_LIM + 1), _LIM - 1)
+                    s = vv > thr[i]
+                    o_row[i] = s
+                    v[i] = 0 if s else vv
+                ev[k, 2] += n_lo
+                ev[k, 3] += n_hi
+                continue
+            for i in range(n):
+                x = np.int64(a[i])
+                y = v[i] * keep
+                d = (y + ((y >> 63) & (DECAY_UNITY - 1))) >> DECAY_BITS
+                if wrap24 and (x >= _LIM or x < -_LIM):   # Lava Conv: utils.signed_clamp(x, 24)
+                    x = ((x + _LIM) % (2 * _LIM)) - _LIM
+                if readout:
+                    cur[k, t, i] = x
+                    continue
+                if x > A_IN_MAX or x < -A_IN_MAX:
+                    ev[k, 0] += 1
+                u = x << STATE_SHIFT            # du = 4095: u is this step's input
+                if u > _LIM:                    # 24-bit wrap, as Lava's LIF does it
+                    u -= 2 * _LIM
+                    ev[k, 1] += 1
+                elif u <= -_LIM:
+                    u += 2 * _LIM
+                    ev[k, 1] += 1
+                vv = d + u
+                if vv < -_LIM + 1:
+                    vv = -_LIM + 1
+                    ev[k, 2] += 1
+                elif vv > _LIM - 1:
+                    vv = _LIM - 1
+                    ev[k, 3] += 1
+                if vv > thr[i]:
+                    out[k, t, i] = 1
+                    vv = 0
+                v[i] = vv
+
+
+def layouts(cc: CompiledConv) -> list[tuple[int, int]]:
+    """(channels, pixels) of the input and of every population as hw_sim holds them: a map (a population a
+    convolution feeds or reads, toolchain.lower_conv.lava_shapes) in the (pixel, channel) layout, a flat vector
+    as (n, 1)."""
+    return [(n, 1) if s is None else (int(s[0]), int(s[1] * s[2]))
+            for s, n in zip(lava_shapes(cc), [cc.n_in] + [cl.n_out for cl in cc.layers])]
+
+
+def to_internal(lay: tuple[int, int]) -> np.ndarray | None:
+    """P with internal[..., P] = torch[...] for a (channels, pixels) layout (None: the identity)."""
+    c, hw = lay
+    if hw == 1 or c == 1:
+        return None
+    return np.arange(c * hw).reshape(c, hw).T.reshape(-1).argsort().astype(np.int64)
+
+
+def _kernel_weights(cl: CompiledConvLayer, p_in, p_out):
+    """The tap table of ``cl`` with a Dense layer's rows / columns in the internal orders of its source and
+    destination (``p_in``, ``p_out``: torch -> internal index maps or None)."""
+    ptr, opix, tap, wtap = tap_table(cl)
+    if cl.kind == "dense" and (p_in is not None or p_out is not None):
+        w = wtap[:, 0, :]
+        if p_in is not None:
+            w = w[np.argsort(p_in)]              # row i (internal) = torch row inverse(p_in)[i]
+        if p_out is not None:
+            w = w[:, np.argsort(p_out)]
+        wtap = np.ascontiguousarray(w[:, None, :])
+    return ptr, opix, tap, wtap
+
+
+def _to_torch(x: np.ndarray, lay: tuple[int, int]) -> np.ndarray:
+    """(..., pixels x channels) internal order -> (..., channels x pixels) torch C order (a strided copy)."""
+    c, hw = lay
+    if hw == 1 or c == 1:
+        return x
+    lead = x.shape[:-1]
+    return np.ascontiguousarray(np.swapaxes(x.reshape(lead + (hw, c)), -1, -2)).reshape(lead + (c * hw,))
+
+
+def _to_internal(x: np.ndarray, lay: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`_to_torch`."""
+    c, hw = lay
+    if hw == 1 or c == 1:
+        return x
+    lead = x.shape[:-1]
+    return np.ascontiguousarray(np.swapaxes(x.reshape(lead + (c, hw)), -1, -2)).reshape(lead + (c * hw,))
 
 
 def readout_trace(currents: np.ndarray, scale: np.ndarray, leak: float) -> np.ndarray:
@@ -167,32 +277,40 @@ def run_conv_fixed(cc: CompiledConv, spikes_in: np.ndarray, threads: int | None 
                    ) -> tuple[list[np.ndarray], list[np.ndarray | None], list[dict[str, int]]]:
     """Spike trains [(N, T, n) uint8] of every population (a Readout's are zero), potentials [None for LIF
     populations, (N, T, n) float64 A for a Readout] and range events per layer (neuron-steps, ``RANGE_EVENTS``),
-    aligned to the float model's steps. Samples run on ``threads`` threads (default $SNNC_THREADS / the CPUs)."""
+    aligned to the float model's steps and in its (C, H, W) C order. Samples run on ``threads`` threads (default
+    $SNNC_THREADS / the CPUs)."""
     cc = compiled_conv_of(cc, "hw_sim")
-    x = np.ascontiguousarray(check_conv_input(cc, spikes_in, "hw_sim"))
+    x = check_conv_input(cc, spikes_in, "hw_sim")
     n, t_steps = x.shape[:2]
     n_threads = max(1, min(int(threads or default_threads()), n))
     bounds = np.linspace(0, n, n_threads + 1).astype(np.int64)
-    src, trains, pots, events = x, [], [], []
-    for cl in cc.layers:
-        ptr, opix, tap, wtap = tap_table(cl)
-        c_in, h, w = cl.in_shape if cl.kind != "dense" else (cl.n_in, 1, 1)
-        c_out, ho, wo = cl.out_shape
+    lay = layouts(cc)
+    perms = [to_internal(la) for la in lay]
+    x = _to_internal(x, lay[0])
+    src, trains, pots, events = np.ascontiguousarray(x), [], [], []
+    for l, cl in enumerate(cc.layers):
+        ptr, opix, tap, wtap = _kernel_weights(cl, perms[l], perms[l + 1])
+        if cl.kind == "dense":
+            c_in, hw_in, c_out, hw_out = cl.n_in, 1, cl.n_out, 1
+        else:
+            (c_in, h, w), (c_out, ho, wo) = cl.in_shape, cl.out_shape
+            hw_in, hw_out = h * w, ho * wo
         readout = cl.population == "readout"
         s_out = np.zeros((n, t_steps, cl.n_out), dtype=np.uint8)
         cur = np.zeros((n, t_steps, cl.n_out) if readout else (1, 1, 1), dtype=np.int64)
-        thr = np.ascontiguousarray((cl.vth.astype(np.int64) << STATE_SHIFT).reshape(c_out, ho * wo).T.reshape(-1))
+        thr = _to_internal(np.asarray(cl.vth, dtype=np.int64) << STATE_SHIFT, lay[l + 1])
         ev = np.zeros((n, len(RANGE_EVENTS)), dtype=np.int64)
-        args = [(src, np.int64(c_in), np.int64(h * w), ptr, opix, tap, wtap, np.int64(c_out), np.int64(ho * wo),
-                 lava_mapping(cl) == "Conv", readout, np.int64(cl.dv), thr, np.int64(lo), np.int64(hi), s_out, cur,
-                 ev) for lo, hi in zip(bounds[:-1], bounds[1:])]
+        args = [(src, np.int64(c_in), np.int64(hw_in), ptr, opix, tap, wtap, np.int64(c_out), np.int64(hw_out),
+                 lava_mapping(cl) == "Conv" and cl.blocks == 1, readout, np.int64(cl.dv),
+                 np.ascontiguousarray(thr), np.int64(lo), np.int64(hi), s_out, cur, ev)
+                for lo, hi in zip(bounds[:-1], bounds[1:])]
         if n_threads == 1:
             _layer(*args[0])
         else:
             with ThreadPoolExecutor(max_workers=n_threads) as pool:
                 list(pool.map(lambda a: _layer(*a), args))
-        trains.append(s_out)
-        pots.append(readout_trace(cur, cl.scale, cl.leak) if readout else None)
+        trains.append(_to_torch(s_out, lay[l + 1]))
+        pots.append(readout_trace(_to_torch(cur, lay[l + 1]), cl.scale, cl.leak) if readout else None)
         events.append({key: int(c) for key, c in zip(RANGE_EVENTS, ev.sum(axis=0))})
         src = s_out
     return trains, pots, events

@@ -20,17 +20,11 @@ Readout runs on cores as non-spiking compartments whose potentials are probed (A
 Output axons per core: its neurons x the destination cores one spike reaches (all cores of a Dense destination;
 at most 2 row tiles x the channel groups of a convolution destination, ASSUMED tiles at least a kernel high; 1 to
 the host). Every rule that fails is a DRCError naming the layer, the resource, the excess and the fix.
-
-A Dense layer compiled with two weight blocks (``snnc compile --weight-blocks 2``: a coarse and a fine Dense process
-feeding one LIF, ``CompiledStepsLayer.fine_weights``) stores both: twice the synapses and synaptic memory (so fewer
-neurons per core), the second block's non-zero synapses and the synaptic operations each spike causes in it
-(``fine``: per layer the second block's mantissas or None, hw_sim/resources.py ``second_blocks``). ASSUMED: both
-blocks sit on the core of their neurons and share its input axons (fan-in unchanged).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -47,10 +41,12 @@ STORAGE = ("shared", "expanded")
 
 @dataclass(frozen=True)
 class ConvStorage:
-    """Synaptic storage of one layer: ``kernel_weights`` (one copy of the shared kernel), ``cores``,
+    """Synaptic storage of one layer (every weight block counted: a second block of rounding residuals is a second
+    kernel / synapse set): ``kernel_weights`` (one copy of the shared kernel per block), ``cores``,
     ``shared_bits`` (kernel slice per core, all cores; Dense layers: every synapse, zeros included),
     ``expanded_synapses`` / ``expanded_nonzero`` and ``expanded_bits`` (every non-zero synapse at the weight bits);
-    ``tile``: (rows, channels) per core (Dense: (neurons per core, 1))."""
+    ``tile``: (rows, channels) per core (Dense: (neurons per core, 1)); ``split``: the relay partition of a Dense
+    fan-in beyond a core's axons (conv_partition's split_fan_in), else None."""
 
     name: str
     kind: str
@@ -61,14 +57,78 @@ class ConvStorage:
     expanded_nonzero: int
     expanded_bits: int
     tile: tuple[int, int]
+    split: FanInSplit | None = None     # a Dense fan-in split into relay groups (conv_partition's split_fan_in)
+
+
+RELAY_MESSAGE_BITS = 24    # graded spike payload of a relay (Lava 0.10's GradedVec: 24-bit precision)
+RELAY_WEIGHT_BITS = 8      # the summing stage's identity weights (mantissa 2 at exponent -1)
+
+
+@dataclass(frozen=True)
+class FanInSplit:
+    """A Dense layer whose fan-in exceeds a core's input axons, split into ``groups`` partial sums (issue [F]: the
+    latent layer's 12,800 inputs): group g's ``group_fan_in`` inputs feed ``n_out`` relay compartments that emit
+    their integer partial sum every step as a graded spike (Lava 0.10: GradedVec with vth 0, 24-bit payload);
+    the layer's LIF neurons receive the ``groups`` relays of their index through a graded Dense with identity
+    weights and sum them exactly (integer addition). Costs: ``relay_cores`` + ``sum_cores`` cores instead of the
+    layer's, and one more step of delay for this population and every later one (the relay stage)."""
+
+    groups: int
+    group_fan_in: int
+    relay_per_core: int
+    relay_cores: int
+    sum_per_core: int
+    sum_cores: int
+    relay_bits: int            # synaptic memory of the relay groups (all cores)
+    sum_bits: int              # identity weights of the summing stage (all cores)
+    extra_steps: int = 1
+
+    @property
+    def cores(self) -> int:
+        return self.relay_cores + self.sum_cores
+
+
+def fan_in_split(cl: CompiledConvLayer, chip: ChipSpec, axon_cap: int) -> FanInSplit:
+    """The layer's compiled groups (``fan_in_groups`` > 1), else the smallest number of groups, raised until the
+    relay cores fit the chip's input axons and synaptic memory (every weight block stored), and the summing stage's
+    cores (``axon_cap``: output-axon bound of the layer's neurons)."""
+    bits = int(cl.num_weight_bits) * cl.blocks
+    groups = max(cl.fan_in_groups, math.ceil(cl.n_in / chip.max_fan_in_axons))
+    while True:
+        g_in = math.ceil(cl.n_in / groups)
+        relay_pc = min(chip.neurons_per_core, chip.max_fan_out_axons, chip.synaptic_memory_bits // max(1, g_in * bits))
+        sum_pc = min(chip.neurons_per_core, axon_cap, chip.max_fan_in_axons // groups,
+                     chip.synaptic_memory_bits // (groups * RELAY_WEIGHT_BITS))
+        if relay_pc >= 1 and sum_pc >= 1:
+            break
+        if groups >= cl.n_in:
+            raise DRCError(f"layer {cl.name!r}: its fan-in of {cl.n_in} cannot be split over {chip.name} cores; fix: "
+                           "shrink the layer feeding it")
+        groups += 1
+    relay_cores = groups * math.ceil(cl.n_out / relay_pc)
+    sum_cores = math.ceil(cl.n_out / sum_pc)
+    return FanInSplit(groups, g_in, relay_pc, relay_cores, sum_pc, sum_cores, cl.n_in * cl.n_out * bits,
+                      groups * cl.n_out * RELAY_WEIGHT_BITS)
+
+
+def weight_blocks(cl: CompiledConvLayer) -> list[CompiledConvLayer]:
+    """The layer as one single-block layer per weight block (a second block of rounding residuals is a second
+    synapse set of the same geometry: its synapses are stored and its synaptic operations counted as well)."""
+    if cl.fine_weights is None:
+        return [cl]
+    return [replace(cl, fine_weights=None),
+            replace(cl, weights=np.asarray(cl.fine_weights), weight_exp=int(cl.fine_exp), fine_weights=None)]
 
 
 def fanout_nonzero(cl: CompiledConvLayer) -> np.ndarray:
-    """(n_in,) non-zero synapses a spike of each source neuron (C order) reaches."""
-    ptr, _, tap, wtap = tap_table(cl)
-    nnz = (wtap != 0).sum(axis=2).astype(np.int64)          # (C_in, taps)
-    cs = np.concatenate([np.zeros((nnz.shape[0], 1), np.int64), np.cumsum(nnz[:, tap], axis=1)], axis=1)
-    return (cs[:, ptr[1:]] - cs[:, ptr[:-1]]).reshape(-1)
+    """(n_in,) non-zero synapses a spike of each source neuron (C order) reaches, summed over the weight blocks."""
+    total = 0
+    for b in weight_blocks(cl):
+        ptr, _, tap, wtap = tap_table(b)
+        nnz = (wtap != 0).sum(axis=2).astype(np.int64)          # (C_in, taps)
+        cs = np.concatenate([np.zeros((nnz.shape[0], 1), np.int64), np.cumsum(nnz[:, tap], axis=1)], axis=1)
+        total = total + (cs[:, ptr[1:]] - cs[:, ptr[:-1]]).reshape(-1)
+    return total
 
 
 def _rows_in(cl: CompiledConvLayer, rows: int) -> int:
@@ -88,7 +148,7 @@ def _conv_tile(cl: CompiledConvLayer, chip: ChipSpec, storage: str, name: str,
     c_out, h_out, w_out = cl.out_shape
     c_in, _, w_in = cl.in_shape
     kh, kw = cl.weights.shape[2:]
-    bits = int(cl.num_weight_bits)
+    bits = int(cl.num_weight_bits) * cl.blocks      # a second weight block stores a second kernel
     last = None
     for ch in range(c_out, 0, -1):
         for rows in range(h_out, 0, -1):
@@ -114,15 +174,17 @@ def _conv_tile(cl: CompiledConvLayer, chip: ChipSpec, storage: str, name: str,
                    f"kernel")
 
 
-def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = True,
-                   storage: str = "shared", fine: tuple | None = None) -> tuple[ResourceReport, list[ConvStorage]]:
+def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = True, storage: str = "shared",
+                   split_fan_in: bool = False) -> tuple[ResourceReport, list[ConvStorage]]:
     """Core partition of a CompiledConv (module docstring) and the storage of every layer in both models.
-    strict=False records design-rule violations in the report instead of raising; fine: second weight blocks of
-    Dense layers (module docstring; None = one block everywhere)."""
+    strict=False records design-rule violations in the report instead of raising. split_fan_in: place a Dense
+    layer whose fan-in exceeds a core's input axons as relay groups plus a summing stage (:class:`FanInSplit`,
+    ``ConvStorage.split``) instead of reporting the violation. Layers compiled split (``fan_in_groups`` > 1, the
+    compiler's default for fan-ins beyond 4,096: lava-fixed deploys them with relays, one step later) are always
+    placed so; an unsplit one (compiled with max_fan_in=None) is a violation whose message names the split."""
     if storage not in STORAGE:
         raise DRCError(f"storage={storage!r} is not one of {STORAGE}; fix: use 'shared' (Loihi 2 convolutional "
                        "connectivity) or 'expanded'")
-    blocks = weight_blocks(cc, fine)
     violations: list[str] = []
 
     def rule(check, *args):
@@ -136,27 +198,37 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
 
     n = len(cc.layers)
     placed: list = [None] * n          # (fan_in, cores, per_core, groups, tile, mem per core)
+    splits: dict[int, FanInSplit] = {}
     for i in range(n - 1, -1, -1):      # last layer first: each layer's destination is placed before it
         cl = cc.layers[i]
-        if i + 1 < n:
-            nxt, (_, n_cores, _, n_groups, _, _) = cc.layers[i + 1], placed[i + 1]
-            reach = n_cores if nxt.kind == "dense" else min(n_cores, 2 * n_groups)
-        else:
-            reach = 1
+        reach = _reach(cc, placed, splits, i)
         axon_cap = max(1, chip.max_fan_out_axons // reach)
-        bits = int(cl.num_weight_bits)
+        bits = int(cl.num_weight_bits) * cl.blocks
         if cl.kind == "dense":
             fan_in = cl.n_in
-            if fan_in > chip.max_fan_in_axons:
+            if fan_in > chip.max_fan_in_axons or cl.fan_in_groups > 1:
+                sp = fan_in_split(cl, chip, axon_cap)
+                if split_fan_in or cl.fan_in_groups > 1:
+                    splits[i] = sp
+                    fan_in = max(sp.group_fan_in, sp.groups * sp.sum_per_core)
+                    placed[i] = (fan_in, sp.cores, sp.sum_per_core, 1, (sp.sum_per_core, 1),
+                                 max(sp.relay_per_core * sp.group_fan_in * bits,
+                                     sp.sum_per_core * sp.groups * RELAY_WEIGHT_BITS))
+                    continue
                 rule(_raise, f"layer {cl.name!r}: fan-in of {fan_in} input axons exceeds {chip.name}'s "
                              f"{chip.max_fan_in_axons} per core by {fan_in - chip.max_fan_in_axons} (every core of a "
-                             "Dense layer receives all its inputs); fix: shrink the layer feeding it (fewer channels "
-                             "or a smaller map before the Flatten) or split the layer's fan-in")
-            row = fan_in * bits * blocks[i]              # one neuron's synapses, every block
-            per_core = max(1, min(chip.neurons_per_core, axon_cap, chip.synaptic_memory_bits // max(1, row)))
+                             "Dense layer receives all its inputs, and a neuron's dendritic sum cannot span cores); "
+                             "fix: shrink the layer feeding it (fewer channels or a smaller map before the Flatten) "
+                             f"or split the layer's fan-in into {sp.groups} groups of {sp.group_fan_in} inputs whose "
+                             f"{cl.n_out} partial sums are relayed as {RELAY_MESSAGE_BITS}-bit graded spikes (Lava "
+                             "GradedVec, vth 0) and summed exactly by the layer's neurons through an identity graded "
+                             f"Dense: {sp.relay_cores} relay + {sp.sum_cores} summing cores and one more step of "
+                             "delay from this layer on (compile_conv_graph's default max_fan_in='chip' deploys it; "
+                             "counted by conv_partition(..., split_fan_in=True) and `snnc resources`)")
+            per_core = max(1, min(chip.neurons_per_core, axon_cap, chip.synaptic_memory_bits // max(1, fan_in * bits)))
             cores = math.ceil(cl.n_out / per_core)
             per_core = math.ceil(cl.n_out / cores)
-            placed[i] = (fan_in, cores, per_core, 1, (per_core, 1), per_core * row)
+            placed[i] = (fan_in, cores, per_core, 1, (per_core, 1), per_core * fan_in * bits)
         else:
             fit = rule(_conv_tile, cl, chip, storage, cl.name, axon_cap)
             rows, ch, fan_in, mem, per_core = fit if fit else (1, 1, 0, 0, cl.out_shape[2])
@@ -165,25 +237,22 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
     stores = []
     for i, (cl, (fan_in, cores, per_core, groups, tile, mem)) in enumerate(zip(cc.layers, placed)):
         rule(check_weight_bits, _Spec(cl), chip)
-        bits = int(cl.num_weight_bits)
-        nonzero = int(fanout_nonzero(cl).sum()) + (0 if blocks[i] == 1 else int(np.count_nonzero(fine[i])))
+        bits, nb = int(cl.num_weight_bits), cl.blocks      # every block is a synapse set of its own
+        nonzero = int(fanout_nonzero(cl).sum())
         if cl.kind == "dense":
-            expanded = cl.n_in * cl.n_out * blocks[i]
-            shared_bits = expanded * bits
+            expanded, shared_bits = cl.n_in * cl.n_out * nb, cl.n_in * cl.n_out * bits * nb
+            if i in splits:
+                shared_bits += splits[i].sum_bits
         else:
             kh, kw = cl.weights.shape[2:]
-            expanded = len(tap_table(cl)[1]) * cl.in_shape[0] * cl.out_shape[0]   # (pixel, out pixel, tap) x channels
-            shared_bits = cores * tile[1] * cl.in_shape[0] * kh * kw * bits
-        stores.append(ConvStorage(cl.name, cl.kind, int(np.asarray(cl.weights).size), cores, int(shared_bits),
-                                  int(expanded), nonzero, nonzero * bits, tile))
+            expanded = len(tap_table(cl)[1]) * cl.in_shape[0] * cl.out_shape[0] * nb  # (pixel, out pixel, tap) x ch
+            shared_bits = cores * tile[1] * cl.in_shape[0] * kh * kw * bits * nb
+        stores.append(ConvStorage(cl.name, cl.kind, int(np.asarray(cl.weights).size) * nb, cores, int(shared_bits),
+                                  int(expanded), nonzero, nonzero * bits, tile, splits.get(i)))
     layers = []
     for i, (cl, (fan_in, cores, per_core, groups, tile, _)) in enumerate(zip(cc.layers, placed)):
-        if i + 1 < n:
-            nxt, (_, n_cores, _, n_groups, _, _) = cc.layers[i + 1], placed[i + 1]
-            reach = n_cores if nxt.kind == "dense" else min(n_cores, 2 * n_groups)
-            fan_out = nxt.n_out
-        else:
-            reach, fan_out = 1, 1
+        reach = _reach(cc, placed, splits, i)
+        fan_out = cc.layers[i + 1].n_out if i + 1 < n else 1
         out_axons = per_core * reach
         rule(check_fan_out, cl.name, out_axons, chip)
         st = stores[i]      # Dense: every synapse stored (zeros too, as hw_sim/resources.py); conv: per ``storage``
@@ -198,22 +267,16 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
     return ResourceReport(chip, tuple(layers), tuple(violations)), stores
 
 
-def weight_blocks(cc: CompiledConv, fine: tuple | None) -> list[int]:
-    """Dense blocks per layer (1, or 2 where ``fine`` holds a second block); DRCError when ``fine`` does not match
-    the network (a block per layer, (n_out, n_in) mantissas, Dense layers only)."""
-    if fine is None:
-        return [1] * len(cc.layers)
-    if len(fine) != len(cc.layers):
-        raise DRCError(f"fine holds {len(fine)} entries for {len(cc.layers)} layers; fix: pass "
-                       "hw_sim.resources.second_blocks(compiled) of the same network")
-    out = []
-    for cl, f in zip(cc.layers, fine):
-        if f is not None and (cl.kind != "dense" or np.shape(f) != (cl.n_out, cl.n_in)):
-            raise DRCError(f"layer {cl.name!r}: a second weight block of shape {np.shape(f)} does not fit this "
-                           f"{cl.kind} layer (Dense layers only, shape ({cl.n_out}, {cl.n_in})); fix: pass "
-                           "hw_sim.resources.second_blocks(compiled) of the same network")
-        out.append(1 if f is None else 2)
-    return out
+def _reach(cc: CompiledConv, placed: list, splits: dict, i: int) -> int:
+    """Destination cores one spike of layer i reaches: every core of a Dense destination (only the relay cores of
+    its own group when that layer's fan-in is split), at most 2 row tiles x the channel groups of a convolution,
+    1 (the host) for the last layer."""
+    if i + 1 >= len(cc.layers):
+        return 1
+    nxt, (_, n_cores, _, n_groups, _, _) = cc.layers[i + 1], placed[i + 1]
+    if i + 1 in splits:
+        return splits[i + 1].relay_cores // splits[i + 1].groups
+    return n_cores if nxt.kind == "dense" else min(n_cores, 2 * n_groups)
 
 
 class _Spec:
@@ -225,21 +288,15 @@ def _raise(msg: str) -> None:
     raise DRCError(msg)
 
 
-def conv_counters(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarray],
-                  fine: tuple | None = None) -> ActivityCounters:
-    """Activity per sample and layer from a run: synaptic ops = source spikes x the non-zero synapses each reaches
-    (in both blocks of a two-block Dense layer, ``fine`` as conv_partition's), neuron updates = neurons x steps,
-    spikes (a Readout emits none)."""
+def conv_counters(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarray]) -> ActivityCounters:
+    """Activity per sample and layer from a run: synaptic ops = source spikes x the non-zero synapses each reaches,
+    neuron updates = neurons x steps, spikes (a Readout emits none)."""
     x = np.asarray(spikes_in)
     n, t = x.shape[:2]
     src = x
     syn, upd, spk = [], [], []
-    blocks = weight_blocks(cc, fine)
-    for i, (cl, tr) in enumerate(zip(cc.layers, trains)):
-        reach = fanout_nonzero(cl)
-        if blocks[i] == 2:
-            reach = reach + (np.asarray(fine[i]) != 0).sum(axis=0, dtype=np.int64)
-        syn.append(src.sum(axis=1, dtype=np.int64) @ reach)
+    for cl, tr in zip(cc.layers, trains):
+        syn.append(src.sum(axis=1, dtype=np.int64) @ fanout_nonzero(cl))
         upd.append(np.full(n, cl.n_out * t, np.int64))
         spk.append(np.asarray(tr).sum(axis=(1, 2), dtype=np.int64))
         src = tr
@@ -247,20 +304,24 @@ def conv_counters(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarr
 
 
 def conv_energy(cc: CompiledConv, spikes_in: np.ndarray, trains: list[np.ndarray], chip: ChipSpec = LOIHI2,
-                costs: OpCosts = LOIHI1_COSTS, storage: str = "shared", fine: tuple | None = None):
+                costs: OpCosts = LOIHI1_COSTS, storage: str = "shared"):
     """hw_sim/energy.py's estimate (NeuroBench metrics, energy and latency per sample) for a conv network run,
-    partitioned with ``storage`` (``fine``: second weight blocks, as conv_partition's); design-rule violations are
-    recorded, not raised."""
+    partitioned with ``storage``; design-rule violations are recorded, not raised."""
     from hw_sim.energy import _estimate
 
-    res, stores = conv_partition(cc, chip, strict=False, storage=storage, fine=fine)
+    res, stores = conv_partition(cc, chip, strict=False, storage=storage)
     bits = sum(r.synaptic_memory_bits for r in res.layers) + len(cc.layers) * LAYER_CONSTANT_BITS \
         + sum(cl.n_out for cl in cc.layers) * NEURON_CONSTANT_BITS
     total = sum(s.expanded_synapses for s in stores)
     nonzero = sum(s.expanded_nonzero for s in stores)
     static = {"footprint": bits / 8.0, "connection_sparsity": 1.0 - nonzero / total if total else 0.0,
               "storage": storage}
-    return _estimate(res, static, conv_counters(cc, spikes_in, trains, fine), chip, costs)
+    return _estimate(res, static, conv_counters(cc, spikes_in, trains), chip, costs)
+
+
+def _storage_dict(s: ConvStorage) -> dict:
+    d = {k: v for k, v in vars(s).items() if k != "split"}
+    return d | ({"split": vars(s.split).copy()} if s.split is not None else {})
 
 
 def format_conv_storage(stores: list[ConvStorage]) -> str:
@@ -270,6 +331,11 @@ def format_conv_storage(stores: list[ConvStorage]) -> str:
         tile = f"{s.tile[0]} x {s.tile[1]}"
         lines.append(f"{s.name:<11} {s.kind:<15} {s.kernel_weights:>8}  {s.cores:>5}  {tile:>16}"
                      f"  {s.shared_bits / 8192:>10.1f}  {s.expanded_bits / 8192:>12.1f}  {s.expanded_nonzero:>11}")
+        if s.split is not None:
+            sp = s.split
+            lines.append(f"  {s.name}: fan-in split into {sp.groups} groups of {sp.group_fan_in} inputs: "
+                         f"{sp.relay_cores} relay cores ({sp.relay_per_core} partial sums per core) + {sp.sum_cores} "
+                         f"summing cores, +{sp.extra_steps} step of delay from this layer on")
     return "\n".join(lines)
 
 
@@ -281,17 +347,11 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
     from hw_sim.resources import format_resource_table
     from toolchain.errors import ArtifactError, CompileError, DataError
 
-    from hw_sim.resources import second_blocks
-
-    fine, steps = None, None
     if str(path).endswith(".npz"):
         from toolchain.compiled_conv_io import load_compiled_any
         from toolchain.conv_compiler import as_compiled_conv
 
-        loaded = load_compiled_any(path)
-        fine = second_blocks(loaded)       # as_compiled_conv keeps one block: count the second here
-        steps = None if isinstance(loaded, CompiledConv) else loaded
-        cc = as_compiled_conv(loaded)
+        cc = as_compiled_conv(load_compiled_any(path))
     else:
         from toolchain.artifact_graph import load_graph
         from toolchain.conv_compiler import compile_conv_graph
@@ -308,19 +368,29 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
         except CompileError as exc:
             raise ArtifactError(f"{exc}; `snnc resources` compiles ONNX conv models with worst-case ranges: compile "
                                 "it yourself (snnc compile --range calibrated) and pass the compiled.npz") from None
-    shared, stores = conv_partition(cc, chip, strict=False, storage="shared", fine=fine)
-    expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded", fine=fine)
+    shared, stores = conv_partition(cc, chip, strict=False, storage="shared")
+    expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded")
+    split, split_stores = conv_partition(cc, chip, strict=False, storage="shared", split_fan_in=True)
     sizes = [cc.n_in] + [cl.n_out for cl in cc.layers]
-    blocks = weight_blocks(cc, fine)
     out = {"model": str(path), "basis": "compiled steps network (hw_sim/conv_resources.py)",
-           "network": "-".join(map(str, sizes)), "weight_blocks": blocks,
+           "network": "-".join(map(str, sizes)), "weight_blocks": [cl.blocks for cl in cc.layers],
            "resources": shared.to_dict(), "resources_expanded": expanded.to_dict(),
-           "storage": [vars(s).copy() for s in stores]}
-    text = [f"steps network {out['network']} (convolutions: shared kernels; Dense weight blocks per layer "
-            f"{blocks}: a second block doubles the layer's synapses)", "", format_resource_table(shared), "",
+           "storage": [_storage_dict(s) for s in stores]}
+    unsplit = {cl.name for cl in cc.layers if cl.fan_in_groups == 1}
+    if any(s.split is not None and s.name in unsplit for s in split_stores):
+        out["resources_split_fan_in"] = split.to_dict()
+        out["split_fan_in"] = {s.name: vars(s.split).copy() for s in split_stores if s.split is not None}
+    text = [f"steps network {out['network']} (convolutions: shared kernels; weight blocks per layer "
+            f"{out['weight_blocks']}: a second block doubles the layer's synapses)", "", format_resource_table(shared), "",
             "synaptic storage: shared kernels vs expanded synapses", format_conv_storage(stores),
             f"expanded storage: {expanded.cores} cores, {expanded.synaptic_memory_bits / 8192:.1f} KiB"
             + "".join(f"\n  DRC: {v}" for v in expanded.violations)]
+    if "split_fan_in" in out:
+        text += ["", "with the fan-in split into relay groups (compile with the default max_fan_in to deploy it; +1 "
+                 "step of delay from the split layer on):",
+                 format_conv_storage([s for s in split_stores if s.split is not None]),
+                 f"shared kernels, fan-in split: {split.cores} cores, {split.synaptic_memory_bits / 8192:.1f} KiB"
+                 + "".join(f"\n  DRC: {v}" for v in split.violations)]
     if args.samples > 0:
         from hw_sim.conv import run_conv_fixed
         from hw_sim.energy import format_energy_table
@@ -338,13 +408,8 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
             raise DataError(f"{name} images have {img.shape[1]} pixels but the model has {cc.n_in} inputs; fix: pass "
                             "the dataset the model was trained on or --samples 0")
         x = bernoulli_encode(img, t, float(p_scale), np.random.default_rng(0))
-        if steps is not None:     # a Dense chain runs as compiled, both weight blocks (as_compiled_conv keeps one)
-            from hw_sim.lif import simulate_lif
-
-            trains = simulate_lif(steps, x).trains
-        else:
-            trains, _, _ = run_conv_fixed(cc, x)
-        rep = conv_energy(cc, x, trains, chip, fine=fine)
+        trains, _, _ = run_conv_fixed(cc, x)
+        rep = conv_energy(cc, x, trains, chip)
         out["energy"] = rep.to_dict()
         text += ["", f"energy per inference, hw_sim activity on {name} {args.split}[:{img.shape[0]}] (T = {t}):",
                  format_energy_table(rep)]

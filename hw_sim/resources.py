@@ -386,10 +386,3 @@ def format_resource_table(report: ResourceReport) -> str:
                  "not charged against synaptic memory; no per-core limit checked); inputs and pulses come from "
                  "host spike generators")
     return "\n".join(lines)
-
-
-def second_blocks(net) -> tuple[np.ndarray | None, ...]:
-    """Per layer, the (n_out, n_in) mantissas of a second Dense block (a CompiledSteps layer compiled with
-    ``weight_blocks=2``: ``fine_weights``), or None for a layer with one block (every layer of a CompiledConv or a
-    CompiledNetwork). The resource model counts both blocks (hw_sim/conv_resources.py)."""
-    return tuple(getattr(cl, "fine_weights", None) for cl in net.layers)

@@ -70,6 +70,13 @@ class Brian2LifTarget:
 
     def run(self, net: Any, inputs: np.ndarray) -> RunResult:
         graph = steps_graph(net)
+        from toolchain.conv_compiler import needs_conv_compiler
+
+        if needs_conv_compiler(graph):     # convolutions / Readout: synapses expanded by targets/brian2_conv.py
+            from targets.brian2_conv import Brian2ConvTarget
+
+            return Brian2ConvTarget(codegen="auto" if self._auto else self.codegen, max_synapses=self.max_synapses,
+                                    cache_dir=self.cache_dir, name=self.name).run(graph, inputs)
         x = check_input_trains(graph, inputs)
         chain = graph.chain()
         for syn, pop in chain:

@@ -24,6 +24,7 @@ TARGETS: dict[str, str] = {
     # steps (LIF) family
     "float": "targets.lif_float:FloatStepsTarget",
     "brian2-lif": "targets.brian2_lif:Brian2LifTarget",
+    "brian2-conv": "targets.brian2_conv:Brian2ConvTarget",   # conv graphs (brian2-lif hands them over)
     "lava-float-lif": "targets.lava_lif:LavaLifFloatTarget",
     "lava-fixed-lif": "targets.lava_lif:LavaLifFixedTarget",
     "hw_sim-lif": "targets.hw_sim_lif:HwSimLifTarget",

@@ -68,8 +68,9 @@ def test_bad_conv_models_refused_before_running(model, tmp_path, capsys):
     save_graph(Graph(nodes, g.edges, "steps", g.metadata), bad)
     rc, _, err = run_cli(capsys, "verify", bad, "--targets", "hw_sim", "--limit", "2", "--out", tmp_path / "v")
     assert rc == 2 and "Readout 'latent' feeds further nodes" in err
-    rc, _, err = run_cli(capsys, "verify", model, "--targets", "brian2,hw_sim", "--limit", "2", "--out", tmp_path / "v")
-    assert rc == 2 and "brian2-lif runs Dense LIF chains only" in err
+    rc, _, err = run_cli(capsys, "verify", model, "--targets", "brian2,hw_sim", "--limit", "2", "--out", tmp_path / "v",
+                         "-o", "brian2.max_synapses=1000")
+    assert rc == 2 and "expands to up to" in err and "max_synapses=1,000" in err
     assert not (tmp_path / "v").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["cal.npz",
                                                                                           "readout-mid.onnx"]
 

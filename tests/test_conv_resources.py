@@ -29,14 +29,14 @@ def paper_shape(rng) -> Graph:
 
 
 def test_fanout_counts_the_synapses_each_spike_reaches():
-    cc = compile_conv_graph(conv_autoencoder(np.random.default_rng(0)), 12)
+    cc = compile_conv_graph(conv_autoencoder(np.random.default_rng(0)), 12, weight_blocks=1)   # two: test_conv_deploy
     for cl in cc.layers:
         one_hot = synapse_current(cl.synapse_node(cl.effective.astype(np.float64)), np.eye(cl.n_in))
         np.testing.assert_array_equal(fanout_nonzero(cl), (one_hot != 0).sum(axis=1))
 
 
 def test_paper_shape_partition_and_the_latent_fan_in_rule():
-    cc = compile_conv_graph(paper_shape(np.random.default_rng(1)), 20)
+    cc = compile_conv_graph(paper_shape(np.random.default_rng(1)), 20, weight_blocks=1, max_fan_in=None)  # unsplit
     with pytest.raises(DRCError, match="layer 'latent': fan-in of 12800 input axons exceeds"):
         conv_partition(cc, LOIHI2)
     shared, stores = conv_partition(cc, LOIHI2, strict=False)

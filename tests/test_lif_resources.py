@@ -9,12 +9,11 @@ import pytest
 
 from hw_sim.conv_resources import conv_counters, conv_partition
 from hw_sim.lif import simulate_lif
-from hw_sim.resources import LOIHI2, second_blocks
+from hw_sim.resources import LOIHI2
 from toolchain.artifact_graph import save_graph
 from toolchain.cli import main
 from toolchain.compiled_steps_io import load_compiled_steps
 from toolchain.conv_compiler import as_compiled_conv
-from toolchain.errors import DRCError
 from toolchain.ir import LIF, lif_chain
 
 META = {"dataset": "mnist", "encoding": "bernoulli", "p_scale": 0.3, "steps": 8, "family": "rate-lif"}
@@ -43,8 +42,8 @@ def resources(path, capsys, *extra) -> dict:
 
 def test_cli_counts_the_second_blocks_synapses_memory_and_ops(compiled, capsys):
     one, two = (load_compiled_steps(compiled[b]) for b in (1, 2))
-    fine = second_blocks(two)
-    assert second_blocks(one) == (None, None) and any(f is not None for f in fine)
+    fine = [cl.fine_weights for cl in two.layers]
+    assert [cl.fine_weights for cl in one.layers] == [None, None] and any(f is not None for f in fine)
     r1, r2 = (resources(compiled[b], capsys, "--samples", "4") for b in (1, 2))
     extra = sum(f.size for f in fine if f is not None)                       # the second block's synapses
     extra_nz = sum(int(np.count_nonzero(f)) for f in fine if f is not None)
@@ -74,7 +73,7 @@ def test_cli_counts_the_second_blocks_synapses_memory_and_ops(compiled, capsys):
 def test_text_report_names_the_blocks(compiled, capsys):
     assert main(["resources", str(compiled[2]), "--samples", "0"]) == 0
     out = capsys.readouterr().out
-    assert "Dense weight blocks per layer [1, 2]" in out      # layer 0 sits at the smallest exponent: one block
+    assert "weight blocks per layer [1, 2]" in out      # layer 0 sits at the smallest exponent: one block
 
 
 def test_two_blocks_need_more_cores_when_memory_binds():
@@ -85,28 +84,18 @@ def test_two_blocks_need_more_cores_when_memory_binds():
     w = rng.uniform(-0.3, 0.4, (300, 784)) * (rng.random((300, 784)) < 0.02)   # sparse: exponent above the floor
     g = lif_chain([w], [LIF(300, 0.9)], {})
     cs2 = compile_graph(g, 8, weight_blocks=2)
-    fine = second_blocks(cs2)
-    assert fine[0] is not None
-    cc = as_compiled_conv(cs2)
-    res1, _ = conv_partition(cc, LOIHI2, strict=False)
-    res2, st2 = conv_partition(cc, LOIHI2, strict=False, fine=fine)
+    assert cs2.layers[0].fine_weights is not None
+    cs1 = compile_graph(g, 8, weight_blocks=1)
+    cc1, cc = as_compiled_conv(cs1), as_compiled_conv(cs2)          # the second block is carried over
+    assert [cl.blocks for cl in cc.layers] == [2]
+    res1, _ = conv_partition(cc1, LOIHI2, strict=False)
+    res2, st2 = conv_partition(cc, LOIHI2, strict=False)
     per_core_1 = LOIHI2.synaptic_memory_bits // (784 * 8)          # 167 neurons per core with one block
     assert res1.layers[0].cores == -(-300 // per_core_1) == 2
     assert res2.layers[0].cores == -(-300 // (per_core_1 // 2)) == 4
     assert res2.synapses == 2 * res1.synapses and st2[0].expanded_synapses == 2 * 300 * 784
     x = (rng.random((3, 8, 784)) < 0.1).astype(np.uint8)
-    c1 = conv_counters(cc, x, simulate_lif(cs2, x).trains)
-    c2 = conv_counters(cc, x, simulate_lif(cs2, x).trains, fine)
+    trains = simulate_lif(cs2, x).trains
+    c1 = conv_counters(cc1, x, trains)
+    c2 = conv_counters(cc, x, trains)
     assert np.all(c2.synaptic_ops >= c1.synaptic_ops) and c2.synaptic_ops.sum() > c1.synaptic_ops.sum()
-
-
-def test_a_second_block_that_does_not_match_the_network_is_refused():
-    rng = np.random.default_rng(0)
-    from toolchain.steps_compiler import compile_graph
-
-    cs = compile_graph(lif_chain([rng.uniform(-0.1, 0.15, (30, 50))], [LIF(30, 0.9)], {}), 8)
-    cc = as_compiled_conv(cs)
-    with pytest.raises(DRCError, match="fine holds 2 entries for 1 layers"):
-        conv_partition(cc, LOIHI2, fine=(None, None))
-    with pytest.raises(DRCError, match=r"second weight block of shape \(50, 30\).*shape \(30, 50\)"):
-        conv_partition(cc, LOIHI2, fine=(np.zeros((50, 30), np.int32),))

@@ -112,10 +112,7 @@ def compile_steps_model(path: str | Path, args) -> Any:
         kw["threshold"] = args.threshold
     from toolchain.conv_compiler import compile_conv_graph, needs_conv_compiler
 
-    if getattr(args, "weight_blocks", None) is not None:
-        if needs_conv_compiler(graph):
-            raise CompileError("--weight-blocks applies to Dense LIF chains; convolutional models compile with one "
-                               "weight block per layer; fix: drop --weight-blocks")
+    if getattr(args, "weight_blocks", None) is not None:   # Dense chains and conv graphs (docs/conv-deploy.md)
         kw["weight_blocks"] = args.weight_blocks
     kw.update(_range_options(graph, t, args))
     compiler = compile_conv_graph if needs_conv_compiler(graph) else compile_graph   # convolutions: issue [F]
@@ -311,14 +308,17 @@ def steps_names(text: str, flag: str) -> list[str]:
     return out
 
 
-def refuse_conv_targets(cs, names: list[str]) -> None:
-    """TargetError before anything runs when a convolutional model (CompiledConv) meets a target without a
-    convolution backend (brian2-lif runs Dense chains only)."""
+def refuse_conv_targets(cs, names: list[str], targets: dict | None = None) -> None:
+    """TargetError before anything runs when a convolutional model (CompiledConv) is too large for brian2-lif,
+    which runs conv graphs with every synapse expanded (targets/brian2_conv.py, ``max_synapses``)."""
     from toolchain.compiled_conv import CompiledConv
 
     if isinstance(cs, CompiledConv) and "brian2-lif" in names:
-        raise TargetError("brian2-lif runs Dense LIF chains only, and this model has convolutions (or a Readout); "
-                          "verify it on exact (float), lava-float, lava-fixed and hw_sim")
+        from targets.brian2_conv import DEFAULT_MAX_SYNAPSES, Brian2ConvTarget
+
+        t = (targets or {}).get("brian2-lif")
+        Brian2ConvTarget(max_synapses=getattr(t, "max_synapses", DEFAULT_MAX_SYNAPSES),
+                         name="brian2-lif").check_size(cs.graph)
 
 
 def steps_targets(names: list[str], args) -> dict[str, Any]:
@@ -358,7 +358,7 @@ def cmd_run(args) -> int:
     (name,) = _one_target(args.target, "run")
     target = steps_targets([name], args)[name]
     cs = load_compiled_steps(p)
-    refuse_conv_targets(cs, [name])
+    refuse_conv_targets(cs, [name], {name: target})
     images, x, ctx = steps_inputs(cs, args)
     default = p.with_name(f"{p.stem}.{name}.{ctx['dataset']}.spikes.npz")
     out = check_output_path(Path(args.out) if args.out else default, "file")
@@ -456,8 +456,8 @@ def verify_and_report(cs, names: list[str], args, out: Path, model_path: Path,
     from toolchain.steps_plots import steps_plot_writers
     from toolchain.verify_trains import DEFAULT_MARGIN, verify_steps
 
-    refuse_conv_targets(cs, names)
     targets = steps_targets(names, args)
+    refuse_conv_targets(cs, names, targets)
     images, x, ctx = steps_inputs(cs, args)
     margin = args.margin if getattr(args, "margin", None) is not None else DEFAULT_MARGIN
     if not quiet(args):

@@ -8,7 +8,10 @@ Each layer k is one synapse node feeding one population node. Fixed point (``lav
     LIF:     u = a << 6;  v = clip(trunc0(v (4096 - dv) / 4096) + u, +-(2**23 - 1));  spike if v > vth << 6; v = 0
     Readout: A[t] = leak * (A[t-1] + a[t] / scale)      (off-chip, float64, from the synaptic input a)
 
-with ``w_eff = weights * 2**weight_exp`` (integer mantissas on the ``num_weight_bits`` grid). ``weights`` keeps
+with ``w_eff = weights * 2**weight_exp`` (integer mantissas on the ``num_weight_bits`` grid), plus
+``fine_weights * 2**fine_exp`` when the layer has a second weight block (the rounding residuals at the smallest
+exponent in a second Conv / Sparse / Dense process of the same geometry feeding the same LIF; Lava sums both
+into a). ``weights`` keeps
 the IR node's layout (Dense (n_out, n_in), Conv2d (C_out, C_in, kH, kW), ConvTranspose2d (C_in, C_out, kH, kW));
 the Lava layouts (flipped, transposed kernels, (W, H, C) maps, Sparse matrices) are derived by
 :mod:`toolchain.lower_conv`. Convolutions share one ``scale`` per output channel (per-neuron scaling would break
@@ -17,7 +20,9 @@ weight sharing); ``vth`` and ``scale`` are stored per neuron (channel values rep
 Float (``lava-float``): the IR's float weights, du = 1, dv = 1 - leak, vth_float as in toolchain/compiled_steps.py.
 
 Population k lags the float model (toolchain/lif_reference.py) by k + 2 Lava steps (the source's step plus one per
-connection process); targets shift results back (``lag_steps``).
+connection process), plus one per relay stage before it: a Dense layer with ``fan_in_groups`` k > 1 (a fan-in beyond
+a core's input axons) runs as k partial sums relayed as graded spikes and summed exactly by the population, one
+step later (targets/lava_conv.py); targets shift results back (``lag_steps``).
 """
 from __future__ import annotations
 
@@ -72,10 +77,25 @@ class CompiledConvLayer:
     strict: bool
     clamp: bool
     dt_ms: float = 1.0
+    fine_weights: np.ndarray | None = None   # int32 mantissas of a second block (IR layout), or None
+    fine_exp: int = 0                        # its weight exponent (< weight_exp)
+    fan_in_groups: int = 1                   # Dense only: inputs split into this many relayed partial sums
 
     @property
     def n_in(self) -> int:
         return int(np.prod(self.in_shape))
+
+    @property
+    def blocks(self) -> int:
+        """Weight blocks (connection processes into the population): 1, or 2 with fine_weights."""
+        return 1 if self.fine_weights is None else 2
+
+    def block_effective(self) -> list[np.ndarray]:
+        """Integer weights (int64, IR layout) of each block: [coarse] or [coarse, fine]."""
+        out = [_shift(self.weights, self.weight_exp)]
+        if self.fine_weights is not None:
+            out.append(_shift(self.fine_weights, self.fine_exp))
+        return out
 
     @property
     def n_out(self) -> int:
@@ -88,9 +108,9 @@ class CompiledConvLayer:
 
     @property
     def effective(self) -> np.ndarray:
-        """Integer weights the synapse realises (int64, IR layout): mantissas * 2**weight_exp."""
-        m = np.asarray(self.weights, dtype=np.int64)
-        return m << self.weight_exp if self.weight_exp >= 0 else m >> -self.weight_exp
+        """Integer weights the synapse realises (int64, IR layout): mantissas * 2**weight_exp, plus
+        fine_weights * 2**fine_exp with a second block (Lava sums both blocks' outputs into the population)."""
+        return sum(self.block_effective())
 
     def synapse_node(self, weight: np.ndarray | None = None) -> Dense | Conv2d | ConvTranspose2d:
         """The IR synapse node of this layer (``weight``: float weights in IR layout, default weights_float)."""
@@ -143,9 +163,19 @@ class CompiledConv:
     def names(self) -> list[str]:
         return [cl.name for cl in self.layers]
 
+    def relay_stages(self, k: int) -> int:
+        """Relay stages (layers with fan_in_groups > 1) up to and including layer k: one step of delay each."""
+        return sum(1 for cl in self.layers[:k + 1] if cl.fan_in_groups > 1)
+
     def lag_steps(self, k: int) -> int:
-        """Lava time steps between an input column and population k's response (RingBuffer + k + 1 connections)."""
-        return k + 2
+        """Lava (fixed-point) time steps between an input column and population k's response: RingBuffer + k + 1
+        connections + one per relay stage of a split fan-in (:meth:`relay_stages`)."""
+        return k + 2 + self.relay_stages(k)
+
+
+def _shift(m: np.ndarray, e: int) -> np.ndarray:
+    m = np.asarray(m, dtype=np.int64)
+    return m << e if e >= 0 else m >> -e
 
 
 def _bad(where: str, what: str) -> ArtifactError:
@@ -207,12 +237,23 @@ def validate_compiled_conv(cc: CompiledConv, where: str = "compiled conv graph")
         prev = cl.n_out
         if cl.num_weight_bits not in MANTISSA:
             raise _bad(at, f"num_weight_bits={cl.num_weight_bits} is not one of {sorted(MANTISSA)}")
-        lo, hi, step = MANTISSA[cl.num_weight_bits]
-        if w.size and (w.min() < lo or w.max() > hi or np.any(w % step)):
+        lo, hi, step = MANTISSA[cl.num_weight_bits]      # step: 1 or 2 (a power of two: '& (step - 1)' is '% step')
+        if w.size and (w.min() < lo or w.max() > hi or np.any(w & (step - 1))):
             raise _bad(at, f"weights must be multiples of {step} in [{lo}, {hi}] ({cl.num_weight_bits}-bit mantissas)")
         if not weight_exp_min(cl.num_weight_bits) <= cl.weight_exp <= WEIGHT_EXP_MAX:
             raise _bad(at, f"weight_exp={cl.weight_exp} is outside [{weight_exp_min(cl.num_weight_bits)}, "
                            f"{WEIGHT_EXP_MAX}]")
+        if cl.fine_weights is not None:
+            f = np.asarray(cl.fine_weights)
+            if f.shape != w.shape or f.dtype.kind not in "iu":
+                raise _bad(at, f"fine_weights must be an integer array of the weights' shape {w.shape}, got "
+                               f"{f.shape} {f.dtype}")
+            if f.size and (f.min() < lo or f.max() > hi or np.any(f & (step - 1))):
+                raise _bad(at, f"fine_weights must be multiples of {step} in [{lo}, {hi}]")
+            if isinstance(cl.fine_exp, bool) or not isinstance(cl.fine_exp, (int, np.integer)) \
+                    or not weight_exp_min(cl.num_weight_bits) <= cl.fine_exp < cl.weight_exp:
+                raise _bad(at, f"fine_exp={cl.fine_exp!r} must be an integer in "
+                               f"[{weight_exp_min(cl.num_weight_bits)}, weight_exp - 1 = {cl.weight_exp - 1}]")
         for name, v in (("du", cl.du), ("dv", cl.dv)):
             if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= DECAY_MAX):
                 raise _bad(at, f"{name}={v!r} is outside the integer range [0, {DECAY_MAX}]")
@@ -222,6 +263,11 @@ def validate_compiled_conv(cc: CompiledConv, where: str = "compiled conv graph")
                 raise _bad(at, f"{name} must be an integer array of shape ({cl.n_out},), got {a.shape} {a.dtype}")
             if a.size and (a.min() < 0 or a.max() > top):
                 raise _bad(at, f"{name} values in [{a.min()}, {a.max()}] are outside [0, {top}]")
+        g = cl.fan_in_groups
+        if isinstance(g, bool) or not isinstance(g, (int, np.integer)) or not 1 <= g <= cl.n_in \
+                or (g > 1 and cl.kind != "dense"):
+            raise _bad(at, f"fan_in_groups={g!r} must be an integer in [1, n_in={cl.n_in}], and 1 unless the synapse "
+                           "is Dense")
         if cl.kind != "dense":
             c_out, h, wd = cl.out_shape
             per_channel = np.asarray(cl.scale).reshape(c_out, h * wd)

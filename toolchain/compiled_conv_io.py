@@ -3,7 +3,10 @@ family-blind ``save_compiled_any`` / ``load_compiled_any`` the steps CLI uses fo
 
 The npz holds ``meta`` (JSON: format, version, max_steps, input_name, manifest, every scalar and shape field per
 layer) and per layer k ``layer{k}.weights`` (int32, the IR layout), ``layer{k}.weights_float`` (float64),
-``layer{k}.vth`` and ``layer{k}.scale`` (int64 per neuron). Loading checks keys, types, every field's range
+``layer{k}.vth`` and ``layer{k}.scale`` (int64 per neuron), and for a layer with a second weight block
+``layer{k}.fine_weights`` (int32) with the layer field ``fine_exp`` (files without them: one block); a Dense layer
+whose fan-in is split holds the field ``fan_in_groups`` (absent: 1). Loading
+checks keys, types, every field's range
 (toolchain.compiled_conv.validate_compiled_conv) and, for calibrated files, the manifest's calibrated ranges (as
 toolchain/compiled_steps_io.py does); malformed files raise ArtifactError. Writes are atomic.
 """
@@ -37,9 +40,14 @@ def save_compiled_conv(cc: CompiledConv, path: str | os.PathLike) -> None:
     for k, cl in enumerate(cc.layers):
         entry = {f: _plain(getattr(cl, f)) for f in _SCALARS}
         entry.update({f: [int(v) for v in getattr(cl, f)] for f in _SHAPES})
-        layers.append(entry)
         for f, (dt, _) in _ARRAYS.items():
             arrays[f"layer{k}.{f}"] = np.asarray(getattr(cl, f), dtype=dt)
+        if cl.fan_in_groups > 1:
+            entry["fan_in_groups"] = int(cl.fan_in_groups)
+        if cl.fine_weights is not None:
+            entry["fine_exp"] = int(cl.fine_exp)
+            arrays[f"layer{k}.fine_weights"] = np.asarray(cl.fine_weights, dtype=np.int32)
+        layers.append(entry)
     write_compiled_npz(path, {"format": FORMAT, "format_version": FORMAT_VERSION, "max_steps": int(cc.max_steps),
                               "manifest": cc.manifest, "layers": layers, "input_name": cc.input_name}, arrays)
 
@@ -81,9 +89,9 @@ def load_compiled_conv(path: str | os.PathLike) -> CompiledConv:
             or not isinstance(meta.get("input_name"), str):
         raise _bad(path, "max_steps (int), manifest (dict), layers (non-empty list) and input_name (str) are "
                    "required")
-    layers = []
+    layers, fine_keys = [], set()
     for k, lm in enumerate(meta["layers"]):
-        if not isinstance(lm, dict) or set(lm) != set(_SCALARS) | set(_SHAPES):
+        if not isinstance(lm, dict) or set(lm) - {"fine_exp", "fan_in_groups"} != set(_SCALARS) | set(_SHAPES):
             got = sorted(lm) if isinstance(lm, dict) else type(lm).__name__
             raise _bad(path, f"layer {k} must have exactly the fields {sorted(set(_SCALARS) | set(_SHAPES))}, got "
                        f"{got}")
@@ -104,8 +112,20 @@ def load_compiled_conv(path: str | os.PathLike) -> CompiledConv:
             if key not in data or data[key].dtype.kind not in kinds:
                 raise _bad(path, f"missing or malformed array {key!r}")
             arrs[f] = data[key].astype(dt)
+        if "fine_exp" in lm:        # a second weight block
+            key = f"layer{k}.fine_weights"
+            fe = lm["fine_exp"]
+            if key not in data or data[key].dtype.kind not in "iu" or not isinstance(fe, int) or isinstance(fe, bool):
+                raise _bad(path, f"layer {k} has fine_exp={fe!r} but no integer array {key!r}")
+            arrs.update(fine_weights=data[key].astype(np.int32), fine_exp=fe)
+            fine_keys.add(key)
+        if "fan_in_groups" in lm:   # a Dense fan-in split into relayed partial sums
+            fg = lm["fan_in_groups"]
+            if not isinstance(fg, int) or isinstance(fg, bool):
+                raise _bad(path, f"layer {k} field fan_in_groups={fg!r} must be an integer")
+            arrs["fan_in_groups"] = fg
         layers.append(CompiledConvLayer(**{f: lm[f] for f in _SCALARS}, **shapes, **arrs))
-    extra = set(data) - {"meta"} - {f"layer{k}.{f}" for k in range(len(layers)) for f in _ARRAYS}
+    extra = set(data) - {"meta"} - fine_keys - {f"layer{k}.{f}" for k in range(len(layers)) for f in _ARRAYS}
     if extra:
         raise _bad(path, f"unexpected entries {sorted(extra)}")
     from toolchain.compiled_steps_io import _check_ranges   # the same manifest range checks as Dense chains

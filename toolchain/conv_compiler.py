@@ -9,6 +9,8 @@ Everything that cannot run is refused with a CompileError before anything is qua
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from toolchain.compiled_conv import CompiledConv, CompiledConvLayer, validate_compiled_conv
@@ -80,7 +82,8 @@ def _from_steps_layer(sl, flatten: str, in_shape: tuple) -> CompiledConvLayer:
         weight_exp=sl.weight_exp, num_weight_bits=sl.num_weight_bits, in_shape=in_shape, out_shape=(sl.n_out, 1, 1),
         stride=(1, 1), padding=(0, 0), output_padding=(0, 0), du=sl.du, dv=sl.dv, vth=sl.vth, scale=sl.scale,
         weights_float=sl.weights_float, du_float=sl.du_float, dv_float=sl.dv_float, vth_float=sl.vth_float,
-        leak=sl.leak, v_th=sl.v_th, strict=sl.strict, clamp=sl.clamp, dt_ms=sl.dt_ms)
+        leak=sl.leak, v_th=sl.v_th, strict=sl.strict, clamp=sl.clamp, dt_ms=sl.dt_ms, fine_weights=sl.fine_weights,
+        fine_exp=sl.fine_exp)
 
 
 class _Margin:
@@ -103,14 +106,35 @@ def as_compiled_conv(net) -> CompiledConv:
 def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
                        threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                        calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
-                       calibration_source: str = "") -> CompiledConv:
+                       calibration_source: str = "", weight_blocks: int = 2,
+                       max_fan_in: int | None | str = "chip") -> CompiledConv:
     """Lower a convolutional steps graph for samples of up to ``max_steps`` steps.
     weight_bits: 8 or 9; scale: integer units per threshold for every neuron (None = automatic: per neuron for
     Dense layers, per output channel for convolutions); threshold: 'neuron' or 'layer' (one scale per layer).
     range_mode: 'worst-case' (default: no input can overflow) or 'calibrated': the ranges the float model reaches
     on ``calibration_spikes`` ((N, T, n_in) 0/1 trains) times (1 + ``range_margin``) bound the scales (per output
-    channel for convolutions); inputs beyond them may saturate (hw_sim counts range events)."""
+    channel for convolutions); inputs beyond them may saturate (hw_sim counts range events).
+    weight_blocks: 2 (default) = where a layer's exponent is above the smallest, a second connection process of
+    the same kind and geometry (Conv, Sparse or Dense) holds each weight's rounding residual at the smallest
+    exponent and feeds the same population (a finer grid: about 10 bits from two 8-bit blocks, for up to twice
+    the synapses; a convolution keeps one block where a block's sum over a channel's taps could leave 24 bits);
+    1 = one block per layer (docs/conv-deploy.md).
+    max_fan_in: a Dense layer with more inputs is split into ceil(n_in / max_fan_in) groups whose partial sums are
+    relayed as graded spikes and summed exactly by the population, one step later (``fan_in_groups``; a neuron's
+    dendritic sum cannot span cores); "chip" (default) = the input axons of a core of hw_sim.resources.LOIHI2
+    (4,096: the paper's latent layer, 12,800 inputs, becomes 4 groups), None = never split."""
     check_range_options(range_mode, range_margin, calibration_spikes)
+    if isinstance(max_fan_in, str) and max_fan_in == "chip":
+        from hw_sim.resources import LOIHI2
+
+        max_fan_in = LOIHI2.max_fan_in_axons
+    if max_fan_in is not None and (isinstance(max_fan_in, bool) or not isinstance(max_fan_in, (int, np.integer))
+                                   or max_fan_in < 1):
+        raise CompileError(f"max_fan_in={max_fan_in!r} must be an integer >= 1 (input axons per core), 'chip' or None; "
+                           "fix: leave it at 'chip' (4,096) or pass None to keep every Dense layer unsplit")
+    if weight_blocks not in (1, 2) or isinstance(weight_blocks, bool):
+        raise CompileError(f"weight_blocks={weight_blocks!r} must be 1 or 2 (connection processes per layer); fix: "
+                           "use 2 for a finer weight grid from a second block of rounding residuals, else 1")
     check_lowering_options(max_steps, weight_bits, scale, threshold, example_steps=100)
     triples = check_conv_graph(graph)
     measured, calibration = [None] * len(triples), None
@@ -129,26 +153,33 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
         in_shape = tuple(graph.nodes[flatten].input_shape) if flatten else None
         if isinstance(syn, Dense) and isinstance(pop, LIF):
             sl, entry = lower_lif_layer(syn_name, syn, pop_name, pop, int(max_steps), int(weight_bits),
-                                        None if scale is None else int(scale), threshold, cal, meas)
+                                        None if scale is None else int(scale), threshold, cal, meas,
+                                        int(weight_blocks))
             layer = _from_steps_layer(sl, flatten, in_shape or (syn.n_in, 1, 1))
             entry = dict(entry, kind="dense", population="lif", lava="Dense")
         else:
             layer, entry = lower_conv_layer(syn_name, syn, pop_name, pop, int(max_steps), int(weight_bits),
                                             None if scale is None else int(scale), threshold, flatten, in_shape,
-                                            cal)
+                                            cal, int(weight_blocks))
             if meas is not None:
                 entry["measured"] = {
                     "a_in_max": float(meas.a_in.max(initial=0.0)), "v_neg_max": float(meas.v_neg.max(initial=0.0)),
                     "v_pos_max": float(meas.v_pos.max(initial=0.0)), "spikes_per_step": float(meas.rate.sum()),
                     "silent_neurons": int((meas.rate == 0).sum())}
+        if layer.kind == "dense" and max_fan_in is not None and layer.n_in > max_fan_in:
+            groups = -(-layer.n_in // int(max_fan_in))
+            layer = replace(layer, fan_in_groups=groups)
+            entry = dict(entry, fan_in_groups=groups,
+                         lava=f"Dense x {groups} input groups -> GradedVec relays -> graded Dense (+1 step)")
         layers.append(layer)
         entries.append(entry)
     manifest = {"kind": "conv", "max_steps": int(max_steps), "weight_bits": int(weight_bits),
+                "weight_blocks": int(weight_blocks), "blocks_used": [cl.blocks for cl in layers],
                 "threshold": threshold, "source_hash": source_hash, "range_mode": range_mode,
                 "calibration": calibration,
                 "layers": entries, "source_metadata": dict(graph.metadata),
-                "notes": ["population k lags the float model by k + 2 Lava steps (source + one per connection); "
-                          "targets shift results back",
+                "notes": ["population k lags the float model by k + 2 Lava steps (source + one per connection) plus "
+                          "one per relay stage (a Dense fan-in split into groups) up to it; targets shift results back",
                           "convolutions: one scale per output channel (shared weights); Lava Conv gets the effective "
                           "integer weights (it ignores weight_exp)",
                           "a Readout is integrated off-chip from its integer synaptic input: A = leak (A + a / scale)"]}

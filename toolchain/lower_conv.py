@@ -68,15 +68,33 @@ def _rows(per_or_eff: np.ndarray, scales, dv: int, max_steps: int, cal) -> dict:
     return {"a_in": s * cal[0], "v_neg": s * cal[1] * 64.0}
 
 
+def _residual(per: np.ndarray, sc: np.ndarray, eff: np.ndarray, bits: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """Second-block mantissas at the smallest exponent holding each weight's rounding residual
+    ``per * sc - eff`` (None when that block would be empty), and the two blocks' summed integer weights. The
+    residual is at most half a coarse step (<= 2**(e - 1) <= 64), so it fits the fine mantissa."""
+    ef = weight_exp_min(bits)
+    lo, hi, _ = MANTISSA[bits]
+    fine = np.clip(mantissa_round((per * sc[:, None] - eff) / 2.0**ef, bits), lo, hi)
+    if not np.any(fine):
+        return None, eff
+    return fine, eff + effective_weights(fine, ef)
+
+
 def _choose(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int, one: bool,
-            scale: int | None, cal=None) -> tuple[np.ndarray, int, np.ndarray]:
-    """Mantissas (rows x taps), exponent and integer scales per row with the finest grid the ranges allow
-    (worst case, or ``cal``: calibrated (a_in, v_neg) per row): per row the scale is capped by |a_in| <= 2**15 - 1,
-    the negative-v bound and 2**16; every exponent is tried and the one with the smallest worst relative grid step
-    (2**e / (scale * max|w|)) kept."""
+            scale: int | None, cal=None, blocks: int = 1
+            ) -> tuple[np.ndarray, int, np.ndarray, np.ndarray | None]:
+    """Mantissas (rows x taps), exponent, integer scales per row and second-block mantissas (or None) with the
+    finest grid the ranges allow (worst case, or ``cal``: calibrated (a_in, v_neg) per row): per row the scale is
+    capped by |a_in| <= 2**15 - 1, the negative-v bound and 2**16; every exponent is tried and the one with the
+    smallest worst relative grid step (2**e / (scale * max|w|), with two blocks 2**e_min / (scale * max|w|)) kept,
+    ties to the larger exponent (one block) or the smaller (two blocks: smaller residuals, fewer fine synapses).
+    blocks=2: a second block at the smallest exponent holds the rounding residuals (both blocks' integer weights
+    are range-checked together) where each block's sum over a channel's taps stays inside 24 bits (Lava's Conv
+    wraps each process's output separately; hw_sim then needs no per-block wrap); elsewhere one block."""
     rows = _rows(per, 1.0, dv, max_steps, cal)           # magnitudes per unit scale
     big = np.abs(per).max(axis=1, initial=0.0)
     lo, hi, step = MANTISSA[bits]
+    ef = weight_exp_min(bits)
     with np.errstate(divide="ignore"):
         caps = np.minimum.reduce([np.full(big.shape, float(VTH_AUTO_MAX)), A_IN_MAX / rows["a_in"],
                                   UV_MAX / rows["v_neg"]])
@@ -92,9 +110,18 @@ def _choose(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int, one:
                 full = np.floor((hi + step / 2) * 2.0**e / big)
             sc = np.floor(np.minimum(caps, full))
         sc = np.where(np.isfinite(sc), sc, VTH_AUTO_MAX).astype(np.int64)
+        fine = None
         for _ in range(200):        # rounding may push a row past the mantissa or a range: lower it a little
             m = mantissa_round(per * sc[:, None] / 2.0**e, bits)
             eff = effective_weights(m, e)
+            fine = None
+            if blocks == 2 and e > ef:
+                fine, both = _residual(per, sc, eff, bits)
+                if fine is not None and max(np.abs(eff).sum(axis=1).max(initial=0),
+                                            np.abs(both - eff).sum(axis=1).max(initial=0)) >= UV_MAX + 1:
+                    fine = None        # a block's sum could leave 24 bits: one block here
+                if fine is not None:
+                    eff = both
             r = _rows(eff, sc, dv, max_steps, cal)
             over = (m.min(axis=1, initial=0) < lo) | (m.max(axis=1, initial=0) > hi) | (r["a_in"] > A_IN_MAX) \
                 | (r["v_neg"] > UV_MAX)
@@ -104,10 +131,11 @@ def _choose(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int, one:
         if over.any() or sc.min(initial=VTH_MIN) < (VTH_MIN if scale is None else 1):
             continue
         live = big > 0
-        rel = 2.0**e / (sc[live] * big[live]) if live.any() else np.zeros(1)
-        key = (round(float(rel.max()), 12), round(float(rel.mean()), 12), -e)
+        grid = 2.0**(e if fine is None else ef)
+        rel = grid / (sc[live] * big[live]) if live.any() else np.zeros(1)
+        key = (round(float(rel.max()), 12), round(float(rel.mean()), 12), e if blocks == 2 else -e)
         if best is None or key < best[0]:
-            best = (key, m, e, sc)
+            best = (key, m, e, sc, fine)
     if best is None:
         what = f"scale={scale}" if scale is not None else f"the smallest useful scale {VTH_MIN}"
         basis = (f"worst-case synaptic input (every input active in every one of {max_steps} steps)" if cal is None
@@ -116,17 +144,18 @@ def _choose(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int, one:
                            f"{what}; fix: {_WEIGHT_FIX}"
                            + (", or compile for fewer steps, or with data-calibrated ranges (--range calibrated)"
                               if cal is None else ", or a smaller --range-margin"))
-    _, m, e, sc = best
-    return m, int(e), sc
+    _, m, e, sc, fine = best
+    return m, int(e), sc, fine
 
 
 def lower_conv_layer(syn_name: str, node, pop_name: str, pop: LIF | Readout, max_steps: int, bits: int,
                      scale: int | None, threshold: str, flatten: str = "",
-                     in_shape: tuple | None = None, cal=None) -> tuple[CompiledConvLayer, dict]:
+                     in_shape: tuple | None = None, cal=None, blocks: int = 1) -> tuple[CompiledConvLayer, dict]:
     """Lower one synapse (Conv2d, ConvTranspose2d, or Dense feeding a Readout) and its population.
     in_shape: the (C, H, W) a Dense reads (its Flatten's map), default (n_in, 1, 1). cal: calibrated maxima per
     neuron with the margin applied (attributes a_in, v_neg, threshold units; None = worst-case ranges); a
-    convolution takes each channel's maximum over its map."""
+    convolution takes each channel's maximum over its map. blocks: 2 = a second weight block of rounding
+    residuals at the smallest exponent where the layer's exponent is above it and it fits (see _choose)."""
     if isinstance(node, (Conv2d, ConvTranspose2d)):
         check_expressible(syn_name, node)
         per_rows = kernel_rows(node)
@@ -154,8 +183,8 @@ def lower_conv_layer(syn_name: str, node, pop_name: str, pop: LIF | Readout, max
         if kind != "dense":
             a_in, v_neg = a_in.reshape(out_shape[0], -1).max(axis=1), v_neg.reshape(out_shape[0], -1).max(axis=1)
         cal_rows = (a_in, v_neg)
-    m_rows, exp, sc_rows = _choose(f"{syn_name} -> {pop_name}", per_rows / v_th, dv, max_steps, bits,
-                                   threshold == "layer", scale, cal_rows)
+    m_rows, exp, sc_rows, fine_rows = _choose(f"{syn_name} -> {pop_name}", per_rows / v_th, dv, max_steps, bits,
+                                              threshold == "layer", scale, cal_rows, blocks)
     per_neuron = int(np.prod(out_shape[1:]))
     scales = np.repeat(sc_rows, per_neuron) if kind != "dense" else sc_rows
     if isinstance(pop, Readout):
@@ -174,13 +203,23 @@ def lower_conv_layer(syn_name: str, node, pop_name: str, pop: LIF | Readout, max
         weights_float=np.array(node.weight, dtype=np.float64), du_float=1.0,
         dv_float=0.0 if isinstance(pop, Readout) else 1.0 - leak,
         vth_float=float(v_th if strict or isinstance(pop, Readout) else np.nextafter(v_th, 0.0)), leak=leak,
-        v_th=v_th, strict=strict, clamp=clamp, dt_ms=dt_ms)
-    eff = effective_weights(m_rows, exp) / sc_rows[:, None]
+        v_th=v_th, strict=strict, clamp=clamp, dt_ms=dt_ms,
+        fine_weights=None if fine_rows is None else np.ascontiguousarray(rows_to_kernel(fine_rows, node)
+                                                                         if kind != "dense" else fine_rows,
+                                                                         dtype=np.int32),
+        fine_exp=0 if fine_rows is None else weight_exp_min(bits))
+    eff_int = effective_weights(m_rows, exp)
+    if fine_rows is not None:
+        eff_int = eff_int + effective_weights(fine_rows, weight_exp_min(bits))
+    eff = eff_int / sc_rows[:, None]
     _, hi, _ = MANTISSA[bits]
-    rows = worst_case_rows(effective_weights(m_rows, exp), dv, max_steps)
+    rows = worst_case_rows(eff_int, dv, max_steps)
     entry = {"name": pop_name, "synapse": syn_name, "kind": kind, "population": layer.population,
              "threshold": "given" if scale is not None else threshold, "scale_min": int(sc_rows.min()),
-             "scale_max": int(sc_rows.max()), "weight_exp": exp, "dv": int(dv_code), "leak": leak,
+             "scale_max": int(sc_rows.max()), "weight_exp": exp,
+             "fine_exp": None if fine_rows is None else weight_exp_min(bits),
+             "fine_nonzero": 0 if fine_rows is None else int(np.count_nonzero(fine_rows)),
+             "dv": int(dv_code), "leak": leak,
              "leak_eff": layer.leak_eff, "mantissa_used": float(np.abs(m_rows).max(initial=0) / hi),
              "max_weight_error": float(np.abs(eff - per_rows / v_th).max(initial=0.0)),
              "worst_case": {k: float(v.max(initial=0.0)) for k, v in rows.items()},

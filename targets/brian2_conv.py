@@ -1,0 +1,213 @@
+"""``brian2-conv``: convolutional steps graphs (issue [F]: Conv2d, ConvTranspose2d, Flatten, Dense synapses into LIF
+populations, a Readout last) run by Brian2 2.9, an implementation of the float model independent of
+toolchain/lif_reference.py (which evaluates convolutions with tensor contractions) and of the Lava / hw_sim
+lowerings.
+
+- Connectivity: every synapse node is expanded into explicit (pre, post, weight) Synapses from PyTorch's
+  definitions (the IR docstrings), in the IR's C order of (C, H, W) maps (a Flatten is the identity on that order):
+  Conv2d      I[o, y, x] += w[o, c, i, j] s[c, y sh + i - ph, x sw + j - pw]
+  ConvTranspose2d  I[o, y sh + i - ph, x sw + j - pw] += w[c, o, i, j] s[c, y, x]
+  Dense       I[j] += w[j, k] s[k]
+  Zero weights and targets outside a map are dropped. This is meant for small networks: a graph needing more than
+  ``max_synapses`` synapses for one sample (the paper's shape: 13.3 million) is refused before anything
+  is built, with a TargetError naming the count and the fix.
+- Neurons, timing and batching are those of ``brian2-lif`` (targets/brian2_lif.py): NeuronGroups with ``v`` and
+  ``I`` updated by a per-step ``run_regularly`` (LIF: v = leak v + I, threshold, reset to 0; Readout: v = leak
+  (v + I)), one step of Brian2 delay per connection shifted back, samples side by side and in successive windows.
+- The Readout's trace A is recorded by a StateMonitor after each step's update and returned as the last
+  population's ``potentials`` (the verifier's reconstruction metric reads it).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from targets.base import RunResult, check_input_trains, steps_graph, steps_result
+from targets.brian2 import CODEGEN_CHOICES, _brian2_prefs, cython_available
+from targets.brian2_lif import Brian2LifTarget
+from toolchain.errors import TargetError
+from toolchain.ir import LIF, Conv2d, ConvTranspose2d, Dense, Graph, Readout
+
+DEFAULT_MAX_SYNAPSES = 3_000_000   # per sample and per Network (Brian2 needs ~100 bytes per synapse)
+
+
+def synapse_bound(node) -> int:
+    """Upper bound of the synapses :func:`expand_synapse` creates for ``node`` (before dropping zeros and the
+    targets outside the map), computed without building them."""
+    if isinstance(node, Dense):
+        return int(node.weight.size)
+    if isinstance(node, Conv2d):
+        return int(node.weight.size) * int(np.prod(node.output_shape[1:]))
+    if isinstance(node, ConvTranspose2d):
+        return int(node.weight.size) * int(np.prod(node.input_shape[1:]))
+    raise TargetError(f"brian2-conv cannot expand a {type(node).__name__}; fix: use Dense, Conv2d or "
+                      "ConvTranspose2d synapses")
+
+
+def expand_synapse(node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pre, post, weight): every non-zero synapse of a Dense / Conv2d / ConvTranspose2d node, indices in the
+    IR's C order of the source and target populations (see the module docstring for the sums)."""
+    w = np.asarray(node.weight, dtype=np.float64)
+    if isinstance(node, Dense):
+        post, pre = np.nonzero(w)
+        return pre.astype(np.int64), post.astype(np.int64), w[post, pre]
+    (sh, sw), (ph, pw) = node.stride, node.padding
+    _, h, wd = node.input_shape
+    _, ho, wo = node.output_shape
+    kh, kw = w.shape[2:]
+    if isinstance(node, Conv2d):
+        o, c, i, j, y, x = np.meshgrid(*(np.arange(n) for n in (w.shape[0], w.shape[1], kh, kw, ho, wo)),
+                                       indexing="ij", sparse=True)
+        iy, ix = y * sh + i - ph, x * sw + j - pw
+        ok = (iy >= 0) & (iy < h) & (ix >= 0) & (ix < wd)
+        pre = (c * h + iy) * wd + ix
+        post = (o * ho + y) * wo + x
+        val = w[o, c, i, j]
+    else:
+        c, o, i, j, y, x = np.meshgrid(*(np.arange(n) for n in (w.shape[0], w.shape[1], kh, kw, h, wd)),
+                                       indexing="ij", sparse=True)
+        oy, ox = y * sh + i - ph, x * sw + j - pw
+        ok = (oy >= 0) & (oy < ho) & (ox >= 0) & (ox < wo)
+        pre = (c * h + y) * wd + x
+        post = (o * ho + oy) * wo + ox
+        val = w[c, o, i, j]
+    shape = np.broadcast_shapes(ok.shape, np.shape(val))
+    ok = np.broadcast_to(ok, shape) & (np.broadcast_to(val, shape) != 0)
+    return (np.broadcast_to(pre, shape)[ok].astype(np.int64), np.broadcast_to(post, shape)[ok].astype(np.int64),
+            np.broadcast_to(val, shape)[ok])
+
+
+class Brian2ConvTarget(Brian2LifTarget):
+    """Brian2 simulation of a convolutional steps graph (a Graph, or a CompiledConv: its float ``.graph``) on
+    (N, T, n_in) 0/1 input trains. Options as ``brian2-lif``: codegen ("numpy" default, "cython", "auto"),
+    max_synapses (per sample and per Network: bigger graphs are refused; fewer samples run side by side),
+    cache_dir."""
+
+    name = "brian2-conv"
+
+    def __init__(self, codegen: str = "numpy", max_synapses: int = DEFAULT_MAX_SYNAPSES,
+                 cache_dir: str | os.PathLike | None = None, name: str | None = None) -> None:
+        super().__init__(codegen=codegen, max_synapses=max_synapses, cache_dir=cache_dir)
+        self.name = name or "brian2-conv"
+
+    def check_size(self, graph: Graph) -> int:
+        """Synapses one sample needs (upper bound); TargetError above max_synapses."""
+        bound = sum(synapse_bound(graph.nodes[s]) for s, _ in graph.chain())
+        if bound > self.max_synapses:
+            raise TargetError(f"{self.name}: the graph expands to up to {bound:,} synapses per sample, more than "
+                              f"max_synapses={self.max_synapses:,} (Brian2 holds ~100 bytes per synapse); fix: verify "
+                              "networks of this size on hw_sim (bit-exact with lava-fixed) and lava-float, or pass a "
+                              "larger max_synapses (-o brian2.max_synapses=N) if memory allows")
+        return bound
+
+    def run(self, net: Any, inputs: np.ndarray) -> RunResult:
+        """Trains of every population [(N, T, n) uint8] aligned to the float model, and ``potentials``: None per
+        LIF population, the Readout's A (N, T, n) float64 when the last population is a Readout."""
+        graph = steps_graph(net)
+        x = check_input_trains(graph, inputs)
+        chain = graph.chain()
+        for syn, pop in chain:
+            if not isinstance(graph.nodes[pop], (LIF, Readout)):
+                raise TargetError(f"{self.name} runs LIF and Readout populations; {pop!r} is a "
+                                  f"{type(graph.nodes[pop]).__name__}")
+            if isinstance(graph.nodes[pop], LIF) and graph.nodes[pop].reset not in ("zero", "subtract"):
+                raise TargetError(f"{self.name}: {pop!r} has reset {graph.nodes[pop].reset!r}")
+        per_sample = self.check_size(graph)
+        t0 = time.perf_counter()
+        syn = [expand_synapse(graph.nodes[s]) for s, _ in chain]
+        per_sample = max(1, sum(len(p) for p, _, _ in syn))
+        bsz = max(1, min(x.shape[0], self.max_synapses // per_sample))
+        cache_dir = self.cache_dir
+        if self.codegen == "cython" and cache_dir is None:
+            from targets.brian2 import default_cache_dir
+
+            cache_dir = default_cache_dir()
+        codegen, fallback = self.codegen, None
+        try:
+            trains, pots = self._run_conv(graph, syn, x, bsz, codegen, cache_dir)
+        except TargetError as exc:
+            if not (self._auto and codegen == "cython"):
+                raise
+            codegen, fallback = "numpy", str(exc.__cause__ or exc)[:300]
+            trains, pots = self._run_conv(graph, syn, x, bsz, codegen, None)
+        import brian2
+
+        info = {"codegen": codegen, "chunk": bsz, "windows": -(-x.shape[0] // bsz), "brian2": brian2.__version__,
+                "populations": [p for _, p in chain], "synapses_per_sample": int(sum(len(p) for p, _, _ in syn)),
+                "time_unit": "1 step = 1 ms of Brian2 time"}
+        if fallback:
+            info["codegen_fallback"] = f"cython failed, ran numpy: {fallback}"
+        return steps_result(self.name, trains, time.perf_counter() - t0, info, pots)
+
+    def _run_conv(self, graph: Graph, syn: list, x: np.ndarray, bsz: int, codegen: str,
+                  cache_dir: Path | None) -> tuple[list[np.ndarray], list]:
+        with _brian2_prefs(codegen, cache_dir):
+            return self._simulate_conv(graph, syn, x, bsz)
+
+    def _simulate_conv(self, graph: Graph, syn: list, x: np.ndarray, bsz: int) -> tuple[list[np.ndarray], list]:
+        import brian2 as b2
+
+        n_samples, t_steps, n_in = x.shape
+        chain = graph.chain()
+        window = t_steps + len(chain)
+        n_windows = -(-n_samples // bsz)
+        clock = b2.Clock(dt=1 * b2.ms, name="snnc_conv_clock")
+        s_idx, t_idx, k_idx = np.nonzero(x)
+        win, b = np.divmod(s_idx, bsz)
+        inp = b2.SpikeGeneratorGroup(bsz * n_in, (b * n_in + k_idx).astype(np.int64),
+                                     (win * window + t_idx).astype(np.float64) * b2.ms, clock=clock,
+                                     name="snnc_conv_input")
+        objs: list = [inp]
+        monitors = []
+        prev, prev_n = inp, n_in
+        for l, ((syn_name, pop_name), (pre, post, w)) in enumerate(zip(chain, syn)):
+            pop = graph.nodes[pop_name]
+            grp = self._group(b2, pop, bsz, clock, l, window)
+            objs.append(grp)
+            if len(pre):
+                s = b2.Synapses(prev, grp, "w : 1", on_pre="I_post += w", clock=clock, name=f"snnc_conv_syn{l}")
+                rep = np.repeat(np.arange(bsz, dtype=np.int64), len(pre))
+                s.connect(i=np.tile(pre, bsz) + rep * prev_n, j=np.tile(post, bsz) + rep * pop.n)
+                s.w = np.tile(w, bsz)
+                objs.append(s)
+            if isinstance(pop, LIF):
+                mon = b2.SpikeMonitor(grp, record=True, name=f"snnc_conv_mon{l}")
+            else:     # Readout: A after each step's update
+                mon = b2.StateMonitor(grp, "v", record=True, when="end", clock=clock, name=f"snnc_conv_state{l}")
+            objs.append(mon)
+            monitors.append(mon)
+            prev, prev_n = grp, pop.n
+        network = b2.Network(*objs)
+        try:
+            network.run(n_windows * window * b2.ms, namespace={})
+        except Exception as exc:  # Brian2 raises BrianObjectException etc.; surface as a target failure
+            raise TargetError(f"Brian2 run failed ({type(exc).__name__}: {exc}); try codegen='numpy'") from exc
+        trains, pots = [], []
+        for l, ((_, pop_name), mon) in enumerate(zip(chain, monitors)):
+            n = graph.nodes[pop_name].n
+            out = np.zeros((n_samples, t_steps, n), dtype=np.uint8)
+            pot = None
+            if isinstance(mon, b2.SpikeMonitor):
+                if mon.num_spikes:
+                    step = np.rint(np.asarray(mon.t_[:]) * 1e3).astype(np.int64)   # 1 step = 1 ms
+                    idx = np.asarray(mon.i[:], dtype=np.int64)
+                    w_, s_in_w = np.divmod(step, window)
+                    t = s_in_w - (l + 1)                   # one step of Brian2 delay per connection
+                    b_, j = np.divmod(idx, n)
+                    s = w_ * bsz + b_
+                    keep = (t >= 0) & (t < t_steps) & (s < n_samples)
+                    out[s[keep], t[keep], j[keep]] = 1
+            else:
+                v = np.asarray(mon.v[:], dtype=np.float64)          # (bsz n, windows x window steps)
+                v = v.reshape(bsz, n, n_windows, window)[:, :, :, l + 1:l + 1 + t_steps]
+                pot = v.transpose(2, 0, 3, 1).reshape(n_windows * bsz, t_steps, n)[:n_samples].copy()
+            trains.append(out)
+            pots.append(pot)
+        return trains, pots
+
+
+__all__ = ["Brian2ConvTarget", "expand_synapse", "synapse_bound", "CODEGEN_CHOICES", "cython_available"]
