@@ -195,7 +195,7 @@ def finetune_alpha(net: TemporalNetwork, compile_kw: dict, train_images: np.ndar
         "mse_deployed_after": mse_after, "history": history, "updates": updates,
     }
     meta = dict(net.metadata)
-    meta["finetune"] = {k: v for k, v in metrics.items() if k != "history"}
+    meta["finetune"] = dict(metrics)
     return dataclasses.replace(best_net, metadata=meta), metrics
 
 

@@ -217,7 +217,7 @@ def finetune_lif(graph: Graph, compile_kw: dict, train_images: np.ndarray, val_i
         "mse_float": mse_float, "mse_deployed_before": mse_before, "mse_exact_after": mse_float_after,
         "mse_deployed_after": mse_after, "history": history, "updates": updates,
     }
-    meta["finetune"] = {k: v for k, v in metrics.items() if k != "history"}
+    meta["finetune"] = dict(metrics)
     return _with_weights(best_graph, _chain(best_graph)[0], meta), metrics
 
 
