@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--limit-train", type=int, default=None, help="training images (default all)")
     ap.add_argument("--samples", type=int, default=1000, help="validation and test images (default 1000)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-every", type=int, default=None, help="validate every N updates (keep the best)")
     ap.add_argument("--control", action="store_true", help="also fine-tune without the device (see above)")
     ap.add_argument("--out", default=None, help="write the fine-tuned model here")
     args = ap.parse_args()
@@ -86,7 +87,8 @@ def main() -> None:
     from toolchain.cli_steps import is_steps_model
 
     opts = FinetuneOptions(target="hw_sim", epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                           limit_train=args.limit_train, limit_eval=args.samples, seed=args.seed)
+                           limit_train=args.limit_train, limit_eval=args.samples, seed=args.seed,
+                           eval_every=args.eval_every)
     quiet = lambda s: print(s, file=sys.stderr)   # noqa: E731
     lif = is_steps_model(args.model)
     if lif:
@@ -132,7 +134,8 @@ def main() -> None:
               "mse_exact_after": m["mse_exact_after"], "mse_deployed_after": m["mse_deployed_after"],
               "gates_pass_before": before["passed"], "failed_before": before["failed"],
               "gates_pass": after["passed"], "failed_after": after["failed"], "verify_before": before,
-              "verify_after": after, "finetune_cpu_s": round(cpu, 1), "best_epoch": m["best_epoch"]}
+              "verify_after": after, "finetune_cpu_s": round(cpu, 1), "best_epoch": m["best_epoch"],
+              "best_updates": m["best_updates"], "history": m["history"]}
     if args.control:
         c0 = time.process_time()
         ctl, mc = finetune(model, kw, train, val, test, opts, quiet, runner=Control())

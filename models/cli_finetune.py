@@ -45,7 +45,7 @@ def _options(args):
 
     return FinetuneOptions(target=args.target, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                            compile_every=args.compile_every, limit_train=args.limit_train,
-                           limit_eval=args.limit_eval, seed=args.seed,
+                           limit_eval=args.limit_eval, seed=args.seed, eval_every=args.eval_every,
                            target_options=dict(_target_option(t) for t in args.target_option))
 
 
@@ -162,7 +162,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     result, metrics = run(train, val, test)
     save(result, out)
     summary = {k: metrics[k] for k in ("family", "mse_float", "mse_deployed_before", "mse_exact_after",
-                                       "mse_deployed_after", "best_epoch", "updates")}
+                                       "mse_deployed_after", "best_epoch", "best_updates", "updates")}
     summary.update(target=options.target, dataset=dataset, model=str(model), out=str(out),
                    compile_options=metrics["compile_options"])
     print(json.dumps(summary))
@@ -195,6 +195,9 @@ def register(subparsers) -> None:
     p.add_argument("--limit-train", type=int, default=None, help="first N training images (default all)")
     p.add_argument("--limit-eval", type=int, default=1000,
                    help="first N validation and test images for model selection and before/after (default 1000)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N",
+                   help="also validate every N updates and keep the best model on the deployed validation MSE "
+                        "(default: after each epoch only)")
     p.add_argument("--seed", type=int, default=0, help="shuffling and input-encoding seed (default 0)")
     p.add_argument("--dataset", default=None, choices=("mnist", "fashion-mnist"),
                    help="training images (default: the dataset the model records)")

@@ -46,6 +46,7 @@ class FinetuneOptions:
     limit_train:   first N training images (None: all)
     limit_eval:    first N validation / test images used to pick the best epoch and to report before/after
     seed:          shuffling and input-encoding seed
+    eval_every:    also validate (and keep the best model) every N updates, not only after each epoch
     target_options: keyword options of the target (e.g. {"port": 7341} for a running hil device)
     """
 
@@ -57,6 +58,7 @@ class FinetuneOptions:
     limit_train: int | None = None
     limit_eval: int = 1000
     seed: int = 0
+    eval_every: int | None = None
     target_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -67,7 +69,7 @@ class FinetuneOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise FinetuneError(f"{name.replace('_', '-')} must be a whole number >= {low}, got {v!r}")
-        for name in ("batch_size", "limit_train"):
+        for name in ("batch_size", "limit_train", "eval_every"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise FinetuneError(f"{name.replace('_', '-')} must be a whole number >= 1, got {v!r}")

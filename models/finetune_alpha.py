@@ -14,8 +14,8 @@ One update on a batch of latency-coded images (times in model time units):
 4. one Adam step on the float master parameters (models/temporal_trainer.Learner: weights, pulse weights, pulse
    times >= 0, the model's clip and no-spike penalty).
 
-Before the first update and after every epoch the deployed reconstruction MSE on the first ``limit_eval``
-validation images is measured; the best of these models (the input model included, so fine-tuning never returns
+Before the first update, after every epoch and every ``eval_every`` updates the deployed reconstruction MSE on the
+first ``limit_eval`` validation images is measured; the best of these models (the input model included, so fine-tuning never returns
 a model worse on validation than it started) is kept, and before/after figures are measured on test images.
 """
 from __future__ import annotations
@@ -143,10 +143,30 @@ def finetune_alpha(net: TemporalNetwork, compile_kw: dict, train_images: np.ndar
             log(f"before: test MSE exact {mse_float:.5f}, deployed {mse_before:.5f} "
                 f"({relative(mse_before, mse_float):+.2%}); validation deployed {before_val:.5f}")
             learner = Learner(net, hp, "cpu")
-            best = (before_val, 0, net)
+            best = (before_val, 0, net, 0)
             history = []
             updates = 0
-            for epoch in range(options.epochs):
+
+            def checkpoint(epoch: int, sq_sum: float, n_seen: int, t0: float) -> None:
+                """Validate the current parameters on the deployed network; keep them if they are the best."""
+                nonlocal best
+                w_alls, pts = (list(map(np.copy, a)) for a in learner.numpy())
+                if not all(np.all(np.isfinite(w)) for w in w_alls):
+                    raise FinetuneError(f"fine-tuning diverged in epoch {epoch} (non-finite weights); lower --lr")
+                cur = network_from_params(w_alls, pts, hp)
+                val_dep = deployed_mse(cur, compile_kw, target, val_images, x_val, compile_for(cur, compile_kw,
+                                                                                             updates))
+                val_exact = exact_mse(cur, val_images, x_val)
+                secs = time.perf_counter() - t0
+                history.append({"epoch": epoch, "updates": updates, "train_mse_deployed": sq_sum / max(1, n_seen),
+                                "val_mse_deployed": val_dep, "val_mse_exact": val_exact, "seconds": secs})
+                log(f"epoch {epoch}/{options.epochs}, {updates} updates: train MSE (deployed) "
+                    f"{sq_sum / max(1, n_seen):.5f}, validation deployed {val_dep:.5f} / exact {val_exact:.5f} "
+                    f"({secs:.1f} s)")
+                if val_dep < best[0]:
+                    best = (val_dep, epoch, cur, updates)
+
+            for epoch in range(1, options.epochs + 1):
                 t0 = time.perf_counter()
                 sq_sum, n_seen = 0.0, 0
                 cn = None
@@ -162,27 +182,16 @@ def finetune_alpha(net: TemporalNetwork, compile_kw: dict, train_images: np.ndar
                     updates += 1
                     sq_sum += sq
                     n_seen += imgs.size
-                w_alls, pts = (list(map(np.copy, a)) for a in learner.numpy())
-                cur = network_from_params(w_alls, pts, hp)
-                if not all(np.all(np.isfinite(w)) for w in w_alls):
-                    raise FinetuneError(f"fine-tuning diverged in epoch {epoch + 1} (non-finite weights); lower --lr")
-                val_dep = deployed_mse(cur, compile_kw, target, val_images, x_val, compile_for(cur, compile_kw,
-                                                                                             updates))
-                val_exact = exact_mse(cur, val_images, x_val)
-                secs = time.perf_counter() - t0
-                history.append({"epoch": epoch + 1, "train_mse_deployed": sq_sum / max(1, n_seen),
-                                "val_mse_deployed": val_dep, "val_mse_exact": val_exact, "updates": updates,
-                                "seconds": secs})
-                log(f"epoch {epoch + 1}/{options.epochs}: train MSE (deployed) {sq_sum / max(1, n_seen):.5f}, "
-                    f"validation deployed {val_dep:.5f} / exact {val_exact:.5f} ({secs:.1f} s)")
-                if val_dep < best[0]:
-                    best = (val_dep, epoch + 1, cur)
+                    if options.eval_every and updates % options.eval_every == 0:
+                        checkpoint(epoch, sq_sum, n_seen, t0)
+                if not (options.eval_every and updates % options.eval_every == 0):
+                    checkpoint(epoch, sq_sum, n_seen, t0)
             best_net = best[2]
             mse_exact_after = exact_mse(best_net, test_images, x_test)
             mse_after = deployed_mse(best_net, compile_kw, target, test_images, x_test)
     finally:
         torch.set_num_threads(n_torch)
-    log(f"after (epoch {best[1]}): test MSE exact {mse_exact_after:.5f}, deployed {mse_after:.5f} "
+    log(f"after (epoch {best[1]}, {best[3]} updates): test MSE exact {mse_exact_after:.5f}, deployed {mse_after:.5f} "
         f"({relative(mse_after, mse_exact_after):+.2%} vs its exact; {relative(mse_after, mse_float):+.2%} vs the "
         f"input model's exact)")
     metrics = {
@@ -190,7 +199,8 @@ def finetune_alpha(net: TemporalNetwork, compile_kw: dict, train_images: np.ndar
         "compile_options": {k: v for k, v in compile_kw.items() if k != "calibration_times"},
         "lr_weights": hp.lr_weights, "lr_pulses": hp.lr_pulses, "batch_size": hp.batch_size,
         "n_train": int(train_images.shape[0]), "n_val": int(val_images.shape[0]),
-        "n_test": int(test_images.shape[0]), "best_epoch": best[1], "val_mse_deployed_before": before_val,
+        "n_test": int(test_images.shape[0]), "best_epoch": best[1], "best_updates": best[3],
+        "val_mse_deployed_before": before_val,
         "mse_float": mse_float, "mse_deployed_before": mse_before, "mse_exact_after": mse_exact_after,
         "mse_deployed_after": mse_after, "history": history, "updates": updates,
     }

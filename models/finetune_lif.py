@@ -166,9 +166,29 @@ def finetune_lif(graph: Graph, compile_kw: dict, train_images: np.ndarray, val_i
                 f"({relative(mse_before, mse_float):+.2%}); validation deployed {before_val:.4f}")
             params = [torch.tensor(w, dtype=torch.float64, requires_grad=True) for w in ws]
             opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-7)
-            best = (before_val, 0, graph)
+            best = (before_val, 0, graph, 0)
             history, updates = [], 0
-            for epoch in range(options.epochs):
+
+            def checkpoint(epoch: int, loss_sum: float, n_batches: int, t0: float) -> None:
+                """Validate the current weights on the deployed network; keep them if they are the best."""
+                nonlocal best
+                cur_w = [p.detach().numpy().copy() for p in params]
+                if not all(np.all(np.isfinite(w)) for w in cur_w):
+                    raise FinetuneError(f"fine-tuning diverged in epoch {epoch} (non-finite weights); lower --lr")
+                cur = _with_weights(graph, cur_w)
+                val_dep = deployed_mse(cur, steps, compile_kw, target, val_images, x_val,
+                                       compile_for(cur, steps, compile_kw, updates))
+                val_float = float_mse(cur, val_images, x_val)
+                secs = time.perf_counter() - t0
+                history.append({"epoch": epoch, "updates": updates, "train_loss": loss_sum / max(1, n_batches),
+                                "val_mse_deployed": val_dep, "val_mse_float": val_float, "seconds": secs})
+                log(f"epoch {epoch}/{options.epochs}, {updates} updates: loss/sample "
+                    f"{loss_sum / max(1, n_batches):.3f}, validation deployed {val_dep:.4f} / float {val_float:.4f} "
+                    f"({secs:.1f} s)")
+                if val_dep < best[0]:
+                    best = (val_dep, epoch, cur, updates)
+
+            for epoch in range(1, options.epochs + 1):
                 t0 = time.perf_counter()
                 loss_sum, n_batches = 0.0, 0
                 cs = None
@@ -185,27 +205,16 @@ def finetune_lif(graph: Graph, compile_kw: dict, train_images: np.ndarray, val_i
                     updates += 1
                     loss_sum += float(loss.detach())
                     n_batches += 1
-                cur_w = [p.detach().numpy().copy() for p in params]
-                if not all(np.all(np.isfinite(w)) for w in cur_w):
-                    raise FinetuneError(f"fine-tuning diverged in epoch {epoch + 1} (non-finite weights); lower --lr")
-                cur = _with_weights(graph, cur_w)
-                val_dep = deployed_mse(cur, steps, compile_kw, target, val_images, x_val,
-                                       compile_for(cur, steps, compile_kw, updates))
-                val_float = float_mse(cur, val_images, x_val)
-                secs = time.perf_counter() - t0
-                history.append({"epoch": epoch + 1, "train_loss": loss_sum / max(1, n_batches),
-                                "val_mse_deployed": val_dep, "val_mse_float": val_float, "updates": updates,
-                                "seconds": secs})
-                log(f"epoch {epoch + 1}/{options.epochs}: loss/sample {loss_sum / max(1, n_batches):.3f}, "
-                    f"validation deployed {val_dep:.4f} / float {val_float:.4f} ({secs:.1f} s)")
-                if val_dep < best[0]:
-                    best = (val_dep, epoch + 1, cur)
+                    if options.eval_every and updates % options.eval_every == 0:
+                        checkpoint(epoch, loss_sum, n_batches, t0)
+                if not (options.eval_every and updates % options.eval_every == 0):
+                    checkpoint(epoch, loss_sum, n_batches, t0)
             best_graph = best[2]
             mse_float_after = float_mse(best_graph, test_images, x_test)
             mse_after = deployed_mse(best_graph, steps, compile_kw, target, test_images, x_test)
     finally:
         torch.set_num_threads(n_torch)
-    log(f"after (epoch {best[1]}): test MSE float {mse_float_after:.4f}, deployed {mse_after:.4f} "
+    log(f"after (epoch {best[1]}, {best[3]} updates): test MSE float {mse_float_after:.4f}, deployed {mse_after:.4f} "
         f"({relative(mse_after, mse_float_after):+.2%} vs its float; {relative(mse_after, mse_float):+.2%} vs the "
         f"input model's float)")
     metrics = {
@@ -213,7 +222,8 @@ def finetune_lif(graph: Graph, compile_kw: dict, train_images: np.ndarray, val_i
         "compile_options": {k: v for k, v in compile_kw.items() if k != "calibration_spikes"},
         "lr": lr, "batch_size": batch, "steps": steps, "p_scale": float(p_scale),
         "n_train": int(train_images.shape[0]), "n_val": int(val_images.shape[0]),
-        "n_test": int(test_images.shape[0]), "best_epoch": best[1], "val_mse_deployed_before": before_val,
+        "n_test": int(test_images.shape[0]), "best_epoch": best[1], "best_updates": best[3],
+        "val_mse_deployed_before": before_val,
         "mse_float": mse_float, "mse_deployed_before": mse_before, "mse_exact_after": mse_float_after,
         "mse_deployed_after": mse_after, "history": history, "updates": updates,
     }

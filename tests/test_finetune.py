@@ -59,7 +59,8 @@ ALPHA_ARGS = ("--limit-train", 70, "--limit-eval", 30, "--batch-size", 10, "--ep
 
 def test_alpha_finetune_on_hw_sim_lowers_the_deployed_loss_and_the_output_compiles(alpha_model, tmp_path, capsys):
     out = tmp_path / "sub" / "ft.onnx"
-    rc, stdout, err = run_cli(capsys, "finetune", alpha_model, "--target", "hw_sim", "-o", out, *ALPHA_ARGS)
+    rc, stdout, err = run_cli(capsys, "finetune", alpha_model, "--target", "hw_sim", "-o", out, *ALPHA_ARGS,
+                              "--eval-every", 3)
     assert rc == 0, err
     summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["family"] == "alpha" and summary["compile_options"]["steps_per_unit"] == S
@@ -68,7 +69,10 @@ def test_alpha_finetune_on_hw_sim_lowers_the_deployed_loss_and_the_output_compil
     ft = net.metadata["finetune"]
     assert ft["best_epoch"] >= 1 and ft["updates"] == 14          # 2 epochs x 7 batches of 10
     # the deployed validation loss decreased, and the chosen model is the best one
+    assert [h["updates"] for h in ft["history"]] == [3, 6, 7, 9, 12, 14]     # --eval-every 3, and each epoch's end
     assert min(h["val_mse_deployed"] for h in ft["history"]) < ft["val_mse_deployed_before"]
+    best = min(ft["history"], key=lambda h: h["val_mse_deployed"])
+    assert ft["best_updates"] == best["updates"] and ft["best_epoch"] == best["epoch"]
     assert summary["mse_deployed_after"] < summary["mse_deployed_before"]
     src = load_onnx(alpha_model)
     assert not np.array_equal(net.layers[0].weights, src.layers[0].weights)
