@@ -8,6 +8,7 @@
     hw_sim/cli_resources.py  resources
     toolchain/cli_demo.py    demo
     models/cli_audio.py      audio2image
+    models/cli_finetune.py   finetune (hardware-in-the-loop fine-tuning)
     experiments/cli_sweep.py        sweep run|worker|status
     experiments/cli_experiments.py  experiments fig3 .. fig11, report experiments
     (experiments/ sits above models/ and toolchain/ and may import both; it is imported here only by name, when
@@ -37,6 +38,7 @@ COMMAND_MODULES = (
     "experiments.cli_sweep",
     "experiments.cli_experiments",
     "models.cli_audio",
+    "models.cli_finetune",
 )
 
 EXAMPLES = """examples:
