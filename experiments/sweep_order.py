@@ -8,7 +8,7 @@ starts last and runs alone (8 trials on 2 workers: the last one alone is a sixth
 :func:`estimated_cost` estimates a config's CPU seconds from the flags as its trainer's own parser reads them
 (defaults included) and a per-trainer :class:`TrainerCost` (:data:`TRAINER_COSTS`, fitted to the CPU times of
 the full-data Fig. 3 trials): per epoch, every training image costs ``per_image + per_hidden x hidden``, every
-Adam step ``per_batch`` (small batches dominate: the tuned rows use batches of 2 to 107), and every validation
+Adam step ``per_batch`` (small batches dominate: the tuned rows use batches of 1 to 107), and every validation
 image ``per_eval_image``; the test set is evaluated once. The batch size is the flag's value or the preset row's
 (temporal and ANN trainers). Trainers without an entry cost ``hidden`` per training image and epoch, so hidden
 size, epochs and images still order them. :func:`longest_first` sorts configs by it (ties keep the grid's order).
