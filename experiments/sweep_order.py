@@ -8,7 +8,7 @@ starts last and runs alone (8 trials on 2 workers: the last one alone is a sixth
 :func:`estimated_cost` estimates a config's CPU seconds from the flags as its trainer's own parser reads them
 (defaults included) and a per-trainer :class:`TrainerCost` (:data:`TRAINER_COSTS`, fitted to the CPU times of
 the full-data Fig. 3 trials): per epoch, every training image costs ``per_image + per_hidden x hidden``, every
-Adam step ``per_batch`` (small batches dominate: the tuned rows use batches of 1 to 107), and every validation
+Adam step ``per_batch + per_batch_hidden x hidden`` (small batches dominate: the tuned rows use batches of 1 to 107), and every validation
 image ``per_eval_image``; the test set is evaluated once. The batch size is the flag's value or the preset row's
 (temporal and ANN trainers). Trainers without an entry cost ``hidden`` per training image and epoch, so hidden
 size, epochs and images still order them. :func:`longest_first` sorts configs by it (ties keep the grid's order).
@@ -32,20 +32,23 @@ DEFAULT_HIDDEN = 32
 @dataclass(frozen=True)
 class TrainerCost:
     """CPU microseconds (one thread) per training image and epoch (``per_image + per_hidden x hidden``), per Adam
-    step (``per_batch``), per evaluated image (``per_eval_image``), and per trial (``fixed``: data, files)."""
+    step (``per_batch + per_batch_hidden x hidden``: the update touches every weight), per evaluated image
+    (``per_eval_image``), and per trial (``fixed``: data, files)."""
 
     per_image: float
     per_hidden: float
     per_batch: float
+    per_batch_hidden: float
     per_eval_image: float
     fixed: float = 0.0
 
 
-# Fitted to the 1-epoch full-data Fig. 3 trials (busy 2-core machine, trial CPU seconds; docs/sweeps.md): e.g.
-# temporal hidden 32 batch 2: 32.3 s measured, 31 s estimated; batch 107: 14.2-15.9 s vs 15 s; ANN batch 5: 16.1 s
-# vs 16 s, batch 107: 5.4 s vs 5.7 s.
-TRAINER_COSTS = {"temporal": TrainerCost(110.0, 2.8, 600.0, 200.0, 0.5e6),
-                 "ann": TrainerCost(40.0, 0.5, 1000.0, 150.0, 0.5e6)}  # ANN: flat in hidden, 0.5 breaks ties
+# Fitted to the 60 one-epoch full-data Fig. 3 trials (busy 2-core machine, trial CPU seconds; evaluation measured
+# apart: ~1.2 s per 6,000 images; docs/sweeps.md). E.g. temporal hidden 32 batch 2: 32.3 s measured, 31 s estimated;
+# hidden 8 batch 1: 24.5-27.3 s vs 26 s; hidden 32 batch 107: 14.2-15.9 s vs 15 s; ANN hidden 8 batch 1: 45 s vs
+# 45 s; hidden 32 batch 107: 5.4 s vs 5.7 s.
+TRAINER_COSTS = {"temporal": TrainerCost(110.0, 2.8, 150.0, 16.0, 200.0, 0.5e6),
+                 "ann": TrainerCost(40.0, 0.5, 580.0, 20.0, 150.0, 0.5e6)}
 
 
 def _temporal_batch(ns) -> int:
@@ -93,7 +96,8 @@ def estimated_cost(config: TrialConfig, parsers: dict | None = None) -> float:
     limit_eval = getattr(ns, "limit_eval", None)
     n_val = min(limit_eval, FULL_VAL_IMAGES) if limit_eval else FULL_VAL_IMAGES
     n_test = min(limit_eval, FULL_TEST_IMAGES) if limit_eval else FULL_TEST_IMAGES
-    per_epoch = n_train * (cost.per_image + cost.per_hidden * hidden) + steps * cost.per_batch \
+    per_epoch = n_train * (cost.per_image + cost.per_hidden * hidden) \
+        + steps * (cost.per_batch + cost.per_batch_hidden * hidden) \
         + n_val * cost.per_eval_image
     return epochs * per_epoch + n_test * cost.per_eval_image + cost.fixed
 
