@@ -1,18 +1,33 @@
-"""Throughput of a sweep with 1 vs 2 local workers (one thread each): ``speedup`` = wall(1 worker) / wall(2).
+"""Throughput of a sweep with 1 vs 2 local workers (one thread each): ``speedup`` = wall(1 worker) / wall(2), and
+where the 2-worker run loses time.
 
 The same grid (``--trials`` temporal-autoencoder trials: hidden 8/16 x noise levels, ``--epochs`` epochs on
 ``--limit-train`` training images, ``--limit-eval`` validation/test images) runs twice through
-``snnc sweep run``, each time into a fresh folder and journal: first with ``--workers 1``, then ``--workers 2``.
-The wall times include everything a user waits for (worker start-up, imports, every trial, the journal); the CPU
-times are those of the worker processes (``RUSAGE_CHILDREN``). On 2 idle cores the target is >= 1.8x; other
-processes on the machine lower it (the output gives the load average before each run).
+``snnc sweep run``, each time into a fresh folder and journal: first with ``--workers 1``, then ``--workers 2``
+(``--order``: the sweep's trial order, ``longest-first`` by default or the sampler's shuffled order). The wall
+times include everything a user waits for (the parent's start-up, worker start-up, every trial, the journal); CPU
+times are those of the child processes (``RUSAGE_CHILDREN``).
 
-The last line printed is one JSON object (``speedup``, wall and CPU seconds per worker count, trials per second,
-mean trial wall time from the trials' trial.json). A few minutes with the defaults on a quiet 2-core machine. Each
-worker process first spends ~2 CPU seconds importing torch/numba/optuna (measured), so short trials understate
-the scaling: with 8 trials of ~1 CPU second (``--epochs 2``) that start-up is a third of the work.
+Each run is broken down per worker from the trials' trial.json (start and end times of every trial, the worker
+process's start): ``parent_s`` (from ``snnc sweep run`` to the worker process), ``startup_s`` (the worker's
+imports until its first trial starts), ``busy_s`` (its trials), ``gaps_s`` (between its trials: the storage,
+picking the next trial), ``tail_s`` (idle after its last trial until the sweep ended: uneven trials, the idle
+worker's poll). ``slowdown`` is the mean trial time with 2 workers over that with 1 (the same trials): what
+running two trials at once costs each of them (shared caches, memory bandwidth, the host's scheduling of the 2
+virtual CPUs). ``bound`` is the speedup those measured parts allow: wall(1) / (parent + startup + busy(1) x
+slowdown / 2), i.e. with perfectly even trials and no gaps.
 
-    python benchmarks/sweep_scaling.py [--trials 8] [--epochs 10] [--limit-train 1800] [--keep DIR]
+``--probe`` adds a contention probe that separates the machine from the code: one trial (``snnc train temporal``
+with the grid's first config) alone and two copies at once, and a pure-Python integer loop (no memory traffic)
+alone and two copies at once. If the loop slows down as much as the trial when paired, the 2 virtual CPUs do not
+give 2 cores' worth of throughput (host SMT siblings, frequency, neighbours) and no code change recovers it.
+
+The last line printed is one JSON object (``speedup``, ``bound``, ``slowdown``, the per-run breakdown, and the
+probe). Quiet machine: a few minutes with the defaults. Short trials understate the scaling (each worker's start-up,
+~2 CPU s, is a fixed cost).
+
+    python benchmarks/sweep_scaling.py [--trials 8] [--epochs 10] [--limit-train 1800] [--order longest-first]
+                                       [--probe] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -29,36 +44,91 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISES = (0.0, 0.2, 0.4, 0.6, 0.8)
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+ALU_LOOP = "s = 0\nfor i in range({n}):\n    s += i * i % 7\n"
 
 
-def grid_spec(trials: int, epochs: int, limit_train: int, limit_eval: int, dataset: str) -> str:
+def grid_spec(trials: int, epochs: int, limit_train: int, limit_eval: int, dataset: str,
+              order: str = "longest-first") -> str:
     """A grid of ``trials`` configs (hidden 8/16 x the first trials/2 noise levels)."""
     if trials < 2 or trials % 2 or trials // 2 > len(NOISES):
         raise SystemExit(f"--trials must be even, 2..{2 * len(NOISES)}")
     noises = ", ".join(str(n) for n in NOISES[:trials // 2])
-    return (f'name = "scaling"\ntrainer = "temporal"\nmetric = "test_mse"\n[args]\ndataset = "{dataset}"\n'
-            f'epochs = {epochs}\nlimit-train = {limit_train}\nlimit-eval = {limit_eval}\n'
+    return (f'name = "scaling"\ntrainer = "temporal"\nmetric = "test_mse"\norder = "{order}"\n[args]\n'
+            f'dataset = "{dataset}"\nepochs = {epochs}\nlimit-train = {limit_train}\nlimit-eval = {limit_eval}\n'
             f'[grid]\nhidden = [8, 16]\nnoise = [{noises}]\n')
 
 
-def run(spec: Path, out: Path, workers: int) -> dict:
-    """One ``snnc sweep run`` with ``workers`` workers: wall and child CPU seconds, trial times."""
+def _env() -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    env.update({k: "1" for k in THREAD_VARS})
+    return env
+
+
+def breakdown(recs: list[dict], t0: float, t1: float) -> dict:
+    """Per worker: parent_s, startup_s, busy_s, gaps_s, tail_s (seconds; they add up to the run's wall time)."""
+    out = {}
+    for w in sorted({r["worker"] for r in recs}):
+        mine = sorted((r for r in recs if r["worker"] == w), key=lambda r: r["started_unix"])
+        born = mine[0].get("worker_started_unix") or t0
+        gaps = sum(b["started_unix"] - a["finished_unix"] for a, b in zip(mine, mine[1:]))
+        out[w] = {"trials": len(mine), "parent_s": round(born - t0, 2),
+                  "startup_s": round(mine[0]["started_unix"] - born, 2),
+                  "busy_s": round(sum(r["finished_unix"] - r["started_unix"] for r in mine), 2),
+                  "gaps_s": round(gaps, 2), "tail_s": round(t1 - mine[-1]["finished_unix"], 2)}
+    return out
+
+
+def run(spec: Path, out: Path, workers: int) -> dict:
+    """One ``snnc sweep run`` with ``workers`` workers: wall and child CPU seconds, trial times, breakdown."""
     load = os.getloadavg()[0]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
+    t0u, t0 = time.time(), time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "toolchain.cli", "sweep", "run", str(spec), "--workers",
-                        str(workers), "--out", str(out)], env=env, cwd=ROOT, capture_output=True, text=True)
+                        str(workers), "--out", str(out)], env=_env(), cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    t1u = time.time()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if r.returncode != 0:
         raise SystemExit(f"sweep with {workers} worker(s) failed:\n{r.stdout}\n{r.stderr}")
     recs = [json.loads(p.read_text()) for p in out.glob("trials/*/trial.json")]
-    return {"workers": workers, "wall_s": wall,
-            "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+    order = [f"h{r['config']['args']['hidden']}/n{r['config']['args']['noise']}"
+             for r in sorted(recs, key=lambda r: r["trial"])]
+    return {"workers": workers, "wall_s": round(wall, 2),
+            "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
             "trials": len(recs), "trials_per_s": len(recs) / wall,
-            "mean_trial_wall_s": sum(r["wall_s"] for r in recs) / max(1, len(recs)),
-            "distinct_workers": len({r["worker"] for r in recs}), "load_avg_1min_before": load}
+            "mean_trial_wall_s": round(sum(r["wall_s"] for r in recs) / max(1, len(recs)), 3),
+            "mean_trial_cpu_s": round(sum(r["cpu_s"] for r in recs) / max(1, len(recs)), 3),
+            "trial_order": order, "per_worker": breakdown(recs, t0u, t1u), "load_avg_1min_before": load}
+
+
+def _timed_pair(cmds: list[list[str]], cwd: Path) -> list[float]:
+    """Start every command at once; their wall times (s)."""
+    t0 = time.perf_counter()
+    procs = [subprocess.Popen(c, env=_env(), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for c in cmds]
+    walls = []
+    for p in procs:
+        _, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"probe command failed: {err.decode(errors='replace')[-2000:]}")
+        walls.append(time.perf_counter() - t0)
+    return walls
+
+
+def probe(root: Path, trial_argv: list[str], alu_n: int) -> dict:
+    """One trial and one integer loop, alone and two at once (wall seconds; ``slowdown`` = paired / alone)."""
+    res = {}
+    loop = [sys.executable, "-c", ALU_LOOP.format(n=alu_n)]
+    runs = {"trial": lambda i: [sys.executable, "-m", "toolchain.cli", *trial_argv, "--out",
+                                str(root / f"probe-{i}")], "alu_loop": lambda i: loop}
+    for name, cmd in runs.items():
+        _timed_pair([cmd(9)], ROOT)  # warm: numba's cache, the page cache
+        alone = _timed_pair([cmd(0)], ROOT)[0]
+        paired = _timed_pair([cmd(1), cmd(2)], ROOT)
+        res[name] = {"alone_s": round(alone, 2), "paired_s": [round(x, 2) for x in paired],
+                     "slowdown": round(sum(paired) / len(paired) / alone, 3)}
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,27 +139,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit-train", type=int, default=1800, help="training images per trial (default 1800)")
     ap.add_argument("--limit-eval", type=int, default=500, help="validation and test images (default 500)")
     ap.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
+    ap.add_argument("--order", default="longest-first", choices=("longest-first", "sampler"),
+                    help="the sweep's trial order (spec key order; default longest-first)")
+    ap.add_argument("--probe", action="store_true", help="also time one trial and an integer loop alone and paired")
+    ap.add_argument("--alu-n", type=int, default=30_000_000, help="iterations of the probe's integer loop")
     ap.add_argument("--keep", default=None, help="keep the sweep folders here (default: a temporary folder)")
     a = ap.parse_args(argv)
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="snnc-sweep-scaling-"))
     try:
         spec = root / "scaling.toml"
         root.mkdir(parents=True, exist_ok=True)
-        spec.write_text(grid_spec(a.trials, a.epochs, a.limit_train, a.limit_eval, a.dataset))
+        spec.write_text(grid_spec(a.trials, a.epochs, a.limit_train, a.limit_eval, a.dataset, a.order))
         results = {}
         for workers in (1, 2):
             out = root / f"workers-{workers}"
             shutil.rmtree(out, ignore_errors=True)
-            results[workers] = run(spec, out, workers)
-            r = results[workers]
+            results[workers] = r = run(spec, out, workers)
             print(f"{workers} worker(s): {r['trials']} trials in {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
-                  f"mean trial {r['mean_trial_wall_s']:.1f} s, load before {r['load_avg_1min_before']:.2f}",
-                  flush=True)
+                  f"mean trial {r['mean_trial_wall_s']:.2f} s, load before {r['load_avg_1min_before']:.2f}; "
+                  f"order {' '.join(r['trial_order'])}", flush=True)
+            for w, b in r["per_worker"].items():
+                print(f"  {w}: {b}", flush=True)
         speedup = results[1]["wall_s"] / results[2]["wall_s"]
-        print(json.dumps({"benchmark": "sweep_scaling", "speedup": round(speedup, 3), "trials": a.trials,
-                          "epochs": a.epochs, "limit_train": a.limit_train, "limit_eval": a.limit_eval,
-                          "dataset": a.dataset, "data": os.environ.get("SNNC_DATA") or "bundled subset",
-                          "cpus": os.cpu_count(), "runs": list(results.values())}))
+        slowdown = results[2]["mean_trial_wall_s"] / results[1]["mean_trial_wall_s"]
+        w1 = next(iter(results[1]["per_worker"].values()))
+        bound = results[1]["wall_s"] / (w1["parent_s"] + w1["startup_s"] + w1["busy_s"] * slowdown / 2)
+        report = {"benchmark": "sweep_scaling", "speedup": round(speedup, 3), "bound": round(bound, 3),
+                  "slowdown": round(slowdown, 3), "order": a.order, "trials": a.trials, "epochs": a.epochs,
+                  "limit_train": a.limit_train, "limit_eval": a.limit_eval, "dataset": a.dataset,
+                  "data": os.environ.get("SNNC_DATA") or "bundled subset", "cpus": os.cpu_count(),
+                  "runs": list(results.values())}
+        if a.probe:
+            first = (f'--epochs {a.epochs} --limit-train {a.limit_train} --limit-eval {a.limit_eval} '
+                     f'--dataset {a.dataset} --hidden 16 --noise 0.0 --threads 1 --no-progress').split()
+            report["probe"] = probe(root, ["train", "temporal", *first], a.alu_n)
+            print(f"probe: {report['probe']}", flush=True)
+        print(json.dumps(report))
     finally:
         if not a.keep:
             shutil.rmtree(root, ignore_errors=True)

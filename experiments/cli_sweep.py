@@ -55,7 +55,7 @@ def register(subparsers) -> None:
                                                                 "sweep is finished)")
     w.add_argument("--poll", type=float, default=None,
                    help="seconds between looks at the storage while other workers hold every open trial "
-                        "(default min(5, heartbeat interval))")
+                        "(default 1 for a journal file, min(5, heartbeat interval) for a database)")
     w.set_defaults(func=_worker)
 
     s = sub.add_parser("status", help="show a sweep's progress", epilog=SWEEP_EXAMPLES,

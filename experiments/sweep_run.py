@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from experiments.sweep_order import longest_first
 from experiments.sweep_spec import SweepSpec, load_spec
 from experiments.sweep_state import Progress, create_study, load_sweep, progress
 from experiments.sweep_storage import default_storage, redact
@@ -89,6 +90,8 @@ def run_sweep(spec_path: str | Path, *, workers: int = 1, storage: str | None = 
     again = requeue_failed(study, spec, p)
     if again:
         log(f"queued {again} failed config(s) again (a re-run retries what failed)")
+    queued = queue_pending(study, spec, p)
+    if again or queued:
         p = progress(study, spec, out)
     if workers == 0:
         log(f"no local workers; start workers with: snnc sweep worker --storage {redact(storage)} --study "
@@ -128,6 +131,20 @@ def requeue_failed(study, spec: SweepSpec, p: Progress) -> int:
                                 skip_if_exists=False)
             n += 1
     return n
+
+
+def queue_pending(study, spec: SweepSpec, p: Progress) -> int:
+    """Queue one trial for every grid config nobody has started (no trial, no finished folder), longest first
+    (experiments/sweep_order.py), so that every worker, here or elsewhere, takes the long trials first and the short
+    ones fill the end; returns how many. Searches draw their trials from TPE instead."""
+    if spec.sampler != "grid" or spec.order != "longest-first":
+        return 0
+    pending = [row.config for row in p.rows if row.state == "pending" and row.config is not None]
+    for cfg in longest_first(pending):
+        args = {"trainer": cfg.trainer, **dict(cfg.args)}
+        study.enqueue_trial({k: args[k] for k in spec.params},
+                            user_attrs={"config_hash": cfg.hash, "config": cfg.as_dict()}, skip_if_exists=False)
+    return len(pending)
 
 
 def format_status(spec: SweepSpec, p: Progress) -> str:

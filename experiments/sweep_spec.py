@@ -47,7 +47,8 @@ SAMPLERS = ("grid", "tpe")
 DIRECTIONS = ("minimize", "maximize")
 RESERVED_FLAGS = ("out", "force", "resume")
 _TOP_KEYS = ("name", "trainer", "sampler", "metric", "direction", "n_trials", "seed", "heartbeat_interval",
-             "grace_period", "max_retry", "out", "args", "grid", "search")
+             "grace_period", "max_retry", "out", "order", "args", "grid", "search")
+ORDERS = ("longest-first", "sampler")
 HASH_LEN = 16
 
 
@@ -134,6 +135,7 @@ class SweepSpec:
     grace_period: int = 120
     max_retry: int = 1
     out: str | None = None
+    order: str = "longest-first"
 
     def to_dict(self) -> dict:
         """Plain JSON-able form (what :func:`spec_from_dict` reads back; stored in the Optuna study)."""
@@ -301,6 +303,10 @@ def spec_from_dict(d: dict, *, origin: str = "spec") -> SweepSpec:
     out = d.get("out")
     if out is not None and (not isinstance(out, str) or not out):
         raise SpecError(f"{origin}: out must be a folder path")
+    order = d.get("order", "longest-first")
+    if order not in ORDERS or (order != "longest-first" and sampler != "grid"):
+        raise SpecError(f"{origin}: order {order!r} is unknown; a grid takes \"longest-first\" (the default: "
+                        f"queued by estimated cost) or \"sampler\" (GridSampler's shuffled order)")
     heartbeat = _req_int(d, "heartbeat_interval", 1, 30)
     grace = _req_int(d, "grace_period", 1, max(120, 4 * heartbeat))
     if grace <= heartbeat:
@@ -309,7 +315,7 @@ def spec_from_dict(d: dict, *, origin: str = "spec") -> SweepSpec:
     return SweepSpec(name=name.strip(), trainer=trainer, sampler=sampler, metric=metric, direction=direction,
                      args=args, trainer_args=trainer_args, grid=grid, search=search, n_trials=n_trials,
                      seed=_req_int(d, "seed", 0, 0), heartbeat_interval=heartbeat, grace_period=grace,
-                     max_retry=_req_int(d, "max_retry", 0, 1), out=out)
+                     max_retry=_req_int(d, "max_retry", 0, 1), out=out, order=order)
 
 
 def load_spec(path: str | Path, *, check_flags: bool = True) -> SweepSpec:

@@ -30,7 +30,7 @@ from pathlib import Path
 from experiments.sweep_spec import SweepSpec, TrialConfig, parse_trainer_argv, trainer_parsers
 from experiments.sweep_state import (LOGS_DIR, TRIAL_JSON, TRIALS_DIR, clean_stale_staging, load_sweep, progress,
                                      read_finished, staging_dir, trial_dir, worker_id)
-from experiments.sweep_storage import redact
+from experiments.sweep_storage import is_url, redact
 from toolchain.atomic import atomic_write_text, ensure_output_folder
 from toolchain.errors import SnncError
 
@@ -56,18 +56,53 @@ def limit_threads(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def process_start_unix() -> float | None:
+    """When this process started (seconds since the epoch, from /proc; None where there is no /proc): with the
+    trials' start and end times it shows a worker's start-up and idle time (benchmarks/sweep_scaling.py)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return time.time() - (uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _queue_aware_grid_sampler():
+    import optuna
+
+    class QueueAwareGridSampler(optuna.samplers.GridSampler):
+        """Optuna's GridSampler for a study whose grid points are queued (``enqueue_trial``: the sweep's
+        longest-first order, re-runs of failed configs): such a trial has fixed parameters and no ``grid_id``,
+        which GridSampler.after_trial (Optuna 5.0) indexes when one grid point is left (KeyError)."""
+
+        def after_trial(self, study, trial, state, values) -> None:
+            if "grid_id" in study._storage.get_trial_system_attrs(trial._trial_id):
+                super().after_trial(study, trial, state, values)
+
+    return QueueAwareGridSampler
+
+
 def make_sampler(spec: SweepSpec):
-    """GridSampler over the spec's grid, or TPE (seeded by the spec) for a search."""
+    """GridSampler over the spec's grid (one that accepts queued trials), or TPE (seeded by the spec) for a
+    search."""
     import optuna
 
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({k: list(v) for k, v in spec.grid.items()}, seed=spec.seed)
+        return _queue_aware_grid_sampler()({k: list(v) for k, v in spec.grid.items()}, seed=spec.seed)
     return optuna.samplers.TPESampler(seed=spec.seed + os.getpid())
 
 
 def suggest(trial, spec: SweepSpec) -> dict:
-    """The trial's point of the grid / search space, {flag: value}."""
+    """The trial's point of the grid / search space, {flag: value}.
+
+    A queued grid trial (``snnc sweep run`` queues the grid longest first; retries copy the queue entry) takes its
+    point from the queue without recording it as Optuna parameters: Optuna fixes a categorical parameter's choices
+    for the whole study, so recording them would refuse every point of a grid later extended with new values.
+    Its point is in the trial's user attribute ``config``."""
     if spec.sampler == "grid":
+        fixed = trial.study._storage.get_trial_system_attrs(trial._trial_id).get("fixed_params") or {}
+        if set(spec.params) <= set(fixed):
+            return {k: fixed[k] for k in spec.params}
         return {k: trial.suggest_categorical(k, list(spec.grid[k])) for k in spec.params}
     out = {}
     for k in spec.params:
@@ -110,7 +145,7 @@ class TrialRunner:
         shutil.rmtree(stage, ignore_errors=True)
         ensure_output_folder(stage)
         argv = cfg.argv(out=stage, extra=self.extra_flags(cfg.trainer))
-        t0, c0 = time.perf_counter(), time.process_time()
+        t0, c0, started = time.perf_counter(), time.process_time(), time.time()
         log_path = stage / "train.log"
         try:
             args = parse_trainer_argv(argv, self.parsers)
@@ -129,7 +164,9 @@ class TrialRunner:
                       "value": float(value), "study": self.spec.name, "trial": number, "worker": worker_id(),
                       "threads": self.threads, "wall_s": time.perf_counter() - t0,
                       "cpu_s": time.process_time() - c0, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                      time.gmtime())}
+                                                                                      time.gmtime()),
+                      "started_unix": started, "finished_unix": time.time(),
+                      "worker_started_unix": process_start_unix()}
             atomic_write_text(stage / TRIAL_JSON, json.dumps(record, indent=2) + "\n")
             self._publish(stage, trial_dir(self.out, h))
             return record
@@ -181,7 +218,12 @@ class Objective:
         from optuna.trial import TrialState
 
         spec, log = self.spec, self.log
-        cfg = spec.config(suggest(trial, spec))
+        try:
+            cfg = spec.config(suggest(trial, spec))
+        except Exception as exc:
+            trial.set_user_attr("error", f"cannot take the trial's grid point: {type(exc).__name__}: {exc}"[:2000])
+            log(f"{worker_id()}: trial {trial.number} FAILED before training: {exc}")
+            raise
         h = cfg.hash
         trial.set_user_attr("config_hash", h)
         trial.set_user_attr("config", cfg.as_dict())
@@ -233,6 +275,13 @@ class Objective:
             callback(self.study, copy.deepcopy(t))
 
 
+def default_poll_s(storage: str, spec: SweepSpec) -> float:
+    """Seconds between looks at the storage while every open trial runs elsewhere: 1 s for a journal file (a look
+    reads only the journal's new lines), min(5 s, heartbeat interval) for a database shared by many workers. The
+    last trials' idle workers notice the end of the sweep within this time, so it adds to a sweep's wall time."""
+    return 1.0 if not is_url(storage) else min(5.0, float(spec.heartbeat_interval))
+
+
 def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, threads: int = 1,
                poll_s: float | None = None, max_trials: int | None = None,
                log: Callable[[str], None] = print) -> int:
@@ -247,7 +296,7 @@ def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, 
     ensure_output_folder(out / TRIALS_DIR)
     runner = TrialRunner(spec, out, threads, log)
     objective = Objective(study, spec, runner, log)
-    poll_s = float(poll_s if poll_s is not None else min(5.0, spec.heartbeat_interval))
+    poll_s = float(poll_s if poll_s is not None else default_poll_s(storage, spec))
     ran = 0
     log(f"{worker_id()}: worker on sweep {spec.name} ({redact(storage)}), {threads} thread(s), trials in {out}")
     while True:

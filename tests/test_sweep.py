@@ -269,6 +269,10 @@ def test_sigterm_fails_the_running_trial_and_queues_its_retry_at_once(tmp_path):
     failed = [t for t in trials if t.state.name == "FAIL"]
     assert len(failed) == 1 and failed[0].user_attrs.get("interrupted")
     queued = [t for t in trials if t.state.name == "WAITING"]
-    assert len(queued) == 1 and queued[0].system_attrs["failed_trial"] == failed[0].number  # no grace period
+    retry = [t for t in queued if "failed_trial" in t.system_attrs]
+    assert len(retry) == 1 and retry[0].system_attrs["failed_trial"] == failed[0].number  # no grace period
+    assert retry[0].user_attrs["config_hash"] == failed[0].user_attrs["config_hash"]
+    # the other 3 configs are still queued (longest first) from `sweep run`; nothing else was started
+    assert len(queued) == 4 and len(trials) == 5
     assert not list((out / "trials").glob(".staging-*"))
     assert len(list((out / "logs").glob("trial-*.log"))) == 1
