@@ -57,9 +57,14 @@ def add_train_audio(sub) -> None:
     p.add_argument("--trace-window", type=int, default=1,
                    help="steps an input spike stays in the eligibility trace (1: fastest; --steps: the exact trace "
                         "of the online rule, ~4x slower); see docs/audio.md")
-    p.add_argument("--lr", type=float, default=None, help="Adam step size (SNN 5e-5 per step; ANN 1e-4)")
+    p.add_argument("--adam", choices=("batch", "persistent"), default="batch",
+                   help="SNN: Adam moments reset every batch (batch, the authors' code) or kept across batches "
+                        "(persistent: SparseAdam, +8 bytes per weight of memory); see docs/audio.md")
+    p.add_argument("--lr", type=float, default=None,
+                   help="step size (SNN: Adam per time step, 5e-5; ANN: Adam 1e-3, SGD 1e-2; see docs/audio.md)")
     p.add_argument("--batch-size", type=int, default=50, help="clips per batch (default 50)")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the 2,700 training clips (paper: 20)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the 2,700 training clips (default: SNN 1, ANN 20 = the paper's)")
     p.add_argument("--limit-train", type=int, default=None, help="use about N training clips (every k-th)")
     p.add_argument("--limit-test", type=int, default=None, help="score about N test clips (every k-th)")
     p.add_argument("--ann", choices=("sgd", "adam"), default=None,
@@ -79,8 +84,9 @@ def train_audio_cli(args: argparse.Namespace) -> int:
 
     cfg = AudioConfig(pairing=args.pairing, rate=args.audio_rate, frames=args.frames, decimation=args.decimation,
                       hidden=args.hidden,
-                      steps=args.steps, p_scale=args.p_scale, epochs=args.epochs, seed=args.seed,
-                      batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window,
+                      steps=args.steps, p_scale=args.p_scale,
+                      epochs=args.epochs if args.epochs is not None else (20 if args.ann else 1), seed=args.seed,
+                      batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window, adam=args.adam,
                       limit_train=args.limit_train, limit_test=args.limit_test,
                       **({"lr": args.lr} if args.lr is not None and args.ann is None else {}))
     if args.ann is None and args.image_model is None:
