@@ -115,6 +115,14 @@ def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch):
     assert main(["eval", str(tmp_path / "loud"), "--json", str(tmp_path / "loud.json")]) == 0
     lj = json.loads((tmp_path / "loud.json").read_text())
     assert lj["code_spikes_per_clip"] > 10 and lj["n_test"] == 20 and 0 < lj["test_mse"] < 2.5
+    # the deployed pipeline: one LIF network on one chip, verified on hw_sim-lif against the float reference
+    rc = main(["audio-deploy", str(tmp_path / "loud"), "--clips", "6", "--calibration-clips", "10", "--feature-cache",
+               str(cache), "--json", str(tmp_path / "dep.json"), "--out", str(tmp_path / "dep.npz")])
+    dj = json.loads((tmp_path / "dep.json").read_text())
+    assert rc == (0 if dj["passed"] else 1) and dj["chips"] == 1 and dj["weight_blocks"] == 2 and dj["clips"] == 6
+    assert min(dj["targets"]["hw_sim-lif"]["matched_within_1"].values()) > 0.5 and (tmp_path / "dep.npz").is_file()
+    assert main(["audio-deploy", str(tmp_path / "loud"), "--clips", "21", "--feature-cache", str(cache)]) == 2
+    assert "exceeds the 20 test clips" in capsys.readouterr().err
     # eval reproduces the training score (same clips, same input seed)
     rc = main(["eval", str(out), "--json", str(tmp_path / "ev.json")])
     assert rc == 0
