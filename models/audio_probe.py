@@ -7,6 +7,7 @@ dual: ``W = X^T (X X^T + lam I)^-1 Y`` on features centred by the training mean)
 dependency and is deterministic.
 
     python -m models.audio_probe [--audio-rate 8000 --decimation 80 --frames 120] [--pool 10] [--spikes]
+    python -m models.audio_probe --model RUN        # a trained audiocoder: its hidden and code spike counts
 
 prints one JSON line per variant (raw values, and with ``--spikes`` one Bernoulli draw of the spike counts over T
 steps with p = p_scale * value, as the audiocoder's input). Measured on FSDD: see docs/audio.md.
@@ -57,6 +58,44 @@ def ridge_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, te
             "test_acc": float(((b @ w).argmax(1) == test_y).mean())}
 
 
+def layer_counts(ac, features, rows, seed: int = 0, chunk: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Spike counts over the T steps of an audiocoder's hidden layer (len(rows), H) and code layer (len(rows),
+    n_code) for clips ``rows`` of a FeatureSet, from the float reference of the joint graph
+    (toolchain.lif_reference.simulate; Bernoulli inputs drawn from ``seed``)."""
+    from models.audio_deploy import joint_graph
+    from models.audio_model import encode_clip
+    from toolchain.lif_reference import simulate
+
+    g = joint_graph(ac)
+    rng = np.random.default_rng(seed)
+    hid, code = [], []
+    rows = np.asarray(rows, np.int64)
+    for c in range(0, rows.shape[0], chunk):
+        rr = rows[c:c + chunk]
+        x = np.zeros((rr.shape[0], ac.steps, ac.n_in), np.uint8)
+        for k, n in enumerate(rr):
+            for t, idx in enumerate(encode_clip(*features.sparse(int(n)), ac.steps, ac.p_scale, rng)):
+                x[k, t, idx] = 1
+        tr = simulate(g, x)
+        hid.append(tr.spikes[0].sum(axis=1))
+        code.append(tr.spikes[1].sum(axis=1))
+    return (np.concatenate(hid).astype(np.float32) if hid else np.zeros((0, ac.hidden), np.float32),
+            np.concatenate(code).astype(np.float32) if code else np.zeros((0, ac.n_code), np.float32))
+
+
+def probe_model(ac, train, test, stride: int = 3, lam: float = 1.0) -> dict:
+    """Linear probes of a trained audiocoder's hidden and code spike counts (every ``stride``-th training clip to
+    fit, all test clips to score) and its hidden layer's activity."""
+    rows = np.arange(0, len(train), stride)
+    htr, ctr = layer_counts(ac, train, rows, seed=1)
+    hte, cte = layer_counts(ac, test, np.arange(len(test)), seed=2)
+    return {"hidden_spikes_per_clip": float(hte.sum(1).mean()), "code_spikes_per_clip": float(cte.sum(1).mean()),
+            "hidden_silent_fraction": float((hte.sum(0) == 0).mean()),
+            "hidden_saturated_fraction": float((hte.mean(0) >= 0.9 * ac.steps).mean()),
+            "probe_hidden": ridge_probe(htr, train.labels[rows], hte, test.labels, lam),
+            "probe_code": ridge_probe(ctr, train.labels[rows], cte, test.labels, lam)}
+
+
 def main(argv: list[str] | None = None) -> int:
     from models.cochleagram import FeatureSpec, load_features
 
@@ -71,7 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--feature-cache", default=None)
+    ap.add_argument("--model", default=None, help="probe this trained audiocoder's hidden and code spike counts "
+                                                  "instead (its own feature settings)")
     a = ap.parse_args(argv)
+    if a.model is not None:
+        from models.audio_model import load_audiocoder
+
+        ac = load_audiocoder(a.model)
+        spec = FeatureSpec(**ac.meta["spec"])
+        tr = load_features("train", spec, data_dir=a.data_dir, cache_dir=a.feature_cache)
+        te = load_features("test", spec, data_dir=a.data_dir, cache_dir=a.feature_cache)
+        print(json.dumps({"model": a.model, **probe_model(ac, tr, te, lam=a.lam)}), flush=True)
+        return 0
     spec = FeatureSpec(a.audio_rate, a.frames, a.decimation)
     tr = load_features("train", spec, data_dir=a.data_dir, cache_dir=a.feature_cache)
     te = load_features("test", spec, data_dir=a.data_dir, cache_dir=a.feature_cache)

@@ -41,3 +41,28 @@ def test_probe_bad_settings():
         pooled(x, 12, 5, 0)
     with pytest.raises(SnncError, match="probe shapes do not match"):
         ridge_probe(x, y[:5], x, y)
+
+
+def test_probe_of_a_model_reads_its_layers():
+    """layer_counts gives the joint graph's hidden and code spike counts; probe_model scores them."""
+    from models.audio_model import AudioCoder, run_clip, encode_clip
+    from models.audio_probe import layer_counts, probe_model
+    from models.cochleagram import FeatureSet, FeatureSpec
+
+    rng = np.random.default_rng(0)
+    meta = {"spec": {"rate": 8000, "frames": 3, "decimation": 10, "ear_q": 8, "step_factor": 0.5}, "steps": 10,
+            "p_scale": 0.6, "pairing": "A"}
+    ac = AudioCoder(rng.normal(0.05, 0.3, (96, 30)).astype(np.float32), rng.normal(0.1, 0.4, (12, 30)).astype(
+        np.float32), rng.normal(0.1, 0.5, (784, 12)), 0.9, 1.0, meta)
+    protos = rng.random((10, 96))
+    y = np.arange(60) % 10
+    vals = np.clip(protos[y] + rng.normal(0, 0.1, (60, 96)), 0, 1).astype(np.float16).reshape(60 * 3, 32)
+    fs = FeatureSet(FeatureSpec(8000, 3), vals, np.arange(0, 181, 3), y, np.array(["x"] * 60), np.zeros(60, np.int64))
+    h, c = layer_counts(ac, fs, [0, 5], seed=4)
+    r = np.random.default_rng(4)
+    for k, n in enumerate([0, 5]):
+        code, _ = run_clip(ac, encode_clip(*fs.sparse(n), 10, 0.6, r))
+        np.testing.assert_array_equal(c[k], code.sum(0))
+    assert h.shape == (2, 30) and h.sum() > 0
+    res = probe_model(ac, fs, fs.subset(np.arange(30)), stride=1)
+    assert 0 <= res["hidden_silent_fraction"] <= 1 and res["probe_hidden"]["train_acc"] > 0.5
