@@ -60,10 +60,13 @@ def check_deployable(n_in: int, hidden: int, n_code: int = 196, chip: str = "loi
 
 
 def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int = 7, weight_bits: int = 8,
-                 calibration_clips: int = 50, range_mode: str = "calibrated"):
-    """Compile the joint graph (8-bit weights, ranges calibrated on ``calibration_clips`` clips of ``features``'
-    tail, or ``range_mode`` "worst-case") and verify ``targets`` on the first ``n_clips`` clips against the float reference. Returns the
-    StepsVerifyReport; raises DRCError first when the network does not fit one chip."""
+                 calibration_clips: int = 50, range_mode: str = "calibrated", weight_blocks: int = 2,
+                 calibration=None):
+    """Compile the joint graph (8-bit weights, ``weight_blocks`` Dense blocks per layer, ranges calibrated on
+    ``calibration_clips`` clips of ``calibration`` (a FeatureSet, e.g. training clips; None: the tail of
+    ``features``), or ``range_mode`` "worst-case") and verify ``targets`` on the first ``n_clips`` clips of
+    ``features`` against the float reference. Returns (StepsVerifyReport, CompiledSteps); raises DRCError first
+    when the network does not fit one chip."""
     from models.audio_model import encode_clip
     from toolchain.steps_compiler import compile_graph
     from toolchain.verify_trains import verify_steps
@@ -72,17 +75,21 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
     graph = joint_graph(ac)
     rng = np.random.default_rng(seed)
 
-    def trains(rows):
+    def trains(fs, rows):
         x = np.zeros((len(rows), ac.steps, ac.n_in), np.uint8)
         for k, n in enumerate(rows):
-            for t, idx in enumerate(encode_clip(*features.sparse(n), ac.steps, ac.p_scale, rng)):
+            for t, idx in enumerate(encode_clip(*fs.sparse(n), ac.steps, ac.p_scale, rng)):
                 x[k, t, idx] = 1
         return x
 
     n = len(features)
-    calib = trains(range(max(0, n - calibration_clips), n))
-    cs = compile_graph(graph, ac.steps, weight_bits=weight_bits, range_mode=range_mode,
+    if calibration is None:
+        calib = trains(features, range(max(0, n - calibration_clips), n))
+    else:
+        k = len(calibration)
+        calib = trains(calibration, np.linspace(0, k - 1, min(calibration_clips, k)).astype(np.int64))
+    cs = compile_graph(graph, ac.steps, weight_bits=weight_bits, range_mode=range_mode, weight_blocks=weight_blocks,
                        calibration_spikes=calib if range_mode == "calibrated" else None,
                        calibration_source=f"{calibration_clips} FSDD clips" if range_mode == "calibrated" else "")
-    x = trains(range(min(n_clips, n)))
+    x = trains(features, range(min(n_clips, n)))
     return verify_steps(cs, x, None, targets), cs

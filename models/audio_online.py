@@ -36,25 +36,23 @@ def _sig_prime(u):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, fastmath=True, parallel=True)
 def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, ev_slot, cols, target, window, leak, vth, n_shrink, lr, b1, b2, eps,
-           loss_out, counts_out, n_chunks):  # pragma: no cover - compiled
+           loss_out, counts_out, n_chunks, m1, s1, mrow, m2, s2, step0):  # pragma: no cover - compiled
     """One batch in place. w1t (n_in, H) float32; w2 (n_out, H) float32; events of step t are
     ev_ptr[t]:ev_ptr[t+1] with step ev_t, sample ev_b, input ev_i and slot ev_slot (index into cols, the batch's
     distinct inputs);
-    target (T, B, n_out) uint8. loss_out[0] += loss; counts_out (B, n_out) += output spikes."""
+    target (T, B, n_out) uint8. loss_out[0] += loss; counts_out (B, n_out) += output spikes.
+    Adam moments: m1/s1 rows mrow[slot] (per-batch arrays with mrow = arange, or persistent (n_in, H) arrays with
+    mrow = cols); m2/s2 like w2; bias correction by step step0 + t + 1."""
     t_steps, bsz, n_out = target.shape
     h = w1t.shape[1]
     n_slots = cols.shape[0]
     f32 = np.float32
-    m1 = np.zeros((n_slots, h), np.float32)
-    s1 = np.zeros((n_slots, h), np.float32)
     max_w = 1
     for t in range(t_steps):
         max_w = max(max_w, ev_ptr[t + 1] - ev_ptr[max(0, t - window + 1)])
     g1 = np.zeros((min(max_w, n_slots), h), np.float32)   # gradient rows of this step's touched inputs
     gpos = np.full(n_slots, -1, np.int64)
     tlist = np.empty(n_slots, np.int64)
-    m2 = np.zeros_like(w2)
-    s2 = np.zeros_like(w2)
     v1 = np.zeros((bsz, h), np.float32)
     v2 = np.zeros((bsz, n_out), np.float32)
     tr2p = np.zeros((bsz, h), np.float32)
@@ -150,8 +148,8 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, ev_slot, cols, target, window, lea
                 for j in range(j0, j1):
                     gr[j] += wf * db[j]
         # lazy Adam on the touched rows, bias correction by step t + 1
-        lr_bc1 = f32(lr / (1.0 - b1 ** (t + 1)))
-        inv_bc2 = f32(1.0 / (1.0 - b2 ** (t + 1)))
+        lr_bc1 = f32(lr / (1.0 - b1 ** (step0 + t + 1)))
+        inv_bc2 = f32(1.0 / (1.0 - b2 ** (step0 + t + 1)))
         fb1, fb2, c1, c2, feps = f32(b1), f32(b2), f32(1.0 - b1), f32(1.0 - b2), f32(eps)
         for q in range(n_t):
             gpos[tlist[q]] = -1
@@ -159,8 +157,8 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, ev_slot, cols, target, window, lea
             s = tlist[q]
             row = w1t[cols[s]]
             gr = g1[q]
-            mr = m1[s]
-            sr = s1[s]
+            mr = m1[mrow[s]]
+            sr = s1[mrow[s]]
             for j in range(h):
                 gj = gr[j]
                 mj = fb1 * mr[j] + c1 * gj
@@ -200,17 +198,41 @@ def batch_events(spikes: list[list[np.ndarray]]) -> tuple[np.ndarray, ...]:
     return np.cumsum(counts), ev_t, ev_b, ev_i, slot.astype(np.int64).reshape(-1), cols.astype(np.int64)
 
 
+class AdamState:
+    """Adam moments kept across batches (``--adam persistent``): m1/s1 (n_in, H) float32 for W1 transposed (lazy:
+    a row's moments change only in steps that update that row), m2/s2 like W2, and the number of steps taken
+    (bias correction by the global step, as torch.optim.SparseAdam / Adam). 2 x 4 bytes per weight of memory."""
+
+    def __init__(self, w1t: np.ndarray, w2: np.ndarray) -> None:
+        self.m1 = np.zeros_like(w1t, dtype=np.float32)
+        self.s1 = np.zeros_like(w1t, dtype=np.float32)
+        self.m2 = np.zeros_like(w2, dtype=np.float32)
+        self.s2 = np.zeros_like(w2, dtype=np.float32)
+        self.step = 0
+
+
 def online_batch_sparse(w1t: np.ndarray, w2: np.ndarray, spikes: list[list[np.ndarray]], target: np.ndarray,
-                        rule: OnlineRule, window: int) -> dict:
+                        rule: OnlineRule, window: int, state: AdamState | None = None) -> dict:
     """Train one batch in place. w1t (n_in, H) float32 C-contiguous (W1 transposed); w2 (n_out, H) float32;
     spikes[b][t]: input indices spiking in step t of sample b; target (T, B, n_out) 0/1; window: trace length in
-    steps (>= 1; T = the full trace). Returns {"loss": sum over steps of 0.5 sum E^2 / B, "out_spikes": (B, n_out)
-    output spike counts, "events": input spikes in the batch}."""
+    steps (>= 1; T = the full trace). ``state`` None: Adam moments start at 0 in every batch and the bias
+    correction counts the batch's steps (the authors' code); an :class:`AdamState`: moments and step count carry
+    over between batches (updated in place). Returns {"loss": sum over steps of 0.5 sum E^2 / B, "out_spikes":
+    (B, n_out) output spike counts, "events": input spikes in the batch}."""
     ptr, ev_t, ev_b, ev_i, slot, cols = batch_events(spikes)
     tgt = np.ascontiguousarray(target, dtype=np.uint8)
     loss = np.zeros(1)
     counts = np.zeros((tgt.shape[1], tgt.shape[2]), np.float32)
+    if state is None:
+        h = w1t.shape[1]
+        m1, s1 = np.zeros((cols.shape[0], h), np.float32), np.zeros((cols.shape[0], h), np.float32)
+        mrow = np.arange(cols.shape[0], dtype=np.int64)
+        m2, s2, step0 = np.zeros_like(w2), np.zeros_like(w2), 0
+    else:
+        m1, s1, mrow, m2, s2, step0 = state.m1, state.s1, cols, state.m2, state.s2, state.step
     _batch(w1t, w2, ptr, ev_t, ev_b, ev_i, slot, cols, tgt, int(window), np.float32(rule.leak),
            np.float32(rule.v_th), float(rule.n_shrink), rule.lr, rule.beta1, rule.beta2, rule.eps, loss, counts,
-           int(numba.get_num_threads()))
+           int(numba.get_num_threads()), m1, s1, mrow, m2, s2, int(step0))
+    if state is not None:
+        state.step += tgt.shape[0]
     return {"loss": float(loss[0]), "out_spikes": counts, "events": int(ev_i.shape[0])}

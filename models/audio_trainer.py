@@ -29,6 +29,7 @@ METRICS_NAME = "metrics.json"
 PNG_NAME = "generated.png"
 OUTPUT_NAMES = (MODEL_NAME, METRICS_NAME, PNG_NAME)
 DEFAULT_T_H = {"A": 15, "B": 10}   # Table 1 footnotes: A with T_h 15, B with T_h 10
+ADAM_MODES = ("batch", "persistent")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class AudioConfig:
     init: float = 0.01
     t_h: int | None = None
     trace_window: int = 1
+    adam: str = "batch"
     limit_train: int | None = None
     limit_test: int | None = None
 
@@ -66,6 +68,9 @@ class AudioConfig:
                 raise SnncError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0) or not (math.isfinite(self.init) and self.init > 0):
             raise SnncError(f"lr and init must be finite and > 0, got lr={self.lr}, init={self.init}")
+        if self.adam not in ADAM_MODES:
+            raise SnncError(f"--adam must be one of {', '.join(ADAM_MODES)} (batch: moments reset every batch as the "
+                            f"authors' code; persistent: kept across batches), got {self.adam!r}")
         for name in ("limit_train", "limit_test"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -165,7 +170,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
 
     from models.audio_metrics import per_clip_paired, score
     from models.audio_model import AudioCoder, encode_clip, generate, save_audiocoder
-    from models.audio_online import online_batch_sparse
+    from models.audio_online import AdamState, online_batch_sparse
     from models.audio_pairs import cycled
     from models.rate_online import OnlineRule
     from toolchain.artifact import model_hash
@@ -182,6 +187,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
     w1t, w2 = init_weights(n_in, cfg.hidden, n_code, cfg.init, rng)
     rule = OnlineRule(lr=cfg.lr, n_shrink=float(n_in))
     n_batches = len(train) // cfg.batch_size
+    state = AdamState(w1t, w2) if cfg.adam == "persistent" else None
     history = []
     for epoch in range(cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -192,7 +198,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
         for b in range(n_batches):
             rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             spikes = [encode_clip(*train.sparse(n), cfg.steps, cfg.p_scale, rng) for n in rows]
-            r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.trace_window)
+            r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.trace_window, state)
             loss_sum += r["loss"]
             events += r["events"]
             out_sp += float(r["out_spikes"].sum())
@@ -202,11 +208,15 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
         if not (np.all(np.isfinite(w2)) and np.all(np.isfinite(w1t[:1000]))):
             raise SnncError("training diverged (non-finite weights); lower --lr")
         n_seen = n_batches * cfg.batch_size
+        ac_e = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, {"steps": cfg.steps, "p_scale": cfg.p_scale})
+        sc_e = score(generate(ac_e, test, cfg.seed + 2)[0], test.labels, pairing)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / n_batches, "seconds": wall, "cpu_seconds": cpu,
                         "input_spikes_per_step": events / (n_seen * cfg.steps),
-                        "code_spikes_per_clip": out_sp / n_seen})
+                        "code_spikes_per_clip": out_sp / n_seen, "test_mse": sc_e["mse"],
+                        "test_class_accuracy": sc_e["class_accuracy"]})
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss/sample {loss_sum / n_batches:.2f}, {events / (n_seen * cfg.steps):.1f} "
-            f"input spikes per step, {out_sp / n_seen:.1f} code spikes per clip ({wall:.1f} s, CPU {cpu:.1f} s)")
+            f"input spikes per step, {out_sp / n_seen:.1f} code spikes per clip ({wall:.1f} s, CPU {cpu:.1f} s); "
+            f"test MSE {sc_e['mse']:.4f}, nearest class {100 * sc_e['class_accuracy']:.1f} %")
     meta = {"family": "audiocoder", "spec": dataclasses.asdict(cfg.spec), "steps": cfg.steps, "p_scale": cfg.p_scale,
             "leak": rule.leak, "v_th": rule.v_th, "pairing": cfg.pairing, "t_h": cfg.resolved_t_h(),
             "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),

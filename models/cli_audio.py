@@ -3,9 +3,10 @@
     snnc train audio --image-model RUN --pairing A|B --out DIR     train the spiking audiocoder (or --ann)
     snnc eval DIR                                                   score an audiocoder on the FSDD test clips
     snnc audio2image CLIP.wav --model DIR --out digit.png           draw the digit a recording says
+    snnc audio-deploy DIR --clips 300 --targets hw_sim-lif          compile audiocoder + decoder, verify targets
 
 ``train audio`` is registered by models/cli_train.py (add_train_audio), ``eval`` of audiocoders is dispatched by
-models/cli_eval.py (is_audiocoder), ``audio2image`` by toolchain/cli.py (register).
+models/cli_eval.py (is_audiocoder), ``audio2image`` and ``audio-deploy`` by toolchain/cli.py (register).
 """
 from __future__ import annotations
 
@@ -57,9 +58,14 @@ def add_train_audio(sub) -> None:
     p.add_argument("--trace-window", type=int, default=1,
                    help="steps an input spike stays in the eligibility trace (1: fastest; --steps: the exact trace "
                         "of the online rule, ~4x slower); see docs/audio.md")
-    p.add_argument("--lr", type=float, default=None, help="Adam step size (SNN 5e-5 per step; ANN 1e-4)")
+    p.add_argument("--adam", choices=("batch", "persistent"), default="batch",
+                   help="SNN: Adam moments reset every batch (batch, the authors' code) or kept across batches "
+                        "(persistent: SparseAdam, +8 bytes per weight of memory); see docs/audio.md")
+    p.add_argument("--lr", type=float, default=None,
+                   help="step size (SNN: Adam per time step, 5e-5; ANN: Adam 1e-3, SGD 1e-2; see docs/audio.md)")
     p.add_argument("--batch-size", type=int, default=50, help="clips per batch (default 50)")
-    p.add_argument("--epochs", type=int, default=1, help="passes over the 2,700 training clips (paper: 20)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="passes over the 2,700 training clips (default: SNN 1, ANN 20 = the paper's)")
     p.add_argument("--limit-train", type=int, default=None, help="use about N training clips (every k-th)")
     p.add_argument("--limit-test", type=int, default=None, help="score about N test clips (every k-th)")
     p.add_argument("--ann", choices=("sgd", "adam"), default=None,
@@ -79,8 +85,9 @@ def train_audio_cli(args: argparse.Namespace) -> int:
 
     cfg = AudioConfig(pairing=args.pairing, rate=args.audio_rate, frames=args.frames, decimation=args.decimation,
                       hidden=args.hidden,
-                      steps=args.steps, p_scale=args.p_scale, epochs=args.epochs, seed=args.seed,
-                      batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window,
+                      steps=args.steps, p_scale=args.p_scale,
+                      epochs=args.epochs if args.epochs is not None else (20 if args.ann else 1), seed=args.seed,
+                      batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window, adam=args.adam,
                       limit_train=args.limit_train, limit_test=args.limit_test,
                       **({"lr": args.lr} if args.lr is not None and args.ann is None else {}))
     if args.ann is None and args.image_model is None:
@@ -208,8 +215,91 @@ def _audio2image(args: argparse.Namespace) -> int:
     return 0
 
 
+def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...] = ("hw_sim-lif",),
+                 weight_blocks: int = 2, weight_bits: int = 8, range_mode: str = "calibrated",
+                 calibration_clips: int = 50, data_dir: str | None = None, cache_dir: str | Path | None = None,
+                 json_path: str | Path | None = None, compiled_out: str | Path | None = None) -> dict:
+    """Compile an audiocoder + its decoder as one LIF network (models/audio_deploy.py), check that it fits one chip
+    (DRCError with the fix otherwise), verify ``targets`` on the first ``clips`` FSDD test clips against the float
+    reference with the spike-train gates of toolchain/verify_trains.py (ranges calibrated on training clips).
+    Writes the report JSON (``json_path``) and the compiled network (``compiled_out``, npz) atomically."""
+    from models.audio_deploy import chip_resources, deploy_check
+    from models.audio_model import load_audiocoder
+    from models.cochleagram import FeatureSpec, load_features
+    from toolchain.atomic import atomic_write_text, check_output_path
+
+    if not 1 <= int(clips) <= 300:
+        raise SnncError(f"--clips must lie in 1..300 (the FSDD test clips), got {clips}")
+    from models.audio_deploy import check_deployable
+    if json_path is not None:
+        json_path = check_output_path(json_path, "file", "--json")
+    if compiled_out is not None:
+        compiled_out = check_output_path(compiled_out, "file", "--out")
+    ac = load_audiocoder(model)
+    check_deployable(ac.n_in, ac.hidden, ac.n_code)       # before any feature is computed
+    spec = FeatureSpec(**ac.meta["spec"])
+    rep_res, chips = chip_resources(ac.n_in, ac.hidden, ac.n_code)
+    cfg = ac.meta.get("config", {})   # the clips the training run used (all, unless it ran with --limit-*)
+    test = load_features("test", spec, data_dir=data_dir, cache_dir=cache_dir, limit=cfg.get("limit_test"))
+    if int(clips) > len(test):
+        raise SnncError(f"--clips {clips} exceeds the {len(test)} test clips this audiocoder was scored on; lower it")
+    calib = load_features("train", spec, data_dir=data_dir, cache_dir=cache_dir, limit=cfg.get("limit_train")) \
+        if range_mode == "calibrated" else None
+    rep, cs = deploy_check(ac, test, n_clips=int(clips), targets=tuple(targets), weight_bits=weight_bits,
+                           calibration_clips=calibration_clips, range_mode=range_mode, weight_blocks=weight_blocks,
+                           calibration=calib)
+    result = {"model": str(model), "sizes": [ac.n_in, ac.hidden, ac.n_code, ac.dec_w.shape[0]],
+              "cores": rep_res.cores, "chips": chips, "weight_bits": weight_bits, "weight_blocks": weight_blocks,
+              "range_mode": range_mode, "clips": int(clips), "passed": rep.passed,
+              "targets": {t.target: {"passed": t.passed,
+                                     "matched_within_1": {pop: float(l.fraction[1]) for pop, l in
+                                                          zip(rep.populations, t.layers)}}
+                          for t in rep.targets},
+              "failed_gates": [str(g) for g in rep.gates if not g.passed], "summary": rep.summary()}
+    if compiled_out is not None:
+        from toolchain.compiled_steps_io import save_compiled_steps
+
+        save_compiled_steps(cs, compiled_out)
+        result["compiled"] = str(compiled_out)
+    if json_path is not None:
+        atomic_write_text(json_path, json.dumps({k: v for k, v in result.items()}, indent=2, default=str) + "\n")
+    return result
+
+
+def _audio_deploy(args: argparse.Namespace) -> int:
+    r = audio_deploy(args.model, clips=args.clips, targets=tuple(t.strip() for t in args.targets.split(",") if t),
+                     weight_blocks=args.weight_blocks, weight_bits=args.weight_bits, range_mode=args.range,
+                     calibration_clips=args.calibration_clips, data_dir=args.data_dir, cache_dir=args.feature_cache,
+                     json_path=args.json, compiled_out=args.out)
+    print(f"audiocoder + decoder {'-'.join(map(str, r['sizes']))}: {r['cores']} cores on {r['chips']} chip(s), "
+          f"{r['weight_bits']}-bit weights x {r['weight_blocks']} block(s), {r['range_mode']} ranges")
+    print(r["summary"])
+    print("PASS" if r["passed"] else "FAIL: " + "; ".join(r["failed_gates"][:5]))
+    return 0 if r["passed"] else 1
+
+
 def register(subparsers) -> None:
-    """Add ``snnc audio2image`` to the snnc command."""
+    """Add ``snnc audio2image`` and ``snnc audio-deploy`` to the snnc command."""
+    d = subparsers.add_parser("audio-deploy", help="compile audiocoder + decoder as one LIF network and verify it",
+                              description="Compile a trained audiocoder and the image model's decoder as one LIF "
+                                          "network (8-bit weights), check the chip's design rules (a front end "
+                                          "beyond one chip is refused with the fix), and verify the targets on "
+                                          "FSDD test clips against the float reference with the spike-train gates.")
+    d.add_argument("model", help="audiocoder run folder (snnc train audio) or its audiocoder.npz")
+    d.add_argument("--clips", type=int, default=300, help="FSDD test clips to verify (default all 300)")
+    d.add_argument("--targets", default="hw_sim-lif", help="comma-separated targets (hw_sim-lif, lava-fixed-lif, "
+                                                           "brian2-lif, ...)")
+    d.add_argument("--weight-blocks", type=int, choices=(1, 2), default=2,
+                   help="Dense blocks per layer (2: rounding residuals in a second block, about 10-bit weights)")
+    d.add_argument("--weight-bits", type=int, choices=(8, 9), default=8)
+    d.add_argument("--range", choices=("calibrated", "worst-case"), default="calibrated",
+                   help="ranges from --calibration-clips training clips (default) or worst case")
+    d.add_argument("--calibration-clips", type=int, default=50)
+    d.add_argument("--data-dir", default=None, help="folder holding fsdd/ (default $SNNC_DATA)")
+    d.add_argument("--feature-cache", default=None, help="cochleagram cache folder (default: none)")
+    d.add_argument("--json", default=None, help="write the report here (JSON)")
+    d.add_argument("--out", default=None, help="write the compiled network here (npz)")
+    d.set_defaults(func=_audio_deploy)
     p = subparsers.add_parser("audio2image", help="draw the digit a spoken-digit recording says (audiocoder)",
                               description="Run a wav recording (8 kHz mono 16-bit PCM) through a trained audiocoder "
                                           "and the image autoencoder's decoder; write the generated digit as PNG.")

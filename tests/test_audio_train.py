@@ -115,6 +115,14 @@ def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch):
     assert main(["eval", str(tmp_path / "loud"), "--json", str(tmp_path / "loud.json")]) == 0
     lj = json.loads((tmp_path / "loud.json").read_text())
     assert lj["code_spikes_per_clip"] > 10 and lj["n_test"] == 20 and 0 < lj["test_mse"] < 2.5
+    # the deployed pipeline: one LIF network on one chip, verified on hw_sim-lif against the float reference
+    rc = main(["audio-deploy", str(tmp_path / "loud"), "--clips", "6", "--calibration-clips", "10", "--feature-cache",
+               str(cache), "--json", str(tmp_path / "dep.json"), "--out", str(tmp_path / "dep.npz")])
+    dj = json.loads((tmp_path / "dep.json").read_text())
+    assert rc == (0 if dj["passed"] else 1) and dj["chips"] == 1 and dj["weight_blocks"] == 2 and dj["clips"] == 6
+    assert min(dj["targets"]["hw_sim-lif"]["matched_within_1"].values()) > 0.5 and (tmp_path / "dep.npz").is_file()
+    assert main(["audio-deploy", str(tmp_path / "loud"), "--clips", "21", "--feature-cache", str(cache)]) == 2
+    assert "exceeds the 20 test clips" in capsys.readouterr().err
     # eval reproduces the training score (same clips, same input seed)
     rc = main(["eval", str(out), "--json", str(tmp_path / "ev.json")])
     assert rc == 0
@@ -155,3 +163,35 @@ def test_train_audio_bad_image_model(tmp_path, capsys, monkeypatch):
                  str(tmp_path / "r"), "--t-h", "40", *SMALL]) == 2
     assert "--t-h must lie in 1..15" in capsys.readouterr().err
     assert not (tmp_path / "r" / "audiocoder.npz").exists()
+
+
+def test_persistent_adam_state():
+    """--adam persistent: the first batch equals the per-batch rule bit for bit (moments start at 0, step 1..T);
+    the second batch continues the moments and the step count, so it differs from a fresh start."""
+    from models.audio_online import AdamState
+
+    w1, w2, x = _batch(p=0.2)
+    spikes = [[np.flatnonzero(x[t, b]) for t in range(x.shape[0])] for b in range(x.shape[1])]
+    rule = OnlineRule(lr=1e-2, n_shrink=40.0)
+    a, a2 = np.ascontiguousarray(w1.T), w2.copy()
+    b, b2 = a.copy(), a2.copy()
+    st = AdamState(b, b2)
+    online_batch_sparse(a, a2, spikes, x, rule, window=3)
+    online_batch_sparse(b, b2, spikes, x, rule, window=3, state=st)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a2, b2)
+    assert st.step == x.shape[0] and np.abs(st.m2).max() > 0 and np.abs(st.s1).max() > 0
+    silent = np.flatnonzero(x.sum(axis=(0, 1)) == 0)
+    assert np.all(st.m1[silent] == 0)   # lazy: rows of inputs that never spiked keep zero moments
+    online_batch_sparse(a, a2, spikes, x, rule, window=3)
+    online_batch_sparse(b, b2, spikes, x, rule, window=3, state=st)
+    assert st.step == 2 * x.shape[0] and np.abs(a2 - b2).max() > 1e-5
+
+
+def test_adam_mode_is_checked():
+    from models.audio_trainer import AudioConfig
+    from toolchain.errors import SnncError
+
+    assert AudioConfig(adam="persistent").adam == "persistent"
+    with pytest.raises(SnncError, match="--adam must be one of batch, persistent"):
+        AudioConfig(adam="sometimes")
