@@ -23,9 +23,9 @@ Training (``SpikingConvAE.forward``): membrane-potential-based surrogate-gradien
 recurrence, so each synapse runs once on all T steps at once ((T*B, C, H, W) torch convs); only the neuron update
 loops over steps, inside one autograd Function per layer (:class:`LIFSequence`) that stores a surrogate slope per
 step instead of autograd's per-step graph. The spike's derivative is the fast sigmoid
-``dS/dV = 1 / (1 + slope |V - v_th|)^2``; the reset is not differentiated (detached). ``surrogate="code"`` is the
-code's gradient instead: dS/dV = 1 only on steps with a spike, leak detached (see :class:`LIFSequence`). Units: potentials in
-threshold units, time in steps.
+``dS/dV = 1 / (1 + slope |V - v_th|)^2``; the reset is not differentiated (detached). ``surrogate="code"`` is
+the code's gradient instead: dS/dV = 1 only on steps with a spike, leak detached (see :class:`LIFSequence`).
+Units: potentials in threshold units, time in steps.
 """
 from __future__ import annotations
 
