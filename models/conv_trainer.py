@@ -211,7 +211,7 @@ def train_conv(cfg: ConvConfig, out: str | Path, *, data_dir: str | None = None,
 
     Returns the metrics (also ``<out>/metrics.json``). A folder that already holds a run is refused unless
     ``resume`` or ``force``; leftover temp files of interrupted writes are removed first. ``threads``: torch's
-    intra-op threads for this run (restored afterwards). ``device``: "cpu" or "cuda" (model, optimiser state and
+    intra-op threads and numba's (the LIF kernels) for this run (restored afterwards). ``device``: "cpu" or "cuda" (model, optimiser state and
     batches live there; checked before anything is written)."""
     import torch
 
@@ -223,13 +223,18 @@ def train_conv(cfg: ConvConfig, out: str | Path, *, data_dir: str | None = None,
     if threads is not None and not 1 <= threads <= 256:
         raise SnncError(f"--threads must be between 1 and 256, got {threads}")
     remove_stale_temp_files(out, OUTPUT_NAMES)
+    from models.conv_lif_kernels import set_threads
+
     n_threads = torch.get_num_threads()
+    n_numba = set_threads(threads) if threads is not None else None  # the LIF kernels' threads too
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         return _train(cfg, out, data_dir, resume, progress, log, dev)
     finally:
         torch.set_num_threads(n_threads)
+        if n_numba is not None:
+            set_threads(n_numba)
 
 
 def _train(cfg: ConvConfig, out: Path, data_dir: str | None, resume: bool, progress: bool,
