@@ -49,13 +49,22 @@ def layer_stats(counts: dict[str, np.ndarray], steps: int, burst_rate: float = D
 
 def stats_png_bytes(history: list[dict], title: str = "") -> bytes:
     """Dead and bursting fractions per layer over epochs (history entries carry "epoch" and "layers" as
-    :func:`layer_stats` returns them) as a PNG."""
+    :func:`layer_stats` returns them) as a PNG; with entries' "latent_dead_per_batch" (fraction of latent neurons
+    silent on each training batch) a third panel plots that over the batches."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 3.2), dpi=100)
+    per_batch = [d for h in history for d in h.get("latent_dead_per_batch", [])]
+    fig = Figure(figsize=(12 if per_batch else 8, 3.2), dpi=100)
     FigureCanvasAgg(fig)
-    ax_dead, ax_burst = fig.subplots(1, 2)
+    axes = fig.subplots(1, 3 if per_batch else 2)
+    ax_dead, ax_burst = axes[0], axes[1]
+    if per_batch:
+        axes[2].plot(np.arange(1, len(per_batch) + 1), per_batch, lw=0.8)
+        axes[2].set_xlabel("training batch")
+        axes[2].set_ylabel("latent silent on the batch")
+        axes[2].set_ylim(-0.02, 1.02)
+        axes[2].grid(alpha=0.3)
     epochs = [h["epoch"] for h in history]
     names = list(history[0]["layers"]) if history else []
     for name in names:

@@ -121,6 +121,11 @@ def test_dead_per_batch_is_the_authors_measure():
     assert silent_fraction(c[40:]) == pytest.approx(2 / 3)
     with pytest.raises(ValueError, match="batch"):
         layer_stats({"latent": c}, steps=10, batch=0)
+    from models.conv_stats import stats_png_bytes
+
+    hist = [{"epoch": 1, "layers": {"latent": st}, "latent_dead_per_batch": [0.1, 0.5, 0.9]}]
+    with_batches, without = stats_png_bytes(hist), stats_png_bytes([{"epoch": 1, "layers": {"latent": st}}])
+    assert with_batches[:8] == without[:8] == b"\x89PNG\r\n\x1a\n" and with_batches != without
 
 
 TINY = ["--c1", "2", "--c2", "2", "--latent", "4", "--steps", "4", "--limit-train", "80", "--limit-eval", "40",
