@@ -36,7 +36,8 @@ or --force.
 
 CONV_EXAMPLES = """examples:
   snnc train conv --preset cpu --reg dense --out runs/conv-dense        # T=20, 5,000 images, 2 epochs
-  snnc train conv --preset cpu --reg none --out runs/conv-none          # shows the dead latent neurons
+  snnc train conv --preset cpu --reg none --out runs/conv-none          # unregularised, our fast-sigmoid gradient
+  snnc train conv --preset cpu --reg none --surrogate code --out runs/conv-code   # the authors' gradient: dead latent
   snnc train conv --preset cpu --model ae --out runs/conv-ae            # deterministic baseline, same shape
   snnc train conv --preset paper --reg dense --threads 2 --out runs/conv-paper   # T=100, all data, 10 epochs
 
