@@ -211,8 +211,8 @@ def train_conv(cfg: ConvConfig, out: str | Path, *, data_dir: str | None = None,
 
     Returns the metrics (also ``<out>/metrics.json``). A folder that already holds a run is refused unless
     ``resume`` or ``force``; leftover temp files of interrupted writes are removed first. ``threads``: torch's
-    intra-op threads and numba's (the LIF kernels) for this run (restored afterwards). ``device``: "cpu" or "cuda" (model, optimiser state and
-    batches live there; checked before anything is written)."""
+    intra-op threads and numba's (the LIF kernels) for this run (restored afterwards). ``device``: "cpu" or "cuda"
+    (model, optimiser state and batches live there; checked before anything is written)."""
     import torch
 
     from models.temporal_trainer import check_output_folder, remove_stale_temp_files
@@ -267,8 +267,10 @@ def _train(cfg: ConvConfig, out: Path, data_dir: str | None, resume: bool, progr
     start_epoch, history = 0, []
     if resume:
         state = load_checkpoint(ckpt_path)
-        if state.get("config") != _plain(cfg.identity()):
-            saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+        saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+        if saved:  # checkpoints written before --surrogate/--clamp-negative existed used the defaults
+            saved = {"surrogate": "fast-sigmoid", "clamp": False, **saved}
+        if saved != _plain(cfg.identity()):
             ident = _plain(cfg.identity())
             diff = sorted(k for k in set(saved) | set(ident) if saved.get(k) != ident.get(k))
             raise SnncError(f"--resume: the checkpoint in {out} was made with different settings ({', '.join(diff)});"

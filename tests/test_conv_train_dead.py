@@ -193,3 +193,17 @@ def test_device_cuda(tmp_path, monkeypatch, capsys):
     assert resolve_device("cpu").type == "cpu"
     with pytest.raises(SnncError, match="unknown --device"):
         resolve_device("gpu")
+
+
+def test_resume_of_a_checkpoint_from_before_the_surrogate_option(tmp_path, monkeypatch):
+    """Checkpoints written before --surrogate/--clamp-negative existed hold no such keys: they resume as the
+    defaults they were trained with."""
+    monkeypatch.delenv("SNNC_DATA", raising=False)
+    out = tmp_path / "old"
+    assert _cli(["train", "conv", *TINY, "--out", str(out)]) == 0
+    ck = out / "checkpoint.pt"
+    state = torch.load(ck, weights_only=True)
+    del state["config"]["surrogate"], state["config"]["clamp"]
+    torch.save(state, ck)
+    assert _cli(["train", "conv", *TINY[:-2], "--epochs", "2", "--out", str(out), "--resume"]) == 0
+    assert [h["epoch"] for h in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2]
