@@ -4,10 +4,10 @@ For each preset (``cpu``: T = 20, 5,000 training images; ``paper``: T = 100, 54,
 seeded network (the code's init) runs ``--warmup`` untimed batches, then ``--batches`` timed training batches
 (Bernoulli encoding, forward, regularisers of the "dense" preset, backward, clipping, Adam step), scaled to the
 preset's batches per epoch. Wall and CPU time (process_time) are both reported: on a busy machine CPU time /
-threads is the figure to compare. ``--compare`` also times the same batch (cpu preset's T) with the earlier
-paths: ``torch_loop`` (the LIF as a torch loop in one autograd Function, NCHW convolutions: the previous default)
-and ``per_step_autograd`` (a per-step autograd LIF: a graph node per elementwise op and step). The default path:
-numba LIF kernels (models/conv_lif_kernels.py), channels_last convolutions, one-pass readout trace.
+threads is the figure to compare. ``--compare`` also times the same batch (cpu preset's T) on two other paths:
+``numba_channels_last`` (numba LIF kernels, models/conv_lif_kernels.py, and channels_last convolutions) and
+``per_step_autograd`` (a per-step autograd LIF: a graph node per elementwise op and step). The default path: the
+LIF as a torch loop in one autograd Function, NCHW convolutions, one-pass readout trace.
 
     SNNC_DATA=/path/to/datasets python benchmarks/train_speed_conv.py [--threads 2] [--batches 3] [--compare]
 
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         steps = PRESETS["cpu"][0]
         cmp = {}
-        for kind in ("default", "torch_loop", "per_step_autograd"):
-            kw = {} if kind == "default" else {"lif_backend": "torch", "channels_last": False}
+        for kind in ("default", "numba_channels_last", "per_step_autograd"):
+            kw = {"lif_backend": "auto", "channels_last": True} if kind == "numba_channels_last" else {}
             model = SpikingConvAE(arch, init_weights(arch, np.random.default_rng(0)), **kw)
             if kind == "per_step_autograd":
                 model._lif = _autograd_lif_factory()

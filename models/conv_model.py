@@ -121,8 +121,10 @@ LIF_BACKENDS = ("auto", "torch", "numba")
 
 
 def _lif_function(backend: str = "auto"):
-    """The LIF autograd Function. backend "torch": a torch loop over steps (any device); "numba": the fused CPU
-    kernels of models/conv_lif_kernels.py (CPU float32/float64 only); "auto": numba on the CPU, torch elsewhere."""
+    """The LIF autograd Function. backend "torch" (the model's default): a torch loop over steps (any device);
+    "numba": the fused CPU kernels of models/conv_lif_kernels.py (CPU float32/float64 only; 2-5x faster alone,
+    but measured slower in the whole training batch at T = 100, docs/conv.md "Speed"); "auto": numba on the CPU,
+    torch elsewhere."""
     import torch
 
     if backend not in LIF_BACKENDS:
@@ -261,7 +263,7 @@ class SpikingConvAE(_module_base()):
 
     def __init__(self, arch: ConvArch, weights: dict[str, np.ndarray], *, leak: float = LEAK, v_th: float = V_TH,
                  p_scale: float = P_SCALE, slope: float = 5.0, surrogate: str = "fast-sigmoid",
-                 clamp: bool = False, dtype=None, lif_backend: str = "auto", channels_last: bool = True):
+                 clamp: bool = False, dtype=None, lif_backend: str = "torch", channels_last: bool = False):
         import torch
 
         super().__init__()
@@ -298,7 +300,7 @@ class SpikingConvAE(_module_base()):
             spikes[name], final[name] = s, u
             return s.reshape(shape)
 
-        def nhwc(t):  # channels_last: mkldnn's convolutions (and their backward) run ~1.5x faster on CPU
+        def nhwc(t):  # channels_last: ~1.5x faster per convolution alone, no gain measured in the whole batch
             return t.contiguous(memory_format=torch.channels_last) if self.channels_last else t
 
         h = lif("lif0", F.conv2d(nhwc(x.reshape(tb, 1, a.side, a.side)), nhwc(self.w["conv0"])))
