@@ -4,8 +4,10 @@ For each preset (``cpu``: T = 20, 5,000 training images; ``paper``: T = 100, 54,
 seeded network (the code's init) runs ``--warmup`` untimed batches, then ``--batches`` timed training batches
 (Bernoulli encoding, forward, regularisers of the "dense" preset, backward, clipping, Adam step), scaled to the
 preset's batches per epoch. Wall and CPU time (process_time) are both reported: on a busy machine CPU time /
-threads is the figure to compare. ``--compare`` also times the same batch with a per-step autograd LIF (what a
-straightforward torch implementation records: a graph node per elementwise op and step).
+threads is the figure to compare. ``--compare`` also times the same batch (cpu preset's T) on two other paths:
+``numba_channels_last`` (numba LIF kernels, models/conv_lif_kernels.py, and channels_last convolutions) and
+``per_step_autograd`` (a per-step autograd LIF: a graph node per elementwise op and step). The default path: the
+LIF as a torch loop in one autograd Function, NCHW convolutions, one-pass readout trace.
 
     SNNC_DATA=/path/to/datasets python benchmarks/train_speed_conv.py [--threads 2] [--batches 3] [--compare]
 
@@ -34,7 +36,7 @@ def _autograd_lif_factory():
         LIFSequence.apply."""
 
         @staticmethod
-        def apply(current, leak, v_th, slope):
+        def apply(current, leak, v_th, slope, code=False, clamp=False):
             v = torch.zeros_like(current[0])
             out = []
             for t in range(current.shape[0]):
@@ -89,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     from models.conv_model import ConvArch, SpikingConvAE, init_weights
     from models.datasets import load_dataset
 
+    from models.conv_lif_kernels import set_threads
+
     torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     data = load_dataset("mnist", "train", limit=2000)
     images = torch.from_numpy(data.images)
     arch = ConvArch()
@@ -112,8 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.compare:
         steps = PRESETS["cpu"][0]
         cmp = {}
-        for kind in ("lif_sequence", "per_step_autograd"):
-            model = SpikingConvAE(arch, init_weights(arch, np.random.default_rng(0)))
+        for kind in ("default", "numba_channels_last", "per_step_autograd"):
+            kw = {"lif_backend": "auto", "channels_last": True} if kind == "numba_channels_last" else {}
+            model = SpikingConvAE(arch, init_weights(arch, np.random.default_rng(0)), **kw)
             if kind == "per_step_autograd":
                 model._lif = _autograd_lif_factory()
             wall, cpu = _time_batches(model, images, steps, args.warmup, args.batches,

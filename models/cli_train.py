@@ -36,7 +36,8 @@ or --force.
 
 CONV_EXAMPLES = """examples:
   snnc train conv --preset cpu --reg dense --out runs/conv-dense        # T=20, 5,000 images, 2 epochs
-  snnc train conv --preset cpu --reg none --out runs/conv-none          # shows the dead latent neurons
+  snnc train conv --preset cpu --reg none --out runs/conv-none          # unregularised, our fast-sigmoid gradient
+  snnc train conv --preset cpu --reg none --surrogate code --out runs/conv-code   # the authors' gradient: dead latent
   snnc train conv --preset cpu --model ae --out runs/conv-ae            # deterministic baseline, same shape
   snnc train conv --preset paper --reg dense --threads 2 --out runs/conv-paper   # T=100, all data, 10 epochs
 
@@ -73,6 +74,13 @@ def add_conv_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip", type=float, default=None, help="gradient values clipped at +-this (default 50)")
     p.add_argument("--slope", type=float, default=None,
                    help="surrogate slope: dS/dV = 1 / (1 + slope |V - 1|)^2 (default 5)")
+    p.add_argument("--surrogate", choices=("fast-sigmoid", "code"), default=None,
+                   help="spike gradient: fast-sigmoid (default, --slope) or code (the authors' jhuebotter/SpikingVAE: "
+                        "dS/dV = 1 only on steps with a spike, leak detached; a silent neuron gets no gradient)")
+    p.add_argument("--clamp-negative", dest="clamp", action="store_true", default=None,
+                   help="the code's V < -1 -> +1 after each input (experiments only: no model.onnx is written)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="where the network trains (default cpu; cuda needs a CUDA GPU and torch build)")
     p.add_argument("--vae-beta", type=float, default=None, help="weight of the VAE's KL term (default 1)")
     p.add_argument("--burst-rate", type=float, default=None,
                    help="a neuron above this many spikes per step is counted as bursting (default 0.5)")
@@ -102,13 +110,16 @@ def train_conv_cli(args: argparse.Namespace) -> int:
     cfg = resolve_config(preset=args.preset, reg_preset=args.reg, reg_overrides=overrides, c1=args.c1, c2=args.c2,
                          latent=args.latent, model=args.model, dataset=args.dataset, steps=args.steps,
                          p_scale=args.p_scale, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs,
-                         clip=args.clip, slope=args.slope, vae_beta=args.vae_beta, burst_rate=args.burst_rate,
+                         clip=args.clip, slope=args.slope, surrogate=args.surrogate, clamp=args.clamp,
+                         vae_beta=args.vae_beta, burst_rate=args.burst_rate,
                          seed=args.seed, limit_train=args.limit_train, limit_eval=args.limit_eval)
     print(f"training conv {cfg.model} on {cfg.dataset}: T={cfg.steps}, channels {cfg.arch.c1}/{cfg.arch.c2}, latent "
           f"{cfg.arch.latent}, regularisers {cfg.reg_preset if cfg.model == 'snn' else 'n/a'}, batch "
-          f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs, train images {cfg.limit_train or 'all'}")
+          f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs, train images {cfg.limit_train or 'all'}"
+          + (f", surrogate {cfg.surrogate}{', V < -1 -> +1' if cfg.clamp else ''}" if cfg.model == "snn" else "")
+          + f", device {args.device}")
     m = train_conv(cfg, args.out, data_dir=args.data_dir, resume=args.resume, force=args.force,
-                   threads=args.threads, progress=not args.no_progress)
+                   threads=args.threads, progress=not args.no_progress, device=args.device)
     print(f"test SSE/image {m['test_sse_per_image']:.3f}, MSE/pixel {m['test_mse']:.5f}")
     print(f"outputs: {args.out}")
     return 0

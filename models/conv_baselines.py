@@ -47,7 +47,8 @@ class ConvBaseline(_module_base()):
             mu, logvar = z[:, :a.latent], z[:, a.latent:].clamp(-20, 20)
             kl = 0.5 * (mu * mu + logvar.exp() - 1.0 - logvar).sum() / b
             if self.training:
-                z = mu + torch.exp(0.5 * logvar) * torch.randn(mu.shape, generator=generator, dtype=mu.dtype)
+                eps = torch.randn(mu.shape, generator=generator, dtype=mu.dtype)  # drawn on the CPU generator
+                z = mu + torch.exp(0.5 * logvar) * eps.to(mu.device)
             else:
                 z = mu
         h = F.relu(F.linear(z, self.w["dec"]))

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from models.conv_model import P_SCALE, SPIKING, ConvArch
+from models.conv_model import P_SCALE, SPIKING, SURROGATES, ConvArch
 from models.conv_regularisers import RegWeights
 from models.conv_stats import DEFAULT_BURST_RATE
 from toolchain.errors import SnncError
@@ -40,6 +40,7 @@ OUTPUT_NAMES = (CHECKPOINT_NAME, MODEL_NAME, METRICS_NAME, PNG_NAME, STATS_NAME)
 CHECKPOINT_FORMAT = "snnc-conv"
 CHECKPOINT_VERSION = 1
 MODELS = ("snn", "ae", "vae")
+DEVICES = ("cpu", "cuda")
 
 # preset -> settings (the code's: Adam lr 5e-4, batch 40, clip 50, T = 100, p = 0.2 x pixel, 10 epochs)
 PRESETS: dict[str, dict] = {
@@ -64,6 +65,8 @@ class ConvConfig:
     epochs: int = 2
     clip: float = 50.0
     slope: float = 5.0
+    surrogate: str = "fast-sigmoid"
+    clamp: bool = False
     vae_beta: float = 1.0
     burst_rate: float = DEFAULT_BURST_RATE
     seed: int = 0
@@ -88,8 +91,11 @@ class ConvConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise SnncError(f"--{name.replace('_', '-')} must be a positive number of images, got {v}")
-        if self.model != "snn" and self.reg.active:
-            raise SnncError(f"regulariser weights apply to the spiking model; drop them for --model {self.model}")
+        if self.surrogate not in SURROGATES:
+            raise SnncError(f"unknown --surrogate {self.surrogate!r}; choose one of {', '.join(SURROGATES)}")
+        if self.model != "snn" and (self.reg.active or self.clamp or self.surrogate != "fast-sigmoid"):
+            raise SnncError(f"--surrogate, --clamp-negative and regulariser weights apply to the spiking model; "
+                            f"drop them for --model {self.model}")
 
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
@@ -148,17 +154,34 @@ def build_model(cfg: ConvConfig, rng: np.random.Generator):
     from models.conv_model import SpikingConvAE, init_weights
 
     if cfg.model == "snn":
-        return SpikingConvAE(cfg.arch, init_weights(cfg.arch, rng), p_scale=cfg.p_scale, slope=cfg.slope)
+        return SpikingConvAE(cfg.arch, init_weights(cfg.arch, rng), p_scale=cfg.p_scale, slope=cfg.slope,
+                             surrogate=cfg.surrogate, clamp=cfg.clamp)
     return ConvBaseline(cfg.arch, cfg.model, rng, beta=cfg.vae_beta)
 
 
-def evaluate_model(model, cfg: ConvConfig, images01: np.ndarray, seed: int, batch: int = 100) -> dict:
+def resolve_device(name: str = "cpu"):
+    """The torch device for ``--device`` ("cpu" or "cuda"); SnncError naming the fix when CUDA is asked for and
+    torch cannot use it."""
+    import torch
+
+    if name not in DEVICES:
+        raise SnncError(f"unknown --device {name!r}; choose one of {', '.join(DEVICES)}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SnncError("--device cuda: torch.cuda.is_available() is False here (no CUDA GPU, or a CPU-only torch "
+                        f"build {torch.__version__}); train with --device cpu (the default), or on a machine with a "
+                        "CUDA GPU and a CUDA build of torch")
+    return torch.device(name)
+
+
+def evaluate_model(model, cfg: ConvConfig, images01: np.ndarray, seed: int, batch: int = 100, device=None) -> dict:
     """Reconstruction error of ``images01`` (N, 784): ``sse`` (sum of squared errors per image), ``mse`` (per pixel),
-    the reconstructions and (SNN) spike counts per layer {pop: (N, n)}."""
+    the reconstructions and (SNN) spike counts per layer {pop: (N, n)}. ``device``: where the model lives (the
+    Bernoulli draws are made on the CPU from ``seed``, so every device sees the same input spikes)."""
     import torch
 
     from models.conv_model import bernoulli_spikes
 
+    device = device or torch.device("cpu")
     gen = torch.Generator().manual_seed(int(seed))
     model.eval()
     recs, counts = [], {k: [] for k in SPIKING}
@@ -166,12 +189,12 @@ def evaluate_model(model, cfg: ConvConfig, images01: np.ndarray, seed: int, batc
         for i in range(0, images01.shape[0], batch):
             img = torch.tensor(images01[i:i + batch], dtype=torch.float32)
             if cfg.model == "snn":
-                out = model(bernoulli_spikes(img, cfg.steps, cfg.p_scale, gen))
+                out = model(bernoulli_spikes(img, cfg.steps, cfg.p_scale, gen).to(device))
                 for k in SPIKING:
-                    counts[k].append(out["spikes"][k].sum(0).numpy())
+                    counts[k].append(out["spikes"][k].sum(0).cpu().numpy())
             else:
-                out = model(img, gen)
-            recs.append(out["image"].numpy().astype(np.float64))
+                out = model(img.to(device), gen)
+            recs.append(out["image"].cpu().numpy().astype(np.float64))
     model.train()
     rec = np.concatenate(recs)
     err = ((rec - images01) ** 2).sum(axis=1)
@@ -183,38 +206,45 @@ def evaluate_model(model, cfg: ConvConfig, images01: np.ndarray, seed: int, batc
 
 def train_conv(cfg: ConvConfig, out: str | Path, *, data_dir: str | None = None, resume: bool = False,
                force: bool = False, threads: int | None = None, progress: bool = True,
-               log: Callable[[str], None] = print) -> dict:
+               log: Callable[[str], None] = print, device: str = "cpu") -> dict:
     """Train, validate and checkpoint every epoch, test the last model and write the outputs into ``out``.
 
     Returns the metrics (also ``<out>/metrics.json``). A folder that already holds a run is refused unless
     ``resume`` or ``force``; leftover temp files of interrupted writes are removed first. ``threads``: torch's
-    intra-op threads for this run (restored afterwards)."""
+    intra-op threads and numba's (the LIF kernels) for this run (restored afterwards). ``device``: "cpu" or "cuda"
+    (model, optimiser state and batches live there; checked before anything is written)."""
     import torch
 
     from models.temporal_trainer import check_output_folder, remove_stale_temp_files
 
     out = Path(out)
+    dev = resolve_device(device)
     check_output_folder(out, OUTPUT_NAMES, resume=resume, force=force)
     if threads is not None and not 1 <= threads <= 256:
         raise SnncError(f"--threads must be between 1 and 256, got {threads}")
     remove_stale_temp_files(out, OUTPUT_NAMES)
+    from models.conv_lif_kernels import set_threads
+
     n_threads = torch.get_num_threads()
+    n_numba = set_threads(threads) if threads is not None else None  # the LIF kernels' threads too
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        return _train(cfg, out, data_dir, resume, progress, log)
+        return _train(cfg, out, data_dir, resume, progress, log, dev)
     finally:
         torch.set_num_threads(n_threads)
+        if n_numba is not None:
+            set_threads(n_numba)
 
 
 def _train(cfg: ConvConfig, out: Path, data_dir: str | None, resume: bool, progress: bool,
-           log: Callable[[str], None]) -> dict:
+           log: Callable[[str], None], dev) -> dict:
     import torch
     from tqdm import tqdm
 
     from models.conv_model import bernoulli_spikes, make_graph
     from models.conv_regularisers import regulariser_loss
-    from models.conv_stats import layer_stats, stats_png_bytes
+    from models.conv_stats import layer_stats, silent_fraction, stats_png_bytes
     from models.datasets import load_dataset
     from models.plots import reconstruction_png_bytes
     from toolchain.artifact_graph import save_graph
@@ -231,14 +261,16 @@ def _train(cfg: ConvConfig, out: Path, data_dir: str | None, resume: bool, progr
                         f"raise --limit-train or lower --batch-size")
     ckpt_path = out / CHECKPOINT_NAME
     rng = np.random.default_rng(cfg.seed)
-    model = build_model(cfg, rng)
+    model = build_model(cfg, rng).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     start_epoch, history = 0, []
     if resume:
         state = load_checkpoint(ckpt_path)
-        if state.get("config") != _plain(cfg.identity()):
-            saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+        saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+        if saved:  # checkpoints written before --surrogate/--clamp-negative existed used the defaults
+            saved = {"surrogate": "fast-sigmoid", "clamp": False, **saved}
+        if saved != _plain(cfg.identity()):
             ident = _plain(cfg.identity())
             diff = sorted(k for k in set(saved) | set(ident) if saved.get(k) != ident.get(k))
             raise SnncError(f"--resume: the checkpoint in {out} was made with different settings ({', '.join(diff)});"
@@ -256,16 +288,21 @@ def _train(cfg: ConvConfig, out: Path, data_dir: str | None, resume: bool, progr
         t0, c0 = time.perf_counter(), time.process_time()
         perm = rng.permutation(n_train)
         sums = {"loss": 0.0, "sse": 0.0}
+        latent_dead = []  # fraction of latent neurons silent on each training batch (the authors' per-batch measure)
         bar = tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", disable=not progress,
                    mininterval=0.5, leave=False)
         for b in range(n_batches):
             img = images[perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]]
             opt.zero_grad(set_to_none=True)
             if cfg.model == "snn":
-                o = model(bernoulli_spikes(img, cfg.steps, cfg.p_scale, gen))
+                x = bernoulli_spikes(img, cfg.steps, cfg.p_scale, gen).to(dev)
+                img = img.to(dev)
+                o = model(x)
+                latent_dead.append(round(silent_fraction(o["spikes"]["latent"].detach().sum(0).cpu().numpy()), 4))
                 sse = ((o["image"] - img) ** 2).sum() / img.shape[0]
                 loss = sse + regulariser_loss(o["spikes"], o["final"], cfg.reg) if cfg.reg.active else sse
             else:
+                img = img.to(dev)
                 loss, o = model.loss(img, gen)
                 sse = ((o["image"] - img) ** 2).sum() / img.shape[0]
             loss.backward()
@@ -279,27 +316,30 @@ def _train(cfg: ConvConfig, out: Path, data_dir: str | None, resume: bool, progr
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise SnncError("training diverged (non-finite weights); lower --lr or the regulariser weights")
-        v = evaluate_model(model, cfg, val.images.astype(np.float64), cfg.seed + 1)
+        v = evaluate_model(model, cfg, val.images.astype(np.float64), cfg.seed + 1, device=dev)
         entry = {"epoch": epoch + 1, "train_loss": sums["loss"] / n_batches, "train_sse": sums["sse"] / n_batches,
                  "val_sse": v["sse"], "val_mse": v["mse"], "seconds": wall, "cpu_seconds": cpu}
         msg = (f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['train_loss']:.3f}, train SSE/image "
                f"{entry['train_sse']:.3f}, val SSE/image {v['sse']:.3f} (MSE {v['mse']:.5f})")
         if cfg.model == "snn":
             entry["layers"] = layer_stats(v["counts"], cfg.steps, cfg.burst_rate)
+            entry["latent_dead_per_batch"] = latent_dead
             lat = entry["layers"]["latent"]
-            msg += f", latent active {lat['active']:.0%}, bursting {lat['bursting']:.0%}"
+            msg += (f", latent active {lat['active']:.0%}, dead per batch of 40 {lat['dead_batch']:.0%}, "
+                    f"bursting {lat['bursting']:.0%}")
         history.append(entry)
         log(msg + f" ({wall:.1f} s, CPU {cpu:.1f} s)")
         _save_checkpoint(ckpt_path, {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION,
                                      "config": _plain(cfg.identity()), "epoch": epoch + 1,
-                                     "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                     "model": {k: t.cpu() for k, t in model.state_dict().items()},
+                                     "optimizer": _to_cpu(opt.state_dict()),
                                      "rng_state": rng.bit_generator.state, "torch_rng": gen.get_state(),
                                      "history": history})
-    tm = evaluate_model(model, cfg, test.images.astype(np.float64), cfg.seed + 2)
+    tm = evaluate_model(model, cfg, test.images.astype(np.float64), cfg.seed + 2, device=dev)
     metrics = {"dataset": cfg.dataset, "data_source": train.source, "config": _plain(cfg.identity()),
                "epochs": cfg.epochs, "test_sse_per_image": tm["sse"], "test_mse": tm["mse"], "n_train": n_train,
                "n_val": len(val), "n_test": len(test), "history": history, "torch": torch.__version__,
-               "macs_per_sample_step": cfg.arch.macs_per_step()}
+               "macs_per_sample_step": cfg.arch.macs_per_step(), "device": str(dev)}
     files: dict[str, bytes | str] = {}
     title = f"conv {cfg.model} T={cfg.steps} on {cfg.dataset} test: SSE/image {tm['sse']:.2f}, MSE {tm['mse']:.4f}"
     if cfg.model == "snn":
@@ -308,7 +348,11 @@ def _train(cfg: ConvConfig, out: Path, data_dir: str | None, resume: bool, progr
         files[STATS_NAME] = stats_png_bytes(history, f"conv SNN T={cfg.steps} ({cfg.reg_preset} regularisers): "
                                                      f"validation dead/bursting fractions")
     files[PNG_NAME] = reconstruction_png_bytes(test.images[:10], tm["reconstructions"][:10], title=title)
-    if cfg.model == "snn":
+    if cfg.model == "snn" and cfg.clamp:
+        log("model.onnx not written: --clamp-negative (the code's V < -1 -> +1) is no IR/Loihi LIF, so the trained "
+            "network cannot be exported as it was trained")
+        (out / MODEL_NAME).unlink(missing_ok=True)  # an earlier run's model (--force/--resume) is not this one
+    elif cfg.model == "snn":
         graph = make_graph(cfg.arch, model.weights_numpy(),
                            model_metadata(cfg, {"test_sse_per_image": tm["sse"], "test_mse": tm["mse"],
                                                 "n_train": n_train}))
@@ -319,6 +363,17 @@ def _train(cfg: ConvConfig, out: Path, data_dir: str | None, resume: bool, progr
     log(f"test SSE/image {tm['sse']:.3f}, MSE/pixel {tm['mse']:.5f}"
         + (f", latent active {metrics['test_latent_active']:.0%}" if cfg.model == "snn" else ""))
     return metrics
+
+
+def _to_cpu(d):
+    """A (nested) state dict with every tensor on the CPU (a checkpoint written on a GPU loads anywhere)."""
+    import torch
+
+    if isinstance(d, dict):
+        return {k: _to_cpu(v) for k, v in d.items()}
+    if isinstance(d, list):
+        return [_to_cpu(v) for v in d]
+    return d.cpu() if isinstance(d, torch.Tensor) else d
 
 
 def _plain(d):
