@@ -35,6 +35,7 @@ from toolchain.atomic import atomic_write_text, ensure_output_folder
 from toolchain.errors import SnncError
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")
+SETTLE_S = 3.0  # s a worker waits before it believes a finished sweep's failures (a retry may be on its way)
 
 
 def thread_env(threads: int) -> dict[str, str]:
@@ -297,14 +298,21 @@ def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, 
     runner = TrialRunner(spec, out, threads, log)
     objective = Objective(study, spec, runner, log)
     poll_s = float(poll_s if poll_s is not None else default_poll_s(storage, spec))
-    ran = 0
+    ran, settled = 0, False
     log(f"{worker_id()}: worker on sweep {spec.name} ({redact(storage)}), {threads} thread(s), trials in {out}")
     while True:
         optuna.storages.fail_stale_trials(study)
         clean_stale_staging(out)
         p = progress(study, spec, out)
+        if p.finished and p.n_failed and not settled:
+            # Optuna marks a stale trial failed first and queues its retry after (fail_stale_trials): another
+            # worker may be between the two, so a sweep that looks finished with failures is read once more
+            settled = True
+            time.sleep(SETTLE_S)
+            continue
         if p.finished or (max_trials is not None and ran >= max_trials):
             break
+        settled = False
         if not p.can_start:
             time.sleep(poll_s)
             continue
