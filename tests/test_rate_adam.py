@@ -118,3 +118,31 @@ def test_online_float32_batch_matches_previous_implementation_over_60_steps():
         d = np.abs(nw.numpy().astype(np.float64) - rw.numpy())
         assert np.quantile(d, 0.999) < 1e-7 and d.max() < 2e-6
         assert np.abs(nw.numpy() - w0).max() > 1e-2               # it learned
+
+
+def test_spread_benchmark_plain_run_equals_the_trainer(tmp_path, monkeypatch, capsys):
+    """benchmarks/rate_online_spread.py with 0 ulps reproduces ``train_rate``'s test metrics exactly; 1 ulp runs."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    from models.rate_trainer import resolve_config, train_rate
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rate_online_spread.py"
+    spec = importlib.util.spec_from_file_location("rate_online_spread", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--preset", "mnist-196", "--seeds", "3", "--ulps", "0,1", "--limit-train", "300",
+                     "--limit-eval", "60"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    last = json.loads(lines[-1])
+    assert last["data_source"] == "bundled" and len(last["runs"]) == 2 and last["spread"]["3"] >= 0
+    plain = last["runs"][0]
+    m = train_rate(resolve_config(preset="mnist-196", seed=3, limit_train=300, limit_eval=60), tmp_path / "r",
+                   threads=1, progress=False, log=lambda s: None)
+    assert plain["ulps"] == 0 and plain["test_spike_mse"] == m["test_spike_mse"]
+    assert plain["test_pixel_mse"] == m["test_pixel_mse"]
+    assert plain["train_loss"] == pytest.approx(m["history"][-1]["train_loss"], rel=1e-12)
+    with pytest.raises(SystemExit):
+        mod.main(["--ulps", "-1"])
