@@ -62,10 +62,38 @@ def reference_online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
 
 
 def _adam(w, g, m, v, lr, b1, b2, step, eps):
-    """torch.optim.Adam's update in place (no weight decay), bias correction by ``step``."""
-    m.mul_(b1).add_(g, alpha=1 - b1)
-    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    """torch.optim.Adam's update in place (no weight decay), bias correction by ``step``, with 1 - b computed from b
+    rounded to the tensors' dtype, as the fused Adam of commit 7c08753 did (see :func:`reference_fused_adam`)."""
+    c1, c2 = _one_minus(b1, w.dtype), _one_minus(b2, w.dtype)
+    m.mul_(b1).add_(g, alpha=c1)
+    v.mul_(b2).addcmul_(g, g, value=c2)
     w.sub_(lr / (1 - b1 ** step) * m / ((v / (1 - b2 ** step)).sqrt() + eps))
+
+
+def _one_minus(b: float, dtype) -> float:
+    """1 - b with b rounded to ``dtype`` first (float32: 1 - 0.999 -> 0.99998713e-3), computed in float64."""
+    import numpy as np
+    import torch
+
+    return 1.0 - float(np.float32(b)) if dtype in (torch.float32, np.float32) else 1.0 - b
+
+
+def reference_fused_adam(w, g, m, v, lr: float, b1: float, b2: float, step: int, eps: float) -> None:
+    """The fused Adam of commit 7c08753 (models/rate_kernels.py then), in numpy, in place on arrays of one dtype:
+    scalars rounded to the arrays' dtype, then every operation in float64 (numba promoted ``1 - b1`` to float64),
+    m, v and w stored back in the arrays' dtype."""
+    import numpy as np
+
+    dt = w.dtype.type
+    f = np.float64
+    lr_bc1, fb1, fb2 = f(dt(lr / (1.0 - b1 ** step))), f(dt(b1)), f(dt(b2))
+    inv_bc2, feps = f(dt(1.0 / (1.0 - b2 ** step))), f(dt(eps))
+    g64 = g.astype(f)
+    m64 = fb1 * m.astype(f) + (1 - fb1) * g64
+    v64 = fb2 * v.astype(f) + (1 - fb2) * g64 * g64
+    m[...] = m64
+    v[...] = v64
+    w[...] = w.astype(f) - lr_bc1 * m64 / (np.sqrt(v64 * inv_bc2) + feps)
 
 
 def reference_bptt_loss(w1, w2, x, leak: float = 0.9, v_th: float = 1.0):
