@@ -156,11 +156,7 @@ class Brian2ConvTarget(Brian2LifTarget):
         window = t_steps + len(chain)
         n_windows = -(-n_samples // bsz)
         clock = b2.Clock(dt=1 * b2.ms, name="snnc_conv_clock")
-        s_idx, t_idx, k_idx = np.nonzero(x)
-        win, b = np.divmod(s_idx, bsz)
-        inp = b2.SpikeGeneratorGroup(bsz * n_in, (b * n_in + k_idx).astype(np.int64),
-                                     (win * window + t_idx).astype(np.float64) * b2.ms, clock=clock,
-                                     name="snnc_conv_input")
+        inp = self._input(b2, x, bsz, window, clock, "snnc_conv_input")
         objs: list = [inp]
         monitors = []
         prev, prev_n = inp, n_in

@@ -118,12 +118,7 @@ class Brian2LifTarget:
         window = t_steps + len(chain)
         n_windows = -(-n_samples // bsz)
         clock = b2.Clock(dt=1 * b2.ms, name="snnc_lif_clock")
-        # input: sample s = w B + b, channel k, step t -> neuron b n_in + k at Brian2 step w window + t
-        s_idx, t_idx, k_idx = np.nonzero(x)
-        win, b = np.divmod(s_idx, bsz)
-        inp = b2.SpikeGeneratorGroup(bsz * n_in, (b * n_in + k_idx).astype(np.int64),
-                                     (win * window + t_idx).astype(np.float64) * b2.ms, clock=clock,
-                                     name="snnc_lif_input")
+        inp = self._input(b2, x, bsz, window, clock, "snnc_lif_input")
         objs: list = [inp]
         monitors = []
         prev, prev_n = inp, n_in
@@ -160,6 +155,16 @@ class Brian2LifTarget:
                 out[s[keep], t[keep], j[keep]] = 1
             trains.append(out)
         return trains
+
+    @staticmethod
+    def _input(b2, x: np.ndarray, bsz: int, window: int, clock, name: str):
+        """Input spikes (N, T, n_in) as one SpikeGeneratorGroup: sample s = w B + b, channel k, step t -> neuron
+        b n_in + k at Brian2 step w window + t (windows of ``bsz`` samples side by side)."""
+        n_in = x.shape[2]
+        s_idx, t_idx, k_idx = np.nonzero(x)
+        win, b = np.divmod(s_idx, bsz)
+        return b2.SpikeGeneratorGroup(bsz * n_in, (b * n_in + k_idx).astype(np.int64),
+                                      (win * window + t_idx).astype(np.float64) * b2.ms, clock=clock, name=name)
 
     @staticmethod
     def _group(b2, pop: LIF | Readout, bsz: int, clock, l: int, window: int):

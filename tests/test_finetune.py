@@ -18,8 +18,9 @@ S = 16   # a coarse grid keeps the windows short (fast) and the quantization vis
 
 @pytest.fixture(autouse=True)
 def bundled_data(monkeypatch):
+    # (NUMBA_NUM_THREADS is not touched: numba re-reads it at every compilation and refuses a value other than the
+    # pool it has started, which made the LIF test fail whenever the suite ran without that variable set)
     monkeypatch.delenv("SNNC_DATA", raising=False)
-    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="module")
