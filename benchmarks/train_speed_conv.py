@@ -29,24 +29,13 @@ BATCH = 40
 
 
 def _autograd_lif_factory():
-    import torch
+    """models.conv_model.autograd_lif behind LIFSequence.apply's call signature."""
+    from models.conv_model import autograd_lif
 
     class Naive:
-        """Per-step autograd LIF with the same surrogate (the plain-torch way), same call signature as
-        LIFSequence.apply."""
-
         @staticmethod
         def apply(current, leak, v_th, slope, code=False, clamp=False):
-            v = torch.zeros_like(current[0])
-            out = []
-            for t in range(current.shape[0]):
-                v = leak * v + current[t]
-                u = v - v_th
-                f = u / (1 + slope * u.abs())
-                s = (u > 0).to(v.dtype) + f - f.detach()
-                out.append(s)
-                v = v * (1 - s.detach())
-            return torch.stack(out), leak * v
+            return autograd_lif(current, leak, v_th, slope)
 
     return Naive
 

@@ -113,6 +113,20 @@ def _eval_temporal(path: Path, net, images: np.ndarray, noise: float | None, noi
     }
 
 
+def _bernoulli_settings(path: Path, graph, kind: str, noise: float | None,
+                        noise_mean: float | None) -> tuple[int, float]:
+    """(T, p_scale) a Bernoulli-coded steps model recorded at training; SnncError for the temporal models' noise
+    options, ArtifactError when the metadata lacks them."""
+    if noise is not None or noise_mean is not None:
+        raise SnncError(f"--noise and --noise-mean apply to temporal models; a {kind} model's inputs are Bernoulli "
+                        "spike trains (drop them)")
+    meta = graph.metadata
+    try:
+        return int(meta["steps"]), float(meta["p_scale"])
+    except (KeyError, TypeError, ValueError):
+        raise ArtifactError(f"{path} does not record steps and p_scale in its metadata; train it again") from None
+
+
 def _eval_rate(path: Path, graph, images: np.ndarray, noise: float | None, noise_mean: float | None,
                seed: int) -> dict:
     """Rate LIF model (models/rate_model.py, a steps graph in a format 2 artifact): Bernoulli inputs with the
@@ -120,14 +134,7 @@ def _eval_rate(path: Path, graph, images: np.ndarray, noise: float | None, noise
     vs output spike counts)."""
     from models.rate_trainer import evaluate_graph
 
-    if noise is not None or noise_mean is not None:
-        raise SnncError("--noise and --noise-mean apply to temporal models; a rate model's inputs are Bernoulli "
-                        "spike trains (drop them)")
-    meta = graph.metadata
-    try:
-        steps, p_scale = int(meta["steps"]), float(meta["p_scale"])
-    except (KeyError, TypeError, ValueError):
-        raise ArtifactError(f"{path} does not record steps and p_scale in its metadata; train it again") from None
+    steps, p_scale = _bernoulli_settings(path, graph, "rate", noise, noise_mean)
     m, counts = evaluate_graph(graph, images, steps, p_scale, seed)
     peak = np.maximum(counts.max(axis=1, keepdims=True), 1)
     sizes = [graph.nodes[graph.input_name].n] + [graph.nodes[k].n for k in graph.populations()]
@@ -144,14 +151,7 @@ def _eval_conv(path: Path, graph, images: np.ndarray, noise: float | None, noise
     from models.conv_model import reconstruct
     from models.conv_stats import layer_stats
 
-    if noise is not None or noise_mean is not None:
-        raise SnncError("--noise and --noise-mean apply to temporal models; a conv model's inputs are Bernoulli "
-                        "spike trains (drop them)")
-    meta = graph.metadata
-    try:
-        steps, p_scale = int(meta["steps"]), float(meta["p_scale"])
-    except (KeyError, TypeError, ValueError):
-        raise ArtifactError(f"{path} does not record steps and p_scale in its metadata; train it again") from None
+    steps, p_scale = _bernoulli_settings(path, graph, "conv", noise, noise_mean)
     rec, counts = reconstruct(graph, images, steps=steps, p_scale=p_scale, seed=seed)
     sse = float(((rec - images) ** 2).sum(axis=1).mean())
     sizes = [graph.nodes[graph.input_name].n] + [graph.nodes[k].n for k in graph.populations()]

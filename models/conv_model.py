@@ -219,6 +219,24 @@ def _lif_function(backend: str = "auto"):
     return LIFSequence
 
 
+def autograd_lif(current, leak: float, v_th: float, slope: float):
+    """Per-step autograd LIF with the fast-sigmoid surrogate (the plain-torch way: one graph node per step), the
+    reference the fused LIF function is tested and benchmarked against: current (T, ...) -> (spikes (T, ...), final
+    potential leak * V_T), s = H(V - v_th) with the derivative of f(u) = u / (1 + slope |u|), reset to 0."""
+    import torch
+
+    v = torch.zeros_like(current[0])
+    spikes = []
+    for t in range(current.shape[0]):
+        v = leak * v + current[t]
+        u = v - v_th
+        f = u / (1 + slope * u.abs())
+        s = (u > 0).to(v.dtype) + f - f.detach()
+        spikes.append(s)
+        v = v * (1 - s.detach())
+    return torch.stack(spikes), leak * v
+
+
 def _trace_function():
     import torch
 

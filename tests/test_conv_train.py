@@ -145,22 +145,8 @@ def test_forward_equals_toolchain_reference_simulate():
                                out["readout"].numpy().transpose(1, 0, 2), rtol=1e-9, atol=1e-12)
 
 
-def _autograd_lif(current, leak, v_th, slope):
-    """Per-step autograd version of LIFSequence: s = H(V - v_th) with the derivative of f(u) = u / (1 + slope|u|)."""
-    v = torch.zeros_like(current[0])
-    spikes = []
-    for t in range(current.shape[0]):
-        v = leak * v + current[t]
-        u = v - v_th
-        f = u / (1 + slope * u.abs())
-        s = (u > 0).to(v.dtype) + f - f.detach()
-        spikes.append(s)
-        v = v * (1 - s.detach())
-    return torch.stack(spikes), leak * v
-
-
 def test_lif_backward_matches_per_step_autograd():
-    from models.conv_model import _lif_function
+    from models.conv_model import _lif_function, autograd_lif
 
     gen = torch.Generator().manual_seed(0)
     cur = (torch.randn(15, 4, 7, generator=gen, dtype=torch.float64) * 0.8 + 0.3).requires_grad_(True)
@@ -168,7 +154,7 @@ def test_lif_backward_matches_per_step_autograd():
     gu = torch.randn(4, 7, generator=gen, dtype=torch.float64)
     s1, u1 = _lif_function().apply(cur, 0.99, 1.0, 5.0)
     (g1,) = torch.autograd.grad((s1 * gs).sum() + (u1 * gu).sum(), cur)
-    s2, u2 = _autograd_lif(cur, 0.99, 1.0, 5.0)
+    s2, u2 = autograd_lif(cur, 0.99, 1.0, 5.0)
     (g2,) = torch.autograd.grad((s2 * gs).sum() + (u2 * gu).sum(), cur)
     assert 0 < s1.detach().mean() < 1
     torch.testing.assert_close(s1, s2.detach())
