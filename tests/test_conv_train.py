@@ -231,8 +231,8 @@ def test_potential_regulariser_revives_dead_latent_neurons():
     u0, u_none, act_none = train(RegWeights())
     assert u0 < -10 and act_none == 0.0 and u_none < u0  # dead from the start, and sinking
     _, u_reg, act_reg = train(RegWeights(beta1=5.0))
-    # lifted by at least 40 % (measured 47-66 % depending on rounding: channels_last / LIF backend) and firing
-    assert u_reg > 0.6 * u0 and act_reg >= 0.5
+    # lifted by at least half and firing
+    assert u_reg > u0 / 2 and act_reg >= 0.5
 
 
 def test_layer_stats_and_plot():
