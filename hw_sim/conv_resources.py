@@ -11,6 +11,11 @@ How convolutional connectivity is stored (``storage``):
 - ``expanded``: every (input, output) synapse of the layer stored as a sparse synapse (no zero weights, as the
   Dense-style storage of hw_sim/resources.py but without the zeros outside each receptive field): what a chip
   without weight sharing (Loihi 1) needs.
+- ``sparse``: convolutions as ``shared``; Dense layers store only their non-zero synapses (e.g. of a magnitude-pruned
+  model), each as its weight bits plus an axon index of ceil(log2 fan-in) bits (ASSUMED: a plain compressed-row
+  format; Loihi's synapse encodings are unpublished in detail). A core holds as many neurons as the fullest row
+  (most non-zero synapses of one neuron, both weight blocks) allows. ``shared`` and ``expanded`` store every Dense
+  synapse, zeros included.
 
 Partition of a convolution: each core holds ``rows`` consecutive output rows of ``channels`` output channels
 (whole rows, all columns); its input axons are the C_in x W_in x (input rows reaching those output rows) source
@@ -36,7 +41,7 @@ from hw_sim.resources import (
 from toolchain.compiled_conv import CompiledConv, CompiledConvLayer
 from toolchain.errors import DRCError
 
-STORAGE = ("shared", "expanded")
+STORAGE = ("shared", "expanded", "sparse")
 
 
 @dataclass(frozen=True)
@@ -88,15 +93,79 @@ class FanInSplit:
         return self.relay_cores + self.sum_cores
 
 
-def fan_in_split(cl: CompiledConvLayer, chip: ChipSpec, axon_cap: int) -> FanInSplit:
+@dataclass(frozen=True)
+class DenseShape:
+    """A Dense -> LIF layer known by its shape only (an uncompiled or too-large model, e.g. the paper's
+    58,500-2,048 audiocoder): what :func:`conv_partition` needs of a Dense layer. ``nonzero``: non-zero synapses
+    over all weight blocks (None: every synapse, n_in x n_out x blocks); ``fan_in_groups``: the compiler's split
+    (``max_fan_in``: ceil(n_in / 4,096) groups beyond a core's axons)."""
+
+    name: str
+    n_in: int
+    n_out: int
+    num_weight_bits: int = 8
+    blocks: int = 2
+    fan_in_groups: int = 1
+    nonzero: int | None = None
+    kind: str = "dense"
+    population: str = "lif"
+
+    def __post_init__(self) -> None:
+        for f in ("n_in", "n_out", "num_weight_bits", "blocks", "fan_in_groups"):
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise DRCError(f"layer {self.name!r}: {f} must be a positive integer, got {v!r}; fix the layer shape")
+        if self.nonzero is not None and not 0 <= self.nonzero <= self.n_in * self.n_out * self.blocks:
+            raise DRCError(f"layer {self.name!r}: nonzero={self.nonzero} must lie in 0..n_in x n_out x blocks = "
+                           f"{self.n_in * self.n_out * self.blocks}; fix the count")
+
+    @property
+    def total_nonzero(self) -> int:
+        return self.n_in * self.n_out * self.blocks if self.nonzero is None else int(self.nonzero)
+
+
+@dataclass(frozen=True)
+class ShapeNet:
+    """A chain of :class:`DenseShape` layers: the argument :func:`conv_partition` takes for models that are not
+    compiled (``layers`` in order, input first)."""
+
+    layers: tuple[DenseShape, ...]
+
+    @property
+    def n_in(self) -> int:
+        return self.layers[0].n_in
+
+
+def index_bits(fan_in: int) -> int:
+    """Axon index bits of a sparse synapse: ceil(log2 fan-in), at least 1 (``sparse`` storage)."""
+    return max(1, math.ceil(math.log2(max(2, int(fan_in)))))
+
+
+def layer_nonzero(cl) -> int:
+    """Non-zero synapses of a layer over its weight blocks (a :class:`DenseShape` states them)."""
+    return cl.total_nonzero if isinstance(cl, DenseShape) else int(fanout_nonzero(cl).sum())
+
+
+def row_nonzero_max(cl) -> int:
+    """The most non-zero synapses one neuron of a Dense layer holds, both weight blocks (a :class:`DenseShape`:
+    its non-zero synapses spread evenly over its neurons, ASSUMED)."""
+    if isinstance(cl, DenseShape):
+        return math.ceil(cl.total_nonzero / cl.n_out)
+    return int(sum((np.asarray(b) != 0).sum(axis=1) for b in cl.block_effective()).max(initial=0))
+
+
+def fan_in_split(cl: CompiledConvLayer, chip: ChipSpec, axon_cap: int, density: float | None = None) -> FanInSplit:
     """The layer's compiled groups (``fan_in_groups`` > 1), else the smallest number of groups, raised until the
     relay cores fit the chip's input axons and synaptic memory (every weight block stored), and the summing stage's
-    cores (``axon_cap``: output-axon bound of the layer's neurons)."""
+    cores (``axon_cap``: output-axon bound of the layer's neurons). ``density``: sparse storage of the relays'
+    synapses (fraction non-zero; each costs its weight bits plus an axon index); None: dense storage."""
     bits = int(cl.num_weight_bits) * cl.blocks
     groups = max(cl.fan_in_groups, math.ceil(cl.n_in / chip.max_fan_in_axons))
     while True:
         g_in = math.ceil(cl.n_in / groups)
-        relay_pc = min(chip.neurons_per_core, chip.max_fan_out_axons, chip.synaptic_memory_bits // max(1, g_in * bits))
+        row = g_in * bits if density is None else \
+            math.ceil(g_in * cl.blocks * density) * (int(cl.num_weight_bits) + index_bits(g_in))
+        relay_pc = min(chip.neurons_per_core, chip.max_fan_out_axons, chip.synaptic_memory_bits // max(1, row))
         sum_pc = min(chip.neurons_per_core, axon_cap, chip.max_fan_in_axons // groups,
                      chip.synaptic_memory_bits // (groups * RELAY_WEIGHT_BITS))
         if relay_pc >= 1 and sum_pc >= 1:
@@ -107,7 +176,9 @@ def fan_in_split(cl: CompiledConvLayer, chip: ChipSpec, axon_cap: int) -> FanInS
         groups += 1
     relay_cores = groups * math.ceil(cl.n_out / relay_pc)
     sum_cores = math.ceil(cl.n_out / sum_pc)
-    return FanInSplit(groups, g_in, relay_pc, relay_cores, sum_pc, sum_cores, cl.n_in * cl.n_out * bits,
+    relay_bits = cl.n_in * cl.n_out * bits if density is None else \
+        math.ceil(cl.n_in * cl.n_out * cl.blocks * density) * (int(cl.num_weight_bits) + index_bits(g_in))
+    return FanInSplit(groups, g_in, relay_pc, relay_cores, sum_pc, sum_cores, relay_bits,
                       groups * cl.n_out * RELAY_WEIGHT_BITS)
 
 
@@ -174,9 +245,10 @@ def _conv_tile(cl: CompiledConvLayer, chip: ChipSpec, storage: str, name: str,
                    f"kernel")
 
 
-def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = True, storage: str = "shared",
+def conv_partition(cc: CompiledConv | ShapeNet, chip: ChipSpec = LOIHI2, strict: bool = True, storage: str = "shared",
                    split_fan_in: bool = False) -> tuple[ResourceReport, list[ConvStorage]]:
-    """Core partition of a CompiledConv (module docstring) and the storage of every layer in both models.
+    """Core partition of a CompiledConv (or a :class:`ShapeNet` of Dense layer shapes; module docstring) and the
+    storage of every layer (``storage``: shared, expanded or sparse).
     strict=False records design-rule violations in the report instead of raising. split_fan_in: place a Dense
     layer whose fan-in exceeds a core's input axons as relay groups plus a summing stage (:class:`FanInSplit`,
     ``ConvStorage.split``) instead of reporting the violation. Layers compiled split (``fan_in_groups`` > 1, the
@@ -206,8 +278,10 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
         bits = int(cl.num_weight_bits) * cl.blocks
         if cl.kind == "dense":
             fan_in = cl.n_in
+            sparse = storage == "sparse"
+            density = layer_nonzero(cl) / (cl.n_in * cl.n_out * cl.blocks) if sparse else None
             if fan_in > chip.max_fan_in_axons or cl.fan_in_groups > 1:
-                sp = fan_in_split(cl, chip, axon_cap)
+                sp = fan_in_split(cl, chip, axon_cap, density)
                 if split_fan_in or cl.fan_in_groups > 1:
                     splits[i] = sp
                     fan_in = max(sp.group_fan_in, sp.groups * sp.sum_per_core)
@@ -225,10 +299,11 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
                              f"Dense: {sp.relay_cores} relay + {sp.sum_cores} summing cores and one more step of "
                              "delay from this layer on (compile_conv_graph's default max_fan_in='chip' deploys it; "
                              "counted by conv_partition(..., split_fan_in=True) and `snnc resources`)")
-            per_core = max(1, min(chip.neurons_per_core, axon_cap, chip.synaptic_memory_bits // max(1, fan_in * bits)))
+            row = row_nonzero_max(cl) * (int(cl.num_weight_bits) + index_bits(fan_in)) if sparse else fan_in * bits
+            per_core = max(1, min(chip.neurons_per_core, axon_cap, chip.synaptic_memory_bits // max(1, row)))
             cores = math.ceil(cl.n_out / per_core)
             per_core = math.ceil(cl.n_out / cores)
-            placed[i] = (fan_in, cores, per_core, 1, (per_core, 1), per_core * fan_in * bits)
+            placed[i] = (fan_in, cores, per_core, 1, (per_core, 1), per_core * row)
         else:
             fit = rule(_conv_tile, cl, chip, storage, cl.name, axon_cap)
             rows, ch, fan_in, mem, per_core = fit if fit else (1, 1, 0, 0, cl.out_shape[2])
@@ -238,16 +313,19 @@ def conv_partition(cc: CompiledConv, chip: ChipSpec = LOIHI2, strict: bool = Tru
     for i, (cl, (fan_in, cores, per_core, groups, tile, mem)) in enumerate(zip(cc.layers, placed)):
         rule(check_weight_bits, _Spec(cl), chip)
         bits, nb = int(cl.num_weight_bits), cl.blocks      # every block is a synapse set of its own
-        nonzero = int(fanout_nonzero(cl).sum())
+        nonzero = layer_nonzero(cl)
         if cl.kind == "dense":
             expanded, shared_bits = cl.n_in * cl.n_out * nb, cl.n_in * cl.n_out * bits * nb
+            if storage == "sparse":
+                shared_bits = splits[i].relay_bits if i in splits else nonzero * (bits + index_bits(cl.n_in))
             if i in splits:
                 shared_bits += splits[i].sum_bits
         else:
             kh, kw = cl.weights.shape[2:]
             expanded = len(tap_table(cl)[1]) * cl.in_shape[0] * cl.out_shape[0] * nb  # (pixel, out pixel, tap) x ch
             shared_bits = cores * tile[1] * cl.in_shape[0] * kh * kw * bits * nb
-        stores.append(ConvStorage(cl.name, cl.kind, int(np.asarray(cl.weights).size) * nb, cores, int(shared_bits),
+        size = cl.n_in * cl.n_out if isinstance(cl, DenseShape) else int(np.asarray(cl.weights).size)
+        stores.append(ConvStorage(cl.name, cl.kind, size * nb, cores, int(shared_bits),
                                   int(expanded), nonzero, nonzero * bits, tile, splits.get(i)))
     layers = []
     for i, (cl, (fan_in, cores, per_core, groups, tile, _)) in enumerate(zip(cc.layers, placed)):
