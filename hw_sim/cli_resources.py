@@ -1,6 +1,7 @@
 """``snnc resources MODEL``: cores, memory and energy of a model on a Loihi-like chip, compiled or not.
 
     snnc resources runs/h1024/model.onnx [--chip loihi2] [--samples 20] [--json]
+    snnc resources compiled.npz --chips 2 [--rates 0.02,0.05,0.1]    (steps models: multi-chip partition)
 
 Works from the ONNX network directly, so it answers for any size, also a model the compiler rejects (the
 partition rules are hw_sim/resources.py's; design-rule violations are listed, not fatal). Energy per inference
@@ -50,12 +51,19 @@ def resources_report(path: str | Path, args) -> tuple[dict, str]:
     if args.samples < 0:
         raise DataError(f"--samples must be >= 0 (0 = resources only), got {args.samples}")
     chip = get_chip(args.chip)
+    chips = getattr(args, "chips", None)
+    if chips is not None and chips < 1:
+        raise DataError(f"--chips must be >= 1, got {chips}; fix: e.g. --chips 2, or leave it out (as many as needed)")
     from toolchain.cli_steps import is_steps_model
 
     if is_steps_model(p):        # steps models (issue [F]: conv; Dense LIF chains through the same model)
         from hw_sim.conv_resources import conv_resources_report
 
         return conv_resources_report(p, args, chip)
+    if chips is not None:        # alpha models: the core-count rule over that many chips (no traffic model)
+        import dataclasses
+
+        chip = dataclasses.replace(chip, chips=int(chips))
     if p.suffix == ".npz":
         from toolchain.compiled_io import load_compiled
 
@@ -121,6 +129,13 @@ def register(subparsers) -> None:
                    help="dataset for the activity (default: the model's, from its metadata)")
     p.add_argument("--split", choices=("train", "val", "test"), default="test")
     p.add_argument("--data-dir", default=None, help="folder with mnist/ and fashion-mnist/ (default $SNNC_DATA)")
+    p.add_argument("--chips", type=int, default=None,
+                   help="chips available (default: as many as the cores need). Steps models: cores fill chips in "
+                        "layer order and the report counts inter-chip spikes and relay payloads per sample "
+                        "(hw_sim/multichip.py); too few chips is a DRC error naming the chips needed")
+    p.add_argument("--rates", default=None,
+                   help="steps models: activity estimate for the inter-chip traffic instead of a hw_sim run, "
+                        "comma-separated spikes per neuron and step of the input and of every population")
     p.add_argument("--json", action="store_true", help="print the report as JSON instead of tables")
     p.add_argument("--out", default=None, help="also write the JSON report to this file")
     p.set_defaults(func=_cmd_resources)

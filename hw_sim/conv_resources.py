@@ -446,6 +446,10 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
         except CompileError as exc:
             raise ArtifactError(f"{exc}; `snnc resources` compiles ONNX conv models with worst-case ranges: compile "
                                 "it yourself (snnc compile --range calibrated) and pass the compiled.npz") from None
+    from hw_sim.multichip import format_multichip, multichip_partition, traffic_estimate, traffic_from_run
+
+    _, _, assign = multichip_partition(cc, chip, getattr(args, "chips", None))   # DRCError: too few chips
+    chip = replace(chip, chips=assign.chips_available)
     shared, stores = conv_partition(cc, chip, strict=False, storage="shared")
     expanded, _ = conv_partition(cc, chip, strict=False, storage="expanded")
     split, split_stores = conv_partition(cc, chip, strict=False, storage="shared", split_fan_in=True)
@@ -469,6 +473,17 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
                  format_conv_storage([s for s in split_stores if s.split is not None]),
                  f"shared kernels, fan-in split: {split.cores} cores, {split.synaptic_memory_bits / 8192:.1f} KiB"
                  + "".join(f"\n  DRC: {v}" for v in split.violations)]
+    out["multichip"] = assign.to_dict()
+    traffic = None
+    rates = getattr(args, "rates", None)
+    if rates:
+        try:
+            r = [float(v) for v in str(rates).split(",")]
+        except ValueError:
+            raise DataError(f"--rates {rates!r} must be comma-separated numbers (spikes per neuron and step of the input "
+                            "and of every population)") from None
+        traffic = traffic_estimate(cc, assign, r, int((cc.manifest.get("source_metadata") or {}).get("steps")
+                                                      or cc.max_steps))
     if args.samples > 0:
         from hw_sim.conv import run_conv_fixed
         from hw_sim.energy import format_energy_table
@@ -491,4 +506,9 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
         out["energy"] = rep.to_dict()
         text += ["", f"energy per inference, hw_sim activity on {name} {args.split}[:{img.shape[0]}] (T = {t}):",
                  format_energy_table(rep)]
+        if traffic is None:
+            traffic = traffic_from_run(cc, assign, x, trains)
+    if traffic is not None:
+        out["multichip"]["traffic"] = traffic.to_dict()
+    text += ["", format_multichip(assign, traffic)]
     return out, "\n".join(text)

@@ -151,3 +151,53 @@ def test_sparse_storage_of_a_pruned_layer_needs_fewer_cores():
     assert s.layers[0].synaptic_memory_bits == int(3840 * 512 * 2 * 0.1) * (8 + 12)
     with pytest.raises(DRCError, match="storage='bogus'"):
         conv_partition(pruned, LOIHI2, storage="bogus")
+
+
+def test_cli_resources_chips_on_a_compiled_network(tiny_run, tmp_path, capsys):
+    """`snnc resources compiled.npz --chips N --rates ...` reports the multi-chip section (one Loihi-2-like chip
+    here: nothing crosses a chip boundary) and refuses a chip count below 1."""
+    from toolchain.cli import main
+    from toolchain.compiled_conv_io import save_compiled_conv
+
+    cc, _, _ = tiny_run
+    save_compiled_conv(cc, tmp_path / "c.npz")
+    assert main(["resources", str(tmp_path / "c.npz"), "--samples", "0", "--chips", "3", "--rates",
+                 "0.1,0.4,0.8,0.9", "--json"]) == 0
+    mc = json.loads(capsys.readouterr().out)["multichip"]
+    assert mc["chips"] == 1 and mc["chips_available"] == 3 and mc["cores_per_chip"] == [sum(mc["cores_per_chip"])]
+    assert mc["traffic"]["inter_chip_spikes_per_sample"] == 0 and mc["traffic"]["inter_chip_payloads_per_sample"] == 0
+    assert mc["traffic"]["host_in_per_sample"] == pytest.approx(0.1 * 10 * 200)
+    assert mc["traffic"]["host_out_per_sample"] == pytest.approx(0.9 * 10 * 30)
+    assert main(["resources", str(tmp_path / "c.npz"), "--samples", "0", "--chips", "0"]) == 2
+    assert "--chips must be >= 1" in capsys.readouterr().err
+    assert main(["resources", str(tmp_path / "c.npz"), "--samples", "0", "--rates", "0.1,x"]) == 2
+    assert "--rates" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_resources_chips_and_traffic(tmp_path, capsys):
+    """`snnc resources MODEL --chips N`: a 4,000-4,300-10 LIF chain needs 138 cores = 2 Loihi-2-like chips (its
+    second layer's fan-in of 4,300 is split into 2 relay groups); one chip is refused naming --chips 2. Slow (17 CPU
+    s of compiling 17 M weights); test_cli_resources_chips_on_a_compiled_network and the partition tests above cover
+    the same code on a small network."""
+    from toolchain.artifact_graph import save_graph
+    from toolchain.cli import main
+
+    rng = np.random.default_rng(0)
+    g = lif_chain([rng.uniform(-0.004, 0.006, (4300, 4000)).astype(np.float32),
+                   rng.uniform(-0.005, 0.01, (10, 4300)).astype(np.float32)],
+                  [LIF(4300, 0.9, clamp=True), LIF(10, 0.9, clamp=True)],
+                  {"steps": 5, "encoding": "bernoulli", "p_scale": 0.2, "family": "rate-lif"})
+    save_graph(g, tmp_path / "m.onnx")
+    assert main(["resources", str(tmp_path / "m.onnx"), "--samples", "0", "--rates", "0.05,0.1,0.1", "--json"]) == 0
+    rep = json.loads(capsys.readouterr().out)
+    mc = rep["multichip"]
+    assert mc["chips"] == 2 and mc["cores_per_chip"] == [128, 10] and rep["resources"]["fits"]
+    assert mc["layer_chips"] == {"layer0": [0, 1], "layer1": [1]}
+    # layer0's 4,300 neurons: 32 per core, the first 128 cores (4,096 neurons) on chip 0 send to chip 1
+    tr = mc["traffic"]
+    assert tr["inter_chip_spikes_per_sample"] == pytest.approx(0.1 * 5 * 4096)
+    assert tr["host_in_per_sample"] == pytest.approx(0.05 * 5 * 4000 * 2)
+    assert main(["resources", str(tmp_path / "m.onnx"), "--samples", "0", "--chips", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "needs 138 neuro-cores = 2 loihi2-like chips" in err and "--chips 2" in err
