@@ -218,51 +218,102 @@ def _audio2image(args: argparse.Namespace) -> int:
 def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...] = ("hw_sim-lif",),
                  weight_blocks: int = 2, weight_bits: int = 8, range_mode: str = "calibrated",
                  calibration_clips: int = 50, data_dir: str | None = None, cache_dir: str | Path | None = None,
-                 json_path: str | Path | None = None, compiled_out: str | Path | None = None) -> dict:
-    """Compile an audiocoder + its decoder as one LIF network (models/audio_deploy.py), check that it fits one chip
-    (DRCError with the fix otherwise), verify ``targets`` on the first ``clips`` FSDD test clips against the float
-    reference with the spike-train gates of toolchain/verify_trains.py (ranges calibrated on training clips).
-    Writes the report JSON (``json_path``) and the compiled network (``compiled_out``, npz) atomically."""
-    from models.audio_deploy import chip_resources, deploy_check
+                 json_path: str | Path | None = None, compiled_out: str | Path | None = None, chips: int = 1,
+                 chip: str = "loihi2", prune: float = 0.0, prune_layers: tuple[str, ...] = ("fc0", "fc1"),
+                 range_margin: float | None = None, scores: bool = True) -> dict:
+    """Compile an audiocoder + its decoder as one LIF network (models/audio_deploy.py), optionally magnitude-pruned
+    (``prune``: fraction of each of ``prune_layers`` zeroed; its synapses then stored sparse), check that it fits
+    ``chips`` chips (DRCError with the fix otherwise), verify ``targets`` on the first ``clips`` FSDD test clips
+    against the float reference with the spike-train gates of toolchain/verify_trains.py (ranges calibrated on
+    training clips), and measure the deployed network: cores, chips, synapses, inter-chip traffic and energy per
+    clip from the first target's run, its generated digits' test MSE / nearest class (``scores``: needs MNIST)
+    next to the unpruned float model's, and where the decoder's differences come from. Writes the report JSON
+    (``json_path``) and the compiled network (``compiled_out``, npz) atomically."""
+    from hw_sim.conv_resources import conv_energy
+    from hw_sim.multichip import multichip_partition, traffic_from_run
+    from models.audio_deploy import (check_deployable, decoder_on_equal_codes, deploy_check, get_chip_spec,
+                                     images_of, isolated_layers, joint_graph, prune_audiocoder)
     from models.audio_model import load_audiocoder
     from models.cochleagram import FeatureSpec, load_features
+    from targets.lif_float import FloatStepsTarget
     from toolchain.atomic import atomic_write_text, check_output_path
+    from toolchain.conv_compiler import as_compiled_conv
 
     if not 1 <= int(clips) <= 300:
         raise SnncError(f"--clips must lie in 1..300 (the FSDD test clips), got {clips}")
-    from models.audio_deploy import check_deployable
+    if int(chips) < 1:
+        raise SnncError(f"--chips must be >= 1, got {chips}")
     if json_path is not None:
         json_path = check_output_path(json_path, "file", "--json")
     if compiled_out is not None:
         compiled_out = check_output_path(compiled_out, "file", "--out")
-    ac = load_audiocoder(model)
-    check_deployable(ac.n_in, ac.hidden, ac.n_code)       # before any feature is computed
+    spec_chip = get_chip_spec(chip)
+    ac0 = load_audiocoder(model)
+    ac = prune_audiocoder(ac0, prune, tuple(prune_layers)) if prune else ac0
+    storage = "sparse" if prune else "shared"
+    nonzero = tuple(int(np.count_nonzero(w)) * weight_blocks for w in (ac.w1t, ac.w2, ac.dec_w))
+    check_deployable(ac.n_in, ac.hidden, ac.n_code, chip=spec_chip, chips=int(chips), weight_blocks=weight_blocks,
+                     nonzero=nonzero, storage=storage)          # before any feature is computed
     spec = FeatureSpec(**ac.meta["spec"])
-    rep_res, chips = chip_resources(ac.n_in, ac.hidden, ac.n_code)
     cfg = ac.meta.get("config", {})   # the clips the training run used (all, unless it ran with --limit-*)
     test = load_features("test", spec, data_dir=data_dir, cache_dir=cache_dir, limit=cfg.get("limit_test"))
     if int(clips) > len(test):
         raise SnncError(f"--clips {clips} exceeds the {len(test)} test clips this audiocoder was scored on; lower it")
     calib = load_features("train", spec, data_dir=data_dir, cache_dir=cache_dir, limit=cfg.get("limit_train")) \
         if range_mode == "calibrated" else None
-    rep, cs = deploy_check(ac, test, n_clips=int(clips), targets=tuple(targets), weight_bits=weight_bits,
-                           calibration_clips=calibration_clips, range_mode=range_mode, weight_blocks=weight_blocks,
-                           calibration=calib)
+    dep = deploy_check(ac, test, n_clips=int(clips), targets=tuple(targets), weight_bits=weight_bits,
+                       calibration_clips=calibration_clips, range_mode=range_mode, weight_blocks=weight_blocks,
+                       calibration=calib, chip=spec_chip, chips=int(chips), range_margin=range_margin,
+                       storage=storage)
+    rep, cs = dep.report, dep.compiled
+    cc = as_compiled_conv(cs)
+    res, _, assign = multichip_partition(cc, spec_chip, int(chips), storage)
+    first = dep.runs[targets[0]].trains
+    energy = conv_energy(cc, dep.inputs, first, spec_chip, storage="shared" if storage == "shared" else "sparse")
     result = {"model": str(model), "sizes": [ac.n_in, ac.hidden, ac.n_code, ac.dec_w.shape[0]],
-              "cores": rep_res.cores, "chips": chips, "weight_bits": weight_bits, "weight_blocks": weight_blocks,
-              "range_mode": range_mode, "clips": int(clips), "passed": rep.passed,
+              "prune": {"fraction": float(prune), "layers": list(prune_layers)} if prune else None,
+              "storage": storage, "cores": res.cores, "chips": assign.chips, "chips_available": int(chips),
+              "cores_per_chip": list(assign.cores_per_chip), "synapses": res.synapses,
+              "nonzero_synapses": res.nonzero_synapses, "synaptic_memory_kib": res.synaptic_memory_bits / 8192,
+              "fits": not res.violations, "violations": list(res.violations),
+              "inter_chip": traffic_from_run(cc, assign, dep.inputs, first).to_dict(),
+              "energy_per_clip_nJ": energy.to_dict()["energy_per_sample_nJ"]["mean"],
+              "weight_bits": weight_bits, "weight_blocks": weight_blocks, "blocks_used": list(cs.manifest.get(
+                  "blocks_used", [])), "range_mode": range_mode, "range_margin": range_margin, "clips": int(clips),
+              "passed": rep.passed,
               "targets": {t.target: {"passed": t.passed,
                                      "matched_within_1": {pop: float(l.fraction[1]) for pop, l in
                                                           zip(rep.populations, t.layers)}}
                           for t in rep.targets},
               "failed_gates": [str(g) for g in rep.gates if not g.passed], "summary": rep.summary()}
-    if compiled_out is not None:
-        from toolchain.compiled_steps_io import save_compiled_steps
+    ref = FloatStepsTarget().run(joint_graph(ac), dep.inputs).trains
+    result["decoder_flips"] = decoder_on_equal_codes(ref, first)
+    result["layers_alone"] = isolated_layers(cs, dep.inputs, ref)
+    if scores:
+        from models.audio_metrics import score
+        from models.audio_pairs import pair
+        from models.datasets import load_dataset
+        from models.fsdd import split_labels
+        from models.rate_metrics import zscore_rows
 
-        save_compiled_steps(cs, compiled_out)
+        mnist = load_dataset("mnist", "train", data_dir=data_dir)
+        pairing = pair(ac.meta["pairing"], split_labels("train", cfg.get("limit_train")), mnist.images,
+                       mnist.labels, int(cfg.get("seed", 0)))
+        labels = test.labels[:int(clips)]
+        full = ref if not prune else FloatStepsTarget().run(joint_graph(ac0), dep.inputs).trains
+        imgs = {"float": images_of(full), "float_pruned": images_of(ref), targets[0]: images_of(first)}
+        result["scores"] = {k: {"test_mse": (sc := score(v, labels, pairing))["mse"],
+                                "nearest_class": sc["class_accuracy"],
+                                "zscore_mse_vs_float": float(((zscore_rows(v) - zscore_rows(imgs["float"])) ** 2)
+                                                             .mean())}
+                            for k, v in imgs.items() if k != "float_pruned" or prune}
+    if compiled_out is not None:
+        from toolchain.compiled_conv_io import save_compiled_any
+
+        save_compiled_any(cs, compiled_out)
         result["compiled"] = str(compiled_out)
     if json_path is not None:
-        atomic_write_text(json_path, json.dumps({k: v for k, v in result.items()}, indent=2, default=str) + "\n")
+        atomic_write_text(json_path, json.dumps(result, indent=2, default=str) + "\n")
     return result
 
 
@@ -270,9 +321,25 @@ def _audio_deploy(args: argparse.Namespace) -> int:
     r = audio_deploy(args.model, clips=args.clips, targets=tuple(t.strip() for t in args.targets.split(",") if t),
                      weight_blocks=args.weight_blocks, weight_bits=args.weight_bits, range_mode=args.range,
                      calibration_clips=args.calibration_clips, data_dir=args.data_dir, cache_dir=args.feature_cache,
-                     json_path=args.json, compiled_out=args.out)
-    print(f"audiocoder + decoder {'-'.join(map(str, r['sizes']))}: {r['cores']} cores on {r['chips']} chip(s), "
+                     json_path=args.json, compiled_out=args.out, chips=args.chips, chip=args.chip,
+                     prune=args.prune, prune_layers=tuple(x.strip() for x in args.prune_layers.split(",") if x),
+                     range_margin=args.range_margin, scores=not args.no_scores)
+    pr = f", {100 * r['prune']['fraction']:g} % of {'+'.join(r['prune']['layers'])} pruned" if r["prune"] else ""
+    print(f"audiocoder + decoder {'-'.join(map(str, r['sizes']))}{pr}: {r['cores']} cores on {r['chips']} chip(s) "
+          f"{r['cores_per_chip']}, {r['nonzero_synapses']} non-zero synapses ({r['storage']} storage), "
           f"{r['weight_bits']}-bit weights x {r['weight_blocks']} block(s), {r['range_mode']} ranges")
+    ic = r["inter_chip"]
+    print(f"per clip: {r['energy_per_clip_nJ']:.1f} nJ; {ic['inter_chip_spikes_per_sample']:.1f} inter-chip spikes, "
+          f"{ic['inter_chip_payloads_per_sample']:.1f} inter-chip relay payloads")
+    for k, v in (r.get("scores") or {}).items():
+        print(f"{k}: test MSE {v['test_mse']:.4f}, nearest class {100 * v['nearest_class']:.1f} %, z-scored MSE vs "
+              f"the float model {v['zscore_mse_vs_float']:.4f}")
+    f = r["decoder_flips"]
+    print(f"code trains equal to the float model's on {f['clips_code_equal']} of {f['clips']} clips; decoder within "
+          f"+-1 step there: {100 * f.get('decoder_matched_1_code_equal', float('nan')):.2f} %, elsewhere "
+          f"{100 * f.get('decoder_matched_1_code_differs', float('nan')):.2f} %")
+    print("each layer alone, driven by the float model's trains (its own error): " + ", ".join(
+        f"{d['layer']} {100 * d['matched_1']:.2f} %" for d in r["layers_alone"]) + " within +-1 step")
     print(r["summary"])
     print("PASS" if r["passed"] else "FAIL: " + "; ".join(r["failed_gates"][:5]))
     return 0 if r["passed"] else 1
@@ -292,6 +359,19 @@ def register(subparsers) -> None:
     d.add_argument("--weight-blocks", type=int, choices=(1, 2), default=2,
                    help="Dense blocks per layer (2: rounding residuals in a second block, about 10-bit weights)")
     d.add_argument("--weight-bits", type=int, choices=(8, 9), default=8)
+    d.add_argument("--chips", type=int, default=1,
+                   help="chips available (default 1): a network needing more is refused naming the chips needed; "
+                        "cores fill chips in layer order and the report counts inter-chip spikes per clip")
+    d.add_argument("--chip", choices=("loihi2", "loihi1"), default="loihi2", help="chip limits (default loihi2)")
+    d.add_argument("--prune", type=float, default=0.0,
+                   help="zero this fraction of the smallest weights of each --prune-layers layer (e.g. 0.5, 0.8, "
+                        "0.9); the pruned synapses are not stored (sparse storage: weight + axon index bits)")
+    d.add_argument("--prune-layers", default="fc0,fc1",
+                   help="layers to prune: fc0 (input -> hidden), fc1 (hidden -> code), decoder (default fc0,fc1)")
+    d.add_argument("--range-margin", type=float, default=None,
+                   help="calibrated ranges: measured maxima x (1 + margin) (default: the compiler's)")
+    d.add_argument("--no-scores", action="store_true",
+                   help="skip the generated digits' test MSE / nearest class (they need MNIST for the pairing)")
     d.add_argument("--range", choices=("calibrated", "worst-case"), default="calibrated",
                    help="ranges from --calibration-clips training clips (default) or worst case")
     d.add_argument("--calibration-clips", type=int, default=50)
