@@ -199,6 +199,15 @@ def decoder_on_equal_codes(reference: list[np.ndarray], target: list[np.ndarray]
             out[f"decoder_matched_1_{key}"] = m.fraction
             out[f"decoder_identical_{key}"] = float(np.all(reference[2][rows] == target[2][rows], axis=(1, 2)).mean())
             out[f"decoder_count_agreement_{key}"] = count_agreement(reference[2][rows], target[2][rows])[0]
+    diff = np.any(reference[1] != target[1], axis=1).sum(axis=1)          # differing code trains per clip
+    bins = []
+    for lo, hi in ((0, 0), (1, 2), (3, 5), (6, 10), (11, 20), (21, 40), (41, 10**9)):
+        rows = (diff >= lo) & (diff <= hi)
+        if rows.any():
+            bins.append({"code_trains_differing": f"{lo}-{hi}" if hi < 10**9 else f">={lo}", "clips": int(rows.sum()),
+                         "decoder_matched_1": match_spikes(reference[2][rows], target[2][rows], 1).fraction})
+    out["by_code_differences"] = bins
+    out["code_trains_differing_median"] = float(np.median(diff))
     return out
 
 

@@ -222,7 +222,7 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
                  chip: str = "loihi2", prune: float = 0.0, prune_layers: tuple[str, ...] = ("fc0", "fc1"),
                  range_margin: float | None = None, scores: bool = True) -> dict:
     """Compile an audiocoder + its decoder as one LIF network (models/audio_deploy.py), optionally magnitude-pruned
-    (``prune``: fraction of each of ``prune_layers`` zeroed; its synapses then stored sparse), check that it fits
+    (``prune``: fraction of each of ``prune_layers`` zeroed; stored sparse where that needs fewer cores), check that it fits
     ``chips`` chips (DRCError with the fix otherwise), verify ``targets`` on the first ``clips`` FSDD test clips
     against the float reference with the spike-train gates of toolchain/verify_trains.py (ranges calibrated on
     training clips), and measure the deployed network: cores, chips, synapses, inter-chip traffic and energy per
@@ -250,8 +250,16 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
     spec_chip = get_chip_spec(chip)
     ac0 = load_audiocoder(model)
     ac = prune_audiocoder(ac0, prune, tuple(prune_layers)) if prune else ac0
-    storage = "sparse" if prune else "shared"
     nonzero = tuple(int(np.count_nonzero(w)) * weight_blocks for w in (ac.w1t, ac.w2, ac.dec_w))
+    storage = "shared"
+    if prune:     # sparse storage pays an axon index per synapse: keep whichever needs fewer cores
+        from models.audio_deploy import chip_resources
+
+        sizes = (ac.n_in, ac.hidden, ac.n_code)
+        if chip_resources(*sizes, chip=spec_chip, weight_blocks=weight_blocks, nonzero=nonzero,
+                          storage="sparse")[0].cores < \
+                chip_resources(*sizes, chip=spec_chip, weight_blocks=weight_blocks)[0].cores:
+            storage = "sparse"
     check_deployable(ac.n_in, ac.hidden, ac.n_code, chip=spec_chip, chips=int(chips), weight_blocks=weight_blocks,
                      nonzero=nonzero, storage=storage)          # before any feature is computed
     spec = FeatureSpec(**ac.meta["spec"])
@@ -267,19 +275,22 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
                        storage=storage)
     rep, cs = dep.report, dep.compiled
     cc = as_compiled_conv(cs)
+    if prune:     # the compiled network decides (a layer may use one weight block): fewer cores wins
+        storage = min(("shared", "sparse"), key=lambda st: multichip_partition(cc, spec_chip, None, st)[0].cores)
     res, _, assign = multichip_partition(cc, spec_chip, int(chips), storage)
+    other = multichip_partition(cc, spec_chip, None, "sparse" if storage == "shared" else "shared")[0]
     first = dep.runs[targets[0]].trains
     energy = conv_energy(cc, dep.inputs, first, spec_chip, storage="shared" if storage == "shared" else "sparse")
     result = {"model": str(model), "sizes": [ac.n_in, ac.hidden, ac.n_code, ac.dec_w.shape[0]],
               "prune": {"fraction": float(prune), "layers": list(prune_layers)} if prune else None,
-              "storage": storage, "cores": res.cores, "chips": assign.chips, "chips_available": int(chips),
+              "storage": storage, "cores": res.cores, f"cores_{other_name(storage)}_storage": other.cores, "chips": assign.chips, "chips_available": int(chips),
               "cores_per_chip": list(assign.cores_per_chip), "synapses": res.synapses,
               "nonzero_synapses": res.nonzero_synapses, "synaptic_memory_kib": res.synaptic_memory_bits / 8192,
               "fits": not res.violations, "violations": list(res.violations),
               "inter_chip": traffic_from_run(cc, assign, dep.inputs, first).to_dict(),
               "energy_per_clip_nJ": energy.to_dict()["energy_per_sample_nJ"]["mean"],
-              "weight_bits": weight_bits, "weight_blocks": weight_blocks, "blocks_used": list(cs.manifest.get(
-                  "blocks_used", [])), "range_mode": range_mode, "range_margin": range_margin, "clips": int(clips),
+              "weight_bits": weight_bits, "weight_blocks": weight_blocks, "blocks_used": [cl.blocks for cl in cc.layers],
+              "range_mode": range_mode, "range_margin": range_margin, "clips": int(clips),
               "passed": rep.passed,
               "targets": {t.target: {"passed": t.passed,
                                      "matched_within_1": {pop: float(l.fraction[1]) for pop, l in
@@ -315,6 +326,11 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
     if json_path is not None:
         atomic_write_text(json_path, json.dumps(result, indent=2, default=str) + "\n")
     return result
+
+
+def other_name(storage: str) -> str:
+    """The storage model not chosen ('shared' = every Dense synapse stored, 'sparse' = non-zero ones only)."""
+    return "sparse" if storage == "shared" else "dense"
 
 
 def _audio_deploy(args: argparse.Namespace) -> int:
