@@ -297,6 +297,9 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
                                                           zip(rep.populations, t.layers)}}
                           for t in rep.targets},
               "failed_gates": [str(g) for g in rep.gates if not g.passed], "summary": rep.summary()}
+    for t in targets[1:]:        # e.g. lava-fixed-lif beside hw_sim-lif: the (sample, step, neuron) entries that differ
+        result["targets"][t][f"entries_differing_from_{targets[0]}"] = int(sum(
+            int((np.asarray(a) != np.asarray(b)).sum()) for a, b in zip(dep.runs[t].trains, first)))
     ref = FloatStepsTarget().run(joint_graph(ac), dep.inputs).trains
     result["decoder_flips"] = decoder_on_equal_codes(ref, first)
     result["layers_alone"] = isolated_layers(cs, dep.inputs, ref)
