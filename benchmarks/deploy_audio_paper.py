@@ -56,7 +56,8 @@ def main() -> int:
         out[name] = {"cores": rep.cores, "chips": assign.chips, "cores_per_chip": list(assign.cores_per_chip),
                      "layer_cores": {lr.name: lr.cores for lr in rep.layers},
                      "layer_chips": {lp.name: assign.layer_chips(k) for k, lp in enumerate(assign.layers)},
-                     "relay_groups": net.layers[0].fan_in_groups, "synaptic_memory_mib": rep.synaptic_memory_bits / 8 / 2**20,
+                     "relay_groups": net.layers[0].fan_in_groups,
+                     "synaptic_memory_mib": rep.synaptic_memory_bits / 8 / 2**20,
                      **tr.to_dict()}
         print(name, json.dumps(out[name]), flush=True)
     print(json.dumps(out))

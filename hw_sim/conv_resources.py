@@ -480,8 +480,8 @@ def conv_resources_report(path, args, chip: ChipSpec) -> tuple[dict, str]:
         try:
             r = [float(v) for v in str(rates).split(",")]
         except ValueError:
-            raise DataError(f"--rates {rates!r} must be comma-separated numbers (spikes per neuron and step of the input "
-                            "and of every population)") from None
+            raise DataError(f"--rates {rates!r} must be comma-separated numbers (spikes per neuron and step of the "
+                            "input and of every population)") from None
         traffic = traffic_estimate(cc, assign, r, int((cc.manifest.get("source_metadata") or {}).get("steps")
                                                       or cc.max_steps))
     if args.samples > 0:

@@ -80,8 +80,8 @@ def check_deployable(n_in: int, hidden: int, n_code: int = 196, chip="loihi2", c
                                  nonzero=nonzero, storage=storage)
     need = chips_needed(rep.cores, spec)
     if rep.violations or need > chips:
-        split = (f" (the fan-in of {n_in} inputs per neuron exceeds {spec.max_fan_in_axons} input axons per core: it is "
-                 f"split into {-(-n_in // spec.max_fan_in_axons)} relay groups whose partial sums travel as graded "
+        split = (f" (the fan-in of {n_in} inputs per neuron exceeds {spec.max_fan_in_axons} input axons per core: it "
+                 f"is split into {-(-n_in // spec.max_fan_in_axons)} relay groups whose partial sums travel as graded "
                  "spikes, +1 step)") if n_in > spec.max_fan_in_axons else ""
         raise DRCError(f"the audiocoder {n_in}-{hidden}-{n_code} + decoder does not fit {chips} {spec.name} chip(s): "
                        f"it needs {rep.cores} neuro-cores = {need} chips of {spec.cores_per_chip}{split}"

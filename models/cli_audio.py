@@ -4,6 +4,7 @@
     snnc eval DIR                                                   score an audiocoder on the FSDD test clips
     snnc audio2image CLIP.wav --model DIR --out digit.png           draw the digit a recording says
     snnc audio-deploy DIR --clips 300 --targets hw_sim-lif          compile audiocoder + decoder, verify targets
+    snnc audio-deploy DIR --chips 16 --prune 0.5                    multi-chip / pruned variants and their cost
 
 ``train audio`` is registered by models/cli_train.py (add_train_audio), ``eval`` of audiocoders is dispatched by
 models/cli_eval.py (is_audiocoder), ``audio2image`` and ``audio-deploy`` by toolchain/cli.py (register).
@@ -222,8 +223,8 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
                  chip: str = "loihi2", prune: float = 0.0, prune_layers: tuple[str, ...] = ("fc0", "fc1"),
                  range_margin: float | None = None, scores: bool = True) -> dict:
     """Compile an audiocoder + its decoder as one LIF network (models/audio_deploy.py), optionally magnitude-pruned
-    (``prune``: fraction of each of ``prune_layers`` zeroed; stored sparse where that needs fewer cores), check that it fits
-    ``chips`` chips (DRCError with the fix otherwise), verify ``targets`` on the first ``clips`` FSDD test clips
+    (``prune``: fraction of each of ``prune_layers`` zeroed; stored sparse where that needs fewer cores), check that
+    it fits ``chips`` chips (DRCError with the fix otherwise), verify ``targets`` on the first ``clips`` FSDD test clips
     against the float reference with the spike-train gates of toolchain/verify_trains.py (ranges calibrated on
     training clips), and measure the deployed network: cores, chips, synapses, inter-chip traffic and energy per
     clip from the first target's run, its generated digits' test MSE / nearest class (``scores``: needs MNIST)
