@@ -97,3 +97,41 @@ def test_threads_and_single_samples_agree(dense_run, threads):
     for k, r in zip((0, len(x) - 1), one):
         for a, b in zip(full.trains, r.trains):
             np.testing.assert_array_equal(a[k:k + 1], b)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chunks_taken_in_turn_give_the_reference(dense_run, monkeypatch, threads):
+    """simulate_lif's threads take chunks of CHUNK_SAMPLES samples in turn: chunks of 5 over 24 samples (the last
+    one short) give the reference's trains, events and lazily computed first-spike steps."""
+    import hw_sim.lif as lif
+
+    cs, x = dense_run
+    monkeypatch.setattr(lif, "CHUNK_SAMPLES", 5)
+    run = simulate_lif(cs, x, threads=threads)
+    trains, events = run_lif_reference(cs, x)
+    assert run.threads == threads and run.events == events
+    for a, b in zip(run.trains, trains):
+        np.testing.assert_array_equal(a, b)
+    assert len(run.first) == len(trains) and run.first[-1] is run.first[len(trains) - 1]    # computed once
+    for f, tr in zip(run.first, trains):
+        np.testing.assert_array_equal(f, np.where(tr.any(axis=1), tr.argmax(axis=1), np.inf))
+
+
+@pytest.mark.parametrize("width", [160, 157])
+def test_a_non_binary_uint8_value_in_a_late_chunk_is_refused(dense_run, monkeypatch, width):
+    """The values of uint8 input are checked in the kernel's pass over them (no separate pass): one byte 2 or 255
+    in the last chunk, on a width that is or is not a multiple of 8, still raises the TargetError."""
+    import hw_sim.lif as lif
+    from toolchain.errors import TargetError
+
+    cs, x = dense_run
+    if width != x.shape[2]:
+        cs = compile_graph(lif_chain([np.full((4, width), 0.1)], [LIF(4, 0.9)], {}), x.shape[1])
+        x = np.ascontiguousarray(x[:, :, :width])
+    monkeypatch.setattr(lif, "CHUNK_SAMPLES", 4)
+    for value in (2, 255):
+        bad = x.copy()
+        bad[-1, -1, width - 1] = value
+        with pytest.raises(TargetError, match="hw_sim-lif: input spike trains must hold only 0 and 1"):
+            simulate_lif(cs, bad, threads=2)
+    assert simulate_lif(cs, x, threads=2).trains[0].shape[0] == len(x)
