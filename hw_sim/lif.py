@@ -202,23 +202,34 @@ def _accumulate32(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
 @numba.njit(cache=True, nogil=True, inline="always")
 def _accumulate16(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
     """acc[:n_out] (int16) = sum of the rows w[idx[:n_ev]] (int8 or int16 rows), wrapping; four rows per pass
-    (one load and store of acc per four rows). Every intermediate is cast to int16, else numba widens to int64."""
+    (one load and store of acc per four rows; the first pass writes acc instead of adding to zeros). Every
+    intermediate is cast to int16, else numba widens to int64; rows are indexed as w[i, j], not through row
+    views (about 4 % faster on the output layer's sums)."""
     i16 = np.int16
-    for j in range(n_out):
-        acc[j] = 0
     e = 0
-    while e + 4 <= n_ev:
-        r0 = w[idx[e]]
-        r1 = w[idx[e + 1]]
-        r2 = w[idx[e + 2]]
-        r3 = w[idx[e + 3]]
+    if n_ev >= 4:
+        a0 = idx[0]
+        a1 = idx[1]
+        a2 = idx[2]
+        a3 = idx[3]
         for j in range(n_out):
-            acc[j] = i16(acc[j] + i16(i16(i16(r0[j]) + i16(r1[j])) + i16(i16(r2[j]) + i16(r3[j]))))
+            acc[j] = i16(i16(i16(w[a0, j]) + i16(w[a1, j])) + i16(i16(w[a2, j]) + i16(w[a3, j])))
+        e = 4
+    else:
+        for j in range(n_out):
+            acc[j] = 0
+    while e + 4 <= n_ev:
+        a0 = idx[e]
+        a1 = idx[e + 1]
+        a2 = idx[e + 2]
+        a3 = idx[e + 3]
+        for j in range(n_out):
+            acc[j] = i16(acc[j] + i16(i16(i16(w[a0, j]) + i16(w[a1, j])) + i16(i16(w[a2, j]) + i16(w[a3, j]))))
         e += 4
     while e < n_ev:
-        r0 = w[idx[e]]
+        a0 = idx[e]
         for j in range(n_out):
-            acc[j] = i16(acc[j] + i16(r0[j]))
+            acc[j] = i16(acc[j] + i16(w[a0, j]))
         e += 1
 
 
@@ -449,12 +460,15 @@ def _pack(cs: CompiledSteps) -> list[tuple]:
         step = MANTISSA[cl.num_weight_bits][2]
         low_exp = cl.weight_exp if cl.fine_weights is None else cl.fine_exp
         unit = low_exp + step.bit_length() - 1          # effective weights are multiples of 2**unit (unit >= 0)
-        q = np.ascontiguousarray((cl.effective >> unit).T)                              # exact
-        small = np.int8 if q.size == 0 or (q.min() >= -128 and q.max() <= 127) else np.int16
-        assert q.size == 0 or np.abs(q).max() <= 32767, "weights beyond 16 bits in grid units"
-        layers.append((q.astype(small),
+        q = cl.effective >> unit                                                        # exact, (n_out, n_in)
+        lo, hi = (int(q.min()), int(q.max())) if q.size else (0, 0)
+        assert -32767 <= lo and hi <= 32767, "weights beyond 16 bits in grid units"
+        q = q.astype(np.int8 if -128 <= lo and hi <= 127 else np.int16)                 # narrowed, then transposed
+        layers.append((np.ascontiguousarray(q.T),
                        np.int64(unit),
-                       np.int64(DECAY_UNITY - cl.dv), np.abs(q).max(axis=1, initial=0).astype(np.int64),
+                       np.int64(DECAY_UNITY - cl.dv),
+                       np.maximum(q.max(axis=0, initial=0).astype(np.int64),         # |q| per input row, in int64
+                                  -q.min(axis=0, initial=0).astype(np.int64)),       # (np.abs(int8 -128) wraps)
                        np.asarray(cl.vth, dtype=np.int32) << STATE_SHIFT))              # <= (2**17 - 1) << 6
     return layers
 

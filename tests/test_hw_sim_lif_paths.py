@@ -135,3 +135,24 @@ def test_a_non_binary_uint8_value_in_a_late_chunk_is_refused(dense_run, monkeypa
         with pytest.raises(TargetError, match="hw_sim-lif: input spike trains must hold only 0 and 1"):
             simulate_lif(cs, bad, threads=2)
     assert simulate_lif(cs, x, threads=2).trains[0].shape[0] == len(x)
+
+
+def test_the_most_negative_int8_weight_bounds_its_row():
+    """A one-block 8-bit layer whose row holds mantissa -256 (grid units -128, int8 rows): the row's bound is 128
+    (a wrapped int8 abs would give -128 and let too many events take the 16-bit path), and the kernel equals the
+    reference on inputs that fill that path's limit."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(11)
+    cs = compile_graph(lif_chain([rng.normal(0.0, 0.3, (6, 300))], [LIF(6, 0.9)], {}), 8, weight_blocks=1)
+    cl = cs.layers[0]
+    w = np.array(cl.weights)
+    w[:, :] = -256                                                   # every weight the most negative mantissa
+    cs = replace(cs, layers=(replace(cl, weights=w, weight_exp=0),))
+    q, shift, _, qmax, _ = _pack(cs)[0]
+    assert q.dtype == np.int8 and q.min() == -128 and qmax.min() == 128
+    x = np.ones((2, 8, 300), np.uint8)                               # 300 * 128 > 2**15 - 1: not the 16-bit path
+    run = simulate_lif(cs, x, threads=1)
+    trains, events = run_lif_reference(cs, x)
+    np.testing.assert_array_equal(run.trains[0], trains[0])
+    assert run.events == events and events[0]["a_in_over_16bit"] > 0
