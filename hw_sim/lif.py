@@ -519,7 +519,7 @@ def simulate_lif(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None =
             src, words = x, xw
             for (w_small, shift, keep, qmax, thr), out, ev in zip(layers, outs, evs):
                 if _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, ev):
-                    failed.append(True)
+                    failed.append(True)       # an input byte other than 0 / 1
                     return
                 src, words = out, no_words
 
@@ -527,9 +527,13 @@ def simulate_lif(cs: CompiledSteps, spikes_in: np.ndarray, threads: int | None =
         work()
     else:
         with ThreadPoolExecutor(max_workers=n_threads) as pool:
-            for f in [pool.submit(work) for _ in range(n_threads)]:
-                f.result()
-    if failed:
+            try:
+                for f in [pool.submit(work) for _ in range(n_threads)]:
+                    f.result()
+            except BaseException:                  # Ctrl-C / SIGTERM: the threads stop after their chunk
+                failed.append(False)
+                raise
+    if any(failed):
         raise _not_binary(target)
     events = [{key: int(c) for key, c in zip(RANGE_EVENTS, ev.sum(axis=0, dtype=np.int64))} for ev in evs]
     return LifRun(outs, events, n_threads, list(cs.names))
