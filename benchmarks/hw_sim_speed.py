@@ -31,18 +31,19 @@ threshold 1, clamp, as Roy et al. 2019's MNIST network; T = 15, p_scale 0.3) com
   (wall(N) - wall(1)) / (N - 1). ``ratio`` (total wall times, start-up included) is the headline figure.
 * ``identical``: hw_sim-lif's spike trains equal lava-fixed-lif's, every layer, step and neuron, for the images
   both ran.
-* hw_sim-lif runs ``--samples`` images once cold (``hw_sim_cold_s``: the first time the process allocates its output
-  trains) and then ``--repeats`` times (default 5); ``hw_sim_s`` is the median of those (``hw_sim_runs_s`` lists
-  them), the throughput of a process that keeps running. ``--malloc keep`` (default) makes glibc keep freed memory
-  in the process (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``, set before the model and
-  the inputs are loaded): the repeated runs then reuse the pages of the previous run's trains instead of faulting
-  in fresh ones, which on this VM (Firecracker; freed guest pages are reported to the host) cost up to 28 us of
-  system CPU per image at one thread (measured 2026-11-29), and more wall time outside the guest's accounting. ``--malloc default`` leaves glibc as it is (large arrays mmap'ed
-  and unmapped on free).
+* hw_sim-lif runs ``--samples`` images once cold (``hw_sim_cold_s``: the first time the process allocates its
+  output trains) and then ``--repeats`` times (default 5); ``hw_sim_s`` is the median of those (``hw_sim_runs_s``
+  lists them), the throughput of a process that keeps running. ``--malloc keep`` (default) makes glibc keep freed
+  memory in the process (``mallopt(M_MMAP_MAX, 0)``, ``mallopt(M_TRIM_THRESHOLD, 2**31 - 1)``, set before the
+  model and the inputs are loaded): the repeated runs then reuse the pages of the previous run's trains instead
+  of faulting in fresh ones, which on this VM (Firecracker; freed guest pages are reported to the host) cost up
+  to 28 us of system CPU per image at one thread (measured 2026-11-29), and more wall time outside the guest's
+  accounting. ``--malloc default`` leaves glibc as it is (large arrays mmap'ed and unmapped on free).
 * ``hw_sim_cpu_s``: median CPU seconds (user + system, all threads) of the repeated runs, ``hw_sim_sys_s`` the
   system part (page faults); ``first_touch_us_per_image``: CPU microseconds per image to allocate and first write
   as many bytes as hw_sim-lif returns (``hw_sim_output_bytes_per_image``: the trains; first-spike times are
-  computed only when read), i.e. what a run pays in page faults when its memory is fresh.
+  computed only when read), i.e. what a run pays in page faults when its memory is fresh (with ``--malloc keep``
+  the allocation reuses kept pages, so this is then the cost of writing them).
 """
 from __future__ import annotations
 
