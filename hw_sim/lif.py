@@ -1,7 +1,9 @@
 """Bit-accurate emulation of a CompiledSteps (Dense -> LIF chain) as ``lava-fixed`` runs it on Lava 0.10's stock
 ``PyDenseModelBitAcc`` and ``PyLifResetModelBitAcc`` (toolchain/compiled_steps.py states the integer equations).
 
-One numba kernel runs every layer of a sample step by step (samples split over threads, GIL-free):
+One numba kernel runs every layer of a sample step by step (threads take chunks of CHUNK_SAMPLES samples in turn
+and run each chunk through every layer, GIL-free; the kernel checks the values of uint8 input in its scan of them
+and returns spike trains only: first-spike steps are computed from them when read, FirstSpikeSteps):
 
 * synaptic sums are event-driven: each step a layer adds only the weight rows of the inputs that spiked (lists of
   active inputs, found by scanning the input 8 bytes at a time and built by each layer for the next one), four
@@ -14,8 +16,9 @@ One numba kernel runs every layer of a sample step by step (samples split over t
   2**15 - 1`` makes the exact sum fit (wrapping partial sums then still give it), as two exact 16-bit partial
   sums added in 32 bits when the events split into two such groups, else on 32-bit lanes;
 * the LIF update (u wrap at 24 bits, truncating decay of v, saturation, strict threshold, reset to zero) runs
-  branch-free on 32-bit lanes, without per-neuron range checks when the step's sums cannot exceed 16 bits: ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep + ((|v| & 4095)
-  keep) >> 12`` so that no product leaves 32 bits (64-bit lanes on the rare path whose sum exceeds 16 bits).
+  branch-free on 32-bit lanes, without per-neuron range checks when the step's sums cannot exceed 16 bits:
+  ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep + ((|v| & 4095) keep) >> 12`` so that no
+  product leaves 32 bits (64-bit lanes on the rare path whose sum exceeds 16 bits).
 
 Results are aligned to the float model (toolchain/lif_reference.py): the Dense delay and the source step are not
 simulated, since they only shift each layer's train by a constant number of steps (targets/lava_lif.py shifts
