@@ -156,3 +156,24 @@ def test_the_most_negative_int8_weight_bounds_its_row():
     trains, events = run_lif_reference(cs, x)
     np.testing.assert_array_equal(run.trains[0], trains[0])
     assert run.events == events and events[0]["a_in_over_16bit"] > 0
+
+
+def test_odd_8bit_mantissas_are_refused_by_the_target(dense_run):
+    """The compiled network is validated once per target call (the bit test that replaced ``w % 2``): an odd 8-bit
+    mantissa in either block is refused with the field named, before anything runs."""
+    from dataclasses import replace
+
+    from targets.registry import get_target
+    from toolchain.errors import TargetError
+
+    cs, x = dense_run
+    cl = cs.layers[0]
+    for field_name in ("weights", "fine_weights"):
+        arr = getattr(cl, field_name)
+        if arr is None:
+            continue
+        bad = np.array(arr)
+        bad[0, 0] += 1 if bad[0, 0] < 254 else -1
+        broken = replace(cs, layers=(replace(cl, **{field_name: bad}),) + cs.layers[1:])
+        with pytest.raises(TargetError, match=f"{field_name} must be multiples of 2"):
+            get_target("hw_sim-lif").run(broken, x)
