@@ -10,7 +10,7 @@ import numpy as np
 
 from hw_sim.emulator import default_threads
 from hw_sim.conv import conv_net_of, run_conv_fixed
-from hw_sim.lif import compiled_steps_of, simulate_lif
+from hw_sim.lif import simulate_lif
 from targets.base import RunResult, steps_result
 
 
@@ -31,8 +31,8 @@ class HwSimLifTarget:
             return steps_result(self.name, trains, time.perf_counter() - t0,
                                 {"precision": "fixed_pt", "populations": cc.names, "range_events": events,
                                  "threads": self.threads or default_threads()}, pots)
-        cs = compiled_steps_of(net, inputs, self.name)
-        run = simulate_lif(cs, inputs, self.threads, self.name)    # first-spike steps come from the kernel
+        run = simulate_lif(net, inputs, self.threads, self.name)
+        # times: the trains' first-spike view (hw_sim.lif.FirstSpikeSteps), computed per layer when first read
         return RunResult(self.name, run.first, None, time.perf_counter() - t0,
-                         {"precision": "fixed_pt", "populations": cs.names, "range_events": run.events,
+                         {"precision": "fixed_pt", "populations": run.populations, "range_events": run.events,
                           "threads": run.threads}, run.trains)

@@ -97,3 +97,83 @@ def test_threads_and_single_samples_agree(dense_run, threads):
     for k, r in zip((0, len(x) - 1), one):
         for a, b in zip(full.trains, r.trains):
             np.testing.assert_array_equal(a[k:k + 1], b)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_chunks_taken_in_turn_give_the_reference(dense_run, monkeypatch, threads):
+    """simulate_lif's threads take chunks of CHUNK_SAMPLES samples in turn: chunks of 5 over 24 samples (the last
+    one short) give the reference's trains, events and lazily computed first-spike steps."""
+    import hw_sim.lif as lif
+
+    cs, x = dense_run
+    monkeypatch.setattr(lif, "CHUNK_SAMPLES", 5)
+    run = simulate_lif(cs, x, threads=threads)
+    trains, events = run_lif_reference(cs, x)
+    assert run.threads == threads and run.events == events
+    for a, b in zip(run.trains, trains):
+        np.testing.assert_array_equal(a, b)
+    assert len(run.first) == len(trains) and run.first[-1] is run.first[len(trains) - 1]    # computed once
+    for f, tr in zip(run.first, trains):
+        np.testing.assert_array_equal(f, np.where(tr.any(axis=1), tr.argmax(axis=1), np.inf))
+
+
+@pytest.mark.parametrize("width", [160, 157])
+def test_a_non_binary_uint8_value_in_a_late_chunk_is_refused(dense_run, monkeypatch, width):
+    """The values of uint8 input are checked in the kernel's pass over them (no separate pass): one byte 2 or 255
+    in the last chunk, on a width that is or is not a multiple of 8, still raises the TargetError."""
+    import hw_sim.lif as lif
+    from toolchain.errors import TargetError
+
+    cs, x = dense_run
+    if width != x.shape[2]:
+        cs = compile_graph(lif_chain([np.full((4, width), 0.1)], [LIF(4, 0.9)], {}), x.shape[1])
+        x = np.ascontiguousarray(x[:, :, :width])
+    monkeypatch.setattr(lif, "CHUNK_SAMPLES", 4)
+    for value in (2, 255):
+        bad = x.copy()
+        bad[-1, -1, width - 1] = value
+        with pytest.raises(TargetError, match="hw_sim-lif: input spike trains must hold only 0 and 1"):
+            simulate_lif(cs, bad, threads=2)
+    assert simulate_lif(cs, x, threads=2).trains[0].shape[0] == len(x)
+
+
+def test_the_most_negative_int8_weight_bounds_its_row():
+    """A one-block 8-bit layer whose row holds mantissa -256 (grid units -128, int8 rows): the row's bound is 128
+    (a wrapped int8 abs would give -128 and let too many events take the 16-bit path), and the kernel equals the
+    reference on inputs that fill that path's limit."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(11)
+    cs = compile_graph(lif_chain([rng.normal(0.0, 0.3, (6, 300))], [LIF(6, 0.9)], {}), 8, weight_blocks=1)
+    cl = cs.layers[0]
+    w = np.array(cl.weights)
+    w[:, :] = -256                                                   # every weight the most negative mantissa
+    cs = replace(cs, layers=(replace(cl, weights=w, weight_exp=0),))
+    q, shift, _, qmax, _ = _pack(cs)[0]
+    assert q.dtype == np.int8 and q.min() == -128 and qmax.min() == 128
+    x = np.ones((2, 8, 300), np.uint8)                               # 300 * 128 > 2**15 - 1: not the 16-bit path
+    run = simulate_lif(cs, x, threads=1)
+    trains, events = run_lif_reference(cs, x)
+    np.testing.assert_array_equal(run.trains[0], trains[0])
+    assert run.events == events and events[0]["a_in_over_16bit"] > 0
+
+
+def test_odd_8bit_mantissas_are_refused_by_the_target(dense_run):
+    """The compiled network is validated once per target call (the bit test that replaced ``w % 2``): an odd 8-bit
+    mantissa in either block is refused with the field named, before anything runs."""
+    from dataclasses import replace
+
+    from targets.registry import get_target
+    from toolchain.errors import TargetError
+
+    cs, x = dense_run
+    cl = cs.layers[0]
+    for field_name in ("weights", "fine_weights"):
+        arr = getattr(cl, field_name)
+        if arr is None:
+            continue
+        bad = np.array(arr)
+        bad[0, 0] += 1 if bad[0, 0] < 254 else -1
+        broken = replace(cs, layers=(replace(cl, **{field_name: bad}),) + cs.layers[1:])
+        with pytest.raises(TargetError, match=f"{field_name} must be multiples of 2"):
+            get_target("hw_sim-lif").run(broken, x)

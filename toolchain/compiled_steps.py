@@ -150,7 +150,7 @@ def validate_compiled_steps(cs: CompiledSteps, where: str = "compiled steps grap
         if cl.num_weight_bits not in MANTISSA:
             raise _bad(at, f"num_weight_bits={cl.num_weight_bits} is not one of {sorted(MANTISSA)}")
         lo, hi, step = MANTISSA[cl.num_weight_bits]
-        if w.size and (w.min() < lo or w.max() > hi or np.any(w % step)):
+        if w.size and (w.min() < lo or w.max() > hi or np.any(w & (step - 1))):  # step: 1 or 2
             raise _bad(at, f"weights must be multiples of {step} in [{lo}, {hi}] ({cl.num_weight_bits}-bit mantissas)")
         if not weight_exp_min(cl.num_weight_bits) <= cl.weight_exp <= WEIGHT_EXP_MAX:
             raise _bad(at, f"weight_exp={cl.weight_exp} is outside [{weight_exp_min(cl.num_weight_bits)}, "
@@ -160,7 +160,7 @@ def validate_compiled_steps(cs: CompiledSteps, where: str = "compiled steps grap
             if f.shape != w.shape or f.dtype.kind not in "iu":
                 raise _bad(at, f"fine_weights must be an integer array of the weights' shape {w.shape}, got "
                                f"{f.shape} {f.dtype}")
-            if f.size and (f.min() < lo or f.max() > hi or np.any(f % step)):
+            if f.size and (f.min() < lo or f.max() > hi or np.any(f & (step - 1))):
                 raise _bad(at, f"fine_weights must be multiples of {step} in [{lo}, {hi}]")
             if isinstance(cl.fine_exp, bool) or not isinstance(cl.fine_exp, (int, np.integer)) \
                     or not weight_exp_min(cl.num_weight_bits) <= cl.fine_exp < cl.weight_exp:
