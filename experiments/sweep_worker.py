@@ -326,4 +326,8 @@ def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, 
             raise
         ran += 1
     log(f"{worker_id()}: {ran} trial(s) here; sweep {spec.name}: {p.counts()}")
+    backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDBStorage in a cache
+    engine = getattr(backend, "engine", None)  # a database: close its connections
+    if engine is not None:
+        engine.dispose()
     return 0 if p.finished and p.n_failed == 0 else (1 if p.finished else 0)
