@@ -22,12 +22,22 @@ with the grid's first config) alone and two copies at once, and a pure-Python in
 alone and two copies at once. If the loop slows down as much as the trial when paired, the 2 virtual CPUs do not
 give 2 cores' worth of throughput (host SMT siblings, frequency, neighbours) and no code change recovers it.
 
+Before the timed runs one small untimed trial fills numba's on-disk cache of the training kernels (a fresh
+checkout compiles them once, ~10 s, which would land in the first timed run only). ``--repeat N`` runs the pair
+(1 worker, 2 workers) N times and reports the fastest run of each (a busy machine adds noise only upwards); every
+run's wall time is kept. Per run also the child processes' system time and minor page faults (``RUSAGE_CHILDREN``).
+``slowdown_steady`` compares the same configs' trial times with 1 and with 2 workers, leaving out each worker's
+first trial (it also pays imports torch does at the first optimiser, ~1 CPU s); ``throughput_speedup`` is the
+ratio of trials per second between the first trial's start and the last trial's end, i.e. without the start-up
+and the end of the sweep (the steady rate a long sweep approaches); ``speedup`` stays the wall-time ratio of
+the whole command, what a user waits for.
+
 The last line printed is one JSON object (``speedup``, ``bound``, ``slowdown``, the per-run breakdown, and the
 probe). Quiet machine: a few minutes with the defaults. Short trials understate the scaling (each worker's start-up,
 ~2 CPU s, is a fixed cost).
 
     python benchmarks/sweep_scaling.py [--trials 8] [--epochs 10] [--limit-train 1800] [--order longest-first]
-                                       [--probe] [--keep DIR]
+                                       [--repeat 1] [--probe] [--keep DIR]
 """
 from __future__ import annotations
 
@@ -79,6 +89,34 @@ def breakdown(recs: list[dict], t0: float, t1: float) -> dict:
     return out
 
 
+def _first_trials(recs: list[dict]) -> set[str]:
+    """Config hashes of each worker's first trial."""
+    first = {}
+    for r in recs:
+        if r["worker"] not in first or r["started_unix"] < first[r["worker"]]["started_unix"]:
+            first[r["worker"]] = r
+    return {r["hash"] for r in first.values()}
+
+
+def warm_cache(dataset: str) -> None:
+    """One small untimed trial: numba compiles the training kernels into its on-disk cache if they are not there."""
+    with tempfile.TemporaryDirectory(prefix="snnc-sweep-warm-") as d:
+        r = subprocess.run([sys.executable, "-m", "toolchain.cli", "train", "temporal", "--epochs", "1",
+                            "--limit-train", "40", "--limit-eval", "20", "--dataset", dataset, "--hidden", "8",
+                            "--threads", "1", "--no-progress", "--out", d, "--force"], env=_env(), cwd=ROOT,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"warm-up trial failed:\n{r.stdout}\n{r.stderr}")
+
+
+def steady_slowdown(r1: dict, r2: dict) -> float | None:
+    """Mean over configs of trial time with 2 workers / with 1, each worker's first trial left out."""
+    skip = set(r1["first_trials"]) | set(r2["first_trials"])
+    ratios = [r2["trial_wall_s"][h] / t for h, t in r1["trial_wall_s"].items()
+              if h not in skip and h in r2["trial_wall_s"] and t > 0]
+    return sum(ratios) / len(ratios) if ratios else None
+
+
 def run(spec: Path, out: Path, workers: int) -> dict:
     """One ``snnc sweep run`` with ``workers`` workers: wall and child CPU seconds, trial times, breakdown."""
     load = os.getloadavg()[0]
@@ -96,6 +134,10 @@ def run(spec: Path, out: Path, workers: int) -> dict:
              for r in sorted(recs, key=lambda r: r["trial"])]
     return {"workers": workers, "wall_s": round(wall, 2),
             "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 2),
+            "sys_s": round(after.ru_stime - before.ru_stime, 2), "minor_faults": after.ru_minflt - before.ru_minflt,
+            "trial_span_s": round(max(r["finished_unix"] for r in recs) - min(r["started_unix"] for r in recs), 2),
+            "trial_wall_s": {r["hash"]: round(r["wall_s"], 3) for r in recs},
+            "first_trials": sorted(_first_trials(recs)),
             "trials": len(recs), "trials_per_s": len(recs) / wall,
             "mean_trial_wall_s": round(sum(r["wall_s"] for r in recs) / max(1, len(recs)), 3),
             "mean_trial_cpu_s": round(sum(r["cpu_s"] for r in recs) / max(1, len(recs)), 3),
@@ -141,34 +183,50 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", default="mnist", choices=("mnist", "fashion-mnist"))
     ap.add_argument("--order", default="longest-first", choices=("longest-first", "sampler"),
                     help="the sweep's trial order (spec key order; default longest-first)")
+    ap.add_argument("--repeat", type=int, default=1, help="run 1 and 2 workers this many times each, alternating; "
+                                                          "the fastest run of each counts (default 1)")
     ap.add_argument("--probe", action="store_true", help="also time one trial and an integer loop alone and paired")
     ap.add_argument("--alu-n", type=int, default=30_000_000, help="iterations of the probe's integer loop")
     ap.add_argument("--keep", default=None, help="keep the sweep folders here (default: a temporary folder)")
     a = ap.parse_args(argv)
+    if a.repeat < 1:
+        ap.error("--repeat must be >= 1")
     root = Path(a.keep) if a.keep else Path(tempfile.mkdtemp(prefix="snnc-sweep-scaling-"))
     try:
         spec = root / "scaling.toml"
         root.mkdir(parents=True, exist_ok=True)
         spec.write_text(grid_spec(a.trials, a.epochs, a.limit_train, a.limit_eval, a.dataset, a.order))
-        results = {}
-        for workers in (1, 2):
-            out = root / f"workers-{workers}"
-            shutil.rmtree(out, ignore_errors=True)
-            results[workers] = r = run(spec, out, workers)
-            print(f"{workers} worker(s): {r['trials']} trials in {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU, "
-                  f"mean trial {r['mean_trial_wall_s']:.2f} s, load before {r['load_avg_1min_before']:.2f}; "
-                  f"order {' '.join(r['trial_order'])}", flush=True)
-            for w, b in r["per_worker"].items():
-                print(f"  {w}: {b}", flush=True)
+        warm_cache(a.dataset)
+        all_runs: dict[int, list[dict]] = {1: [], 2: []}
+        for rep in range(a.repeat):
+            for workers in (1, 2):
+                out = root / f"workers-{workers}-{rep}"
+                shutil.rmtree(out, ignore_errors=True)
+                all_runs[workers].append(r := run(spec, out, workers))
+                print(f"{workers} worker(s): {r['trials']} trials in {r['wall_s']:.1f} s wall, {r['cpu_s']:.1f} s CPU "
+                      f"({r['sys_s']:.2f} s system, {r['minor_faults']} minor faults), mean trial "
+                      f"{r['mean_trial_wall_s']:.2f} s, load before {r['load_avg_1min_before']:.2f}; order "
+                      f"{' '.join(r['trial_order'])}", flush=True)
+                for w, b in r["per_worker"].items():
+                    print(f"  {w}: {b}", flush=True)
+                if not a.keep:
+                    shutil.rmtree(out, ignore_errors=True)
+        results = {w: min(runs, key=lambda r: r["wall_s"]) for w, runs in all_runs.items()}
         speedup = results[1]["wall_s"] / results[2]["wall_s"]
+        throughput = (results[2]["trials"] / results[2]["trial_span_s"]) / (results[1]["trials"] /
+                                                                           results[1]["trial_span_s"])
         slowdown = results[2]["mean_trial_wall_s"] / results[1]["mean_trial_wall_s"]
+        steady = steady_slowdown(results[1], results[2])
         w1 = next(iter(results[1]["per_worker"].values()))
         bound = results[1]["wall_s"] / (w1["parent_s"] + w1["startup_s"] + w1["busy_s"] * slowdown / 2)
-        report = {"benchmark": "sweep_scaling", "speedup": round(speedup, 3), "bound": round(bound, 3),
-                  "slowdown": round(slowdown, 3), "order": a.order, "trials": a.trials, "epochs": a.epochs,
+        report = {"benchmark": "sweep_scaling", "speedup": round(speedup, 3),
+                  "throughput_speedup": round(throughput, 3), "bound": round(bound, 3),
+                  "slowdown": round(slowdown, 3), "slowdown_steady": None if steady is None else round(steady, 3),
+                  "walls_s": {w: [r["wall_s"] for r in runs] for w, runs in all_runs.items()},
+                  "repeat": a.repeat, "order": a.order, "trials": a.trials, "epochs": a.epochs,
                   "limit_train": a.limit_train, "limit_eval": a.limit_eval, "dataset": a.dataset,
                   "data": os.environ.get("SNNC_DATA") or "bundled subset", "cpus": os.cpu_count(),
-                  "runs": list(results.values())}
+                  "load_avg": os.getloadavg(), "runs": list(results.values())}
         if a.probe:
             first = (f'--epochs {a.epochs} --limit-train {a.limit_train} --limit-eval {a.limit_eval} '
                      f'--dataset {a.dataset} --hidden 16 --noise 0.0 --threads 1 --no-progress').split()

@@ -56,6 +56,9 @@ def register(subparsers) -> None:
     w.add_argument("--poll", type=float, default=None,
                    help="seconds between looks at the storage while other workers hold every open trial "
                         "(default 1 for a journal file, min(5, heartbeat interval) for a database)")
+    w.add_argument("--fast-exit", action="store_true",
+                   help="when the sweep is finished, end the process at once instead of tearing the interpreter down "
+                        "(about 1 CPU s with torch loaded); `snnc sweep run` starts its local workers with it")
     w.set_defaults(func=_worker)
 
     s = sub.add_parser("status", help="show a sweep's progress", epilog=SWEEP_EXAMPLES,
@@ -85,8 +88,17 @@ def _worker(args: argparse.Namespace) -> int:
         raise SnncError("--threads and --max-trials must be >= 1 and --poll > 0")
     for k, v in thread_env(args.threads).items():  # before numba/torch are loaded
         os.environ.setdefault(k, v)
-    return run_worker(args.storage, args.study, out=args.out, threads=args.threads, poll_s=args.poll,
-                      max_trials=args.max_trials, log=_log)
+    rc = run_worker(args.storage, args.study, out=args.out, threads=args.threads, poll_s=args.poll,
+                    max_trials=args.max_trials, log=_log)
+    if args.fast_exit:
+        # everything the worker wrote is on disk or committed (atomic trial folders, the storage's writes); what
+        # a normal exit would add is Python's teardown of torch, numba and sympy modules, ~1 CPU s per process
+        import sys
+
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
 
 
 def _status(args: argparse.Namespace) -> int:

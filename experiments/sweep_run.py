@@ -40,9 +40,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
 
 
 def worker_command(storage: str, study: str, out: Path, threads: int) -> list[str]:
-    """The argv of one local ``snnc sweep worker`` process."""
+    """The argv of one local ``snnc sweep worker`` process (``--fast-exit``: it ends without the interpreter's
+    teardown once the sweep is finished, so the sweep ends sooner)."""
     return [sys.executable, "-m", "toolchain.cli", "sweep", "worker", "--storage", storage, "--study", study,
-            "--out", str(out), "--threads", str(threads)]
+            "--out", str(out), "--threads", str(threads), "--fast-exit"]
 
 
 def start_workers(n: int, storage: str, study: str, out: Path, threads: int) -> list[subprocess.Popen]:

@@ -56,7 +56,12 @@ def _journal_class():
             stale = []
             for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
                 beat = t.system_attrs.get(HEARTBEAT_ATTR)
-                if beat is not None and now - float(beat) > self.grace_period:
+                if beat is None:
+                    continue
+                # a retry carries the dead trial's system attributes, its old heartbeat among them (Optuna's
+                # retry callback copies them): until the new worker's first beat, the trial's start counts
+                started = t.datetime_start.timestamp() if t.datetime_start is not None else 0.0
+                if now - max(float(beat), started) > self.grace_period:
                     stale.append(t._trial_id)
             return stale
 

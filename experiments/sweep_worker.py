@@ -14,7 +14,8 @@ trainer has finished and ``trial.json`` is written; a config already finished (i
 the storage) is not trained again. The trial's value is ``metrics.json[spec.metric]``.
 
 Threads: one per worker by default (numba's and torch's pools, and ``--threads`` for trainers that have it), so N
-workers use N cores.
+workers use N cores. Memory: glibc's malloc keeps freed blocks for the next trial's batches
+(``experiments/sweep_malloc.py``).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from experiments.sweep_malloc import tune_malloc
 from experiments.sweep_spec import SweepSpec, TrialConfig, parse_trainer_argv, trainer_parsers
 from experiments.sweep_state import (LOGS_DIR, TRIAL_JSON, TRIALS_DIR, clean_stale_staging, load_sweep, progress,
                                      read_finished, staging_dir, trial_dir, worker_id)
@@ -291,6 +293,7 @@ def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, 
     import optuna
 
     limit_threads(threads)
+    tune_malloc()  # trials reuse freed memory instead of faulting in fresh pages (experiments/sweep_malloc.py)
     study, spec, out0 = load_sweep(storage, study_name, heartbeat=True)
     study.sampler = make_sampler(spec)
     out = Path(out) if out is not None else out0
@@ -323,4 +326,8 @@ def run_worker(storage: str, study_name: str, *, out: str | Path | None = None, 
             raise
         ran += 1
     log(f"{worker_id()}: {ran} trial(s) here; sweep {spec.name}: {p.counts()}")
+    backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDBStorage in a cache
+    engine = getattr(backend, "engine", None)  # a database: close its connections
+    if engine is not None:
+        engine.dispose()
     return 0 if p.finished and p.n_failed == 0 else (1 if p.finished else 0)
