@@ -329,8 +329,8 @@ def test_online_accepts_float_spikes_and_noncontiguous_w2():
     np.testing.assert_array_equal(tb.numpy(), td.numpy())
 
 
-@pytest.mark.parametrize("lists", [False, True])
-def test_bptt_hand_written_gradient_equals_autograd(lists):
+@pytest.mark.parametrize("lists,input_lists", [(False, False), (True, True), (False, True)])
+def test_bptt_hand_written_gradient_equals_autograd(lists, input_lists):
     from models.rate_bptt import bptt_grads
     from reference_rate import reference_bptt_loss
 
@@ -340,7 +340,7 @@ def test_bptt_hand_written_gradient_equals_autograd(lists):
         tw2 = torch.tensor(w2, requires_grad=True)
         loss, a2 = reference_bptt_loss(tw1, tw2, torch.tensor(x, dtype=torch.float64))
         loss.backward()
-        r = bptt_grads(tw1, tw2, torch.tensor(x), spike_lists=lists)
+        r = bptt_grads(tw1, tw2, torch.tensor(x), spike_lists=lists, input_lists=input_lists)
         assert r["loss"] == pytest.approx(float(loss.detach()), rel=1e-12)
         np.testing.assert_array_equal(r["out_spikes"].numpy(), a2.detach().sum(dim=0).numpy())
         np.testing.assert_allclose(r["g1"].numpy(), tw1.grad.numpy(), rtol=0, atol=1e-12)
