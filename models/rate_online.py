@@ -107,7 +107,7 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     h, n_out = w1.shape[0], w2.shape[0]
     x_np = x.numpy() if x.dtype == torch.uint8 else (x != 0).to(torch.uint8).numpy()
     cols = np.flatnonzero(x_np.any(axis=(0, 1)))           # input pixels that spike in this batch
-    xa = np.ascontiguousarray(x_np[:, :, cols])            # (T, B, n_active)
+    xa = K.take_columns(x_np, cols)                        # (T, B, n_active)
     ptr, idx = K.spike_lists(xa)
     xa_f = xa.astype(npdt)
     x_f = x_np.astype(npdt)

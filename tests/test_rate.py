@@ -405,3 +405,24 @@ def test_online_batch_refuses_bad_inputs():
     for args, msg in cases:
         with pytest.raises(DataError, match=msg):
             online_batch(*args)
+
+
+def test_spike_lists_and_take_columns_equal_numpy():
+    from models.rate_kernels import spike_lists, take_columns
+
+    rng = np.random.default_rng(3)
+    x = (rng.random((7, 5, 33)) < 0.2).astype(np.uint8)
+    x[0, 0] = 0                                   # an empty row
+    x[1, 2] = 1                                   # a full row
+    for arr in (x, x[:, :, ::2], x.astype(np.float32)):
+        ptr, idx = spike_lists(arr)
+        flat = arr.reshape(-1, arr.shape[2]) if arr.flags.c_contiguous else np.ascontiguousarray(arr).reshape(
+            -1, arr.shape[2])
+        assert ptr[0] == 0 and ptr.shape == (flat.shape[0] + 1,) and idx.dtype == np.int32
+        for r in range(flat.shape[0]):
+            np.testing.assert_array_equal(idx[ptr[r]:ptr[r + 1]], np.flatnonzero(flat[r]))
+    cols = np.flatnonzero(x.any(axis=(0, 1)))[::3]
+    got = take_columns(x, cols)
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, x[:, :, cols])
+    np.testing.assert_array_equal(take_columns(x[:, :, ::2], np.array([0, 4, 5])), x[:, :, ::2][:, :, [0, 4, 5]])
