@@ -426,3 +426,27 @@ def test_spike_lists_and_take_columns_equal_numpy():
     assert got.flags.c_contiguous
     np.testing.assert_array_equal(got, x[:, :, cols])
     np.testing.assert_array_equal(take_columns(x[:, :, ::2], np.array([0, 4, 5])), x[:, :, ::2][:, :, [0, 4, 5]])
+
+
+def test_bptt_learner_reused_buffers_equal_fresh_ones():
+    """BpttLearner keeps bptt_grads' buffers between batches (work dict); the weights equal a loop with fresh
+    buffers bit for bit, also when the batch size changes between calls."""
+    from models.rate_bptt import bptt_grads
+
+    w1, w2, _ = _medium_case(13)
+    rng = np.random.default_rng(14)
+    xs = [torch.tensor((rng.random((12, b, w1.shape[1])) < 0.3).astype(np.uint8)) for b in (9, 9, 5, 9)]
+    lrn = BpttLearner(w1, w2, lr=1e-2, dtype=torch.float32)
+    f1 = torch.tensor(w1, dtype=torch.float32, requires_grad=True)
+    f2 = torch.tensor(w2, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([f1, f2], lr=1e-2, betas=(0.9, 0.999), eps=1e-7)
+    for x in xs:
+        r = lrn.train_batch(x)
+        g = bptt_grads(f1, f2, x)
+        f1.grad, f2.grad = g["g1"], g["g2"]
+        opt.step()
+        assert r["loss"] == g["loss"]
+    assert lrn._work                                     # the buffers were kept
+    np.testing.assert_array_equal(lrn.w1.detach().numpy(), f1.detach().numpy())
+    np.testing.assert_array_equal(lrn.w2.detach().numpy(), f2.detach().numpy())
+    assert not np.array_equal(lrn.w1.detach().numpy(), w1.astype(np.float32))
