@@ -268,6 +268,29 @@ def test_speed_benchmark_cycles_the_bundled_subset(monkeypatch, capsys):
     assert json.loads(lines[-1])["seconds_per_epoch"]["mnist-196"]["online"] > 0
 
 
+def test_speed_benchmark_profile_parts_add_up(monkeypatch, capsys):
+    """--profile: per-part CPU seconds for both modes, named after the parts, summing to the mode's CPU time
+    (less what lies outside the step: encoding)."""
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed_rate.py"
+    spec = importlib.util.spec_from_file_location("train_speed_rate", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--networks", "mnist-196", "--batches", "2", "--warmup", "1", "--threads", "1",
+                     "--profile"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines() if x.startswith('{"network"')]
+    assert [r["mode"] for r in rows] == ["online", "bptt"]
+    for r in rows:
+        parts = r["cpu_seconds_per_epoch_by_part"]
+        assert sum(parts.values()) <= r["cpu_seconds_per_epoch"] * 1.05 + 0.5
+        assert sum(parts.values()) >= 0.5 * r["cpu_seconds_per_epoch"]
+    assert {"Adam W1", "g2 + Adam W2", "tr1^T delta (BLAS)"} <= set(rows[0]["cpu_seconds_per_epoch_by_part"])
+    assert {"G2 W2 (BLAS)", "G1^T x (BLAS)", "Adam (torch)"} <= set(rows[1]["cpu_seconds_per_epoch_by_part"])
+
+
 def test_checkpoint_safe_loader_refuses_code_and_foreign_files(tmp_path):
     import pickle
 
