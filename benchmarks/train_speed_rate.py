@@ -9,6 +9,9 @@ time (process_time) are both reported: CPU time / threads is the figure to compa
 
     SNNC_DATA=/path/to/datasets python benchmarks/train_speed_rate.py [--threads 2] [--batches 10]
 
+``--profile`` adds to each row ``cpu_seconds_per_epoch_by_part`` (the CPU seconds of each part of the timed batches,
+scaled like the total: where the time goes; the timers cost < 1 %).
+
 Last line: JSON with ``seconds_per_epoch`` {network: {mode: wall seconds}} and ``cpu_seconds_per_epoch``; each
 row also gives ``hidden_spike_density`` (hidden spikes per neuron and step: the cost of the sparse paths depends
 on it, and it grows during training).
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=20, help="untimed batches first")
     ap.add_argument("--networks", default=",".join(NETWORKS), help="comma-separated: " + ", ".join(NETWORKS))
     ap.add_argument("--modes", default="online,bptt")
+    ap.add_argument("--profile", action="store_true", help="CPU seconds per part of each mode (per epoch)")
     args = ap.parse_args(argv)
     if args.batches < 1 or args.warmup < 0 or args.threads < 1:
         ap.error("--batches and --threads must be >= 1, --warmup >= 0")
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             if mode == "online":
                 tw1, tw2 = torch.tensor(w1, dtype=torch.float32), torch.tensor(w2, dtype=torch.float32)
                 rule = OnlineRule()
-                step = lambda x: online_batch(tw1, tw2, x, rule)  # noqa: E731
+                step = lambda x, prof=None: online_batch(tw1, tw2, x, rule, profile=prof)  # noqa: E731
             elif mode == "bptt":
                 lrn = BpttLearner(w1, w2)
                 step = lrn.train_batch
@@ -85,12 +89,13 @@ def main(argv: list[str] | None = None) -> int:
                 ap.error(f"unknown mode {mode!r}; use online and/or bptt")
             perm = rng.permutation(max(n, (args.warmup + args.batches) * batch)) % n  # cycles a small split
             times, cpus, dens = [], [], []
+            parts: dict = {}
             for b in range(args.warmup + args.batches):
                 t0, c0 = time.perf_counter(), time.process_time()
                 idx = perm[b * batch:(b + 1) * batch]
                 x = torch.from_numpy(np.ascontiguousarray(
                     bernoulli_encode(ds.images[idx], steps, p, rng).transpose(1, 0, 2)))
-                r = step(x)
+                r = step(x, parts if (args.profile and b >= args.warmup) else None)
                 if b >= args.warmup:
                     times.append(time.perf_counter() - t0)
                     cpus.append(time.process_time() - c0)
@@ -104,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
                    "seconds_per_epoch_median_batch": round(float(np.median(times)) * EPOCH_IMAGES / batch, 2),
                    "cpu_seconds_per_epoch": round(sum(cpus) * scale, 2),
                    "hidden_spike_density": round(float(np.mean(dens)), 4)}
+            if args.profile:
+                row["cpu_seconds_per_epoch_by_part"] = {k: round(v * scale, 2) for k, v in
+                                                        sorted(parts.items(), key=lambda kv: -kv[1])}
             print(json.dumps(row), flush=True)
             rows.append(row)
             res.setdefault(net, {})[mode] = row["seconds_per_epoch"]

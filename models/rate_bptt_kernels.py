@@ -130,6 +130,28 @@ def gather_rows(nspk, spk, src, out, zero):  # pragma: no cover - compiled
 
 
 @numba.njit(**_JIT)
+def gather_csr(ptr, idx, src, out, zero):  # pragma: no cover - compiled
+    """out[r] = sum of src[k] over k in idx[ptr[r]:ptr[r + 1]] (= x @ src for a sparse 0/1 x given as index lists,
+    models.rate_kernels.spike_lists), src (n_in, H), out (rows, H); four rows per pass over out[r]."""
+    rows, h = out.shape
+    for r in prange(rows):
+        o = out[r]
+        for i in range(h):
+            o[i] = zero
+        p, p_end = ptr[r], ptr[r + 1]
+        while p + 4 <= p_end:
+            sa, sb, sc, sd = src[idx[p]], src[idx[p + 1]], src[idx[p + 2]], src[idx[p + 3]]
+            for i in range(h):
+                o[i] += (sa[i] + sb[i]) + (sc[i] + sd[i])
+            p += 4
+        while p < p_end:
+            sa = src[idx[p]]
+            for i in range(h):
+                o[i] += sa[i]
+            p += 1
+
+
+@numba.njit(**_JIT)
 def scatter_rows(nspk, spk, src, out, n_blocks, zero):  # pragma: no cover - compiled
     """out[i] = sum of src[r] over the rows r in which neuron i spiked (= a1^T @ src), out (H, n). Parallel over
     n_blocks ranges of i (each scans all spike lists), so no two threads write the same row."""

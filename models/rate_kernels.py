@@ -58,28 +58,45 @@ def adam_update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: 
     _adam(w, g, m, v, dt(g_scale), *adam_consts(w.dtype, lr, b1, b2, step, eps))
 
 
-@numba.njit(cache=True)
+@numba.njit(parallel=True, cache=True)
 def spike_lists(x):  # pragma: no cover - compiled
     """x (T, B, n) 0/1 -> (ptr (T*B + 1,) int64, idx (nnz,) int32): the spiking columns of (t, n) are
-    idx[ptr[t*B + n]:ptr[t*B + n + 1]], in increasing order."""
+    idx[ptr[t*B + n]:ptr[t*B + n + 1]], in increasing order. Parallel over rows: a branch-free count, then each
+    row compacted branch-free into a scratch row and copied (3.7x faster than a sequential double pass)."""
     t_steps, b, n = x.shape
-    ptr = np.zeros(t_steps * b + 1, np.int64)
-    for t in range(t_steps):
-        for s in range(b):
-            c = 0
-            for k in range(n):
-                if x[t, s, k] != 0:
-                    c += 1
-            ptr[t * b + s + 1] = ptr[t * b + s] + c
+    rows = t_steps * b
+    cnt = np.zeros(rows, np.int64)
+    for r in prange(rows):
+        xr = x[r // b, r % b]
+        c = 0
+        for k in range(n):
+            c += 1 if xr[k] != 0 else 0
+        cnt[r] = c
+    ptr = np.zeros(rows + 1, np.int64)
+    for r in range(rows):
+        ptr[r + 1] = ptr[r] + cnt[r]
     idx = np.empty(ptr[-1], np.int32)
-    for t in range(t_steps):
-        for s in range(b):
-            p = ptr[t * b + s]
-            for k in range(n):
-                if x[t, s, k] != 0:
-                    idx[p] = k
-                    p += 1
+    for r in prange(rows):
+        xr = x[r // b, r % b]
+        buf = np.empty(n + 1, np.int32)
+        p = 0
+        for k in range(n):
+            buf[p] = k
+            p += 1 if xr[k] != 0 else 0
+        idx[ptr[r]:ptr[r] + p] = buf[:p]
     return ptr, idx
+
+
+@numba.njit(parallel=True, cache=True)
+def take_columns(x, cols):  # pragma: no cover - compiled
+    """x[:, :, cols] as a new C-contiguous array (numpy's fancy indexing on the last axis is ~10x slower here)."""
+    t_steps, b, _ = x.shape
+    out = np.empty((t_steps, b, cols.size), x.dtype)
+    for r in prange(t_steps * b):
+        t, s = r // b, r % b
+        for j in range(cols.size):
+            out[t, s, j] = x[t, s, cols[j]]
+    return out
 
 
 @numba.njit(**_JIT)

@@ -27,6 +27,7 @@ rounding. Tensors live on the CPU; numba's thread count applies to the kernels, 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,22 @@ class OnlineRule:
     beta2: float = ADAM_BETAS[1]
     eps: float = ADAM_EPS
     n_shrink: float = 784.0
+
+
+class PartTimer:
+    """Adds the CPU seconds (``time.process_time``: all threads of the process) since the previous call to
+    ``parts[name]``; does nothing when ``parts`` is None. Used by ``online_batch`` / ``bptt_grads(profile=...)``
+    and ``benchmarks/train_speed_rate.py --profile`` to say where the time goes."""
+
+    def __init__(self, parts: dict | None):
+        self.parts = parts
+        self.t = time.process_time() if parts is not None else 0.0
+
+    def __call__(self, name: str) -> None:
+        if self.parts is not None:
+            now = time.process_time()
+            self.parts[name] = self.parts.get(name, 0.0) + now - self.t
+            self.t = now
 
 
 def sigmoid_derivative(u):
@@ -91,14 +108,16 @@ def check_batch(w1, w2, x) -> None:
         raise DataError("input spikes must be 0 or 1 (encode images with models.rate_encoding.bernoulli_encode)")
 
 
-def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
+def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule(), profile: dict | None = None) -> dict:
     """Train on one batch in place: w1 (H, n_in), w2 (n_out, H) torch tensors (float32 or float64), x (T, B, n_in)
     spikes (any torch dtype, 0/1); CPU tensors. Returns {"loss": sum over steps of 0.5 sum E^2 / B,
-    "out_spikes": (B, n_out) output spike counts, "hid_spikes": hidden spikes summed over batch and steps}."""
+    "out_spikes": (B, n_out) output spike counts, "hid_spikes": hidden spikes summed over batch and steps}.
+    ``profile``: a dict to which the CPU seconds of each part are added (see :class:`PartTimer`)."""
     import torch
 
     from models import rate_kernels as K
 
+    tick = PartTimer(profile)
     check_batch(w1, w2, x)
     t_steps, b, n_in = x.shape
     dt = w1.dtype
@@ -107,7 +126,7 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     h, n_out = w1.shape[0], w2.shape[0]
     x_np = x.numpy() if x.dtype == torch.uint8 else (x != 0).to(torch.uint8).numpy()
     cols = np.flatnonzero(x_np.any(axis=(0, 1)))           # input pixels that spike in this batch
-    xa = np.ascontiguousarray(x_np[:, :, cols])            # (T, B, n_active)
+    xa = K.take_columns(x_np, cols)                        # (T, B, n_active)
     ptr, idx = K.spike_lists(xa)
     xa_f = xa.astype(npdt)
     x_f = x_np.astype(npdt)
@@ -132,20 +151,30 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule()) -> dict:
     g_scale = c(1.0 / b)
     tiny = c(np.finfo(npdt).tiny)
     loss, hid = 0.0, 0.0
+    tick("setup")
     for t in range(t_steps):
         K.layer1_step(ptr, idx, t * b, w1t, xa_f[t], v1, e1, a1, tr1, tr1p, hid_n, leak, v_th, one, zero,
                       inv_shrink)
         hid += float(hid_n.sum())
+        tick("input current (gathers) + hidden LIF")
         e1_t.exp_()                                       # e^(V1 - v_th)
+        tick("exp")
         torch.mm(a1_t, w2_t.T, out=cur2_t)
+        tick("a1 W2^T (BLAS)")
         K.layer2_step(cur2, x_f[t], a1, v2, tr2, tr2p, err, out_counts, sq_n, leak, v_th, one, zero, inv_shrink)
         loss += 0.5 * float(sq_n.sum()) / b
+        tick("output LIF + masked error")
         K.hidden_error(err, w2n, e1, delta, one, zero, tiny)       # uses w2 before this step's update
+        tick("hidden error (-E) W2 (gathers)")
         torch.mm(tr1_t.T, delta_t, out=g1t_t)             # g1^T * B, (n_active, H)
+        tick("tr1^T delta (BLAS)")
         K.adam_update(w1t, g1t, m1, s1, r.lr, r.beta1, r.beta2, t + 1, r.eps, g_scale=1.0 / b)
+        tick("Adam W1")
         K.adam_output_layer(w2n, m2, s2, err, tr2, g_scale,
                             *K.adam_consts(npdt, r.lr, r.beta1, r.beta2, t + 1, r.eps), zero)
+        tick("g2 + Adam W2")
     w1.numpy()[:, cols] = w1t.T
     if w2c.data_ptr() != w2.data_ptr():
         w2.copy_(w2c)
+    tick("setup")
     return {"loss": loss, "out_spikes": torch.from_numpy(out_counts), "hid_spikes": hid}

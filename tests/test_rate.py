@@ -268,6 +268,29 @@ def test_speed_benchmark_cycles_the_bundled_subset(monkeypatch, capsys):
     assert json.loads(lines[-1])["seconds_per_epoch"]["mnist-196"]["online"] > 0
 
 
+def test_speed_benchmark_profile_parts_add_up(monkeypatch, capsys):
+    """--profile: per-part CPU seconds for both modes, named after the parts, summing to the mode's CPU time
+    (less what lies outside the step: encoding)."""
+    import importlib.util
+    from pathlib import Path
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed_rate.py"
+    spec = importlib.util.spec_from_file_location("train_speed_rate", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--networks", "mnist-196", "--batches", "2", "--warmup", "1", "--threads", "1",
+                     "--profile"]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines() if x.startswith('{"network"')]
+    assert [r["mode"] for r in rows] == ["online", "bptt"]
+    for r in rows:
+        parts = r["cpu_seconds_per_epoch_by_part"]
+        assert sum(parts.values()) <= r["cpu_seconds_per_epoch"] * 1.05 + 0.5
+        assert sum(parts.values()) >= 0.5 * r["cpu_seconds_per_epoch"]
+    assert {"Adam W1", "g2 + Adam W2", "tr1^T delta (BLAS)"} <= set(rows[0]["cpu_seconds_per_epoch_by_part"])
+    assert {"G2 W2 (BLAS)", "G1^T x (BLAS)", "Adam (torch)"} <= set(rows[1]["cpu_seconds_per_epoch_by_part"])
+
+
 def test_checkpoint_safe_loader_refuses_code_and_foreign_files(tmp_path):
     import pickle
 
@@ -329,8 +352,8 @@ def test_online_accepts_float_spikes_and_noncontiguous_w2():
     np.testing.assert_array_equal(tb.numpy(), td.numpy())
 
 
-@pytest.mark.parametrize("lists", [False, True])
-def test_bptt_hand_written_gradient_equals_autograd(lists):
+@pytest.mark.parametrize("lists,input_lists", [(False, False), (True, True), (False, True)])
+def test_bptt_hand_written_gradient_equals_autograd(lists, input_lists):
     from models.rate_bptt import bptt_grads
     from reference_rate import reference_bptt_loss
 
@@ -340,7 +363,7 @@ def test_bptt_hand_written_gradient_equals_autograd(lists):
         tw2 = torch.tensor(w2, requires_grad=True)
         loss, a2 = reference_bptt_loss(tw1, tw2, torch.tensor(x, dtype=torch.float64))
         loss.backward()
-        r = bptt_grads(tw1, tw2, torch.tensor(x), spike_lists=lists)
+        r = bptt_grads(tw1, tw2, torch.tensor(x), spike_lists=lists, input_lists=input_lists)
         assert r["loss"] == pytest.approx(float(loss.detach()), rel=1e-12)
         np.testing.assert_array_equal(r["out_spikes"].numpy(), a2.detach().sum(dim=0).numpy())
         np.testing.assert_allclose(r["g1"].numpy(), tw1.grad.numpy(), rtol=0, atol=1e-12)
@@ -405,3 +428,48 @@ def test_online_batch_refuses_bad_inputs():
     for args, msg in cases:
         with pytest.raises(DataError, match=msg):
             online_batch(*args)
+
+
+def test_spike_lists_and_take_columns_equal_numpy():
+    from models.rate_kernels import spike_lists, take_columns
+
+    rng = np.random.default_rng(3)
+    x = (rng.random((7, 5, 33)) < 0.2).astype(np.uint8)
+    x[0, 0] = 0                                   # an empty row
+    x[1, 2] = 1                                   # a full row
+    for arr in (x, x[:, :, ::2], x.astype(np.float32)):
+        ptr, idx = spike_lists(arr)
+        flat = arr.reshape(-1, arr.shape[2]) if arr.flags.c_contiguous else np.ascontiguousarray(arr).reshape(
+            -1, arr.shape[2])
+        assert ptr[0] == 0 and ptr.shape == (flat.shape[0] + 1,) and idx.dtype == np.int32
+        for r in range(flat.shape[0]):
+            np.testing.assert_array_equal(idx[ptr[r]:ptr[r + 1]], np.flatnonzero(flat[r]))
+    cols = np.flatnonzero(x.any(axis=(0, 1)))[::3]
+    got = take_columns(x, cols)
+    assert got.flags.c_contiguous
+    np.testing.assert_array_equal(got, x[:, :, cols])
+    np.testing.assert_array_equal(take_columns(x[:, :, ::2], np.array([0, 4, 5])), x[:, :, ::2][:, :, [0, 4, 5]])
+
+
+def test_bptt_learner_reused_buffers_equal_fresh_ones():
+    """BpttLearner keeps bptt_grads' buffers between batches (work dict); the weights equal a loop with fresh
+    buffers bit for bit, also when the batch size changes between calls."""
+    from models.rate_bptt import bptt_grads
+
+    w1, w2, _ = _medium_case(13)
+    rng = np.random.default_rng(14)
+    xs = [torch.tensor((rng.random((12, b, w1.shape[1])) < 0.3).astype(np.uint8)) for b in (9, 9, 5, 9)]
+    lrn = BpttLearner(w1, w2, lr=1e-2, dtype=torch.float32)
+    f1 = torch.tensor(w1, dtype=torch.float32, requires_grad=True)
+    f2 = torch.tensor(w2, dtype=torch.float32, requires_grad=True)
+    opt = torch.optim.Adam([f1, f2], lr=1e-2, betas=(0.9, 0.999), eps=1e-7)
+    for x in xs:
+        r = lrn.train_batch(x)
+        g = bptt_grads(f1, f2, x)
+        f1.grad, f2.grad = g["g1"], g["g2"]
+        opt.step()
+        assert r["loss"] == g["loss"]
+    assert lrn._work                                     # the buffers were kept
+    np.testing.assert_array_equal(lrn.w1.detach().numpy(), f1.detach().numpy())
+    np.testing.assert_array_equal(lrn.w2.detach().numpy(), f2.detach().numpy())
+    assert not np.array_equal(lrn.w1.detach().numpy(), w1.astype(np.float32))

@@ -147,3 +147,36 @@ def test_spread_benchmark_plain_run_equals_the_trainer(tmp_path, monkeypatch, ca
     assert plain["train_loss"] == pytest.approx(m["history"][-1]["train_loss"], rel=1e-12)
     with pytest.raises(SystemExit):
         mod.main(["--ulps", "-1"])
+
+
+def test_spread_benchmark_probe_and_compare_rows(monkeypatch, capsys):
+    """--probe-every / --compare-file / --impl-file: comparing the kernels with themselves gives zero differences,
+    probes and comparisons leave the trajectory (and so the test metrics) unchanged."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("rate_online_spread", root / "benchmarks" / "rate_online_spread.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    base = ["--preset", "mnist-196", "--seeds", "3", "--ulps", "0", "--limit-train", "300", "--limit-eval", "60"]
+    assert mod.main(base) == 0
+    plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"][0]
+    same = str(root / "models" / "rate_online.py")
+    assert mod.main(base + ["--probe-every", "1", "--probe-images", "20", "--compare-file", same,
+                            "--compare-every", "2", "--impl-file", same]) == 0
+    rows = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
+    probes = [r for r in rows if "probe" in r]
+    compares = [r for r in rows if "compare" in r]
+    assert [r["probe"] for r in probes] == [1, 2, 3] and all(0 < r["spike_mse"] < 2 for r in probes)
+    assert [r["compare"] for r in compares] == [1, 3]
+    for r in compares:
+        assert r["w1_rms_diff"] == 0 and r["w2_rms_diff"] == 0 and r["w1_rms_update"] > 0
+        assert r["loss"] == r["loss_other"] and r["hid_spikes"] == r["hid_spikes_other"]
+    run = rows[-1]["runs"][0]
+    assert run["impl"] == same
+    assert run["test_spike_mse"] == plain["test_spike_mse"] and run["train_loss"] == plain["train_loss"]
+    with pytest.raises(SystemExit):
+        mod.main(base + ["--impl-file", str(root / "no_such_file.py")])
