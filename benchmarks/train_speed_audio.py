@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from models.audio_model import encode_clip
-    from models.audio_online import online_batch_sparse
+    from models.audio_online import Workspace, online_batch_sparse
     from models.audio_trainer import init_weights
     from models.cochleagram import FeatureSpec, load_features
     from models.rate_online import OnlineRule
@@ -59,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         w1t, w2 = init_weights(spec.n_inputs, args.hidden, n_code, 0.01, rng)
         rule = OnlineRule(lr=5e-5, n_shrink=float(spec.n_inputs))
         walls, cpus, events = [], [], 0
+        work = Workspace()
         for b in range(args.warmup + args.batches):
             rows = rng.choice(len(fs), BATCH, replace=False)
             tgt = (rng.random((steps, BATCH, n_code)) < 0.41).astype(np.uint8)
             t0, c0 = time.perf_counter(), time.process_time()
             spikes = [encode_clip(*fs.sparse(n), steps, 0.02, rng) for n in rows]
-            r = online_batch_sparse(w1t, w2, spikes, tgt, rule, window)
+            r = online_batch_sparse(w1t, w2, spikes, tgt, rule, window, work=work)
             if b >= args.warmup:
                 walls.append(time.perf_counter() - t0)
                 cpus.append(time.process_time() - c0)

@@ -49,7 +49,7 @@ class AudioConfig:
     seed: int = 0
     init: float = 0.01
     t_h: int | None = None
-    trace_window: int = 1
+    trace_window: int | None = None
     adam: str = "batch"
     limit_train: int | None = None
     limit_test: int | None = None
@@ -63,7 +63,7 @@ class AudioConfig:
         FeatureSpec(self.rate, self.frames, self.decimation)
         check_steps(self.steps)
         check_p_scale(self.p_scale)
-        for name in ("hidden", "epochs", "batch_size", "trace_window"):
+        for name in ("hidden", "epochs", "batch_size") + (("trace_window",) if self.trace_window is not None else ()):
             if int(getattr(self, name)) < 1:
                 raise SnncError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0) or not (math.isfinite(self.init) and self.init > 0):
@@ -79,6 +79,10 @@ class AudioConfig:
     @property
     def spec(self) -> FeatureSpec:
         return FeatureSpec(self.rate, self.frames, self.decimation)
+
+    def window(self) -> int:
+        """Eligibility-trace window in steps (None: the exact trace, = steps)."""
+        return int(self.trace_window) if self.trace_window is not None else int(self.steps)
 
     def resolved_t_h(self) -> int:
         return int(self.t_h) if self.t_h is not None else DEFAULT_T_H[self.pairing]
@@ -170,7 +174,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
 
     from models.audio_metrics import per_clip_paired, score
     from models.audio_model import AudioCoder, encode_clip, generate, save_audiocoder
-    from models.audio_online import AdamState, online_batch_sparse
+    from models.audio_online import AdamState, Workspace, online_batch_sparse
     from models.audio_pairs import cycled
     from models.rate_online import OnlineRule
     from toolchain.artifact import model_hash
@@ -188,6 +192,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
     rule = OnlineRule(lr=cfg.lr, n_shrink=float(n_in))
     n_batches = len(train) // cfg.batch_size
     state = AdamState(w1t, w2) if cfg.adam == "persistent" else None
+    work = Workspace()
     history = []
     for epoch in range(cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -198,7 +203,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
         for b in range(n_batches):
             rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             spikes = [encode_clip(*train.sparse(n), cfg.steps, cfg.p_scale, rng) for n in rows]
-            r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.trace_window, state)
+            r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.window(), state, work)
             loss_sum += r["loss"]
             events += r["events"]
             out_sp += float(r["out_spikes"].sum())
