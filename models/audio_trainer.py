@@ -214,20 +214,25 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
             raise SnncError("training diverged (non-finite weights); lower --lr")
         n_seen = n_batches * cfg.batch_size
         ac_e = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, {"steps": cfg.steps, "p_scale": cfg.p_scale})
-        sc_e = score(generate(ac_e, test, cfg.seed + 2)[0], test.labels, pairing)
+        hid_e = np.zeros((len(test), cfg.hidden))
+        gen_e, codes_e = generate(ac_e, test, cfg.seed + 2, hidden=hid_e)
+        sc_e = score(gen_e, test.labels, pairing)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / n_batches, "seconds": wall, "cpu_seconds": cpu,
                         "input_spikes_per_step": events / (n_seen * cfg.steps),
                         "code_spikes_per_clip": out_sp / n_seen, "test_mse": sc_e["mse"],
-                        "test_class_accuracy": sc_e["class_accuracy"]})
+                        "test_class_accuracy": sc_e["class_accuracy"], **activity(hid_e, codes_e)})
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss/sample {loss_sum / n_batches:.2f}, {events / (n_seen * cfg.steps):.1f} "
             f"input spikes per step, {out_sp / n_seen:.1f} code spikes per clip ({wall:.1f} s, CPU {cpu:.1f} s); "
-            f"test MSE {sc_e['mse']:.4f}, nearest class {100 * sc_e['class_accuracy']:.1f} %")
+            f"test MSE {sc_e['mse']:.4f}, nearest class {100 * sc_e['class_accuracy']:.1f} %; hidden neurons silent on "
+            f"every test clip {100 * history[-1]['test_hidden_silent']:.1f} %, code spikes per test clip "
+            f"{history[-1]['test_code_spikes_per_clip']:.0f}")
     meta = {"family": "audiocoder", "spec": dataclasses.asdict(cfg.spec), "steps": cfg.steps, "p_scale": cfg.p_scale,
             "leak": rule.leak, "v_th": rule.v_th, "pairing": cfg.pairing, "t_h": cfg.resolved_t_h(),
             "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
             "image_model_sha256": model_hash(d["graph_path"])}
     ac = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, meta)
-    gen, codes = generate(ac, test, cfg.seed + 2)
+    hid = np.zeros((len(test), cfg.hidden))
+    gen, codes = generate(ac, test, cfg.seed + 2, hidden=hid)
     sc = score(gen, test.labels, pairing)
     n_tr = min(len(train), 300)
     tr_rows = np.linspace(0, len(train) - 1, n_tr).astype(np.int64)
@@ -239,13 +244,21 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
                "test_image_spikes_per_clip": float(gen.sum(1).mean()), "history": history,
                "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
                "mnist_source": d["mnist_source"], "features": dataclasses.asdict(cfg.spec),
-               "clips_cut": int(train.n_cut + test.n_cut)}
+               "clips_cut": int(train.n_cut + test.n_cut), **activity(hid, codes)}
     save_grid(gen, test.labels, out / PNG_NAME, title=f"audiocoder ({cfg.pairing}), test clips: decoder spike counts")
     save_audiocoder(ac, out / MODEL_NAME)
     atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
     log(f"test MSE {sc['mse']:.4f} (z-scored, dataset {cfg.pairing}), generated digit nearest to the spoken digit's "
         f"class image in {100 * sc['class_accuracy']:.1f} % of test clips; train (paired) MSE {train_mse:.4f}")
     return metrics
+
+
+def activity(hidden: np.ndarray, codes: np.ndarray) -> dict:
+    """Spike activity on the test clips from spike counts per clip (hidden (N, H), codes (N, n_code)): the fraction
+    of hidden neurons that spike on no clip, hidden and code spikes per clip (over its T steps)."""
+    return {"test_hidden_silent": float(np.mean(hidden.sum(axis=0) == 0)),
+            "test_hidden_spikes_per_clip": float(hidden.sum(axis=1).mean()),
+            "test_code_spikes_per_clip": float(codes.sum(axis=1).mean())}
 
 
 def save_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, per_class: int = 5,
