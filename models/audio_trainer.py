@@ -213,41 +213,39 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
         if not (np.all(np.isfinite(w2)) and np.all(np.isfinite(w1t[:1000]))):
             raise SnncError("training diverged (non-finite weights); lower --lr")
         n_seen = n_batches * cfg.batch_size
-        ac_e = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, {"steps": cfg.steps, "p_scale": cfg.p_scale})
+        meta = {"family": "audiocoder", "spec": dataclasses.asdict(cfg.spec), "steps": cfg.steps,
+                "p_scale": cfg.p_scale, "leak": rule.leak, "v_th": rule.v_th, "pairing": cfg.pairing,
+                "t_h": cfg.resolved_t_h(), "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
+                "image_model_sha256": model_hash(d["graph_path"]), "epochs_done": epoch + 1}
+        ac = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, meta)
         hid_e = np.zeros((len(test), cfg.hidden))
-        gen_e, codes_e = generate(ac_e, test, cfg.seed + 2, hidden=hid_e)
-        sc_e = score(gen_e, test.labels, pairing)
+        gen, codes = generate(ac, test, cfg.seed + 2, hidden=hid_e)
+        sc = score(gen, test.labels, pairing)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / n_batches, "seconds": wall, "cpu_seconds": cpu,
                         "input_spikes_per_step": events / (n_seen * cfg.steps),
-                        "code_spikes_per_clip": out_sp / n_seen, "test_mse": sc_e["mse"],
-                        "test_class_accuracy": sc_e["class_accuracy"], **activity(hid_e, codes_e)})
+                        "code_spikes_per_clip": out_sp / n_seen, "test_mse": sc["mse"],
+                        "test_class_accuracy": sc["class_accuracy"], **activity(hid_e, codes)})
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss/sample {loss_sum / n_batches:.2f}, {events / (n_seen * cfg.steps):.1f} "
             f"input spikes per step, {out_sp / n_seen:.1f} code spikes per clip ({wall:.1f} s, CPU {cpu:.1f} s); "
-            f"test MSE {sc_e['mse']:.4f}, nearest class {100 * sc_e['class_accuracy']:.1f} %; hidden neurons silent on "
+            f"test MSE {sc['mse']:.4f}, nearest class {100 * sc['class_accuracy']:.1f} %; hidden neurons silent on "
             f"every test clip {100 * history[-1]['test_hidden_silent']:.1f} %, code spikes per test clip "
             f"{history[-1]['test_code_spikes_per_clip']:.0f}")
-    meta = {"family": "audiocoder", "spec": dataclasses.asdict(cfg.spec), "steps": cfg.steps, "p_scale": cfg.p_scale,
-            "leak": rule.leak, "v_th": rule.v_th, "pairing": cfg.pairing, "t_h": cfg.resolved_t_h(),
-            "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
-            "image_model_sha256": model_hash(d["graph_path"])}
-    ac = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, meta)
-    hid = np.zeros((len(test), cfg.hidden))
-    gen, codes = generate(ac, test, cfg.seed + 2, hidden=hid)
-    sc = score(gen, test.labels, pairing)
-    n_tr = min(len(train), 300)
-    tr_rows = np.linspace(0, len(train) - 1, n_tr).astype(np.int64)
-    gen_tr, _ = generate(ac, train.subset(tr_rows), cfg.seed + 4)
-    train_mse = float(per_clip_paired(gen_tr, pairing.images[tr_rows]).mean())
-    metrics = {"pairing": cfg.pairing, "test_mse": sc["mse"], "test_mse_per_digit": sc["mse_per_digit"],
-               "test_class_accuracy": sc["class_accuracy"], "train_paired_mse": train_mse, "n_train": len(train),
-               "n_test": len(test), "test_code_spikes_per_clip": float(codes.sum(1).mean()),
-               "test_image_spikes_per_clip": float(gen.sum(1).mean()), "history": history,
-               "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
-               "mnist_source": d["mnist_source"], "features": dataclasses.asdict(cfg.spec),
-               "clips_cut": int(train.n_cut + test.n_cut), **activity(hid, codes)}
-    save_grid(gen, test.labels, out / PNG_NAME, title=f"audiocoder ({cfg.pairing}), test clips: decoder spike counts")
-    save_audiocoder(ac, out / MODEL_NAME)
-    atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+        # the outputs of the epochs so far (a run stopped later keeps them; the last epoch's are the run's)
+        n_tr = min(len(train), 300)
+        tr_rows = np.linspace(0, len(train) - 1, n_tr).astype(np.int64)
+        gen_tr, _ = generate(ac, train.subset(tr_rows), cfg.seed + 4)
+        train_mse = float(per_clip_paired(gen_tr, pairing.images[tr_rows]).mean())
+        metrics = {"pairing": cfg.pairing, "test_mse": sc["mse"], "test_mse_per_digit": sc["mse_per_digit"],
+                   "test_class_accuracy": sc["class_accuracy"], "train_paired_mse": train_mse,
+                   "n_train": len(train), "n_test": len(test), "epochs_done": epoch + 1,
+                   "test_image_spikes_per_clip": float(gen.sum(1).mean()), "history": history,
+                   "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
+                   "mnist_source": d["mnist_source"], "features": dataclasses.asdict(cfg.spec),
+                   "clips_cut": int(train.n_cut + test.n_cut), **activity(hid_e, codes)}
+        save_grid(gen, test.labels, out / PNG_NAME,
+                  title=f"audiocoder ({cfg.pairing}), {epoch + 1} epochs, test clips: decoder spike counts")
+        save_audiocoder(ac, out / MODEL_NAME)
+        atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
     log(f"test MSE {sc['mse']:.4f} (z-scored, dataset {cfg.pairing}), generated digit nearest to the spoken digit's "
         f"class image in {100 * sc['class_accuracy']:.1f} % of test clips; train (paired) MSE {train_mse:.4f}")
     return metrics
