@@ -212,17 +212,25 @@ SMALL = ["--audio-rate", "8000", "--frames", "40", "--hidden", "24", "--steps", 
          "--limit-test", "20", "--batch-size", "20", "--lr", "1e-3", "--no-progress"]
 
 
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory) -> Path:
+    """One cochleagram cache for the tests of this module (the small front end's features are computed once)."""
+    return tmp_path_factory.mktemp("audio-features")
+
+
 @needs_fsdd
-def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch):
+def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch, feature_cache):
     monkeypatch.setenv("SNNC_DATA", str(SHARED))
     img = _image_model(tmp_path / "ae")
     out = tmp_path / "run"
-    cache = tmp_path / "cache"
+    cache = feature_cache
     rc = main(["train", "audio", "--image-model", str(img), "--pairing", "B", "--out", str(out),
                "--feature-cache", str(cache), *SMALL])
     assert rc == 0, capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_train"] == 60 and m["n_test"] == 20 and np.isfinite(m["test_mse"]) and m["pairing"] == "B"
+    assert m["epochs_done"] == 1 and m["history"][0]["test_mse"] == m["test_mse"]
+    assert 0.0 <= m["test_hidden_silent"] <= 1.0 and m["test_code_spikes_per_clip"] >= 0.0
     assert (out / "generated.png").stat().st_size > 1000
     ac = load_audiocoder(out)
     assert ac.w1t.shape == (40 * 32, 24) and ac.n_code == 20
@@ -269,6 +277,30 @@ def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch):
     assert ma["kind"] == "ann-adam" and np.isfinite(ma["test_mse"]) and ma["ae_ann_val_mse"] < 0.9
     assert main(["eval", str(ann), "--json", str(tmp_path / "eva.json")]) == 0
     assert json.loads((tmp_path / "eva.json").read_text())["test_mse"] == pytest.approx(ma["test_mse"], rel=1e-6)
+    assert not [p for p in tmp_path.rglob("*") if ".snnc-tmp" in p.name]
+
+
+@needs_fsdd
+def test_stopped_run_keeps_its_finished_epochs(tmp_path, monkeypatch, feature_cache):
+    """Outputs are written after every epoch: a run stopped in epoch 2 leaves epoch 1's model, metrics and grid
+    (epochs_done 1) and no temp files."""
+    from models.audio_trainer import AudioConfig, train_audio
+
+    monkeypatch.setenv("SNNC_DATA", str(SHARED))
+    cfg = AudioConfig(pairing="A", rate=8000, frames=40, hidden=24, steps=8, limit_train=60, limit_test=20,
+                      batch_size=20, lr=1e-3, epochs=3)
+
+    def log(msg: str) -> None:
+        if msg.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_audio(cfg, tmp_path / "run", _image_model(tmp_path / "ae"), cache_dir=feature_cache,
+                    progress=False, log=log)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["epochs_done"] == 1 and len(m["history"]) == 1 and m["config"]["epochs"] == 3
+    assert load_audiocoder(tmp_path / "run").meta["epochs_done"] == 1
+    assert (tmp_path / "run" / "generated.png").is_file()
     assert not [p for p in tmp_path.rglob("*") if ".snnc-tmp" in p.name]
 
 
