@@ -150,7 +150,9 @@ def test_catch_up_equals_per_step_rule(window, persistent):
     np.testing.assert_array_equal(w1t[:5], w_init[:5])   # rows of silent inputs never move
     assert np.abs(w1t[5:] - w_init[5:]).min(axis=1).max() > 1e-4
     if persistent:
-        np.testing.assert_allclose(state.m1, ref_state["m1"], atol=1e-7)
+        scale = np.abs(ref_state["m1"]).max()                  # float32 rounding, relative to the moments' size
+        assert scale > 1e-4
+        np.testing.assert_allclose(state.m1, ref_state["m1"], atol=1e-4 * scale)
 
 
 def test_adam_constants_are_the_authors():
