@@ -118,9 +118,10 @@ def load_audiocoder(path: str | os.PathLike) -> AudioCoder:
 
 
 @numba.njit(cache=True, fastmath=False)
-def _forward_one(w1t, w2, dec_w, ev_ptr, ev_i, leak, vth, dleak, dvth, code_out, img_out):  # pragma: no cover
+def _forward_one(w1t, w2, dec_w, ev_ptr, ev_i, leak, vth, dleak, dvth, code_out, img_out, hid_out):  # pragma: no cover
     """One clip: events of step t are ev_i[ev_ptr[t]:ev_ptr[t+1]]. code_out (T, n_code) uint8 spikes of the
-    audiocoder; img_out (784,) decoder spike counts. float64 potentials, reset to zero, clamp at v_th."""
+    audiocoder; img_out (784,) decoder spike counts; hid_out (H,) += hidden spike counts. float64 potentials, reset
+    to zero, clamp at v_th."""
     t_steps = ev_ptr.shape[0] - 1
     h = w1t.shape[1]
     n_code = w2.shape[0]
@@ -145,6 +146,7 @@ def _forward_one(w1t, w2, dec_w, ev_ptr, ev_i, leak, vth, dleak, dvth, code_out,
                 v1[j] = 0.0
                 fired[nf] = j
                 nf += 1
+                hid_out[j] += 1.0
             else:
                 v1[j] = v
         for k in range(n_code):
@@ -182,24 +184,29 @@ def encode_clip(idx: np.ndarray, val: np.ndarray, steps: int, p_scale: float,
     return [idx[r[t]] for t in range(steps)]
 
 
-def run_clip(ac: AudioCoder, spikes: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """(code spikes (T, n_code) uint8, generated image = decoder spike counts (784,) float64) of one clip."""
+def run_clip(ac: AudioCoder, spikes: list[np.ndarray],
+             hidden_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(code spikes (T, n_code) uint8, generated image = decoder spike counts (784,) float64) of one clip;
+    ``hidden_out`` (H,) float64, if given, += the hidden layer's spike counts."""
     ptr = np.concatenate([[0], np.cumsum([len(s) for s in spikes])]).astype(np.int64)
     ev = np.concatenate(spikes).astype(np.int64) if spikes else np.zeros(0, np.int64)
     code = np.zeros((len(spikes), ac.n_code), np.uint8)
     img = np.zeros(ac.dec_w.shape[0])
-    _forward_one(ac.w1t, ac.w2, ac.dec_w, ptr, ev, LEAK, V_TH, ac.dec_leak, ac.dec_v_th, code, img)
+    hid = hidden_out if hidden_out is not None else np.zeros(ac.hidden)
+    _forward_one(ac.w1t, ac.w2, ac.dec_w, ptr, ev, LEAK, V_TH, ac.dec_leak, ac.dec_v_th, code, img, hid)
     return code, img
 
 
-def generate(ac: AudioCoder, features, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def generate(ac: AudioCoder, features, seed: int, hidden: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Generated images (N, 784) (decoder spike counts over T steps) and code spike counts (N, n_code) for a
-    models.cochleagram.FeatureSet; Bernoulli inputs drawn from ``seed``."""
+    models.cochleagram.FeatureSet; Bernoulli inputs drawn from ``seed``. ``hidden`` (N, H) float64, if given,
+    receives the hidden layer's spike counts per clip."""
     rng = np.random.default_rng(seed)
     imgs = np.zeros((len(features), ac.dec_w.shape[0]))
     codes = np.zeros((len(features), ac.n_code))
     for n in range(len(features)):
         idx, val = features.sparse(n)
-        code, img = run_clip(ac, encode_clip(idx, val, ac.steps, ac.p_scale, rng))
+        code, img = run_clip(ac, encode_clip(idx, val, ac.steps, ac.p_scale, rng),
+                             hidden[n] if hidden is not None else None)
         imgs[n], codes[n] = img, code.sum(axis=0)
     return imgs, codes

@@ -1,5 +1,5 @@
 """Event-driven online rule for the audiocoder (58,500-2,048-196): Roy et al.'s rule (models/rate_online.py) with
-a sparse input layer and lazy Adam on the input weights.
+a sparse input layer and deferred (catch-up) Adam on the input weights.
 
 The equations of models/rate_online.py per step t (potentials and weights in threshold units, V_th = 1), with
 two differences:
@@ -8,15 +8,39 @@ two differences:
   ``E = (V_th y[t] - V2pre) * (y[t] XOR a2)``;
 - the input layer is event-driven: about 65 of 58,500 inputs spike per clip and step. The hidden current is the sum
   of the weight rows of the inputs that spiked (W1 is stored transposed, (n_in, H), one contiguous row per input).
-  The eligibility trace of an input is kept only for its spikes of the last ``window`` steps
-  (``tr1 = sum_{s > t - window} prod_{u=s}^{t-1} (leak shrink_b(u)) x[s]``; window = T is the exact trace of
-  models/rate_online.py), so the gradient of W1 at step t is non-zero only in the rows of those inputs, and Adam
-  updates only those rows (lazy Adam, the semantics of torch.optim.SparseAdam: rows with a zero gradient in a step
-  keep their moments and weights; bias correction by the step t of the batch; moments start at 0 every batch as in
-  the authors' code). With window = T and every input spiking in every step this is exactly the dense rule.
-- W2 (196 x 2,048) is dense and updated every step with the fused Adam of models/rate_kernels.py.
 
-Cost per step: O(events in the window x H) instead of O(n_in x H) (~120 M weights).
+The eligibility trace of input i in sample b is ``tr1[t] = sum_{s <= t, s > t - window} c_b(s, t) x[s]`` with
+``c_b(s, t) = prod_{u=s}^{t-1} leak (1 - hidden spikes_b(u) / n_shrink)`` (window >= T: the exact trace of
+models/rate_online.py; c_b is kept as running log sums per sample, so a trace is one exp per (event, step)). The
+gradient row of input i at step t is ``sum over its events e in the window of c_{b_e}(t_e, t) delta1_{b_e}[t] / B``:
+zero for inputs that have not spiked yet in the batch (then Adam, whose moments start at 0 in every batch, leaves
+the row unchanged, exactly as the dense rule does).
+
+Deferred updates (the exact-trace speed-up): a row of W1 is needed only when its input spikes (forward pass) and at
+the end of the batch. So the kernel stores the hidden errors ``delta1[t]`` (T, B, H) and applies the per-step Adam
+updates of a row only then ("catch-up"): before step t's forward pass, for the ~3,000 rows whose inputs spike at
+t, the updates of the steps since that row's last catch-up; after the last step, for every row touched in the
+batch. Each catch-up runs the row in chunks of 512 weights whose weight, moments and gradient stay in L1 across
+the steps it covers, so the cost per (row, step) is compute (one multiply-add per active event and one Adam
+update) instead of three trips of 24 KB through memory. The result is the same per-step rule, update for update
+(tests/test_audio_train.py: against the dense rule, and against a plain per-step numpy version for short windows
+and persistent moments). Adam moments of a row are stored only between its catch-ups (rows whose input spikes in
+one step of the batch only never store them); ``--adam persistent`` keeps them in (n_in, H) arrays instead.
+
+- Rows whose trace window holds no event at a step get no update in that step (lazy Adam, the semantics of
+  torch.optim.SparseAdam). With window >= T and per-batch moments that is exactly the dense rule (a row with no
+  event yet has zero moments); with ``--adam persistent`` or a short window it is a documented deviation.
+- W2 (196 x 2,048) is dense and updated every step with Adam (the fused form of models/rate_kernels.py).
+- Tiny values are flushed to 0 (subnormal float32 arithmetic is ~100x slower on x86, and a trained hidden layer
+  has potentials far below threshold, whose surrogate derivative s'(V - 1) underflows): hidden errors delta1 below
+  D_FLUSH = 1e-30 and W1 gradients below G_FLUSH = 1e-17 (their Adam step is below 1e-10 lr, under the float32
+  resolution of any weight above 1e-3 lr). Measured on the small front end after 2 epochs: 2.0 -> 0.24 CPU s per
+  batch; the result differs from the unflushed rule only in such negligible steps.
+- Adam's constants are those of models/rate_kernels.adam_consts (1 - float32(b) taken in float64, as the authors'
+  float64 code computes them; tests/test_rate_adam.py says why).
+
+Cost per step: O(events x H) for the forward pass, O(active events x H) for the catch-up gradient and
+O(rows with an event so far x H) for the Adam updates, instead of O(n_in x H) (~120 M weights).
 """
 from __future__ import annotations
 
@@ -25,7 +49,12 @@ import math
 import numba
 import numpy as np
 
+from models.rate_kernels import adam_consts
 from models.rate_online import OnlineRule
+
+CHUNK = 512   # weights per catch-up chunk: weight, moments and gradient (4 x 2 KB) stay in L1
+G_FLUSH = np.float32(1e-17)   # |gradient| below this counts as 0 (see _batch: subnormal arithmetic)
+D_FLUSH = np.float32(1e-30)   # |hidden error| below this counts as 0
 
 
 @numba.njit(cache=True, fastmath=True)
@@ -34,37 +63,128 @@ def _sig_prime(u):  # pragma: no cover - compiled
     return e / ((1.0 + e) * (1.0 + e))
 
 
-@numba.njit(cache=True, fastmath=True, parallel=True)
-def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, ev_slot, cols, target, window, leak, vth, n_shrink, lr, b1, b2, eps,
-           loss_out, counts_out, n_chunks, m1, s1, mrow, m2, s2, step0):  # pragma: no cover - compiled
-    """One batch in place. w1t (n_in, H) float32; w2 (n_out, H) float32; events of step t are
-    ev_ptr[t]:ev_ptr[t+1] with step ev_t, sample ev_b, input ev_i and slot ev_slot (index into cols, the batch's
-    distinct inputs);
-    target (T, B, n_out) uint8. loss_out[0] += loss; counts_out (B, n_out) += output spikes.
-    Adam moments: m1/s1 rows mrow[slot] (per-batch arrays with mrow = arange, or persistent (n_in, H) arrays with
-    mrow = cols); m2/s2 like w2; bias correction by step step0 + t + 1."""
+@numba.njit(cache=True, fastmath=True, error_model="numpy")
+def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh, m1, s1, mrow, store_last, dhist,
+              logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps):  # pragma: no cover - compiled
+    """Apply to the W1 row of slot s the per-step Adam updates of steps nxt[s] .. upto (then nxt[s] = upto + 1).
+
+    The gradient at step u: sum over the slot's events e with u - window < t_e <= u (in event order, (t, b)) of
+    float32(c_b(t_e, u) / B) delta1[u, b_e]. Moments: rows mrow[s] of m1/s1 (mrow -1: never stored, start at 0);
+    fresh[s]: the stored moments are not yet valid (start at 0); stored back unless this is the batch's last step
+    and not store_last."""
+    a = nxt[s]
+    if a > upto:
+        return
+    nxt[s] = upto + 1
+    e0, e1 = sl_ptr[s], sl_ptr[s + 1]
+    n_u = upto - a + 1
+    wts = np.empty((n_u, e1 - e0), np.float32)
+    bs = np.empty((n_u, e1 - e0), np.int64)
+    cnt = np.zeros(n_u, np.int64)
+    work = False
+    for ui in range(n_u):
+        u = a + ui
+        c = 0
+        for q in range(e0, e1):
+            e = sl_ev[q]
+            te = ev_t[e]
+            if te > u:
+                break
+            if te <= u - window:
+                continue
+            b = ev_b[e]
+            w = 1.0
+            if te < u:
+                w = math.exp(logc[u, b] - logc[te, b])
+            wts[ui, c] = np.float32(w * inv_b)
+            bs[ui, c] = b
+            c += 1
+        cnt[ui] = c
+        if c > 0:
+            work = True
+    if not work:
+        return
+    h = w1t.shape[1]
+    row = w1t[cols[s]]
+    mr = mrow[s]
+    load = mr >= 0 and not fresh[s]
+    store = mr >= 0 and (store_last or upto < n_steps - 1)
+    if mr >= 0:
+        fresh[s] = False
+    g = np.empty(CHUNK, np.float32)
+    ml = np.empty(CHUNK, np.float32)
+    sl = np.empty(CHUNK, np.float32)
+    for j0 in range(0, h, CHUNK):
+        n = min(h, j0 + CHUNK) - j0
+        rw = row[j0:j0 + n]
+        if load:
+            ml[:n] = m1[mr, j0:j0 + n]
+            sl[:n] = s1[mr, j0:j0 + n]
+        else:
+            ml[:n] = 0.0
+            sl[:n] = 0.0
+        for ui in range(n_u):
+            c = cnt[ui]
+            if c == 0:
+                continue
+            u = a + ui
+            for j in range(n):
+                g[j] = 0.0
+            for k in range(c):
+                wk = wts[ui, k]
+                d = dhist[u, bs[ui, k], j0:j0 + n]
+                for j in range(n):
+                    g[j] += wk * d[j]
+            lb = lr_bc1[u]
+            ib = inv_bc2[u]
+            for j in range(n):
+                gj = g[j]
+                if abs(gj) < G_FLUSH:
+                    gj = np.float32(0.0)
+                mj = fb1 * ml[j] + c1 * gj
+                sj = fb2 * sl[j] + c2 * gj * gj
+                ml[j] = mj
+                sl[j] = sj
+                rw[j] -= lb * mj / (math.sqrt(sj * ib) + feps)
+        if store:
+            m1[mr, j0:j0 + n] = ml[:n]
+            s1[mr, j0:j0 + n] = sl[:n]
+
+
+@numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
+def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_slot, target, window, leak, vth,
+           n_shrink, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps, loss_out, counts_out, n_chunks, m1, s1, mrow, fresh,
+           store_last, m2, s2):  # pragma: no cover - compiled
+    """One batch in place. w1t (n_in, H) float32; w2 (n_out, H) float32; events of step t are ev_ptr[t]:ev_ptr[t+1]
+    with step ev_t, sample ev_b, input ev_i (sorted by step, then sample); slots = the batch's distinct inputs
+    cols; the events of slot s are sl_ev[sl_ptr[s]:sl_ptr[s+1]] (in event order); the distinct slots spiking in
+    step t are st_slot[st_ptr[t]:st_ptr[t+1]]. target (T, B, n_out) uint8. lr_bc1/inv_bc2 (T,) float32: Adam's
+    bias-corrected step size and 1 / (1 - b2^step) per step of the batch. loss_out[0] += loss; counts_out (B, n_out)
+    += output spikes. Moments: W1 rows see _catch_up; m2/s2 like w2."""
     t_steps, bsz, n_out = target.shape
     h = w1t.shape[1]
     n_slots = cols.shape[0]
     f32 = np.float32
-    max_w = 1
-    for t in range(t_steps):
-        max_w = max(max_w, ev_ptr[t + 1] - ev_ptr[max(0, t - window + 1)])
-    g1 = np.zeros((min(max_w, n_slots), h), np.float32)   # gradient rows of this step's touched inputs
-    gpos = np.full(n_slots, -1, np.int64)
-    tlist = np.empty(n_slots, np.int64)
+    inv_b = 1.0 / bsz
+    nxt = np.empty(n_slots, np.int64)
+    for s in range(n_slots):
+        nxt[s] = ev_t[sl_ev[sl_ptr[s]]]
+    dhist = np.zeros((t_steps, bsz, h), np.float32)   # delta1 per step: the catch-ups' gradients
+    logc = np.zeros((t_steps + 1, bsz))          # log prod_{u<t} (leak shrink_b(u)), per sample
     v1 = np.zeros((bsz, h), np.float32)
     v2 = np.zeros((bsz, n_out), np.float32)
     tr2p = np.zeros((bsz, h), np.float32)
-    logc = np.zeros((t_steps + 1, bsz))          # log prod_{u<t} (leak shrink_b(u)), per sample
     cur1 = np.zeros((bsz, h), np.float32)
     sig1 = np.zeros((bsz, h), np.float32)
     a1 = np.zeros((bsz, h), np.float32)
-    delta1 = np.zeros((bsz, h), np.float32)
     neg = np.zeros((bsz, n_out), np.float32)
     loss = 0.0
+    csz = (h + n_chunks - 1) // n_chunks
     for t in range(t_steps):
-        csz = (h + n_chunks - 1) // n_chunks
+        if t > 0:                                # rows read in this step: bring them up to step t - 1
+            for q in numba.prange(st_ptr[t], st_ptr[t + 1]):
+                _catch_up(st_slot[q], t - 1, t_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh, m1, s1, mrow,
+                          store_last, dhist, logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps)
         for ch in numba.prange(n_chunks):        # event-driven input layer, parallel over blocks of neurons
             j0, j1 = ch * csz, min(h, (ch + 1) * csz)
             for b in range(bsz):
@@ -116,72 +236,32 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, ev_slot, cols, target, window, lea
                 tr2p[b, j] = tr2[b, j] * sh
             logc[t + 1, b] = logc[t, b] + math.log(max(leak * (1.0 - n_a1[b] / n_shrink), 1e-300))
         g2 = np.dot(neg.T, tr2) / f32(bsz)
-        d = np.dot(neg, w2)
+        d = np.dot(neg, w2)                      # W2 before this step's update
         for b in range(bsz):
             for j in range(h):
-                delta1[b, j] = d[b, j] * sig1[b, j]
-        # sparse gradient of W1: events of the last `window` steps, weighted by their decayed trace
-        n_t = 0
-        t0 = max(0, t - window + 1)
-        inv_b = 1.0 / bsz
-        lo, hi = ev_ptr[t0], ev_ptr[t + 1]
-        ew = np.empty(hi - lo, np.float32)
-        epos = np.empty(hi - lo, np.int64)
-        for e in range(lo, hi):
-            b = ev_b[e]
-            s = ev_slot[e]
-            w = 1.0
-            if ev_t[e] < t:
-                w = math.exp(logc[t, b] - logc[ev_t[e], b])
-            ew[e - lo] = f32(w * inv_b)
-            if gpos[s] < 0:
-                gpos[s] = n_t
-                tlist[n_t] = s
-                n_t += 1
-            epos[e - lo] = gpos[s]
-        for ch in numba.prange(n_chunks):
-            j0, j1 = ch * csz, min(h, (ch + 1) * csz)
-            for e in range(lo, hi):
-                gr = g1[epos[e - lo]]
-                db = delta1[ev_b[e]]
-                wf = ew[e - lo]
-                for j in range(j0, j1):
-                    gr[j] += wf * db[j]
-        # lazy Adam on the touched rows, bias correction by step t + 1
-        lr_bc1 = f32(lr / (1.0 - b1 ** (step0 + t + 1)))
-        inv_bc2 = f32(1.0 / (1.0 - b2 ** (step0 + t + 1)))
-        fb1, fb2, c1, c2, feps = f32(b1), f32(b2), f32(1.0 - b1), f32(1.0 - b2), f32(eps)
-        for q in range(n_t):
-            gpos[tlist[q]] = -1
-        for q in numba.prange(n_t):
-            s = tlist[q]
-            row = w1t[cols[s]]
-            gr = g1[q]
-            mr = m1[mrow[s]]
-            sr = s1[mrow[s]]
-            for j in range(h):
-                gj = gr[j]
-                mj = fb1 * mr[j] + c1 * gj
-                sj = fb2 * sr[j] + c2 * gj * gj
-                mr[j] = mj
-                sr[j] = sj
-                row[j] -= lr_bc1 * mj / (math.sqrt(sj * inv_bc2) + feps)
-                gr[j] = 0.0
-        # dense Adam on W2 (W2 of this step was used for delta1 above)
-        for k in numba.prange(n_out):
+                x = d[b, j] * sig1[b, j]
+                dhist[t, b, j] = x if abs(x) >= D_FLUSH else f32(0.0)
+        lb, ib = lr_bc1[t], inv_bc2[t]
+        for k in numba.prange(n_out):           # dense Adam on W2
             for j in range(h):
                 gj = g2[k, j]
                 mj = fb1 * m2[k, j] + c1 * gj
                 sj = fb2 * s2[k, j] + c2 * gj * gj
                 m2[k, j] = mj
                 s2[k, j] = sj
-                w2[k, j] -= lr_bc1 * mj / (math.sqrt(sj * inv_bc2) + feps)
+                w2[k, j] -= lb * mj / (math.sqrt(sj * ib) + feps)
+    for s in numba.prange(n_slots):             # the rest of every touched row's updates
+        _catch_up(s, t_steps - 1, t_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh, m1, s1, mrow, store_last,
+                  dhist, logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps)
     loss_out[0] += loss
 
 
-def batch_events(spikes: list[list[np.ndarray]]) -> tuple[np.ndarray, ...]:
+def batch_events(spikes: list[list[np.ndarray]]) -> dict:
     """Events of a batch, sorted by step then sample: spikes[b][t] = input indices (int) that spike in step t of
-    sample b. Returns (ptr (T + 1,), sample (E,), input (E,), slot (E,), distinct inputs (n_slots,))."""
+    sample b. Returns arrays: ptr (T + 1,) (events of step t: ptr[t]:ptr[t+1]), t, b, i (E,) step, sample, input;
+    slot (E,) index into cols (the distinct inputs, sorted); sl_ptr (n_slots + 1,), sl_ev (E,) the events of each
+    slot in event order; st_ptr (T + 1,), st_slot: the distinct slots spiking in each step; steps_per_slot
+    (n_slots,): in how many steps each slot spikes."""
     bsz, t_steps = len(spikes), len(spikes[0])
     bs, ins, ts, counts = [], [], [], np.zeros(t_steps + 1, np.int64)
     for t in range(t_steps):
@@ -195,7 +275,16 @@ def batch_events(spikes: list[list[np.ndarray]]) -> tuple[np.ndarray, ...]:
     ev_b = np.concatenate(bs) if bs else np.zeros(0, np.int64)
     ev_t = np.concatenate(ts) if ts else np.zeros(0, np.int64)
     cols, slot = np.unique(ev_i, return_inverse=True)
-    return np.cumsum(counts), ev_t, ev_b, ev_i, slot.astype(np.int64).reshape(-1), cols.astype(np.int64)
+    slot = slot.astype(np.int64).reshape(-1)
+    n_slots = cols.shape[0]
+    sl_ev = np.argsort(slot, kind="stable").astype(np.int64)
+    sl_ptr = np.concatenate([[0], np.cumsum(np.bincount(slot, minlength=n_slots))]).astype(np.int64)
+    key = np.unique(ev_t * max(n_slots, 1) + slot)
+    st_slot, st_t = key % max(n_slots, 1), key // max(n_slots, 1)
+    st_ptr = np.searchsorted(st_t, np.arange(t_steps + 1)).astype(np.int64)
+    return {"ptr": np.cumsum(counts), "t": ev_t, "b": ev_b, "i": ev_i, "slot": slot, "cols": cols.astype(np.int64),
+            "sl_ptr": sl_ptr, "sl_ev": sl_ev, "st_ptr": st_ptr, "st_slot": st_slot.astype(np.int64),
+            "steps_per_slot": np.bincount(st_slot, minlength=n_slots)}
 
 
 class AdamState:
@@ -211,28 +300,56 @@ class AdamState:
         self.step = 0
 
 
+class Workspace:
+    """Scratch for the per-batch Adam moments of W1 rows between their catch-ups (``--adam batch``), kept across
+    batches so that its pages are mapped once: rows x H float32, grown when a batch needs more rows."""
+
+    def __init__(self) -> None:
+        self.m1 = np.zeros((0, 0), np.float32)
+        self.s1 = np.zeros((0, 0), np.float32)
+
+    def rows(self, n: int, h: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.m1.shape[1] != h or self.m1.shape[0] < n:
+            n_new = max(n, int(1.25 * self.m1.shape[0]) if self.m1.shape[1] == h else n)
+            self.m1 = np.empty((n_new, h), np.float32)
+            self.s1 = np.empty((n_new, h), np.float32)
+        return self.m1, self.s1
+
+
 def online_batch_sparse(w1t: np.ndarray, w2: np.ndarray, spikes: list[list[np.ndarray]], target: np.ndarray,
-                        rule: OnlineRule, window: int, state: AdamState | None = None) -> dict:
+                        rule: OnlineRule, window: int, state: AdamState | None = None,
+                        work: Workspace | None = None) -> dict:
     """Train one batch in place. w1t (n_in, H) float32 C-contiguous (W1 transposed); w2 (n_out, H) float32;
     spikes[b][t]: input indices spiking in step t of sample b; target (T, B, n_out) 0/1; window: trace length in
-    steps (>= 1; T = the full trace). ``state`` None: Adam moments start at 0 in every batch and the bias
+    steps (>= 1; >= T = the exact trace). ``state`` None: Adam moments start at 0 in every batch and the bias
     correction counts the batch's steps (the authors' code); an :class:`AdamState`: moments and step count carry
-    over between batches (updated in place). Returns {"loss": sum over steps of 0.5 sum E^2 / B, "out_spikes":
-    (B, n_out) output spike counts, "events": input spikes in the batch}."""
-    ptr, ev_t, ev_b, ev_i, slot, cols = batch_events(spikes)
+    over between batches (updated in place). ``work``: a :class:`Workspace` reused across batches (optional).
+    Returns {"loss": sum over steps of 0.5 sum E^2 / B, "out_spikes": (B, n_out) output spike counts, "events":
+    input spikes in the batch}."""
+    ev = batch_events(spikes)
     tgt = np.ascontiguousarray(target, dtype=np.uint8)
+    t_steps = tgt.shape[0]
     loss = np.zeros(1)
     counts = np.zeros((tgt.shape[1], tgt.shape[2]), np.float32)
+    n_slots, h = ev["cols"].shape[0], w1t.shape[1]
     if state is None:
-        h = w1t.shape[1]
-        m1, s1 = np.zeros((cols.shape[0], h), np.float32), np.zeros((cols.shape[0], h), np.float32)
-        mrow = np.arange(cols.shape[0], dtype=np.int64)
-        m2, s2, step0 = np.zeros_like(w2), np.zeros_like(w2), 0
+        multi = ev["steps_per_slot"] > 1              # rows caught up more than once keep moments in between
+        mrow = np.where(multi, np.cumsum(multi) - 1, -1).astype(np.int64)
+        m1, s1 = (work or Workspace()).rows(max(int(multi.sum()), 1), h)
+        m2, s2, step0, store_last = np.zeros_like(w2), np.zeros_like(w2), 0, False
+        fresh = np.ones(n_slots, np.bool_)
     else:
-        m1, s1, mrow, m2, s2, step0 = state.m1, state.s1, cols, state.m2, state.s2, state.step
-    _batch(w1t, w2, ptr, ev_t, ev_b, ev_i, slot, cols, tgt, int(window), np.float32(rule.leak),
-           np.float32(rule.v_th), float(rule.n_shrink), rule.lr, rule.beta1, rule.beta2, rule.eps, loss, counts,
-           int(numba.get_num_threads()), m1, s1, mrow, m2, s2, int(step0))
+        m1, s1, mrow, m2, s2, step0 = state.m1, state.s1, ev["cols"], state.m2, state.s2, state.step
+        store_last, fresh = True, np.zeros(n_slots, np.bool_)
+    consts = [adam_consts(np.float32, rule.lr, rule.beta1, rule.beta2, step0 + t + 1, rule.eps)
+              for t in range(t_steps)]
+    lr_bc1 = np.array([c[0] for c in consts], np.float32)
+    inv_bc2 = np.array([c[5] for c in consts], np.float32)
+    _, fb1, c1, fb2, c2, _, feps = consts[0]
+    _batch(w1t, w2, ev["ptr"], ev["t"], ev["b"], ev["i"], ev["cols"], ev["sl_ptr"], ev["sl_ev"], ev["st_ptr"],
+           ev["st_slot"], tgt, int(window), np.float32(rule.leak), np.float32(rule.v_th), float(rule.n_shrink), lr_bc1,
+           inv_bc2, fb1, c1, fb2, c2, feps, loss, counts, int(numba.get_num_threads()), m1, s1, mrow, fresh,
+           store_last, m2, s2)
     if state is not None:
-        state.step += tgt.shape[0]
-    return {"loss": float(loss[0]), "out_spikes": counts, "events": int(ev_i.shape[0])}
+        state.step += t_steps
+    return {"loss": float(loss[0]), "out_spikes": counts, "events": int(ev["i"].shape[0])}

@@ -49,7 +49,7 @@ class AudioConfig:
     seed: int = 0
     init: float = 0.01
     t_h: int | None = None
-    trace_window: int = 1
+    trace_window: int | None = None
     adam: str = "batch"
     limit_train: int | None = None
     limit_test: int | None = None
@@ -63,7 +63,7 @@ class AudioConfig:
         FeatureSpec(self.rate, self.frames, self.decimation)
         check_steps(self.steps)
         check_p_scale(self.p_scale)
-        for name in ("hidden", "epochs", "batch_size", "trace_window"):
+        for name in ("hidden", "epochs", "batch_size") + (("trace_window",) if self.trace_window is not None else ()):
             if int(getattr(self, name)) < 1:
                 raise SnncError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0) or not (math.isfinite(self.init) and self.init > 0):
@@ -79,6 +79,10 @@ class AudioConfig:
     @property
     def spec(self) -> FeatureSpec:
         return FeatureSpec(self.rate, self.frames, self.decimation)
+
+    def window(self) -> int:
+        """Eligibility-trace window in steps (None: the exact trace, = steps)."""
+        return int(self.trace_window) if self.trace_window is not None else int(self.steps)
 
     def resolved_t_h(self) -> int:
         return int(self.t_h) if self.t_h is not None else DEFAULT_T_H[self.pairing]
@@ -170,7 +174,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
 
     from models.audio_metrics import per_clip_paired, score
     from models.audio_model import AudioCoder, encode_clip, generate, save_audiocoder
-    from models.audio_online import AdamState, online_batch_sparse
+    from models.audio_online import AdamState, Workspace, online_batch_sparse
     from models.audio_pairs import cycled
     from models.rate_online import OnlineRule
     from toolchain.artifact import model_hash
@@ -188,6 +192,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
     rule = OnlineRule(lr=cfg.lr, n_shrink=float(n_in))
     n_batches = len(train) // cfg.batch_size
     state = AdamState(w1t, w2) if cfg.adam == "persistent" else None
+    work = Workspace()
     history = []
     for epoch in range(cfg.epochs):
         t0, c0 = time.perf_counter(), time.process_time()
@@ -198,7 +203,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
         for b in range(n_batches):
             rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             spikes = [encode_clip(*train.sparse(n), cfg.steps, cfg.p_scale, rng) for n in rows]
-            r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.trace_window, state)
+            r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.window(), state, work)
             loss_sum += r["loss"]
             events += r["events"]
             out_sp += float(r["out_spikes"].sum())
@@ -208,39 +213,50 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
         if not (np.all(np.isfinite(w2)) and np.all(np.isfinite(w1t[:1000]))):
             raise SnncError("training diverged (non-finite weights); lower --lr")
         n_seen = n_batches * cfg.batch_size
-        ac_e = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, {"steps": cfg.steps, "p_scale": cfg.p_scale})
-        sc_e = score(generate(ac_e, test, cfg.seed + 2)[0], test.labels, pairing)
+        meta = {"family": "audiocoder", "spec": dataclasses.asdict(cfg.spec), "steps": cfg.steps,
+                "p_scale": cfg.p_scale, "leak": rule.leak, "v_th": rule.v_th, "pairing": cfg.pairing,
+                "t_h": cfg.resolved_t_h(), "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
+                "image_model_sha256": model_hash(d["graph_path"]), "epochs_done": epoch + 1}
+        ac = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, meta)
+        hid_e = np.zeros((len(test), cfg.hidden))
+        gen, codes = generate(ac, test, cfg.seed + 2, hidden=hid_e)
+        sc = score(gen, test.labels, pairing)
         history.append({"epoch": epoch + 1, "train_loss": loss_sum / n_batches, "seconds": wall, "cpu_seconds": cpu,
                         "input_spikes_per_step": events / (n_seen * cfg.steps),
-                        "code_spikes_per_clip": out_sp / n_seen, "test_mse": sc_e["mse"],
-                        "test_class_accuracy": sc_e["class_accuracy"]})
+                        "code_spikes_per_clip": out_sp / n_seen, "test_mse": sc["mse"],
+                        "test_class_accuracy": sc["class_accuracy"], **activity(hid_e, codes)})
         log(f"epoch {epoch + 1}/{cfg.epochs}: loss/sample {loss_sum / n_batches:.2f}, {events / (n_seen * cfg.steps):.1f} "
             f"input spikes per step, {out_sp / n_seen:.1f} code spikes per clip ({wall:.1f} s, CPU {cpu:.1f} s); "
-            f"test MSE {sc_e['mse']:.4f}, nearest class {100 * sc_e['class_accuracy']:.1f} %")
-    meta = {"family": "audiocoder", "spec": dataclasses.asdict(cfg.spec), "steps": cfg.steps, "p_scale": cfg.p_scale,
-            "leak": rule.leak, "v_th": rule.v_th, "pairing": cfg.pairing, "t_h": cfg.resolved_t_h(),
-            "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
-            "image_model_sha256": model_hash(d["graph_path"])}
-    ac = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, meta)
-    gen, codes = generate(ac, test, cfg.seed + 2)
-    sc = score(gen, test.labels, pairing)
-    n_tr = min(len(train), 300)
-    tr_rows = np.linspace(0, len(train) - 1, n_tr).astype(np.int64)
-    gen_tr, _ = generate(ac, train.subset(tr_rows), cfg.seed + 4)
-    train_mse = float(per_clip_paired(gen_tr, pairing.images[tr_rows]).mean())
-    metrics = {"pairing": cfg.pairing, "test_mse": sc["mse"], "test_mse_per_digit": sc["mse_per_digit"],
-               "test_class_accuracy": sc["class_accuracy"], "train_paired_mse": train_mse, "n_train": len(train),
-               "n_test": len(test), "test_code_spikes_per_clip": float(codes.sum(1).mean()),
-               "test_image_spikes_per_clip": float(gen.sum(1).mean()), "history": history,
-               "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
-               "mnist_source": d["mnist_source"], "features": dataclasses.asdict(cfg.spec),
-               "clips_cut": int(train.n_cut + test.n_cut)}
-    save_grid(gen, test.labels, out / PNG_NAME, title=f"audiocoder ({cfg.pairing}), test clips: decoder spike counts")
-    save_audiocoder(ac, out / MODEL_NAME)
-    atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
+            f"test MSE {sc['mse']:.4f}, nearest class {100 * sc['class_accuracy']:.1f} %; hidden neurons silent on "
+            f"every test clip {100 * history[-1]['test_hidden_silent']:.1f} %, code spikes per test clip "
+            f"{history[-1]['test_code_spikes_per_clip']:.0f}")
+        # the outputs of the epochs so far (a run stopped later keeps them; the last epoch's are the run's)
+        n_tr = min(len(train), 300)
+        tr_rows = np.linspace(0, len(train) - 1, n_tr).astype(np.int64)
+        gen_tr, _ = generate(ac, train.subset(tr_rows), cfg.seed + 4)
+        train_mse = float(per_clip_paired(gen_tr, pairing.images[tr_rows]).mean())
+        metrics = {"pairing": cfg.pairing, "test_mse": sc["mse"], "test_mse_per_digit": sc["mse_per_digit"],
+                   "test_class_accuracy": sc["class_accuracy"], "train_paired_mse": train_mse,
+                   "n_train": len(train), "n_test": len(test), "epochs_done": epoch + 1,
+                   "test_image_spikes_per_clip": float(gen.sum(1).mean()), "history": history,
+                   "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
+                   "mnist_source": d["mnist_source"], "features": dataclasses.asdict(cfg.spec),
+                   "clips_cut": int(train.n_cut + test.n_cut), **activity(hid_e, codes)}
+        save_grid(gen, test.labels, out / PNG_NAME,
+                  title=f"audiocoder ({cfg.pairing}), {epoch + 1} epochs, test clips: decoder spike counts")
+        save_audiocoder(ac, out / MODEL_NAME)
+        atomic_write_text(out / METRICS_NAME, json.dumps(metrics, indent=2) + "\n")
     log(f"test MSE {sc['mse']:.4f} (z-scored, dataset {cfg.pairing}), generated digit nearest to the spoken digit's "
         f"class image in {100 * sc['class_accuracy']:.1f} % of test clips; train (paired) MSE {train_mse:.4f}")
     return metrics
+
+
+def activity(hidden: np.ndarray, codes: np.ndarray) -> dict:
+    """Spike activity on the test clips from spike counts per clip (hidden (N, H), codes (N, n_code)): the fraction
+    of hidden neurons that spike on no clip, hidden and code spikes per clip (over its T steps)."""
+    return {"test_hidden_silent": float(np.mean(hidden.sum(axis=0) == 0)),
+            "test_hidden_spikes_per_clip": float(hidden.sum(axis=1).mean()),
+            "test_code_spikes_per_clip": float(codes.sum(axis=1).mean())}
 
 
 def save_grid(images: np.ndarray, labels: np.ndarray, path: str | Path, per_class: int = 5,

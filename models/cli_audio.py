@@ -56,9 +56,9 @@ def add_train_audio(sub) -> None:
     p.add_argument("--steps", type=int, default=30, help="time steps T per clip (default 30)")
     p.add_argument("--p-scale", type=float, default=0.02, help="spike probability per step at feature 1 (0.02)")
     p.add_argument("--t-h", type=int, default=None, help="steps of the hidden spike map used as target (A 15, B 10)")
-    p.add_argument("--trace-window", type=int, default=1,
-                   help="steps an input spike stays in the eligibility trace (1: fastest; --steps: the exact trace "
-                        "of the online rule, ~4x slower); see docs/audio.md")
+    p.add_argument("--trace-window", type=int, default=None,
+                   help="steps an input spike stays in the eligibility trace (default: all T steps, the exact trace "
+                        "of the online rule; 1: ~1.7x faster, learns worse); see docs/audio.md")
     p.add_argument("--adam", choices=("batch", "persistent"), default="batch",
                    help="SNN: Adam moments reset every batch (batch, the authors' code) or kept across batches "
                         "(persistent: SparseAdam, +8 bytes per weight of memory); see docs/audio.md")
@@ -101,7 +101,8 @@ def train_audio_cli(args: argparse.Namespace) -> int:
                             cache_dir=args.feature_cache, force=args.force, progress=not args.no_progress)
     else:
         print(f"training audiocoder {cfg.spec.n_inputs}-{cfg.hidden}-code, dataset {cfg.pairing}, T={cfg.steps}, "
-              f"T_h={cfg.resolved_t_h()}, lr {cfg.lr:g}, batch {cfg.batch_size}, trace window {cfg.trace_window}")
+              f"T_h={cfg.resolved_t_h()}, lr {cfg.lr:g}, batch {cfg.batch_size}, trace window "
+              f"{cfg.trace_window if cfg.trace_window is not None else 'exact'}")
         m = train_audio(cfg, args.out, args.image_model, data_dir=args.data_dir, cache_dir=args.feature_cache,
                         force=args.force, threads=args.threads, progress=not args.no_progress)
     print(f"test MSE {m['test_mse']:.4f} (dataset {m['pairing']}, z-scored)")

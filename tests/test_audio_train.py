@@ -58,6 +58,127 @@ def test_lazy_rows_and_short_window():
     assert np.abs(a - b).max() > 1e-4
 
 
+def _reference_sparse(w1t, w2, spikes, target, rule, window, state=None, one_minus_b=None):
+    """The event-driven rule written step by step in numpy (dense traces, every touched row updated in its step):
+    tr1[b, i] = sum over the input's spikes s in (t - window, t] of prod_{u=s}^{t-1} leak (1 - hidden_b(u) /
+    n_shrink); lazy Adam: rows whose trace is zero in a step keep weights and moments. Float32 storage, Adam in
+    float64 with the authors' constants (1 - float32(b) in float64; ``one_minus_b`` overrides them). ``state``:
+    dict of persistent moments (m1, s1, m2, s2, step) or None (moments start at 0). Returns the loss."""
+    f32 = np.float32
+    t_steps, bsz, n_out = target.shape
+    n_in, h = w1t.shape
+    x = np.zeros((t_steps, bsz, n_in), f32)
+    for b in range(bsz):
+        for t in range(t_steps):
+            x[t, b, spikes[b][t]] = 1.0
+    st = state if state is not None else {"m1": np.zeros_like(w1t), "s1": np.zeros_like(w1t),
+                                          "m2": np.zeros_like(w2), "s2": np.zeros_like(w2), "step": 0}
+    b1, b2 = float(f32(rule.beta1)), float(f32(rule.beta2))
+    c1, c2 = one_minus_b or (1.0 - b1, 1.0 - b2)
+    leak, vth = f32(rule.leak), f32(rule.v_th)
+    v1, v2 = np.zeros((bsz, h), f32), np.zeros((bsz, n_out), f32)
+    tr2p = np.zeros((bsz, h), f32)
+    logc = np.zeros((t_steps + 1, bsz))
+    loss = 0.0
+
+    def adam(w, g, m, s, step, rows):
+        lr_bc1 = float(f32(rule.lr / (1.0 - rule.beta1 ** step)))
+        inv_bc2 = float(f32(1.0 / (1.0 - rule.beta2 ** step)))
+        mm = b1 * m[rows].astype(float) + c1 * g[rows]
+        ss = b2 * s[rows].astype(float) + c2 * g[rows] ** 2
+        m[rows], s[rows] = mm, ss
+        w[rows] = w[rows].astype(float) - lr_bc1 * mm / (np.sqrt(ss * inv_bc2) + float(f32(rule.eps)))
+
+    for t in range(t_steps):
+        v = np.minimum(leak * v1 + x[t] @ w1t, vth)
+        sig1 = np.exp(-np.abs(v - vth)) / (1.0 + np.exp(-np.abs(v - vth))) ** 2
+        a1 = (v >= vth).astype(f32)
+        v1 = np.where(a1 > 0, f32(0), v).astype(f32)
+        tr2 = leak * tr2p + a1
+        v = np.minimum(leak * v2 + a1 @ w2.T, vth)
+        fired = v >= vth
+        y = target[t].astype(f32)
+        err = np.where(fired != (y > 0), vth * y - v, 0.0)
+        loss += 0.5 * float((err.astype(float) ** 2).sum()) / bsz
+        v2 = np.where(fired, f32(0), v).astype(f32)
+        tr2p = tr2 * (1.0 - fired.sum(1, keepdims=True) / rule.n_shrink)
+        logc[t + 1] = logc[t] + np.log(leak * (1.0 - a1.sum(1) / rule.n_shrink))
+        neg = -err.astype(float)
+        g2 = neg.T @ tr2.astype(float) / bsz
+        delta = (neg @ w2.astype(float)) * sig1
+        tr1 = np.zeros((bsz, n_in))
+        for s in range(max(0, t - window + 1), t + 1):
+            tr1 += x[s] * np.exp(logc[t] - logc[s])[:, None]
+        g1 = tr1.T @ delta / bsz
+        step = st["step"] + t + 1
+        adam(w1t, g1, st["m1"], st["s1"], step, np.flatnonzero(tr1.any(0)))
+        adam(w2, g2, st["m2"], st["s2"], step, slice(None))
+    st["step"] += t_steps
+    return loss
+
+
+@pytest.mark.parametrize("window", [1, 3, 30])
+@pytest.mark.parametrize("persistent", [False, True])
+def test_catch_up_equals_per_step_rule(window, persistent):
+    """The deferred (catch-up) updates of W1 rows equal the rule applied row by row in every step, for short
+    windows, the exact trace and persistent moments, over two batches (inputs that spike in many steps, rows
+    longer than one catch-up chunk)."""
+    from models.audio_online import AdamState, Workspace
+
+    rng = np.random.default_rng(5)
+    n, h, t, b, n_out = 60, 1100, 30, 4, 9
+    w1t = rng.uniform(-0.1, 0.2, (n, h)).astype(np.float32)
+    w2 = rng.uniform(-0.2, 0.4, (n_out, h)).astype(np.float32)
+    w_init = w1t.copy()
+    p = rng.uniform(0.0, 0.3, n)
+    p[:5] = 0.0                                          # silent inputs
+    rule = OnlineRule(lr=1e-3, n_shrink=4000.0)       # > hidden spikes per step (58,500 in the real network)
+    a, a2 = w1t.copy(), w2.copy()
+    ref_state = {"m1": np.zeros_like(w1t), "s1": np.zeros_like(w1t), "m2": np.zeros_like(w2),
+                 "s2": np.zeros_like(w2), "step": 0} if persistent else None
+    state = AdamState(w1t, w2) if persistent else None
+    work = Workspace()
+    for rep in range(2):
+        x = rng.random((t, b, n)) < p
+        spikes = [[np.flatnonzero(x[s, c]) for s in range(t)] for c in range(b)]
+        tgt = (rng.random((t, b, n_out)) < 0.4).astype(np.uint8)
+        ref_loss = _reference_sparse(a, a2, spikes, tgt, rule, window, ref_state)
+        got = online_batch_sparse(w1t, w2, spikes, tgt, rule, window, state, work)
+        assert got["loss"] == pytest.approx(ref_loss, rel=1e-5)
+        np.testing.assert_allclose(w1t, a, rtol=0, atol=2e-6)
+        np.testing.assert_allclose(w2, a2, rtol=0, atol=2e-6)
+    np.testing.assert_array_equal(w1t[:5], w_init[:5])   # rows of silent inputs never move
+    assert np.abs(w1t[5:] - w_init[5:]).min(axis=1).max() > 1e-4
+    if persistent:
+        scale = np.abs(ref_state["m1"]).max()                  # float32 rounding, relative to the moments' size
+        assert scale > 1e-4
+        np.testing.assert_allclose(state.m1, ref_state["m1"], atol=1e-4 * scale)
+
+
+def test_adam_constants_are_the_authors():
+    """One step at lr 1: every full Adam step of W1 and W2 has the length the authors' float64 code gives
+    (1 - float32(b), 1.0000067 lr), not float32(1 - b) (0.99999998 lr): 6.7e-6 apart, far above float32 rounding."""
+    rng = np.random.default_rng(7)
+    n, h, b, n_out = 50, 64, 6, 12
+    w1t = rng.uniform(0.0, 0.6, (n, h)).astype(np.float32)
+    w2 = rng.uniform(-0.3, 0.5, (n_out, h)).astype(np.float32)
+    spikes = [[np.flatnonzero(rng.random(n) < 0.3)] for _ in range(b)]
+    tgt = (rng.random((1, b, n_out)) < 0.5).astype(np.uint8)
+    rule = OnlineRule(lr=1.0, n_shrink=1000.0)
+    steps = {}
+    for name, omb in (("authors", None), ("float32", (float(np.float32(0.1)), float(np.float32(1e-3))))):
+        a, a2 = w1t.copy(), w2.copy()
+        _reference_sparse(a, a2, spikes, tgt, rule, 1, one_minus_b=omb)
+        steps[name] = (a - w1t, a2 - w2)
+    k1, k2 = w1t.copy(), w2.copy()
+    online_batch_sparse(k1, k2, spikes, tgt, rule, 30)
+    for got, ref, other in zip((k1 - w1t, k2 - w2), steps["authors"], steps["float32"]):
+        full = np.abs(ref) > 0.999                      # full steps: |g| >> eps
+        assert full.sum() > 50
+        assert np.abs(got - ref)[full].max() < 1e-6
+        assert np.abs(other - ref)[full].min() > 5e-6
+
+
 def test_audiocoder_file_round_trip_and_decoder_mismatch(tmp_path):
     rng = np.random.default_rng(1)
     meta = {"spec": {"rate": 8000, "frames": 10, "decimation": 10, "ear_q": 8, "step_factor": 0.5}, "steps": 5,
@@ -93,17 +214,25 @@ SMALL = ["--audio-rate", "8000", "--frames", "40", "--hidden", "24", "--steps", 
          "--limit-test", "20", "--batch-size", "20", "--lr", "1e-3", "--no-progress"]
 
 
+@pytest.fixture(scope="module")
+def feature_cache(tmp_path_factory) -> Path:
+    """One cochleagram cache for the tests of this module (the small front end's features are computed once)."""
+    return tmp_path_factory.mktemp("audio-features")
+
+
 @needs_fsdd
-def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch):
+def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch, feature_cache):
     monkeypatch.setenv("SNNC_DATA", str(SHARED))
     img = _image_model(tmp_path / "ae")
     out = tmp_path / "run"
-    cache = tmp_path / "cache"
+    cache = feature_cache
     rc = main(["train", "audio", "--image-model", str(img), "--pairing", "B", "--out", str(out),
                "--feature-cache", str(cache), *SMALL])
     assert rc == 0, capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     assert m["n_train"] == 60 and m["n_test"] == 20 and np.isfinite(m["test_mse"]) and m["pairing"] == "B"
+    assert m["epochs_done"] == 1 and m["history"][0]["test_mse"] == m["test_mse"]
+    assert 0.0 <= m["test_hidden_silent"] <= 1.0 and m["test_code_spikes_per_clip"] >= 0.0
     assert (out / "generated.png").stat().st_size > 1000
     ac = load_audiocoder(out)
     assert ac.w1t.shape == (40 * 32, 24) and ac.n_code == 20
@@ -150,6 +279,30 @@ def test_train_eval_audio2image_cli(tmp_path, capsys, monkeypatch):
     assert ma["kind"] == "ann-adam" and np.isfinite(ma["test_mse"]) and ma["ae_ann_val_mse"] < 0.9
     assert main(["eval", str(ann), "--json", str(tmp_path / "eva.json")]) == 0
     assert json.loads((tmp_path / "eva.json").read_text())["test_mse"] == pytest.approx(ma["test_mse"], rel=1e-6)
+    assert not [p for p in tmp_path.rglob("*") if ".snnc-tmp" in p.name]
+
+
+@needs_fsdd
+def test_stopped_run_keeps_its_finished_epochs(tmp_path, monkeypatch, feature_cache):
+    """Outputs are written after every epoch: a run stopped in epoch 2 leaves epoch 1's model, metrics and grid
+    (epochs_done 1) and no temp files."""
+    from models.audio_trainer import AudioConfig, train_audio
+
+    monkeypatch.setenv("SNNC_DATA", str(SHARED))
+    cfg = AudioConfig(pairing="A", rate=8000, frames=40, hidden=24, steps=8, limit_train=60, limit_test=20,
+                      batch_size=20, lr=1e-3, epochs=3)
+
+    def log(msg: str) -> None:
+        if msg.startswith("epoch 2/3"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_audio(cfg, tmp_path / "run", _image_model(tmp_path / "ae"), cache_dir=feature_cache,
+                    progress=False, log=log)
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert m["epochs_done"] == 1 and len(m["history"]) == 1 and m["config"]["epochs"] == 3
+    assert load_audiocoder(tmp_path / "run").meta["epochs_done"] == 1
+    assert (tmp_path / "run" / "generated.png").is_file()
     assert not [p for p in tmp_path.rglob("*") if ".snnc-tmp" in p.name]
 
 
