@@ -196,6 +196,16 @@ class ChipTraffic:
                 "per_layer": list(self.per_layer), "basis": self.basis}
 
 
+def _sum_traffic(net, layer_traffic: list[tuple[float, float]], host_out: float, basis: str) -> ChipTraffic:
+    """ChipTraffic from per-layer (spike messages, relay payloads) per sample: the first layer's messages come from
+    the host, the others' cross chips."""
+    per_layer = tuple({"layer": cl.name, "spike_messages": msgs, "relay_payloads": pay,
+                       "from": "host" if k == 0 else net.layers[k - 1].name}
+                      for k, (cl, (msgs, pay)) in enumerate(zip(net.layers, layer_traffic)))
+    return ChipTraffic(float(sum(m for m, _ in layer_traffic[1:])), float(sum(p for _, p in layer_traffic)),
+                       layer_traffic[0][0], host_out, per_layer, basis)
+
+
 def traffic_from_run(net, assign: ChipAssignment, spikes_in: np.ndarray, trains: list[np.ndarray]) -> ChipTraffic:
     """Exact chip-boundary traffic of a run: ``spikes_in`` (N, T, n_in) 0/1 and the trains of every population
     (hw_sim's, aligned to the float model). Relays' partial sums are recomputed from the layer's integer weights."""
@@ -204,7 +214,7 @@ def traffic_from_run(net, assign: ChipAssignment, spikes_in: np.ndarray, trains:
     x = np.asarray(spikes_in)
     n, t = x.shape[:2]
     cross = _crossings(net, assign)
-    per_layer, spikes, payloads, host_in = [], 0.0, 0.0, 0.0
+    layer_traffic = []                                     # (spike messages, relay payloads) per layer
     src = x
     for k, cl in enumerate(net.layers):
         counts = src.sum(axis=1, dtype=np.int64)            # (N, n_src) spikes per source neuron
@@ -218,17 +228,11 @@ def traffic_from_run(net, assign: ChipAssignment, spikes_in: np.ndarray, trains:
             for g in range(len(b) - 1):
                 nz = flat[:, b[g]:b[g + 1]] @ w[:, b[g]:b[g + 1]].T != 0       # (N T, n_out)
                 pay += float((nz & rc[g][None, :]).sum()) / n
-        if k == 0:
-            host_in = msgs
-        else:
-            spikes += msgs
-        payloads += pay
-        per_layer.append({"layer": cl.name, "spike_messages": msgs, "relay_payloads": pay,
-                          "from": "host" if k == 0 else net.layers[k - 1].name})
+        layer_traffic.append((msgs, pay))
         src = np.asarray(trains[k])
     last = net.layers[-1]
     host_out = 0.0 if getattr(last, "population", "lif") == "readout" else float(src.sum(axis=(1, 2)).mean())
-    return ChipTraffic(spikes, payloads, host_in, host_out, tuple(per_layer), f"run: hw_sim on {n} samples, T = {t}")
+    return _sum_traffic(net, layer_traffic, host_out, f"run: hw_sim on {n} samples, T = {t}")
 
 
 def traffic_estimate(net, assign: ChipAssignment, rates: list[float], steps: int) -> ChipTraffic:
@@ -239,7 +243,7 @@ def traffic_estimate(net, assign: ChipAssignment, rates: list[float], steps: int
         raise DRCError(f"rates must give {len(net.layers) + 1} spike probabilities per neuron and step in [0, 1] (the "
                        f"input and each population), got {list(rates)}; fix: pass measured rates")
     cross = _crossings(net, assign)
-    per_layer, spikes, payloads, host_in = [], 0.0, 0.0, 0.0
+    layer_traffic = []                                     # (spike messages, relay payloads) per layer
     for k, cl in enumerate(net.layers):
         r = float(rates[k])
         msgs = r * steps * float(cross[k].sum())
@@ -250,17 +254,11 @@ def traffic_estimate(net, assign: ChipAssignment, rates: list[float], steps: int
             for g in range(len(b) - 1):
                 p_any = 1.0 - (1.0 - r) ** int(b[g + 1] - b[g])
                 pay += steps * p_any * float(rc[g].sum())
-        if k == 0:
-            host_in = msgs
-        else:
-            spikes += msgs
-        payloads += pay
-        per_layer.append({"layer": cl.name, "spike_messages": msgs, "relay_payloads": pay,
-                          "from": "host" if k == 0 else net.layers[k - 1].name})
+        layer_traffic.append((msgs, pay))
     host_out = float(rates[-1]) * steps * net.layers[-1].n_out
-    return ChipTraffic(spikes, payloads, host_in, host_out, tuple(per_layer),
-                       f"estimate: rates {', '.join(f'{float(r):.4g}' for r in rates)} spikes per neuron and step, "
-                       f"T = {steps}")
+    return _sum_traffic(net, layer_traffic, host_out,
+                        f"estimate: rates {', '.join(f'{float(r):.4g}' for r in rates)} spikes per neuron and step, "
+                        f"T = {steps}")
 
 
 def format_multichip(assign: ChipAssignment, traffic: ChipTraffic | None) -> str:

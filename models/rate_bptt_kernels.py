@@ -15,6 +15,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from models.rate_kernels import add_rows
+
 _JIT = dict(parallel=True, fastmath=True, cache=True, error_model="numpy")
 
 
@@ -116,17 +118,7 @@ def gather_rows(nspk, spk, src, out, zero):  # pragma: no cover - compiled
         o = out[r]
         for j in range(n):
             o[j] = zero
-        p, p_end = 0, nspk[r]
-        while p + 4 <= p_end:                       # four rows per pass over o: less memory traffic
-            sa, sb, sc, sd = src[spk[r, p]], src[spk[r, p + 1]], src[spk[r, p + 2]], src[spk[r, p + 3]]
-            for j in range(n):
-                o[j] += (sa[j] + sb[j]) + (sc[j] + sd[j])
-            p += 4
-        while p < p_end:
-            sa = src[spk[r, p]]
-            for j in range(n):
-                o[j] += sa[j]
-            p += 1
+        add_rows(o, src, spk[r], 0, nspk[r])
 
 
 @numba.njit(**_JIT)
@@ -138,17 +130,7 @@ def gather_csr(ptr, idx, src, out, zero):  # pragma: no cover - compiled
         o = out[r]
         for i in range(h):
             o[i] = zero
-        p, p_end = ptr[r], ptr[r + 1]
-        while p + 4 <= p_end:
-            sa, sb, sc, sd = src[idx[p]], src[idx[p + 1]], src[idx[p + 2]], src[idx[p + 3]]
-            for i in range(h):
-                o[i] += (sa[i] + sb[i]) + (sc[i] + sd[i])
-            p += 4
-        while p < p_end:
-            sa = src[idx[p]]
-            for i in range(h):
-                o[i] += sa[i]
-            p += 1
+        add_rows(o, src, idx, ptr[r], ptr[r + 1])
 
 
 @numba.njit(**_JIT)

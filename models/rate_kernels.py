@@ -99,6 +99,23 @@ def take_columns(x, cols):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
+def add_rows(o, src, idx, p, p_end):  # pragma: no cover - compiled
+    """o += sum of the rows src[idx[k]] for k in [p, p_end), four rows per pass over o (20 % less memory traffic
+    than one row per pass); inlined into the calling kernel."""
+    n = o.shape[0]
+    while p + 4 <= p_end:
+        ra, rb, rc, rd = src[idx[p]], src[idx[p + 1]], src[idx[p + 2]], src[idx[p + 3]]
+        for i in range(n):
+            o[i] += (ra[i] + rb[i]) + (rc[i] + rd[i])
+        p += 4
+    while p < p_end:
+        ra = src[idx[p]]
+        for i in range(n):
+            o[i] += ra[i]
+        p += 1
+
+
 @numba.njit(**_JIT)
 def layer1_step(ptr, idx, row0, w1t, xt, v1, u1, a1, tr1, tr1p, counts, leak, v_th, one, zero,
                 inv_shrink):  # pragma: no cover - compiled
@@ -110,17 +127,7 @@ def layer1_step(ptr, idx, row0, w1t, xt, v1, u1, a1, tr1, tr1p, counts, leak, v_
     n_in = tr1.shape[1]
     for n in prange(b):
         cur = np.zeros(h, v1.dtype)
-        p, p_end = ptr[row0 + n], ptr[row0 + n + 1]
-        while p + 4 <= p_end:                       # four rows per pass over cur: 20 % less memory traffic
-            ra, rb, rc, rd = w1t[idx[p]], w1t[idx[p + 1]], w1t[idx[p + 2]], w1t[idx[p + 3]]
-            for i in range(h):
-                cur[i] += (ra[i] + rb[i]) + (rc[i] + rd[i])
-            p += 4
-        while p < p_end:
-            ra = w1t[idx[p]]
-            for i in range(h):
-                cur[i] += ra[i]
-            p += 1
+        add_rows(cur, w1t, idx, ptr[row0 + n], ptr[row0 + n + 1])
         cnt = zero
         for i in range(h):
             v = min(leak * v1[n, i] + cur[i], v_th)

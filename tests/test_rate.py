@@ -250,14 +250,10 @@ def test_eval_cli_rate_model(tmp_path, capsys):
 
 
 def test_speed_benchmark_cycles_the_bundled_subset(monkeypatch, capsys):
-    import importlib.util
-    from pathlib import Path
+    from bench_loader import load_benchmark
 
     monkeypatch.delenv("SNNC_DATA", raising=False)
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed_rate.py"
-    spec = importlib.util.spec_from_file_location("train_speed_rate", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("train_speed_rate")
     # 19 batches of 100 > the 1,800 bundled MNIST training images: the images are cycled
     assert mod.main(["--networks", "mnist-196", "--batches", "1", "--warmup", "18", "--threads", "1",
                      "--modes", "online"]) == 0
@@ -271,14 +267,10 @@ def test_speed_benchmark_cycles_the_bundled_subset(monkeypatch, capsys):
 def test_speed_benchmark_profile_parts_add_up(monkeypatch, capsys):
     """--profile: per-part CPU seconds for both modes, named after the parts, summing to the mode's CPU time
     (less what lies outside the step: encoding)."""
-    import importlib.util
-    from pathlib import Path
+    from bench_loader import load_benchmark
 
     monkeypatch.delenv("SNNC_DATA", raising=False)
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed_rate.py"
-    spec = importlib.util.spec_from_file_location("train_speed_rate", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("train_speed_rate")
     assert mod.main(["--networks", "mnist-196", "--batches", "2", "--warmup", "1", "--threads", "1",
                      "--profile"]) == 0
     rows = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines() if x.startswith('{"network"')]

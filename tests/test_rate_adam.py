@@ -123,17 +123,13 @@ def test_online_float32_batch_matches_previous_implementation_over_60_steps():
 
 def test_spread_benchmark_plain_run_equals_the_trainer(tmp_path, monkeypatch, capsys):
     """benchmarks/rate_online_spread.py with 0 ulps reproduces ``train_rate``'s test metrics exactly; 1 ulp runs."""
-    import importlib.util
     import json
-    from pathlib import Path
 
+    from bench_loader import load_benchmark
     from models.rate_trainer import resolve_config, train_rate
 
     monkeypatch.delenv("SNNC_DATA", raising=False)
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "rate_online_spread.py"
-    spec = importlib.util.spec_from_file_location("rate_online_spread", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("rate_online_spread")
     assert mod.main(["--preset", "mnist-196", "--seeds", "3", "--ulps", "0,1", "--limit-train", "300",
                      "--limit-eval", "60"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
@@ -152,15 +148,13 @@ def test_spread_benchmark_plain_run_equals_the_trainer(tmp_path, monkeypatch, ca
 def test_spread_benchmark_probe_and_compare_rows(monkeypatch, capsys):
     """--probe-every / --compare-file / --impl-file: comparing the kernels with themselves gives zero differences,
     probes and comparisons leave the trajectory (and so the test metrics) unchanged."""
-    import importlib.util
     import json
-    from pathlib import Path
+
+    from bench_loader import BENCHMARKS, load_benchmark
 
     monkeypatch.delenv("SNNC_DATA", raising=False)
-    root = Path(__file__).resolve().parents[1]
-    spec = importlib.util.spec_from_file_location("rate_online_spread", root / "benchmarks" / "rate_online_spread.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_benchmark("rate_online_spread")
+    root = BENCHMARKS.parent
     base = ["--preset", "mnist-196", "--seeds", "3", "--ulps", "0", "--limit-train", "300", "--limit-eval", "60"]
     assert mod.main(base) == 0
     plain = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"][0]
