@@ -250,6 +250,9 @@ def test_ctrl_c_stops_the_run_and_cleans_up():
         if not stop.wait(1.0):
             os.kill(os.getpid(), signal.SIGINT)
 
+    # Ctrl-C as in a terminal: Python's own handler. A process started with SIGINT ignored (a background job of a
+    # non-interactive shell) has none, and brian2's wrapper installed at its import then calls SIG_IGN (TypeError)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     watcher = threading.Thread(target=interrupt_once_running, daemon=True)
     watcher.start()
     try:
@@ -258,6 +261,7 @@ def test_ctrl_c_stops_the_run_and_cleans_up():
     finally:
         stop.set()
         watcher.join()
+        signal.signal(signal.SIGINT, previous)
     assert _child_pids() <= before
     assert not multiprocessing.active_children()
 
