@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from toolchain.compiled_steps import check_weight_blocks
 from toolchain.errors import ArtifactError
 from toolchain.ir import LIF, Conv2d, ConvTranspose2d, Dense, Flatten, Graph, Input, Readout
-from toolchain.quantize import DECAY_MAX, MANTISSA, VTH_MAX, WEIGHT_EXP_MAX, weight_exp_min
+from toolchain.quantize import DECAY_MAX, VTH_MAX
 
 FORMAT = "snnc-compiled-conv"
 FORMAT_VERSION = 1
@@ -235,25 +236,7 @@ def validate_compiled_conv(cc: CompiledConv, where: str = "compiled conv graph")
         if prev is not None and cl.n_in != prev:
             raise _bad(at, f"has {cl.n_in} inputs but the previous layer has {prev} neurons")
         prev = cl.n_out
-        if cl.num_weight_bits not in MANTISSA:
-            raise _bad(at, f"num_weight_bits={cl.num_weight_bits} is not one of {sorted(MANTISSA)}")
-        lo, hi, step = MANTISSA[cl.num_weight_bits]      # step: 1 or 2 (a power of two: '& (step - 1)' is '% step')
-        if w.size and (w.min() < lo or w.max() > hi or np.any(w & (step - 1))):
-            raise _bad(at, f"weights must be multiples of {step} in [{lo}, {hi}] ({cl.num_weight_bits}-bit mantissas)")
-        if not weight_exp_min(cl.num_weight_bits) <= cl.weight_exp <= WEIGHT_EXP_MAX:
-            raise _bad(at, f"weight_exp={cl.weight_exp} is outside [{weight_exp_min(cl.num_weight_bits)}, "
-                           f"{WEIGHT_EXP_MAX}]")
-        if cl.fine_weights is not None:
-            f = np.asarray(cl.fine_weights)
-            if f.shape != w.shape or f.dtype.kind not in "iu":
-                raise _bad(at, f"fine_weights must be an integer array of the weights' shape {w.shape}, got "
-                               f"{f.shape} {f.dtype}")
-            if f.size and (f.min() < lo or f.max() > hi or np.any(f & (step - 1))):
-                raise _bad(at, f"fine_weights must be multiples of {step} in [{lo}, {hi}]")
-            if isinstance(cl.fine_exp, bool) or not isinstance(cl.fine_exp, (int, np.integer)) \
-                    or not weight_exp_min(cl.num_weight_bits) <= cl.fine_exp < cl.weight_exp:
-                raise _bad(at, f"fine_exp={cl.fine_exp!r} must be an integer in "
-                               f"[{weight_exp_min(cl.num_weight_bits)}, weight_exp - 1 = {cl.weight_exp - 1}]")
+        check_weight_blocks(cl, w, at, _bad)
         for name, v in (("du", cl.du), ("dv", cl.dv)):
             if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= DECAY_MAX):
                 raise _bad(at, f"{name}={v!r} is outside the integer range [0, {DECAY_MAX}]")

@@ -21,6 +21,7 @@ own step; targets shift results back (``lag_steps``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,6 +121,31 @@ class CompiledSteps:
         return k + 2
 
 
+def check_weight_blocks(cl, w: np.ndarray, at: str, bad: Callable[[str, str], Exception]) -> None:
+    """Both weight blocks of one compiled layer: ``num_weight_bits`` a known mantissa width, the weights ``w`` and
+    ``cl.fine_weights`` mantissas of that width (multiples of its step), ``weight_exp`` in range and ``fine_exp``
+    below it. ``bad(at, what)`` makes the error raised (each compiled format names its own fix)."""
+    if cl.num_weight_bits not in MANTISSA:
+        raise bad(at, f"num_weight_bits={cl.num_weight_bits} is not one of {sorted(MANTISSA)}")
+    lo, hi, step = MANTISSA[cl.num_weight_bits]
+    if w.size and (w.min() < lo or w.max() > hi or np.any(w & (step - 1))):  # step: 1 or 2
+        raise bad(at, f"weights must be multiples of {step} in [{lo}, {hi}] ({cl.num_weight_bits}-bit mantissas)")
+    if not weight_exp_min(cl.num_weight_bits) <= cl.weight_exp <= WEIGHT_EXP_MAX:
+        raise bad(at, f"weight_exp={cl.weight_exp} is outside [{weight_exp_min(cl.num_weight_bits)}, "
+                      f"{WEIGHT_EXP_MAX}]")
+    if cl.fine_weights is not None:
+        f = np.asarray(cl.fine_weights)
+        if f.shape != w.shape or f.dtype.kind not in "iu":
+            raise bad(at, f"fine_weights must be an integer array of the weights' shape {w.shape}, got "
+                          f"{f.shape} {f.dtype}")
+        if f.size and (f.min() < lo or f.max() > hi or np.any(f & (step - 1))):
+            raise bad(at, f"fine_weights must be multiples of {step} in [{lo}, {hi}]")
+        if isinstance(cl.fine_exp, bool) or not isinstance(cl.fine_exp, (int, np.integer)) \
+                or not weight_exp_min(cl.num_weight_bits) <= cl.fine_exp < cl.weight_exp:
+            raise bad(at, f"fine_exp={cl.fine_exp!r} must be an integer in "
+                          f"[{weight_exp_min(cl.num_weight_bits)}, weight_exp - 1 = {cl.weight_exp - 1}]")
+
+
 def _bad(where: str, what: str) -> ArtifactError:
     return ArtifactError(f"{where}: {what}; fix: recompile the graph with toolchain.steps_compiler.compile_graph")
 
@@ -147,25 +173,7 @@ def validate_compiled_steps(cs: CompiledSteps, where: str = "compiled steps grap
         if prev is not None and w.shape[1] != prev:
             raise _bad(at, f"has {w.shape[1]} inputs but the previous layer has {prev} neurons")
         prev = w.shape[0]
-        if cl.num_weight_bits not in MANTISSA:
-            raise _bad(at, f"num_weight_bits={cl.num_weight_bits} is not one of {sorted(MANTISSA)}")
-        lo, hi, step = MANTISSA[cl.num_weight_bits]
-        if w.size and (w.min() < lo or w.max() > hi or np.any(w & (step - 1))):  # step: 1 or 2
-            raise _bad(at, f"weights must be multiples of {step} in [{lo}, {hi}] ({cl.num_weight_bits}-bit mantissas)")
-        if not weight_exp_min(cl.num_weight_bits) <= cl.weight_exp <= WEIGHT_EXP_MAX:
-            raise _bad(at, f"weight_exp={cl.weight_exp} is outside [{weight_exp_min(cl.num_weight_bits)}, "
-                           f"{WEIGHT_EXP_MAX}]")
-        if cl.fine_weights is not None:
-            f = np.asarray(cl.fine_weights)
-            if f.shape != w.shape or f.dtype.kind not in "iu":
-                raise _bad(at, f"fine_weights must be an integer array of the weights' shape {w.shape}, got "
-                               f"{f.shape} {f.dtype}")
-            if f.size and (f.min() < lo or f.max() > hi or np.any(f & (step - 1))):
-                raise _bad(at, f"fine_weights must be multiples of {step} in [{lo}, {hi}]")
-            if isinstance(cl.fine_exp, bool) or not isinstance(cl.fine_exp, (int, np.integer)) \
-                    or not weight_exp_min(cl.num_weight_bits) <= cl.fine_exp < cl.weight_exp:
-                raise _bad(at, f"fine_exp={cl.fine_exp!r} must be an integer in "
-                               f"[{weight_exp_min(cl.num_weight_bits)}, weight_exp - 1 = {cl.weight_exp - 1}]")
+        check_weight_blocks(cl, w, at, _bad)
         for name, v, top in (("du", cl.du, DECAY_MAX), ("dv", cl.dv, DECAY_MAX)):
             if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 0 <= v <= top):
                 raise _bad(at, f"{name}={v!r} is outside the integer range [0, {top}]")
