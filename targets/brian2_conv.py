@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from targets.base import RunResult, check_input_trains, steps_graph, steps_result
-from targets.brian2 import CODEGEN_CHOICES, _brian2_prefs, cython_available
-from targets.brian2_lif import Brian2LifTarget
+from targets.brian2 import CODEGEN_CHOICES, cython_available
+from targets.brian2_lif import Brian2LifTarget, dense_synapses
 from toolchain.errors import TargetError
 from toolchain.ir import LIF, Conv2d, ConvTranspose2d, Dense, Graph, Readout
 
@@ -53,8 +52,7 @@ def expand_synapse(node) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     IR's C order of the source and target populations (see the module docstring for the sums)."""
     w = np.asarray(node.weight, dtype=np.float64)
     if isinstance(node, Dense):
-        post, pre = np.nonzero(w)
-        return pre.astype(np.int64), post.astype(np.int64), w[post, pre]
+        return dense_synapses(w)
     (sh, sw), (ph, pw) = node.stride, node.padding
     _, h, wd = node.input_shape
     _, ho, wo = node.output_shape
@@ -121,89 +119,9 @@ class Brian2ConvTarget(Brian2LifTarget):
         syn = [expand_synapse(graph.nodes[s]) for s, _ in chain]
         per_sample = max(1, sum(len(p) for p, _, _ in syn))
         bsz = max(1, min(x.shape[0], self.max_synapses // per_sample))
-        cache_dir = self.cache_dir
-        if self.codegen == "cython" and cache_dir is None:
-            from targets.brian2 import default_cache_dir
-
-            cache_dir = default_cache_dir()
-        codegen, fallback = self.codegen, None
-        try:
-            trains, pots = self._run_conv(graph, syn, x, bsz, codegen, cache_dir)
-        except TargetError as exc:
-            if not (self._auto and codegen == "cython"):
-                raise
-            codegen, fallback = "numpy", str(exc.__cause__ or exc)[:300]
-            trains, pots = self._run_conv(graph, syn, x, bsz, codegen, None)
-        import brian2
-
-        info = {"codegen": codegen, "chunk": bsz, "windows": -(-x.shape[0] // bsz), "brian2": brian2.__version__,
-                "populations": [p for _, p in chain], "synapses_per_sample": int(sum(len(p) for p, _, _ in syn)),
-                "time_unit": "1 step = 1 ms of Brian2 time"}
-        if fallback:
-            info["codegen_fallback"] = f"cython failed, ran numpy: {fallback}"
+        trains, pots, info = self._run_chain(graph, syn, x, bsz, prefix="conv", potentials=True)
+        info["synapses_per_sample"] = int(sum(len(p) for p, _, _ in syn))
         return steps_result(self.name, trains, time.perf_counter() - t0, info, pots)
-
-    def _run_conv(self, graph: Graph, syn: list, x: np.ndarray, bsz: int, codegen: str,
-                  cache_dir: Path | None) -> tuple[list[np.ndarray], list]:
-        with _brian2_prefs(codegen, cache_dir):
-            return self._simulate_conv(graph, syn, x, bsz)
-
-    def _simulate_conv(self, graph: Graph, syn: list, x: np.ndarray, bsz: int) -> tuple[list[np.ndarray], list]:
-        import brian2 as b2
-
-        n_samples, t_steps, n_in = x.shape
-        chain = graph.chain()
-        window = t_steps + len(chain)
-        n_windows = -(-n_samples // bsz)
-        clock = b2.Clock(dt=1 * b2.ms, name="snnc_conv_clock")
-        inp = self._input(b2, x, bsz, window, clock, "snnc_conv_input")
-        objs: list = [inp]
-        monitors = []
-        prev, prev_n = inp, n_in
-        for l, ((syn_name, pop_name), (pre, post, w)) in enumerate(zip(chain, syn)):
-            pop = graph.nodes[pop_name]
-            grp = self._group(b2, pop, bsz, clock, l, window)
-            objs.append(grp)
-            if len(pre):
-                s = b2.Synapses(prev, grp, "w : 1", on_pre="I_post += w", clock=clock, name=f"snnc_conv_syn{l}")
-                rep = np.repeat(np.arange(bsz, dtype=np.int64), len(pre))
-                s.connect(i=np.tile(pre, bsz) + rep * prev_n, j=np.tile(post, bsz) + rep * pop.n)
-                s.w = np.tile(w, bsz)
-                objs.append(s)
-            if isinstance(pop, LIF):
-                mon = b2.SpikeMonitor(grp, record=True, name=f"snnc_conv_mon{l}")
-            else:     # Readout: A after each step's update
-                mon = b2.StateMonitor(grp, "v", record=True, when="end", clock=clock, name=f"snnc_conv_state{l}")
-            objs.append(mon)
-            monitors.append(mon)
-            prev, prev_n = grp, pop.n
-        network = b2.Network(*objs)
-        try:
-            network.run(n_windows * window * b2.ms, namespace={})
-        except Exception as exc:  # Brian2 raises BrianObjectException etc.; surface as a target failure
-            raise TargetError(f"Brian2 run failed ({type(exc).__name__}: {exc}); try codegen='numpy'") from exc
-        trains, pots = [], []
-        for l, ((_, pop_name), mon) in enumerate(zip(chain, monitors)):
-            n = graph.nodes[pop_name].n
-            out = np.zeros((n_samples, t_steps, n), dtype=np.uint8)
-            pot = None
-            if isinstance(mon, b2.SpikeMonitor):
-                if mon.num_spikes:
-                    step = np.rint(np.asarray(mon.t_[:]) * 1e3).astype(np.int64)   # 1 step = 1 ms
-                    idx = np.asarray(mon.i[:], dtype=np.int64)
-                    w_, s_in_w = np.divmod(step, window)
-                    t = s_in_w - (l + 1)                   # one step of Brian2 delay per connection
-                    b_, j = np.divmod(idx, n)
-                    s = w_ * bsz + b_
-                    keep = (t >= 0) & (t < t_steps) & (s < n_samples)
-                    out[s[keep], t[keep], j[keep]] = 1
-            else:
-                v = np.asarray(mon.v[:], dtype=np.float64)          # (bsz n, windows x window steps)
-                v = v.reshape(bsz, n, n_windows, window)[:, :, :, l + 1:l + 1 + t_steps]
-                pot = v.transpose(2, 0, 3, 1).reshape(n_windows * bsz, t_steps, n)[:n_samples].copy()
-            trains.append(out)
-            pots.append(pot)
-        return trains, pots
 
 
 __all__ = ["Brian2ConvTarget", "expand_synapse", "synapse_bound", "CODEGEN_CHOICES", "cython_available"]

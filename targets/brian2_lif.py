@@ -36,6 +36,12 @@ from toolchain.ir import LIF, Dense, Graph, Readout
 DEFAULT_MAX_SYNAPSES = 3_000_000  # per Network (memory: ~100 bytes per synapse in Brian2)
 
 
+def dense_synapses(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pre, post, weight) of the non-zero entries of a Dense weight matrix w (n_out, n_in), one sample's indices."""
+    post, pre = np.nonzero(w)
+    return pre.astype(np.int64), post.astype(np.int64), w[post, pre]
+
+
 class Brian2LifTarget:
     """Brian2 simulation of a steps (LIF) graph on (N, T, n_in) 0/1 input trains.
 
@@ -84,77 +90,101 @@ class Brian2LifTarget:
                 raise TargetError(f"brian2-lif runs Dense synapses into LIF/Readout populations; {syn!r} -> {pop!r} "
                                   f"is {type(graph.nodes[syn]).__name__} -> {type(graph.nodes[pop]).__name__}")
         bsz = min(x.shape[0], self.chunk_size(graph))
+        t0 = time.perf_counter()
+        syn = [dense_synapses(graph.nodes[s].weight) for s, _ in chain]
+        trains, _, info = self._run_chain(graph, syn, x, bsz, prefix="lif", potentials=False)
+        return steps_result(self.name, trains, time.perf_counter() - t0, info)
+
+    def _run_chain(self, graph: Graph, syn: list, x: np.ndarray, bsz: int, *, prefix: str,
+                   potentials: bool) -> tuple[list[np.ndarray], list, dict]:
+        """Simulate the chain with the synapses ``syn`` [(pre, post, w) per layer, one sample's indices] in the
+        configured codegen (``auto``: cython, numpy when cython fails); returns trains, Readout potentials (None per
+        population unless ``potentials``) and the run's info."""
         cache_dir = self.cache_dir
         if self.codegen == "cython" and cache_dir is None:
             cache_dir = default_cache_dir()
-        t0 = time.perf_counter()
         codegen, fallback = self.codegen, None
         try:
-            trains = self._run(graph, x, bsz, codegen, cache_dir)
+            with _brian2_prefs(codegen, cache_dir):
+                trains, pots = self._simulate(graph, syn, x, bsz, prefix, potentials)
         except TargetError as exc:
             if not (self._auto and codegen == "cython"):
                 raise
-            codegen, fallback = "numpy", str(exc.__cause__ or exc)[:300]
-            trains = self._run(graph, x, bsz, codegen, None)
+            codegen, fallback, cache_dir = "numpy", str(exc.__cause__ or exc)[:300], None
+            with _brian2_prefs(codegen, None):
+                trains, pots = self._simulate(graph, syn, x, bsz, prefix, potentials)
         import brian2
 
         info = {"codegen": codegen, "chunk": bsz, "windows": -(-x.shape[0] // bsz), "brian2": brian2.__version__,
-                "populations": [p for _, p in chain], "time_unit": "1 step = 1 ms of Brian2 time"}
+                "populations": [p for _, p in graph.chain()], "time_unit": "1 step = 1 ms of Brian2 time"}
         if codegen == "cython" and cache_dir is not None:
             info["cache_dir"] = str(cache_dir)
         if fallback:
             info["codegen_fallback"] = f"cython failed, ran numpy: {fallback}"
-        return steps_result(self.name, trains, time.perf_counter() - t0, info)
+        return trains, pots, info
 
-    def _run(self, graph: Graph, x: np.ndarray, bsz: int, codegen: str, cache_dir: Path | None) -> list[np.ndarray]:
-        with _brian2_prefs(codegen, cache_dir):
-            return self._simulate(graph, x, bsz)
-
-    def _simulate(self, graph: Graph, x: np.ndarray, bsz: int) -> list[np.ndarray]:
+    def _simulate(self, graph: Graph, syn: list, x: np.ndarray, bsz: int, prefix: str,
+                  potentials: bool) -> tuple[list[np.ndarray], list]:
+        """One Brian2 Network per call: ``bsz`` samples side by side (block-diagonal Synapses, copy b of pre -> copy
+        b of post, on_pre I_post += w), windows of samples one after the other."""
         import brian2 as b2
 
         n_samples, t_steps, n_in = x.shape
         chain = graph.chain()
         window = t_steps + len(chain)
         n_windows = -(-n_samples // bsz)
-        clock = b2.Clock(dt=1 * b2.ms, name="snnc_lif_clock")
-        inp = self._input(b2, x, bsz, window, clock, "snnc_lif_input")
+        clock = b2.Clock(dt=1 * b2.ms, name=f"snnc_{prefix}_clock")
+        inp = self._input(b2, x, bsz, window, clock, f"snnc_{prefix}_input")
         objs: list = [inp]
         monitors = []
         prev, prev_n = inp, n_in
-        for l, (syn_name, pop_name) in enumerate(chain):
-            pop, w = graph.nodes[pop_name], graph.nodes[syn_name].weight
+        for l, ((_, pop_name), (pre, post, w)) in enumerate(zip(chain, syn)):
+            pop = graph.nodes[pop_name]
             grp = self._group(b2, pop, bsz, clock, l, window)
             objs.append(grp)
-            if np.any(w != 0):      # Brian2 refuses a Synapses object without synapses; all-zero weights add nothing
-                objs.append(self._connect(b2, prev, grp, w, bsz, prev_n, clock, l))
+            if len(pre):    # Brian2 refuses a Synapses object without synapses; all-zero weights add nothing
+                s = b2.Synapses(prev, grp, "w : 1", on_pre="I_post += w", clock=clock, name=f"snnc_{prefix}_syn{l}")
+                rep = np.repeat(np.arange(bsz, dtype=np.int64), len(pre))
+                s.connect(i=np.tile(pre, bsz) + rep * prev_n, j=np.tile(post, bsz) + rep * pop.n)
+                s.w = np.tile(w, bsz)
+                objs.append(s)
             if isinstance(pop, LIF):
-                mon = b2.SpikeMonitor(grp, record=True, name=f"snnc_lif_mon{l}")
-                objs.append(mon)
-                monitors.append(mon)
+                mon = b2.SpikeMonitor(grp, record=True, name=f"snnc_{prefix}_mon{l}")
+            elif potentials:     # Readout: A after each step's update
+                mon = b2.StateMonitor(grp, "v", record=True, when="end", clock=clock, name=f"snnc_{prefix}_state{l}")
             else:
-                monitors.append(None)
+                mon = None
+            if mon is not None:
+                objs.append(mon)
+            monitors.append(mon)
             prev, prev_n = grp, pop.n
         network = b2.Network(*objs)
         try:
             network.run(n_windows * window * b2.ms, namespace={})
         except Exception as exc:  # Brian2 raises BrianObjectException etc.; surface as a target failure
             raise TargetError(f"Brian2 run failed ({type(exc).__name__}: {exc}); try codegen='numpy'") from exc
-        trains = []
+        trains, pots = [], []
         for l, ((_, pop_name), mon) in enumerate(zip(chain, monitors)):
             n = graph.nodes[pop_name].n
             out = np.zeros((n_samples, t_steps, n), dtype=np.uint8)
-            if mon is not None and mon.num_spikes:
-                step = np.rint(np.asarray(mon.t_[:]) * 1e3).astype(np.int64)   # 1 step = 1 ms
-                idx = np.asarray(mon.i[:], dtype=np.int64)
-                w_, s_in_w = np.divmod(step, window)
-                t = s_in_w - (l + 1)                   # one step of Brian2 delay per connection
-                b_, j = np.divmod(idx, n)
-                s = w_ * bsz + b_
-                keep = (t >= 0) & (t < t_steps) & (s < n_samples)
-                out[s[keep], t[keep], j[keep]] = 1
+            pot = None
+            if isinstance(mon, b2.SpikeMonitor):
+                if mon.num_spikes:
+                    step = np.rint(np.asarray(mon.t_[:]) * 1e3).astype(np.int64)   # 1 step = 1 ms
+                    idx = np.asarray(mon.i[:], dtype=np.int64)
+                    w_, s_in_w = np.divmod(step, window)
+                    t = s_in_w - (l + 1)                   # one step of Brian2 delay per connection
+                    b_, j = np.divmod(idx, n)
+                    s = w_ * bsz + b_
+                    keep = (t >= 0) & (t < t_steps) & (s < n_samples)
+                    out[s[keep], t[keep], j[keep]] = 1
+            elif mon is not None:
+                v = np.asarray(mon.v[:], dtype=np.float64)          # (bsz n, windows x window steps)
+                v = v.reshape(bsz, n, n_windows, window)[:, :, :, l + 1:l + 1 + t_steps]
+                pot = v.transpose(2, 0, 3, 1).reshape(n_windows * bsz, t_steps, n)[:n_samples].copy()
             trains.append(out)
-        return trains
+            pots.append(pot)
+        return trains, pots
 
     @staticmethod
     def _input(b2, x: np.ndarray, bsz: int, window: int, clock, name: str):
@@ -184,13 +214,3 @@ class Brian2LifTarget:
         # a fresh state for every window of samples (also drops spikes still in flight from the previous window)
         grp.run_regularly("v = 0\nI = 0", dt=window * b2.ms, when="start", name=f"snnc_lif_zero{l}")
         return grp
-
-    def _connect(self, b2, pre, post, weights: np.ndarray, bsz: int, n_pre: int, clock, l: int):
-        """Block-diagonal Synapses: copy b of pre -> copy b of post, on_pre I_post += w."""
-        syn = b2.Synapses(pre, post, "w : 1", on_pre="I_post += w", clock=clock, name=f"snnc_lif_syn{l}")
-        n_out = weights.shape[0]
-        jj, kk = np.nonzero(weights)
-        b = np.repeat(np.arange(bsz, dtype=np.int64), jj.size)
-        syn.connect(i=np.tile(kk.astype(np.int64), bsz) + b * n_pre, j=np.tile(jj.astype(np.int64), bsz) + b * n_out)
-        syn.w = np.tile(weights[jj, kk], bsz)
-        return syn
