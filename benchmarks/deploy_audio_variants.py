@@ -7,10 +7,11 @@ float model per population, and each layer alone (its own error).
 
 N test clips (default 300). A VARIANT is comma-separated key=value of audio_deploy options: prune (fraction),
 layers (prune layers joined by +, e.g. fc0+fc1+decoder), bits (8 or 9), blocks (1 or 2), margin (range margin),
-chips; "base" = the defaults. Default variants: base prune=0.5 prune=0.8 prune=0.9. Features are cached in
-runs/cache. Last line: JSON with one entry per variant (and wall / CPU seconds).
+chips, exp (weight exponent choice: fine, the default, or mantissa); "base" = the defaults. Default variants: base prune=0.5 prune=0.8 prune=0.9. Features are cached in
+runs/cache ($SNNC_AUDIO_CACHE overrides). Last line: JSON with one entry per variant (and wall / CPU seconds).
 """
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from models.cli_audio import audio_deploy  # noqa: E402
 
 KEYS = {"prune": ("prune", float), "layers": ("prune_layers", lambda v: tuple(v.split("+"))),
         "bits": ("weight_bits", int), "blocks": ("weight_blocks", int), "margin": ("range_margin", float),
-        "chips": ("chips", int)}
+        "chips": ("chips", int), "exp": ("exponent", str)}
 
 
 def options(variant: str) -> dict:
@@ -44,9 +45,9 @@ def main() -> int:
     out = {"model": run, "clips": n, "variants": {}}
     for v in variants:
         c0, t0 = time.process_time(), time.perf_counter()
-        r = audio_deploy(run, clips=n, cache_dir="runs/cache", **options(v))
+        r = audio_deploy(run, clips=n, cache_dir=os.environ.get("SNNC_AUDIO_CACHE", "runs/cache"), **options(v))
         res = {k: r[k] for k in ("cores", "chips", "nonzero_synapses", "synaptic_memory_kib", "storage",
-                                 "energy_per_clip_nJ", "blocks_used", "passed")}
+                                 "energy_per_clip_nJ", "blocks_used", "exponent", "scales", "passed")}
         res.update(inter_chip_spikes=r["inter_chip"]["inter_chip_spikes_per_sample"],
                    scores=r.get("scores"), matched_within_1=r["targets"]["hw_sim-lif"]["matched_within_1"],
                    layers_alone={d["layer"]: round(d["matched_1"], 5) for d in r["layers_alone"]},

@@ -147,18 +147,22 @@ class Deployment:
 def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int = 7, weight_bits: int = 8,
                  calibration_clips: int = 50, range_mode: str = "calibrated", weight_blocks: int = 2,
                  calibration=None, chip="loihi2", chips: int = 1, range_margin: float | None = None,
-                 storage: str = "shared") -> Deployment:
+                 storage: str = "shared", exponent: str = "fine") -> Deployment:
     """Compile the joint graph (``weight_bits`` weights, ``weight_blocks`` Dense blocks per layer, ranges calibrated
     on ``calibration_clips`` clips of ``calibration`` (a FeatureSet, e.g. training clips; None: the tail of
     ``features``) with ``range_margin`` (None: the compiler's default), or ``range_mode`` "worst-case") and verify
     ``targets`` on the first ``n_clips`` clips of ``features`` against the float reference. A fan-in beyond a core's
     input axons is compiled as relay groups (toolchain/conv_compiler.py, ``max_fan_in``). Raises DRCError first when
     the network does not fit ``chips`` chips (``storage`` 'sparse': only non-zero synapses stored, for pruned
-    weights)."""
+    weights). ``exponent`` "fine" (the default; with two weight blocks): each layer's weight exponent is chosen for
+    the grid of both blocks (toolchain.steps_compiler.compile_graph), so the scales grow to what the ranges allow;
+    "mantissa": the compiler's default (the first block's grid; always used with one block and for a split fan-in,
+    whose compiler has no such choice: :func:`used_exponent`)."""
     from targets.registry import get_target
     from toolchain.verify_trains import verify_steps
 
     spec = get_chip_spec(chip)
+    exp_used = used_exponent(exponent, weight_blocks, ac.n_in, spec)
     nonzero = tuple(int(np.count_nonzero(w)) * weight_blocks for w in (ac.w1t, ac.w2, ac.dec_w))
     assign = check_deployable(ac.n_in, ac.hidden, ac.n_code, chip=spec, chips=chips, weight_blocks=weight_blocks,
                               nonzero=nonzero if storage == "sparse" else (None, None, None), storage=storage)
@@ -180,10 +184,20 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
     else:
         from toolchain.steps_compiler import compile_graph
 
-        cs = compile_graph(graph, ac.steps, **opts)
+        cs = compile_graph(graph, ac.steps, exponent=exp_used, **opts)
     x = clip_trains(ac, features, range(min(n_clips, n)), seed + 1)
     runs = {t: get_target(t).run(cs, x) for t in targets}
     return Deployment(verify_steps(cs, x, None, runs), cs, x, runs, assign)
+
+
+def used_exponent(exponent: str, weight_blocks: int, n_in: int, chip="loihi2") -> str:
+    """The exponent choice :func:`deploy_check` compiles with: ``exponent`` ('fine' or 'mantissa') where it applies
+    (two weight blocks, a fan-in within one core's input axons), else 'mantissa'. SnncError for an unknown one."""
+    if exponent not in ("fine", "mantissa"):
+        raise SnncError(f"--exponent {exponent!r} is not one of fine, mantissa; fix: use fine (default: each layer's "
+                        "weight exponent chosen for the grid of both weight blocks) or mantissa (the compiler's "
+                        "default, the first block's grid)")
+    return exponent if weight_blocks == 2 and n_in <= get_chip_spec(chip).max_fan_in_axons else "mantissa"
 
 
 def decoder_on_equal_codes(reference: list[np.ndarray], target: list[np.ndarray]) -> dict:

@@ -222,19 +222,20 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
                  calibration_clips: int = 50, data_dir: str | None = None, cache_dir: str | Path | None = None,
                  json_path: str | Path | None = None, compiled_out: str | Path | None = None, chips: int = 1,
                  chip: str = "loihi2", prune: float = 0.0, prune_layers: tuple[str, ...] = ("fc0", "fc1"),
-                 range_margin: float | None = None, scores: bool = True) -> dict:
+                 range_margin: float | None = None, scores: bool = True, exponent: str = "fine") -> dict:
     """Compile an audiocoder + its decoder as one LIF network (models/audio_deploy.py), optionally magnitude-pruned
     (``prune``: fraction of each of ``prune_layers`` zeroed; stored sparse where that needs fewer cores), check that
     it fits ``chips`` chips (DRCError with the fix otherwise), verify ``targets`` on the first ``clips`` FSDD test clips
     against the float reference with the spike-train gates of toolchain/verify_trains.py (ranges calibrated on
     training clips), and measure the deployed network: cores, chips, synapses, inter-chip traffic and energy per
     clip from the first target's run, its generated digits' test MSE / nearest class (``scores``: needs MNIST)
-    next to the unpruned float model's, and where the decoder's differences come from. Writes the report JSON
+    next to the unpruned float model's, and where the decoder's differences come from (``exponent``: the weight
+    exponent choice, models/audio_deploy.deploy_check). Writes the report JSON
     (``json_path``) and the compiled network (``compiled_out``, npz) atomically."""
     from hw_sim.conv_resources import conv_energy
     from hw_sim.multichip import multichip_partition, traffic_from_run
     from models.audio_deploy import (check_deployable, decoder_on_equal_codes, deploy_check, get_chip_spec,
-                                     images_of, isolated_layers, joint_graph, prune_audiocoder)
+                                     images_of, isolated_layers, joint_graph, prune_audiocoder, used_exponent)
     from models.audio_model import load_audiocoder
     from models.cochleagram import FeatureSpec, load_features
     from targets.lif_float import FloatStepsTarget
@@ -250,6 +251,7 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
     if compiled_out is not None:
         compiled_out = check_output_path(compiled_out, "file", "--out")
     spec_chip = get_chip_spec(chip)
+    used_exponent(exponent, weight_blocks, 0, spec_chip)                     # a bad choice is refused first
     ac0 = load_audiocoder(model)
     ac = prune_audiocoder(ac0, prune, tuple(prune_layers)) if prune else ac0
     nonzero = tuple(int(np.count_nonzero(w)) * weight_blocks for w in (ac.w1t, ac.w2, ac.dec_w))
@@ -274,7 +276,7 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
     dep = deploy_check(ac, test, n_clips=int(clips), targets=tuple(targets), weight_bits=weight_bits,
                        calibration_clips=calibration_clips, range_mode=range_mode, weight_blocks=weight_blocks,
                        calibration=calib, chip=spec_chip, chips=int(chips), range_margin=range_margin,
-                       storage=storage)
+                       storage=storage, exponent=exponent)
     rep, cs = dep.report, dep.compiled
     cc = as_compiled_conv(cs)
     if prune:     # the compiled network decides (a layer may use one weight block): fewer cores wins
@@ -292,6 +294,8 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
               "inter_chip": traffic_from_run(cc, assign, dep.inputs, first).to_dict(),
               "energy_per_clip_nJ": energy.to_dict()["energy_per_sample_nJ"]["mean"],
               "weight_bits": weight_bits, "weight_blocks": weight_blocks, "blocks_used": [cl.blocks for cl in cc.layers],
+              "exponent": used_exponent(exponent, weight_blocks, ac.n_in, spec_chip),
+              "scales": [[int(np.min(cl.scale)), int(np.median(cl.scale)), int(np.max(cl.scale))] for cl in cc.layers],
               "range_mode": range_mode, "range_margin": range_margin, "clips": int(clips),
               "passed": rep.passed,
               "targets": {t.target: {"passed": t.passed,
@@ -344,7 +348,7 @@ def _audio_deploy(args: argparse.Namespace) -> int:
                      calibration_clips=args.calibration_clips, data_dir=args.data_dir, cache_dir=args.feature_cache,
                      json_path=args.json, compiled_out=args.out, chips=args.chips, chip=args.chip,
                      prune=args.prune, prune_layers=tuple(x.strip() for x in args.prune_layers.split(",") if x),
-                     range_margin=args.range_margin, scores=not args.no_scores)
+                     range_margin=args.range_margin, scores=not args.no_scores, exponent=args.exponent)
     pr = f", {100 * r['prune']['fraction']:g} % of {'+'.join(r['prune']['layers'])} pruned" if r["prune"] else ""
     print(f"audiocoder + decoder {'-'.join(map(str, r['sizes']))}{pr}: {r['cores']} cores on {r['chips']} chip(s) "
           f"{r['cores_per_chip']}, {r['nonzero_synapses']} non-zero synapses ({r['storage']} storage), "
@@ -391,6 +395,10 @@ def register(subparsers) -> None:
                    help="layers to prune: fc0 (input -> hidden), fc1 (hidden -> code), decoder (default fc0,fc1)")
     d.add_argument("--range-margin", type=float, default=None,
                    help="calibrated ranges: measured maxima x (1 + margin) (default: the compiler's)")
+    d.add_argument("--exponent", choices=("fine", "mantissa"), default="fine",
+                   help="weight exponent per layer: fine (default) = chosen for the grid of both weight blocks, so "
+                        "each neuron's scale grows to what its ranges allow; mantissa = the compiler's default (the "
+                        "first block's grid)")
     d.add_argument("--no-scores", action="store_true",
                    help="skip the generated digits' test MSE / nearest class (they need MNIST for the pairing)")
     d.add_argument("--range", choices=("calibrated", "worst-case"), default="calibrated",

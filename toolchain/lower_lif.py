@@ -120,17 +120,19 @@ _CALIBRATED_FIX = ("compile with data-calibrated ranges (range_mode='calibrated'
 
 def lower_lif_layer(syn_name: str, dense: Dense, pop_name: str, node: LIF, max_steps: int, bits: int,
                     scale: int | None = None, threshold: str = "neuron", cal=None,
-                    measured=None, blocks: int = 1) -> tuple[CompiledStepsLayer, dict]:
+                    measured=None, blocks: int = 1, exponent: str = "mantissa") -> tuple[CompiledStepsLayer, dict]:
     """Lower one Dense -> LIF pair; returns the layer and its manifest entry. scale: integer units per threshold
     for every neuron (None = automatic: one per neuron, or the layer's smallest with threshold="layer").
     cal: calibrated maxima per neuron with the margin applied (attributes a_in, v_neg in threshold units; None =
     worst-case ranges); measured: the raw measurement (toolchain.steps_calibration.StepsRanges) for the manifest.
-    CompileError when the node cannot run or the weights overflow at the scale."""
+    exponent: "mantissa" (default: the weight exponent of the finest first-block grid) or "fine" (blocks 2: of
+    the finest grid of both blocks, see _best_exp). CompileError when the node cannot run or the weights overflow at
+    the scale."""
     dv = lif_decay(pop_name, node)
     per = dense.weight / node.v_th
     if scale is None:
         q, scales = _auto_scale(f"{syn_name} -> {pop_name}", per, dv, max_steps, bits, threshold == "layer", cal,
-                                blocks)
+                                blocks, exponent == "fine" and blocks == 2)
     else:
         scales = np.full(node.n, int(scale), dtype=np.int64)
         q = lower_dense(syn_name, per, scales, bits, f"pass a smaller scale (e.g. {VTH_MIN}) or {_WEIGHT_FIX}")
@@ -188,30 +190,41 @@ def _full_scale(big: np.ndarray, e: int, bits: int) -> np.ndarray:
         return np.floor((hi + step / 2) * 2.0**e / big)
 
 
-def _best_exp(big: np.ndarray, caps: np.ndarray, bits: int) -> int:
+def _best_exp(big: np.ndarray, caps: np.ndarray, bits: int, fine: bool = False) -> int:
     """The Dense weight exponent whose scales ``min(cap_j, full-mantissa scale_j(e))`` give the finest weight grid
     relative to each neuron's largest weight: smallest worst-row relative step ``2**e / (scale_j big_j)``, then the
     smallest mean, then the largest e (larger scales). A row is feasible at e when its scale is >= VTH_MIN; the
     exponents where every row is feasible are preferred. (A neuron held below its full-mantissa scale by its ranges
-    gets a coarser grid at every larger e, so it must not be left out of the choice.)"""
+    gets a coarser grid at every larger e, so it must not be left out of the choice.)
+
+    ``fine`` (``exponent="fine"``, two weight blocks): the second block holds every weight's rounding residual at
+    the smallest exponent ef, so the grid is ``2**ef / scale_j`` at any e whose residuals (at most half a coarse
+    step) fit the fine mantissa: a larger e only raises the full-mantissa scales; the exponent is the one with the
+    finest such grid, the smallest e among equals (fewer weights left to the second block). The default choice
+    (the first block's grid) kept, e.g., a trained audiocoder's hidden layer at exponent 0 and scales 307-1,023
+    where its calibrated ranges allow 1,400-9,300 (docs/audio.md, "The decoder's +-1 step gate")."""
     live = big > 0
-    best, best_key = weight_exp_min(bits), None
-    for e in range(weight_exp_min(bits), WEIGHT_EXP_MAX + 1):
+    ef = weight_exp_min(bits)
+    lo, hi, step = MANTISSA[bits]
+    best, best_key = ef, None
+    for e in range(ef, WEIGHT_EXP_MAX + 1):
+        if fine and step * 2.0**e / 2 > hi * 2.0**ef:     # the residuals would not fit the second block
+            break
         sc = np.floor(np.minimum(np.minimum(caps, _full_scale(big, e, bits)), VTH_AUTO_MAX))
         feasible = bool(np.all(sc >= VTH_MIN))
         if not live.any():
             rel = np.zeros(1)
         else:
             with np.errstate(divide="ignore"):
-                rel = 2.0**e / (np.maximum(sc[live], 1.0) * big[live])
-        key = (not feasible, round(float(rel.max()), 12), round(float(rel.mean()), 12), -e)
+                rel = 2.0**(ef if fine else e) / (np.maximum(sc[live], 1.0) * big[live])
+        key = (not feasible, round(float(rel.max()), 12), round(float(rel.mean()), 12), e if fine else -e)
         if best_key is None or key < best_key:
             best, best_key = e, key
     return best
 
 
 def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
-                one_per_layer: bool, cal=None, blocks: int = 1) -> tuple[DenseQuant, np.ndarray]:
+                one_per_layer: bool, cal=None, blocks: int = 1, fine: bool = False) -> tuple[DenseQuant, np.ndarray]:
     """Scales (n_out,) and one weight exponent with the finest weight grid relative to each threshold that the
     worst-case ranges allow.
 
@@ -229,7 +242,7 @@ def _auto_scale(name: str, per: np.ndarray, dv: int, max_steps: int, bits: int,
         caps = np.full(caps.shape, caps.min(initial=float(VTH_AUTO_MAX)))
         big = np.full(big.shape, big.max(initial=0.0))
     lo, hi, _ = MANTISSA[bits]
-    exp = _best_exp(big, caps, bits)
+    exp = _best_exp(big, caps, bits, fine)
     scales = np.floor(np.minimum(caps, _full_scale(big, exp, bits))).astype(np.int64)
     scales = np.minimum(scales, VTH_AUTO_MAX)
     fix = _WEIGHT_FIX + (f", or compile for fewer steps (max_steps, now {max_steps}): without leak the negative "
