@@ -65,13 +65,14 @@ def _sig_prime(u):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, fastmath=True, error_model="numpy")
 def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh, m1, s1, mrow, store_last, dhist,
-              logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps):  # pragma: no cover - compiled
+              logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps, phist):  # pragma: no cover - compiled
     """Apply to the W1 row of slot s the per-step Adam updates of steps nxt[s] .. upto (then nxt[s] = upto + 1).
 
     The gradient at step u: sum over the slot's events e with u - window < t_e <= u (in event order, (t, b)) of
     float32(c_b(t_e, u) / B) delta1[u, b_e]. Moments: rows mrow[s] of m1/s1 (mrow -1: never stored, start at 0);
     fresh[s]: the stored moments are not yet valid (start at 0); stored back unless this is the batch's last step
-    and not store_last."""
+    and not store_last. phist (T, B, H), empty when off: the input-current penalty's dP/dI per step (--current-
+    penalty), added with weight 1 / B for the events of the step itself (its gradient needs no trace)."""
     a = nxt[s]
     if a > upto:
         return
@@ -80,6 +81,8 @@ def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh
     n_u = upto - a + 1
     wts = np.empty((n_u, e1 - e0), np.float32)
     bs = np.empty((n_u, e1 - e0), np.int64)
+    now = np.zeros((n_u, e1 - e0), np.bool_)          # the event is of step u itself (penalty term)
+    pen = phist.shape[0] > 0
     cnt = np.zeros(n_u, np.int64)
     work = False
     for ui in range(n_u):
@@ -98,6 +101,7 @@ def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh
                 w = math.exp(logc[u, b] - logc[te, b])
             wts[ui, c] = np.float32(w * inv_b)
             bs[ui, c] = b
+            now[ui, c] = te == u
             c += 1
         cnt[ui] = c
         if c > 0:
@@ -135,6 +139,10 @@ def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh
                 d = dhist[u, bs[ui, k], j0:j0 + n]
                 for j in range(n):
                     g[j] += wk * d[j]
+                if pen and now[ui, k]:               # wk = 1 / B at the event's own step
+                    p = phist[u, bs[ui, k], j0:j0 + n]
+                    for j in range(n):
+                        g[j] += wk * p[j]
             lb = lr_bc1[u]
             ib = inv_bc2[u]
             for j in range(n):
@@ -154,13 +162,18 @@ def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh
 @numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
 def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_slot, target, window, leak, vth,
            n_shrink, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps, loss_out, counts_out, n_chunks, m1, s1, mrow, fresh,
-           store_last, m2, s2):  # pragma: no cover - compiled
+           store_last, m2, s2, pen_lam, pen_k, phist):  # pragma: no cover - compiled
     """One batch in place. w1t (n_in, H) float32; w2 (n_out, H) float32; events of step t are ev_ptr[t]:ev_ptr[t+1]
     with step ev_t, sample ev_b, input ev_i (sorted by step, then sample); slots = the batch's distinct inputs
     cols; the events of slot s are sl_ev[sl_ptr[s]:sl_ptr[s+1]] (in event order); the distinct slots spiking in
     step t are st_slot[st_ptr[t]:st_ptr[t+1]]. target (T, B, n_out) uint8. lr_bc1/inv_bc2 (T,) float32: Adam's
     bias-corrected step size and 1 / (1 - b2^step) per step of the batch. loss_out[0] += loss; counts_out (B, n_out)
-    += output spikes. Moments: W1 rows see _catch_up; m2/s2 like w2."""
+    += output spikes. Moments: W1 rows see _catch_up; m2/s2 like w2. pen_lam > 0: the input-current penalty
+    0.5 pen_lam relu(|I| - pen_k)^2 of the hidden and the output layer per step and sample (I in threshold units,
+    averaged over the batch like the loss; dP/dI of the hidden layer kept in phist (T, B, H) for the catch-ups);
+    loss_out[1] += it."""
+    pen_loss = 0.0
+    pen2 = np.zeros((target.shape[1], target.shape[2]), np.float32)
     t_steps, bsz, n_out = target.shape
     h = w1t.shape[1]
     n_slots = cols.shape[0]
@@ -184,7 +197,7 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
         if t > 0:                                # rows read in this step: bring them up to step t - 1
             for q in numba.prange(st_ptr[t], st_ptr[t + 1]):
                 _catch_up(st_slot[q], t - 1, t_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh, m1, s1, mrow,
-                          store_last, dhist, logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps)
+                          store_last, dhist, logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps, phist)
         for ch in numba.prange(n_chunks):        # event-driven input layer, parallel over blocks of neurons
             j0, j1 = ch * csz, min(h, (ch + 1) * csz)
             for b in range(bsz):
@@ -198,6 +211,10 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
         n_a1 = np.zeros(bsz)
         for b in range(bsz):
             for j in range(h):
+                if pen_lam > 0.0:
+                    ex = abs(cur1[b, j]) - pen_k
+                    phist[t, b, j] = pen_lam * ex * (1.0 if cur1[b, j] > 0 else -1.0) if ex > 0 else 0.0
+                    pen_loss += 0.5 * pen_lam * ex * ex / bsz if ex > 0 else 0.0
                 v = leak * v1[b, j] + cur1[b, j]
                 if v > vth:
                     v = vth
@@ -215,6 +232,10 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
         for b in range(bsz):
             n_a2 = 0.0
             for k in range(n_out):
+                if pen_lam > 0.0:
+                    ex = abs(cur2[b, k]) - pen_k
+                    pen2[b, k] = pen_lam * ex * (1.0 if cur2[b, k] > 0 else -1.0) if ex > 0 else 0.0
+                    pen_loss += 0.5 * pen_lam * ex * ex / bsz if ex > 0 else 0.0
                 v = leak * v2[b, k] + cur2[b, k]
                 if v > vth:
                     v = vth
@@ -236,6 +257,8 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
                 tr2p[b, j] = tr2[b, j] * sh
             logc[t + 1, b] = logc[t, b] + math.log(max(leak * (1.0 - n_a1[b] / n_shrink), 1e-300))
         g2 = np.dot(neg.T, tr2) / f32(bsz)
+        if pen_lam > 0.0:
+            g2 += np.dot(pen2.T, a1) / f32(bsz)
         d = np.dot(neg, w2)                      # W2 before this step's update
         for b in range(bsz):
             for j in range(h):
@@ -252,8 +275,9 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
                 w2[k, j] -= lb * mj / (math.sqrt(sj * ib) + feps)
     for s in numba.prange(n_slots):             # the rest of every touched row's updates
         _catch_up(s, t_steps - 1, t_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh, m1, s1, mrow, store_last,
-                  dhist, logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps)
+                  dhist, logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps, phist)
     loss_out[0] += loss
+    loss_out[1] += pen_loss
 
 
 def batch_events(spikes: list[list[np.ndarray]]) -> dict:
@@ -318,19 +342,25 @@ class Workspace:
 
 def online_batch_sparse(w1t: np.ndarray, w2: np.ndarray, spikes: list[list[np.ndarray]], target: np.ndarray,
                         rule: OnlineRule, window: int, state: AdamState | None = None,
-                        work: Workspace | None = None) -> dict:
+                        work: Workspace | None = None, current_penalty: tuple[float, float] = (0.0, 0.0)) -> dict:
     """Train one batch in place. w1t (n_in, H) float32 C-contiguous (W1 transposed); w2 (n_out, H) float32;
     spikes[b][t]: input indices spiking in step t of sample b; target (T, B, n_out) 0/1; window: trace length in
     steps (>= 1; >= T = the exact trace). ``state`` None: Adam moments start at 0 in every batch and the bias
     correction counts the batch's steps (the authors' code); an :class:`AdamState`: moments and step count carry
     over between batches (updated in place). ``work``: a :class:`Workspace` reused across batches (optional).
+    ``current_penalty`` (lam, K): adds 0.5 lam relu(|I| - K)^2 per step, sample and neuron of the hidden and the
+    output layer's input current I (threshold units; lam 0: off, the authors' rule) to the loss, a deviation that
+    keeps the per-step input within K thresholds so that the compiler can use fine scales (docs/audio.md, "The
+    decoder's +-1 step gate"); its gradient is local (the input spikes of step t). "penalty" in the result.
     Returns {"loss": sum over steps of 0.5 sum E^2 / B, "out_spikes": (B, n_out) output spike counts, "events":
     input spikes in the batch}."""
     ev = batch_events(spikes)
     tgt = np.ascontiguousarray(target, dtype=np.uint8)
     t_steps = tgt.shape[0]
-    loss = np.zeros(1)
+    loss = np.zeros(2)
     counts = np.zeros((tgt.shape[1], tgt.shape[2]), np.float32)
+    lam, bound = float(current_penalty[0]), float(current_penalty[1])
+    phist = np.zeros((t_steps, tgt.shape[1], w1t.shape[1]) if lam > 0 else (0, 0, 0), np.float32)
     n_slots, h = ev["cols"].shape[0], w1t.shape[1]
     if state is None:
         multi = ev["steps_per_slot"] > 1              # rows caught up more than once keep moments in between
@@ -349,7 +379,7 @@ def online_batch_sparse(w1t: np.ndarray, w2: np.ndarray, spikes: list[list[np.nd
     _batch(w1t, w2, ev["ptr"], ev["t"], ev["b"], ev["i"], ev["cols"], ev["sl_ptr"], ev["sl_ev"], ev["st_ptr"],
            ev["st_slot"], tgt, int(window), np.float32(rule.leak), np.float32(rule.v_th), float(rule.n_shrink), lr_bc1,
            inv_bc2, fb1, c1, fb2, c2, feps, loss, counts, int(numba.get_num_threads()), m1, s1, mrow, fresh,
-           store_last, m2, s2)
+           store_last, m2, s2, np.float32(lam), np.float32(bound), phist)
     if state is not None:
         state.step += t_steps
-    return {"loss": float(loss[0]), "out_spikes": counts, "events": int(ev["i"].shape[0])}
+    return {"loss": float(loss[0]), "out_spikes": counts, "events": int(ev["i"].shape[0]), "penalty": float(loss[1])}

@@ -53,6 +53,8 @@ class AudioConfig:
     adam: str = "batch"
     limit_train: int | None = None
     limit_test: int | None = None
+    current_penalty: float = 0.0    # lam of 0.5 lam relu(|I| - current_bound)^2 per step (0: off, the authors' rule)
+    current_bound: float = 4.0      # K, thresholds of input current per step left free (models/audio_online.py)
 
     def __post_init__(self) -> None:
         from models.rate_encoding import check_p_scale, check_steps
@@ -75,6 +77,11 @@ class AudioConfig:
             v = getattr(self, name)
             if v is not None and v < 1:
                 raise SnncError(f"--{name.replace('_', '-')} must be a positive number of clips, got {v}")
+        if not (math.isfinite(self.current_penalty) and self.current_penalty >= 0 and math.isfinite(self.current_bound)
+                and self.current_bound > 0):
+            raise SnncError(f"--current-penalty must be >= 0 (0: off) and --current-bound > 0 (thresholds per step), "
+                            f"got {self.current_penalty} and {self.current_bound}; fix: e.g. --current-penalty 0.01 "
+                            "--current-bound 4")
 
     @property
     def spec(self) -> FeatureSpec:
@@ -203,7 +210,8 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
         for b in range(n_batches):
             rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             spikes = [encode_clip(*train.sparse(n), cfg.steps, cfg.p_scale, rng) for n in rows]
-            r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.window(), state, work)
+            r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.window(), state, work,
+                                    current_penalty=(cfg.current_penalty, cfg.current_bound))
             loss_sum += r["loss"]
             events += r["events"]
             out_sp += float(r["out_spikes"].sum())

@@ -69,6 +69,12 @@ def add_train_audio(sub) -> None:
                    help="passes over the 2,700 training clips (default: SNN 1, ANN 20 = the paper's)")
     p.add_argument("--limit-train", type=int, default=None, help="use about N training clips (every k-th)")
     p.add_argument("--limit-test", type=int, default=None, help="score about N test clips (every k-th)")
+    p.add_argument("--current-penalty", type=float, default=0.0, metavar="LAM",
+                   help="deviation for deployment (default 0: off): add 0.5 LAM relu(|I| - K)^2 per step and neuron "
+                        "of the hidden and code layers' input current I (thresholds) to the loss, so that the compiler "
+                        "can use fine scales (docs/audio.md, 'The decoder's +-1 step gate')")
+    p.add_argument("--current-bound", type=float, default=4.0, metavar="K",
+                   help="input current per step left free by --current-penalty, in thresholds (default 4)")
     p.add_argument("--ann", choices=("sgd", "adam"), default=None,
                    help="train the ANN audiocoder baseline instead (with SGD or Adam) against an ANN image model")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, pairing B and input spikes")
@@ -90,6 +96,7 @@ def train_audio_cli(args: argparse.Namespace) -> int:
                       epochs=args.epochs if args.epochs is not None else (20 if args.ann else 1), seed=args.seed,
                       batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window, adam=args.adam,
                       limit_train=args.limit_train, limit_test=args.limit_test,
+                      current_penalty=args.current_penalty, current_bound=args.current_bound,
                       **({"lr": args.lr} if args.lr is not None and args.ann is None else {}))
     if args.ann is None and args.image_model is None:
         raise SnncError("snnc train audio needs --image-model (a `snnc train rate --preset mnist-196` run): its hidden "
