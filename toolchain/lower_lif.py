@@ -205,7 +205,7 @@ def _best_exp(big: np.ndarray, caps: np.ndarray, bits: int, fine: bool = False) 
     where its calibrated ranges allow 1,400-9,300 (docs/audio.md, "The decoder's +-1 step gate")."""
     live = big > 0
     ef = weight_exp_min(bits)
-    lo, hi, step = MANTISSA[bits]
+    _, hi, step = MANTISSA[bits]
     best, best_key = ef, None
     for e in range(ef, WEIGHT_EXP_MAX + 1):
         if fine and step * 2.0**e / 2 > hi * 2.0**ef:     # the residuals would not fit the second block
