@@ -125,28 +125,29 @@ def bptt_grads(w1, w2, x, leak: float = 0.9, v_th: float = 1.0, spike_lists: boo
     t_steps, b, n_in = x.shape
     h, n_out = w1.shape[0], w2.shape[0]
     rows = t_steps * b
-    xf = _ws(work, "xf", (rows, n_in), dt)
-    xf.copy_(x.reshape(rows, n_in))
     leak_c, vth_c, one, zero, tiny = c(leak), c(v_th), c(1.0), c(0.0), c(np.finfo(npdt).tiny)
     x_u8 = x.numpy() if x.dtype == torch.uint8 else (x != 0).to(torch.uint8).numpy()
     in_density = float(np.count_nonzero(x_u8)) / max(1, x_u8.size)
     in_sparse = (in_density < INPUT_SPARSE_BELOW) if input_lists is None else input_lists
+    if not in_sparse:
+        xf = _ws(work, "xf", (rows, n_in), dt)
+        xf.copy_(x.reshape(rows, n_in))
     tick("setup")
-    i1 = _ws(work, "i1", (rows, h), dt)
-    if in_sparse:
-        ptr_x, idx_x = _lists(np.ascontiguousarray(x_u8))              # rows t B + n, as xf's
-        w1p = _ws(work, "w1p", (K.n_tiles(h), n_in, K.TILE), dt).numpy()
-        K.pack_transposed(w1.numpy(), w1p, zero)
-        K.gather_tiled(ptr_x, idx_x, w1p, i1.numpy())
-        tick("x W1^T (input-spike row sums)")
-    else:
-        torch.mm(xf, w1.T, out=i1)                                      # (T*B, H) input currents
-        tick("x W1^T (BLAS)")
     a1 = _ws(work, "a1", (rows, h), torch.uint8)
     e1 = _ws(work, "e1", (rows, h), dt)
-    K.hidden_forward(i1.numpy().reshape(t_steps, b, h), a1.numpy().reshape(t_steps, b, h),
-                     e1.numpy().reshape(t_steps, b, h), leak_c, vth_c, zero)
-    tick("hidden LIF forward")
+    if in_sparse:                  # input currents as row sums of W1^T over the input spikes, fused with the LIF
+        ptr_x, idx_x = _lists(np.ascontiguousarray(x_u8))              # rows t B + n
+        w1p = _ws(work, "w1p", (K.n_tiles(h), n_in, K.TILE), dt).numpy()
+        K.pack_transposed(w1.numpy(), w1p, zero)
+        K.hidden_forward_tiled(ptr_x, idx_x, w1p, a1.numpy().reshape(t_steps, b, h),
+                               e1.numpy().reshape(t_steps, b, h), leak_c, vth_c, zero)
+        tick("x W1^T (input-spike row sums) + hidden LIF forward")
+    else:
+        i1 = torch.mm(xf, w1.T, out=_ws(work, "i1", (rows, h), dt))     # (T*B, H) input currents
+        tick("x W1^T (BLAS)")
+        K.hidden_forward(i1.numpy().reshape(t_steps, b, h), a1.numpy().reshape(t_steps, b, h),
+                         e1.numpy().reshape(t_steps, b, h), leak_c, vth_c, zero)
+        tick("hidden LIF forward")
     e1.exp_()                                                        # e^(V1 - v_th)
     tick("exp")
     ptr_h, idx_h = _lists(a1.numpy().reshape(t_steps, b, h))
@@ -163,16 +164,12 @@ def bptt_grads(w1, w2, x, leak: float = 0.9, v_th: float = 1.0, spike_lists: boo
         a1f.copy_(a1)
         torch.mm(a1f, w2.T, out=i2)                                  # (T*B, n_out)
     tick("a1 W2^T")
-    a2 = _ws(work, "a2", (t_steps, b, n_out), torch.uint8).numpy()
-    err = _ws(work, "err", (rows, n_out), dt)
     counts = np.zeros((b, n_out), npdt)
     sq = np.zeros(b, npdt)
-    K.output_forward(i2.numpy().reshape(t_steps, b, n_out), xf.numpy().reshape(t_steps, b, n_out), a2,
-                     err.numpy().reshape(t_steps, b, n_out), counts, sq, leak_c, vth_c, one, zero)
     g2 = i2                                                          # reuse: dL/dI2 (T*B, n_out)
     g2p = _ws(work, "g2p", (K.n_tiles(n_out) if sparse else 0, rows, K.TILE), dt).numpy()
-    K.output_backward(err.numpy().reshape(t_steps, b, n_out), a2, g2.numpy().reshape(t_steps, b, n_out), g2p,
-                      sparse, c(-1.0 / b), leak_c, zero, tiny)
+    K.output_layer(i2.numpy().reshape(t_steps, b, n_out), x_u8, g2.numpy().reshape(t_steps, b, n_out), g2p, sparse,
+                   counts, sq, c(-1.0 / b), leak_c, vth_c, zero, tiny)
     tick("output LIF forward + backward")
     if sparse:
         bptr, bidx = K.block_columns(ptr_h, idx_h, h, K.ROW_BLOCK)
@@ -184,10 +181,11 @@ def bptt_grads(w1, w2, x, leak: float = 0.9, v_th: float = 1.0, spike_lists: boo
     tick("G2^T a1")
     da1 = torch.mm(g2, w2, out=_ws(work, "da1", (rows, h), dt))        # (T*B, H)
     tick("G2 W2 (BLAS)")
-    g1 = i1                                                          # reuse: dL/dI1 (T*B, H), unless packed
+    # dL/dI1: packed column tiles for the tiled G1^T x, else (T, B, H) for BLAS (reusing the input currents)
+    g1 = np.empty((0, 0, 0), npdt) if in_sparse else i1.numpy().reshape(t_steps, b, h)
     g1p = _ws(work, "g1p", (K.n_tiles(h) if in_sparse else 0, rows, K.TILE), dt).numpy()
     K.hidden_backward(da1.numpy().reshape(t_steps, b, h), e1.numpy().reshape(t_steps, b, h),
-                      a1.numpy().reshape(t_steps, b, h), g1.numpy().reshape(t_steps, b, h), g1p, in_sparse,
+                      a1.numpy().reshape(t_steps, b, h), g1, g1p, in_sparse,
                       leak_c, one, zero, tiny)
     tick("hidden LIF backward")
     if in_sparse:
@@ -197,7 +195,7 @@ def bptt_grads(w1, w2, x, leak: float = 0.9, v_th: float = 1.0, spike_lists: boo
         grad_w1 = grad_w1t.T
         tick("G1^T x (input-spike row sums)")
     else:
-        grad_w1 = torch.mm(g1.T, xf, out=_ws(work, "gw1", (h, n_in), dt))        # (H, n_in)
+        grad_w1 = torch.mm(i1.T, xf, out=_ws(work, "gw1", (h, n_in), dt))        # (H, n_in)
         tick("G1^T x (BLAS)")
     return {"loss": 0.5 * float(sq.sum()) / b, "g1": grad_w1, "g2": grad_w2, "out_spikes": torch.from_numpy(counts),
             "hidden_density": density}

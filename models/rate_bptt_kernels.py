@@ -41,48 +41,41 @@ def hidden_forward(i1, a1, u1, leak, v_th, zero):  # pragma: no cover - compiled
 
 
 @numba.njit(**_JIT)
-def output_forward(i2, x, a2, err, counts, sq_err, leak, v_th, one, zero):  # pragma: no cover - compiled
-    """Output layer over all steps: a2 spikes (uint8), err = (v_th x - V) where x != a2 else 0 (masked loss
-    term), counts[n, j] = output spikes summed over steps, sq_err[n] = sum of err^2 of sample n."""
+def output_layer(i2, x, g2, g2p, packed, counts, sq_err, scale, leak, v_th, zero, tiny):  # pragma: no cover
+    """Output layer forward and backward, per sample. Forward over the steps: V = min(leak R + I, v_th), spikes
+    a2 = V >= v_th, the masked error err = (v_th x - V) where x != a2 else 0; counts[n, j] = output spikes summed
+    over steps, sq_err[n] = sum of err^2 of sample n. Backward: G2_t = scale err_t + leak (1 - a2_t) G2_{t+1}
+    (scale = -1/B: dL/dV of 0.5 sum err^2 / B) into g2 (T, B, n_out) and, when ``packed``, also into g2p =
+    (n_tiles(n_out), T B, TILE) column tiles (zero-padded) for transposed_tiled. x: (T, B, n_out) 0/1 (any dtype).
+    err and a2 live in a per-sample scratch (T x n_out) that stays in the cache between the two passes."""
     t_steps, b, n_out = i2.shape
-    for n in prange(b):
-        v = np.zeros(n_out, i2.dtype)
-        sq = zero
-        for t in range(t_steps):
-            for j in range(n_out):
-                vv = leak * v[j] + i2[t, n, j]
-                if vv > v_th:
-                    vv = v_th
-                xx = x[t, n, j]
-                fired = vv >= v_th
-                if (xx != zero) != fired:
-                    e = v_th * xx - vv
-                    err[t, n, j] = e
-                    sq += e * e
-                else:
-                    err[t, n, j] = zero
-                if fired:
-                    a2[t, n, j] = 1
-                    counts[n, j] += one
-                    v[j] = zero
-                else:
-                    a2[t, n, j] = 0
-                    v[j] = vv
-        sq_err[n] = sq
-
-
-@numba.njit(**_JIT)
-def output_backward(err, a2, g2, g2p, packed, scale, leak, zero, tiny):  # pragma: no cover - compiled
-    """G2_t = scale err_t + leak (1 - a2_t) G2_{t+1} (scale = -1/B: dL/dV of 0.5 sum err^2 / B) into g2 (T, B, n_out)
-    and, when ``packed``, also into g2p = (n_tiles(n_out), T B, TILE) column tiles (zero-padded) for
-    transposed_tiled."""
-    t_steps, b, n_out = err.shape
     nt = g2p.shape[0]
     for n in prange(b):
-        g = np.zeros(nt * TILE if packed else n_out, err.dtype)
-        for t in range(t_steps - 1, -1, -1):
+        v = np.zeros(n_out, i2.dtype)
+        err = np.empty((t_steps, n_out), i2.dtype)
+        a2 = np.empty((t_steps, n_out), np.uint8)
+        sq = zero
+        cnt = counts[n]
+        for t in range(t_steps):
+            e_t = err[t]
+            a_t = a2[t]
             for j in range(n_out):
-                gn = scale * err[t, n, j] + (zero if a2[t, n, j] else leak * g[j])
+                vv = min(leak * v[j] + i2[t, n, j], v_th)
+                fired = vv >= v_th
+                xx = x[t, n, j] != 0
+                e = v_th * (1 if xx else 0) - vv if xx != fired else zero
+                e_t[j] = e
+                sq += e * e
+                a_t[j] = 1 if fired else 0
+                cnt[j] += 1 if fired else 0
+                v[j] = zero if fired else vv
+        sq_err[n] = sq
+        g = np.zeros(nt * TILE if packed else n_out, i2.dtype)
+        for t in range(t_steps - 1, -1, -1):
+            e_t = err[t]
+            a_t = a2[t]
+            for j in range(n_out):
+                gn = scale * e_t[j] + (zero if a_t[j] else leak * g[j])
                 gn = gn if abs(gn) >= tiny else zero
                 g[j] = gn
                 g2[t, n, j] = gn
@@ -129,11 +122,11 @@ TILE = 64          # columns per tile: 4 zmm accumulators in float32 (8 in float
 ROW_BLOCK = 512    # rows of a packed tile walked at a time by the transposed products (64 x 512 x 4 B = 128 kB)
 
 
-def _make_rowsum(accumulate: bool):
+def _make_rowsum(accumulate: bool, unroll: int = 2):
     """An intrinsic rowsum(src, idx, p, p_end, dst): dst[:TILE] (+)= sum of src[idx[k], :TILE] over k in
     [p, p_end). src: 2-D array whose rows hold TILE contiguous elements (C order in the last axis); dst: TILE
-    contiguous elements. The sum is held in 64-byte vector registers (two rows per loop pass, added pairwise), then
-    stored into dst (``accumulate`` False) or added to it."""
+    contiguous elements. The sum is held in 64-byte vector registers (``unroll`` rows per loop pass, added as a
+    tree), then stored into dst (``accumulate`` False) or added to it."""
 
     @intrinsic
     def rowsum(typingctx, src, idx, p, p_end, dst):
@@ -173,50 +166,47 @@ def _make_rowsum(accumulate: bool):
             def load(rp, v):
                 return builder.load(builder.gep(rp, [ir.Constant(i64, v)]), align=isz)
 
-            pre = builder.block
-            # main loop: two rows per pass
-            hdr2 = builder.append_basic_block("rowsum.hdr2")
-            body2 = builder.append_basic_block("rowsum.body2")
-            hdr1 = builder.append_basic_block("rowsum.hdr1")
-            body1 = builder.append_basic_block("rowsum.body1")
-            done = builder.append_basic_block("rowsum.done")
-            builder.branch(hdr2)
-            builder.position_at_end(hdr2)
-            pp2 = builder.phi(i64)
-            pp2.add_incoming(p0, pre)
-            acc2 = []
-            for _ in range(nvec):
-                a = builder.phi(vt)
-                a.add_incoming(zero, pre)
-                acc2.append(a)
-            builder.cbranch(builder.icmp_signed("<=", builder.add(pp2, ir.Constant(i64, 2)), p1), body2, hdr1)
-            builder.position_at_end(body2)
-            ra = row_ptr(pp2)
-            rb = row_ptr(builder.add(pp2, ir.Constant(i64, 1)))
-            new2 = [builder.fadd(acc2[v], builder.fadd(load(ra, v), load(rb, v), flags=("fast",)), flags=("fast",))
-                    for v in range(nvec)]
-            pp2.add_incoming(builder.add(pp2, ir.Constant(i64, 2)), body2)
-            for v in range(nvec):
-                acc2[v].add_incoming(new2[v], body2)
-            builder.branch(hdr2)
-            # tail: at most one row
-            builder.position_at_end(hdr1)
-            builder.cbranch(builder.icmp_signed("<", pp2, p1), body1, done)
-            builder.position_at_end(body1)
-            r1 = row_ptr(pp2)
-            new1 = [builder.fadd(acc2[v], load(r1, v), flags=("fast",)) for v in range(nvec)]
-            builder.branch(done)
-            builder.position_at_end(done)
-            accs = []
-            for v in range(nvec):                 # phi nodes first in the block
-                acc = builder.phi(vt)
-                acc.add_incoming(acc2[v], hdr1)
-                acc.add_incoming(new1[v], body1)
-                accs.append(acc)
+            def fadd(a, b):
+                return builder.fadd(a, b, flags=("fast",))
+
+            def tree(vals):
+                while len(vals) > 1:
+                    vals = [fadd(vals[i], vals[i + 1]) if i + 1 < len(vals) else vals[i]
+                            for i in range(0, len(vals), 2)]
+                return vals[0]
+
+            def loop(step, p_start, acc_in, pred):
+                """for (p = p_start; p + step <= p1; p += step) acc += rows p .. p + step - 1."""
+                hdr = builder.append_basic_block(f"rowsum.hdr{step}")
+                body = builder.append_basic_block(f"rowsum.body{step}")
+                out = builder.append_basic_block(f"rowsum.out{step}")
+                builder.branch(hdr)
+                builder.position_at_end(hdr)
+                pp = builder.phi(i64)
+                pp.add_incoming(p_start, pred)
+                acc = []
+                for v in range(nvec):
+                    a = builder.phi(vt)
+                    a.add_incoming(acc_in[v], pred)
+                    acc.append(a)
+                builder.cbranch(builder.icmp_signed("<=", builder.add(pp, ir.Constant(i64, step)), p1), body, out)
+                builder.position_at_end(body)
+                rps = [row_ptr(builder.add(pp, ir.Constant(i64, u))) for u in range(step)]
+                new = [fadd(acc[v], tree([load(rp, v) for rp in rps])) for v in range(nvec)]
+                pp.add_incoming(builder.add(pp, ir.Constant(i64, step)), builder.block)
+                for v in range(nvec):
+                    acc[v].add_incoming(new[v], builder.block)
+                builder.branch(hdr)
+                builder.position_at_end(out)
+                return pp, acc, out
+
+            pp, acc, blk = loop(unroll, p0, [zero] * nvec, builder.block)
+            if unroll > 1:
+                pp, acc, blk = loop(1, pp, acc, blk)
             dv = builder.bitcast(da.data, vpt)
-            for v, acc in enumerate(accs):
+            for v in range(nvec):
                 ptr = builder.gep(dv, [ir.Constant(i64, v)])
-                val = builder.fadd(builder.load(ptr, align=isz), acc, flags=("fast",)) if accumulate else acc
+                val = fadd(builder.load(ptr, align=isz), acc[v]) if accumulate else acc[v]
                 builder.store(val, ptr, align=isz)
             return context.get_dummy_value()
 
@@ -241,14 +231,14 @@ def pack_transposed(a, out, zero):  # pragma: no cover - compiled
     m, n = a.shape
     nt = out.shape[0]
     for c in prange(nt):
-        for j in range(TILE):
-            h = c * TILE + j
-            if h < m:
-                for k in range(n):
-                    out[c, k, j] = a[h, k]
-            else:
-                for k in range(n):
-                    out[c, k, j] = zero
+        c0 = c * TILE
+        w = min(TILE, m - c0)
+        for k in range(n):
+            o = out[c, k]
+            for j in range(w):
+                o[j] = a[c0 + j, k]
+            for j in range(w, TILE):
+                o[j] = zero
 
 
 @numba.njit(**_JIT)
@@ -270,6 +260,35 @@ def gather_tiled(ptr, idx, srcp, out):  # pragma: no cover - compiled
                 rowsum_set(tile, idx, ptr[r], ptr[r + 1], buf)
                 for j in range(m - c0):
                     out[r, c0 + j] = buf[j]
+
+
+@numba.njit(**_JIT)
+def hidden_forward_tiled(ptr, idx, w1p, a1, u1, leak, v_th, zero):  # pragma: no cover - compiled
+    """hidden_forward with the input currents computed on the fly: the current of row r = t B + n is the sum of the
+    rows k of W1^T over its input spikes k in idx[ptr[r]:ptr[r + 1]] (W1^T packed as w1p = (n_tiles(H), n_in,
+    TILE), pack_transposed). Parallel over tiles of TILE hidden neurons: the tile's W1^T stays in the L2 cache, the
+    current and potentials of one sample in registers / L1; the currents are never stored."""
+    t_steps, b, h = a1.shape
+    nt = w1p.shape[0]
+    for c in prange(nt):
+        tile = w1p[c]
+        c0 = c * TILE
+        w = min(TILE, h - c0)
+        cur = np.empty(TILE, u1.dtype)
+        v = np.empty(TILE, u1.dtype)
+        for n in range(b):
+            v[:] = zero
+            for t in range(t_steps):
+                r = t * b + n
+                rowsum_set(tile, idx, ptr[r], ptr[r + 1], cur)
+                a = a1[t, n, c0:c0 + w]
+                uu = u1[t, n, c0:c0 + w]
+                for j in range(w):
+                    vv = min(leak * v[j] + cur[j], v_th)
+                    uu[j] = vv - v_th
+                    fired = vv >= v_th
+                    a[j] = 1 if fired else 0
+                    v[j] = zero if fired else vv
 
 
 @numba.njit(parallel=True, cache=True)
