@@ -322,11 +322,12 @@ def block_columns(ptr, idx, n, rblk):  # pragma: no cover - compiled
 
 @numba.njit(**_JIT)
 def transposed_tiled(bptr, bidx, rblk, gp, out):  # pragma: no cover - compiled
-    """out[k] = sum of the rows r of G in which column k of the 0/1 operand spiked (= x^T @ G), with the transposed
-    row-block lists of block_columns and G packed as gp = (n_tiles, rows, TILE) column tiles; out (n, m), m <= the
-    tiles' columns. Parallel over tiles; within a tile ROW_BLOCK-row blocks (L2-resident) are walked by every k."""
+    """out[j, k] = sum of G[r, j] over the rows r in which column k of the 0/1 operand spiked (out = G^T @ x: the
+    weight gradient's layout, contiguous), with the transposed row-block lists of block_columns and G packed as
+    gp = (n_tiles, rows, TILE) column tiles; out (m, n), m <= the tiles' columns. Parallel over tiles; within a
+    tile, blocks of rblk rows (ROW_BLOCK: L2-resident) are walked by every k, the sums of one k in registers."""
     nt, rows, _ = gp.shape
-    n, m = out.shape
+    m, n = out.shape
     nrb = (rows + rblk - 1) // rblk
     for c in prange(nt):
         tile = gp[c]
@@ -336,6 +337,7 @@ def transposed_tiled(bptr, bidx, rblk, gp, out):  # pragma: no cover - compiled
         for b in range(nrb):
             for k in range(n):
                 rowsum_add(tile, bidx, bptr[b * n + k], bptr[b * n + k + 1], acc[k])
-        for k in range(n):
-            for j in range(w):
-                out[k, c0 + j] = acc[k, j]
+        for j in range(w):
+            o = out[c0 + j]
+            for k in range(n):
+                o[k] = acc[k, j]
