@@ -121,3 +121,22 @@ def test_tiled_paths_give_the_same_bits_on_one_and_two_threads():
         numba.set_num_threads(before)
     for a, c in zip(*results):
         np.testing.assert_array_equal(a, c)
+
+
+def test_speed_benchmark_floor_mode(capsys):
+    """benchmarks/train_speed_rate.py --floor: the floor parts, and the epoch floors made of them."""
+    import json
+
+    from bench_loader import load_benchmark
+
+    mod = load_benchmark("train_speed_rate")
+    assert mod.main(["--floor", "--threads", "1", "--repeats", "1"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for kind in ("wall", "cpu"):
+        r = res[kind]
+        assert r["bptt_G2W2_ms_per_batch"] > 0 and r["online_adam_ms_per_step"] > 0
+        assert r["bptt_seconds_per_epoch"] == pytest.approx(600 * r["bptt_G2W2_ms_per_batch"] / 1e3, rel=1e-3)
+        assert r["online_seconds_per_epoch"] == pytest.approx(
+            36_000 * (3 * r["online_step_product_ms"] + r["online_adam_ms_per_step"]) / 1e3, rel=1e-2)
+    assert res["floor_seconds_per_epoch"]["bptt"] == res["wall"]["bptt_seconds_per_epoch"]
+    assert res["floor_seconds_per_epoch_perfect_cores"]["online"] == res["cpu"]["online_seconds_per_epoch"]
