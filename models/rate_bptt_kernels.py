@@ -1,8 +1,9 @@
 """Numba kernels of the hand-written surrogate-gradient BPTT (models/rate_bptt.py): the LIF recurrences of both
-layers forward over T steps and their adjoints backward; the matrix products between them are BLAS (torch).
+layers forward over T steps and their adjoints backward, and the cache-tiled event-driven products (sums of the
+rows of a dense matrix picked by 0/1 spikes; second half of this file) between them.
 
 Arrays are (T, B, n) in the weights' dtype (float32 or float64; scalars passed in that dtype so that numba does
-not promote float32 arithmetic to float64), parallel over samples (numba threads). Per layer, forward:
+not promote float32 arithmetic to float64). Per layer, forward:
 V_t = min(leak R_{t-1} + I_t, v_th) (clamp), a_t = V_t >= v_th, R_t = V_t (1 - a_t) (reset to 0). Backward, with
 the clamp straight through and the reset factor (1 - a_t) not differentiated:
 G_t = dL/dV_t = (direct term)_t + leak (1 - a_t) G_{t+1}; dL/dI_t = G_t.
@@ -19,6 +20,9 @@ from numba.core import types
 from numba.extending import intrinsic
 
 _JIT = dict(parallel=True, fastmath=True, cache=True, error_model="numpy")
+
+TILE = 64          # columns per tile: 4 zmm accumulators in float32 (8 in float64)
+ROW_BLOCK = 512    # rows of a packed tile walked at a time by the transposed products (64 x 512 x 4 B = 128 kB)
 
 
 @numba.njit(**_JIT)
@@ -118,8 +122,6 @@ def hidden_backward(da1, e1, a1, g1, g1p, packed, leak, one, zero, tiny):  # pra
 # intrinsic: numba's auto-vectoriser keeps the accumulator in memory and uses 256-bit vectors only). Threads take
 # whole tiles, so no two write the same output.
 
-TILE = 64          # columns per tile: 4 zmm accumulators in float32 (8 in float64)
-ROW_BLOCK = 512    # rows of a packed tile walked at a time by the transposed products (64 x 512 x 4 B = 128 kB)
 
 
 def _make_rowsum(accumulate: bool, unroll: int = 2):
