@@ -280,7 +280,8 @@ def test_speed_benchmark_profile_parts_add_up(monkeypatch, capsys):
         assert sum(parts.values()) <= r["cpu_seconds_per_epoch"] * 1.05 + 0.5
         assert sum(parts.values()) >= 0.5 * r["cpu_seconds_per_epoch"]
     assert {"Adam W1", "g2 + Adam W2", "tr1^T delta (BLAS)"} <= set(rows[0]["cpu_seconds_per_epoch_by_part"])
-    assert {"G2 W2 (BLAS)", "G1^T x (BLAS)", "Adam (torch)"} <= set(rows[1]["cpu_seconds_per_epoch_by_part"])
+    assert {"G2 W2 (BLAS)", "G1^T x (input-spike row sums)", "Adam (torch)"} <= set(
+        rows[1]["cpu_seconds_per_epoch_by_part"])               # MNIST at p 0.3: 4 % input spikes, the list path
 
 
 def test_checkpoint_safe_loader_refuses_code_and_foreign_files(tmp_path):
@@ -446,7 +447,7 @@ def test_spike_lists_and_take_columns_equal_numpy():
 def test_bptt_learner_reused_buffers_equal_fresh_ones():
     """BpttLearner keeps bptt_grads' buffers between batches (work dict); the weights equal a loop with fresh
     buffers bit for bit, also when the batch size changes between calls."""
-    from models.rate_bptt import bptt_grads
+    from models.rate_bptt import _adam, bptt_grads
 
     w1, w2, _ = _medium_case(13)
     rng = np.random.default_rng(14)
@@ -454,11 +455,11 @@ def test_bptt_learner_reused_buffers_equal_fresh_ones():
     lrn = BpttLearner(w1, w2, lr=1e-2, dtype=torch.float32)
     f1 = torch.tensor(w1, dtype=torch.float32, requires_grad=True)
     f2 = torch.tensor(w2, dtype=torch.float32, requires_grad=True)
-    opt = torch.optim.Adam([f1, f2], lr=1e-2, betas=(0.9, 0.999), eps=1e-7)
+    opt = _adam([f1, f2], lr=1e-2, betas=(0.9, 0.999), eps=1e-7)          # the learner's (fused) Adam
     for x in xs:
         r = lrn.train_batch(x)
         g = bptt_grads(f1, f2, x)
-        f1.grad, f2.grad = g["g1"], g["g2"]
+        f1.grad, f2.grad = g["g1"].contiguous(), g["g2"].contiguous()
         opt.step()
         assert r["loss"] == g["loss"]
     assert lrn._work                                     # the buffers were kept
