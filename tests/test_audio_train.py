@@ -58,12 +58,13 @@ def test_lazy_rows_and_short_window():
     assert np.abs(a - b).max() > 1e-4
 
 
-def _reference_sparse(w1t, w2, spikes, target, rule, window, state=None, one_minus_b=None):
+def _reference_sparse(w1t, w2, spikes, target, rule, window, state=None, one_minus_b=None, miss_weight=1.0):
     """The event-driven rule written step by step in numpy (dense traces, every touched row updated in its step):
     tr1[b, i] = sum over the input's spikes s in (t - window, t] of prod_{u=s}^{t-1} leak (1 - hidden_b(u) /
     n_shrink); lazy Adam: rows whose trace is zero in a step keep weights and moments. Float32 storage, Adam in
     float64 with the authors' constants (1 - float32(b) in float64; ``one_minus_b`` overrides them). ``state``:
-    dict of persistent moments (m1, s1, m2, s2, step) or None (moments start at 0). Returns the loss."""
+    dict of persistent moments (m1, s1, m2, s2, step) or None (moments start at 0); ``miss_weight``: factor on
+    the error of a missed target spike. Returns the loss."""
     f32 = np.float32
     t_steps, bsz, n_out = target.shape
     n_in, h = w1t.shape
@@ -98,7 +99,7 @@ def _reference_sparse(w1t, w2, spikes, target, rule, window, state=None, one_min
         v = np.minimum(leak * v2 + a1 @ w2.T, vth)
         fired = v >= vth
         y = target[t].astype(f32)
-        err = np.where(fired != (y > 0), vth * y - v, 0.0)
+        err = np.where(fired != (y > 0), vth * y - v, 0.0) * np.where((y > 0) & ~fired, f32(miss_weight), f32(1))
         loss += 0.5 * float((err.astype(float) ** 2).sum()) / bsz
         v2 = np.where(fired, f32(0), v).astype(f32)
         tr2p = tr2 * (1.0 - fired.sum(1, keepdims=True) / rule.n_shrink)
