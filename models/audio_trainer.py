@@ -52,6 +52,7 @@ class AudioConfig:
     trace_window: int | None = None
     adam: str = "batch"
     miss_weight: float = 1.0
+    lr_input_scale: float = 1.0
     class_image: str = "nearest-mean"
     class_candidates: int = 50
     limit_train: int | None = None
@@ -76,6 +77,8 @@ class AudioConfig:
                             f"authors' code; persistent: kept across batches), got {self.adam!r}")
         if not (math.isfinite(self.miss_weight) and self.miss_weight > 0):
             raise SnncError(f"--miss-weight must be finite and > 0 (1: the authors' rule), got {self.miss_weight}")
+        if not (math.isfinite(self.lr_input_scale) and self.lr_input_scale > 0):
+            raise SnncError(f"--lr-input-scale must be finite and > 0 (1: one step size), got {self.lr_input_scale}")
         from models.audio_pairs import CLASS_IMAGE_RULES
 
         if self.class_image not in CLASS_IMAGE_RULES:
@@ -221,7 +224,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
             rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             spikes = [encode_clip(*train.sparse(n), cfg.steps, cfg.p_scale, rng) for n in rows]
             r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.window(), state, work,
-                                    miss_weight=cfg.miss_weight)
+                                    miss_weight=cfg.miss_weight, lr_input_scale=cfg.lr_input_scale)
             loss_sum += r["loss"]
             events += r["events"]
             out_sp += float(r["out_spikes"].sum())

@@ -65,6 +65,8 @@ def add_train_audio(sub) -> None:
     p.add_argument("--miss-weight", type=float, default=1.0,
                    help="SNN: factor on the output error where the target spikes and the code does not (1: the "
                         "authors' rule; > 1 counters the masked loss's rate compression); see docs/audio.md")
+    p.add_argument("--lr-input-scale", type=float, default=1.0,
+                   help="SNN: factor on the step size of the input -> hidden weights (1: --lr for both layers)")
     p.add_argument("--class-image", choices=("nearest-mean", "best-drawn"), default="nearest-mean",
                    help="fixed image per digit (dataset A): nearest the class mean (default), or of the "
                         "--class-candidates nearest, the one the image model draws best from its own spike map")
@@ -97,7 +99,7 @@ def train_audio_cli(args: argparse.Namespace) -> int:
                       steps=args.steps, p_scale=args.p_scale,
                       epochs=args.epochs if args.epochs is not None else (20 if args.ann else 1), seed=args.seed,
                       batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window, adam=args.adam,
-                      miss_weight=args.miss_weight, class_image=args.class_image,
+                      miss_weight=args.miss_weight, lr_input_scale=args.lr_input_scale, class_image=args.class_image,
                       class_candidates=args.class_candidates,
                       limit_train=args.limit_train, limit_test=args.limit_test,
                       **({"lr": args.lr} if args.lr is not None and args.ann is None else {}))

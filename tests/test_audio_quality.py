@@ -27,14 +27,15 @@ def _case(seed=5, n=50, h=600, t=20, b=4, n_out=9):
     return w1t, w2, spikes, tgt
 
 
-@pytest.mark.parametrize("miss", [1.0, 2.5])
-def test_miss_weight_equals_per_step_rule(miss):
-    """--miss-weight w: the kernel equals the per-step rule whose error on a missed target spike is w (V_th - V)."""
+@pytest.mark.parametrize("miss,scale", [(1.0, 1.0), (2.5, 1.0), (1.0, 0.3)])
+def test_miss_weight_and_input_lr_equal_per_step_rule(miss, scale):
+    """--miss-weight w: the kernel equals the per-step rule whose error on a missed target spike is w (V_th - V);
+    --lr-input-scale s: W1's Adam steps are s times as long (W2's unchanged)."""
     w1t, w2, spikes, tgt = _case()
     rule = OnlineRule(lr=1e-3, n_shrink=4000.0)
     a, a2 = w1t.copy(), w2.copy()
-    ref = _reference_sparse(a, a2, spikes, tgt, rule, 30, miss_weight=miss)
-    got = online_batch_sparse(w1t, w2, spikes, tgt, rule, 30, miss_weight=miss)
+    ref = _reference_sparse(a, a2, spikes, tgt, rule, 30, miss_weight=miss, lr_input_scale=scale)
+    got = online_batch_sparse(w1t, w2, spikes, tgt, rule, 30, miss_weight=miss, lr_input_scale=scale)
     assert got["loss"] == pytest.approx(ref, rel=1e-5)
     np.testing.assert_allclose(w1t, a, rtol=0, atol=2e-6)
     np.testing.assert_allclose(w2, a2, rtol=0, atol=2e-6)
@@ -107,6 +108,8 @@ def test_quality_options_are_checked():
 
     with pytest.raises(SnncError, match="--miss-weight must be finite and > 0"):
         AudioConfig(miss_weight=0.0)
+    with pytest.raises(SnncError, match="--lr-input-scale must be finite and > 0"):
+        AudioConfig(lr_input_scale=float("nan"))
     with pytest.raises(SnncError, match="--class-image must be one of"):
         AudioConfig(class_image="prettiest")
     with pytest.raises(SnncError, match="--class-candidates must be >= 1"):
