@@ -84,7 +84,9 @@ def add_train_audio(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, pairing B and input spikes")
     p.add_argument("--data-dir", default=None, help="folder holding fsdd/ and mnist/ (default $SNNC_DATA)")
     p.add_argument("--feature-cache", default=None, help="cochleagram cache folder (default <out>/cache)")
-    p.add_argument("--threads", type=int, default=None, help="numba threads of the training kernel")
+    p.add_argument("--threads", type=int, default=1,
+                   help="numba threads of the SNN training kernel (default 1: measured faster than 2 on the paper's "
+                        "network, 77 vs 113 s per epoch; see docs/audio.md)")
     p.add_argument("--force", action="store_true", help="replace a trained run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="runs/audio", help="output folder (default runs/audio)")
