@@ -77,14 +77,15 @@ def test_decode_trains_is_the_clips_decoder():
     np.testing.assert_array_equal(decode_trains(np.stack(codes), ac.dec_w, 0.9, 1.0), np.stack(imgs))
 
 
-def test_best_drawn_class_images(tmp_path):
+def test_best_drawn_class_images(tmp_path, monkeypatch):
     """best-drawn: of the K images nearest the class mean, the one with the lowest drawn floor; K = 1 is the
     nearest-mean rule; bad rules and K are refused."""
     from models.audio_pairs import class_image_ids, drawn_floor
     from models.audio_trainer import load_image_model
     from models.datasets import load_dataset
 
-    m = load_dataset("mnist", "train", data_dir=str(SHARED) if (SHARED / "mnist").is_dir() else None)
+    monkeypatch.delenv("SNNC_DATA", raising=False)       # the bundled MNIST subset: fast
+    m = load_dataset("mnist", "train")
     g, _ = load_image_model(_image_model(tmp_path / "ae"))
     near = class_image_ids(m.images, m.labels)
     assert np.array_equal(m.labels[near], np.arange(10))
@@ -138,3 +139,20 @@ def test_cli_best_drawn_and_miss_weight(tmp_path, monkeypatch, capsys):
     assert main(["train", "audio", "--image-model", str(img), "--out", str(tmp_path / "r2"), "--miss-weight",
                  "-1", *SMALL]) == 2
     assert "--miss-weight must be finite" in capsys.readouterr().err
+
+
+def test_floor_module_json_line(tmp_path, capsys, monkeypatch):
+    """python -m models.audio_floor: one JSON line, best-drawn-1 equals nearest-mean, a larger K no higher floor
+    on the draws it selected with (it picks by the mean over seeds 100-103, scored here on the trainer's draw)."""
+    from models.audio_floor import main as floor_main
+
+    monkeypatch.delenv("SNNC_DATA", raising=False)       # the bundled MNIST subset
+    ae = _image_model(tmp_path / "ae")
+    assert floor_main(["--image-model", str(ae), "--candidates", "1,3", "--draws", "2"]) == 0
+    r = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    f = r["floors"]
+    assert set(f) == {"nearest-mean", "best-drawn-1", "best-drawn-3"}
+    assert f["best-drawn-1"]["ids"] == f["nearest-mean"]["ids"]
+    assert all(0 < v["floor_mean_draws"] < 4 for v in f.values())
+    with pytest.raises(SnncError, match="--candidates must be"):
+        floor_main(["--image-model", str(ae), "--candidates", "0"])
