@@ -5,7 +5,8 @@ The equations of models/rate_online.py per step t (potentials and weights in thr
 two differences:
 
 - the target of the output layer is the image autoencoder's hidden spike map ``y[t]`` (not the input):
-  ``E = (V_th y[t] - V2pre) * (y[t] XOR a2)``;
+  ``E = (V_th y[t] - V2pre) * (y[t] XOR a2)``, optionally times ``miss_weight`` where y[t] = 1 and a2 = 0 (a remedy
+  of the rate compression, docs/audio.md; 1 = the authors' rule);
 - the input layer is event-driven: about 65 of 58,500 inputs spike per clip and step. The hidden current is the sum
   of the weight rows of the inputs that spiked (W1 is stored transposed, (n_in, H), one contiguous row per input).
 
