@@ -5,7 +5,8 @@ The equations of models/rate_online.py per step t (potentials and weights in thr
 two differences:
 
 - the target of the output layer is the image autoencoder's hidden spike map ``y[t]`` (not the input):
-  ``E = (V_th y[t] - V2pre) * (y[t] XOR a2)``;
+  ``E = (V_th y[t] - V2pre) * (y[t] XOR a2)``, optionally times ``miss_weight`` where y[t] = 1 and a2 = 0 (a remedy
+  of the rate compression, docs/audio.md; 1 = the authors' rule);
 - the input layer is event-driven: about 65 of 58,500 inputs spike per clip and step. The hidden current is the sum
   of the weight rows of the inputs that spiked (W1 is stored transposed, (n_in, H), one contiguous row per input).
 
@@ -162,13 +163,15 @@ def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh
 @numba.njit(cache=True, fastmath=True, parallel=True, error_model="numpy")
 def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_slot, target, window, leak, vth,
            n_shrink, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps, loss_out, counts_out, n_chunks, m1, s1, mrow, fresh,
-           store_last, m2, s2, pen_lam, pen_k, phist):  # pragma: no cover - compiled
+           store_last, m2, s2, pen_lam, pen_k, phist, miss_w, lr1_bc1):  # pragma: no cover - compiled
     """One batch in place. w1t (n_in, H) float32; w2 (n_out, H) float32; events of step t are ev_ptr[t]:ev_ptr[t+1]
     with step ev_t, sample ev_b, input ev_i (sorted by step, then sample); slots = the batch's distinct inputs
     cols; the events of slot s are sl_ev[sl_ptr[s]:sl_ptr[s+1]] (in event order); the distinct slots spiking in
     step t are st_slot[st_ptr[t]:st_ptr[t+1]]. target (T, B, n_out) uint8. lr_bc1/inv_bc2 (T,) float32: Adam's
     bias-corrected step size and 1 / (1 - b2^step) per step of the batch. loss_out[0] += loss; counts_out (B, n_out)
-    += output spikes. Moments: W1 rows see _catch_up; m2/s2 like w2. pen_lam > 0: the input-current penalty
+    += output spikes. Moments: W1 rows see _catch_up; m2/s2 like w2. miss_w: factor on the error of a target spike
+    the output missed (1: the authors' rule); lr1_bc1 (T,): lr_bc1 of the W1 rows (lr_bc1 unless the input layer
+    has its own step size). pen_lam > 0: the input-current penalty
     0.5 pen_lam relu(|I| - pen_k)^2 of the hidden and the output layer per step and sample (I in threshold units,
     averaged over the batch like the loss; dP/dI of the hidden layer kept in phist (T, B, H) for the catch-ups);
     loss_out[1] += it."""
@@ -197,7 +200,7 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
         if t > 0:                                # rows read in this step: bring them up to step t - 1
             for q in numba.prange(st_ptr[t], st_ptr[t + 1]):
                 _catch_up(st_slot[q], t - 1, t_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh, m1, s1, mrow,
-                          store_last, dhist, logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps, phist)
+                          store_last, dhist, logc, window, inv_b, lr1_bc1, inv_bc2, fb1, c1, fb2, c2, feps, phist)
         for ch in numba.prange(n_chunks):        # event-driven input layer, parallel over blocks of neurons
             j0, j1 = ch * csz, min(h, (ch + 1) * csz)
             for b in range(bsz):
@@ -250,6 +253,8 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
                 err = 0.0
                 if fired != (y != 0):
                     err = vth * y - v
+                    if y != 0:
+                        err *= miss_w
                 loss += 0.5 * err * err / bsz
                 neg[b, k] = -err
             sh = 1.0 - n_a2 / n_shrink
@@ -275,7 +280,7 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
                 w2[k, j] -= lb * mj / (math.sqrt(sj * ib) + feps)
     for s in numba.prange(n_slots):             # the rest of every touched row's updates
         _catch_up(s, t_steps - 1, t_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh, m1, s1, mrow, store_last,
-                  dhist, logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps, phist)
+                  dhist, logc, window, inv_b, lr1_bc1, inv_bc2, fb1, c1, fb2, c2, feps, phist)
     loss_out[0] += loss
     loss_out[1] += pen_loss
 
@@ -342,7 +347,8 @@ class Workspace:
 
 def online_batch_sparse(w1t: np.ndarray, w2: np.ndarray, spikes: list[list[np.ndarray]], target: np.ndarray,
                         rule: OnlineRule, window: int, state: AdamState | None = None,
-                        work: Workspace | None = None, current_penalty: tuple[float, float] = (0.0, 0.0)) -> dict:
+                        work: Workspace | None = None, current_penalty: tuple[float, float] = (0.0, 0.0),
+                        miss_weight: float = 1.0, lr_input_scale: float = 1.0) -> dict:
     """Train one batch in place. w1t (n_in, H) float32 C-contiguous (W1 transposed); w2 (n_out, H) float32;
     spikes[b][t]: input indices spiking in step t of sample b; target (T, B, n_out) 0/1; window: trace length in
     steps (>= 1; >= T = the exact trace). ``state`` None: Adam moments start at 0 in every batch and the bias
@@ -352,6 +358,9 @@ def online_batch_sparse(w1t: np.ndarray, w2: np.ndarray, spikes: list[list[np.nd
     output layer's input current I (threshold units; lam 0: off, the authors' rule) to the loss, a deviation that
     keeps the per-step input within K thresholds so that the compiler can use fine scales (docs/audio.md, "The
     decoder's +-1 step gate"); its gradient is local (the input spikes of step t). "penalty" in the result.
+    ``miss_weight``: factor on the output error where the target spikes and the output does not (1: the authors'
+    rule; > 1 counters the rate compression of the masked loss, docs/audio.md). ``lr_input_scale``: factor on
+    the Adam step size of W1 (the input -> hidden weights; 1: one step size for both layers, the authors' rule).
     Returns {"loss": sum over steps of 0.5 sum E^2 / B, "out_spikes": (B, n_out) output spike counts, "events":
     input spikes in the batch}."""
     ev = batch_events(spikes)
@@ -379,7 +388,8 @@ def online_batch_sparse(w1t: np.ndarray, w2: np.ndarray, spikes: list[list[np.nd
     _batch(w1t, w2, ev["ptr"], ev["t"], ev["b"], ev["i"], ev["cols"], ev["sl_ptr"], ev["sl_ev"], ev["st_ptr"],
            ev["st_slot"], tgt, int(window), np.float32(rule.leak), np.float32(rule.v_th), float(rule.n_shrink), lr_bc1,
            inv_bc2, fb1, c1, fb2, c2, feps, loss, counts, int(numba.get_num_threads()), m1, s1, mrow, fresh,
-           store_last, m2, s2, np.float32(lam), np.float32(bound), phist)
+           store_last, m2, s2, np.float32(lam), np.float32(bound), phist, np.float32(miss_weight),
+           (lr_bc1 * np.float32(lr_input_scale)).astype(np.float32))
     if state is not None:
         state.step += t_steps
     return {"loss": float(loss[0]), "out_spikes": counts, "events": int(ev["i"].shape[0]), "penalty": float(loss[1])}

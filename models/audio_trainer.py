@@ -51,6 +51,10 @@ class AudioConfig:
     t_h: int | None = None
     trace_window: int | None = None
     adam: str = "batch"
+    miss_weight: float = 1.0
+    lr_input_scale: float = 1.0
+    class_image: str = "nearest-mean"
+    class_candidates: int = 50
     limit_train: int | None = None
     limit_test: int | None = None
     current_penalty: float = 0.0    # lam of 0.5 lam relu(|I| - current_bound)^2 per step (0: off, the authors' rule)
@@ -73,6 +77,16 @@ class AudioConfig:
         if self.adam not in ADAM_MODES:
             raise SnncError(f"--adam must be one of {', '.join(ADAM_MODES)} (batch: moments reset every batch as the "
                             f"authors' code; persistent: kept across batches), got {self.adam!r}")
+        if not (math.isfinite(self.miss_weight) and self.miss_weight > 0):
+            raise SnncError(f"--miss-weight must be finite and > 0 (1: the authors' rule), got {self.miss_weight}")
+        if not (math.isfinite(self.lr_input_scale) and self.lr_input_scale > 0):
+            raise SnncError(f"--lr-input-scale must be finite and > 0 (1: one step size), got {self.lr_input_scale}")
+        from models.audio_pairs import CLASS_IMAGE_RULES
+
+        if self.class_image not in CLASS_IMAGE_RULES:
+            raise SnncError(f"--class-image must be one of {', '.join(CLASS_IMAGE_RULES)}, got {self.class_image!r}")
+        if self.class_candidates < 1:
+            raise SnncError(f"--class-candidates must be >= 1, got {self.class_candidates}")
         for name in ("limit_train", "limit_test"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -150,7 +164,7 @@ def train_audio(cfg: AudioConfig, out: str | Path, image_model: str | Path, *, d
 def prepare(cfg: AudioConfig, image_model, data_dir, cache_dir, log=print) -> dict:
     """Features, pairing, targets and decoder of a run (shared by the SNN trainer, the ANN baseline and eval)."""
     from models.audio_model import check_decoder, decoder_of
-    from models.audio_pairs import hidden_targets, pair
+    from models.audio_pairs import class_image_ids, drawn_floor, hidden_targets, pair
     from models.cochleagram import load_features
     from models.datasets import load_dataset
 
@@ -168,7 +182,13 @@ def prepare(cfg: AudioConfig, image_model, data_dir, cache_dir, log=print) -> di
         f"{cfg.spec.frames} frames ({cfg.spec.n_inputs} inputs; {train.n_cut + test.n_cut} clips cut to the "
         f"{cfg.spec.window_seconds:.2f} s window; CPU {time.process_time() - t0:.1f} s)")
     mnist = load_dataset("mnist", "train", data_dir=data_dir)
-    pairing = pair(cfg.pairing, train.labels, mnist.images, mnist.labels, cfg.seed)
+    c0 = time.process_time()
+    class_ids = class_image_ids(mnist.images, mnist.labels, cfg.class_image, cfg.class_candidates,
+                                lambda im: drawn_floor(graph, im, cfg.resolved_t_h(), cfg.steps))
+    if cfg.class_image != "nearest-mean":
+        log(f"class images ({cfg.class_image}, {cfg.class_candidates} candidates per digit): {class_ids.tolist()} "
+            f"(CPU {time.process_time() - c0:.1f} s)")
+    pairing = pair(cfg.pairing, train.labels, mnist.images, mnist.labels, cfg.seed, class_ids)
     uniq, inv = np.unique(pairing.image_ids, return_inverse=True)
     hid = hidden_targets(graph, mnist.images[uniq], cfg.resolved_t_h(), cfg.seed + 3)[inv.reshape(-1)]
     return {"graph": graph, "graph_path": gpath, "dec": (dec_w, dec_leak, dec_vth), "train": train, "test": test,
@@ -211,7 +231,8 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
             rows = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             spikes = [encode_clip(*train.sparse(n), cfg.steps, cfg.p_scale, rng) for n in rows]
             r = online_batch_sparse(w1t, w2, spikes, cycled(hid[rows], cfg.steps), rule, cfg.window(), state, work,
-                                    current_penalty=(cfg.current_penalty, cfg.current_bound))
+                                    current_penalty=(cfg.current_penalty, cfg.current_bound),
+                                    miss_weight=cfg.miss_weight, lr_input_scale=cfg.lr_input_scale)
             loss_sum += r["loss"]
             events += r["events"]
             out_sp += float(r["out_spikes"].sum())
@@ -223,7 +244,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
         n_seen = n_batches * cfg.batch_size
         meta = {"family": "audiocoder", "spec": dataclasses.asdict(cfg.spec), "steps": cfg.steps,
                 "p_scale": cfg.p_scale, "leak": rule.leak, "v_th": rule.v_th, "pairing": cfg.pairing,
-                "t_h": cfg.resolved_t_h(), "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
+                "t_h": cfg.resolved_t_h(), "class_image_ids": [int(i) for i in pairing.class_ids], "config": dataclasses.asdict(cfg), "image_model": str(d["graph_path"]),
                 "image_model_sha256": model_hash(d["graph_path"]), "epochs_done": epoch + 1}
         ac = AudioCoder(w1t, w2, dec_w, dec_leak, dec_vth, meta)
         hid_e = np.zeros((len(test), cfg.hidden))

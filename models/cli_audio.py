@@ -62,6 +62,16 @@ def add_train_audio(sub) -> None:
     p.add_argument("--adam", choices=("batch", "persistent"), default="batch",
                    help="SNN: Adam moments reset every batch (batch, the authors' code) or kept across batches "
                         "(persistent: SparseAdam, +8 bytes per weight of memory); see docs/audio.md")
+    p.add_argument("--miss-weight", type=float, default=1.0,
+                   help="SNN: factor on the output error where the target spikes and the code does not (1: the "
+                        "authors' rule; > 1 counters the masked loss's rate compression); see docs/audio.md")
+    p.add_argument("--lr-input-scale", type=float, default=1.0,
+                   help="SNN: factor on the step size of the input -> hidden weights (1: --lr for both layers)")
+    p.add_argument("--class-image", choices=("nearest-mean", "best-drawn"), default="nearest-mean",
+                   help="fixed image per digit (dataset A): nearest the class mean (default), or of the "
+                        "--class-candidates nearest, the one the image model draws best from its own spike map")
+    p.add_argument("--class-candidates", type=int, default=50,
+                   help="images nearest the class mean searched by --class-image best-drawn (default 50)")
     p.add_argument("--lr", type=float, default=None,
                    help="step size (SNN: Adam per time step, 5e-5; ANN: Adam 1e-3, SGD 1e-2; see docs/audio.md)")
     p.add_argument("--batch-size", type=int, default=50, help="clips per batch (default 50)")
@@ -80,7 +90,9 @@ def add_train_audio(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, pairing B and input spikes")
     p.add_argument("--data-dir", default=None, help="folder holding fsdd/ and mnist/ (default $SNNC_DATA)")
     p.add_argument("--feature-cache", default=None, help="cochleagram cache folder (default <out>/cache)")
-    p.add_argument("--threads", type=int, default=None, help="numba threads of the training kernel")
+    p.add_argument("--threads", type=int, default=1,
+                   help="numba threads of the SNN training kernel (default 1: measured faster than 2 on the paper's "
+                        "network, 77 vs 113 s per epoch; see docs/audio.md)")
     p.add_argument("--force", action="store_true", help="replace a trained run already in --out")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--out", default="runs/audio", help="output folder (default runs/audio)")
@@ -95,6 +107,8 @@ def train_audio_cli(args: argparse.Namespace) -> int:
                       steps=args.steps, p_scale=args.p_scale,
                       epochs=args.epochs if args.epochs is not None else (20 if args.ann else 1), seed=args.seed,
                       batch_size=args.batch_size, t_h=args.t_h, trace_window=args.trace_window, adam=args.adam,
+                      miss_weight=args.miss_weight, lr_input_scale=args.lr_input_scale, class_image=args.class_image,
+                      class_candidates=args.class_candidates,
                       limit_train=args.limit_train, limit_test=args.limit_test,
                       current_penalty=args.current_penalty, current_bound=args.current_bound,
                       **({"lr": args.lr} if args.lr is not None and args.ann is None else {}))
@@ -159,8 +173,9 @@ def evaluate_audio(model: str | Path, *, data_dir: str | None = None, cache_dir:
         raise SnncError(f"{mpath}: {sizes[0]} inputs but its feature settings give {spec.n_inputs}; retrain it")
     test = load_features("test", spec, data_dir=data_dir, cache_dir=cache_dir, limit=limit)
     mnist = load_dataset("mnist", "train", data_dir=data_dir)
+    class_ids = meta.get("class_image_ids")   # absent in files written before the option (nearest-mean)
     pairing = pair(meta["pairing"], split_labels("train", cfg.get("limit_train")), mnist.images, mnist.labels,
-                   int(cfg.get("seed", 0)))
+                   int(cfg.get("seed", 0)), None if class_ids is None else np.asarray(class_ids, np.int64))
     if kind == "audiocoder":
         gen, codes = generate(ac, test, seed)
         spikes = float(codes.sum(1).mean())
@@ -324,8 +339,9 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
         from models.rate_metrics import zscore_rows
 
         mnist = load_dataset("mnist", "train", data_dir=data_dir)
+        cids = ac.meta.get("class_image_ids")
         pairing = pair(ac.meta["pairing"], split_labels("train", cfg.get("limit_train")), mnist.images,
-                       mnist.labels, int(cfg.get("seed", 0)))
+                       mnist.labels, int(cfg.get("seed", 0)), None if cids is None else np.asarray(cids, np.int64))
         labels = test.labels[:int(clips)]
         full = ref if not prune else FloatStepsTarget().run(joint_graph(ac0), dep.inputs).trains
         imgs = {"float": images_of(full), "float_pruned": images_of(ref), targets[0]: images_of(first)}

@@ -58,12 +58,14 @@ def test_lazy_rows_and_short_window():
     assert np.abs(a - b).max() > 1e-4
 
 
-def _reference_sparse(w1t, w2, spikes, target, rule, window, state=None, one_minus_b=None):
+def _reference_sparse(w1t, w2, spikes, target, rule, window, state=None, one_minus_b=None, miss_weight=1.0,
+                      lr_input_scale=1.0):
     """The event-driven rule written step by step in numpy (dense traces, every touched row updated in its step):
     tr1[b, i] = sum over the input's spikes s in (t - window, t] of prod_{u=s}^{t-1} leak (1 - hidden_b(u) /
     n_shrink); lazy Adam: rows whose trace is zero in a step keep weights and moments. Float32 storage, Adam in
     float64 with the authors' constants (1 - float32(b) in float64; ``one_minus_b`` overrides them). ``state``:
-    dict of persistent moments (m1, s1, m2, s2, step) or None (moments start at 0). Returns the loss."""
+    dict of persistent moments (m1, s1, m2, s2, step) or None (moments start at 0); ``miss_weight``: factor on
+    the error of a missed target spike; ``lr_input_scale``: factor on W1's step size. Returns the loss."""
     f32 = np.float32
     t_steps, bsz, n_out = target.shape
     n_in, h = w1t.shape
@@ -81,8 +83,8 @@ def _reference_sparse(w1t, w2, spikes, target, rule, window, state=None, one_min
     logc = np.zeros((t_steps + 1, bsz))
     loss = 0.0
 
-    def adam(w, g, m, s, step, rows):
-        lr_bc1 = float(f32(rule.lr / (1.0 - rule.beta1 ** step)))
+    def adam(w, g, m, s, step, rows, scale=1.0):
+        lr_bc1 = float(f32(f32(rule.lr / (1.0 - rule.beta1 ** step)) * f32(scale)))
         inv_bc2 = float(f32(1.0 / (1.0 - rule.beta2 ** step)))
         mm = b1 * m[rows].astype(float) + c1 * g[rows]
         ss = b2 * s[rows].astype(float) + c2 * g[rows] ** 2
@@ -98,7 +100,7 @@ def _reference_sparse(w1t, w2, spikes, target, rule, window, state=None, one_min
         v = np.minimum(leak * v2 + a1 @ w2.T, vth)
         fired = v >= vth
         y = target[t].astype(f32)
-        err = np.where(fired != (y > 0), vth * y - v, 0.0)
+        err = np.where(fired != (y > 0), vth * y - v, 0.0) * np.where((y > 0) & ~fired, f32(miss_weight), f32(1))
         loss += 0.5 * float((err.astype(float) ** 2).sum()) / bsz
         v2 = np.where(fired, f32(0), v).astype(f32)
         tr2p = tr2 * (1.0 - fired.sum(1, keepdims=True) / rule.n_shrink)
@@ -111,7 +113,7 @@ def _reference_sparse(w1t, w2, spikes, target, rule, window, state=None, one_min
             tr1 += x[s] * np.exp(logc[t] - logc[s])[:, None]
         g1 = tr1.T @ delta / bsz
         step = st["step"] + t + 1
-        adam(w1t, g1, st["m1"], st["s1"], step, np.flatnonzero(tr1.any(0)))
+        adam(w1t, g1, st["m1"], st["s1"], step, np.flatnonzero(tr1.any(0)), lr_input_scale)
         adam(w2, g2, st["m2"], st["s2"], step, slice(None))
     st["step"] += t_steps
     return loss
