@@ -188,22 +188,23 @@ def _kernel_weights(cl: CompiledConvLayer, p_in, p_out):
     return ptr, opix, tap, wtap
 
 
-def _to_torch(x: np.ndarray, lay: tuple[int, int]) -> np.ndarray:
-    """(..., pixels x channels) internal order -> (..., channels x pixels) torch C order (a strided copy)."""
-    c, hw = lay
-    if hw == 1 or c == 1:
-        return x
+def _transpose_last(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(..., rows x cols) -> (..., cols x rows): the last axis read as a C-order (rows, cols) matrix and transposed
+    (a strided copy)."""
     lead = x.shape[:-1]
-    return np.ascontiguousarray(np.swapaxes(x.reshape(lead + (hw, c)), -1, -2)).reshape(lead + (c * hw,))
+    return np.ascontiguousarray(np.swapaxes(x.reshape(lead + (rows, cols)), -1, -2)).reshape(lead + (rows * cols,))
+
+
+def _to_torch(x: np.ndarray, lay: tuple[int, int]) -> np.ndarray:
+    """(..., pixels x channels) internal order -> (..., channels x pixels) torch C order."""
+    c, hw = lay
+    return x if hw == 1 or c == 1 else _transpose_last(x, hw, c)
 
 
 def _to_internal(x: np.ndarray, lay: tuple[int, int]) -> np.ndarray:
     """Inverse of :func:`_to_torch`."""
     c, hw = lay
-    if hw == 1 or c == 1:
-        return x
-    lead = x.shape[:-1]
-    return np.ascontiguousarray(np.swapaxes(x.reshape(lead + (c, hw)), -1, -2)).reshape(lead + (c * hw,))
+    return x if hw == 1 or c == 1 else _transpose_last(x, c, hw)
 
 
 def readout_trace(currents: np.ndarray, scale: np.ndarray, leak: float) -> np.ndarray:
