@@ -34,10 +34,20 @@ def max_abs(acc, n_out):  # pragma: no cover  (compiled)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _decay32(vj, kp):  # pragma: no cover  (compiled)
+    """trunc0(v keep / 4096) on int32 lanes (|v| < 2**23, keep <= 4096): ``(|v| >> 12) keep + ((|v| & 4095) keep)
+    >> 12`` with v's sign, so that no product leaves 32 bits."""
+    i32 = np.int32
+    av = i32(abs(vj))
+    d = i32(i32(i32(av >> i32(DECAY_BITS)) * kp)
+            + i32(i32(i32(av & i32(DECAY_UNITY - 1)) * kp) >> i32(DECAY_BITS)))
+    return i32(-d) if vj < i32(0) else d
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def update16(acc, n_out, shift, keep, thr, v, out_row, ev):  # pragma: no cover  (compiled)
     """LIF step for ``|a_in| = max |acc| << shift <= 2**23`` on 32-bit lanes, branch-free (every intermediate is
-    cast back to int32: numba would widen int32 arithmetic to int64 and halve the SIMD width). ``trunc0(v keep /
-    4096)`` is ``(|v| >> 12) keep + ((|v| & 4095) keep) >> 12`` with v's sign, so that no product leaves 32 bits."""
+    cast back to int32: numba would widen int32 arithmetic to int64 and halve the SIMD width)."""
     i32 = np.int32
     e0 = i32(0)
     e1 = i32(0)
@@ -53,12 +63,7 @@ def update16(acc, n_out, shift, keep, thr, v, out_row, ev):  # pragma: no cover 
         lo = u <= i32(-_LIM)
         u = i32(u - i32(2 * _LIM)) if hi else (i32(u + i32(2 * _LIM)) if lo else u)
         e1 = i32(e1 + i32(hi | lo))
-        vj = v[j]
-        av = i32(abs(vj))                                             # < 2**23
-        d = i32(i32(i32(av >> i32(DECAY_BITS)) * kp)
-                + i32(i32(i32(av & i32(DECAY_UNITY - 1)) * kp) >> i32(DECAY_BITS)))
-        d = i32(-d) if vj < i32(0) else d                             # trunc0(v keep / 4096)
-        vv = i32(d + u)
+        vv = i32(_decay32(v[j], kp) + u)
         sl = vv < i32(-_LIM + 1)
         sg = vv > i32(_LIM - 1)
         vv = i32(-_LIM + 1) if sl else (i32(_LIM - 1) if sg else vv)
@@ -87,12 +92,7 @@ def update16_quiet(acc, n_out, shift, keep, thr, v, out_row, ev):  # pragma: no 
     high = i32(0)
     for j in range(n_out):
         u = i32(i32(acc[j]) << sh)                                    # a_in << 6, |u| <= 2**21
-        vj = v[j]
-        av = i32(abs(vj))                                             # < 2**23
-        d = i32(i32(i32(av >> i32(DECAY_BITS)) * kp)
-                + i32(i32(i32(av & i32(DECAY_UNITY - 1)) * kp) >> i32(DECAY_BITS)))
-        d = i32(-d) if vj < i32(0) else d                             # trunc0(v keep / 4096)
-        vv = i32(d + u)
+        vv = i32(_decay32(v[j], kp) + u)
         low = min(low, vv)
         high = i32(high + i32(vv > i32(_LIM - 1)))
         s = vv > thr[j]
