@@ -48,7 +48,6 @@ threshold 1, clamp, as Roy et al. 2019's MNIST network; T = 15, p_scale 0.3) com
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import subprocess
@@ -62,8 +61,10 @@ from bench_common import ROOT, load_inputs, load_model
 
 from targets.registry import get_target
 from toolchain.compiler import DEFAULT_STEPS_PER_UNIT, compile_network
+from toolchain.malloc_tuning import M_MMAP_MAX, M_TRIM_THRESHOLD, set_mallopt
 
 TRAINED = ROOT / "runs" / "mnist-h32" / "model.onnx"
+KEEP_FREED = ((M_MMAP_MAX, 0), (M_TRIM_THRESHOLD, 2**31 - 1))  # --malloc keep: no mmap, no trimming
 
 
 def time_full_verify(model_path: str | None, net, limit: int, steps_per_unit: int) -> dict:
@@ -127,12 +128,8 @@ def first_touch_us(n_bytes: int, n_images: int, reps: int = 3) -> float:
 def keep_freed_memory() -> bool:
     """Make glibc keep freed memory in the process (no mmap for large blocks, no trimming of the heap top), so that
     a repeated allocation reuses pages already faulted in; False where that is not glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    m_trim_threshold, m_mmap_max = -1, -4           # glibc's malloc.h
-    return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+    done = set_mallopt(KEEP_FREED, respect_env=False)
+    return done is not None and len(done) == len(KEEP_FREED)
 
 
 def lif_main(args) -> None:

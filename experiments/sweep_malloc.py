@@ -20,41 +20,14 @@ its resident size stays at the largest trial's peak (heap part), which a worker 
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import os
-import sys
+from toolchain.malloc_tuning import M_MMAP_THRESHOLD, M_TOP_PAD, M_TRIM_THRESHOLD, set_mallopt
 
-M_TRIM_THRESHOLD = -1
-M_TOP_PAD = -2
-M_MMAP_THRESHOLD = -3
 MIB = 1 << 20
-SETTINGS = (("MALLOC_MMAP_THRESHOLD_", M_MMAP_THRESHOLD, 32 * MIB),
-            ("MALLOC_TRIM_THRESHOLD_", M_TRIM_THRESHOLD, 1024 * MIB),
-            ("MALLOC_TOP_PAD_", M_TOP_PAD, 64 * MIB))
-
-
-def _libc():
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
-    except OSError:
-        return None
+SETTINGS = ((M_MMAP_THRESHOLD, 32 * MIB), (M_TRIM_THRESHOLD, 1024 * MIB), (M_TOP_PAD, 64 * MIB))
 
 
 def tune_malloc() -> dict[str, int]:
-    """Apply the settings above to this process (glibc); returns {environment variable name: bytes} of those
-    set (a setting named in the environment is left to it; a value glibc refuses is left out)."""
-    libc = _libc()
-    if libc is None:
-        return {}
-    libc.mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    done = {}
-    for env, param, value in SETTINGS:
-        if env in os.environ:
-            continue
-        if libc.mallopt(param, value) == 1:
-            done[env] = value
-    return done
+    """Apply the settings above to this process (glibc, toolchain.malloc_tuning); returns {environment variable
+    name: bytes} of those set (a setting named in the environment is left to it; a value glibc refuses is left
+    out)."""
+    return set_mallopt(SETTINGS) or {}

@@ -7,8 +7,9 @@ one pixel, one tap), and weights arranged (C_in, taps, C_out) so that a spike ad
 Only inputs that spiked are visited; where several channels spike at one pixel in a step, their kernels are summed
 first (contiguous, vectorized) and scattered once. Every map population is held in the (pixel, channel) layout
 (channels of a pixel contiguous; Dense weights touching a map permuted to it) and turned back into PyTorch's C
-order only for the results. A step whose synaptic inputs all fit 16 bits takes a branch-free LIF update that numba
-vectorizes; otherwise the per-neuron path with every wrap and saturation below. The integer arithmetic is Lava's:
+order only for the results. The LIF update is hw_sim/lif_update.py's (shared with hw_sim/lif.py): branch-free on
+32-bit lanes where the step's synaptic inputs allow it, else the per-neuron path with every wrap and saturation
+below. The integer arithmetic is Lava's:
 the synaptic sum of effective weights,
 wrapped to 24 bits for layers Lava runs as Conv (``utils.signed_clamp``; a layer with a second weight block runs on
 the sum of both blocks' integers, which is exact: the compiler keeps two blocks only where neither block's sum can
@@ -27,10 +28,11 @@ import numba
 import numpy as np
 
 from hw_sim.emulator import default_threads
+from hw_sim.lif_update import lif_update, max_abs
 from toolchain.compiled_conv import CompiledConv, CompiledConvLayer, validate_compiled_conv
 from toolchain.errors import ArtifactError, TargetError
 from toolchain.lower_conv import lava_mapping, lava_shapes
-from toolchain.quantize import A_IN_MAX, DECAY_BITS, DECAY_UNITY, STATE_SHIFT, UV_MAX
+from toolchain.quantize import DECAY_UNITY, STATE_SHIFT, UV_MAX
 
 RANGE_EVENTS = ("a_in_over_16bit", "u_wrapped", "v_saturated_low", "v_saturated_high")
 _LIM = UV_MAX + 1  # 2**23
@@ -90,21 +92,27 @@ def _narrow(wtap: np.ndarray) -> np.ndarray:
     return w.astype(np.int64)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _wrap24(x):  # pragma: no cover  (compiled)
+    """Lava Conv's ``utils.signed_clamp(x, 24)``: x wrapped into [-2**23, 2**23 - 1] (int64 x)."""
+    return ((x + _LIM) % (2 * _LIM)) - _LIM if x >= _LIM or x < -_LIM else x
+
+
 @numba.njit(cache=True, nogil=True)
 def _layer(src, c_in, hw_in, ptr, opix, tap, wtap, c_out, hw_out, wrap24, readout, dv, thr, lo, hi, out, cur,
            ev):  # pragma: no cover  (compiled)
     """Samples lo .. hi - 1 of one layer, every population in the (pixel, channel) layout (index q c + o: the
     channels of a pixel contiguous). src (N, T, hw_in c_in) uint8; thr (hw_out c_out,) = vth << 6; out
     (N, T, hw_out c_out) uint8 spikes (LIF) or cur (N, T, n) int64 synaptic inputs (readout); ev (N, 4) range
-    events. ptr, opix, tap, wtap: :func:`tap_table`. A step whose inputs all lie within 16 bits takes the
-    branch-free (vectorized) update."""
+    events. ptr, opix, tap, wtap: :func:`tap_table`. The update: hw_sim.lif_update.lif_update, on the cheapest
+    exact path for the step's largest |input|."""
     t_steps = src.shape[1]
     n = c_out * hw_out
     a = np.zeros(n, wtap.dtype)    # int32 when no sum can overflow it
     n_tap = wtap.shape[1]
     wflat = wtap.reshape(c_in, n_tap * c_out)
     z = np.zeros(n_tap * c_out, wtap.dtype)
-    v = np.zeros(n, np.int64)
+    v = np.zeros(n, np.int32)
     keep = DECAY_UNITY - dv
     for k in range(lo, hi):
         v[:] = 0
@@ -138,55 +146,16 @@ def _layer(src, c_in, hw_in, ptr, opix, tap, wtap, c_out, hw_out, wrap24, readou
                         zo = tap[e] * c_out
                         for o in range(c_out):
                             a[off + o] += z[zo + o]
-            big = 0
-            for i in range(n):
-                big = max(big, abs(np.int64(a[i])))
-            if big <= A_IN_MAX and not readout:     # common path: nothing can wrap; branch-free, vectorized
-                n_lo = 0
-                n_hi = 0
-                o_row = out[k, t]
+            big = max_abs(a, n)
+            if readout:                             # integer input of the off-chip Readout
                 for i in range(n):
-                    y = v[i] * keep                 # trunc0(v (4096 - dv) / 4096)
-                    d = (y + ((y >> 63) & (DECAY_UNITY - 1))) >> DECAY_BITS
-                    vv = d + (np.int64(a[i]) << STATE_SHIFT)
-                    n_lo += vv < -_LIM + 1
-                    n_hi += vv > _LIM - 1
-                    vv = min(max(vv, -_LIM + 1), _LIM - 1)
-                    s = vv > thr[i]
-                    o_row[i] = s
-                    v[i] = 0 if s else vv
-                ev[k, 2] += n_lo
-                ev[k, 3] += n_hi
+                    cur[k, t, i] = _wrap24(np.int64(a[i])) if wrap24 else a[i]
                 continue
-            for i in range(n):
-                x = np.int64(a[i])
-                y = v[i] * keep
-                d = (y + ((y >> 63) & (DECAY_UNITY - 1))) >> DECAY_BITS
-                if wrap24 and (x >= _LIM or x < -_LIM):   # Lava Conv: utils.signed_clamp(x, 24)
-                    x = ((x + _LIM) % (2 * _LIM)) - _LIM
-                if readout:
-                    cur[k, t, i] = x
-                    continue
-                if x > A_IN_MAX or x < -A_IN_MAX:
-                    ev[k, 0] += 1
-                u = x << STATE_SHIFT            # du = 4095: u is this step's input
-                if u > _LIM:                    # 24-bit wrap, as Lava's LIF does it
-                    u -= 2 * _LIM
-                    ev[k, 1] += 1
-                elif u <= -_LIM:
-                    u += 2 * _LIM
-                    ev[k, 1] += 1
-                vv = d + u
-                if vv < -_LIM + 1:
-                    vv = -_LIM + 1
-                    ev[k, 2] += 1
-                elif vv > _LIM - 1:
-                    vv = _LIM - 1
-                    ev[k, 3] += 1
-                if vv > thr[i]:
-                    out[k, t, i] = 1
-                    vv = 0
-                v[i] = vv
+            if wrap24 and big >= _LIM:              # Lava Conv wraps its output to 24 bits
+                for i in range(n):
+                    a[i] = _wrap24(np.int64(a[i]))
+                big = _LIM                          # a bound of max |a| now
+            lif_update(a, n, 0, keep, thr, v, out[k, t], ev[k], big)
 
 
 def layouts(cc: CompiledConv) -> list[tuple[int, int]]:
@@ -219,22 +188,23 @@ def _kernel_weights(cl: CompiledConvLayer, p_in, p_out):
     return ptr, opix, tap, wtap
 
 
-def _to_torch(x: np.ndarray, lay: tuple[int, int]) -> np.ndarray:
-    """(..., pixels x channels) internal order -> (..., channels x pixels) torch C order (a strided copy)."""
-    c, hw = lay
-    if hw == 1 or c == 1:
-        return x
+def _transpose_last(x: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """(..., rows x cols) -> (..., cols x rows): the last axis read as a C-order (rows, cols) matrix and transposed
+    (a strided copy)."""
     lead = x.shape[:-1]
-    return np.ascontiguousarray(np.swapaxes(x.reshape(lead + (hw, c)), -1, -2)).reshape(lead + (c * hw,))
+    return np.ascontiguousarray(np.swapaxes(x.reshape(lead + (rows, cols)), -1, -2)).reshape(lead + (rows * cols,))
+
+
+def _to_torch(x: np.ndarray, lay: tuple[int, int]) -> np.ndarray:
+    """(..., pixels x channels) internal order -> (..., channels x pixels) torch C order."""
+    c, hw = lay
+    return x if hw == 1 or c == 1 else _transpose_last(x, hw, c)
 
 
 def _to_internal(x: np.ndarray, lay: tuple[int, int]) -> np.ndarray:
     """Inverse of :func:`_to_torch`."""
     c, hw = lay
-    if hw == 1 or c == 1:
-        return x
-    lead = x.shape[:-1]
-    return np.ascontiguousarray(np.swapaxes(x.reshape(lead + (c, hw)), -1, -2)).reshape(lead + (c * hw,))
+    return x if hw == 1 or c == 1 else _transpose_last(x, c, hw)
 
 
 def readout_trace(currents: np.ndarray, scale: np.ndarray, leak: float) -> np.ndarray:
@@ -298,7 +268,7 @@ def run_conv_fixed(cc: CompiledConv, spikes_in: np.ndarray, threads: int | None 
         readout = cl.population == "readout"
         s_out = np.zeros((n, t_steps, cl.n_out), dtype=np.uint8)
         cur = np.zeros((n, t_steps, cl.n_out) if readout else (1, 1, 1), dtype=np.int64)
-        thr = _to_internal(np.asarray(cl.vth, dtype=np.int64) << STATE_SHIFT, lay[l + 1])
+        thr = _to_internal(np.asarray(cl.vth, dtype=np.int32) << STATE_SHIFT, lay[l + 1])  # <= (2**17 - 1) << 6
         ev = np.zeros((n, len(RANGE_EVENTS)), dtype=np.int64)
         args = [(src, np.int64(c_in), np.int64(hw_in), ptr, opix, tap, wtap, np.int64(c_out), np.int64(hw_out),
                  lava_mapping(cl) == "Conv" and cl.blocks == 1, readout, np.int64(cl.dv),

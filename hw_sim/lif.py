@@ -15,10 +15,11 @@ and returns spike trains only: first-spike steps are computed from them when rea
   then shifts the sum, exactly). They run on 16-bit lanes (SIMD) when ``active inputs x max |mantissa| <=
   2**15 - 1`` makes the exact sum fit (wrapping partial sums then still give it), as two exact 16-bit partial
   sums added in 32 bits when the events split into two such groups, else on 32-bit lanes;
-* the LIF update (u wrap at 24 bits, truncating decay of v, saturation, strict threshold, reset to zero) runs
-  branch-free on 32-bit lanes, without per-neuron range checks when the step's sums cannot exceed 16 bits:
-  ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep + ((|v| & 4095) keep) >> 12`` so that no
-  product leaves 32 bits (64-bit lanes on the rare path whose sum exceeds 16 bits).
+* the LIF update (hw_sim/lif_update.py, shared with hw_sim/conv.py: u wrap at 24 bits, truncating decay of v,
+  saturation, strict threshold, reset to zero) runs branch-free on 32-bit lanes, without per-neuron range checks
+  when the step's sums cannot exceed 16 bits: ``trunc0(v (4096 - dv) / 4096)`` is split into ``(|v| >> 12) keep
+  + ((|v| & 4095) keep) >> 12`` so that no product leaves 32 bits (64-bit lanes on the rare path whose sum
+  exceeds 16 bits).
 
 Results are aligned to the float model (toolchain/lif_reference.py): the Dense delay and the source step are not
 simulated, since they only shift each layer's train by a constant number of steps (targets/lava_lif.py shifts
@@ -37,6 +38,7 @@ import numba
 import numpy as np
 
 from hw_sim.emulator import default_threads
+from hw_sim.lif_update import lif_update, max_abs, update16, update16_quiet
 from toolchain.compiled_steps import CompiledSteps, validate_compiled_steps
 from toolchain.errors import ArtifactError, TargetError
 from toolchain.quantize import A_IN_MAX, DECAY_BITS, DECAY_UNITY, MANTISSA, STATE_SHIFT, UV_MAX
@@ -236,117 +238,6 @@ def _accumulate16(w, idx, n_ev, acc, n_out):  # pragma: no cover  (compiled)
         e += 1
 
 
-@numba.njit(cache=True, nogil=True, inline="always")
-def _max_abs(acc, n_out):  # pragma: no cover  (compiled)
-    """max |acc[:n_out]| (int16 or int32 acc) as int64 (a SIMD min/max reduction)."""
-    hi = acc.dtype.type(0)
-    lo = acc.dtype.type(0)
-    for j in range(n_out):
-        hi = max(hi, acc[j])
-        lo = min(lo, acc[j])
-    return max(np.int64(hi), -np.int64(lo))
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _update16(acc, n_out, shift, keep, thr, v, out_row, ev):  # pragma: no cover  (compiled)
-    """LIF step of n_out neurons from 16-bit sums acc (a_in = acc << shift) on 32-bit lanes (every intermediate
-    is cast back to int32: numba would widen int32 arithmetic to int64 and halve the SIMD width)."""
-    i32 = np.int32
-    e0 = i32(0)
-    e1 = i32(0)
-    e2 = i32(0)
-    e3 = i32(0)
-    sh = i32(shift & 15)                # masked: LLVM then knows the shift fits 32-bit lanes (shift <= 8)
-    kp = i32(keep)
-    for j in range(n_out):
-        a = i32(i32(acc[j]) << sh)                                    # |a| <= 2**23
-        e0 = i32(e0 + i32((a > i32(_A_MAX)) | (a < i32(-_A_MAX))))
-        u = i32(a << i32(STATE_SHIFT))                                # du = 4095: u = a << 6, |u| <= 2**29
-        hi = u > i32(_LIM)
-        lo = u <= i32(-_LIM)
-        u = i32(u - i32(2 * _LIM)) if hi else (i32(u + i32(2 * _LIM)) if lo else u)
-        e1 = i32(e1 + i32(hi | lo))
-        vj = v[j]
-        av = i32(abs(vj))                                             # < 2**23
-        d = i32(i32(i32(av >> i32(DECAY_BITS)) * kp)
-                + i32(i32(i32(av & i32(DECAY_UNITY - 1)) * kp) >> i32(DECAY_BITS)))
-        d = i32(-d) if vj < i32(0) else d                             # trunc0(v keep / 4096)
-        vv = i32(d + u)
-        sl = vv < i32(-_LIM + 1)
-        sg = vv > i32(_LIM - 1)
-        vv = i32(-_LIM + 1) if sl else (i32(_LIM - 1) if sg else vv)
-        e2 = i32(e2 + i32(sl))
-        e3 = i32(e3 + i32(sg))
-        s = vv > thr[j]
-        out_row[j] = s
-        v[j] = i32(0) if s else vv
-    ev[0] += e0
-    ev[1] += e1
-    ev[2] += e2
-    ev[3] += e3
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _update16_quiet(acc, n_out, shift, keep, thr, v, out_row, ev):  # pragma: no cover  (compiled)
-    """_update16 for a step whose sums rule out |a_in| beyond 16 bits and so a wrap of u (the caller checks
-    ``max |acc| << shift <= A_IN_MAX``): v's saturation high is counted (ev[3]) but not clipped, since a v above
-    2**23 - 1 > vth << 6 spikes and resets to 0 either way; v is kept unclipped low and a second pass (only when
-    some v fell below -(2**23 - 1)) saturates it and counts it (ev[2]). Spikes are unaffected: a clipped-low v
-    cannot exceed vth >= 0."""
-    i32 = np.int32
-    sh = i32((shift + STATE_SHIFT) & 31)
-    kp = i32(keep)
-    low = i32(0)
-    high = i32(0)
-    for j in range(n_out):
-        u = i32(i32(acc[j]) << sh)                                    # a_in << 6, |u| <= 2**21
-        vj = v[j]
-        av = i32(abs(vj))
-        d = i32(i32(i32(av >> i32(DECAY_BITS)) * kp)
-                + i32(i32(i32(av & i32(DECAY_UNITY - 1)) * kp) >> i32(DECAY_BITS)))
-        d = i32(-d) if vj < i32(0) else d
-        vv = i32(d + u)
-        low = min(low, vv)
-        high = i32(high + i32(vv > i32(_LIM - 1)))
-        s = vv > thr[j]
-        out_row[j] = s
-        v[j] = i32(0) if s else vv
-    ev[3] += high
-    if low < i32(-_LIM + 1):
-        for j in range(n_out):
-            if v[j] < -_LIM + 1:
-                v[j] = -_LIM + 1
-                ev[2] += 1
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _update32(acc, n_out, shift, keep, thr, v, out_row, ev):  # pragma: no cover  (compiled)
-    """LIF step from 32-bit sums (the rare path), int64 arithmetic as the reference kernel."""
-    for j in range(n_out):
-        a = np.int64(acc[j]) << shift
-        if a > _A_MAX or a < -_A_MAX:
-            ev[0] += 1
-        u = a << STATE_SHIFT
-        if u > _LIM:
-            u -= 2 * _LIM
-            ev[1] += 1
-        elif u <= -_LIM:
-            u += 2 * _LIM
-            ev[1] += 1
-        x = np.int64(v[j]) * keep
-        d = (x >> DECAY_BITS) if x >= 0 else -((-x) >> DECAY_BITS)
-        vv = d + u
-        if vv < -_LIM + 1:
-            vv = -_LIM + 1
-            ev[2] += 1
-        elif vv > _LIM - 1:
-            vv = _LIM - 1
-            ev[3] += 1
-        s = vv > thr[j]
-        out_row[j] = s
-        v[j] = 0 if s else vv
-
-
 @numba.njit(cache=True, nogil=True)
 def _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, ev):  # pragma: no cover
     """Samples lo .. hi - 1 of one layer. Input: ``words`` (N, T, W) uint64 (8 input bytes per word, zero padded;
@@ -379,14 +270,13 @@ def _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, ev):  #
                 bound += qmax[idx[e]]
             if bound << shift <= _A_MAX:                # the common step: no sum can leave 16 bits
                 _accumulate16(w_small, idx, n_ev, acc16, n_out)
-                _update16_quiet(acc16, n_out, shift, keep, thr, v, row, evk)
+                update16_quiet(acc16, n_out, shift, keep, thr, v, row, evk)
             elif bound <= _I16:
                 _accumulate16(w_small, idx, n_ev, acc16, n_out)
-                big = _max_abs(acc16, n_out)
-                if big << shift <= _A_MAX:
-                    _update16_quiet(acc16, n_out, shift, keep, thr, v, row, evk)
-                else:
-                    _update16(acc16, n_out, shift, keep, thr, v, row, evk)
+                if max_abs(acc16, n_out) << shift <= _A_MAX:
+                    update16_quiet(acc16, n_out, shift, keep, thr, v, row, evk)
+                else:                                 # |a_in| <= 2**15 << 8 = 2**23
+                    update16(acc16, n_out, shift, keep, thr, v, row, evk)
             else:
                 m = 0                                 # the longest prefix of events whose bound fits 16 bits
                 part = 0
@@ -400,13 +290,7 @@ def _run_layer(src, words, lo, hi, w_small, out, shift, keep, qmax, thr, ev):  #
                         acc32[j] = np.int32(np.int32(acc16[j]) + np.int32(acc16b[j]))
                 else:
                     _accumulate32(w_small, idx, n_ev, acc32, n_out)
-                big = _max_abs(acc32, n_out)
-                if big << shift <= _A_MAX:
-                    _update16_quiet(acc32, n_out, shift, keep, thr, v, row, evk)
-                elif big << shift <= _LIM:            # a_in fits the int32 lanes of _update16
-                    _update16(acc32, n_out, shift, keep, thr, v, row, evk)
-                else:
-                    _update32(acc32, n_out, shift, keep, thr, v, row, evk)
+                lif_update(acc32, n_out, shift, keep, thr, v, row, evk, max_abs(acc32, n_out))
     return bad[0]
 
 
