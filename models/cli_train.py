@@ -184,6 +184,11 @@ def register(subparsers) -> None:
                    help="online: the authors' eligibility-trace rule; bptt: surrogate-gradient BPTT (default online)")
     r.add_argument("--lr", type=float, default=None, help="Adam step size (online 5e-4 per step, bptt 3e-3 per batch)")
     r.add_argument("--batch-size", type=int, default=100, help="images per batch (default 100)")
+    r.add_argument("--trace-reset", choices=("authors", "layer", "neuron", "none"), default="authors",
+                   help="online rule: how eligibility traces forget after spikes. authors (default): shrink by "
+                        "(1 - layer spikes / 784) as the authors' code; layer: by the layer's own size; neuron: "
+                        "reset the trace of a neuron that spiked (the paper's text, ~2x slower); none: no shrink "
+                        "(docs/training.md)")
     r.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     r.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -239,9 +244,10 @@ def train_rate_cli(args: argparse.Namespace) -> int:
     cfg = resolve_config(preset=args.preset, dataset=args.dataset, arch=args.arch, steps=args.steps,
                          p_scale=args.p_scale, mode=args.mode, lr=args.lr, batch_size=args.batch_size,
                          epochs=args.epochs, seed=args.seed, limit_train=args.limit_train,
-                         limit_eval=args.limit_eval)
+                         limit_eval=args.limit_eval, trace_reset=args.trace_reset)
     print(f"training {cfg.dataset} {'-'.join(map(str, cfg.arch))}, T={cfg.steps}, p_scale={cfg.p_scale:g}, "
-          f"{cfg.mode}, lr {cfg.lr:g}, batch {cfg.batch_size}")
+          f"{cfg.mode}, lr {cfg.lr:g}, batch {cfg.batch_size}"
+          + (f", trace reset {cfg.trace_reset}" if cfg.trace_reset != "authors" else ""))
     m = train_rate(cfg, args.out, data_dir=args.data_dir, resume=args.resume, force=args.force,
                    threads=args.threads, progress=not args.no_progress)
     print(f"test Spike-MSE {m['test_spike_mse']:.4f}, test MSE {m['test_pixel_mse']:.4f}")

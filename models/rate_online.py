@@ -16,6 +16,10 @@ x[t] (B, n_in) in {0, 1} (units: potentials and weights in threshold units, V_th
 
 ``n_shrink`` is 784 in the authors' code for both layers (the trace shrink that stands in for the paper's
 "reset the derivative of a neuron that spiked"). The gradient of step t uses the trace before the shrink.
+``OnlineRule.trace_reset`` (an option; "authors" is the default): "layer" shrinks each trace by the spikes of the
+layer it feeds over that layer's own size (hidden: H, output: n_out) instead of 784 - the mean-field version of a
+per-neuron reset; "neuron" is the paper's text, exact: the eligibility of weight (i, j) restarts when neuron i
+spikes (models/rate_trace_reset.py; about twice the cost per step); "none" never shrinks the traces.
 
 Sparsity: the columns of W1 whose pixel never spikes in the batch get a zero gradient at every step, so their Adam
 moments stay 0 and their update is exactly 0; only the active columns are computed (bitwise the same result).
@@ -34,6 +38,8 @@ import numpy as np
 
 ADAM_BETAS = (0.9, 0.999)
 ADAM_EPS = 1e-7
+# How a neuron's eligibility forgets after spikes (OnlineRule.trace_reset); "authors" is the authors' code.
+TRACE_RESETS = ("authors", "layer", "neuron", "none")
 
 
 @dataclass(frozen=True)
@@ -47,6 +53,25 @@ class OnlineRule:
     beta2: float = ADAM_BETAS[1]
     eps: float = ADAM_EPS
     n_shrink: float = 784.0
+    trace_reset: str = "authors"
+
+    def __post_init__(self) -> None:
+        from toolchain.errors import SnncError
+
+        if self.trace_reset not in TRACE_RESETS:
+            raise SnncError(f"unknown trace reset {self.trace_reset!r}; choose one of {', '.join(TRACE_RESETS)}")
+        if not self.n_shrink > 0:
+            raise SnncError(f"n_shrink must be > 0 (a number of neurons), got {self.n_shrink}")
+
+    def inverse_shrinks(self, n_hidden: int, n_out: int) -> tuple[float, float]:
+        """(1 / n1, 1 / n2): each trace is multiplied by (1 - spikes of the layer it feeds / n) after a step.
+        authors: n = n_shrink (784 in the authors' code) for both; layer: the size of the layer the trace feeds
+        (n_hidden for the input trace, n_out for the hidden trace); neuron, none: no shrink (0)."""
+        if self.trace_reset == "authors":
+            return 1.0 / self.n_shrink, 1.0 / self.n_shrink
+        if self.trace_reset == "layer":
+            return 1.0 / n_hidden, 1.0 / n_out
+        return 0.0, 0.0
 
 
 class PartTimer:
@@ -147,31 +172,51 @@ def online_batch(w1, w2, x, rule: OnlineRule = OnlineRule(), profile: dict | Non
     cur2_t, w2_t = torch.from_numpy(cur2), torch.from_numpy(w2n)
     tr1_t, delta_t, g1t_t = torch.from_numpy(tr1), torch.from_numpy(delta), torch.from_numpy(g1t)
     r = rule
-    leak, v_th, one, zero, inv_shrink = c(r.leak), c(r.v_th), c(1.0), c(0.0), c(1.0 / r.n_shrink)
+    leak, v_th, one, zero = c(r.leak), c(r.v_th), c(1.0), c(0.0)
+    inv_shrink1, inv_shrink2 = (c(v) for v in r.inverse_shrinks(h, n_out))
+    reset = r.trace_reset == "neuron"
+    if reset:                                             # trace history and last spike step per neuron
+        from models import rate_trace_reset as R
+
+        hist1, hist2 = np.zeros((t_steps, b, cols.size), npdt), np.zeros((t_steps, b, h), npdt)
+        last1, last2 = np.full((b, h), -1, np.int32), np.full((b, n_out), -1, np.int32)
+        corr, prev_counts = np.zeros((h, cols.size), npdt), np.zeros_like(out_counts)
+        leak_pow = (np.float64(r.leak) ** np.arange(t_steps + 1)).astype(npdt)
     g_scale = c(1.0 / b)
     tiny = c(np.finfo(npdt).tiny)
     loss, hid = 0.0, 0.0
     tick("setup")
     for t in range(t_steps):
         K.layer1_step(ptr, idx, t * b, w1t, xa_f[t], v1, e1, a1, tr1, tr1p, hid_n, leak, v_th, one, zero,
-                      inv_shrink)
+                      inv_shrink1)
+        if reset:
+            hist1[t] = tr1
         hid += float(hid_n.sum())
         tick("input current (gathers) + hidden LIF")
         e1_t.exp_()                                       # e^(V1 - v_th)
         tick("exp")
         torch.mm(a1_t, w2_t.T, out=cur2_t)
         tick("a1 W2^T (BLAS)")
-        K.layer2_step(cur2, x_f[t], a1, v2, tr2, tr2p, err, out_counts, sq_n, leak, v_th, one, zero, inv_shrink)
+        K.layer2_step(cur2, x_f[t], a1, v2, tr2, tr2p, err, out_counts, sq_n, leak, v_th, one, zero, inv_shrink2)
+        if reset:
+            hist2[t] = tr2
         loss += 0.5 * float(sq_n.sum()) / b
         tick("output LIF + masked error")
         K.hidden_error(err, w2n, e1, delta, one, zero, tiny)       # uses w2 before this step's update
         tick("hidden error (-E) W2 (gathers)")
         torch.mm(tr1_t.T, delta_t, out=g1t_t)             # g1^T * B, (n_active, H)
         tick("tr1^T delta (BLAS)")
+        if reset:
+            R.subtract_reset_part(g1t, delta, last1, hist1, leak_pow, t, corr)
+            tick("per-neuron reset of g1")
         K.adam_update(w1t, g1t, m1, s1, r.lr, r.beta1, r.beta2, t + 1, r.eps, g_scale=1.0 / b)
         tick("Adam W1")
-        K.adam_output_layer(w2n, m2, s2, err, tr2, g_scale,
-                            *K.adam_consts(npdt, r.lr, r.beta1, r.beta2, t + 1, r.eps), zero)
+        consts = K.adam_consts(npdt, r.lr, r.beta1, r.beta2, t + 1, r.eps)
+        if reset:
+            R.adam_output_layer_reset(w2n, m2, s2, err, tr2, hist2, last2, leak_pow, t, g_scale, *consts, zero)
+            R.note_spikes(last1, a1, last2, out_counts, prev_counts, t)
+        else:
+            K.adam_output_layer(w2n, m2, s2, err, tr2, g_scale, *consts, zero)
         tick("g2 + Adam W2")
     w1.numpy()[:, cols] = w1t.T
     if w2c.data_ptr() != w2.data_ptr():

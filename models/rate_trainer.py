@@ -78,9 +78,17 @@ class RateConfig:
     limit_eval: int | None = None
     preset: str | None = None
     source: str = "auto"
+    trace_reset: str = "authors"
 
     def __post_init__(self) -> None:
+        from models.rate_online import TRACE_RESETS
+
         check_steps(self.steps)
+        if self.trace_reset not in TRACE_RESETS:
+            raise SnncError(f"unknown --trace-reset {self.trace_reset!r}; choose one of {', '.join(TRACE_RESETS)}")
+        if self.trace_reset != "authors" and self.mode != "online":
+            raise SnncError(f"--trace-reset {self.trace_reset} applies to the online rule only; drop it or use "
+                            f"--mode online")
         check_p_scale(self.p_scale)
         if self.mode not in MODES:
             raise SnncError(f"unknown training mode {self.mode!r}; choose one of {', '.join(MODES)}")
@@ -97,6 +105,8 @@ class RateConfig:
     def identity(self) -> dict:
         d = dataclasses.asdict(self)
         d.pop("epochs")
+        if d["trace_reset"] == "authors":     # the default: checkpoints made before the option keep resuming
+            d.pop("trace_reset")
         d["arch"] = list(d["arch"])
         return d
 
@@ -133,7 +143,8 @@ def init_weights(cfg: RateConfig, rng: np.random.Generator) -> tuple[np.ndarray,
 def model_metadata(cfg: RateConfig, extra: dict | None = None) -> dict:
     meta = {"family": "rate-lif", "dataset": cfg.dataset, "encoding": "bernoulli", "p_scale": cfg.p_scale,
             "max_rate_hz": cfg.p_scale * 1000.0, "dt_ms": 1.0, "steps": cfg.steps, "arch": list(cfg.arch),
-            "mode": cfg.mode, "lr": cfg.lr, "batch_size": cfg.batch_size, "epochs": cfg.epochs, "seed": cfg.seed,
+            "mode": cfg.mode, "trace_reset": cfg.trace_reset, "lr": cfg.lr, "batch_size": cfg.batch_size,
+            "epochs": cfg.epochs, "seed": cfg.seed,
             "trainer": "snnc rate (Roy, Panda & Roy 2019)"}
     meta.update(extra or {})
     return meta
@@ -260,7 +271,7 @@ def _train(cfg: RateConfig, out: Path, data_dir: str | None, resume: bool, progr
             learner.opt.load_state_dict(state["optimizer"])
     else:
         tw1, tw2 = torch.tensor(w1, dtype=dtype), torch.tensor(w2, dtype=dtype)
-        rule = OnlineRule(lr=cfg.lr, n_shrink=float(cfg.arch[0]))
+        rule = OnlineRule(lr=cfg.lr, n_shrink=float(cfg.arch[0]), trace_reset=cfg.trace_reset)
     n_train = len(train)
     n_batches = n_train // cfg.batch_size
     for epoch in range(start_epoch, cfg.epochs):
