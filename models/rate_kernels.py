@@ -219,6 +219,19 @@ def hidden_error(err, w2, e1, delta, one, zero, tiny):  # pragma: no cover - com
             delta[n, i] = d if abs(d) >= tiny else zero
 
 
+@numba.njit(inline="always", fastmath=True, error_model="numpy")
+def adam_row(w2, m2, s2, j, g, g_scale, lr_bc1, b1, c1, b2, c2, inv_bc2, eps):  # pragma: no cover - compiled
+    """One Adam step of row j of w2 (moments m2, s2) with the gradient g * g_scale (never stored): the fused
+    output-layer updates of the online rule (here and in models/rate_trace_reset.py)."""
+    for i in range(g.shape[0]):
+        gi = g[i] * g_scale
+        mi = b1 * m2[j, i] + c1 * gi
+        vi = b2 * s2[j, i] + c2 * gi * gi
+        m2[j, i] = mi
+        s2[j, i] = vi
+        w2[j, i] -= lr_bc1 * mi / (np.sqrt(vi * inv_bc2) + eps)
+
+
 @numba.njit(**_JIT)
 def adam_output_layer(w2, m2, s2, err, tr2, g_scale, lr_bc1, b1, c1, b2, c2, inv_bc2, eps,
                       zero):  # pragma: no cover - compiled
@@ -249,10 +262,4 @@ def adam_output_layer(w2, m2, s2, err, tr2, g_scale, lr_bc1, b1, c1, b2, c2, inv
             for i in range(h):
                 g[i] -= e * tn[i]
             q += 1
-        for i in range(h):
-            gi = g[i] * g_scale
-            mi = b1 * m2[j, i] + c1 * gi
-            vi = b2 * s2[j, i] + c2 * gi * gi
-            m2[j, i] = mi
-            s2[j, i] = vi
-            w2[j, i] -= lr_bc1 * mi / (np.sqrt(vi * inv_bc2) + eps)
+        adam_row(w2, m2, s2, j, g, g_scale, lr_bc1, b1, c1, b2, c2, inv_bc2, eps)

@@ -20,6 +20,8 @@ import numba
 import numpy as np
 from numba import prange
 
+from models.rate_kernels import adam_row
+
 _JIT = dict(parallel=True, fastmath=True, cache=True, error_model="numpy")
 
 
@@ -75,13 +77,7 @@ def adam_output_layer_reset(w2, m2, s2, err, tr2, hist2, last2, leak_pow, t, g_s
                 hn = hist2[s, n]
                 for i in range(h):
                     g[i] += ce * hn[i]
-        for i in range(h):
-            gi = g[i] * g_scale
-            mi = b1 * m2[j, i] + c1 * gi
-            vi = b2 * s2[j, i] + c2 * gi * gi
-            m2[j, i] = mi
-            s2[j, i] = vi
-            w2[j, i] -= lr_bc1 * mi / (np.sqrt(vi * inv_bc2) + eps)
+        adam_row(w2, m2, s2, j, g, g_scale, lr_bc1, b1, c1, b2, c2, inv_bc2, eps)
 
 
 @numba.njit(parallel=True, cache=True)
