@@ -64,6 +64,15 @@ def _sig_prime(u):  # pragma: no cover - compiled
     return e / ((1.0 + e) * (1.0 + e))
 
 
+@numba.njit(cache=True, fastmath=True, inline="always")
+def _current_penalty(cur, lam, bound):  # pragma: no cover - compiled
+    """The input-current penalty 0.5 lam relu(|I| - K)^2 of one neuron and step: (dP/dI, P)."""
+    ex = abs(cur) - bound
+    if ex <= 0.0:
+        return 0.0, 0.0
+    return lam * ex * (1.0 if cur > 0 else -1.0), 0.5 * lam * ex * ex
+
+
 @numba.njit(cache=True, fastmath=True, error_model="numpy")
 def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh, m1, s1, mrow, store_last, dhist,
               logc, window, inv_b, lr_bc1, inv_bc2, fb1, c1, fb2, c2, feps, phist):  # pragma: no cover - compiled
@@ -82,8 +91,8 @@ def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh
     n_u = upto - a + 1
     wts = np.empty((n_u, e1 - e0), np.float32)
     bs = np.empty((n_u, e1 - e0), np.int64)
-    now = np.zeros((n_u, e1 - e0), np.bool_)          # the event is of step u itself (penalty term)
     pen = phist.shape[0] > 0
+    now = np.zeros((n_u if pen else 0, e1 - e0), np.bool_)  # the event is of step u itself (penalty term only)
     cnt = np.zeros(n_u, np.int64)
     work = False
     for ui in range(n_u):
@@ -102,7 +111,8 @@ def _catch_up(s, upto, n_steps, w1t, cols, sl_ptr, sl_ev, ev_t, ev_b, nxt, fresh
                 w = math.exp(logc[u, b] - logc[te, b])
             wts[ui, c] = np.float32(w * inv_b)
             bs[ui, c] = b
-            now[ui, c] = te == u
+            if pen:
+                now[ui, c] = te == u
             c += 1
         cnt[ui] = c
         if c > 0:
@@ -215,9 +225,8 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
         for b in range(bsz):
             for j in range(h):
                 if pen_lam > 0.0:
-                    ex = abs(cur1[b, j]) - pen_k
-                    phist[t, b, j] = pen_lam * ex * (1.0 if cur1[b, j] > 0 else -1.0) if ex > 0 else 0.0
-                    pen_loss += 0.5 * pen_lam * ex * ex / bsz if ex > 0 else 0.0
+                    phist[t, b, j], dl = _current_penalty(cur1[b, j], pen_lam, pen_k)
+                    pen_loss += dl / bsz
                 v = leak * v1[b, j] + cur1[b, j]
                 if v > vth:
                     v = vth
@@ -236,9 +245,8 @@ def _batch(w1t, w2, ev_ptr, ev_t, ev_b, ev_i, cols, sl_ptr, sl_ev, st_ptr, st_sl
             n_a2 = 0.0
             for k in range(n_out):
                 if pen_lam > 0.0:
-                    ex = abs(cur2[b, k]) - pen_k
-                    pen2[b, k] = pen_lam * ex * (1.0 if cur2[b, k] > 0 else -1.0) if ex > 0 else 0.0
-                    pen_loss += 0.5 * pen_lam * ex * ex / bsz if ex > 0 else 0.0
+                    pen2[b, k], dl = _current_penalty(cur2[b, k], pen_lam, pen_k)
+                    pen_loss += dl / bsz
                 v = leak * v2[b, k] + cur2[b, k]
                 if v > vth:
                     v = vth
