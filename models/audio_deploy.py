@@ -25,13 +25,16 @@ SMALL_FRONT_END = "--audio-rate 8000 --decimation 80 --frames 120 --hidden 512 -
 
 
 def joint_graph(ac):
-    """The IR steps graph of an audiocoder (models.audio_model.AudioCoder) followed by its decoder."""
+    """The IR steps graph of an audiocoder (models.audio_model.AudioCoder) followed by its decoder: the
+    audiocoder's layers with the leak recorded in its metadata (0.9, or the chip's 1 - 410/4096 for a model trained
+    with ``--leak chip``, which the compiler then maps exactly), the decoder with the image model's own leak."""
     from toolchain.ir import LIF, lif_chain
 
     meta = {"family": "audio-to-image", "encoding": "bernoulli", "p_scale": ac.p_scale, "steps": ac.steps,
             "spec": ac.meta.get("spec"), "pairing": ac.meta.get("pairing")}
+    leak = float(ac.meta.get("leak", 0.9))       # the audiocoder's own (snnc train audio --leak chip: 3686/4096)
     return lif_chain([np.asarray(ac.w1t, np.float64).T, np.asarray(ac.w2, np.float64), ac.dec_w],
-                     [LIF(ac.hidden, leak=0.9, v_th=1.0, clamp=True), LIF(ac.n_code, leak=0.9, v_th=1.0, clamp=True),
+                     [LIF(ac.hidden, leak=leak, v_th=1.0, clamp=True), LIF(ac.n_code, leak=leak, v_th=1.0, clamp=True),
                       LIF(ac.dec_w.shape[0], leak=ac.dec_leak, v_th=ac.dec_v_th, clamp=True)], metadata=meta)
 
 

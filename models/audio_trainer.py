@@ -59,6 +59,20 @@ class AudioConfig:
     limit_test: int | None = None
     current_penalty: float = 0.0    # lam of 0.5 lam relu(|I| - current_bound)^2 per step (0: off, the authors' rule)
     current_bound: float = 4.0      # K, thresholds of input current per step left free (models/audio_online.py)
+    leak: str = "float"             # audiocoder leak: float (0.9, the paper's) or chip (the 12-bit decay 0.9 realises)
+
+    def leak_value(self) -> float:
+        """The audiocoder's per-step leak: 0.9, or with ``leak="chip"`` the factor the chip realises for it
+        (toolchain.quantize.realised_leak: 1 - round(4096 * 0.1) / 4096 = 0.89990234375), so the compiled
+        network maps it exactly. SnncError for another choice."""
+        from models.rate_online import OnlineRule
+        from toolchain.quantize import realised_leak
+
+        if self.leak not in ("float", "chip"):
+            raise SnncError(f"--leak must be float (0.9, the paper's) or chip (the 12-bit decay the chip realises for "
+                            f"0.9), got {self.leak!r}")
+        base = OnlineRule.leak
+        return realised_leak(base) if self.leak == "chip" else base
 
     def __post_init__(self) -> None:
         from models.rate_encoding import check_p_scale, check_steps
@@ -96,6 +110,7 @@ class AudioConfig:
             raise SnncError(f"--current-penalty must be >= 0 (0: off) and --current-bound > 0 (thresholds per step), "
                             f"got {self.current_penalty} and {self.current_bound}; fix: e.g. --current-penalty 0.01 "
                             "--current-bound 4")
+        self.leak_value()                                                   # --leak float|chip
 
     @property
     def spec(self) -> FeatureSpec:
@@ -216,7 +231,7 @@ def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progre
                         f"--limit-train or lower --batch-size")
     rng = np.random.default_rng(cfg.seed)
     w1t, w2 = init_weights(n_in, cfg.hidden, n_code, cfg.init, rng)
-    rule = OnlineRule(lr=cfg.lr, n_shrink=float(n_in))
+    rule = OnlineRule(lr=cfg.lr, n_shrink=float(n_in), leak=cfg.leak_value())
     n_batches = len(train) // cfg.batch_size
     state = AdamState(w1t, w2) if cfg.adam == "persistent" else None
     work = Workspace()

@@ -85,6 +85,9 @@ def add_train_audio(sub) -> None:
                         "can use fine scales (docs/audio.md, 'The decoder's +-1 step gate')")
     p.add_argument("--current-bound", type=float, default=4.0, metavar="K",
                    help="input current per step left free by --current-penalty, in thresholds (default 4)")
+    p.add_argument("--leak", choices=("float", "chip"), default="float",
+                   help="audiocoder leak per step: float (default, 0.9 as the paper) or chip (the 12-bit decay the "
+                        "chip realises for 0.9, 1 - 410/4096, recorded in the model so the compiler maps it exactly)")
     p.add_argument("--ann", choices=("sgd", "adam"), default=None,
                    help="train the ANN audiocoder baseline instead (with SGD or Adam) against an ANN image model")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches, pairing B and input spikes")
@@ -110,7 +113,7 @@ def train_audio_cli(args: argparse.Namespace) -> int:
                       miss_weight=args.miss_weight, lr_input_scale=args.lr_input_scale, class_image=args.class_image,
                       class_candidates=args.class_candidates,
                       limit_train=args.limit_train, limit_test=args.limit_test,
-                      current_penalty=args.current_penalty, current_bound=args.current_bound,
+                      current_penalty=args.current_penalty, current_bound=args.current_bound, leak=args.leak,
                       **({"lr": args.lr} if args.lr is not None and args.ann is None else {}))
     if args.ann is None and args.image_model is None:
         raise SnncError("snnc train audio needs --image-model (a `snnc train rate --preset mnist-196` run): its hidden "

@@ -77,3 +77,9 @@ def leak_decay_code(leak: float) -> int:
     """12-bit voltage decay code of a per-step leak factor: dv = round(4096 (1 - leak)); Lava's v decays by
     1 - dv / 4096 per step (no offset on v). May return 4096 (leak < 1/8192), which the caller must refuse."""
     return int(round(DECAY_UNITY * (1.0 - float(leak))))
+
+
+def realised_leak(leak: float) -> float:
+    """The per-step leak factor the chip realises for ``leak``: 1 - dv / 4096 with dv = leak_decay_code(leak)
+    (e.g. 0.9 -> 1 - 410/4096 = 0.89990234375, exact in float64); a leak already on that grid maps to itself."""
+    return 1.0 - leak_decay_code(leak) / DECAY_UNITY
