@@ -44,8 +44,11 @@ def matched_fraction(a: np.ndarray, b: np.ndarray, k: int) -> float:
 
 
 def test_lowering_fills_the_mantissa_within_worst_case_ranges():
+    """exponent="mantissa" (the one-block choice; the default with weight_blocks=1): each layer's exponent is the
+    one at which every neuron's largest weight fills the first block's mantissa."""
     g = net()
-    cs = compile_graph_ok(g, 20)
+    cs = compile_graph_ok(g, 20, exponent="mantissa")
+    assert cs.manifest["exponent"] == "mantissa"
     for cl, entry in zip(cs.layers, cs.manifest["layers"]):
         assert (cl.du, cl.dv) == (4095, 410) and np.all(cl.vth == cl.scale) and cl.weight_exp >= -1
         assert len(set(cl.scale.tolist())) > 1                     # one threshold per neuron
@@ -333,7 +336,7 @@ def test_second_weight_block_holds_the_rounding_residuals():
     g = wide_net()
     xc = spikes(n=40, t=20, n_in=100, p=0.05, seed=2)
     one = compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=xc, weight_blocks=1)
-    two = compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=xc)
+    two = compile_graph_ok(g, 20, range_mode="calibrated", calibration_spikes=xc, exponent="mantissa")
     assert two.manifest["weight_blocks"] == 2 and one.manifest["weight_blocks"] == 1
     refined = 0
     for a, b, ea, eb in zip(one.layers, two.layers, one.manifest["layers"], two.manifest["layers"]):
@@ -406,3 +409,22 @@ def test_negative_potential_below_the_v_floor_saturates_instead_of_refusing():
     with pytest.raises(CompileError, match=r"synaptic input per step \|a_in\| \(16-bit\)"):
         compile_graph_ok(lif_chain([w, np.full((2, 3), 0.6)], [LIF(3, 1.0), LIF(2, 0.9)]), 20,
                          range_mode="calibrated", calibration_spikes=xc)
+
+
+def test_two_weight_blocks_choose_the_fine_exponent_by_default():
+    """compile_graph's default exponent: "fine" (the grid of both blocks) with two weight blocks, "mantissa" with
+    one; the explicit choice is kept, and "fine" with one block is refused with a CompileError naming the fix."""
+    from toolchain.steps_compiler import default_exponent
+
+    g, xc = wide_net(), spikes(n=40, t=20, n_in=100, p=0.05, seed=2)
+    kw = dict(range_mode="calibrated", calibration_spikes=xc)
+    two, fine = compile_graph_ok(g, 20, **kw), compile_graph_ok(g, 20, exponent="fine", **kw)
+    coarse = compile_graph_ok(g, 20, exponent="mantissa", **kw)
+    assert (default_exponent(2), default_exponent(1)) == ("fine", "mantissa")
+    assert two.manifest["exponent"] == "fine" and coarse.manifest["exponent"] == "mantissa"
+    assert all(np.array_equal(a.effective, b.effective) and np.array_equal(a.scale, b.scale)
+               for a, b in zip(two.layers, fine.layers))
+    assert any(b.weight_exp > a.weight_exp for a, b in zip(coarse.layers, two.layers))
+    assert compile_graph_ok(g, 20, weight_blocks=1, **kw).manifest["exponent"] == "mantissa"
+    with pytest.raises(CompileError, match="exponent='fine' with weight_blocks=1"):
+        compile_graph_ok(g, 20, weight_blocks=1, exponent="fine", **kw)

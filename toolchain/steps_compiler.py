@@ -62,10 +62,16 @@ def calibration_trains(calibration_spikes, n_in: int) -> np.ndarray:
     return xc
 
 
+def default_exponent(weight_blocks: int) -> str:
+    """compile_graph's weight-exponent choice when none is given: "fine" with two weight blocks (the grid of both
+    blocks; measured neutral or better on every LIF deployment, docs/compiler.md), "mantissa" with one."""
+    return "fine" if weight_blocks == 2 else "mantissa"
+
+
 def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
                   threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                   calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
-                  calibration_source: str = "", weight_blocks: int = 2, exponent: str = "mantissa") -> CompiledSteps:
+                  calibration_source: str = "", weight_blocks: int = 2, exponent: str | None = None) -> CompiledSteps:
     """Lower a feed-forward steps graph for samples of up to ``max_steps`` steps (the worst-case range checks of
     leak-free layers grow with it). weight_bits: 8 (Loihi 2 / Lava default) or 9; scale: integer units per
     threshold for every neuron (None = automatic); threshold: "neuron" (default: each neuron's weights scaled to
@@ -79,9 +85,10 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
     weight_blocks: 2 (default: where a layer's exponent is above the smallest, a second Dense block holds each
     weight's rounding residual at the smallest exponent and feeds the same LIF: a finer weight grid, e.g. about
     10 bits from two 8-bit blocks, for up to twice the synapses; docs/compiler.md) or 1 (one Dense per layer).
-    exponent: "mantissa" (default: each layer's weight exponent is chosen for the first block's grid) or "fine"
-    (needs weight_blocks=2: chosen for the grid of both blocks, 2**fine_exp / scale, so scales grow up to what the
-    ranges allow; toolchain/lower_lif._best_exp)."""
+    exponent: "fine" (needs weight_blocks=2: each layer's weight exponent is chosen for the grid of both blocks,
+    2**fine_exp / scale, so scales grow up to what the ranges allow; toolchain/lower_lif._best_exp) or "mantissa"
+    (chosen for the first block's grid, the only choice with one block); None (default): "fine" with two blocks,
+    "mantissa" with one (:func:`default_exponent`)."""
     if not isinstance(graph, Graph):
         raise CompileError(f"compile_graph needs a toolchain.ir.Graph, got {type(graph).__name__}; fix: build one "
                            "with toolchain.ir.lif_chain or load an artifact")
@@ -93,9 +100,11 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
     if weight_blocks not in (1, 2) or isinstance(weight_blocks, bool):
         raise CompileError(f"weight_blocks={weight_blocks!r} must be 1 or 2 (Dense blocks per layer); fix: use 2 for "
                            "a finer weight grid from a second block of rounding residuals, else 1")
+    exponent = default_exponent(weight_blocks) if exponent is None else exponent
     if exponent not in ("mantissa", "fine") or (exponent == "fine" and weight_blocks != 2):
-        raise CompileError(f"exponent={exponent!r} with weight_blocks={weight_blocks!r}: use 'mantissa' (default) or "
-                           "'fine' with weight_blocks=2 (the grid of both weight blocks)")
+        raise CompileError(f"exponent={exponent!r} with weight_blocks={weight_blocks!r}: use 'fine' with "
+                           "weight_blocks=2 (the grid of both weight blocks, the default there), 'mantissa' (the "
+                           "first block's grid), or leave it unset")
     try:
         pairs = graph.chain()
     except ValueError as exc:
@@ -130,7 +139,7 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
         layers.append(layer)
         entries.append(entry)
     manifest = {"kind": "steps", "max_steps": int(max_steps), "weight_bits": int(weight_bits), "threshold": threshold,
-                "weight_blocks": int(weight_blocks), **({"exponent": "fine"} if exponent == "fine" else {}),
+                "weight_blocks": int(weight_blocks), "exponent": exponent,
                 "source_hash": source_hash, "range_mode": range_mode, "calibration": calibration, "layers": entries,
                 "notes": ["layer k lags the float model by k + 2 Lava steps (source + one per Dense); targets "
                           "shift results back", "clamp of V at v_th does not change spikes with reset to zero"]}
