@@ -7,7 +7,8 @@ float model per population, and each layer alone (its own error).
 
 N test clips (default 300). A VARIANT is comma-separated key=value of audio_deploy options: prune (fraction),
 layers (prune layers joined by +, e.g. fc0+fc1+decoder), bits (8 or 9), blocks (1 or 2), margin (range margin),
-chips, exp (weight exponent choice: fine, the default, or mantissa); "base" = the defaults. Default variants: base
+chips, exp (weight exponent choice: fine, the default, or mantissa); "base" = the defaults (margin 0.1 since
+2026-11-30; margin=0.5 is the compiler's default). Default variants: base
 prune=0.5 prune=0.8 prune=0.9. Features are cached in
 runs/cache ($SNNC_AUDIO_CACHE overrides). Last line: JSON with one entry per variant (and wall / CPU seconds).
 """
@@ -48,7 +49,8 @@ def main() -> int:
         c0, t0 = time.process_time(), time.perf_counter()
         r = audio_deploy(run, clips=n, cache_dir=os.environ.get("SNNC_AUDIO_CACHE", "runs/cache"), **options(v))
         res = {k: r[k] for k in ("cores", "chips", "nonzero_synapses", "synaptic_memory_kib", "storage",
-                                 "energy_per_clip_nJ", "blocks_used", "exponent", "scales", "passed")}
+                                 "energy_per_clip_nJ", "blocks_used", "exponent", "scales", "range_margin",
+                                 "range_events", "passed")}
         res.update(inter_chip_spikes=r["inter_chip"]["inter_chip_spikes_per_sample"],
                    scores=r.get("scores"), matched_within_1=r["targets"]["hw_sim-lif"]["matched_within_1"],
                    layers_alone={d["layer"]: round(d["matched_1"], 5) for d in r["layers_alone"]},

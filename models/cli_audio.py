@@ -321,7 +321,9 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
               "weight_bits": weight_bits, "weight_blocks": weight_blocks, "blocks_used": [cl.blocks for cl in cc.layers],
               "exponent": used_exponent(exponent, weight_blocks, ac.n_in, spec_chip),
               "scales": [[int(np.min(cl.scale)), int(np.median(cl.scale)), int(np.max(cl.scale))] for cl in cc.layers],
-              "range_mode": range_mode, "range_margin": range_margin, "clips": int(clips),
+              "range_mode": range_mode, "clips": int(clips),
+              "range_margin": (cs.manifest.get("calibration") or {}).get("margin"),   # as compiled (None: worst case)
+              "range_events": dep.runs[targets[0]].info.get("range_events"),     # per layer, neuron-steps
               "passed": rep.passed,
               "targets": {t.target: {"passed": t.passed,
                                      "matched_within_1": {pop: float(l.fraction[1]) for pop, l in
@@ -420,11 +422,12 @@ def register(subparsers) -> None:
     d.add_argument("--prune-layers", default="fc0,fc1",
                    help="layers to prune: fc0 (input -> hidden), fc1 (hidden -> code), decoder (default fc0,fc1)")
     d.add_argument("--range-margin", type=float, default=None,
-                   help="calibrated ranges: measured maxima x (1 + margin) (default: the compiler's)")
+                   help="calibrated ranges: measured maxima x (1 + margin) (default 0.1, where the decoder's "
+                        "+-1 step gate passes; the compiler's own default is 0.5)")
     d.add_argument("--exponent", choices=("fine", "mantissa"), default="fine",
-                   help="weight exponent per layer: fine (default) = chosen for the grid of both weight blocks, so "
-                        "each neuron's scale grows to what its ranges allow; mantissa = the compiler's default (the "
-                        "first block's grid)")
+                   help="weight exponent per layer: fine (default, as the compiler's with two weight blocks) = "
+                        "chosen for the grid of both weight blocks, so each neuron's scale grows to what its ranges "
+                        "allow; mantissa = the first block's grid")
     d.add_argument("--no-scores", action="store_true",
                    help="skip the generated digits' test MSE / nearest class (they need MNIST for the pairing)")
     d.add_argument("--range", choices=("calibrated", "worst-case"), default="calibrated",
