@@ -159,9 +159,9 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
     ``targets`` on the first ``n_clips`` clips of ``features`` against the float reference. A fan-in beyond a core's
     input axons is compiled as relay groups (toolchain/conv_compiler.py, ``max_fan_in``). Raises DRCError first when
     the network does not fit ``chips`` chips (``storage`` 'sparse': only non-zero synapses stored, for pruned
-    weights). ``exponent`` "fine" (the default; with two weight blocks): each layer's weight exponent is chosen for
-    the grid of both blocks (toolchain.steps_compiler.compile_graph), so the scales grow to what the ranges allow;
-    "mantissa": the compiler's default (the first block's grid; always used with one block and for a split fan-in,
+    weights). ``exponent`` "fine" (the default, as compile_graph's with two weight blocks): each layer's weight
+    exponent is chosen for the grid of both blocks (toolchain.steps_compiler.compile_graph), so the scales grow to
+    what the ranges allow; "mantissa": the first block's grid (always used with one block and for a split fan-in,
     whose compiler has no such choice: :func:`used_exponent`)."""
     from targets.registry import get_target
     from toolchain.verify_trains import verify_steps
@@ -200,8 +200,8 @@ def used_exponent(exponent: str, weight_blocks: int, n_in: int, chip="loihi2") -
     (two weight blocks, a fan-in within one core's input axons), else 'mantissa'. SnncError for an unknown one."""
     if exponent not in ("fine", "mantissa"):
         raise SnncError(f"--exponent {exponent!r} is not one of fine, mantissa; fix: use fine (default: each layer's "
-                        "weight exponent chosen for the grid of both weight blocks) or mantissa (the compiler's "
-                        "default, the first block's grid)")
+                        "weight exponent chosen for the grid of both weight blocks) or mantissa (the first block's "
+                        "grid)")
     return exponent if weight_blocks == 2 and n_in <= get_chip_spec(chip).max_fan_in_axons else "mantissa"
 
 
