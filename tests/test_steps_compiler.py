@@ -428,3 +428,24 @@ def test_two_weight_blocks_choose_the_fine_exponent_by_default():
     assert compile_graph_ok(g, 20, weight_blocks=1, **kw).manifest["exponent"] == "mantissa"
     with pytest.raises(CompileError, match="exponent='fine' with weight_blocks=1"):
         compile_graph_ok(g, 20, weight_blocks=1, exponent="fine", **kw)
+
+
+def test_conv_compiler_dense_layers_take_the_same_exponent_choice_except_a_split_fan_in():
+    """compile_conv_graph (conv graphs, relay-split Dense chains): unsplit Dense layers take compile_graph's
+    exponent choice (fine with two blocks: the same integers), a split fan-in keeps the mantissa choice."""
+    from toolchain.conv_compiler import compile_conv_graph
+
+    g, xc = wide_net(), spikes(n=40, t=20, n_in=100, p=0.05, seed=2)
+    kw = dict(range_mode="calibrated", calibration_spikes=xc)
+    flat = compile_graph_ok(g, 20, **kw)
+    whole = compile_conv_graph(g, 20, max_fan_in=None, **kw)
+    split = compile_conv_graph(g, 20, max_fan_in=50, **kw)
+    coarse = compile_conv_graph(g, 20, max_fan_in=None, exponent="mantissa", **kw)
+    assert [e["exponent"] for e in whole.manifest["layers"]] == ["fine", "fine"]
+    assert [e["exponent"] for e in split.manifest["layers"]] == ["mantissa", "fine"]
+    assert [e["exponent"] for e in coarse.manifest["layers"]] == ["mantissa", "mantissa"]
+    for a, b in zip(flat.layers, whole.layers):
+        assert np.array_equal(a.effective, b.effective) and np.array_equal(a.scale, b.scale)
+    assert split.layers[0].fan_in_groups == 2 and split.layers[0].weight_exp == coarse.layers[0].weight_exp
+    with pytest.raises(CompileError, match="exponent='fine' with weight_blocks=1"):
+        compile_conv_graph(g, 20, weight_blocks=1, exponent="fine", **kw)

@@ -20,7 +20,7 @@ from toolchain.lower_conv import check_expressible, lava_mapping, lower_conv_lay
 from toolchain.lower_lif import lower_lif_layer
 from toolchain.quantize import WEIGHT_BITS
 from toolchain.steps_calibration import DEFAULT_RANGE_MARGIN, check_range_options, measure_steps_ranges
-from toolchain.steps_compiler import calibration_trains, check_lowering_options
+from toolchain.steps_compiler import calibration_trains, check_lowering_options, default_exponent
 
 _CONV_KINDS = (Conv2d, ConvTranspose2d, Flatten, Readout)
 
@@ -107,7 +107,7 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
                        threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                        calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
                        calibration_source: str = "", weight_blocks: int = 2,
-                       max_fan_in: int | None | str = "chip") -> CompiledConv:
+                       max_fan_in: int | None | str = "chip", exponent: str | None = None) -> CompiledConv:
     """Lower a convolutional steps graph for samples of up to ``max_steps`` steps.
     weight_bits: 8 or 9; scale: integer units per threshold for every neuron (None = automatic: per neuron for
     Dense layers, per output channel for convolutions); threshold: 'neuron' or 'layer' (one scale per layer).
@@ -122,7 +122,11 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
     max_fan_in: a Dense layer with more inputs is split into ceil(n_in / max_fan_in) groups whose partial sums are
     relayed as graded spikes and summed exactly by the population, one step later (``fan_in_groups``; a neuron's
     dendritic sum cannot span cores); "chip" (default) = the input axons of a core of hw_sim.resources.LOIHI2
-    (4,096: the paper's latent layer, 12,800 inputs, becomes 4 groups), None = never split."""
+    (4,096: the paper's latent layer, 12,800 inputs, becomes 4 groups), None = never split.
+    exponent: the weight-exponent choice of the Dense layers (toolchain.steps_compiler.compile_graph): None
+    (default) = "fine" with two blocks, "mantissa" with one; a split fan-in always takes "mantissa" (its relayed
+    partial sums are not range-checked per group, so its scales are not raised). Convolutions choose their own
+    (toolchain/lower_conv.py: already the grid of both blocks)."""
     check_range_options(range_mode, range_margin, calibration_spikes)
     if isinstance(max_fan_in, str) and max_fan_in == "chip":
         from hw_sim.resources import LOIHI2
@@ -136,6 +140,11 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
         raise CompileError(f"weight_blocks={weight_blocks!r} must be 1 or 2 (connection processes per layer); fix: "
                            "use 2 for a finer weight grid from a second block of rounding residuals, else 1")
     check_lowering_options(max_steps, weight_bits, scale, threshold, example_steps=100)
+    exponent = default_exponent(weight_blocks) if exponent is None else exponent
+    if exponent not in ("mantissa", "fine") or (exponent == "fine" and weight_blocks != 2):
+        raise CompileError(f"exponent={exponent!r} with weight_blocks={weight_blocks!r}: use 'fine' with "
+                           "weight_blocks=2 (the grid of both weight blocks, the default there), 'mantissa' (the "
+                           "first block's grid), or leave it unset")
     triples = check_conv_graph(graph)
     measured, calibration = [None] * len(triples), None
     if range_mode == "calibrated":
@@ -152,9 +161,11 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
         syn, pop = graph.nodes[syn_name], graph.nodes[pop_name]
         in_shape = tuple(graph.nodes[flatten].input_shape) if flatten else None
         if isinstance(syn, Dense) and isinstance(pop, LIF):
+            split = max_fan_in is not None and syn.n_in > max_fan_in
             sl, entry = lower_lif_layer(syn_name, syn, pop_name, pop, int(max_steps), int(weight_bits),
                                         None if scale is None else int(scale), threshold, cal, meas,
-                                        int(weight_blocks))
+                                        int(weight_blocks), "mantissa" if split else exponent)
+            entry = dict(entry, exponent="mantissa" if split else exponent)
             layer = _from_steps_layer(sl, flatten, in_shape or (syn.n_in, 1, 1))
             entry = dict(entry, kind="dense", population="lif", lava="Dense")
         else:
