@@ -161,8 +161,8 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
     the network does not fit ``chips`` chips (``storage`` 'sparse': only non-zero synapses stored, for pruned
     weights). ``exponent`` "fine" (the default, as compile_graph's with two weight blocks): each layer's weight
     exponent is chosen for the grid of both blocks (toolchain.steps_compiler.compile_graph), so the scales grow to
-    what the ranges allow; "mantissa": the first block's grid (always used with one block and for a split fan-in,
-    whose compiler has no such choice: :func:`used_exponent`)."""
+    what the ranges allow; "mantissa": the first block's grid (always used with one block, and for the layer of a
+    split fan-in alone: :func:`used_exponent`)."""
     from targets.registry import get_target
     from toolchain.verify_trains import verify_steps
 
@@ -185,7 +185,7 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
     if ac.n_in > spec.max_fan_in_axons:
         from toolchain.conv_compiler import compile_conv_graph
 
-        cs = compile_conv_graph(graph, ac.steps, max_fan_in=spec.max_fan_in_axons, **opts)
+        cs = compile_conv_graph(graph, ac.steps, max_fan_in=spec.max_fan_in_axons, exponent=exp_used, **opts)
     else:
         from toolchain.steps_compiler import compile_graph
 
@@ -196,13 +196,14 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
 
 
 def used_exponent(exponent: str, weight_blocks: int, n_in: int, chip="loihi2") -> str:
-    """The exponent choice :func:`deploy_check` compiles with: ``exponent`` ('fine' or 'mantissa') where it applies
-    (two weight blocks, a fan-in within one core's input axons), else 'mantissa'. SnncError for an unknown one."""
+    """The exponent choice :func:`deploy_check` compiles with: ``exponent`` ('fine' or 'mantissa') with two weight
+    blocks, else 'mantissa' (a fan-in split into relay groups takes 'mantissa' for that layer alone: the compiled
+    manifest's per-layer ``exponent``; ``n_in`` and ``chip`` no longer change it). SnncError for an unknown one."""
     if exponent not in ("fine", "mantissa"):
         raise SnncError(f"--exponent {exponent!r} is not one of fine, mantissa; fix: use fine (default: each layer's "
                         "weight exponent chosen for the grid of both weight blocks) or mantissa (the first block's "
                         "grid)")
-    return exponent if weight_blocks == 2 and n_in <= get_chip_spec(chip).max_fan_in_axons else "mantissa"
+    return exponent if weight_blocks == 2 else "mantissa"
 
 
 def decoder_on_equal_codes(reference: list[np.ndarray], target: list[np.ndarray]) -> dict:
