@@ -59,13 +59,14 @@ def train_audio_ann(cfg, out: str | Path, image_model: str | Path | None = None,
                     lr: float | None = None, data_dir: str | None = None, cache_dir: str | Path | None = None,
                     force: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> dict:
     """Train AE-ANN then AC-ANN (``cfg``: models.audio_trainer.AudioConfig: pairing, features, hidden, epochs,
-    batch, seed, limits) and write the outputs into ``out``. ``image_model`` is not used (the ANN has its own
-    autoencoder); returns the metrics dict."""
+    batch, seed, limits, class image rule) and write the outputs into ``out``. ``image_model``: only used by
+    ``cfg.class_image`` best-drawn, to choose the same fixed images as the SNN run on that image model (the ANN
+    has its own autoencoder); returns the metrics dict."""
     import torch
 
     from models.audio_metrics import score
     from models.audio_pairs import pair
-    from models.audio_trainer import grid_png_bytes
+    from models.audio_trainer import grid_png_bytes, resolve_class_ids
     from models.cochleagram import load_features
     from models.datasets import load_dataset
     from models.rate_ann import RateAnnConfig, train_rate_ann
@@ -87,7 +88,8 @@ def train_audio_ann(cfg, out: str | Path, image_model: str | Path | None = None,
                         mnist.images, val.images[:1000])
     log(f"AE-ANN 784-196-784 ({optimizer}): val MSE {ae['pixel_mse']:.4f} (z-scored), CPU {ae['cpu_seconds']:.1f} s")
     enc_w, dec_w = ae["w1"], ae["w2"]
-    pairing = pair(cfg.pairing, train.labels, mnist.images, mnist.labels, cfg.seed)
+    pairing = pair(cfg.pairing, train.labels, mnist.images, mnist.labels, cfg.seed,
+                   resolve_class_ids(cfg, image_model, mnist, log))
     targets = np.maximum(0.0, pairing.images.astype(np.float32) @ enc_w.T)      # (N, 196)
     rng = np.random.default_rng(cfg.seed)
     init = 0.01
@@ -136,7 +138,8 @@ def train_audio_ann(cfg, out: str | Path, image_model: str | Path | None = None,
     gen = ann_generate(w1n, w2n, dec_w, test)
     sc = score(gen, test.labels, pairing)
     meta = {"format": FORMAT, "family": "audiocoder-ann", "optimizer": optimizer, "lr": lr, "pairing": cfg.pairing,
-            "spec": dataclasses.asdict(cfg.spec), "config": dataclasses.asdict(cfg), "ae_val_mse": ae["pixel_mse"]}
+            "spec": dataclasses.asdict(cfg.spec), "config": dataclasses.asdict(cfg), "ae_val_mse": ae["pixel_mse"],
+            "class_image_ids": [int(i) for i in pairing.class_ids]}
     metrics = {"pairing": cfg.pairing, "kind": f"ann-{optimizer}", "test_mse": sc["mse"],
                "test_mse_per_digit": sc["mse_per_digit"], "test_class_accuracy": sc["class_accuracy"],
                "ae_ann_val_mse": ae["pixel_mse"], "n_train": len(train), "n_test": len(test), "history": history,

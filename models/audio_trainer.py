@@ -179,7 +179,7 @@ def train_audio(cfg: AudioConfig, out: str | Path, image_model: str | Path, *, d
 def prepare(cfg: AudioConfig, image_model, data_dir, cache_dir, log=print) -> dict:
     """Features, pairing, targets and decoder of a run (shared by the SNN trainer, the ANN baseline and eval)."""
     from models.audio_model import check_decoder, decoder_of
-    from models.audio_pairs import class_image_ids, drawn_floor, hidden_targets, pair
+    from models.audio_pairs import hidden_targets, pair
     from models.cochleagram import load_features
     from models.datasets import load_dataset
 
@@ -197,17 +197,32 @@ def prepare(cfg: AudioConfig, image_model, data_dir, cache_dir, log=print) -> di
         f"{cfg.spec.frames} frames ({cfg.spec.n_inputs} inputs; {train.n_cut + test.n_cut} clips cut to the "
         f"{cfg.spec.window_seconds:.2f} s window; CPU {time.process_time() - t0:.1f} s)")
     mnist = load_dataset("mnist", "train", data_dir=data_dir)
-    c0 = time.process_time()
-    class_ids = class_image_ids(mnist.images, mnist.labels, cfg.class_image, cfg.class_candidates,
-                                lambda im: drawn_floor(graph, im, cfg.resolved_t_h(), cfg.steps))
-    if cfg.class_image != "nearest-mean":
-        log(f"class images ({cfg.class_image}, {cfg.class_candidates} candidates per digit): {class_ids.tolist()} "
-            f"(CPU {time.process_time() - c0:.1f} s)")
+    class_ids = resolve_class_ids(cfg, graph, mnist, log)
     pairing = pair(cfg.pairing, train.labels, mnist.images, mnist.labels, cfg.seed, class_ids)
     uniq, inv = np.unique(pairing.image_ids, return_inverse=True)
     hid = hidden_targets(graph, mnist.images[uniq], cfg.resolved_t_h(), cfg.seed + 3)[inv.reshape(-1)]
     return {"graph": graph, "graph_path": gpath, "dec": (dec_w, dec_leak, dec_vth), "train": train, "test": test,
             "pairing": pairing, "hid": hid, "mnist_source": mnist.source}
+
+
+def resolve_class_ids(cfg: AudioConfig, image_model, mnist, log: Callable[[str], None] = print) -> np.ndarray:
+    """(10,) MNIST ids of the fixed image per digit by ``cfg.class_image`` (models/audio_pairs.class_image_ids).
+    ``image_model``: the image autoencoder (graph, run folder or model.onnx); best-drawn needs it (SnncError
+    otherwise), nearest-mean does not. ``mnist``: the MNIST training set (images, labels)."""
+    from models.audio_pairs import class_image_ids, drawn_floor
+
+    if cfg.class_image == "nearest-mean":
+        return class_image_ids(mnist.images, mnist.labels)
+    if image_model is None:
+        raise SnncError(f"--class-image {cfg.class_image} chooses the images the spiking image model draws best: pass "
+                        "--image-model (a `snnc train rate --preset mnist-196` run), or use --class-image nearest-mean")
+    graph = load_image_model(image_model)[0] if isinstance(image_model, (str, Path)) else image_model
+    c0 = time.process_time()
+    ids = class_image_ids(mnist.images, mnist.labels, cfg.class_image, cfg.class_candidates,
+                          lambda im: drawn_floor(graph, im, cfg.resolved_t_h(), cfg.steps))
+    log(f"class images ({cfg.class_image}, {cfg.class_candidates} candidates per digit): {ids.tolist()} "
+        f"(CPU {time.process_time() - c0:.1f} s)")
+    return ids
 
 
 def _train(cfg: AudioConfig, out: Path, image_model, data_dir, cache_dir, progress: bool,

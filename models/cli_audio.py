@@ -121,6 +121,8 @@ def train_audio_cli(args: argparse.Namespace) -> int:
     if args.ann is not None:
         from models.audio_ann import train_audio_ann
 
+        check_ann_options(args)
+
         m = train_audio_ann(cfg, args.out, args.image_model, optimizer=args.ann, lr=args.lr, data_dir=args.data_dir,
                             cache_dir=args.feature_cache, force=args.force, progress=not args.no_progress)
     else:
@@ -131,6 +133,30 @@ def train_audio_cli(args: argparse.Namespace) -> int:
                         force=args.force, threads=args.threads, progress=not args.no_progress)
     print(f"test MSE {m['test_mse']:.4f} (dataset {m['pairing']}, z-scored)")
     return 0
+
+
+# options of the spiking audiocoder's online rule that the ANN baseline has no use for: (argparse dest, flag).
+# --steps, --t-h and --p-scale are not among them: they also set the SNN-side choice of --class-image best-drawn,
+# and a command line shared by an SNN and an ANN run may keep them.
+SNN_ONLY = (("current_penalty", "--current-penalty"), ("current_bound", "--current-bound"), ("adam", "--adam"),
+            ("miss_weight", "--miss-weight"), ("lr_input_scale", "--lr-input-scale"),
+            ("trace_window", "--trace-window"))
+
+
+def check_ann_options(args: argparse.Namespace, parser_defaults: dict | None = None) -> None:
+    """With ``--ann``, an option of the SNN rule (``SNN_ONLY``) set to anything but its default is a SnncError
+    naming it and the fix (the ANN would silently ignore it). ``parser_defaults``: {dest: default} (default: this
+    parser's)."""
+    if parser_defaults is None:
+        sub = argparse.ArgumentParser()
+        add_train_audio(sub.add_subparsers())
+        parser_defaults = {d: sub.parse_args(["audio"]).__dict__[d] for d, _ in SNN_ONLY}
+    given = [flag for dest, flag in SNN_ONLY if hasattr(args, dest) and getattr(args, dest) != parser_defaults[dest]]
+    if given:
+        one = len(given) == 1
+        raise SnncError(f"{', '.join(given)} {'applies' if one else 'apply'} to the spiking audiocoder only and the "
+                        f"ANN baseline (--ann {args.ann}) would ignore {'it' if one else 'them'}; fix: drop "
+                        f"{'it' if one else 'them'}, or drop --ann to train the SNN")
 
 
 def is_audiocoder(model: str | Path) -> bool:
