@@ -140,7 +140,7 @@ def train_audio_cli(args: argparse.Namespace) -> int:
 # and a command line shared by an SNN and an ANN run may keep them.
 SNN_ONLY = (("current_penalty", "--current-penalty"), ("current_bound", "--current-bound"), ("adam", "--adam"),
             ("miss_weight", "--miss-weight"), ("lr_input_scale", "--lr-input-scale"),
-            ("trace_window", "--trace-window"))
+            ("trace_window", "--trace-window"), ("leak", "--leak"))
 
 
 def check_ann_options(args: argparse.Namespace, parser_defaults: dict | None = None) -> None:

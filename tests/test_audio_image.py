@@ -54,7 +54,8 @@ def test_floor_module_pairing_b(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("extra,named", [(["--current-penalty", "0.1"], "--current-penalty"),
-                                         (["--miss-weight", "3", "--adam", "persistent"], "--adam, --miss-weight")])
+                                         (["--miss-weight", "3", "--adam", "persistent"], "--adam, --miss-weight"),
+                                         (["--leak", "chip"], "--leak")])
 def test_ann_refuses_snn_rule_options(tmp_path, capsys, extra, named):
     """--ann with an option of the spiking rule: a clear error naming it and the fix, nothing written."""
     out = tmp_path / "ann"
