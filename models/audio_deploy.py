@@ -167,7 +167,7 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
     from toolchain.verify_trains import verify_steps
 
     spec = get_chip_spec(chip)
-    exp_used = used_exponent(exponent, weight_blocks, ac.n_in, spec)
+    exp_used = used_exponent(exponent, weight_blocks)
     nonzero = tuple(int(np.count_nonzero(w)) * weight_blocks for w in (ac.w1t, ac.w2, ac.dec_w))
     assign = check_deployable(ac.n_in, ac.hidden, ac.n_code, chip=spec, chips=chips, weight_blocks=weight_blocks,
                               nonzero=nonzero if storage == "sparse" else (None, None, None), storage=storage)
@@ -195,10 +195,10 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
     return Deployment(verify_steps(cs, x, None, runs), cs, x, runs, assign)
 
 
-def used_exponent(exponent: str, weight_blocks: int, n_in: int, chip="loihi2") -> str:
+def used_exponent(exponent: str, weight_blocks: int) -> str:
     """The exponent choice :func:`deploy_check` compiles with: ``exponent`` ('fine' or 'mantissa') with two weight
     blocks, else 'mantissa' (a fan-in split into relay groups takes 'mantissa' for that layer alone: the compiled
-    manifest's per-layer ``exponent``; ``n_in`` and ``chip`` no longer change it). SnncError for an unknown one."""
+    manifest's per-layer ``exponent``). SnncError for an unknown one."""
     if exponent not in ("fine", "mantissa"):
         raise SnncError(f"--exponent {exponent!r} is not one of fine, mantissa; fix: use fine (default: each layer's "
                         "weight exponent chosen for the grid of both weight blocks) or mantissa (the first block's "

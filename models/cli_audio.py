@@ -302,7 +302,7 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
     if compiled_out is not None:
         compiled_out = check_output_path(compiled_out, "file", "--out")
     spec_chip = get_chip_spec(chip)
-    used_exponent(exponent, weight_blocks, 0, spec_chip)                     # a bad choice is refused first
+    used_exponent(exponent, weight_blocks)                     # a bad choice is refused first
     ac0 = load_audiocoder(model)
     ac = prune_audiocoder(ac0, prune, tuple(prune_layers)) if prune else ac0
     nonzero = tuple(int(np.count_nonzero(w)) * weight_blocks for w in (ac.w1t, ac.w2, ac.dec_w))
@@ -345,7 +345,7 @@ def audio_deploy(model: str | Path, *, clips: int = 300, targets: tuple[str, ...
               "inter_chip": traffic_from_run(cc, assign, dep.inputs, first).to_dict(),
               "energy_per_clip_nJ": energy.to_dict()["energy_per_sample_nJ"]["mean"],
               "weight_bits": weight_bits, "weight_blocks": weight_blocks, "blocks_used": [cl.blocks for cl in cc.layers],
-              "exponent": used_exponent(exponent, weight_blocks, ac.n_in, spec_chip),
+              "exponent": used_exponent(exponent, weight_blocks),
               "scales": [[int(np.min(cl.scale)), int(np.median(cl.scale)), int(np.max(cl.scale))] for cl in cc.layers],
               "range_mode": range_mode, "clips": int(clips),
               "range_margin": (cs.manifest.get("calibration") or {}).get("margin"),   # as compiled (None: worst case)

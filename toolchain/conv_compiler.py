@@ -20,7 +20,7 @@ from toolchain.lower_conv import check_expressible, lava_mapping, lower_conv_lay
 from toolchain.lower_lif import lower_lif_layer
 from toolchain.quantize import WEIGHT_BITS
 from toolchain.steps_calibration import DEFAULT_RANGE_MARGIN, check_range_options, measure_steps_ranges
-from toolchain.steps_compiler import calibration_trains, check_lowering_options, default_exponent
+from toolchain.steps_compiler import calibration_trains, check_lowering_options, checked_exponent
 
 _CONV_KINDS = (Conv2d, ConvTranspose2d, Flatten, Readout)
 
@@ -140,11 +140,7 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
         raise CompileError(f"weight_blocks={weight_blocks!r} must be 1 or 2 (connection processes per layer); fix: "
                            "use 2 for a finer weight grid from a second block of rounding residuals, else 1")
     check_lowering_options(max_steps, weight_bits, scale, threshold, example_steps=100)
-    exponent = default_exponent(weight_blocks) if exponent is None else exponent
-    if exponent not in ("mantissa", "fine") or (exponent == "fine" and weight_blocks != 2):
-        raise CompileError(f"exponent={exponent!r} with weight_blocks={weight_blocks!r}: use 'fine' with "
-                           "weight_blocks=2 (the grid of both weight blocks, the default there), 'mantissa' (the "
-                           "first block's grid), or leave it unset")
+    exponent = checked_exponent(exponent, weight_blocks)
     triples = check_conv_graph(graph)
     measured, calibration = [None] * len(triples), None
     if range_mode == "calibrated":

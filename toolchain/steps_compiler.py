@@ -68,6 +68,17 @@ def default_exponent(weight_blocks: int) -> str:
     return "fine" if weight_blocks == 2 else "mantissa"
 
 
+def checked_exponent(exponent: str | None, weight_blocks: int) -> str:
+    """The weight-exponent choice to compile with: ``exponent`` ("fine" or "mantissa"), None = :func:`default_exponent`;
+    CompileError for an unknown one or "fine" with one block."""
+    exponent = default_exponent(weight_blocks) if exponent is None else exponent
+    if exponent not in ("mantissa", "fine") or (exponent == "fine" and weight_blocks != 2):
+        raise CompileError(f"exponent={exponent!r} with weight_blocks={weight_blocks!r}: use 'fine' with "
+                           "weight_blocks=2 (the grid of both weight blocks, the default there), 'mantissa' (the "
+                           "first block's grid), or leave it unset")
+    return exponent
+
+
 def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
                   threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                   calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
@@ -100,11 +111,7 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
     if weight_blocks not in (1, 2) or isinstance(weight_blocks, bool):
         raise CompileError(f"weight_blocks={weight_blocks!r} must be 1 or 2 (Dense blocks per layer); fix: use 2 for "
                            "a finer weight grid from a second block of rounding residuals, else 1")
-    exponent = default_exponent(weight_blocks) if exponent is None else exponent
-    if exponent not in ("mantissa", "fine") or (exponent == "fine" and weight_blocks != 2):
-        raise CompileError(f"exponent={exponent!r} with weight_blocks={weight_blocks!r}: use 'fine' with "
-                           "weight_blocks=2 (the grid of both weight blocks, the default there), 'mantissa' (the "
-                           "first block's grid), or leave it unset")
+    exponent = checked_exponent(exponent, weight_blocks)
     try:
         pairs = graph.chain()
     except ValueError as exc:
