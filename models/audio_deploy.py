@@ -159,7 +159,7 @@ def deploy_check(ac, features, n_clips: int, targets=("hw_sim-lif",), seed: int 
     ``targets`` on the first ``n_clips`` clips of ``features`` against the float reference. A fan-in beyond a core's
     input axons is compiled as relay groups (toolchain/conv_compiler.py, ``max_fan_in``). Raises DRCError first when
     the network does not fit ``chips`` chips (``storage`` 'sparse': only non-zero synapses stored, for pruned
-    weights). ``exponent`` "fine" (the default, as compile_graph's with two weight blocks): each layer's weight
+    weights). ``exponent`` "fine" (the default here; compile_graph's option with two weight blocks): each layer's weight
     exponent is chosen for the grid of both blocks (toolchain.steps_compiler.compile_graph), so the scales grow to
     what the ranges allow; "mantissa": the first block's grid (always used with one block, and for the layer of a
     split fan-in alone: :func:`used_exponent`)."""

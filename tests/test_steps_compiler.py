@@ -411,20 +411,18 @@ def test_negative_potential_below_the_v_floor_saturates_instead_of_refusing():
                          range_mode="calibrated", calibration_spikes=xc)
 
 
-def test_two_weight_blocks_choose_the_fine_exponent_by_default():
-    """compile_graph's default exponent: "fine" (the grid of both blocks) with two weight blocks, "mantissa" with
-    one; the explicit choice is kept, and "fine" with one block is refused with a CompileError naming the fix."""
-    from toolchain.steps_compiler import default_exponent
-
+def test_the_fine_exponent_is_the_option_of_two_weight_blocks():
+    """compile_graph's default exponent: "mantissa" (the first block's grid, what hw_sim-lif runs fastest); "fine"
+    (the grid of both blocks) is the option with two weight blocks and raises exponents; "fine" with one block is
+    refused with a CompileError naming the fix."""
     g, xc = wide_net(), spikes(n=40, t=20, n_in=100, p=0.05, seed=2)
     kw = dict(range_mode="calibrated", calibration_spikes=xc)
-    two, fine = compile_graph_ok(g, 20, **kw), compile_graph_ok(g, 20, exponent="fine", **kw)
+    default, fine = compile_graph_ok(g, 20, **kw), compile_graph_ok(g, 20, exponent="fine", **kw)
     coarse = compile_graph_ok(g, 20, exponent="mantissa", **kw)
-    assert (default_exponent(2), default_exponent(1)) == ("fine", "mantissa")
-    assert two.manifest["exponent"] == "fine" and coarse.manifest["exponent"] == "mantissa"
+    assert default.manifest["exponent"] == "mantissa" and fine.manifest["exponent"] == "fine"
     assert all(np.array_equal(a.effective, b.effective) and np.array_equal(a.scale, b.scale)
-               for a, b in zip(two.layers, fine.layers))
-    assert any(b.weight_exp > a.weight_exp for a, b in zip(coarse.layers, two.layers))
+               for a, b in zip(default.layers, coarse.layers))
+    assert any(b.weight_exp > a.weight_exp for a, b in zip(coarse.layers, fine.layers))
     assert compile_graph_ok(g, 20, weight_blocks=1, **kw).manifest["exponent"] == "mantissa"
     with pytest.raises(CompileError, match="exponent='fine' with weight_blocks=1"):
         compile_graph_ok(g, 20, weight_blocks=1, exponent="fine", **kw)
@@ -432,15 +430,15 @@ def test_two_weight_blocks_choose_the_fine_exponent_by_default():
 
 def test_conv_compiler_dense_layers_take_the_same_exponent_choice_except_a_split_fan_in():
     """compile_conv_graph (conv graphs, relay-split Dense chains): unsplit Dense layers take compile_graph's
-    exponent choice (fine with two blocks: the same integers), a split fan-in keeps the mantissa choice."""
+    exponent choice (mantissa by default; fine as the option: the same integers), a split fan-in keeps mantissa."""
     from toolchain.conv_compiler import compile_conv_graph
 
     g, xc = wide_net(), spikes(n=40, t=20, n_in=100, p=0.05, seed=2)
     kw = dict(range_mode="calibrated", calibration_spikes=xc)
-    flat = compile_graph_ok(g, 20, **kw)
-    whole = compile_conv_graph(g, 20, max_fan_in=None, **kw)
-    split = compile_conv_graph(g, 20, max_fan_in=50, **kw)
-    coarse = compile_conv_graph(g, 20, max_fan_in=None, exponent="mantissa", **kw)
+    flat = compile_graph_ok(g, 20, exponent="fine", **kw)
+    whole = compile_conv_graph(g, 20, max_fan_in=None, exponent="fine", **kw)
+    split = compile_conv_graph(g, 20, max_fan_in=50, exponent="fine", **kw)
+    coarse = compile_conv_graph(g, 20, max_fan_in=None, **kw)
     assert [e["exponent"] for e in whole.manifest["layers"]] == ["fine", "fine"]
     assert [e["exponent"] for e in split.manifest["layers"]] == ["mantissa", "fine"]
     assert [e["exponent"] for e in coarse.manifest["layers"]] == ["mantissa", "mantissa"]

@@ -107,7 +107,7 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
                        threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                        calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
                        calibration_source: str = "", weight_blocks: int = 2,
-                       max_fan_in: int | None | str = "chip", exponent: str | None = None) -> CompiledConv:
+                       max_fan_in: int | None | str = "chip", exponent: str = "mantissa") -> CompiledConv:
     """Lower a convolutional steps graph for samples of up to ``max_steps`` steps.
     weight_bits: 8 or 9; scale: integer units per threshold for every neuron (None = automatic: per neuron for
     Dense layers, per output channel for convolutions); threshold: 'neuron' or 'layer' (one scale per layer).
@@ -123,8 +123,8 @@ def compile_conv_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_B
     relayed as graded spikes and summed exactly by the population, one step later (``fan_in_groups``; a neuron's
     dendritic sum cannot span cores); "chip" (default) = the input axons of a core of hw_sim.resources.LOIHI2
     (4,096: the paper's latent layer, 12,800 inputs, becomes 4 groups), None = never split.
-    exponent: the weight-exponent choice of the Dense layers (toolchain.steps_compiler.compile_graph): None
-    (default) = "fine" with two blocks, "mantissa" with one; a split fan-in always takes "mantissa" (its relayed
+    exponent: the weight-exponent choice of the Dense layers (toolchain.steps_compiler.compile_graph):
+    "mantissa" (default) or "fine" (two blocks only); a split fan-in always takes "mantissa" (its relayed
     partial sums are not range-checked per group, so its scales are not raised). Convolutions choose their own
     (toolchain/lower_conv.py: already the grid of both blocks)."""
     check_range_options(range_mode, range_margin, calibration_spikes)

@@ -62,16 +62,9 @@ def calibration_trains(calibration_spikes, n_in: int) -> np.ndarray:
     return xc
 
 
-def default_exponent(weight_blocks: int) -> str:
-    """compile_graph's weight-exponent choice when none is given: "fine" with two weight blocks (the grid of both
-    blocks; measured neutral or better on every LIF deployment, docs/compiler.md), "mantissa" with one."""
-    return "fine" if weight_blocks == 2 else "mantissa"
-
-
-def checked_exponent(exponent: str | None, weight_blocks: int) -> str:
-    """The weight-exponent choice to compile with: ``exponent`` ("fine" or "mantissa"), None = :func:`default_exponent`;
-    CompileError for an unknown one or "fine" with one block."""
-    exponent = default_exponent(weight_blocks) if exponent is None else exponent
+def checked_exponent(exponent: str, weight_blocks: int) -> str:
+    """``exponent`` ("mantissa" or "fine") if it can be compiled with ``weight_blocks``; CompileError for an unknown
+    one or "fine" with one block."""
     if exponent not in ("mantissa", "fine") or (exponent == "fine" and weight_blocks != 2):
         raise CompileError(f"exponent={exponent!r} with weight_blocks={weight_blocks!r}: use 'fine' with "
                            "weight_blocks=2 (the grid of both weight blocks, the default there), 'mantissa' (the "
@@ -82,7 +75,7 @@ def checked_exponent(exponent: str | None, weight_blocks: int) -> str:
 def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, scale: int | None = None,
                   threshold: str = "neuron", source_hash: str = "", range_mode: str = "worst-case",
                   calibration_spikes: np.ndarray | None = None, range_margin: float = DEFAULT_RANGE_MARGIN,
-                  calibration_source: str = "", weight_blocks: int = 2, exponent: str | None = None) -> CompiledSteps:
+                  calibration_source: str = "", weight_blocks: int = 2, exponent: str = "mantissa") -> CompiledSteps:
     """Lower a feed-forward steps graph for samples of up to ``max_steps`` steps (the worst-case range checks of
     leak-free layers grow with it). weight_bits: 8 (Loihi 2 / Lava default) or 9; scale: integer units per
     threshold for every neuron (None = automatic); threshold: "neuron" (default: each neuron's weights scaled to
@@ -96,10 +89,10 @@ def compile_graph(graph: Graph, max_steps: int, weight_bits: int = WEIGHT_BITS, 
     weight_blocks: 2 (default: where a layer's exponent is above the smallest, a second Dense block holds each
     weight's rounding residual at the smallest exponent and feeds the same LIF: a finer weight grid, e.g. about
     10 bits from two 8-bit blocks, for up to twice the synapses; docs/compiler.md) or 1 (one Dense per layer).
-    exponent: "fine" (needs weight_blocks=2: each layer's weight exponent is chosen for the grid of both blocks,
-    2**fine_exp / scale, so scales grow up to what the ranges allow; toolchain/lower_lif._best_exp) or "mantissa"
-    (chosen for the first block's grid, the only choice with one block); None (default): "fine" with two blocks,
-    "mantissa" with one (:func:`default_exponent`)."""
+    exponent: "mantissa" (default: each layer's weight exponent is chosen for the first block's grid) or "fine"
+    (needs weight_blocks=2: chosen for the grid of both blocks, 2**fine_exp / scale, so scales grow up to what the
+    ranges allow; toolchain/lower_lif._best_exp; better spike agreement for +11-13 % synapses, but hw_sim-lif runs
+    its larger integer weights ~1.7x slower: docs/compiler.md "Exponent for two blocks")."""
     if not isinstance(graph, Graph):
         raise CompileError(f"compile_graph needs a toolchain.ir.Graph, got {type(graph).__name__}; fix: build one "
                            "with toolchain.ir.lif_chain or load an artifact")
