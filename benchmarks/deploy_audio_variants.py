@@ -7,8 +7,8 @@ float model per population, and each layer alone (its own error).
 
 N test clips (default 300). A VARIANT is comma-separated key=value of audio_deploy options: prune (fraction),
 layers (prune layers joined by +, e.g. fc0+fc1+decoder), bits (8 or 9), blocks (1 or 2), margin (range margin),
-chips, exp (weight exponent choice: fine, the default, or mantissa); "base" = the defaults (margin 0.1 since
-2026-11-30; margin=0.5 is the compiler's default). Default variants: base
+chips, exp (weight exponent choice: fine, the default, or mantissa); "base" = the defaults (fine exponent,
+margin 0.5 as the compiler's). Default variants: base
 prune=0.5 prune=0.8 prune=0.9. Features are cached in
 runs/cache ($SNNC_AUDIO_CACHE overrides). Last line: JSON with one entry per variant (and wall / CPU seconds).
 """

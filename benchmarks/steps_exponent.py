@@ -1,13 +1,13 @@
 """The steps compiler's weight-exponent choice on a trained rate (LIF) model: compile_graph(exponent="mantissa")
-against "fine" (two weight blocks, the default since 2026-11-30), each verified on hw_sim-lif against the float
+(the default) against "fine" (two weight blocks, the option), each verified on hw_sim-lif against the float
 model: spikes within +-1 step per population, the reconstruction gates, cores, non-zero synapses and energy per
 image (hw_sim/conv_resources.py). Ranges as `snnc verify --range calibrated` (margin 0.5).
 
     SNNC_DATA=/path/to/datasets python benchmarks/steps_exponent.py MODEL.onnx [N] [BITS] [DATASET] [CALIB]
 
 N test images (default 1000), BITS 8 (default) or 9, DATASET mnist (default, p_scale 0.3 when the model does not
-record one) or fashion-mnist, CALIB training images for the ranges (default 200). Conv graphs (issue [F]) go through compile_conv_graph, whose exponent choice
-applies to their unsplit Dense layers. One line per choice, then a JSON line with both.
+record one) or fashion-mnist, CALIB training images for the ranges (default 200). Conv graphs (issue [F]) go
+through compile_conv_graph, whose exponent choice applies to their unsplit Dense layers. One line per choice, then a JSON line with both.
 """
 import argparse
 import json

@@ -193,7 +193,8 @@ def run_clip(ac: AudioCoder, spikes: list[np.ndarray],
     code = np.zeros((len(spikes), ac.n_code), np.uint8)
     img = np.zeros(ac.dec_w.shape[0])
     hid = hidden_out if hidden_out is not None else np.zeros(ac.hidden)
-    _forward_one(ac.w1t, ac.w2, ac.dec_w, ptr, ev, float(ac.meta.get("leak", LEAK)), V_TH, ac.dec_leak, ac.dec_v_th, code, img, hid)
+    leak = float(ac.meta.get("leak", LEAK))            # the audiocoder's own (snnc train audio --leak chip)
+    _forward_one(ac.w1t, ac.w2, ac.dec_w, ptr, ev, leak, V_TH, ac.dec_leak, ac.dec_v_th, code, img, hid)
     return code, img
 
 

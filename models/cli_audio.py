@@ -452,9 +452,9 @@ def register(subparsers) -> None:
                         "almost no 16-bit input overflows; 0.1 gives finer scales and a higher decoder agreement on "
                         "weak models, with overflows on ~0.01 %% of neuron-steps, docs/audio.md)")
     d.add_argument("--exponent", choices=("fine", "mantissa"), default="fine",
-                   help="weight exponent per layer: fine (default here; the compiler's option with two weight blocks) = "
-                        "chosen for the grid of both weight blocks, so each neuron's scale grows to what its ranges "
-                        "allow; mantissa = the first block's grid")
+                   help="weight exponent per layer: fine (default here; the compiler's option with two weight "
+                        "blocks) = chosen for the grid of both weight blocks, so each neuron's scale grows to what its "
+                        "ranges allow; mantissa = the first block's grid (the compiler's default)")
     d.add_argument("--no-scores", action="store_true",
                    help="skip the generated digits' test MSE / nearest class (they need MNIST for the pairing)")
     d.add_argument("--range", choices=("calibrated", "worst-case"), default="calibrated",
