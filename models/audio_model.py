@@ -216,14 +216,11 @@ def generate(ac: AudioCoder, features, seed: int, hidden: np.ndarray | None = No
 def decode_trains(codes: np.ndarray, dec_w: np.ndarray, dec_leak: float, dec_v_th: float) -> np.ndarray:
     """Generated images (N, 784) float64 (decoder spike counts) for code spike trains ``codes`` (N, T, n_code) 0/1,
     with the decoder equations of :func:`run_clip` (float64 potentials, V = leak V + I, clamp at v_th, spike when
-    V >= v_th, reset to 0). Used to score target spike maps (the floor of any audiocoder)."""
-    c = np.asarray(codes, np.float64)
-    cur = c @ np.asarray(dec_w, np.float64).T                  # (N, T, 784)
-    v = np.zeros((c.shape[0], cur.shape[2]))
-    img = np.zeros_like(v)
-    for t in range(c.shape[1]):
-        v = np.minimum(dec_leak * v + cur[:, t], dec_v_th)
-        fired = v >= dec_v_th
-        img += fired
-        v = np.where(fired, 0.0, v)
-    return img
+    V >= v_th, reset to 0), run by the rate model's float reference (models.rate_model.forward_spikes) on the
+    decoder as a one-layer graph. Used to score target spike maps (the floor of any audiocoder)."""
+    from models.rate_model import forward_spikes
+    from toolchain.ir import LIF, lif_chain
+
+    w = np.asarray(dec_w, np.float64)
+    decoder = lif_chain([w], [LIF(w.shape[0], leak=float(dec_leak), v_th=float(dec_v_th), clamp=True)])
+    return forward_spikes(decoder, np.asarray(codes))[0].sum(axis=1, dtype=np.float64)
